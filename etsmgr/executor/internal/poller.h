@@ -1,0 +1,46 @@
+// Poller: the kernel interface a scheduler parks on. Two implementations with one behaviour:
+// io_uring (a ring per scheduler) and epoll + eventfd + timerfd.
+//
+// Both use an eventfd for cross-thread wake-ups, written with write(2) by the waker: the notes in
+// shared/notes/machine-figures.md show that waking a ring through IORING_OP_WRITE to an eventfd
+// is punted to a worker (+75 us), and MSG_RING cannot be sent from a plain thread that has no
+// ring. On io_uring the eventfd is read through an IORING_OP_READ kept armed on the ring, and the
+// wait deadline goes to the same io_uring_enter (liburing's submit_and_wait_timeout: the
+// IORING_ENTER_EXT_ARG timeout, or an IORING_OP_TIMEOUT on kernels without it), so one system
+// call waits for wake-ups, the next timer and, later, real I/O. The scheduler keeps its timers in
+// its own heap and passes only the nearest deadline to the kernel.
+//
+// Threading: Wake() from any thread; everything else from the owning scheduler's thread.
+#ifndef ETSMGR_EXECUTOR_INTERNAL_POLLER_H_
+#define ETSMGR_EXECUTOR_INTERNAL_POLLER_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "etsmgr/executor/backend.h"
+
+namespace etsmgr {
+
+class Poller {
+ public:
+  static absl::StatusOr<std::unique_ptr<Poller>> Create(Backend backend);
+  virtual ~Poller() = default;
+
+  virtual Backend backend() const = 0;
+  // Readable when a wake-up is pending (for event loops that embed a scheduler).
+  virtual int wake_fd() const = 0;
+  // Any thread: makes a current or the next Wait() return.
+  virtual void Wake() = 0;
+  // Blocks until woken or `timeout_ns` passes (-1: no timeout). Consumes pending wake-ups.
+  virtual void Wait(int64_t timeout_ns) = 0;
+  // Consumes pending wake-ups without blocking.
+  virtual void Drain() = 0;
+};
+
+// Monotonic clock in nanoseconds (CLOCK_MONOTONIC).
+int64_t MonotonicNanos();
+
+}  // namespace etsmgr
+
+#endif  // ETSMGR_EXECUTOR_INTERNAL_POLLER_H_

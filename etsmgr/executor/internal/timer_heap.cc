@@ -1,0 +1,69 @@
+#include "etsmgr/executor/internal/timer_heap.h"
+
+#include <cassert>
+
+namespace etsmgr {
+
+void TimerHeap::Insert(TimerNode* node, int64_t deadline_ns) {
+  assert(!node->armed());
+  node->deadline_ns_ = deadline_ns;
+  node->sequence_ = next_sequence_++;
+  heap_.push_back(node);
+  node->index_ = heap_.size() - 1;
+  SiftUp(node->index_);
+}
+
+void TimerHeap::Remove(TimerNode* node) {
+  if (!node->armed()) return;
+  size_t index = node->index_;
+  assert(index < heap_.size() && heap_[index] == node);
+  node->index_ = TimerNode::kNotInHeap;
+  TimerNode* last = heap_.back();
+  heap_.pop_back();
+  if (index == heap_.size()) return;  // It was the last element.
+  Place(index, last);
+  if (index > 0 && Less(last, heap_[(index - 1) / 2])) {
+    SiftUp(index);
+  } else {
+    SiftDown(index);
+  }
+}
+
+TimerNode* TimerHeap::PopTop() {
+  if (heap_.empty()) return nullptr;
+  TimerNode* top = heap_.front();
+  Remove(top);
+  return top;
+}
+
+void TimerHeap::Clear() {
+  for (TimerNode* node : heap_) node->index_ = TimerNode::kNotInHeap;
+  heap_.clear();
+}
+
+void TimerHeap::SiftUp(size_t index) {
+  TimerNode* node = heap_[index];
+  while (index > 0) {
+    size_t parent = (index - 1) / 2;
+    if (!Less(node, heap_[parent])) break;
+    Place(index, heap_[parent]);
+    index = parent;
+  }
+  Place(index, node);
+}
+
+void TimerHeap::SiftDown(size_t index) {
+  TimerNode* node = heap_[index];
+  const size_t n = heap_.size();
+  while (true) {
+    size_t child = 2 * index + 1;
+    if (child >= n) break;
+    if (child + 1 < n && Less(heap_[child + 1], heap_[child])) ++child;
+    if (!Less(heap_[child], node)) break;
+    Place(index, heap_[child]);
+    index = child;
+  }
+  Place(index, node);
+}
+
+}  // namespace etsmgr

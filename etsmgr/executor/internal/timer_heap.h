@@ -1,0 +1,71 @@
+// An indexed binary min-heap of intrusive timers, ordered by (deadline, insertion order).
+//
+// Each TimerNode records its index in the heap, so cancelling is O(log n) and needs no search;
+// nodes live in awaiters (in coroutine frames), so arming a timer never allocates beyond the
+// heap's vector. Used only by the owning scheduler's thread.
+#ifndef ETSMGR_EXECUTOR_INTERNAL_TIMER_HEAP_H_
+#define ETSMGR_EXECUTOR_INTERNAL_TIMER_HEAP_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace etsmgr {
+
+class TimerHeap;
+
+class TimerNode {
+ public:
+  static constexpr size_t kNotInHeap = static_cast<size_t>(-1);
+
+  bool armed() const { return index_ != kNotInHeap; }
+  int64_t deadline_ns() const { return deadline_ns_; }
+
+  // Called by the scheduler when the deadline passes (the node is already out of the heap).
+  virtual void Fire() noexcept = 0;
+
+ protected:
+  TimerNode() = default;
+  TimerNode(const TimerNode&) = delete;
+  TimerNode& operator=(const TimerNode&) = delete;
+  ~TimerNode() = default;
+
+ private:
+  friend class TimerHeap;
+  int64_t deadline_ns_ = 0;
+  uint64_t sequence_ = 0;
+  size_t index_ = kNotInHeap;
+};
+
+class TimerHeap {
+ public:
+  bool empty() const { return heap_.empty(); }
+  size_t size() const { return heap_.size(); }
+  TimerNode* top() const { return heap_.empty() ? nullptr : heap_.front(); }
+
+  void Insert(TimerNode* node, int64_t deadline_ns);
+  // No-op when the node is not armed.
+  void Remove(TimerNode* node);
+  TimerNode* PopTop();
+  // Unlinks every node without firing it (shutdown).
+  void Clear();
+
+ private:
+  static bool Less(const TimerNode* a, const TimerNode* b) {
+    return a->deadline_ns_ != b->deadline_ns_ ? a->deadline_ns_ < b->deadline_ns_
+                                              : a->sequence_ < b->sequence_;
+  }
+  void Place(size_t index, TimerNode* node) {
+    heap_[index] = node;
+    node->index_ = index;
+  }
+  void SiftUp(size_t index);
+  void SiftDown(size_t index);
+
+  std::vector<TimerNode*> heap_;
+  uint64_t next_sequence_ = 0;
+};
+
+}  // namespace etsmgr
+
+#endif  // ETSMGR_EXECUTOR_INTERNAL_TIMER_HEAP_H_

@@ -1,0 +1,52 @@
+// Runnable: the unit a scheduler runs, an intrusive node so queueing never allocates.
+//
+// Whatever wants to run on a scheduler (a coroutine to resume, a posted function, a process)
+// embeds or derives from Runnable and is linked into the scheduler's run queue through `next_`.
+// Awaiters keep their Runnable inside the suspended coroutine frame, so resuming a coroutine on
+// another thread costs no allocation.
+//
+// Contract
+// - A Runnable is in at most one queue at a time; whoever posts it must keep it alive until Run()
+//   or Discard() is called on it.
+// - Run() is called on the thread driving the scheduler it was posted to.
+// - Discard() is called instead of Run() when the scheduler shuts down with the node still
+//   queued; it must free what the node owns without running user code (default: nothing).
+#ifndef ETSMGR_EXECUTOR_RUNNABLE_H_
+#define ETSMGR_EXECUTOR_RUNNABLE_H_
+
+#include <coroutine>
+
+namespace etsmgr {
+
+class Runnable {
+ public:
+  virtual void Run() noexcept = 0;
+  virtual void Discard() noexcept {}
+
+ protected:
+  Runnable() = default;
+  Runnable(const Runnable&) = delete;
+  Runnable& operator=(const Runnable&) = delete;
+  ~Runnable() = default;
+
+ private:
+  friend class RunQueue;
+  friend class RemoteRunQueue;
+  Runnable* next_ = nullptr;
+};
+
+// Resumes one coroutine. Lives in an awaiter, i.e. in the suspended frame it resumes.
+class ResumeRunnable final : public Runnable {
+ public:
+  ResumeRunnable() = default;
+  explicit ResumeRunnable(std::coroutine_handle<> handle) : handle_(handle) {}
+  void set_handle(std::coroutine_handle<> handle) { handle_ = handle; }
+  void Run() noexcept override { handle_.resume(); }
+
+ private:
+  std::coroutine_handle<> handle_;
+};
+
+}  // namespace etsmgr
+
+#endif  // ETSMGR_EXECUTOR_RUNNABLE_H_

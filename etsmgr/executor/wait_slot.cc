@@ -1,0 +1,96 @@
+#include "etsmgr/executor/wait_slot.h"
+
+#include <cassert>
+
+namespace etsmgr {
+
+WaitSlot::Awaiter WaitSlot::Wait(absl::Time deadline) noexcept {
+  Scheduler* s = Scheduler::Current();
+  return Awaiter(this,
+                 deadline == absl::InfiniteFuture() ? INT64_MAX : s->ToSchedulerNanos(deadline));
+}
+
+WaitSlot::Awaiter WaitSlot::WaitUntilNanos(int64_t deadline_ns) noexcept {
+  return Awaiter(this, deadline_ns);
+}
+
+void WaitSlot::Notify() noexcept {
+  uint32_t state = state_.load(std::memory_order_acquire);
+  while (true) {
+    if (state == kNotified) return;
+    if (state == kEmpty) {
+      if (state_.compare_exchange_weak(state, kNotified, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        return;
+      }
+      continue;
+    }
+    // kWaiting: whoever moves the state out of kWaiting owns the resumption.
+    if (state_.compare_exchange_weak(state, kEmpty, std::memory_order_acq_rel,
+                                     std::memory_order_acquire)) {
+      Awaiter* waiter = waiter_;
+      waiter->notified_ = true;
+      waiter->scheduler_->Post(&waiter->resume_);
+      return;
+    }
+  }
+}
+
+bool WaitSlot::TryCancelWait() noexcept {
+  uint32_t expected = kWaiting;
+  return state_.compare_exchange_strong(expected, kEmpty, std::memory_order_acq_rel,
+                                        std::memory_order_acquire);
+}
+
+WaitSlot::Awaiter::~Awaiter() {
+  if (armed()) scheduler_->CancelTimer(this);
+}
+
+bool WaitSlot::Awaiter::await_ready() noexcept {
+  uint32_t expected = kNotified;
+  if (slot_->state_.compare_exchange_strong(expected, kEmpty, std::memory_order_acq_rel,
+                                            std::memory_order_acquire)) {
+    notified_ = true;
+    return true;
+  }
+  return false;
+}
+
+bool WaitSlot::Awaiter::await_suspend(std::coroutine_handle<> h) noexcept {
+  scheduler_ = Scheduler::Current();
+  assert(scheduler_ != nullptr && "WaitSlot::Wait awaited outside a scheduler");
+  resume_.set_handle(h);
+  slot_->waiter_ = this;
+  if (deadline_ns_ <= scheduler_->NowNanos()) {
+    // Already expired: only a pending notification can win.
+    notified_ = await_ready();
+    return false;
+  }
+  if (deadline_ns_ != INT64_MAX) scheduler_->AddTimer(this, deadline_ns_);
+  uint32_t expected = kEmpty;
+  if (slot_->state_.compare_exchange_strong(expected, kWaiting, std::memory_order_acq_rel,
+                                            std::memory_order_acquire)) {
+    return true;  // Suspended; Notify() or Fire() resumes us.
+  }
+  // A notification arrived between await_ready and here.
+  assert(expected == kNotified);
+  slot_->state_.store(kEmpty, std::memory_order_release);
+  scheduler_->CancelTimer(this);
+  notified_ = true;
+  return false;
+}
+
+bool WaitSlot::Awaiter::await_resume() noexcept {
+  if (armed()) scheduler_->CancelTimer(this);
+  return notified_;
+}
+
+void WaitSlot::Awaiter::Fire() noexcept {
+  if (slot_->TryCancelWait()) {
+    notified_ = false;
+    resume_.Run();
+  }
+  // Otherwise a Notify() won and already queued our resumption.
+}
+
+}  // namespace etsmgr
