@@ -129,30 +129,40 @@ struct BlockOnState {
   }
 };
 
-// Signals the blocked thread as the frame's last access to `state` (the thread may destroy it
-// as soon as it wakes): with the result, or as abandoned when shutdown destroyed the frame.
+// Signals the blocked thread as the frame's last access to the state (the thread may leave as
+// soon as it wakes): with the result, or as abandoned when shutdown destroyed the frame. It is a
+// coroutine parameter, so it lives in the frame from creation: a frame destroyed before it ever
+// ran signals too.
 template <typename T>
-struct FinishGuard {
-  BlockOnState<T>* state;
-  bool completed = false;
-  ~FinishGuard() { state->Finish(/*abandon=*/!completed); }
+class FinishGuard {
+ public:
+  explicit FinishGuard(std::shared_ptr<BlockOnState<T>> state) : state_(std::move(state)) {}
+  FinishGuard(FinishGuard&& other) noexcept
+      : state_(std::move(other.state_)), completed_(other.completed_) {}
+  ~FinishGuard() {
+    if (state_) state_->Finish(/*abandon=*/!completed_);
+  }
+  BlockOnState<T>* state() const { return state_.get(); }
+  void set_completed() { completed_ = true; }
+
+ private:
+  std::shared_ptr<BlockOnState<T>> state_;  // Shared: the caller may give up first (deadlock).
+  bool completed_ = false;
 };
 
 template <typename T>
-Task<void> RunAndSignal(Task<T> task, BlockOnState<T>* state) {
-  FinishGuard<T> guard{state};
+Task<void> RunAndSignal(Task<T> task, FinishGuard<T> guard) {
+  BlockOnState<T>* state = guard.state();
   try {
     if constexpr (std::is_void_v<T>) {
       co_await std::move(task);
-    } else if constexpr (std::is_reference_v<T>) {
-      state->value.emplace(co_await std::move(task));
     } else {
       state->value.emplace(co_await std::move(task));
     }
   } catch (...) {
     state->exception = std::current_exception();
   }
-  guard.completed = true;
+  guard.set_completed();
 }
 
 }  // namespace runtime_internal
@@ -164,8 +174,11 @@ T Runtime::BlockOn(Task<T> task, int index) {
                stderr);
     std::abort();
   }
-  runtime_internal::BlockOnState<T> state;
-  absl::Status spawned = Spawn(runtime_internal::RunAndSignal(std::move(task), &state), index);
+  auto shared = std::make_shared<runtime_internal::BlockOnState<T>>();
+  runtime_internal::BlockOnState<T>& state = *shared;
+  absl::Status spawned = Spawn(
+      runtime_internal::RunAndSignal(std::move(task), runtime_internal::FinishGuard<T>(shared)),
+      index);
   if (!spawned.ok()) throw RuntimeShutDown();
   if (deterministic_) {
     if (!DriveUntil(state.done)) {
@@ -176,9 +189,14 @@ T Runtime::BlockOn(Task<T> task, int index) {
     std::unique_lock<std::mutex> lock(state.mutex);
     state.cv.wait(lock, [&] { return state.done.load(std::memory_order_acquire); });
   }
-  std::lock_guard<std::mutex> lock(state.mutex);  // Pairs with Finish(): value/exception visible.
+  std::unique_lock<std::mutex> lock(state.mutex);  // Pairs with Finish(): value/exception visible.
   if (state.abandoned) throw RuntimeShutDown();
-  if (state.exception) std::rethrow_exception(state.exception);
+  if (state.exception) {
+    // Take the only reference: the frame may drop its copy of the state on another thread.
+    std::exception_ptr exception = std::exchange(state.exception, nullptr);
+    lock.unlock();
+    std::rethrow_exception(exception);
+  }
   if constexpr (std::is_void_v<T>) {
     return;
   } else if constexpr (std::is_reference_v<T>) {

@@ -96,6 +96,9 @@ class Scheduler {
 
   Backend backend() const { return backend_; }
   bool deterministic() const { return deterministic_; }
+  // Any thread: true while nobody runs this scheduler (its thread is blocked in the kernel, or it
+  // is embedded and its loop is outside RunReady). An idle runtime's schedulers all park.
+  bool parked() const { return parked_.load(std::memory_order_acquire); }
 
   // Any thread. Runs `r` on this scheduler's thread (FIFO per poster, unless shuffling).
   void Post(Runnable* r);
@@ -226,6 +229,8 @@ class SleepAwaiter final : private TimerNode {
 };
 SleepAwaiter Sleep(absl::Duration duration);
 SleepAwaiter SleepUntil(absl::Time deadline);
+// A deadline on the current scheduler's clock (Scheduler::NowNanos()).
+inline SleepAwaiter SleepUntilNanos(int64_t deadline_ns) { return SleepAwaiter(deadline_ns); }
 
 class ResumeOnAwaiter {
  public:

@@ -77,7 +77,9 @@ class Promise final : public PromiseBase {
   void unhandled_exception() noexcept { result_.template emplace<2>(std::current_exception()); }
 
   T take_result() {
-    if (result_.index() == 2) std::rethrow_exception(std::get<2>(result_));
+    // Moving the exception out leaves the frame without a reference to it, so the exception
+    // object dies with its last catcher rather than with this frame (possibly on another thread).
+    if (result_.index() == 2) std::rethrow_exception(std::exchange(std::get<2>(result_), nullptr));
     assert(result_.index() == 1 && "Task finished without a value");
     return std::move(std::get<1>(result_));
   }
@@ -95,7 +97,7 @@ class Promise<T&> final : public PromiseBase {
   void unhandled_exception() noexcept { exception_ = std::current_exception(); }
 
   T& take_result() {
-    if (exception_) std::rethrow_exception(exception_);
+    if (exception_) std::rethrow_exception(std::exchange(exception_, nullptr));
     assert(value_ != nullptr && "Task finished without a value");
     return *value_;
   }
@@ -114,7 +116,7 @@ class Promise<void> final : public PromiseBase {
   void unhandled_exception() noexcept { exception_ = std::current_exception(); }
 
   void take_result() {
-    if (exception_) std::rethrow_exception(exception_);
+    if (exception_) std::rethrow_exception(std::exchange(exception_, nullptr));
   }
 
  private:
