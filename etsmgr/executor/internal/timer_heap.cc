@@ -7,8 +7,7 @@ namespace etsmgr {
 void TimerHeap::Insert(TimerNode* node, int64_t deadline_ns) {
   assert(!node->armed());
   node->deadline_ns_ = deadline_ns;
-  node->sequence_ = next_sequence_++;
-  heap_.push_back(node);
+  heap_.push_back(Entry{deadline_ns, next_sequence_++, node});
   node->index_ = heap_.size() - 1;
   SiftUp(node->index_);
 }
@@ -16,9 +15,9 @@ void TimerHeap::Insert(TimerNode* node, int64_t deadline_ns) {
 void TimerHeap::Remove(TimerNode* node) {
   if (!node->armed()) return;
   size_t index = node->index_;
-  assert(index < heap_.size() && heap_[index] == node);
+  assert(index < heap_.size() && heap_[index].node == node);
   node->index_ = TimerNode::kNotInHeap;
-  TimerNode* last = heap_.back();
+  Entry last = heap_.back();
   heap_.pop_back();
   if (index == heap_.size()) return;  // It was the last element.
   Place(index, last);
@@ -31,18 +30,18 @@ void TimerHeap::Remove(TimerNode* node) {
 
 TimerNode* TimerHeap::PopTop() {
   if (heap_.empty()) return nullptr;
-  TimerNode* top = heap_.front();
+  TimerNode* top = heap_.front().node;
   Remove(top);
   return top;
 }
 
 void TimerHeap::Clear() {
-  for (TimerNode* node : heap_) node->index_ = TimerNode::kNotInHeap;
+  for (const Entry& entry : heap_) entry.node->index_ = TimerNode::kNotInHeap;
   heap_.clear();
 }
 
 void TimerHeap::SiftUp(size_t index) {
-  TimerNode* node = heap_[index];
+  Entry node = heap_[index];
   while (index > 0) {
     size_t parent = (index - 1) / 2;
     if (!Less(node, heap_[parent])) break;
@@ -53,7 +52,7 @@ void TimerHeap::SiftUp(size_t index) {
 }
 
 void TimerHeap::SiftDown(size_t index) {
-  TimerNode* node = heap_[index];
+  Entry node = heap_[index];
   const size_t n = heap_.size();
   while (true) {
     size_t child = 2 * index + 1;

@@ -2,7 +2,8 @@
 //
 // Each TimerNode records its index in the heap, so cancelling is O(log n) and needs no search;
 // nodes live in awaiters (in coroutine frames), so arming a timer never allocates beyond the
-// heap's vector. Used only by the owning scheduler's thread.
+// heap's vector. The heap's entries carry the sort key next to the node pointer, so sifting
+// compares without touching the (scattered) nodes. Used only by the owning scheduler's thread.
 #ifndef ETSMGR_EXECUTOR_INTERNAL_TIMER_HEAP_H_
 #define ETSMGR_EXECUTOR_INTERNAL_TIMER_HEAP_H_
 
@@ -33,7 +34,6 @@ class TimerNode {
  private:
   friend class TimerHeap;
   int64_t deadline_ns_ = 0;
-  uint64_t sequence_ = 0;
   size_t index_ = kNotInHeap;
 };
 
@@ -41,7 +41,7 @@ class TimerHeap {
  public:
   bool empty() const { return heap_.empty(); }
   size_t size() const { return heap_.size(); }
-  TimerNode* top() const { return heap_.empty() ? nullptr : heap_.front(); }
+  TimerNode* top() const { return heap_.empty() ? nullptr : heap_.front().node; }
 
   void Insert(TimerNode* node, int64_t deadline_ns);
   // No-op when the node is not armed.
@@ -51,18 +51,22 @@ class TimerHeap {
   void Clear();
 
  private:
-  static bool Less(const TimerNode* a, const TimerNode* b) {
-    return a->deadline_ns_ != b->deadline_ns_ ? a->deadline_ns_ < b->deadline_ns_
-                                              : a->sequence_ < b->sequence_;
+  struct Entry {
+    int64_t deadline_ns;
+    uint64_t sequence;
+    TimerNode* node;
+  };
+  static bool Less(const Entry& a, const Entry& b) {
+    return a.deadline_ns != b.deadline_ns ? a.deadline_ns < b.deadline_ns : a.sequence < b.sequence;
   }
-  void Place(size_t index, TimerNode* node) {
-    heap_[index] = node;
-    node->index_ = index;
+  void Place(size_t index, const Entry& entry) {
+    heap_[index] = entry;
+    entry.node->index_ = index;
   }
   void SiftUp(size_t index);
   void SiftDown(size_t index);
 
-  std::vector<TimerNode*> heap_;
+  std::vector<Entry> heap_;
   uint64_t next_sequence_ = 0;
 };
 
