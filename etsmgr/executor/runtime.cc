@@ -71,7 +71,7 @@ Scheduler& Runtime::LeastLoaded() {
   return *best;
 }
 
-absl::StatusOr<Scheduler*> Runtime::Pick(int index) {
+absl::StatusOr<Scheduler*> Runtime::PickScheduler(int index) {
   if (shut_down_.load(std::memory_order_acquire)) {
     return absl::FailedPreconditionError("runtime is shut down");
   }
@@ -84,14 +84,14 @@ absl::StatusOr<Scheduler*> Runtime::Pick(int index) {
 }
 
 absl::Status Runtime::Spawn(Task<void> task, int index) {
-  absl::StatusOr<Scheduler*> s = Pick(index);
+  absl::StatusOr<Scheduler*> s = PickScheduler(index);
   if (!s.ok()) return s.status();
   (*s)->Spawn(std::move(task));
   return absl::OkStatus();
 }
 
 absl::Status Runtime::Post(std::function<void()> fn, int index) {
-  absl::StatusOr<Scheduler*> s = Pick(index);
+  absl::StatusOr<Scheduler*> s = PickScheduler(index);
   if (!s.ok()) return s.status();
   (*s)->Post(new FunctionRunnable(std::move(fn)));
   return absl::OkStatus();

@@ -74,6 +74,10 @@ class Runtime {
   // The scheduler with the fewest live roots (spawned tasks, processes).
   Scheduler& LeastLoaded();
 
+  // Scheduler `index`, or the least loaded for -1. FailedPrecondition after shutdown,
+  // InvalidArgument for a bad index.
+  absl::StatusOr<Scheduler*> PickScheduler(int index);
+
   // Runs `task` detached on scheduler `index` (-1: least loaded). FailedPrecondition after
   // shutdown; InvalidArgument for a bad index.
   absl::Status Spawn(Task<void> task, int index = -1);
@@ -92,7 +96,6 @@ class Runtime {
 
  private:
   Runtime() = default;
-  absl::StatusOr<Scheduler*> Pick(int index);
   bool DriveUntil(const std::atomic<bool>& done);  // Deterministic BlockOn.
   static bool OnSchedulerThread() { return Scheduler::Current() != nullptr; }
 

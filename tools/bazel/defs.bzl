@@ -16,6 +16,8 @@ ETSMGR_COPTS = [
     "-Wall",
     "-Wextra",
     "-Werror",
+    # Option structs are meant to be filled with designated initializers ({.trap_exit = true}).
+    "-Wno-missing-field-initializers",
 ]
 
 def etsmgr_cc_library(name, copts = [], **kwargs):

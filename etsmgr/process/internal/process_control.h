@@ -1,0 +1,211 @@
+// ProcessControl: the shared, reference-counted state of one process (internal).
+//
+// Ownership
+// - Pids hold references; the process holds one on itself while alive. The block is freed when
+//   the last reference goes, so a stale Pid always finds a dead block, never a new process.
+// - The process's coroutine frame (its body) is owned by the block while the process runs and
+//   is destroyed exactly once: when the body finishes, when an exit signal kills the process at
+//   a suspension point, or at runtime shutdown.
+//
+// Threads
+// - "owner" below means the thread of the process's scheduler while it runs this process.
+// - Deliver() (messages and signals) and Notify() may be called from any thread: they push onto a
+//   lock-free incoming stack and wake the process if it waits.
+// - Links, monitors, the registered name and the dead flag are guarded by mu_. A dying process
+//   collects them under its own lock and signals peers without holding it, so two processes
+//   dying together cannot deadlock.
+//
+// Waiting (one wait at a time, as a process is sequential): wake_state_ moves
+// kIdle -> kWaiting when the owner suspends, and whoever moves it out of kWaiting (a Notify() or
+// the deadline timer) owns the resumption, which always goes through Run() on the owner thread:
+// Run() first acts on signals (possibly terminating the process instead of resuming it).
+#ifndef ETSMGR_PROCESS_INTERNAL_PROCESS_CONTROL_H_
+#define ETSMGR_PROCESS_INTERNAL_PROCESS_CONTROL_H_
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "etsmgr/executor/internal/timer_heap.h"
+#include "etsmgr/executor/runnable.h"
+#include "etsmgr/executor/scheduler.h"
+#include "etsmgr/executor/task.h"
+#include "etsmgr/process/exit_reason.h"
+#include "etsmgr/process/message.h"
+#include "etsmgr/process/pid.h"
+
+namespace etsmgr {
+
+class Node;
+class Process;
+
+// What a receive is waiting for: decides on the owner thread whether an envelope matches.
+struct Matcher {
+  bool (*fn)(const Envelope& e, const void* ctx) = nullptr;
+  const void* ctx = nullptr;
+  bool Matches(const Envelope& e) const { return fn(e, ctx); }
+};
+
+// Sent to processes waiting in WaitForRegistered when `name` gets registered.
+struct NameRegistered {
+  std::string name;
+};
+void NotifyNameRegistered(const Pid& waiter, const std::string& name);
+
+// An exit signal in flight (Envelope::Kind::kExitSignal).
+class ExitSignalEnvelope final : public Envelope {
+ public:
+  ExitSignalEnvelope(Pid from, ExitReason reason, bool from_link)
+      : Envelope(MessageTypeTag<ExitSignalEnvelope>(), Kind::kExitSignal),
+        from(std::move(from)),
+        reason(std::move(reason)),
+        from_link(from_link) {}
+  const char* type_name() const override { return "exit signal"; }
+  Pid from;
+  ExitReason reason;
+  bool from_link;  // Sent because of a link (ignored if the link is gone) vs. exit/2.
+};
+
+class ProcessControl final : public Runnable, public Root, private TimerNode {
+ public:
+  enum class Status { kRunnable, kWaiting, kExiting, kDead };
+
+  ProcessControl(Node* node, Scheduler* scheduler, uint64_t serial,
+                 std::function<Task<void>(Process&)> body, bool trap_exit);
+
+  // --- Reference counting (Pid).
+  void AddRef() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Release() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  uint64_t serial() const { return serial_; }
+  Node* node() const { return node_; }
+  Scheduler* scheduler() const { return scheduler_; }
+  bool alive() const { return !dead_.load(std::memory_order_acquire); }
+
+  // --- Any thread.
+  // Queues an envelope; false (and the envelope is deleted) when the process is dead.
+  bool Deliver(std::unique_ptr<Envelope> envelope);
+  void Notify();
+
+  // --- Start, in two steps: Bind() gives the block its own Pid (links can then be made before
+  // the body runs), Launch() makes it a scheduler root and posts its first run.
+  void Bind(Pid self) { self_ = std::move(self); }
+  void Launch();
+
+  // --- Owner thread, from the Process API.
+  Process& context() { return *context_; }
+  const Pid& self() const { return self_; }
+  bool trap_exit() const { return trap_exit_; }
+  void set_trap_exit(bool on) { trap_exit_ = on; }
+  // Looks for a match in the mailbox (after taking in what arrived); removes and returns it.
+  std::unique_ptr<Envelope> TakeMatch(const Matcher& matcher);
+  // True when a signal means this process must stop at its next suspension.
+  bool exit_pending() const { return pending_exit_.has_value(); }
+  void RequestSelfExit(ExitReason reason);
+  // Suspends `h` until a match for `matcher` arrives or `deadline_ns` (scheduler clock) passes.
+  // On resumption `*result` holds the match, or null on timeout.
+  void Suspend(std::coroutine_handle<> h, const Matcher* matcher, int64_t deadline_ns,
+               std::unique_ptr<Envelope>* result);
+  size_t mailbox_size() const { return mailbox_size_; }
+
+  // --- Links and monitors (any thread; see the class comment for locking).
+  // Adds a link to `other`; if `other` is dead, delivers an exit signal noproc to this process.
+  void Link(const Pid& other);
+  void Unlink(const Pid& other);
+  uint64_t Monitor(const Pid& target);  // Down noproc at once if the target is dead.
+  void Demonitor(uint64_t ref, bool flush);
+
+  // Name registry support (guarded by mu_).
+  bool SetRegisteredName(const std::string& name);  // False if it already has one or is dead.
+  void ClearRegisteredName();
+  std::string registered_name() const;
+
+  // Hooks run after the frame is destroyed and before links and monitors fire (tables use
+  // this to move ownership to heirs before anyone sees the exit). Owner thread or before start.
+  void AddExitHook(std::function<void(const Pid& self, const ExitReason& reason)> hook);
+
+  struct Snapshot {
+    Status status;
+    size_t mailbox_length;
+    std::vector<Pid> links;
+    std::vector<Pid> monitored_by;
+    std::vector<Pid> monitoring;
+    bool trap_exit;
+    std::string registered_name;
+    size_t memory;
+  };
+  Snapshot Info() const;
+  Status status() const { return status_.load(std::memory_order_acquire); }
+
+  // Runnable: the owner-thread entry point for every resumption.
+  void Run() noexcept override;
+  // Root: runtime shutdown destroys the frame without signalling anyone.
+  void DestroyAtShutdown() noexcept override;
+
+  // Called by the body's root frame when the body returned or threw.
+  void BodyFinished(ExitReason reason);
+
+ private:
+  ~ProcessControl();
+  void Fire() noexcept override;  // Deadline timer.
+  void TakeIncoming();            // Owner: incoming stack -> FIFO, acting on signals.
+  void HandleSignal(ExitSignalEnvelope* signal);
+  void Terminate(ExitReason reason);  // Owner: destroy the frame, then the exit procedure.
+  void ExitProcedure(ExitReason reason);
+  void AppendToMailbox(Envelope* e);
+  void UnlinkFromMailbox(Envelope* e);
+
+  enum WakeState : uint32_t { kIdle = 0, kNotified = 1, kWaiting = 2 };
+
+  // --- Any thread.
+  std::atomic<int> refs_{1};
+  std::atomic<Envelope*> incoming_{nullptr};
+  std::atomic<uint32_t> wake_state_{kIdle};
+  std::atomic<bool> dead_{false};
+  std::atomic<Status> status_{Status::kRunnable};
+
+  // --- Immutable after construction / Start.
+  Node* const node_;
+  Scheduler* const scheduler_;
+  const uint64_t serial_;
+  Pid self_;  // Set by Start; dropped at exit (the process's own reference).
+  std::function<Task<void>(Process&)> body_;
+  std::unique_ptr<Process> context_;
+
+  // --- Owner thread.
+  std::coroutine_handle<> frame_;  // The body's root frame (BodyFrame in process.cc).
+  bool started_ = false;
+  bool trap_exit_ = false;
+  bool timed_out_ = false;
+  std::optional<ExitReason> pending_exit_;
+  std::coroutine_handle<> waiting_handle_;
+  const Matcher* waiting_matcher_ = nullptr;
+  std::unique_ptr<Envelope>* waiting_result_ = nullptr;
+  Envelope* mailbox_head_ = nullptr;
+  Envelope* mailbox_tail_ = nullptr;
+  size_t mailbox_size_ = 0;
+  std::vector<std::function<void(const Pid&, const ExitReason&)>> exit_hooks_;
+
+  // --- Guarded by mu_.
+  mutable std::mutex mu_;
+  std::vector<Pid> links_;
+  struct MonitorEntry {
+    uint64_t ref;
+    Pid other;
+  };
+  std::vector<MonitorEntry> monitored_by_;  // Watchers of this process.
+  std::vector<MonitorEntry> monitoring_;    // Processes this one watches.
+  std::string registered_name_;
+};
+
+}  // namespace etsmgr
+
+#endif  // ETSMGR_PROCESS_INTERNAL_PROCESS_CONTROL_H_

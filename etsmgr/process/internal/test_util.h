@@ -1,0 +1,41 @@
+// Test helpers for process tests: run a probe process and wait for what it reports.
+#ifndef ETSMGR_PROCESS_INTERNAL_TEST_UTIL_H_
+#define ETSMGR_PROCESS_INTERNAL_TEST_UTIL_H_
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <string>
+
+#include "etsmgr/process/node.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr {
+
+// Spawns `body` as a process and waits (up to `limit`) for the value it passes to `report`.
+// Returns "<timeout>" if the probe never reported.
+using ProbeBody = std::function<Task<void>(Process&, std::function<void(std::string)> report)>;
+
+inline std::string RunProbe(Node& node, ProbeBody body, SpawnOptions options = {},
+                            std::chrono::seconds limit = std::chrono::seconds(20)) {
+  using T = std::string;
+  auto promise = std::make_shared<std::promise<T>>();
+  std::future<T> future = promise->get_future();
+  auto reported = std::make_shared<std::atomic<bool>>(false);
+  std::function<void(T)> report = [promise, reported](T value) {
+    if (!reported->exchange(true)) promise->set_value(std::move(value));
+  };
+  absl::StatusOr<Pid> pid = node.Spawn(
+      [body = std::move(body), report](Process& self) -> Task<void> { return body(self, report); },
+      options);
+  EXPECT_TRUE(pid.ok()) << pid.status();
+  if (future.wait_for(limit) != std::future_status::ready) {
+    ADD_FAILURE() << "probe did not report within the limit";
+    return T();
+  }
+  return future.get();
+}
+
+}  // namespace etsmgr
+
+#endif  // ETSMGR_PROCESS_INTERNAL_TEST_UTIL_H_

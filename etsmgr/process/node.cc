@@ -1,0 +1,140 @@
+#include "etsmgr/process/node.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace etsmgr {
+
+absl::StatusOr<std::unique_ptr<Node>> Node::Create(const RuntimeOptions& options) {
+  absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(options);
+  if (!rt.ok()) return rt.status();
+  std::unique_ptr<Node> node(new Node());
+  node->runtime_ = std::move(*rt);
+  return node;
+}
+
+Node::~Node() { Shutdown(); }
+
+void Node::Shutdown() {
+  if (runtime_) runtime_->Shutdown();
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  names_.clear();
+  name_waiters_.clear();
+}
+
+absl::StatusOr<Pid> Node::Spawn(ProcessBody body, SpawnOptions options) {
+  absl::StatusOr<Scheduler*> scheduler = runtime_->PickScheduler(options.scheduler);
+  if (!scheduler.ok()) return scheduler.status();
+  if (!body) return absl::InvalidArgumentError("spawn: empty process body");
+  auto* control =
+      new ProcessControl(this, *scheduler, next_serial_.fetch_add(1, std::memory_order_relaxed),
+                         std::move(body), options.trap_exit);
+  Pid pid(control);
+  if (!options.name.empty()) {
+    absl::Status registered = Register(options.name, pid);
+    if (!registered.ok()) return registered;  // The never-started block dies with `pid`.
+  }
+  live_.fetch_add(1, std::memory_order_relaxed);
+  control->Bind(pid);
+  control->Launch();
+  return pid;
+}
+
+absl::StatusOr<Pid> Node::SpawnLink(const Pid& parent, ProcessBody body, SpawnOptions options) {
+  absl::StatusOr<Scheduler*> scheduler = runtime_->PickScheduler(options.scheduler);
+  if (!scheduler.ok()) return scheduler.status();
+  if (!body) return absl::InvalidArgumentError("spawn_link: empty process body");
+  auto* control =
+      new ProcessControl(this, *scheduler, next_serial_.fetch_add(1, std::memory_order_relaxed),
+                         std::move(body), options.trap_exit);
+  Pid pid(control);
+  if (!options.name.empty()) {
+    absl::Status registered = Register(options.name, pid);
+    if (!registered.ok()) return registered;
+  }
+  // Link before the child can run; a dead parent makes the child get an exit signal noproc.
+  control->Bind(pid);
+  control->Link(parent);
+  live_.fetch_add(1, std::memory_order_relaxed);
+  control->Launch();
+  return pid;
+}
+
+absl::Status Node::Register(const std::string& name, const Pid& pid) {
+  if (name.empty()) return absl::InvalidArgumentError("register: empty name");
+  if (!pid.valid()) return absl::InvalidArgumentError("register(\"" + name + "\"): null pid");
+  std::vector<Pid> waiters;
+  {
+    std::lock_guard<std::mutex> lock(registry_mu_);
+    auto it = names_.find(name);
+    if (it != names_.end()) {
+      return absl::AlreadyExistsError(absl::StrCat("register(\"", name, "\", ", pid.ToString(),
+                                                   "): name already registered to ",
+                                                   it->second.ToString()));
+    }
+    if (!pid.control()->SetRegisteredName(name)) {
+      if (!pid.alive()) {
+        return absl::NotFoundError(
+            absl::StrCat("register(\"", name, "\"): process ", pid.ToString(), " is dead"));
+      }
+      return absl::AlreadyExistsError(absl::StrCat("register(\"", name, "\"): process ",
+                                                   pid.ToString(), " is already registered as \"",
+                                                   pid.control()->registered_name(), "\""));
+    }
+    names_.emplace(name, pid);
+    auto w = name_waiters_.find(name);
+    if (w != name_waiters_.end()) {
+      waiters = std::move(w->second);
+      name_waiters_.erase(w);
+    }
+  }
+  for (const Pid& waiter : waiters) NotifyNameRegistered(waiter, name);
+  return absl::OkStatus();
+}
+
+absl::Status Node::Unregister(const std::string& name) {
+  Pid pid;
+  {
+    std::lock_guard<std::mutex> lock(registry_mu_);
+    auto it = names_.find(name);
+    if (it == names_.end()) {
+      return absl::NotFoundError("unregister(\"" + name + "\"): name not registered");
+    }
+    pid = std::move(it->second);
+    names_.erase(it);
+  }
+  pid.control()->ClearRegisteredName();
+  return absl::OkStatus();
+}
+
+void Node::UnregisterIfOwner(const std::string& name, const Pid& pid) {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  auto it = names_.find(name);
+  if (it != names_.end() && it->second == pid) names_.erase(it);
+}
+
+Pid Node::Whereis(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  auto it = names_.find(name);
+  return it == names_.end() ? Pid() : it->second;
+}
+
+void Node::AddNameWaiter(const std::string& name, const Pid& waiter) {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  name_waiters_[name].push_back(waiter);
+}
+
+void Node::RemoveNameWaiter(const std::string& name, const Pid& waiter) {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  auto it = name_waiters_.find(name);
+  if (it == name_waiters_.end()) return;
+  auto& v = it->second;
+  v.erase(std::remove(v.begin(), v.end(), waiter), v.end());
+  if (v.empty()) name_waiters_.erase(it);
+}
+
+void Node::OnProcessExit(ProcessControl*) { live_.fetch_sub(1, std::memory_order_relaxed); }
+
+}  // namespace etsmgr

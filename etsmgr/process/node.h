@@ -1,0 +1,90 @@
+// Node: a runtime of processes (Erlang's node): the executor, the process registry and names.
+//
+//   absl::StatusOr<std::unique_ptr<Node>> node = Node::Create({});
+//   Pid p = (*node)->Spawn(Body, {.name = "worker"}).value();
+//   Send((*node)->Whereis("worker"), Hello{});
+//
+// Thread safety: every method may be called from any thread (processes included), except the
+// destructor, which must not run on a scheduler thread. Destroying the Node shuts the runtime
+// down: every live process's frame is destroyed (destructors run once) without exit signals.
+#ifndef ETSMGR_PROCESS_NODE_H_
+#define ETSMGR_PROCESS_NODE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "etsmgr/executor/runtime.h"
+#include "etsmgr/process/pid.h"
+#include "etsmgr/process/process.h"
+
+namespace etsmgr {
+
+class Node {
+ public:
+  static absl::StatusOr<std::unique_ptr<Node>> Create(const RuntimeOptions& options = {});
+  ~Node();
+
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  Runtime& runtime() { return *runtime_; }
+
+  // Spawns a process. Errors: FailedPrecondition after shutdown, InvalidArgument for a bad
+  // scheduler index, AlreadyExists when options.name is taken.
+  absl::StatusOr<Pid> Spawn(ProcessBody body, SpawnOptions options = {});
+  // Spawns and links to `parent` before the child can run.
+  absl::StatusOr<Pid> SpawnLink(const Pid& parent, ProcessBody body, SpawnOptions options = {});
+
+  // --- Registry (Erlang's register/unregister/whereis).
+  // Errors: InvalidArgument (empty name), AlreadyExists (name taken, or the process already has
+  // a name), NotFound (dead process).
+  absl::Status Register(const std::string& name, const Pid& pid);
+  absl::Status Unregister(const std::string& name);
+  // Removes `name` only if it is still registered to `pid` (process exit).
+  void UnregisterIfOwner(const std::string& name, const Pid& pid);
+  Pid Whereis(const std::string& name) const;  // Null Pid when unregistered.
+  // Sends to a registered name: NotFound when nobody has it.
+  template <typename T>
+  absl::Status SendNamed(const std::string& name, T&& message) {
+    Pid to = Whereis(name);
+    if (!to.valid() || !Send(to, std::forward<T>(message))) {
+      return absl::NotFoundError("no process registered as \"" + name + "\"");
+    }
+    return absl::OkStatus();
+  }
+
+  // Registration waiters: `waiter` is notified (Notify()) whenever `name` gets registered.
+  void AddNameWaiter(const std::string& name, const Pid& waiter);
+  void RemoveNameWaiter(const std::string& name, const Pid& waiter);
+
+  size_t process_count() const { return live_.load(std::memory_order_relaxed); }
+  uint64_t NextRef() { return next_ref_.fetch_add(1, std::memory_order_relaxed); }
+
+  // Called by ProcessControl.
+  void OnProcessExit(ProcessControl* p);
+
+  void Shutdown();
+
+ private:
+  Node() = default;
+
+  std::unique_ptr<Runtime> runtime_;
+  std::atomic<uint64_t> next_serial_{1};
+  std::atomic<uint64_t> next_ref_{1};
+  std::atomic<size_t> live_{0};
+
+  mutable std::mutex registry_mu_;
+  absl::flat_hash_map<std::string, Pid> names_;
+  absl::flat_hash_map<std::string, std::vector<Pid>> name_waiters_;
+};
+
+}  // namespace etsmgr
+
+#endif  // ETSMGR_PROCESS_NODE_H_

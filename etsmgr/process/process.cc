@@ -1,0 +1,596 @@
+#include "etsmgr/process/process.h"
+
+#include <algorithm>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/process/node.h"
+
+namespace etsmgr {
+namespace {
+
+Envelope* const kClosed = reinterpret_cast<Envelope*>(uintptr_t{1});
+
+// The root frame of a process: runs the body and reports how it ended.
+class BodyFrame {
+ public:
+  class promise_type {
+   public:
+    promise_type(ProcessControl* control, ProcessBody*) : control_(control) {}
+    BodyFrame get_return_object() {
+      return BodyFrame{std::coroutine_handle<promise_type>::from_promise(*this)};
+    }
+    std::suspend_always initial_suspend() noexcept { return {}; }
+    auto final_suspend() noexcept {
+      struct Final {
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<promise_type> h) noexcept {
+          // Destroys this frame, runs the exit procedure; nothing here may be touched after.
+          ProcessControl* control = h.promise().control_;
+          control->BodyFinished(std::move(h.promise().reason_));
+        }
+        void await_resume() const noexcept {}
+      };
+      return Final{};
+    }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept {
+      try {
+        throw;
+      } catch (const std::exception& e) {
+        reason_ = ExitReason::Exception(e.what());
+      } catch (...) {
+        reason_ = ExitReason::Exception("non-standard exception");
+      }
+    }
+
+   private:
+    ProcessControl* control_;
+    ExitReason reason_;
+  };
+  std::coroutine_handle<promise_type> handle;
+};
+
+BodyFrame RunBody(ProcessControl* control, ProcessBody* body) {
+  co_await (*body)(control->context());
+}
+
+void RemoveEntry(std::vector<Pid>& v, const Pid& pid) {
+  auto it = std::find(v.begin(), v.end(), pid);
+  if (it != v.end()) v.erase(it);
+}
+
+}  // namespace
+
+// --- Pid.
+
+Pid::Pid(ProcessControl* control) : control_(control) {}
+Pid::Pid(const Pid& other) : control_(other.control_) {
+  if (control_ != nullptr) control_->AddRef();
+}
+Pid::~Pid() {
+  if (control_ != nullptr) control_->Release();
+}
+uint64_t Pid::serial() const { return control_ != nullptr ? control_->serial() : 0; }
+bool Pid::alive() const { return control_ != nullptr && control_->alive(); }
+std::string Pid::ToString() const {
+  return control_ != nullptr ? absl::StrCat("<0.", control_->serial(), ">") : "<null>";
+}
+
+// --- ProcessControl.
+
+ProcessControl::ProcessControl(Node* node, Scheduler* scheduler, uint64_t serial, ProcessBody body,
+                               bool trap_exit)
+    : node_(node),
+      scheduler_(scheduler),
+      serial_(serial),
+      body_(std::move(body)),
+      context_(std::make_unique<Process>(this)),
+      trap_exit_(trap_exit) {}
+
+ProcessControl::~ProcessControl() {
+  Envelope* e = incoming_.exchange(kClosed, std::memory_order_acquire);
+  while (e != nullptr && e != kClosed) {
+    Envelope* next = e->next_;
+    delete e;
+    e = next;
+  }
+  while (mailbox_head_ != nullptr) {
+    Envelope* next = mailbox_head_->next_;
+    delete mailbox_head_;
+    mailbox_head_ = next;
+  }
+}
+
+void ProcessControl::Launch() {
+  scheduler_->AddRoot(this);
+  scheduler_->Post(this);
+}
+
+bool ProcessControl::Deliver(std::unique_ptr<Envelope> envelope) {
+  Envelope* e = envelope.release();
+  Envelope* head = incoming_.load(std::memory_order_relaxed);
+  do {
+    if (head == kClosed) {
+      delete e;
+      return false;
+    }
+    e->next_ = head;
+  } while (!incoming_.compare_exchange_weak(head, e, std::memory_order_release,
+                                            std::memory_order_relaxed));
+  Notify();
+  return true;
+}
+
+void ProcessControl::Notify() {
+  uint32_t state = wake_state_.load(std::memory_order_acquire);
+  while (true) {
+    if (state == kNotified) return;
+    if (state == kIdle) {
+      if (wake_state_.compare_exchange_weak(state, kNotified, std::memory_order_acq_rel,
+                                            std::memory_order_acquire)) {
+        return;
+      }
+      continue;
+    }
+    if (wake_state_.compare_exchange_weak(state, kIdle, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
+      scheduler_->Post(this);  // We own the resumption.
+      return;
+    }
+  }
+}
+
+void ProcessControl::AppendToMailbox(Envelope* e) {
+  e->next_ = nullptr;
+  e->prev_ = mailbox_tail_;
+  if (mailbox_tail_ != nullptr) {
+    mailbox_tail_->next_ = e;
+  } else {
+    mailbox_head_ = e;
+  }
+  mailbox_tail_ = e;
+  ++mailbox_size_;
+}
+
+void ProcessControl::UnlinkFromMailbox(Envelope* e) {
+  if (e->prev_ != nullptr) {
+    e->prev_->next_ = e->next_;
+  } else {
+    mailbox_head_ = e->next_;
+  }
+  if (e->next_ != nullptr) {
+    e->next_->prev_ = e->prev_;
+  } else {
+    mailbox_tail_ = e->prev_;
+  }
+  e->next_ = e->prev_ = nullptr;
+  --mailbox_size_;
+}
+
+void ProcessControl::TakeIncoming() {
+  if (incoming_.load(std::memory_order_relaxed) == nullptr) return;
+  Envelope* e = incoming_.exchange(nullptr, std::memory_order_acquire);
+  Envelope* ordered = nullptr;  // Reverse the stack: oldest first.
+  while (e != nullptr) {
+    Envelope* next = e->next_;
+    e->next_ = ordered;
+    ordered = e;
+    e = next;
+  }
+  while (ordered != nullptr) {
+    Envelope* next = ordered->next_;
+    if (ordered->kind() == Envelope::Kind::kExitSignal) {
+      HandleSignal(static_cast<ExitSignalEnvelope*>(ordered));
+    } else {
+      AppendToMailbox(ordered);
+    }
+    ordered = next;
+  }
+}
+
+void ProcessControl::HandleSignal(ExitSignalEnvelope* signal) {
+  std::unique_ptr<ExitSignalEnvelope> owned(signal);
+  if (pending_exit_) return;  // Already dying.
+  if (signal->from_link) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = std::find(links_.begin(), links_.end(), signal->from);
+    if (it == links_.end()) return;  // Unlinked since: the signal has no effect.
+    links_.erase(it);
+  }
+  const ExitReason& reason = signal->reason;
+  if (reason.is_kill() && !signal->from_link) {
+    pending_exit_ = ExitReason::Killed();  // Untrappable.
+  } else if (trap_exit_) {
+    AppendToMailbox(new TypedEnvelope<ExitSignal>(ExitSignal{signal->from, reason}));
+  } else if (!reason.is_normal()) {
+    pending_exit_ = reason;
+  } else if (signal->from == self_) {
+    pending_exit_ = reason;  // exit(self(), normal) ends the process normally.
+  }
+}
+
+std::unique_ptr<Envelope> ProcessControl::TakeMatch(const Matcher& matcher) {
+  TakeIncoming();
+  for (Envelope* e = mailbox_head_; e != nullptr; e = e->next_) {
+    if (matcher.Matches(*e)) {
+      UnlinkFromMailbox(e);
+      return std::unique_ptr<Envelope>(e);
+    }
+  }
+  return nullptr;
+}
+
+void ProcessControl::RequestSelfExit(ExitReason reason) {
+  if (!pending_exit_) pending_exit_ = reason.is_kill() ? ExitReason::Killed() : std::move(reason);
+}
+
+void ProcessControl::Suspend(std::coroutine_handle<> h, const Matcher* matcher, int64_t deadline_ns,
+                             std::unique_ptr<Envelope>* result) {
+  waiting_handle_ = h;
+  waiting_matcher_ = matcher;
+  waiting_result_ = result;
+  timed_out_ = false;
+  status_.store(Status::kWaiting, std::memory_order_release);
+  if (deadline_ns != INT64_MAX) {
+    if (deadline_ns <= scheduler_->NowNanos()) {
+      timed_out_ = true;
+      scheduler_->Post(this);
+      return;
+    }
+    scheduler_->AddTimer(this, deadline_ns);
+  }
+  uint32_t expected = kIdle;
+  if (pending_exit_ ||
+      !wake_state_.compare_exchange_strong(expected, kWaiting, std::memory_order_acq_rel,
+                                           std::memory_order_acquire)) {
+    // Something arrived since the last look (or we must die): handle it from Run().
+    wake_state_.store(kIdle, std::memory_order_release);
+    scheduler_->Post(this);
+  }
+}
+
+void ProcessControl::Fire() noexcept {
+  timed_out_ = true;
+  uint32_t expected = kWaiting;
+  if (wake_state_.compare_exchange_strong(expected, kIdle, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
+    Run();
+  }
+  // Otherwise a Notify() already queued Run(), which sees timed_out_.
+}
+
+void ProcessControl::Run() noexcept {
+  if (!started_) {
+    started_ = true;
+    BodyFrame frame = RunBody(this, &body_);
+    frame_ = frame.handle;
+    frame_.resume();  // May finish the process (and free this): touch nothing after.
+    return;
+  }
+  TakeIncoming();
+  if (pending_exit_) {
+    Terminate(*pending_exit_);
+    return;
+  }
+  if (!waiting_handle_) return;  // Nothing suspended (a stray wake-up).
+  std::unique_ptr<Envelope> match;
+  for (Envelope* e = mailbox_head_; e != nullptr; e = e->next_) {
+    if (waiting_matcher_->Matches(*e)) {
+      UnlinkFromMailbox(e);
+      match.reset(e);
+      break;
+    }
+  }
+  if (match || timed_out_) {
+    scheduler_->CancelTimer(this);
+    *waiting_result_ = std::move(match);
+    std::coroutine_handle<> h = std::exchange(waiting_handle_, nullptr);
+    waiting_matcher_ = nullptr;
+    waiting_result_ = nullptr;
+    timed_out_ = false;
+    status_.store(Status::kRunnable, std::memory_order_release);
+    h.resume();  // May finish the process (and free this): touch nothing after.
+    return;
+  }
+  // Not what we wait for: wait again.
+  uint32_t expected = kIdle;
+  if (!wake_state_.compare_exchange_strong(expected, kWaiting, std::memory_order_acq_rel,
+                                           std::memory_order_acquire)) {
+    wake_state_.store(kIdle, std::memory_order_release);
+    scheduler_->Post(this);
+  }
+}
+
+void ProcessControl::Terminate(ExitReason reason) {
+  status_.store(Status::kExiting, std::memory_order_release);
+  scheduler_->CancelTimer(this);
+  waiting_handle_ = nullptr;
+  if (frame_) std::exchange(frame_, nullptr).destroy();  // Destructors run here, once.
+  ExitProcedure(std::move(reason));
+}
+
+void ProcessControl::BodyFinished(ExitReason reason) {
+  status_.store(Status::kExiting, std::memory_order_release);
+  std::exchange(frame_, nullptr).destroy();
+  // An exit signal that arrived while the body was finishing does not change its reason.
+  ExitProcedure(std::move(reason));
+}
+
+void ProcessControl::AddExitHook(std::function<void(const Pid&, const ExitReason&)> hook) {
+  exit_hooks_.push_back(std::move(hook));
+}
+
+void ProcessControl::ExitProcedure(ExitReason reason) {
+  // 1. Exit hooks (tables go to their heirs) before anyone can observe the exit.
+  for (auto& hook : exit_hooks_) hook(self_, reason);
+  exit_hooks_.clear();
+  // 2. Dead: collect links, monitors and the name under our lock; signal without it.
+  std::vector<Pid> links;
+  std::vector<MonitorEntry> watchers;
+  std::vector<MonitorEntry> watching;
+  std::string name;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    dead_.store(true, std::memory_order_release);
+    links.swap(links_);
+    watchers.swap(monitored_by_);
+    watching.swap(monitoring_);
+    name.swap(registered_name_);
+  }
+  if (!name.empty()) node_->UnregisterIfOwner(name, self_);
+  // 3. No more messages: close the incoming stack and drop what is queued.
+  Envelope* e = incoming_.exchange(kClosed, std::memory_order_acq_rel);
+  while (e != nullptr && e != kClosed) {
+    Envelope* next = e->next_;
+    delete e;
+    e = next;
+  }
+  while (mailbox_head_ != nullptr) {
+    Envelope* next = mailbox_head_->next_;
+    delete mailbox_head_;
+    mailbox_head_ = next;
+  }
+  mailbox_tail_ = nullptr;
+  mailbox_size_ = 0;
+  // 4. Links and monitors fire.
+  ExitReason seen = reason.is_kill() ? ExitReason::Killed() : reason;
+  for (const Pid& peer : links) {
+    peer.control()->Deliver(std::make_unique<ExitSignalEnvelope>(self_, seen, true));
+  }
+  for (const MonitorEntry& m : watchers) Send(m.other, Down{m.ref, self_, seen});
+  for (const MonitorEntry& m : watching) {
+    std::lock_guard<std::mutex> lock(m.other.control()->mu_);
+    auto& list = m.other.control()->monitored_by_;
+    list.erase(std::remove_if(list.begin(), list.end(),
+                              [&](const MonitorEntry& x) { return x.ref == m.ref; }),
+               list.end());
+  }
+  status_.store(Status::kDead, std::memory_order_release);
+  scheduler_->RemoveRoot(this);
+  node_->OnProcessExit(this);
+  Pid last = std::move(self_);  // Our own reference: may free this block when it goes.
+}
+
+void ProcessControl::DestroyAtShutdown() noexcept {
+  scheduler_->CancelTimer(this);
+  if (frame_) std::exchange(frame_, nullptr).destroy();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    dead_.store(true, std::memory_order_release);
+    links_.clear();
+    monitored_by_.clear();
+    monitoring_.clear();
+  }
+  status_.store(Status::kDead, std::memory_order_release);
+  node_->OnProcessExit(this);
+  Pid last = std::move(self_);
+}
+
+void ProcessControl::Link(const Pid& other) {
+  if (!other.valid() || other == self_) return;
+  ProcessControl* o = other.control();
+  bool other_dead;
+  {
+    std::lock_guard<std::mutex> lock(o->mu_);
+    other_dead = o->dead_.load(std::memory_order_relaxed);
+    if (!other_dead && std::find(o->links_.begin(), o->links_.end(), self_) == o->links_.end()) {
+      o->links_.push_back(self_);
+    }
+  }
+  if (other_dead) {
+    Deliver(std::make_unique<ExitSignalEnvelope>(other, ExitReason::NoProc(), false));
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (std::find(links_.begin(), links_.end(), other) == links_.end()) links_.push_back(other);
+}
+
+void ProcessControl::Unlink(const Pid& other) {
+  if (!other.valid()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RemoveEntry(links_, other);
+  }
+  std::lock_guard<std::mutex> lock(other.control()->mu_);
+  RemoveEntry(other.control()->links_, self_);
+}
+
+uint64_t ProcessControl::Monitor(const Pid& target) {
+  uint64_t ref = node_->NextRef();
+  if (!target.valid()) {
+    Send(self_, Down{ref, target, ExitReason::NoProc()});
+    return ref;
+  }
+  bool dead;
+  {
+    std::lock_guard<std::mutex> lock(target.control()->mu_);
+    dead = target.control()->dead_.load(std::memory_order_relaxed);
+    if (!dead) target.control()->monitored_by_.push_back({ref, self_});
+  }
+  if (dead) {
+    Send(self_, Down{ref, target, ExitReason::NoProc()});
+  } else {
+    std::lock_guard<std::mutex> lock(mu_);
+    monitoring_.push_back({ref, target});
+  }
+  return ref;
+}
+
+void ProcessControl::Demonitor(uint64_t ref, bool flush) {
+  Pid target;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = std::find_if(monitoring_.begin(), monitoring_.end(),
+                           [&](const MonitorEntry& m) { return m.ref == ref; });
+    if (it != monitoring_.end()) {
+      target = it->other;
+      monitoring_.erase(it);
+    }
+  }
+  if (target.valid()) {
+    std::lock_guard<std::mutex> lock(target.control()->mu_);
+    auto& list = target.control()->monitored_by_;
+    list.erase(std::remove_if(list.begin(), list.end(),
+                              [&](const MonitorEntry& m) { return m.ref == ref; }),
+               list.end());
+  }
+  if (flush) {
+    TakeIncoming();
+    for (Envelope* e = mailbox_head_; e != nullptr;) {
+      Envelope* next = e->next_;
+      if (e->type() == MessageTypeTag<Down>() &&
+          static_cast<TypedEnvelope<Down>*>(e)->value.ref == ref) {
+        UnlinkFromMailbox(e);
+        delete e;
+      }
+      e = next;
+    }
+  }
+}
+
+bool ProcessControl::SetRegisteredName(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (dead_.load(std::memory_order_relaxed) || !registered_name_.empty()) return false;
+  registered_name_ = name;
+  return true;
+}
+
+void ProcessControl::ClearRegisteredName() {
+  std::lock_guard<std::mutex> lock(mu_);
+  registered_name_.clear();
+}
+
+std::string ProcessControl::registered_name() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return registered_name_;
+}
+
+ProcessControl::Snapshot ProcessControl::Info() const {
+  Snapshot s;
+  std::lock_guard<std::mutex> lock(mu_);
+  s.status = status_.load(std::memory_order_acquire);
+  s.mailbox_length = mailbox_size_;  // Owner-written; a snapshot from other threads.
+  s.links = links_;
+  for (const auto& m : monitored_by_) s.monitored_by.push_back(m.other);
+  for (const auto& m : monitoring_) s.monitoring.push_back(m.other);
+  s.trap_exit = trap_exit_;
+  s.registered_name = registered_name_;
+  s.memory = sizeof(ProcessControl) + sizeof(Process) +
+             (links_.capacity() + monitored_by_.capacity() + monitoring_.capacity()) * 16;
+  return s;
+}
+
+// --- Process and free functions.
+
+namespace process_internal {
+
+int64_t DeadlineNanos(absl::Time deadline) {
+  if (deadline == absl::InfiniteFuture()) return INT64_MAX;
+  return Scheduler::Current()->ToSchedulerNanos(deadline);
+}
+
+int64_t TimeoutNanos(absl::Duration timeout) {
+  if (timeout == absl::InfiniteDuration()) return INT64_MAX;
+  int64_t now = Scheduler::Current()->NowNanos();
+  if (timeout <= absl::ZeroDuration()) return now;
+  int64_t ns = absl::ToInt64Nanoseconds(timeout);
+  return ns > INT64_MAX - now ? INT64_MAX : now + ns;
+}
+
+bool MatchPredicate(const Envelope& e, const void* ctx) {
+  return (*static_cast<const std::function<bool(const Envelope&)>*>(ctx))(e);
+}
+
+}  // namespace process_internal
+
+void SendExit(const Pid& pid, ExitReason reason, const Pid& from) {
+  if (!pid.valid()) return;
+  pid.control()->Deliver(std::make_unique<ExitSignalEnvelope>(from, std::move(reason), false));
+}
+
+Process::ReceiveAwaiter Process::ReceiveIf(std::function<bool(const Envelope&)> pred,
+                                           absl::Time deadline) {
+  ReceiveAwaiter awaiter(control_, Matcher{&process_internal::MatchPredicate, nullptr},
+                         process_internal::DeadlineNanos(deadline));
+  awaiter.pred_ = std::move(pred);
+  awaiter.matcher_.ctx = &awaiter.pred_;
+  return awaiter;
+}
+
+Process::ReceiveAwaiter Process::Sleep(absl::Duration duration) {
+  return ReceiveAwaiter(control_, Matcher{&process_internal::MatchNone, nullptr},
+                        process_internal::TimeoutNanos(duration));
+}
+
+Process::ReceiveAwaiter Process::Exit(ExitReason reason) {
+  control_->RequestSelfExit(std::move(reason));
+  return ReceiveAwaiter(control_, Matcher{&process_internal::MatchNone, nullptr}, INT64_MAX);
+}
+
+absl::StatusOr<Pid> Process::Spawn(ProcessBody body, SpawnOptions options) {
+  return node().Spawn(std::move(body), std::move(options));
+}
+
+absl::StatusOr<Pid> Process::SpawnLink(ProcessBody body, SpawnOptions options) {
+  return node().SpawnLink(self(), std::move(body), std::move(options));
+}
+
+absl::Status Process::Register(const std::string& name) { return node().Register(name, self()); }
+
+namespace {
+// Removes this process from the name's waiters however the wait ends (even by a kill).
+struct NameWaiterGuard {
+  Node* node;
+  std::string name;
+  Pid self;
+  ~NameWaiterGuard() { node->RemoveNameWaiter(name, self); }
+};
+}  // namespace
+
+Task<std::optional<Pid>> Process::WaitForRegistered(std::string name, absl::Time deadline) {
+  Node& n = node();
+  Pid found = n.Whereis(name);
+  if (found.valid()) co_return found;
+  NameWaiterGuard guard{&n, name, self()};
+  n.AddNameWaiter(name, self());
+  while (true) {
+    found = n.Whereis(name);  // Re-check: it may have been registered before we were added.
+    if (found.valid()) co_return found;
+    std::optional<Message> m = co_await ReceiveIf(
+        [&name](const Envelope& e) {
+          const NameRegistered* r = e.As<NameRegistered>();
+          return r != nullptr && r->name == name;
+        },
+        deadline);
+    if (!m) co_return n.Whereis(name).valid() ? std::optional<Pid>(n.Whereis(name)) : std::nullopt;
+  }
+}
+
+void NotifyNameRegistered(const Pid& waiter, const std::string& name) {
+  Send(waiter, NameRegistered{name});
+}
+
+}  // namespace etsmgr

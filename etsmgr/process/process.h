@@ -1,0 +1,234 @@
+// Processes: Erlang-style lightweight processes on the executor.
+//
+//   Task<void> Echo(Process& self) {
+//     while (true) {
+//       Message m = co_await self.Receive();
+//       if (auto* req = m.As<Request>()) Send(req->from, Reply{req->value});
+//     }
+//   }
+//   auto node = Node::Create({}).value();
+//   Pid echo = node->Spawn(Echo).value();
+//
+// A process is a coroutine body `Task<void>(Process&)` with a mailbox and a Pid. Its body runs on
+// one scheduler and is never resumed concurrently. The Process& it receives is usable only from
+// the process itself (its body and what the body awaits).
+//
+// Exits (OTP semantics; see exit_reason.h)
+// - The body returning is exit `normal`; an exception escaping it is `{exception, what}`;
+//   `co_await self.Exit(reason)` exits with `reason`.
+// - When a process exits with R, each linked process gets an exit signal: if it traps exits it
+//   receives ExitSignal{from, R} as a message; otherwise it exits with R, unless R is normal.
+//   R = kill is never trappable, and others see the victim's reason as `killed`.
+// - Signals take effect at the target's next suspension point in the process API (Receive*,
+//   Sleep, Exit). A process suspended there dies at once. A running coroutine cannot be stopped
+//   mid-instruction, and awaiting something outside the process API (say etsmgr::Sleep or a
+//   WaitSlot) delays the exit until the process next suspends in the process API.
+// - Dying is RAII-clean: the body's frames are destroyed (destructors run exactly once), then
+//   exit hooks run (tables move to their heirs), the registered name is freed, and only then
+//   links and monitors fire (OTP's order).
+//
+// Threading: Send/Exit/Node methods from any thread; Process methods only from the process.
+#ifndef ETSMGR_PROCESS_PROCESS_H_
+#define ETSMGR_PROCESS_PROCESS_H_
+
+#include <coroutine>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "etsmgr/executor/task.h"
+#include "etsmgr/process/exit_reason.h"
+#include "etsmgr/process/internal/process_control.h"
+#include "etsmgr/process/message.h"
+#include "etsmgr/process/pid.h"
+
+namespace etsmgr {
+
+class Node;
+class Process;
+
+using ProcessBody = std::function<Task<void>(Process&)>;
+
+struct SpawnOptions {
+  int scheduler = -1;  // -1: the least loaded.
+  bool trap_exit = false;
+  std::string name;  // Registered before the body starts; the spawn fails if it is taken.
+};
+
+// Sends `message` to `to` from any thread. Returns false when `to` is null or dead (the message
+// is dropped, as in Erlang).
+template <typename T>
+bool Send(const Pid& to, T&& message) {
+  if (!to.valid()) return false;
+  return to.control()->Deliver(
+      std::make_unique<TypedEnvelope<std::decay_t<T>>>(std::forward<T>(message)));
+}
+
+// Sends an exit signal to `pid` (Erlang's exit/2), from any thread. `kill` cannot be trapped;
+// `normal` is ignored by a non-trapping target. `from` may be null (from outside any process).
+void SendExit(const Pid& pid, ExitReason reason, const Pid& from = Pid());
+
+class Process {
+ public:
+  explicit Process(ProcessControl* control) : control_(control) {}
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  const Pid& self() const { return control_->self(); }
+  Node& node() const { return *control_->node(); }
+
+  // --- Receiving. Each awaitable yields what it names; "For" variants take a timeout and yield
+  // std::nullopt when it passes first. Selective receives leave other messages in order.
+  class ReceiveAwaiter;
+  template <typename T>
+  class TypedReceiveAwaiter;
+
+  ReceiveAwaiter ReceiveAny(absl::Time deadline);  // -> std::optional<Message>
+  auto Receive();                                  // -> Message
+  auto ReceiveFor(absl::Duration timeout);         // -> std::optional<Message>
+  template <typename T>
+  auto Receive();  // -> T (first message of type T)
+  template <typename T>
+  TypedReceiveAwaiter<T> ReceiveFor(absl::Duration timeout);  // -> std::optional<T>
+  // First message for which `pred` holds (-> std::optional<Message>). The predicate sees each
+  // queued message (Envelope::Is<T>() / As<T>()) on this process's thread.
+  ReceiveAwaiter ReceiveIf(std::function<bool(const Envelope&)> pred,
+                           absl::Time deadline = absl::InfiniteFuture());
+  // Suspends for `duration` (messages stay queued; signals still act).
+  ReceiveAwaiter Sleep(absl::Duration duration);
+
+  // Exits with `reason` (untrappable for this process: it is its own decision).
+  ReceiveAwaiter Exit(ExitReason reason);
+
+  // --- Links, monitors, flags.
+  void Link(const Pid& other) { control_->Link(other); }
+  void Unlink(const Pid& other) { control_->Unlink(other); }
+  uint64_t Monitor(const Pid& target) { return control_->Monitor(target); }
+  void Demonitor(uint64_t ref, bool flush = false) { control_->Demonitor(ref, flush); }
+  bool trap_exit() const { return control_->trap_exit(); }
+  void set_trap_exit(bool on) { control_->set_trap_exit(on); }
+  size_t mailbox_size() const { return control_->mailbox_size(); }
+
+  // --- Spawning from a process.
+  absl::StatusOr<Pid> Spawn(ProcessBody body, SpawnOptions options = {});
+  // Spawns and links atomically: the child cannot exit unseen before the link exists.
+  absl::StatusOr<Pid> SpawnLink(ProcessBody body, SpawnOptions options = {});
+
+  // --- Registry.
+  absl::Status Register(const std::string& name);
+  // Waits until `name` is registered (woken by the registration, no polling), up to `deadline`.
+  // Yields the Pid, or std::nullopt at the deadline.
+  Task<std::optional<Pid>> WaitForRegistered(std::string name,
+                                             absl::Time deadline = absl::InfiniteFuture());
+
+  ProcessControl* control() const { return control_; }
+
+ private:
+  ProcessControl* control_;
+};
+
+class Process::ReceiveAwaiter {
+ public:
+  ReceiveAwaiter(ProcessControl* control, Matcher matcher, int64_t deadline_ns)
+      : control_(control), matcher_(matcher), deadline_ns_(deadline_ns) {}
+  ReceiveAwaiter(ReceiveAwaiter&& other) noexcept
+      : control_(other.control_),
+        matcher_(other.matcher_),
+        deadline_ns_(other.deadline_ns_),
+        pred_(std::move(other.pred_)) {
+    if (matcher_.ctx == &other.pred_) matcher_.ctx = &pred_;
+  }
+
+  bool await_ready() {
+    if (control_->exit_pending()) return false;  // Suspend: Run() terminates the process.
+    result_ = control_->TakeMatch(matcher_);
+    return result_ != nullptr;
+  }
+  void await_suspend(std::coroutine_handle<> h) {
+    control_->Suspend(h, &matcher_, deadline_ns_, &result_);
+  }
+  std::optional<Message> await_resume() {
+    if (result_ == nullptr) return std::nullopt;
+    return Message(std::move(result_));
+  }
+
+ private:
+  friend class Process;
+  ProcessControl* control_;
+  Matcher matcher_;
+  int64_t deadline_ns_;
+  std::function<bool(const Envelope&)> pred_;
+  std::unique_ptr<Envelope> result_;
+};
+
+template <typename T>
+class Process::TypedReceiveAwaiter {
+ public:
+  TypedReceiveAwaiter(ProcessControl* control, int64_t deadline_ns)
+      : inner_(control, Matcher{&MatchType, MessageTypeTag<T>()}, deadline_ns) {}
+  bool await_ready() { return inner_.await_ready(); }
+  void await_suspend(std::coroutine_handle<> h) { inner_.await_suspend(h); }
+  std::optional<T> await_resume() {
+    std::optional<Message> m = inner_.await_resume();
+    if (!m) return std::nullopt;
+    return std::move(*m->As<T>());
+  }
+
+ private:
+  static bool MatchType(const Envelope& e, const void* tag) { return e.type() == tag; }
+  ReceiveAwaiter inner_;
+};
+
+namespace process_internal {
+inline bool MatchAny(const Envelope&, const void*) { return true; }
+inline bool MatchNone(const Envelope&, const void*) { return false; }
+int64_t DeadlineNanos(absl::Time deadline);
+int64_t TimeoutNanos(absl::Duration timeout);
+
+// Unwraps an awaiter yielding std::optional<X> into X (for receives without a deadline).
+template <typename Inner>
+class Unwrap {
+ public:
+  explicit Unwrap(Inner inner) : inner_(std::move(inner)) {}
+  bool await_ready() { return inner_.await_ready(); }
+  void await_suspend(std::coroutine_handle<> h) { inner_.await_suspend(h); }
+  auto await_resume() { return std::move(*inner_.await_resume()); }
+
+ private:
+  Inner inner_;
+};
+}  // namespace process_internal
+
+inline Process::ReceiveAwaiter Process::ReceiveAny(absl::Time deadline) {
+  return ReceiveAwaiter(control_, Matcher{&process_internal::MatchAny, nullptr},
+                        process_internal::DeadlineNanos(deadline));
+}
+inline auto Process::Receive() {
+  return process_internal::Unwrap<ReceiveAwaiter>(
+      ReceiveAwaiter(control_, Matcher{&process_internal::MatchAny, nullptr}, INT64_MAX));
+}
+inline auto Process::ReceiveFor(absl::Duration timeout) {
+  return ReceiveAwaiter(control_, Matcher{&process_internal::MatchAny, nullptr},
+                        process_internal::TimeoutNanos(timeout));
+}
+template <typename T>
+auto Process::Receive() {
+  return process_internal::Unwrap<TypedReceiveAwaiter<T>>(
+      TypedReceiveAwaiter<T>(control_, INT64_MAX));
+}
+template <typename T>
+Process::TypedReceiveAwaiter<T> Process::ReceiveFor(absl::Duration timeout) {
+  return TypedReceiveAwaiter<T>(control_, process_internal::TimeoutNanos(timeout));
+}
+
+}  // namespace etsmgr
+
+#endif  // ETSMGR_PROCESS_PROCESS_H_
