@@ -56,7 +56,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const RuntimeOptions& o
       rt->threads_.emplace_back([s = rt->schedulers_[i].get()] { s->Run(); });
     }
   }
-  Logf(LogLevel::kDebug, "runtime started: %d scheduler(s) on %s%s", n,
+  Logf(LogLevel::kInfo, "runtime started: %d scheduler(s) on %s%s", n,
        std::string(BackendName(rt->backend())), options.deterministic ? " (deterministic)" : "");
   return rt;
 }
