@@ -1,0 +1,133 @@
+// Process benchmarks: `bazel run -c opt //etsmgr/process:process_benchmark`.
+// Erlang/OTP 25 and CAF figures from the same VM are in shared/notes/machine-figures.md.
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <memory>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "etsmgr/process/node.h"
+#include "tools/bench/report.h"
+
+namespace etsmgr {
+namespace {
+
+std::unique_ptr<Node> MakeNode(int schedulers) {
+  RuntimeOptions options;
+  options.schedulers = schedulers;
+  return Node::Create(options).value();
+}
+
+// Runs `body` as a process and waits for it to finish.
+void RunInProcess(Node& node, std::function<Task<void>(Process&)> body, SpawnOptions options = {}) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> finished = done->get_future();
+  node.Spawn(
+          [body = std::move(body), done](Process& self) -> Task<void> {
+            co_await body(self);
+            done->set_value();
+          },
+          options)
+      .value();
+  finished.wait();
+}
+
+struct Go {};
+
+void BM_SpawnLinkKillExitSignal(benchmark::State& state) {
+  auto node = MakeNode(1);
+  constexpr int kCycles = 100'000;
+  for (auto _ : state) {
+    RunInProcess(
+        *node,
+        [](Process& self) -> Task<void> {
+          for (int i = 0; i < kCycles; ++i) {
+            Pid child =
+                self.SpawnLink([](Process& p) -> Task<void> { co_await p.Receive<Go>(); }).value();
+            SendExit(child, ExitReason::Kill());
+            co_await self.Receive<ExitSignal>();
+          }
+        },
+        {.trap_exit = true});
+  }
+  state.SetItemsProcessed(state.iterations() * kCycles);
+}
+BENCHMARK(BM_SpawnLinkKillExitSignal)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+struct Ball {
+  Pid from;
+};
+
+void BM_PingPongOneScheduler(benchmark::State& state) {
+  auto node = MakeNode(1);
+  constexpr int kRounds = 1'000'000;
+  Pid ponger = node->Spawn([](Process& self) -> Task<void> {
+                     while (true) {
+                       Ball b = co_await self.Receive<Ball>();
+                       Send(b.from, Ball{});
+                     }
+                   })
+                   .value();
+  for (auto _ : state) {
+    RunInProcess(*node, [ponger](Process& self) -> Task<void> {
+      for (int i = 0; i < kRounds; ++i) {
+        Send(ponger, Ball{self.self()});
+        co_await self.Receive<Ball>();
+      }
+    });
+  }
+  state.SetItemsProcessed(state.iterations() * kRounds);
+}
+BENCHMARK(BM_PingPongOneScheduler)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+size_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages_total = 0;
+  size_t pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return pages_resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+void BM_IdleProcessMemory(benchmark::State& state) {
+  constexpr int kProcesses = 100'000;
+  double per_process = 0;
+  for (auto _ : state) {
+    auto node = MakeNode(1);
+    size_t before = ResidentBytes();
+    auto started = std::make_shared<std::atomic<int>>(0);
+    for (int i = 0; i < kProcesses; ++i) {
+      node->Spawn([started](Process& self) -> Task<void> {
+            started->fetch_add(1, std::memory_order_relaxed);
+            co_await self.Receive<Go>();
+          })
+          .value();
+    }
+    while (started->load() < kProcesses) std::this_thread::yield();
+    per_process = static_cast<double>(ResidentBytes() - before) / kProcesses;
+  }
+  state.counters["bytes_per_idle_process"] = per_process;
+  state.counters["GiB_per_1M_processes"] = per_process * 1e6 / (1 << 30);
+}
+BENCHMARK(BM_IdleProcessMemory)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+}  // namespace etsmgr
+
+int main(int argc, char** argv) {
+  using etsmgr::bench::Better;
+  return etsmgr::bench::RunWithTargets(
+      argc, argv,
+      {
+          {"BM_SpawnLinkKillExitSignal*", "items_per_second", 2e6, Better::kHigher, "/s",
+           "spawn_link + kill + ExitSignal cycles [OTP 494k/s]"},
+          {"BM_PingPongOneScheduler*", "items_per_second", 10e6, Better::kHigher, "/s",
+           "ping-pong round trips, one scheduler [OTP 1.32M/s]"},
+          {"BM_IdleProcessMemory*", "bytes_per_idle_process", 512, Better::kLower, "B",
+           "idle process memory [OTP 2640 B]"},
+          {"BM_IdleProcessMemory*", "GiB_per_1M_processes", 1, Better::kLower, "GiB",
+           "1M idle processes"},
+      });
+}
