@@ -52,31 +52,32 @@ filegroup(
 sh_binary(
     name = "lcov_merger",
     srcs = ["lcov_merger.sh"],
-    data = ["lcov_merger.py"],
 )
 """
 
-_LCOV_MERGER_SH = """#!/bin/sh
-exec python3 "$(dirname "$0")/lcov_merger.py" "$@"
-"""
-
 # Bazel's collect_cc_coverage.sh leaves gcc's `*.gcov.json.gz` files in --coverage_dir; this
-# merges them into one lcov tracefile at --output_file.
+# merges them into one lcov tracefile at --output_file, leaving out the sources that match a
+# --filter_sources regex (system headers, external repositories). The python is inlined in the shell script
+# so that nothing has to be found in runfiles.
 _LCOV_MERGER_PY = """
-import glob, gzip, json, os, sys
+import glob, gzip, json, os, re, sys
 
 def main(argv):
-    args = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
-    coverage_dir = args.get("coverage_dir", ".")
-    output = args["output_file"]
-    keep = args.get("filter_sources", "")
+    coverage_dir, output, excludes = ".", None, []
+    for arg in argv:
+        if arg.startswith("--coverage_dir="):
+            coverage_dir = arg.split("=", 1)[1]
+        elif arg.startswith("--output_file="):
+            output = arg.split("=", 1)[1]
+        elif arg.startswith("--filter_sources="):
+            excludes.append(re.compile(arg.split("=", 1)[1]))
     lines = {}
     for path in glob.glob(os.path.join(coverage_dir, "**", "*.gcov.json.gz"), recursive=True):
         with gzip.open(path, "rt") as f:
             data = json.load(f)
         for entry in data.get("files", []):
             name = entry["file"]
-            if keep and not name.startswith(keep) and keep not in name:
+            if any(rx.match(name) for rx in excludes):
                 continue
             counts = lines.setdefault(name, {})
             for line in entry.get("lines", []):
@@ -124,7 +125,7 @@ def etsmgr_dependencies():
             name = "remote_coverage_tools",
             files = {
                 "BUILD": _COVERAGE_BUILD,
-                "lcov_merger.py": _LCOV_MERGER_PY,
-                "lcov_merger.sh": _LCOV_MERGER_SH,
+                "lcov_merger.sh": "#!/bin/sh\nexec python3 - \"$@\" <<'PY'\n" +
+                                  _LCOV_MERGER_PY + "PY\n",
             },
         )

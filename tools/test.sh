@@ -6,7 +6,8 @@
 #   3. bazel test //... --config=asan
 #   4. bazel test //... --config=tsan
 #   5. the sanitizer self-check (deliberate bugs must be reported)
-#   6. the consumer workspace (etsmgr used as a Bazel dependency) builds and runs
+#   6. bazel coverage of one test gives a real lcov report (the offline lcov merger works)
+#   7. the consumer workspace (etsmgr used as a Bazel dependency) builds and runs
 #
 # Prints an "N passed, N failed" line per step and a final total line, counted from Bazel's
 # per-target results; exits non-zero when anything failed. Extra arguments go to every
@@ -48,14 +49,29 @@ done
 echo "== sanitizer self-check"
 log="${logdir}/sanitizers.log"
 "${root}/tools/check_sanitizers.sh" 2>&1 | tee "${log}"
-read -r passed failed < <(grep -c ' PASSED ' "${log}"; grep -c ' FAILED ' "${log}")
-[[ ${PIPESTATUS[0]} -ne 0 && ${failed} -eq 0 ]] && failed=1
+rc=${PIPESTATUS[0]}
+passed=$(grep -c ' PASSED ' "${log}")
+failed=$(grep -c ' FAILED ' "${log}")
+if [[ ${rc} -ne 0 && ${failed} -eq 0 ]]; then failed=1; fi
 record sanitizers "${passed}" "${failed}"
+
+echo "== coverage (offline lcov merger)"
+log="${logdir}/coverage.log"
+bazel coverage //etsmgr/base:log_test 2>&1 | tee "${log}"
+rc=${PIPESTATUS[0]}
+report="$(bazel info bazel-testlogs 2>/dev/null)/etsmgr/base/log_test/coverage.dat"
+if [[ ${rc} -eq 0 ]] && grep -q '^SF:etsmgr/base/log.cc$' "${report}" &&
+  grep -q '^DA:' "${report}"; then
+  record coverage 1 0
+else
+  record coverage 0 1
+fi
 
 echo "== consumer workspace (testing/consumer)"
 log="${logdir}/consumer.log"
 (cd "${root}/testing/consumer" && bazel run //app && bazel shutdown) 2>&1 | tee "${log}"
-if [[ ${PIPESTATUS[0]} -eq 0 ]] && grep -q '^consumer ok$' "${log}"; then
+rc=${PIPESTATUS[0]}
+if [[ ${rc} -eq 0 ]] && grep -q '^consumer ok$' "${log}"; then
   record consumer 1 0
 else
   record consumer 0 1
