@@ -1,0 +1,445 @@
+#include "etsmgr/process/supervisor.h"
+
+#include <algorithm>
+#include <deque>
+#include <future>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/base/log.h"
+
+namespace etsmgr {
+namespace {
+
+struct SupRequest {
+  enum class Kind { kStart, kTerminate, kDelete, kRestart, kWhich, kCount, kStop };
+  Kind kind;
+  std::string id;
+  std::optional<ChildSpec> spec;
+};
+
+// Built by a function, not braced in place: gcc 12 destroys the members of a braced aggregate
+// temporary twice when the full-expression contains a co_await (see task.h).
+SupRequest MakeRequest(SupRequest::Kind kind, std::string id,
+                       std::optional<ChildSpec> spec = std::nullopt) {
+  SupRequest r;
+  r.kind = kind;
+  r.id = std::move(id);
+  r.spec = std::move(spec);
+  return r;
+}
+
+struct SupReply {
+  absl::Status status;
+  Pid pid;
+  std::vector<ChildInfo> children;
+  ChildCounts counts;
+};
+
+struct SupInitDone {
+  uint64_t ref;
+  absl::Status status;
+};
+
+struct Child {
+  ChildSpec spec;
+  Pid pid;
+};
+
+class Supervisor {
+ public:
+  Supervisor(Process& self, SupervisorFlags flags, std::vector<ChildSpec> specs, Pid parent)
+      : self_(self), flags_(flags), parent_(std::move(parent)) {
+    for (ChildSpec& spec : specs) children_.push_back(Child{std::move(spec), Pid()});
+  }
+
+  // Starts every child in order; on a failure stops the started ones in reverse.
+  Task<absl::Status> Init() {
+    for (size_t i = 0; i < children_.size(); ++i) {
+      absl::Status s = co_await StartOne(children_[i]);
+      if (!s.ok()) {
+        for (size_t j = i; j-- > 0;) co_await StopOne(children_[j]);
+        co_return s;
+      }
+    }
+    co_return absl::OkStatus();
+  }
+
+  // The receive loop; returns the reason the supervisor exits with.
+  Task<ExitReason> Loop() {
+    while (true) {
+      Message m = co_await self_.Receive();
+      if (const ExitSignal* sig = m.As<ExitSignal>()) {
+        if (parent_.valid() && sig->from == parent_) {
+          co_await StopAll();
+          co_return sig->reason;
+        }
+        auto it = std::find_if(children_.begin(), children_.end(),
+                               [&](const Child& c) { return c.pid.valid() && c.pid == sig->from; });
+        if (it == children_.end()) continue;  // Not (or no longer) one of ours.
+        if (!co_await HandleChildExit(static_cast<size_t>(it - children_.begin()), sig->reason)) {
+          Logf(LogLevel::kError, "supervisor %s: reached max restart intensity (%d in %s)",
+               self_.self().ToString(), flags_.intensity, absl::FormatDuration(flags_.period));
+          co_await StopAll();
+          co_return ExitReason::Shutdown();
+        }
+      } else if (CallRequest<SupRequest>* req = m.As<CallRequest<SupRequest>>()) {
+        if (req->request.kind == SupRequest::Kind::kStop) {
+          co_await StopAll();
+          ReplyTo(*req, SupReply{});
+          co_return ExitReason::Shutdown();
+        }
+        SupReply reply = co_await Handle(req->request);
+        ReplyTo(*req, std::move(reply));
+      }
+    }
+  }
+
+  Task<void> StopAll() {
+    for (size_t j = children_.size(); j-- > 0;) co_await StopOne(children_[j]);
+  }
+
+ private:
+  Task<absl::Status> StartOne(Child& c) {
+    absl::StatusOr<Pid> pid = co_await c.spec.start(self_);
+    if (!pid.ok()) {
+      co_return absl::Status(
+          pid.status().code(),
+          absl::StrCat("supervisor ", self_.self().ToString(), ": child \"", c.spec.id,
+                       "\" failed to start: ", pid.status().message()));
+    }
+    c.pid = *pid;
+    co_return absl::OkStatus();
+  }
+
+  // Stops a running child per its shutdown spec and waits until it is gone.
+  Task<void> StopOne(Child& c) {
+    if (!c.pid.valid()) co_return;
+    Pid pid = std::exchange(c.pid, Pid());
+    uint64_t ref = self_.Monitor(pid);
+    self_.Unlink(pid);
+    // An exit already converted to a message must not be seen as a crash later.
+    while (co_await self_.ReceiveIf(
+        [&pid](const Envelope& e) {
+          const ExitSignal* s = e.As<ExitSignal>();
+          return s != nullptr && s->from == pid;
+        },
+        absl::InfinitePast())) {
+    }
+    auto is_down = [ref](const Envelope& e) {
+      const Down* d = e.As<Down>();
+      return d != nullptr && d->ref == ref;
+    };
+    if (c.spec.shutdown <= absl::ZeroDuration()) {
+      SendExit(pid, ExitReason::Kill(), self_.self());
+    } else {
+      SendExit(pid, ExitReason::Shutdown(), self_.self());
+      absl::Time deadline = c.spec.shutdown == absl::InfiniteDuration()
+                                ? absl::InfiniteFuture()
+                                : absl::Now() + c.spec.shutdown;
+      if (co_await self_.ReceiveIf(is_down, deadline)) co_return;
+      SendExit(pid, ExitReason::Kill(), self_.self());
+    }
+    co_await self_.ReceiveIf(is_down);
+  }
+
+  bool ShouldRestart(const Child& c, const ExitReason& reason) const {
+    switch (c.spec.restart) {
+      case RestartType::kPermanent:
+        return true;
+      case RestartType::kTransient:
+        return !reason.is_normal() && reason.kind() != ExitReason::Kind::kShutdown;
+      case RestartType::kTemporary:
+        return false;
+    }
+    return false;
+  }
+
+  // Records a restart; false when it exceeds the intensity within the period.
+  bool AddRestart() {
+    Scheduler* s = Scheduler::Current();
+    int64_t now = s->NowNanos();
+    int64_t period = absl::ToInt64Nanoseconds(flags_.period);
+    restarts_.push_back(now);
+    while (!restarts_.empty() && restarts_.front() <= now - period) restarts_.pop_front();
+    return static_cast<int>(restarts_.size()) <= flags_.intensity;
+  }
+
+  // Applies the strategy after child `index` exited; false: intensity exceeded.
+  Task<bool> HandleChildExit(size_t index, ExitReason reason) {
+    Child& child = children_[index];
+    child.pid = Pid();
+    if (!ShouldRestart(child, reason)) {
+      if (child.spec.restart == RestartType::kTemporary) {
+        children_.erase(children_.begin() + static_cast<ptrdiff_t>(index));
+      }
+      co_return true;
+    }
+    Logf(LogLevel::kNotice, "supervisor %s: child \"%s\" exited (%s), restarting",
+         self_.self().ToString(), child.spec.id, reason.ToString());
+    size_t first = index;
+    size_t last = index + 1;
+    if (flags_.strategy == RestartStrategy::kOneForAll) {
+      first = 0;
+      last = children_.size();
+    } else if (flags_.strategy == RestartStrategy::kRestForOne) {
+      last = children_.size();
+    }
+    while (true) {
+      if (!AddRestart()) co_return false;
+      // Stop the others of the group in reverse start order, then start the group in order.
+      for (size_t j = last; j-- > first;) co_await StopOne(children_[j]);
+      bool ok = true;
+      for (size_t j = first; j < last && ok; ++j) {
+        absl::Status s = co_await StartOne(children_[j]);
+        if (!s.ok()) {
+          Logf(LogLevel::kError, "%s", s.message());
+          ok = false;
+        }
+      }
+      if (ok) co_return true;
+    }
+  }
+
+  Child* Find(const std::string& id) {
+    for (Child& c : children_) {
+      if (c.spec.id == id) return &c;
+    }
+    return nullptr;
+  }
+
+  absl::Status NotFound(const std::string& what, const std::string& id) const {
+    return absl::NotFoundError(absl::StrCat(what, "(\"", id, "\"): supervisor ",
+                                            self_.self().ToString(), " has no such child"));
+  }
+
+  Task<SupReply> Handle(SupRequest& req) {
+    SupReply reply;
+    switch (req.kind) {
+      case SupRequest::Kind::kStart: {
+        ChildSpec& spec = *req.spec;
+        if (Find(spec.id) != nullptr) {
+          reply.status = absl::AlreadyExistsError(
+              absl::StrCat("start_child(\"", spec.id, "\"): supervisor ", self_.self().ToString(),
+                           " already has a child with this id"));
+          break;
+        }
+        children_.push_back(Child{std::move(spec), Pid()});
+        reply.status = co_await StartOne(children_.back());
+        if (reply.status.ok()) {
+          reply.pid = children_.back().pid;
+        } else {
+          children_.pop_back();
+        }
+        break;
+      }
+      case SupRequest::Kind::kTerminate: {
+        Child* c = Find(req.id);
+        if (c == nullptr) {
+          reply.status = NotFound("terminate_child", req.id);
+          break;
+        }
+        co_await StopOne(*c);
+        if (c->spec.restart == RestartType::kTemporary) {
+          children_.erase(children_.begin() + (c - children_.data()));
+        }
+        break;
+      }
+      case SupRequest::Kind::kDelete: {
+        Child* c = Find(req.id);
+        if (c == nullptr) {
+          reply.status = NotFound("delete_child", req.id);
+        } else if (c->pid.valid()) {
+          reply.status = absl::FailedPreconditionError(
+              absl::StrCat("delete_child(\"", req.id, "\"): child is running as ",
+                           c->pid.ToString(), "; terminate it first"));
+        } else {
+          children_.erase(children_.begin() + (c - children_.data()));
+        }
+        break;
+      }
+      case SupRequest::Kind::kRestart: {
+        Child* c = Find(req.id);
+        if (c == nullptr) {
+          reply.status = NotFound("restart_child", req.id);
+        } else if (c->pid.valid()) {
+          reply.status = absl::FailedPreconditionError(absl::StrCat(
+              "restart_child(\"", req.id, "\"): child is running as ", c->pid.ToString()));
+        } else {
+          reply.status = co_await StartOne(*c);
+          reply.pid = c->pid;
+        }
+        break;
+      }
+      case SupRequest::Kind::kWhich:
+        for (const Child& c : children_) {
+          reply.children.push_back(ChildInfo{c.spec.id, c.pid, c.spec.is_supervisor});
+        }
+        break;
+      case SupRequest::Kind::kStop:  // Handled by Loop().
+        break;
+      case SupRequest::Kind::kCount:
+        for (const Child& c : children_) {
+          ++reply.counts.specs;
+          if (c.pid.valid()) ++reply.counts.active;
+          ++(c.spec.is_supervisor ? reply.counts.supervisors : reply.counts.workers);
+        }
+        break;
+    }
+    co_return reply;
+  }
+
+  Process& self_;
+  SupervisorFlags flags_;
+  Pid parent_;
+  std::vector<Child> children_;
+  std::deque<int64_t> restarts_;
+};
+
+Task<void> SupervisorBody(Process& self, SupervisorFlags flags, std::vector<ChildSpec> specs,
+                          Pid parent, std::function<void(absl::Status)> ack) {
+  self.set_trap_exit(true);
+  Supervisor sup(self, flags, std::move(specs), parent);
+  absl::Status init = co_await sup.Init();
+  ack(init);
+  if (!init.ok()) {
+    // The starter gets the status; it is not also killed by our exit.
+    if (parent.valid()) self.Unlink(parent);
+    co_await self.Exit(ExitReason::Custom(std::string(init.message())));
+  }
+  ExitReason reason = co_await sup.Loop();
+  co_await self.Exit(std::move(reason));
+}
+
+ProcessBody MakeSupervisorBody(SupervisorFlags flags, std::vector<ChildSpec> specs, Pid parent,
+                               std::function<void(absl::Status)> ack) {
+  return [flags, specs = std::move(specs), parent = std::move(parent), ack = std::move(ack)](
+             Process& self) { return SupervisorBody(self, flags, specs, parent, ack); };
+}
+
+}  // namespace
+
+ChildSpec WorkerChild(std::string id, ProcessBody body, RestartType restart,
+                      absl::Duration shutdown) {
+  ChildSpec spec;
+  spec.id = std::move(id);
+  spec.start = [body = std::move(body)](Process& sup) -> Task<absl::StatusOr<Pid>> {
+    co_return sup.SpawnLink(body);
+  };
+  spec.restart = restart;
+  spec.shutdown = shutdown;
+  return spec;
+}
+
+ChildSpec SupervisorChild(std::string id, SupervisorFlags flags, std::vector<ChildSpec> children,
+                          RestartType restart) {
+  ChildSpec spec;
+  spec.id = std::move(id);
+  spec.start = [flags, children = std::move(children)](Process& sup) {
+    return StartSupervisorLink(sup, flags, children);
+  };
+  spec.restart = restart;
+  spec.shutdown = absl::InfiniteDuration();  // OTP's default for supervisor children.
+  spec.is_supervisor = true;
+  return spec;
+}
+
+absl::StatusOr<Pid> StartSupervisor(Node& node, SupervisorFlags flags,
+                                    std::vector<ChildSpec> children, SpawnOptions options) {
+  auto done = std::make_shared<std::promise<absl::Status>>();
+  std::future<absl::Status> init = done->get_future();
+  absl::StatusOr<Pid> pid =
+      node.Spawn(MakeSupervisorBody(flags, std::move(children), Pid(),
+                                    [done](absl::Status s) { done->set_value(std::move(s)); }),
+                 std::move(options));
+  if (!pid.ok()) return pid.status();
+  absl::Status status = init.get();
+  if (!status.ok()) return status;
+  return pid;
+}
+
+Task<absl::StatusOr<Pid>> StartSupervisorLink(Process& parent, SupervisorFlags flags,
+                                              std::vector<ChildSpec> children,
+                                              SpawnOptions options) {
+  const uint64_t ref = parent.node().NextRef();
+  Pid parent_pid = parent.self();
+  absl::StatusOr<Pid> pid =
+      parent.SpawnLink(MakeSupervisorBody(flags, std::move(children), parent_pid,
+                                          [parent_pid, ref](absl::Status s) {
+                                            Send(parent_pid, SupInitDone{ref, std::move(s)});
+                                          }),
+                       std::move(options));
+  if (!pid.ok()) co_return pid.status();
+  std::optional<Message> m = co_await parent.ReceiveIf([ref](const Envelope& e) {
+    const SupInitDone* d = e.As<SupInitDone>();
+    return d != nullptr && d->ref == ref;
+  });
+  absl::Status status = m->As<SupInitDone>()->status;
+  if (!status.ok()) co_return status;
+  co_return pid;
+}
+
+Task<absl::StatusOr<Pid>> StartChild(Process& self, Pid sup, ChildSpec spec,
+                                     absl::Duration timeout) {
+  std::string id = spec.id;
+  absl::StatusOr<SupReply> r = co_await Call<SupReply>(
+      self, sup, MakeRequest(SupRequest::Kind::kStart, std::move(id), std::move(spec)), timeout);
+  if (!r.ok()) co_return r.status();
+  if (!r->status.ok()) co_return r->status;
+  co_return r->pid;
+}
+
+Task<absl::Status> TerminateChild(Process& self, Pid sup, std::string id, absl::Duration timeout) {
+  absl::StatusOr<SupReply> r = co_await Call<SupReply>(
+      self, sup, MakeRequest(SupRequest::Kind::kTerminate, std::move(id)), timeout);
+  co_return r.ok() ? r->status : r.status();
+}
+
+Task<absl::Status> DeleteChild(Process& self, Pid sup, std::string id, absl::Duration timeout) {
+  absl::StatusOr<SupReply> r = co_await Call<SupReply>(
+      self, sup, MakeRequest(SupRequest::Kind::kDelete, std::move(id)), timeout);
+  co_return r.ok() ? r->status : r.status();
+}
+
+Task<absl::StatusOr<Pid>> RestartChild(Process& self, Pid sup, std::string id,
+                                       absl::Duration timeout) {
+  absl::StatusOr<SupReply> r = co_await Call<SupReply>(
+      self, sup, MakeRequest(SupRequest::Kind::kRestart, std::move(id)), timeout);
+  if (!r.ok()) co_return r.status();
+  if (!r->status.ok()) co_return r->status;
+  co_return r->pid;
+}
+
+Task<absl::StatusOr<std::vector<ChildInfo>>> WhichChildren(Process& self, Pid sup,
+                                                           absl::Duration timeout) {
+  absl::StatusOr<SupReply> r =
+      co_await Call<SupReply>(self, sup, MakeRequest(SupRequest::Kind::kWhich, ""), timeout);
+  if (!r.ok()) co_return r.status();
+  co_return std::move(r->children);
+}
+
+Task<absl::StatusOr<ChildCounts>> CountChildren(Process& self, Pid sup, absl::Duration timeout) {
+  absl::StatusOr<SupReply> r =
+      co_await Call<SupReply>(self, sup, MakeRequest(SupRequest::Kind::kCount, ""), timeout);
+  if (!r.ok()) co_return r.status();
+  co_return r->counts;
+}
+
+Task<absl::Status> StopSupervisor(Process& self, Pid sup, absl::Duration timeout) {
+  uint64_t ref = self.Monitor(sup);
+  absl::StatusOr<SupReply> r =
+      co_await Call<SupReply>(self, sup, MakeRequest(SupRequest::Kind::kStop, ""), timeout);
+  if (!r.ok()) {
+    self.Demonitor(ref, /*flush=*/true);
+    co_return r.status();
+  }
+  co_await self.ReceiveIf([ref](const Envelope& e) {
+    const Down* d = e.As<Down>();
+    return d != nullptr && d->ref == ref;
+  });
+  co_return absl::OkStatus();
+}
+
+}  // namespace etsmgr
