@@ -27,6 +27,10 @@
 //   exit hooks run (tables move to their heirs), the registered name is freed, and only then
 //   links and monitors fire (OTP's order).
 //
+// gcc 12 caveat (see task.h): receive aggregates with non-trivial members into a named variable,
+// `Down d = co_await self.Receive<Down>();`, not as a temporary inside a larger expression such
+// as `(co_await self.Receive<Down>()).pid`, which gcc 12 destroys twice.
+//
 // Threading: Send/Exit/Node methods from any thread; Process methods only from the process.
 #ifndef ETSMGR_PROCESS_PROCESS_H_
 #define ETSMGR_PROCESS_PROCESS_H_

@@ -89,7 +89,7 @@ class Supervisor {
         if (req->request.kind == SupRequest::Kind::kStop) {
           co_await StopAll();
           ReplyTo(*req, SupReply{});
-          co_return ExitReason::Shutdown();
+          co_return ExitReason::Normal();  // Like gen_server:stop: a linked parent lives on.
         }
         SupReply reply = co_await Handle(req->request);
         ReplyTo(*req, std::move(reply));

@@ -75,7 +75,13 @@ absl::StatusOr<Pid> StartSupervisor(Node& node, SupervisorFlags flags,
 // From a process: starts a supervisor linked to `parent` and waits until it is initialised.
 Task<absl::StatusOr<Pid>> StartSupervisorLink(Process& parent, SupervisorFlags flags,
                                               std::vector<ChildSpec> children,
-                                              SpawnOptions options = {});
+                                              SpawnOptions options);
+// Same with default options. (An overload, not a default argument: gcc 12 destroys an aggregate
+// default argument of a coroutine twice when the call is awaited; see task.h.)
+inline Task<absl::StatusOr<Pid>> StartSupervisorLink(Process& parent, SupervisorFlags flags,
+                                                     std::vector<ChildSpec> children) {
+  return StartSupervisorLink(parent, flags, std::move(children), SpawnOptions());
+}
 
 struct ChildInfo {
   std::string id;
@@ -101,9 +107,9 @@ Task<absl::StatusOr<std::vector<ChildInfo>>> WhichChildren(
     Process& self, Pid sup, absl::Duration timeout = kDefaultCallTimeout);
 Task<absl::StatusOr<ChildCounts>> CountChildren(Process& self, Pid sup,
                                                 absl::Duration timeout = kDefaultCallTimeout);
-// Stops the children in reverse start order, then the supervisor (reason shutdown); returns when
-// it is gone. (An exit signal from a process other than its parent does not stop a supervisor,
-// as in OTP.)
+// Stops the children in reverse start order, then the supervisor (reason normal, as
+// gen_server:stop, so a linked parent is not taken down); returns when it is gone. (An exit signal
+// from a process other than its parent does not stop a supervisor, as in OTP.)
 Task<absl::Status> StopSupervisor(Process& self, Pid sup,
                                   absl::Duration timeout = absl::InfiniteDuration());
 

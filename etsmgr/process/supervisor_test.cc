@@ -317,6 +317,20 @@ TEST_F(SupervisorTest, DynamicChildrenApi) {
             "running=0 restart=1 del=1 missing=NOT_FOUND");
 }
 
+TEST_F(SupervisorTest, StopSupervisorSparesALinkedParentButIntensityDoesNot) {
+  std::string got =
+      Probe([log = log_](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        std::vector<ChildSpec> children;
+        children.push_back(Logged(log, "a"));
+        absl::StatusOr<Pid> sup =
+            co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
+        absl::Status stopped = co_await StopSupervisor(self, *sup);
+        // Still alive here (not trapping exits): the supervisor exited normally.
+        report(absl::StrCat(sup.ok(), stopped.ok(), self.self().alive()));
+      });
+  EXPECT_EQ(got, "111");
+}
+
 TEST_F(SupervisorTest, ChildFailingToStartIsReported) {
   ChildSpec bad;
   bad.id = "bad";
