@@ -13,7 +13,8 @@ namespace {
 
 Envelope* const kClosed = reinterpret_cast<Envelope*>(uintptr_t{1});
 
-// The root frame of a process: runs the body and reports how it ended.
+// The root frame of a process: runs the body and reports how it ended. An escaping exception is
+// recorded in the control block (not in this frame, to keep idle processes small).
 class BodyFrame {
  public:
   class promise_type {
@@ -28,8 +29,7 @@ class BodyFrame {
         bool await_ready() const noexcept { return false; }
         void await_suspend(std::coroutine_handle<promise_type> h) noexcept {
           // Destroys this frame, runs the exit procedure; nothing here may be touched after.
-          ProcessControl* control = h.promise().control_;
-          control->BodyFinished(std::move(h.promise().reason_));
+          h.promise().control_->BodyFinished();
         }
         void await_resume() const noexcept {}
       };
@@ -40,15 +40,14 @@ class BodyFrame {
       try {
         throw;
       } catch (const std::exception& e) {
-        reason_ = ExitReason::Exception(e.what());
+        control_->SetBodyException(e.what());
       } catch (...) {
-        reason_ = ExitReason::Exception("non-standard exception");
+        control_->SetBodyException("non-standard exception");
       }
     }
 
    private:
     ProcessControl* control_;
-    ExitReason reason_;
   };
   std::coroutine_handle<promise_type> handle;
 };
@@ -195,20 +194,21 @@ void ProcessControl::HandleSignal(ExitSignalEnvelope* signal) {
   std::unique_ptr<ExitSignalEnvelope> owned(signal);
   if (pending_exit_) return;  // Already dying.
   if (signal->from_link) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = std::find(links_.begin(), links_.end(), signal->from);
-    if (it == links_.end()) return;  // Unlinked since: the signal has no effect.
-    links_.erase(it);
+    std::lock_guard<SpinLock> lock(mu_);
+    std::vector<Pid>& links = extras().links;
+    auto it = std::find(links.begin(), links.end(), signal->from);
+    if (it == links.end()) return;  // Unlinked since: the signal has no effect.
+    links.erase(it);
   }
   const ExitReason& reason = signal->reason;
   if (reason.is_kill() && !signal->from_link) {
-    pending_exit_ = ExitReason::Killed();  // Untrappable.
+    pending_exit_ = std::make_unique<ExitReason>(ExitReason::Killed());  // Untrappable.
   } else if (trap_exit_) {
     AppendToMailbox(new TypedEnvelope<ExitSignal>(ExitSignal{signal->from, reason}));
   } else if (!reason.is_normal()) {
-    pending_exit_ = reason;
+    pending_exit_ = std::make_unique<ExitReason>(reason);
   } else if (signal->from == self_) {
-    pending_exit_ = reason;  // exit(self(), normal) ends the process normally.
+    pending_exit_ = std::make_unique<ExitReason>(reason);  // exit(self(), normal): normal end.
   }
 }
 
@@ -224,7 +224,10 @@ std::unique_ptr<Envelope> ProcessControl::TakeMatch(const Matcher& matcher) {
 }
 
 void ProcessControl::RequestSelfExit(ExitReason reason) {
-  if (!pending_exit_) pending_exit_ = reason.is_kill() ? ExitReason::Killed() : std::move(reason);
+  if (!pending_exit_) {
+    pending_exit_ =
+        std::make_unique<ExitReason>(reason.is_kill() ? ExitReason::Killed() : std::move(reason));
+  }
 }
 
 void ProcessControl::Suspend(std::coroutine_handle<> h, const Matcher* matcher, int64_t deadline_ns,
@@ -312,33 +315,44 @@ void ProcessControl::Terminate(ExitReason reason) {
   ExitProcedure(std::move(reason));
 }
 
-void ProcessControl::BodyFinished(ExitReason reason) {
+void ProcessControl::SetBodyException(const char* what) {
+  body_exception_ = std::make_unique<ExitReason>(ExitReason::Exception(what));
+}
+
+void ProcessControl::BodyFinished() {
   status_.store(Status::kExiting, std::memory_order_release);
   std::exchange(frame_, nullptr).destroy();
   // An exit signal that arrived while the body was finishing does not change its reason.
+  ExitReason reason = body_exception_ ? std::move(*body_exception_) : ExitReason::Normal();
+  body_exception_.reset();
   ExitProcedure(std::move(reason));
 }
 
 void ProcessControl::AddExitHook(std::function<void(const Pid&, const ExitReason&)> hook) {
-  exit_hooks_.push_back(std::move(hook));
+  if (!exit_hooks_) exit_hooks_ = std::make_unique<decltype(exit_hooks_)::element_type>();
+  exit_hooks_->push_back(std::move(hook));
 }
 
 void ProcessControl::ExitProcedure(ExitReason reason) {
   // 1. Exit hooks (tables go to their heirs) before anyone can observe the exit.
-  for (auto& hook : exit_hooks_) hook(self_, reason);
-  exit_hooks_.clear();
+  if (exit_hooks_) {
+    for (auto& hook : *exit_hooks_) hook(self_, reason);
+    exit_hooks_.reset();
+  }
   // 2. Dead: collect links, monitors and the name under our lock; signal without it.
   std::vector<Pid> links;
   std::vector<MonitorEntry> watchers;
   std::vector<MonitorEntry> watching;
   std::string name;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<SpinLock> lock(mu_);
     dead_.store(true, std::memory_order_release);
-    links.swap(links_);
-    watchers.swap(monitored_by_);
-    watching.swap(monitoring_);
-    name.swap(registered_name_);
+    if (extras_) {
+      links.swap(extras_->links);
+      watchers.swap(extras_->monitored_by);
+      watching.swap(extras_->monitoring);
+      name.swap(extras_->registered_name);
+    }
   }
   if (!name.empty()) node_->UnregisterIfOwner(name, self_);
   // 3. No more messages: close the incoming stack and drop what is queued.
@@ -362,8 +376,8 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
   }
   for (const MonitorEntry& m : watchers) Send(m.other, Down{m.ref, self_, seen});
   for (const MonitorEntry& m : watching) {
-    std::lock_guard<std::mutex> lock(m.other.control()->mu_);
-    auto& list = m.other.control()->monitored_by_;
+    std::lock_guard<SpinLock> lock(m.other.control()->mu_);
+    auto& list = m.other.control()->extras().monitored_by;
     list.erase(std::remove_if(list.begin(), list.end(),
                               [&](const MonitorEntry& x) { return x.ref == m.ref; }),
                list.end());
@@ -378,11 +392,9 @@ void ProcessControl::DestroyAtShutdown() noexcept {
   scheduler_->CancelTimer(this);
   if (frame_) std::exchange(frame_, nullptr).destroy();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<SpinLock> lock(mu_);
     dead_.store(true, std::memory_order_release);
-    links_.clear();
-    monitored_by_.clear();
-    monitoring_.clear();
+    extras_.reset();
   }
   status_.store(Status::kDead, std::memory_order_release);
   node_->OnProcessExit(this);
@@ -394,28 +406,30 @@ void ProcessControl::Link(const Pid& other) {
   ProcessControl* o = other.control();
   bool other_dead;
   {
-    std::lock_guard<std::mutex> lock(o->mu_);
+    std::lock_guard<SpinLock> lock(o->mu_);
     other_dead = o->dead_.load(std::memory_order_relaxed);
-    if (!other_dead && std::find(o->links_.begin(), o->links_.end(), self_) == o->links_.end()) {
-      o->links_.push_back(self_);
+    if (!other_dead) {
+      std::vector<Pid>& theirs = o->extras().links;
+      if (std::find(theirs.begin(), theirs.end(), self_) == theirs.end()) theirs.push_back(self_);
     }
   }
   if (other_dead) {
     Deliver(std::make_unique<ExitSignalEnvelope>(other, ExitReason::NoProc(), false));
     return;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  if (std::find(links_.begin(), links_.end(), other) == links_.end()) links_.push_back(other);
+  std::lock_guard<SpinLock> lock(mu_);
+  std::vector<Pid>& mine = extras().links;
+  if (std::find(mine.begin(), mine.end(), other) == mine.end()) mine.push_back(other);
 }
 
 void ProcessControl::Unlink(const Pid& other) {
   if (!other.valid()) return;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    RemoveEntry(links_, other);
+    std::lock_guard<SpinLock> lock(mu_);
+    if (extras_) RemoveEntry(extras_->links, other);
   }
-  std::lock_guard<std::mutex> lock(other.control()->mu_);
-  RemoveEntry(other.control()->links_, self_);
+  std::lock_guard<SpinLock> lock(other.control()->mu_);
+  if (other.control()->extras_) RemoveEntry(other.control()->extras_->links, self_);
 }
 
 uint64_t ProcessControl::Monitor(const Pid& target) {
@@ -426,15 +440,15 @@ uint64_t ProcessControl::Monitor(const Pid& target) {
   }
   bool dead;
   {
-    std::lock_guard<std::mutex> lock(target.control()->mu_);
+    std::lock_guard<SpinLock> lock(target.control()->mu_);
     dead = target.control()->dead_.load(std::memory_order_relaxed);
-    if (!dead) target.control()->monitored_by_.push_back({ref, self_});
+    if (!dead) target.control()->extras().monitored_by.push_back({ref, self_});
   }
   if (dead) {
     Send(self_, Down{ref, target, ExitReason::NoProc()});
   } else {
-    std::lock_guard<std::mutex> lock(mu_);
-    monitoring_.push_back({ref, target});
+    std::lock_guard<SpinLock> lock(mu_);
+    extras().monitoring.push_back({ref, target});
   }
   return ref;
 }
@@ -442,17 +456,18 @@ uint64_t ProcessControl::Monitor(const Pid& target) {
 void ProcessControl::Demonitor(uint64_t ref, bool flush) {
   Pid target;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = std::find_if(monitoring_.begin(), monitoring_.end(),
+    std::lock_guard<SpinLock> lock(mu_);
+    std::vector<MonitorEntry>& monitoring = extras().monitoring;
+    auto it = std::find_if(monitoring.begin(), monitoring.end(),
                            [&](const MonitorEntry& m) { return m.ref == ref; });
-    if (it != monitoring_.end()) {
+    if (it != monitoring.end()) {
       target = it->other;
-      monitoring_.erase(it);
+      monitoring.erase(it);
     }
   }
   if (target.valid()) {
-    std::lock_guard<std::mutex> lock(target.control()->mu_);
-    auto& list = target.control()->monitored_by_;
+    std::lock_guard<SpinLock> lock(target.control()->mu_);
+    auto& list = target.control()->extras().monitored_by;
     list.erase(std::remove_if(list.begin(), list.end(),
                               [&](const MonitorEntry& m) { return m.ref == ref; }),
                list.end());
@@ -472,34 +487,38 @@ void ProcessControl::Demonitor(uint64_t ref, bool flush) {
 }
 
 bool ProcessControl::SetRegisteredName(const std::string& name) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (dead_.load(std::memory_order_relaxed) || !registered_name_.empty()) return false;
-  registered_name_ = name;
+  std::lock_guard<SpinLock> lock(mu_);
+  if (dead_.load(std::memory_order_relaxed) || !extras().registered_name.empty()) return false;
+  extras_->registered_name = name;
   return true;
 }
 
 void ProcessControl::ClearRegisteredName() {
-  std::lock_guard<std::mutex> lock(mu_);
-  registered_name_.clear();
+  std::lock_guard<SpinLock> lock(mu_);
+  if (extras_) extras_->registered_name.clear();
 }
 
 std::string ProcessControl::registered_name() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return registered_name_;
+  std::lock_guard<SpinLock> lock(mu_);
+  return extras_ ? extras_->registered_name : std::string();
 }
 
 ProcessControl::Snapshot ProcessControl::Info() const {
   Snapshot s;
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<SpinLock> lock(mu_);
   s.status = status_.load(std::memory_order_acquire);
   s.mailbox_length = mailbox_size_;  // Owner-written; a snapshot from other threads.
-  s.links = links_;
-  for (const auto& m : monitored_by_) s.monitored_by.push_back(m.other);
-  for (const auto& m : monitoring_) s.monitoring.push_back(m.other);
   s.trap_exit = trap_exit_;
-  s.registered_name = registered_name_;
-  s.memory = sizeof(ProcessControl) + sizeof(Process) +
-             (links_.capacity() + monitored_by_.capacity() + monitoring_.capacity()) * 16;
+  s.memory = sizeof(ProcessControl) + sizeof(Process);
+  if (extras_) {
+    s.links = extras_->links;
+    for (const auto& m : extras_->monitored_by) s.monitored_by.push_back(m.other);
+    for (const auto& m : extras_->monitoring) s.monitoring.push_back(m.other);
+    s.registered_name = extras_->registered_name;
+    s.memory += sizeof(Extras) + (extras_->links.capacity() + extras_->monitored_by.capacity() +
+                                  extras_->monitoring.capacity()) *
+                                     sizeof(MonitorEntry);
+  }
   return s;
 }
 
@@ -520,10 +539,6 @@ int64_t TimeoutNanos(absl::Duration timeout) {
   return ns > INT64_MAX - now ? INT64_MAX : now + ns;
 }
 
-bool MatchPredicate(const Envelope& e, const void* ctx) {
-  return (*static_cast<const std::function<bool(const Envelope&)>*>(ctx))(e);
-}
-
 }  // namespace process_internal
 
 void SendExit(const Pid& pid, ExitReason reason, const Pid& from) {
@@ -531,13 +546,10 @@ void SendExit(const Pid& pid, ExitReason reason, const Pid& from) {
   pid.control()->Deliver(std::make_unique<ExitSignalEnvelope>(from, std::move(reason), false));
 }
 
-Process::ReceiveAwaiter Process::ReceiveIf(std::function<bool(const Envelope&)> pred,
-                                           absl::Time deadline) {
-  ReceiveAwaiter awaiter(control_, Matcher{&process_internal::MatchPredicate, nullptr},
-                         process_internal::DeadlineNanos(deadline));
-  awaiter.pred_ = std::move(pred);
-  awaiter.matcher_.ctx = &awaiter.pred_;
-  return awaiter;
+Process::PredicateReceiveAwaiter Process::ReceiveIf(std::function<bool(const Envelope&)> pred,
+                                                    absl::Time deadline) {
+  return PredicateReceiveAwaiter(control_, std::move(pred),
+                                 process_internal::DeadlineNanos(deadline));
 }
 
 Process::ReceiveAwaiter Process::Sleep(absl::Duration duration) {

@@ -104,8 +104,9 @@ class Process {
   TypedReceiveAwaiter<T> ReceiveFor(absl::Duration timeout);  // -> std::optional<T>
   // First message for which `pred` holds (-> std::optional<Message>). The predicate sees each
   // queued message (Envelope::Is<T>() / As<T>()) on this process's thread.
-  ReceiveAwaiter ReceiveIf(std::function<bool(const Envelope&)> pred,
-                           absl::Time deadline = absl::InfiniteFuture());
+  class PredicateReceiveAwaiter;
+  PredicateReceiveAwaiter ReceiveIf(std::function<bool(const Envelope&)> pred,
+                                    absl::Time deadline = absl::InfiniteFuture());
   // Suspends for `duration` (messages stay queued; signals still act).
   ReceiveAwaiter Sleep(absl::Duration duration);
 
@@ -144,12 +145,7 @@ class Process::ReceiveAwaiter {
   ReceiveAwaiter(ProcessControl* control, Matcher matcher, int64_t deadline_ns)
       : control_(control), matcher_(matcher), deadline_ns_(deadline_ns) {}
   ReceiveAwaiter(ReceiveAwaiter&& other) noexcept
-      : control_(other.control_),
-        matcher_(other.matcher_),
-        deadline_ns_(other.deadline_ns_),
-        pred_(std::move(other.pred_)) {
-    if (matcher_.ctx == &other.pred_) matcher_.ctx = &pred_;
-  }
+      : control_(other.control_), matcher_(other.matcher_), deadline_ns_(other.deadline_ns_) {}
 
   bool await_ready() {
     if (control_->exit_pending()) return false;  // Suspend: Run() terminates the process.
@@ -169,8 +165,30 @@ class Process::ReceiveAwaiter {
   ProcessControl* control_;
   Matcher matcher_;
   int64_t deadline_ns_;
-  std::function<bool(const Envelope&)> pred_;
   std::unique_ptr<Envelope> result_;
+};
+
+// A receive with a predicate: owns the predicate the matcher points at (kept out of the plain
+// awaiter so that a process waiting by type stays small).
+class Process::PredicateReceiveAwaiter {
+ public:
+  PredicateReceiveAwaiter(ProcessControl* control, std::function<bool(const Envelope&)> pred,
+                          int64_t deadline_ns)
+      : pred_(std::move(pred)), inner_(control, Matcher{&MatchPredicate, &pred_}, deadline_ns) {}
+  PredicateReceiveAwaiter(PredicateReceiveAwaiter&& other) noexcept
+      : pred_(std::move(other.pred_)),
+        inner_(other.inner_.control_, Matcher{&MatchPredicate, &pred_}, other.inner_.deadline_ns_) {
+  }
+  bool await_ready() { return inner_.await_ready(); }
+  void await_suspend(std::coroutine_handle<> h) { inner_.await_suspend(h); }
+  std::optional<Message> await_resume() { return inner_.await_resume(); }
+
+ private:
+  static bool MatchPredicate(const Envelope& e, const void* ctx) {
+    return (*static_cast<const std::function<bool(const Envelope&)>*>(ctx))(e);
+  }
+  std::function<bool(const Envelope&)> pred_;
+  ReceiveAwaiter inner_;
 };
 
 template <typename T>
