@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <exception>
+#include <new>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -19,7 +21,7 @@ class BodyFrame {
  public:
   class promise_type {
    public:
-    promise_type(ProcessControl* control, ProcessBody*) : control_(control) {}
+    explicit promise_type(ProcessControl* control) : control_(control) {}
     BodyFrame get_return_object() {
       return BodyFrame{std::coroutine_handle<promise_type>::from_promise(*this)};
     }
@@ -52,9 +54,7 @@ class BodyFrame {
   std::coroutine_handle<promise_type> handle;
 };
 
-BodyFrame RunBody(ProcessControl* control, ProcessBody* body) {
-  co_await (*body)(control->context());
-}
+BodyFrame RunBody(ProcessControl* control) { co_await (*control->body())(control->context()); }
 
 void RemoveEntry(std::vector<Pid>& v, const Pid& pid) {
   auto it = std::find(v.begin(), v.end(), pid);
@@ -82,12 +82,16 @@ std::string Pid::ToString() const {
 
 ProcessControl::ProcessControl(Node* node, Scheduler* scheduler, uint64_t serial, ProcessBody body,
                                bool trap_exit)
-    : node_(node),
+    : trap_exit_(trap_exit),
+      node_(node),
       scheduler_(scheduler),
       serial_(serial),
-      body_(std::move(body)),
-      context_(std::make_unique<Process>(this)),
-      trap_exit_(trap_exit) {}
+      body_(std::move(body)) {
+  static_assert(sizeof(Process) == sizeof(void*) && std::is_trivially_destructible_v<Process>);
+  new (context_) Process(this);
+}
+
+Process& ProcessControl::context() { return *std::launder(reinterpret_cast<Process*>(context_)); }
 
 ProcessControl::~ProcessControl() {
   Envelope* e = incoming_.exchange(kClosed, std::memory_order_acquire);
@@ -230,11 +234,9 @@ void ProcessControl::RequestSelfExit(ExitReason reason) {
   }
 }
 
-void ProcessControl::Suspend(std::coroutine_handle<> h, const Matcher* matcher, int64_t deadline_ns,
-                             std::unique_ptr<Envelope>* result) {
+void ProcessControl::Suspend(std::coroutine_handle<> h, WaitRecord* wait, int64_t deadline_ns) {
   waiting_handle_ = h;
-  waiting_matcher_ = matcher;
-  waiting_result_ = result;
+  waiting_ = wait;
   timed_out_ = false;
   status_.store(Status::kWaiting, std::memory_order_release);
   if (deadline_ns != INT64_MAX) {
@@ -268,7 +270,7 @@ void ProcessControl::Fire() noexcept {
 void ProcessControl::Run() noexcept {
   if (!started_) {
     started_ = true;
-    BodyFrame frame = RunBody(this, &body_);
+    BodyFrame frame = RunBody(this);
     frame_ = frame.handle;
     frame_.resume();  // May finish the process (and free this): touch nothing after.
     return;
@@ -281,7 +283,7 @@ void ProcessControl::Run() noexcept {
   if (!waiting_handle_) return;  // Nothing suspended (a stray wake-up).
   std::unique_ptr<Envelope> match;
   for (Envelope* e = mailbox_head_; e != nullptr; e = e->next_) {
-    if (waiting_matcher_->Matches(*e)) {
+    if (waiting_->matcher.Matches(*e)) {
       UnlinkFromMailbox(e);
       match.reset(e);
       break;
@@ -289,10 +291,9 @@ void ProcessControl::Run() noexcept {
   }
   if (match || timed_out_) {
     scheduler_->CancelTimer(this);
-    *waiting_result_ = std::move(match);
+    waiting_->result = std::move(match);
     std::coroutine_handle<> h = std::exchange(waiting_handle_, nullptr);
-    waiting_matcher_ = nullptr;
-    waiting_result_ = nullptr;
+    waiting_ = nullptr;
     timed_out_ = false;
     status_.store(Status::kRunnable, std::memory_order_release);
     h.resume();  // May finish the process (and free this): touch nothing after.

@@ -143,29 +143,28 @@ class Process {
 class Process::ReceiveAwaiter {
  public:
   ReceiveAwaiter(ProcessControl* control, Matcher matcher, int64_t deadline_ns)
-      : control_(control), matcher_(matcher), deadline_ns_(deadline_ns) {}
+      : control_(control), wait_{matcher, nullptr}, deadline_ns_(deadline_ns) {}
   ReceiveAwaiter(ReceiveAwaiter&& other) noexcept
-      : control_(other.control_), matcher_(other.matcher_), deadline_ns_(other.deadline_ns_) {}
+      : control_(other.control_),
+        wait_{other.wait_.matcher, nullptr},
+        deadline_ns_(other.deadline_ns_) {}
 
   bool await_ready() {
     if (control_->exit_pending()) return false;  // Suspend: Run() terminates the process.
-    result_ = control_->TakeMatch(matcher_);
-    return result_ != nullptr;
+    wait_.result = control_->TakeMatch(wait_.matcher);
+    return wait_.result != nullptr;
   }
-  void await_suspend(std::coroutine_handle<> h) {
-    control_->Suspend(h, &matcher_, deadline_ns_, &result_);
-  }
+  void await_suspend(std::coroutine_handle<> h) { control_->Suspend(h, &wait_, deadline_ns_); }
   std::optional<Message> await_resume() {
-    if (result_ == nullptr) return std::nullopt;
-    return Message(std::move(result_));
+    if (wait_.result == nullptr) return std::nullopt;
+    return Message(std::move(wait_.result));
   }
 
  private:
   friend class Process;
   ProcessControl* control_;
-  Matcher matcher_;
+  WaitRecord wait_;
   int64_t deadline_ns_;
-  std::unique_ptr<Envelope> result_;
 };
 
 // A receive with a predicate: owns the predicate the matcher points at (kept out of the plain

@@ -44,6 +44,7 @@ namespace etsmgr {
 
 class Node;
 class Process;
+using ProcessBody_ = std::function<Task<void>(Process&)>;  // = ProcessBody (process.h).
 
 // A test-and-test-and-set lock for the rarely contended link/monitor state: one byte instead of
 // std::mutex's forty, which matters at a million processes. Visible to TSan (plain atomics).
@@ -77,6 +78,12 @@ struct NameRegistered {
 };
 void NotifyNameRegistered(const Pid& waiter, const std::string& name);
 
+// What a suspended receive waits for and where its match goes (lives in the awaiter).
+struct WaitRecord {
+  Matcher matcher;
+  std::unique_ptr<Envelope> result;
+};
+
 // An exit signal in flight (Envelope::Kind::kExitSignal).
 class ExitSignalEnvelope final : public Envelope {
  public:
@@ -93,7 +100,7 @@ class ExitSignalEnvelope final : public Envelope {
 
 class ProcessControl final : public Runnable, public Root, private TimerNode {
  public:
-  enum class Status { kRunnable, kWaiting, kExiting, kDead };
+  enum class Status : uint8_t { kRunnable, kWaiting, kExiting, kDead };
 
   ProcessControl(Node* node, Scheduler* scheduler, uint64_t serial,
                  std::function<Task<void>(Process&)> body, bool trap_exit);
@@ -120,7 +127,8 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   void Launch();
 
   // --- Owner thread, from the Process API.
-  Process& context() { return *context_; }
+  Process& context();
+  ProcessBody_* body() { return &body_; }
   const Pid& self() const { return self_; }
   bool trap_exit() const { return trap_exit_; }
   void set_trap_exit(bool on) { trap_exit_ = on; }
@@ -129,10 +137,9 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   // True when a signal means this process must stop at its next suspension.
   bool exit_pending() const { return pending_exit_ != nullptr; }
   void RequestSelfExit(ExitReason reason);
-  // Suspends `h` until a match for `matcher` arrives or `deadline_ns` (scheduler clock) passes.
-  // On resumption `*result` holds the match, or null on timeout.
-  void Suspend(std::coroutine_handle<> h, const Matcher* matcher, int64_t deadline_ns,
-               std::unique_ptr<Envelope>* result);
+  // Suspends `h` until a match for `wait->matcher` arrives or `deadline_ns` (scheduler clock)
+  // passes. On resumption `wait->result` holds the match, or null on timeout.
+  void Suspend(std::coroutine_handle<> h, WaitRecord* wait, int64_t deadline_ns);
   size_t mailbox_size() const { return mailbox_size_; }
 
   // --- Links and monitors (any thread; see the class comment for locking).
@@ -185,34 +192,39 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
 
   enum WakeState : uint32_t { kIdle = 0, kNotified = 1, kWaiting = 2 };
 
+  // Fields are grouped by who writes them, and small ones packed: at a million processes every
+  // eight bytes here is 8 MB.
   // --- Any thread.
-  std::atomic<int> refs_{1};
-  std::atomic<Envelope*> incoming_{nullptr};
+  std::atomic<uint32_t> refs_{1};
   std::atomic<uint32_t> wake_state_{kIdle};
+  std::atomic<Envelope*> incoming_{nullptr};
   std::atomic<bool> dead_{false};
   std::atomic<Status> status_{Status::kRunnable};
+  mutable SpinLock mu_;  // Guards extras_ (below) and the dead flag's transitions.
 
-  // --- Immutable after construction / Start.
-  Node* const node_;
-  Scheduler* const scheduler_;
-  const uint64_t serial_;
-  Pid self_;  // Set by Start; dropped at exit (the process's own reference).
-  std::function<Task<void>(Process&)> body_;
-  std::unique_ptr<Process> context_;
-
-  // --- Owner thread.
-  std::coroutine_handle<> frame_;  // The body's root frame (BodyFrame in process.cc).
+  // --- Owner thread (small ones first, next to the flags above).
   bool started_ = false;
   bool trap_exit_ = false;
   bool timed_out_ = false;
+  uint32_t mailbox_size_ = 0;
+
+  // --- Immutable after construction / Bind.
+  Node* const node_;
+  Scheduler* const scheduler_;
+  const uint64_t serial_;
+  Pid self_;  // Set by Bind; dropped at exit (the process's own reference).
+  ProcessBody_ body_;
+  // The Process& handed to the body: one pointer, constructed in place (process.cc).
+  alignas(void*) unsigned char context_[sizeof(void*)];
+
+  // --- Owner thread.
+  std::coroutine_handle<> frame_;               // The body's root frame (BodyFrame in process.cc).
   std::unique_ptr<ExitReason> pending_exit_;    // Set when a signal or Exit() ends the process.
   std::unique_ptr<ExitReason> body_exception_;  // Set when an exception escaped the body.
   std::coroutine_handle<> waiting_handle_;
-  const Matcher* waiting_matcher_ = nullptr;
-  std::unique_ptr<Envelope>* waiting_result_ = nullptr;
+  WaitRecord* waiting_ = nullptr;
   Envelope* mailbox_head_ = nullptr;
   Envelope* mailbox_tail_ = nullptr;
-  size_t mailbox_size_ = 0;
   std::unique_ptr<std::vector<std::function<void(const Pid&, const ExitReason&)>>> exit_hooks_;
 
   // --- Guarded by mu_. Links, monitors and the name live in a block allocated on first use:
@@ -231,7 +243,6 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
     if (!extras_) extras_ = std::make_unique<Extras>();
     return *extras_;
   }
-  mutable SpinLock mu_;
   std::unique_ptr<Extras> extras_;
 };
 
