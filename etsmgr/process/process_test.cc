@@ -153,6 +153,37 @@ TEST_P(ProcessTest, PingPongAcrossSchedulersAndFromPlainThreads) {
   EXPECT_EQ(from_threads, "1000");
 }
 
+// Same scheduler: a message may skip the incoming queue, but never overtake an earlier signal
+// or message from the same sender.
+TEST_P(ProcessTest, SignalThenMessageKeepOrderOnOneScheduler) {
+  std::string got = RunProbe(
+      *node_,
+      [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        Pid probe = self.self();
+        Pid target = self.Spawn(
+                             [probe](Process& t) -> Task<void> {
+                               Send(probe, Note{"ready"});
+                               co_await t.Sleep(absl::Milliseconds(20));  // Let both arrive.
+                               std::string order;
+                               for (int i = 0; i < 3; ++i) {
+                                 Message m = co_await t.Receive();
+                                 order += m.Is<ExitSignal>() ? "S" : m.As<Note>()->text;
+                               }
+                               Send(probe, Note{order});
+                             },
+                             {.scheduler = 0, .trap_exit = true})
+                         .value();
+        co_await self.Receive<Note>();
+        Send(target, Note{"a"});
+        SendExit(target, ExitReason::Custom("x"), self.self());
+        Send(target, Note{"b"});
+        Note order = co_await self.Receive<Note>();
+        report(order.text);
+      },
+      {.scheduler = 0});
+  EXPECT_EQ(got, "aSb");
+}
+
 TEST_P(ProcessTest, RegistryRegisterWhereisAndNameFreedOnExit) {
   Pid worker = node_->Spawn(Ponger, {.name = "ponger"}).value();
   EXPECT_EQ(node_->Whereis("ponger"), worker);
