@@ -553,6 +553,13 @@ int64_t TimeoutNanos(absl::Duration timeout) {
 
 }  // namespace process_internal
 
+absl::StatusOr<ProcessInfo> GetProcessInfo(const Pid& pid) {
+  if (!pid.alive()) {
+    return absl::NotFoundError(absl::StrCat("process_info(", pid.ToString(), "): no such process"));
+  }
+  return pid.control()->Info();
+}
+
 void SendExit(const Pid& pid, ExitReason reason, const Pid& from) {
   if (!pid.valid()) return;
   pid.control()->Deliver(std::make_unique<ExitSignalEnvelope>(from, std::move(reason), false));

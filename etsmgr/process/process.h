@@ -76,6 +76,12 @@ bool Send(const Pid& to, T&& message) {
       std::make_unique<TypedEnvelope<std::decay_t<T>>>(std::forward<T>(message)));
 }
 
+// A snapshot of a process (Erlang's process_info): status, mailbox length, links, monitors (both
+// directions), trap_exit, registered name, memory. NotFound for a null or dead Pid. Any thread;
+// the mailbox length is the owner's count at some recent moment.
+using ProcessInfo = ProcessControl::Snapshot;
+absl::StatusOr<ProcessInfo> GetProcessInfo(const Pid& pid);
+
 // Sends an exit signal to `pid` (Erlang's exit/2), from any thread. `kill` cannot be trapped;
 // `normal` is ignored by a non-trapping target. `from` may be null (from outside any process).
 void SendExit(const Pid& pid, ExitReason reason, const Pid& from = Pid());

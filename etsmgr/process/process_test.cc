@@ -333,21 +333,63 @@ TEST_P(ProcessTest, SpawnLinkedChildCrashKillsParent) {
 }
 
 TEST_P(ProcessTest, ProcessInfo) {
-  std::string got =
-      RunProbe(*node_,
-               [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-                 Pid other = self.Spawn(Ponger).value();
-                 self.Link(other);
-                 (void)self.Register("info_probe");
-                 Send(self.self(), Note{"queued"});
-                 co_await self.Sleep(absl::Milliseconds(1));
-                 ProcessControl::Snapshot s = self.control()->Info();
-                 report(absl::StrCat(s.links.size(), s.trap_exit, s.registered_name, " ",
-                                     self.mailbox_size(), " ", s.memory > 0));
-                 SendExit(other, ExitReason::Kill());
-               },
-               {.trap_exit = true});
-  EXPECT_EQ(got, "11info_probe 1 1");
+  std::string got = RunProbe(
+      *node_,
+      [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        Pid other = self.Spawn(Ponger).value();
+        self.Link(other);
+        uint64_t ref = self.Monitor(other);
+        (void)ref;
+        (void)self.Register("info_probe");
+        Send(self.self(), Note{"queued"});
+        co_await self.Sleep(absl::Milliseconds(1));
+        absl::StatusOr<ProcessInfo> mine = GetProcessInfo(self.self());
+        // The ponger suspends in its receive soon after it starts: wait for that, with a deadline.
+        absl::StatusOr<ProcessInfo> theirs = GetProcessInfo(other);
+        absl::Time deadline = absl::Now() + absl::Seconds(5);
+        while (theirs->status != ProcessControl::Status::kWaiting && absl::Now() < deadline) {
+          co_await self.Sleep(absl::Milliseconds(1));
+          theirs = GetProcessInfo(other);
+        }
+        bool waiting = theirs->status == ProcessControl::Status::kWaiting;
+        SendExit(other, ExitReason::Kill());
+        co_await self.Receive<ExitSignal>();
+        absl::StatusOr<ProcessInfo> dead = GetProcessInfo(other);
+        report(absl::StrCat(mine->links.size(), mine->monitoring.size(),
+                            theirs->monitored_by.size(), mine->trap_exit, waiting, " ",
+                            mine->registered_name, " ", mine->mailbox_length, " ", mine->memory > 0,
+                            " ", absl::StatusCodeToString(dead.status().code())));
+      },
+      {.trap_exit = true});
+  EXPECT_EQ(got, "11111 info_probe 1 1 NOT_FOUND");
+}
+
+// OTP's order: a dying process releases what it owns (exit hooks: tables to their heirs) before
+// its links and monitors fire, so a watcher never sees the exit before the hand-over.
+TEST_P(ProcessTest, ExitHooksRunBeforeLinksAndMonitorsFire) {
+  auto hook_ran = std::make_shared<std::atomic<bool>>(false);
+  std::string got = RunProbe(
+      *node_,
+      [hook_ran](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        Pid victim = self.Spawn([hook_ran, probe = self.self()](Process& v) -> Task<void> {
+                           v.control()->AddExitHook([hook_ran](const Pid&, const ExitReason&) {
+                             hook_ran->store(true);
+                           });
+                           Send(probe, Note{"ready"});
+                           co_await v.Receive<Ping>();
+                         })
+                         .value();
+        self.Link(victim);
+        uint64_t ref = self.Monitor(victim);
+        co_await self.Receive<Note>();
+        SendExit(victim, ExitReason::Kill());
+        ExitSignal sig = co_await self.Receive<ExitSignal>();
+        bool at_signal = hook_ran->load();
+        Down d = co_await self.Receive<Down>();
+        report(absl::StrCat(at_signal, hook_ran->load(), d.ref == ref, sig.reason.ToString()));
+      },
+      {.trap_exit = true});
+  EXPECT_EQ(got, "111killed");
 }
 
 TEST_P(ProcessTest, ShutdownDestroysLiveProcesses) {
