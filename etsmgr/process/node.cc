@@ -25,6 +25,14 @@ void Node::Shutdown() {
 }
 
 absl::StatusOr<Pid> Node::Spawn(ProcessBody body, SpawnOptions options) {
+  return SpawnImpl(std::move(body), std::move(options), nullptr);
+}
+
+absl::StatusOr<Pid> Node::SpawnLink(const Pid& parent, ProcessBody body, SpawnOptions options) {
+  return SpawnImpl(std::move(body), std::move(options), &parent);
+}
+
+absl::StatusOr<Pid> Node::SpawnImpl(ProcessBody body, SpawnOptions options, const Pid* link_to) {
   absl::StatusOr<Scheduler*> scheduler = runtime_->PickScheduler(options.scheduler);
   if (!scheduler.ok()) return scheduler.status();
   if (!body) return absl::InvalidArgumentError("spawn: empty process body");
@@ -36,27 +44,9 @@ absl::StatusOr<Pid> Node::Spawn(ProcessBody body, SpawnOptions options) {
     absl::Status registered = Register(options.name, pid);
     if (!registered.ok()) return registered;  // The never-started block dies with `pid`.
   }
-  live_.fetch_add(1, std::memory_order_relaxed);
   control->Bind(pid);
-  control->Launch();
-  return pid;
-}
-
-absl::StatusOr<Pid> Node::SpawnLink(const Pid& parent, ProcessBody body, SpawnOptions options) {
-  absl::StatusOr<Scheduler*> scheduler = runtime_->PickScheduler(options.scheduler);
-  if (!scheduler.ok()) return scheduler.status();
-  if (!body) return absl::InvalidArgumentError("spawn_link: empty process body");
-  auto* control =
-      new ProcessControl(this, *scheduler, next_serial_.fetch_add(1, std::memory_order_relaxed),
-                         std::move(body), options.trap_exit);
-  Pid pid(control);
-  if (!options.name.empty()) {
-    absl::Status registered = Register(options.name, pid);
-    if (!registered.ok()) return registered;
-  }
   // Link before the child can run; a dead parent makes the child get an exit signal noproc.
-  control->Bind(pid);
-  control->Link(parent);
+  if (link_to != nullptr) control->Link(*link_to);
   live_.fetch_add(1, std::memory_order_relaxed);
   control->Launch();
   return pid;

@@ -74,6 +74,7 @@ class Node {
 
  private:
   Node() = default;
+  absl::StatusOr<Pid> SpawnImpl(ProcessBody body, SpawnOptions options, const Pid* link_to);
 
   std::unique_ptr<Runtime> runtime_;
   std::atomic<uint64_t> next_serial_{1};

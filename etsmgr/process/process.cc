@@ -93,8 +93,10 @@ ProcessControl::ProcessControl(Node* node, Scheduler* scheduler, uint64_t serial
 
 Process& ProcessControl::context() { return *std::launder(reinterpret_cast<Process*>(context_)); }
 
-ProcessControl::~ProcessControl() {
-  Envelope* e = incoming_.exchange(kClosed, std::memory_order_acquire);
+ProcessControl::~ProcessControl() { CloseMailbox(); }
+
+void ProcessControl::CloseMailbox() {
+  Envelope* e = incoming_.exchange(kClosed, std::memory_order_acq_rel);
   while (e != nullptr && e != kClosed) {
     Envelope* next = e->next_;
     delete e;
@@ -105,6 +107,8 @@ ProcessControl::~ProcessControl() {
     delete mailbox_head_;
     mailbox_head_ = next;
   }
+  mailbox_tail_ = nullptr;
+  mailbox_size_ = 0;
 }
 
 void ProcessControl::Launch() {
@@ -368,19 +372,7 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
   }
   if (!name.empty()) node_->UnregisterIfOwner(name, self_);
   // 3. No more messages: close the incoming stack and drop what is queued.
-  Envelope* e = incoming_.exchange(kClosed, std::memory_order_acq_rel);
-  while (e != nullptr && e != kClosed) {
-    Envelope* next = e->next_;
-    delete e;
-    e = next;
-  }
-  while (mailbox_head_ != nullptr) {
-    Envelope* next = mailbox_head_->next_;
-    delete mailbox_head_;
-    mailbox_head_ = next;
-  }
-  mailbox_tail_ = nullptr;
-  mailbox_size_ = 0;
+  CloseMailbox();
   // 4. Links and monitors fire.
   ExitReason seen = reason.is_kill() ? ExitReason::Killed() : reason;
   for (const Pid& peer : links) {

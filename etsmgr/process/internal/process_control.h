@@ -188,6 +188,8 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   void Terminate(ExitReason reason);  // Owner: destroy the frame, then the exit procedure.
   void ExitProcedure(ExitReason reason);
   void AppendToMailbox(Envelope* e);
+  // Closes the incoming stack (later deliveries are dropped) and deletes every queued message.
+  void CloseMailbox();
   void UnlinkFromMailbox(Envelope* e);
 
   enum WakeState : uint32_t { kIdle = 0, kNotified = 1, kWaiting = 2 };
