@@ -77,6 +77,18 @@ struct Outcome {
   std::string text;
 };
 
+// What the observer reported (it survived) or how it died (the probe's monitor `ref`).
+Task<std::string> AwaitOutcome(Process& probe, uint64_t ref) {
+  std::optional<Message> m = co_await probe.ReceiveIf(
+      [ref](const Envelope& e) {
+        return e.Is<Outcome>() || (e.Is<Down>() && e.As<Down>()->ref == ref);
+      },
+      absl::Now() + absl::Seconds(10));
+  if (!m) co_return "probe timeout";
+  if (Outcome* o = m->As<Outcome>()) co_return "alive, " + o->text;
+  co_return "died " + m->As<Down>()->reason.ToString();
+}
+
 // The observer links to the victim (or not), traps exits (or not), and the probe watches it
 // with a monitor: the result is what the observer received, or how it died.
 class ExitTableTest : public ::testing::TestWithParam<std::tuple<How, bool, bool>> {};
@@ -116,18 +128,7 @@ TEST_P(ExitTableTest, Clause) {
         } else {
           Send(victim, Go{});
         }
-        std::optional<Message> m = co_await probe.ReceiveIf(
-            [ref](const Envelope& e) {
-              return e.Is<Outcome>() || (e.Is<Down>() && e.As<Down>()->ref == ref);
-            },
-            absl::Now() + absl::Seconds(10));
-        if (!m) {
-          report("probe timeout");
-        } else if (Outcome* o = m->As<Outcome>()) {
-          report("alive, " + o->text);
-        } else {
-          report("died " + m->As<Down>()->reason.ToString());
-        }
+        report(co_await AwaitOutcome(probe, ref));
       });
 
   ExitReason seen = SeenReason(how);
@@ -190,18 +191,7 @@ TEST_P(DirectExitTest, Clause) {
         co_await probe.Receive<Go>();
         SendExit(target, reason, probe.self());
         Send(target, Go{});
-        std::optional<Message> m = co_await probe.ReceiveIf(
-            [ref](const Envelope& e) {
-              return e.Is<Outcome>() || (e.Is<Down>() && e.As<Down>()->ref == ref);
-            },
-            absl::Now() + absl::Seconds(10));
-        if (!m) {
-          report("probe timeout");
-        } else if (Outcome* o = m->As<Outcome>()) {
-          report("alive, " + o->text);
-        } else {
-          report("died " + m->As<Down>()->reason.ToString());
-        }
+        report(co_await AwaitOutcome(probe, ref));
       });
   std::string expected;
   if (reason.is_kill()) {
