@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/exception_text.h"
 #include "etsmgr/base/log.h"
 
 namespace etsmgr {
@@ -15,10 +16,8 @@ class FunctionRunnable final : public Runnable {
   void Run() noexcept override {
     try {
       fn_();
-    } catch (const std::exception& e) {
-      Logf(LogLevel::kError, "posted function threw: %s", e.what());
     } catch (...) {
-      Log(LogLevel::kError, "posted function threw a non-standard exception");
+      Logf(LogLevel::kError, "posted function threw: %s", CurrentExceptionText());
     }
     delete this;
   }

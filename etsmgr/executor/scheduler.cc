@@ -5,6 +5,7 @@
 #include <string>
 #include <thread>
 
+#include "etsmgr/base/exception_text.h"
 #include "etsmgr/base/log.h"
 #include "etsmgr/executor/internal/poller.h"
 
@@ -55,13 +56,7 @@ class SpawnedRoot {
     }
     void return_void() noexcept {}
     void unhandled_exception() noexcept {
-      try {
-        throw;
-      } catch (const std::exception& e) {
-        Logf(LogLevel::kError, "spawned task exited with exception: %s", e.what());
-      } catch (...) {
-        Log(LogLevel::kError, "spawned task exited with a non-standard exception");
-      }
+      Logf(LogLevel::kError, "spawned task exited with exception: %s", CurrentExceptionText());
     }
 
     void Run() noexcept override {

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/exception_text.h"
 #include "etsmgr/process/node.h"
 
 namespace etsmgr {
@@ -38,15 +39,7 @@ class BodyFrame {
       return Final{};
     }
     void return_void() noexcept {}
-    void unhandled_exception() noexcept {
-      try {
-        throw;
-      } catch (const std::exception& e) {
-        control_->SetBodyException(e.what());
-      } catch (...) {
-        control_->SetBodyException("non-standard exception");
-      }
-    }
+    void unhandled_exception() noexcept { control_->SetBodyException(CurrentExceptionText()); }
 
    private:
     ProcessControl* control_;
@@ -331,8 +324,8 @@ void ProcessControl::Terminate(ExitReason reason) {
   ExitProcedure(std::move(reason));
 }
 
-void ProcessControl::SetBodyException(const char* what) {
-  body_exception_ = std::make_unique<ExitReason>(ExitReason::Exception(what));
+void ProcessControl::SetBodyException(std::string what) {
+  body_exception_ = std::make_unique<ExitReason>(ExitReason::Exception(std::move(what)));
 }
 
 void ProcessControl::BodyFinished() {

@@ -177,7 +177,7 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   void DestroyAtShutdown() noexcept override;
 
   // Called by the body's root frame: an exception escaped the body / the body is done.
-  void SetBodyException(const char* what);
+  void SetBodyException(std::string what);
   void BodyFinished();
 
  private:
