@@ -15,6 +15,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <typeindex>
+#include <typeinfo>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -64,6 +66,16 @@ class Node {
   void AddNameWaiter(const std::string& name, const Pid& waiter);
   void RemoveNameWaiter(const std::string& name, const Pid& waiter);
 
+  // Per-node state of higher layers (the table name registry, manager instances): one T per
+  // node, default-constructed on first use, destroyed with the node after its processes.
+  template <typename T>
+  T& Service() {
+    std::lock_guard<std::mutex> lock(services_mu_);
+    std::shared_ptr<void>& slot = services_[std::type_index(typeid(T))];
+    if (!slot) slot = std::make_shared<T>();
+    return *static_cast<T*>(slot.get());
+  }
+
   size_t process_count() const { return live_.load(std::memory_order_relaxed); }
   uint64_t NextRef() { return next_ref_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -84,6 +96,9 @@ class Node {
   mutable std::mutex registry_mu_;
   absl::flat_hash_map<std::string, Pid> names_;
   absl::flat_hash_map<std::string, std::vector<Pid>> name_waiters_;
+
+  std::mutex services_mu_;
+  absl::flat_hash_map<std::type_index, std::shared_ptr<void>> services_;  // Last: goes first.
 };
 
 }  // namespace etsmgr

@@ -49,6 +49,20 @@ class BodyFrame {
 
 BodyFrame RunBody(ProcessControl* control) { co_await (*control->body())(control->context()); }
 
+thread_local ProcessControl* t_current = nullptr;
+
+// Marks `control` as the process running on this thread for the scope (restores the previous).
+class CurrentScope {
+ public:
+  explicit CurrentScope(ProcessControl* control) : previous_(std::exchange(t_current, control)) {}
+  ~CurrentScope() { t_current = previous_; }
+  CurrentScope(const CurrentScope&) = delete;
+  CurrentScope& operator=(const CurrentScope&) = delete;
+
+ private:
+  ProcessControl* previous_;
+};
+
 void RemoveEntry(std::vector<Pid>& v, const Pid& pid) {
   auto it = std::find(v.begin(), v.end(), pid);
   if (it != v.end()) v.erase(it);
@@ -275,7 +289,10 @@ void ProcessControl::Fire() noexcept {
   // Otherwise a Notify() already queued Run(), which sees timed_out_.
 }
 
+ProcessControl* CurrentProcess() { return t_current; }
+
 void ProcessControl::Run() noexcept {
+  CurrentScope current(this);  // Only a thread-local is touched after a resume frees `this`.
   if (!started_) {
     started_ = true;
     BodyFrame frame = RunBody(this);
@@ -342,12 +359,44 @@ void ProcessControl::AddExitHook(std::function<void(const Pid&, const ExitReason
   exit_hooks_->push_back(std::move(hook));
 }
 
+bool ProcessControl::AdoptResource(std::shared_ptr<ExitResource> resource) {
+  std::lock_guard<SpinLock> lock(mu_);
+  if (resources_closed_) return false;
+  const ExitResource* key = resource.get();
+  extras().resources.emplace(key, std::move(resource));
+  return true;
+}
+
+void ProcessControl::ReleaseResource(const ExitResource* resource) {
+  std::shared_ptr<ExitResource> dropped;  // Destroyed after the lock is released.
+  std::lock_guard<SpinLock> lock(mu_);
+  if (!extras_) return;
+  auto it = extras_->resources.find(resource);
+  if (it == extras_->resources.end()) return;
+  dropped = std::move(it->second);
+  extras_->resources.erase(it);
+}
+
+size_t ProcessControl::resource_count() const {
+  std::lock_guard<SpinLock> lock(mu_);
+  return extras_ ? extras_->resources.size() : 0;
+}
+
 void ProcessControl::ExitProcedure(ExitReason reason) {
-  // 1. Exit hooks (tables go to their heirs) before anyone can observe the exit.
+  // 1. Exit hooks and owned resources (tables go to their heirs) before anyone can observe the
+  // exit. Closing the resource set first means nothing can be handed to us from now on.
   if (exit_hooks_) {
     for (auto& hook : *exit_hooks_) hook(self_, reason);
     exit_hooks_.reset();
   }
+  absl::flat_hash_map<const ExitResource*, std::shared_ptr<ExitResource>> resources;
+  {
+    std::lock_guard<SpinLock> lock(mu_);
+    resources_closed_ = true;
+    if (extras_) resources.swap(extras_->resources);
+  }
+  for (auto& [key, resource] : resources) resource->OnOwnerExit(self_, reason);
+  resources.clear();
   // 2. Dead: collect links, monitors and the name under our lock; signal without it.
   std::vector<Pid> links;
   std::vector<MonitorEntry> watchers;
@@ -388,11 +437,14 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
 void ProcessControl::DestroyAtShutdown() noexcept {
   scheduler_->CancelTimer(this);
   if (frame_) std::exchange(frame_, nullptr).destroy();
+  std::unique_ptr<Extras> extras;  // Destroyed after the lock (it may own tables).
   {
     std::lock_guard<SpinLock> lock(mu_);
     dead_.store(true, std::memory_order_release);
-    extras_.reset();
+    resources_closed_ = true;
+    extras = std::move(extras_);
   }
+  extras.reset();
   status_.store(Status::kDead, std::memory_order_release);
   node_->OnProcessExit(this);
   Pid last = std::move(self_);
@@ -543,6 +595,11 @@ absl::StatusOr<ProcessInfo> GetProcessInfo(const Pid& pid) {
     return absl::NotFoundError(absl::StrCat("process_info(", pid.ToString(), "): no such process"));
   }
   return pid.control()->Info();
+}
+
+Pid CurrentPid() {
+  ProcessControl* me = CurrentProcess();
+  return me != nullptr ? me->self() : Pid();
 }
 
 void SendExit(const Pid& pid, ExitReason reason, const Pid& from) {

@@ -82,6 +82,12 @@ bool Send(const Pid& to, T&& message) {
 using ProcessInfo = ProcessControl::Snapshot;
 absl::StatusOr<ProcessInfo> GetProcessInfo(const Pid& pid);
 
+// The Pid of the process running on this thread, or the null Pid on a plain thread (tables check
+// access against it). It is set whenever a process runs from the process API; a process body that
+// directly awaits an executor primitive (etsmgr::Sleep, a WaitSlot) is resumed outside it and
+// counts as no process until its next process-API suspension: use self.Sleep and receives.
+Pid CurrentPid();
+
 // Sends an exit signal to `pid` (Erlang's exit/2), from any thread. `kill` cannot be trapped;
 // `normal` is ignored by a non-trapping target. `from` may be null (from outside any process).
 void SendExit(const Pid& pid, ExitReason reason, const Pid& from = Pid());

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "etsmgr/executor/internal/timer_heap.h"
 #include "etsmgr/executor/runnable.h"
 #include "etsmgr/executor/scheduler.h"
@@ -64,6 +65,21 @@ class SpinLock {
  private:
   std::atomic<bool> locked_{false};
 };
+
+// Something a process owns that must be released when it exits (tables): the exit procedure
+// calls OnOwnerExit after the process's frame is destroyed and before its links and monitors
+// fire, on the exiting process's thread, without holding any process lock.
+class ExitResource {
+ public:
+  virtual ~ExitResource() = default;
+  virtual void OnOwnerExit(const Pid& owner, const ExitReason& reason) = 0;
+};
+
+// The process whose body is running on this thread right now, or null (a plain thread, or a
+// coroutine that is not a process). Set while the process runs from its own resumption (start,
+// process-API suspension points, its exit procedure); see process.h for the caveat about
+// awaiting executor primitives directly.
+ProcessControl* CurrentProcess();
 
 // What a receive is waiting for: decides on the owner thread whether an envelope matches.
 struct Matcher {
@@ -158,6 +174,13 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   // this to move ownership to heirs before anyone sees the exit). Owner thread or before start.
   void AddExitHook(std::function<void(const Pid& self, const ExitReason& reason)> hook);
 
+  // Process-owned resources (any thread). AdoptResource fails (returns false) once the process
+  // has begun exiting: a resource can never be attached to a process that will not release it.
+  // ReleaseResource detaches without calling OnOwnerExit (no-op if not attached).
+  bool AdoptResource(std::shared_ptr<ExitResource> resource);
+  void ReleaseResource(const ExitResource* resource);
+  size_t resource_count() const;
+
   struct Snapshot {
     Status status;
     size_t mailbox_length;
@@ -208,6 +231,7 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   bool started_ = false;
   bool trap_exit_ = false;
   bool timed_out_ = false;
+  bool resources_closed_ = false;  // Guarded by mu_: set when the exit procedure begins.
   uint32_t mailbox_size_ = 0;
 
   // --- Immutable after construction / Bind.
@@ -240,6 +264,8 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
     std::vector<MonitorEntry> monitored_by;  // Watchers of this process.
     std::vector<MonitorEntry> monitoring;    // Processes this one watches.
     std::string registered_name;
+    // Owned tables. A map, so that giving one of 100k tables away does not scan the others.
+    absl::flat_hash_map<const ExitResource*, std::shared_ptr<ExitResource>> resources;
   };
   Extras& extras() {  // Caller holds mu_.
     if (!extras_) extras_ = std::make_unique<Extras>();

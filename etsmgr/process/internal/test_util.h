@@ -36,6 +36,21 @@ inline std::string RunProbe(Node& node, ProbeBody body, SpawnOptions options = {
   return future.get();
 }
 
+// Runs the synchronous `fn` inside a fresh process and waits for it to finish (gtest assertions
+// inside are fine: they are thread-safe). Use it for code that must run as a process but does not
+// need to suspend.
+inline void RunInProcess(Node& node, std::function<void(Process&)> fn, SpawnOptions options = {}) {
+  std::string got = RunProbe(
+      node,
+      [fn = std::move(fn)](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        fn(self);
+        report("done");
+        co_return;
+      },
+      std::move(options));
+  EXPECT_EQ(got, "done");
+}
+
 }  // namespace etsmgr
 
 #endif  // ETSMGR_PROCESS_INTERNAL_TEST_UTIL_H_

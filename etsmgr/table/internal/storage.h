@@ -1,0 +1,561 @@
+// Typed table storage behind TableCore (internal).
+//
+// One class serves all four table types: MapCore<K, V, Map, kBag> keeps a power-of-two array of
+// shards, each a RwSpinLock and a map, allocated on the first write (an empty table stays
+// small). set: 16 (or 1) shards of absl::flat_hash_map<K, V>; bag / duplicate_bag: the same with
+// a vector of values per key; ordered_set: one shard holding an absl::btree_map<K, V>.
+// A key's shard comes from the top bits of its hash (the map itself uses the low ones).
+// Every operation takes one shard lock (reads shared, writes exclusive), checks deleted() under
+// it, and never calls user code other than K's and V's own constructors, hashing and comparison
+// while holding it. Multi-key writes lock their shards in index order, so they are atomic.
+// Memory is counted exactly by a per-shard counting allocator.
+#ifndef ETSMGR_TABLE_INTERNAL_STORAGE_H_
+#define ETSMGR_TABLE_INTERNAL_STORAGE_H_
+
+#include <algorithm>
+#include <atomic>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <typeindex>
+#include <utility>
+#include <vector>
+
+#include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "etsmgr/table/internal/rw_spin_lock.h"
+#include "etsmgr/table/table_core.h"
+
+namespace etsmgr {
+
+// ETS update_counter's extras: {Pos, Incr, Threshold, SetValue} and update_counter/4's Default.
+template <typename V>
+struct CounterOptions {
+  // When set: an increment (incr >= 0) whose result would exceed `threshold`, or a decrement
+  // whose result would fall below it, stores `set_value` instead (also on int overflow).
+  std::optional<V> threshold;
+  V set_value{};
+  // When set: a missing key is first inserted with this value (else NotFound).
+  std::optional<V> default_value;
+};
+
+namespace table_internal {
+
+// Adds every allocation's size to a counter owned by the shard (guarded by the shard's lock).
+template <typename T>
+struct CountingAllocator {
+  using value_type = T;
+  size_t* bytes;
+  explicit CountingAllocator(size_t* counter) : bytes(counter) {}
+  template <typename U>
+  CountingAllocator(const CountingAllocator<U>& other) : bytes(other.bytes) {}  // NOLINT
+  T* allocate(size_t n) {
+    *bytes += n * sizeof(T);
+    return std::allocator<T>().allocate(n);
+  }
+  void deallocate(T* p, size_t n) {
+    *bytes -= n * sizeof(T);
+    std::allocator<T>().deallocate(p, n);
+  }
+  template <typename U>
+  friend bool operator==(const CountingAllocator& a, const CountingAllocator<U>& b) {
+    return a.bytes == b.bytes;
+  }
+};
+
+template <typename K, typename V>
+class TypedCore : public TableCore {
+ public:
+  using Entry = std::pair<K, V>;
+  // A chunk of entries copied out under a lock; the visitor runs without it. Return false to stop.
+  using Visitor = std::function<bool(std::vector<Entry>& chunk)>;
+
+  virtual absl::Status Insert(K key, V value) = 0;
+  virtual absl::Status InsertMany(std::vector<Entry> entries) = 0;
+  virtual absl::StatusOr<bool> InsertNew(std::vector<Entry> entries) = 0;
+  virtual absl::StatusOr<std::vector<V>> Lookup(const K& key) const = 0;
+  virtual absl::StatusOr<std::optional<V>> Get(const K& key) const = 0;
+  virtual absl::StatusOr<bool> Member(const K& key) const = 0;
+  virtual absl::StatusOr<size_t> Erase(const K& key) = 0;
+  virtual absl::StatusOr<size_t> EraseObject(const K& key, const V& value) = 0;
+  virtual absl::StatusOr<std::vector<V>> Take(const K& key) = 0;
+  virtual absl::StatusOr<V> UpdateCounter(const K& key, V incr,
+                                          const CounterOptions<V>& options) = 0;
+  virtual absl::Status Visit(const Visitor& visitor, const char* what) const = 0;
+  virtual absl::StatusOr<std::optional<K>> First(bool last) const = 0;
+  virtual absl::StatusOr<std::optional<K>> Next(const K& key, bool previous) const = 0;
+
+ protected:
+  using TableCore::TableCore;
+};
+
+template <typename K, typename V>
+struct FlatMapOf {
+  template <typename Slot>
+  using Map = absl::flat_hash_map<K, Slot, absl::Hash<K>, std::equal_to<K>,
+                                  CountingAllocator<std::pair<const K, Slot>>>;
+  static constexpr bool kOrdered = false;
+};
+
+template <typename K, typename V>
+struct BtreeMapOf {
+  template <typename Slot>
+  using Map = absl::btree_map<K, Slot, std::less<K>, CountingAllocator<std::pair<const K, Slot>>>;
+  static constexpr bool kOrdered = true;
+};
+
+template <typename K, typename V, typename MapOf, bool kBag>
+class MapCore final : public TypedCore<K, V> {
+ public:
+  using Entry = std::pair<K, V>;
+  using Values = std::vector<V, CountingAllocator<V>>;
+  using Slot = std::conditional_t<kBag, Values, V>;
+  using Map = typename MapOf::template Map<Slot>;
+  using Visitor = typename TypedCore<K, V>::Visitor;
+
+  MapCore(const TableOptions& options, std::type_index key_type, std::type_index value_type,
+          std::string key_name, std::string value_name)
+      : TypedCore<K, V>(options, key_type, value_type, std::move(key_name), std::move(value_name)),
+        shard_bits_(MapOf::kOrdered || !options.write_concurrency ? 0 : 4),
+        duplicates_(options.type == TableType::kDuplicateBag) {}
+
+  ~MapCore() override { delete[] shards_.load(std::memory_order_acquire); }
+
+  absl::Status Insert(K key, V value) override {
+    Shard* shards = WritableShards();
+    if (shards == nullptr) return this->DeletedError("insert");
+    Shard& s = shards[ShardOf(key)];
+    std::lock_guard<RwSpinLock> lock(s.lock);
+    if (this->deleted()) return this->DeletedError("insert");
+    InsertLocked(s, std::move(key), std::move(value));
+    return absl::OkStatus();
+  }
+
+  absl::Status InsertMany(std::vector<Entry> entries) override {
+    Shard* shards = WritableShards();
+    if (shards == nullptr) return this->DeletedError("insert");
+    MultiLock lock(this, shards, entries);
+    if (this->deleted()) return this->DeletedError("insert");
+    for (Entry& e : entries)
+      InsertLocked(shards[ShardOf(e.first)], std::move(e.first), std::move(e.second));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<bool> InsertNew(std::vector<Entry> entries) override {
+    Shard* shards = WritableShards();
+    if (shards == nullptr) return this->DeletedError("insert_new");
+    MultiLock lock(this, shards, entries);
+    if (this->deleted()) return this->DeletedError("insert_new");
+    for (const Entry& e : entries) {
+      if (shards[ShardOf(e.first)].map.contains(e.first)) return false;
+    }
+    // Keys repeated inside `entries` behave as consecutive inserts (the last value wins in a set).
+    for (Entry& e : entries)
+      InsertLocked(shards[ShardOf(e.first)], std::move(e.first), std::move(e.second));
+    return true;
+  }
+
+  absl::StatusOr<std::vector<V>> Lookup(const K& key) const override {
+    std::vector<V> out;
+    absl::Status st = ReadKey(key, "lookup", [&](const Slot* slot) {
+      if (slot == nullptr) return;
+      if constexpr (kBag) {
+        out.assign(slot->begin(), slot->end());
+      } else {
+        out.push_back(*slot);
+      }
+    });
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  absl::StatusOr<std::optional<V>> Get(const K& key) const override {
+    std::optional<V> out;
+    absl::Status st = ReadKey(key, "lookup", [&](const Slot* slot) {
+      if (slot == nullptr) return;
+      if constexpr (kBag) {
+        if (!slot->empty()) out.emplace(slot->front());
+      } else {
+        out.emplace(*slot);
+      }
+    });
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  absl::StatusOr<bool> Member(const K& key) const override {
+    bool found = false;
+    absl::Status st = ReadKey(key, "member", [&](const Slot* slot) { found = slot != nullptr; });
+    if (!st.ok()) return st;
+    return found;
+  }
+
+  absl::StatusOr<size_t> Erase(const K& key) override {
+    size_t removed = 0;
+    absl::Status st = WriteKey(key, "erase", [&](Shard& s) {
+      auto it = s.map.find(key);
+      if (it == s.map.end()) return;
+      removed = CountOf(it->second);
+      s.objects -= removed;
+      s.map.erase(it);
+    });
+    if (!st.ok()) return st;
+    return removed;
+  }
+
+  absl::StatusOr<size_t> EraseObject(const K& key, const V& value) override {
+    if constexpr (!std::equality_comparable<V>) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("erase_object on ", this->ToString(), ": the value type has no operator=="));
+    } else {
+      size_t removed = 0;
+      absl::Status st = WriteKey(key, "erase_object", [&](Shard& s) {
+        auto it = s.map.find(key);
+        if (it == s.map.end()) return;
+        if constexpr (kBag) {
+          Values& values = it->second;
+          auto end = std::remove(values.begin(), values.end(), value);
+          removed = static_cast<size_t>(values.end() - end);
+          values.erase(end, values.end());
+          if (values.empty()) s.map.erase(it);
+        } else {
+          if (!(it->second == value)) return;
+          removed = 1;
+          s.map.erase(it);
+        }
+        s.objects -= removed;
+      });
+      if (!st.ok()) return st;
+      return removed;
+    }
+  }
+
+  absl::StatusOr<std::vector<V>> Take(const K& key) override {
+    std::vector<V> out;
+    absl::Status st = WriteKey(key, "take", [&](Shard& s) {
+      auto it = s.map.find(key);
+      if (it == s.map.end()) return;
+      if constexpr (kBag) {
+        out.assign(std::make_move_iterator(it->second.begin()),
+                   std::make_move_iterator(it->second.end()));
+      } else {
+        out.push_back(std::move(it->second));
+      }
+      s.objects -= out.size();
+      s.map.erase(it);
+    });
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  absl::StatusOr<V> UpdateCounter(const K& key, V incr, const CounterOptions<V>& options) override {
+    if constexpr (kBag || !std::integral<V>) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update_counter on ", this->ToString(), ": needs a ",
+                       kBag ? "set or ordered_set (this is a bag)" : "an integer value type"));
+    } else {
+      Shard* shards = WritableShards();
+      if (shards == nullptr) return this->DeletedError("update_counter");
+      Shard& s = shards[ShardOf(key)];
+      std::lock_guard<RwSpinLock> lock(s.lock);
+      if (this->deleted()) return this->DeletedError("update_counter");
+      auto it = s.map.find(key);
+      if (it == s.map.end()) {
+        if (!options.default_value) return MissingKey(key, "update_counter");
+        it = s.map.try_emplace(key, *options.default_value).first;
+        ++s.objects;
+      }
+      V& counter = it->second;
+      V result;
+      bool overflow = __builtin_add_overflow(counter, incr, &result);
+      if (options.threshold) {
+        bool up = incr >= V{0};
+        if (overflow || (up ? result > *options.threshold : result < *options.threshold)) {
+          result = options.set_value;
+          overflow = false;
+        }
+      }
+      if (overflow) {
+        return absl::OutOfRangeError(absl::StrCat("update_counter on ", this->ToString(),
+                                                  ": the counter would overflow; left at ",
+                                                  counter));
+      }
+      counter = result;
+      return result;
+    }
+  }
+
+  absl::Status Visit(const Visitor& visitor, const char* what) const override {
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
+    std::vector<Entry> chunk;
+    for (size_t i = 0; i < shard_count(); ++i) {
+      chunk.clear();
+      {
+        std::shared_lock<RwSpinLock> lock(shards[i].lock);
+        if (this->deleted()) return this->DeletedError(what);
+        chunk.reserve(shards[i].objects);
+        for (const auto& [key, slot] : shards[i].map) {
+          if constexpr (kBag) {
+            for (const V& v : slot) chunk.emplace_back(key, v);
+          } else {
+            chunk.emplace_back(key, slot);
+          }
+        }
+      }
+      if (!chunk.empty() && !visitor(chunk)) break;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::optional<K>> First(bool last) const override {
+    const char* what = last ? "last" : "first";
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards == nullptr) {
+      if (this->deleted()) return this->DeletedError(what);
+      return std::optional<K>();
+    }
+    for (size_t i = 0; i < shard_count(); ++i) {
+      std::shared_lock<RwSpinLock> lock(shards[i].lock);
+      if (this->deleted()) return this->DeletedError(what);
+      if (shards[i].map.empty()) continue;
+      if constexpr (MapOf::kOrdered) {
+        if (last) return std::optional<K>(std::prev(shards[i].map.end())->first);
+      }
+      return std::optional<K>(shards[i].map.begin()->first);
+    }
+    return std::optional<K>();
+  }
+
+  absl::StatusOr<std::optional<K>> Next(const K& key, bool previous) const override {
+    const char* what = previous ? "prev" : "next";
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards == nullptr) {
+      if (this->deleted()) return this->DeletedError(what);
+      if constexpr (MapOf::kOrdered) return std::optional<K>();
+      return MissingKey(key, what);
+    }
+    if constexpr (MapOf::kOrdered) {
+      const Shard& s = shards[0];
+      std::shared_lock<RwSpinLock> lock(s.lock);
+      if (this->deleted()) return this->DeletedError(what);
+      if (previous) {
+        auto it = s.map.lower_bound(key);
+        if (it == s.map.begin()) return std::optional<K>();
+        return std::optional<K>(std::prev(it)->first);
+      }
+      auto it = s.map.upper_bound(key);
+      if (it == s.map.end()) return std::optional<K>();
+      return std::optional<K>(it->first);
+    } else {
+      // Hash order (ETS: prev on an unordered table is next). Valid while no rehash intervenes.
+      size_t i = ShardOf(key);
+      {
+        const Shard& s = shards[i];
+        std::shared_lock<RwSpinLock> lock(s.lock);
+        if (this->deleted()) return this->DeletedError(what);
+        auto it = s.map.find(key);
+        if (it == s.map.end()) return MissingKey(key, what);
+        if (++it != s.map.end()) return std::optional<K>(it->first);
+      }
+      for (++i; i < shard_count(); ++i) {
+        std::shared_lock<RwSpinLock> lock(shards[i].lock);
+        if (this->deleted()) return this->DeletedError(what);
+        if (!shards[i].map.empty()) return std::optional<K>(shards[i].map.begin()->first);
+      }
+      return std::optional<K>();
+    }
+  }
+
+  absl::StatusOr<size_t> Size(const char* what) const override {
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards == nullptr) {
+      if (this->deleted()) return this->DeletedError(what);
+      return size_t{0};
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < shard_count(); ++i) {
+      std::shared_lock<RwSpinLock> lock(shards[i].lock);
+      if (this->deleted()) return this->DeletedError(what);
+      total += shards[i].objects;
+    }
+    return total;
+  }
+
+  absl::Status Clear(const char* what) override {
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
+    // One shard at a time (as ETS delete_all_objects with write_concurrency).
+    for (size_t i = 0; i < shard_count(); ++i) {
+      std::lock_guard<RwSpinLock> lock(shards[i].lock);
+      if (this->deleted()) return this->DeletedError(what);
+      Map empty(Alloc(shards[i]));
+      shards[i].map.swap(empty);
+      shards[i].objects = 0;
+      // `empty` (the old contents) is freed here, under the lock: the counter it updates is
+      // guarded by it.
+    }
+    return absl::OkStatus();
+  }
+
+  size_t StorageMemory() const override {
+    size_t bytes = sizeof(*this);
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards == nullptr) return bytes;
+    bytes += shard_count() * sizeof(Shard);
+    for (size_t i = 0; i < shard_count(); ++i) {
+      std::shared_lock<RwSpinLock> lock(shards[i].lock);
+      bytes += shards[i].bytes;
+    }
+    return bytes;
+  }
+
+ protected:
+  void DropStorage() override {
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards == nullptr) return;
+    for (size_t i = 0; i < shard_count(); ++i) {
+      std::lock_guard<RwSpinLock> lock(shards[i].lock);
+      Map empty(Alloc(shards[i]));
+      shards[i].map.swap(empty);
+      shards[i].objects = 0;
+    }
+    // The shard array itself stays until the core goes: another thread may hold a pointer into
+    // it, about to lock a shard and find the table deleted.
+  }
+
+ private:
+  struct alignas(64) Shard {
+    Shard() : map(CountingAllocator<std::pair<const K, Slot>>(&bytes)) {}
+    mutable RwSpinLock lock;
+    size_t bytes = 0;    // Heap held by `map` (and bag value vectors); guarded by `lock`.
+    size_t objects = 0;  // Entries (bags: values); guarded by `lock`.
+    Map map;
+  };
+
+  static CountingAllocator<std::pair<const K, Slot>> Alloc(Shard& s) {
+    return CountingAllocator<std::pair<const K, Slot>>(&s.bytes);
+  }
+
+  // Locks the shards of `entries` exclusively, in index order (deadlock-free across writers).
+  class MultiLock {
+   public:
+    MultiLock(const MapCore* core, Shard* shards, const std::vector<Entry>& entries)
+        : shards_(shards) {
+      for (const Entry& e : entries) indices_.push_back(core->ShardOf(e.first));
+      std::sort(indices_.begin(), indices_.end());
+      indices_.erase(std::unique(indices_.begin(), indices_.end()), indices_.end());
+      for (size_t i : indices_) shards_[i].lock.lock();
+    }
+    ~MultiLock() {
+      for (auto it = indices_.rbegin(); it != indices_.rend(); ++it) shards_[*it].lock.unlock();
+    }
+    MultiLock(const MultiLock&) = delete;
+    MultiLock& operator=(const MultiLock&) = delete;
+
+   private:
+    Shard* shards_;
+    std::vector<size_t> indices_;
+  };
+
+  size_t shard_count() const { return size_t{1} << shard_bits_; }
+
+  size_t ShardOf(const K& key) const {
+    if (shard_bits_ == 0) return 0;
+    return static_cast<size_t>(absl::Hash<K>{}(key)) >> (64 - shard_bits_);
+  }
+
+  // The shard array, allocated on first use; null when the table is deleted.
+  Shard* WritableShards() {
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards != nullptr) return shards;
+    if (this->deleted()) return nullptr;
+    auto fresh = std::make_unique<Shard[]>(shard_count());
+    if (shards_.compare_exchange_strong(shards, fresh.get(), std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+      return fresh.release();
+    }
+    return shards;  // Another writer installed one first.
+  }
+
+  void InsertLocked(Shard& s, K key, V value) {
+    if constexpr (kBag) {
+      auto [it, inserted] =
+          s.map.try_emplace(std::move(key), Values(CountingAllocator<V>(&s.bytes)));
+      Values& values = it->second;
+      if constexpr (std::equality_comparable<V>) {
+        if (!duplicates_ && std::find(values.begin(), values.end(), value) != values.end()) {
+          return;  // A bag keeps one copy of each identical object.
+        }
+      }
+      values.push_back(std::move(value));
+      ++s.objects;
+    } else {
+      auto [it, inserted] = s.map.insert_or_assign(std::move(key), std::move(value));
+      if (inserted) ++s.objects;
+    }
+  }
+
+  static size_t CountOf(const Slot& slot) {
+    if constexpr (kBag) {
+      return slot.size();
+    } else {
+      return 1;
+    }
+  }
+
+  template <typename F>
+  absl::Status ReadKey(const K& key, const char* what, F&& f) const {
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards == nullptr) {
+      if (this->deleted()) return this->DeletedError(what);
+      f(static_cast<const Slot*>(nullptr));
+      return absl::OkStatus();
+    }
+    const Shard& s = shards[ShardOf(key)];
+    std::shared_lock<RwSpinLock> lock(s.lock);
+    if (this->deleted()) return this->DeletedError(what);
+    auto it = s.map.find(key);
+    f(it == s.map.end() ? static_cast<const Slot*>(nullptr) : &it->second);
+    return absl::OkStatus();
+  }
+
+  template <typename F>
+  absl::Status WriteKey(const K& key, const char* what, F&& f) {
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
+    Shard& s = shards[ShardOf(key)];
+    std::lock_guard<RwSpinLock> lock(s.lock);
+    if (this->deleted()) return this->DeletedError(what);
+    f(s);
+    return absl::OkStatus();
+  }
+
+  absl::Status MissingKey(const K& key, const char* what) const {
+    if constexpr (requires(const K& k) { absl::StrCat(k); }) {
+      return absl::NotFoundError(
+          absl::StrCat(what, " on ", this->ToString(), ": no key ", key, " in the table"));
+    } else {
+      return absl::NotFoundError(
+          absl::StrCat(what, " on ", this->ToString(), ": the key is not in the table"));
+    }
+  }
+
+  const int shard_bits_;
+  const bool duplicates_;
+  std::atomic<Shard*> shards_{nullptr};
+};
+
+}  // namespace table_internal
+}  // namespace etsmgr
+
+#endif  // ETSMGR_TABLE_INTERNAL_STORAGE_H_

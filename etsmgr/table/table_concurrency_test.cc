@@ -1,0 +1,243 @@
+// Tables under concurrency: counters from many threads and processes, readers during writes,
+// ownership passed around while others read, and deletion racing with every kind of use.
+// Run under tsan and asan by the suite (no sleeps: every wait is on an event with a deadline).
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/table/internal/test_owner.h"
+#include "etsmgr/table/table.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr {
+namespace {
+
+using IntTable = Table<int64_t, int64_t>;
+
+class TableConcurrencyTest : public ::testing::TestWithParam<TableType> {
+ protected:
+  TableOptions Options(Access access) {
+    TableOptions options;
+    options.type = GetParam();
+    options.access = access;
+    return options;
+  }
+  bool IsBag() const {
+    return GetParam() == TableType::kBag || GetParam() == TableType::kDuplicateBag;
+  }
+};
+
+TEST_P(TableConcurrencyTest, CountersFromThreadsAndProcessesAreExact) {
+  if (IsBag()) GTEST_SKIP() << "update_counter needs a set or ordered_set";
+  auto node = Node::Create({.schedulers = 2}).value();
+  OwnedTable owned = SpawnOwner(*node, Options(Access::kPublic));
+  IntTable t = IntTable::Attach(owned.table).value();
+  ASSERT_TRUE(t.Insert(0, 0).ok());
+  constexpr int kPerWorker = 20000;
+  constexpr int kThreads = 3;
+  constexpr int kProcesses = 4;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      for (int n = 0; n < kPerWorker; ++n) ASSERT_TRUE(t.UpdateCounter(0, 1).ok());
+    });
+  }
+  std::vector<std::future<std::string>> procs;
+  for (int i = 0; i < kProcesses; ++i) {
+    procs.push_back(std::async(std::launch::async, [&] {
+      return RunProbe(*node,
+                      [&](Process& self, std::function<void(std::string)> report) -> Task<void> {
+                        for (int n = 0; n < kPerWorker; ++n) {
+                          EXPECT_TRUE(t.UpdateCounter(0, 1).ok());
+                          if (n % 1000 == 0)
+                            co_await self.Sleep(absl::ZeroDuration());  // Interleave.
+                        }
+                        report("done");
+                      });
+    }));
+  }
+  for (auto& th : threads) th.join();
+  for (auto& p : procs) EXPECT_EQ(p.get(), "done");
+  EXPECT_EQ(t.Get(0).value(), int64_t{kPerWorker} * (kThreads + kProcesses));
+  Send(owned.owner, StopOwner{});
+}
+
+TEST_P(TableConcurrencyTest, ReadersSeeWholeObjectsWhileWritersChurn) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  OwnedTable owned = SpawnOwner(*node, Options(Access::kPublic));
+  IntTable t = IntTable::Attach(owned.table).value();
+  std::atomic<bool> stop{false};
+  // Invariant: every value stored under k is k * 3 (writers only ever write that).
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 2; ++w) {
+    workers.emplace_back([&, w] {
+      for (int round = 0; round < 30; ++round) {
+        for (int64_t k = w; k < 2000; k += 2) ASSERT_TRUE(t.Insert(k, k * 3).ok());
+        for (int64_t k = w; k < 2000; k += 4) ASSERT_TRUE(t.Erase(k).ok());
+        std::vector<std::pair<int64_t, int64_t>> batch = {{10000 + w, (10000 + w) * 3},
+                                                          {20000 + w, (20000 + w) * 3}};
+        ASSERT_TRUE(t.Insert(batch).ok());
+      }
+    });
+  }
+  std::vector<std::thread> readers;
+  std::atomic<int64_t> seen{0};
+  for (int r = 0; r < 2; ++r) {
+    readers.emplace_back([&] {
+      while (!stop.load(std::memory_order_acquire)) {
+        for (int64_t k = 0; k < 2000; k += 7) {
+          std::vector<int64_t> values = t.Lookup(k).value();
+          for (int64_t v : values) ASSERT_EQ(v, k * 3);
+          seen.fetch_add(static_cast<int64_t>(values.size()), std::memory_order_relaxed);
+        }
+        std::vector<std::pair<int64_t, int64_t>> all = t.ToList().value();
+        for (const auto& [k, v] : all) ASSERT_EQ(v, k * 3);
+        ASSERT_TRUE(t.Size().ok());
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  stop.store(true, std::memory_order_release);
+  for (auto& r : readers) r.join();
+  EXPECT_TRUE(t.Member(3).value());   // Inserted by writer 1, never erased.
+  EXPECT_FALSE(t.Member(1).value());  // Erased by writer 1 in every round.
+  Send(owned.owner, StopOwner{});
+}
+
+struct Partner {
+  Pid pid;
+};
+
+// Two processes pass the table back and forth with GiveAway; each writes as owner on receipt.
+// Meanwhile threads read it (protected: reads are open) and try to write (always denied: a
+// thread is never the owner). At the end the last holder is killed and its heir inherits while
+// the readers keep reading. Every owner write lands; no other write does.
+TEST_P(TableConcurrencyTest, OwnershipPassesWhileOthersRead) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  constexpr int kPasses = 300;
+  auto last = std::make_shared<std::promise<Pid>>();
+  auto inherited = std::make_shared<std::promise<std::string>>();
+  Pid heir = node->Spawn([inherited](Process& self) -> Task<void> {
+                   TableTransfer t = co_await self.Receive<TableTransfer>();
+                   inherited->set_value(absl::StrCat("from ", t.from.ToString()));
+                   co_await self.Receive<StopOwner>();
+                 })
+                 .value();
+  auto body = [last](Process& self) -> Task<void> {
+    Partner partner = co_await self.Receive<Partner>();
+    while (true) {
+      TableTransfer transfer = co_await self.Receive<TableTransfer>();
+      int remaining = std::any_cast<int>(transfer.heir_data);
+      IntTable t = IntTable::Attach(transfer.table).value();
+      EXPECT_TRUE(t.Insert(1000 + remaining, 1).ok());  // Owner write: allowed.
+      if (remaining == 0) {
+        last->set_value(self.self());
+        co_await self.Receive<StopOwner>();  // Killed here.
+      }
+      EXPECT_TRUE(t.GiveAway(partner.pid, remaining - 1).ok());
+    }
+  };
+  Pid a = node->Spawn(body).value();
+  Pid b = node->Spawn(body).value();
+  Send(a, Partner{b});
+  Send(b, Partner{a});
+  // The creator hands the table to `a` once the readers run.
+  auto created = std::make_shared<std::promise<AnyTable>>();
+  auto go = std::make_shared<std::promise<void>>();
+  std::shared_future<void> go_future = go->get_future().share();
+  TableOptions options = Options(Access::kProtected);
+  options.heir = heir;
+  node->Spawn([created, go_future, options, a, kPasses](Process& self) -> Task<void> {
+        IntTable t = IntTable::New(options).value();
+        created->set_value(t.any());
+        co_await self.Sleep(absl::ZeroDuration());
+        go_future.wait();
+        EXPECT_TRUE(t.GiveAway(a, kPasses).ok());
+      })
+      .value();
+  IntTable t = IntTable::Attach(created->get_future().get()).value();
+  std::atomic<bool> stop{false};
+  std::atomic<int> denied{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; ++r) {
+    readers.emplace_back([&] {
+      while (!stop.load(std::memory_order_acquire)) {
+        ASSERT_TRUE(t.Size().ok());
+        ASSERT_TRUE(t.Lookup(1000).ok());
+        if (t.Insert(1, 1).code() == absl::StatusCode::kPermissionDenied) denied.fetch_add(1);
+      }
+    });
+  }
+  go->set_value();
+  Pid holder = last->get_future().get();
+  SendExit(holder, ExitReason::Kill());
+  EXPECT_EQ(inherited->get_future().get(), "from " + holder.ToString());
+  stop.store(true, std::memory_order_release);
+  for (auto& r : readers) r.join();
+  EXPECT_GT(denied.load(), 0);
+  EXPECT_EQ(t.Size().value(), static_cast<size_t>(kPasses + 1));  // Only the owners' writes.
+  EXPECT_FALSE(t.Member(1).value());
+  EXPECT_EQ(t.Info().value().owner, heir);
+  Send(a, StopOwner{});
+  Send(b, StopOwner{});
+  Send(heir, StopOwner{});
+}
+
+TEST_P(TableConcurrencyTest, DeleteRacesWithEveryKindOfUse) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  OwnedTable owned = SpawnOwner(*node, Options(Access::kPublic), 1000);
+  IntTable t = IntTable::Attach(owned.table).value();
+  std::atomic<int> started{0};
+  std::vector<std::thread> users;
+  for (int u = 0; u < 3; ++u) {
+    users.emplace_back([&, u] {
+      IntTable mine = IntTable::Attach(owned.table).value();  // Each its own handle.
+      started.fetch_add(1);
+      for (int64_t i = 0;; ++i) {
+        absl::Status st;
+        switch ((i + u) % 5) {
+          case 0:
+            st = mine.Insert(i % 3000, i);
+            break;
+          case 1:
+            st = mine.Lookup(i % 3000).status();
+            break;
+          case 2:
+            st = mine.ToList().status();
+            break;
+          case 3:
+            st = mine.Erase(i % 3000).status();
+            break;
+          case 4:
+            st = mine.Next(i % 3000).status();
+            if (st.code() == absl::StatusCode::kNotFound && mine.alive()) st = absl::OkStatus();
+            break;
+        }
+        if (!st.ok()) {
+          ASSERT_EQ(st.code(), absl::StatusCode::kNotFound) << st;
+          ASSERT_FALSE(mine.alive());
+          return;  // Deleted: every later call must agree.
+        }
+      }
+    });
+  }
+  while (started.load() < 3) std::this_thread::yield();
+  RunInProcess(*node, [&](Process&) { ASSERT_TRUE(t.Delete().ok()); });
+  for (auto& th : users) th.join();
+  EXPECT_EQ(t.Insert(1, 1).code(), absl::StatusCode::kNotFound);
+  Send(owned.owner, StopOwner{});
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, TableConcurrencyTest,
+                         ::testing::Values(TableType::kSet, TableType::kOrderedSet, TableType::kBag,
+                                           TableType::kDuplicateBag));
+
+}  // namespace
+}  // namespace etsmgr

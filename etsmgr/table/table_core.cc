@@ -1,0 +1,338 @@
+#include "etsmgr/table/table_core.h"
+
+#include <cxxabi.h>
+
+#include <cstdlib>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "etsmgr/base/log.h"
+#include "etsmgr/process/process.h"
+
+namespace etsmgr {
+namespace {
+
+std::atomic<uint64_t> g_next_table_id{1};
+
+// Named tables of one node (Node::Service).
+struct TableNames {
+  std::mutex mu;
+  absl::flat_hash_map<std::string, std::shared_ptr<TableCore>> tables;
+};
+
+std::string CallerName(ProcessControl* me) {
+  return me != nullptr ? me->self().ToString() : std::string("a thread outside any process");
+}
+
+}  // namespace
+
+const char* ToString(TableType type) {
+  switch (type) {
+    case TableType::kSet:
+      return "set";
+    case TableType::kOrderedSet:
+      return "ordered_set";
+    case TableType::kBag:
+      return "bag";
+    case TableType::kDuplicateBag:
+      return "duplicate_bag";
+  }
+  return "?";
+}
+
+const char* ToString(Access access) {
+  switch (access) {
+    case Access::kPrivate:
+      return "private";
+    case Access::kProtected:
+      return "protected";
+    case Access::kPublic:
+      return "public";
+  }
+  return "?";
+}
+
+std::string TypeName(const std::type_info& type) {
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
+  if (demangled == nullptr) return type.name();
+  std::string name = demangled;
+  std::free(demangled);
+  // The common long spelling of std::string, kept readable in messages.
+  const std::string long_string =
+      "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >";
+  for (size_t at; (at = name.find(long_string)) != std::string::npos;) {
+    name.replace(at, long_string.size(), "std::string");
+  }
+  return name;
+}
+
+// --- TableCore.
+
+TableCore::TableCore(const TableOptions& options, std::type_index key_type,
+                     std::type_index value_type, std::string key_type_name,
+                     std::string value_type_name)
+    : id_(g_next_table_id.fetch_add(1, std::memory_order_relaxed)),
+      name_(options.name),
+      type_(options.type),
+      access_(options.access),
+      key_type_(key_type),
+      value_type_(value_type),
+      key_type_name_(std::move(key_type_name)),
+      value_type_name_(std::move(value_type_name)) {}
+
+TableCore::~TableCore() = default;
+
+std::string TableCore::ToString() const {
+  if (name_.empty()) return absl::StrCat("table #", id_);
+  return absl::StrCat("table #", id_, " \"", name_, "\"");
+}
+
+absl::Status TableCore::Denied(Op op, const char* what) const {
+  if (deleted()) return DeletedError(what);  // A deleted table has no owner: say why instead.
+  return absl::PermissionDeniedError(
+      absl::StrCat(what, " on ", ToString(), ": ", op == Op::kRead ? "read" : "write", " by ",
+                   CallerName(CurrentProcess()), " denied: the table is ",
+                   etsmgr::ToString(access_), " and owned by ", owner().ToString()));
+}
+
+absl::Status TableCore::NotOwner(ProcessControl* me, const char* what, const char* verb) const {
+  return absl::PermissionDeniedError(absl::StrCat(what, " on ", ToString(), " by ", CallerName(me),
+                                                  ": only the owner ", owner_.ToString(), " may ",
+                                                  verb));
+}
+
+absl::Status TableCore::DeletedError(const char* what) const {
+  return absl::NotFoundError(absl::StrCat(what, " on ", ToString(), ": the table was deleted"));
+}
+
+Pid TableCore::owner() const {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  return owner_;
+}
+
+absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core,
+                                  const TableOptions& options) {
+  ProcessControl* me = CurrentProcess();
+  if (me == nullptr) {
+    return absl::FailedPreconditionError(
+        "new table: tables are owned by processes; create it from a process body");
+  }
+  if (options.heir.valid() && !options.heir.alive()) {
+    // ETS accepts a dead heir; it simply never inherits. Keep that, it is not an error.
+  }
+  core->node_ = me->node();
+  if (!options.name.empty()) {
+    auto& names = core->node_->Service<TableNames>();
+    std::lock_guard<std::mutex> lock(names.mu);
+    auto [it, inserted] = names.tables.emplace(options.name, core);
+    if (!inserted) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "new table \"", options.name, "\": the name is taken by ", it->second->ToString()));
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(core->meta_mu_);
+    core->owner_ = me->self();
+    core->owner_serial_.store(me->serial(), std::memory_order_release);
+    core->heir_ = options.heir;
+    core->heir_data_ = options.heir_data;
+  }
+  // The caller is running, so it has not begun exiting: adopting cannot fail, except while its
+  // exit procedure runs (a destructor creating a table), which leaves nobody to own it.
+  if (!me->AdoptResource(core)) {
+    core->DeleteNow();
+    return absl::FailedPreconditionError(
+        absl::StrCat("new table: the calling process ", me->self().ToString(), " is exiting"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TableInfo> TableCore::Info() const {
+  if (deleted()) return DeletedError("info");
+  TableInfo info;
+  info.id = id_;
+  info.name = name_;
+  info.type = type_;
+  info.access = access_;
+  {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    info.owner = owner_;
+    info.heir = heir_;
+  }
+  // Size regardless of the access mode: info is metadata, as in ETS.
+  absl::StatusOr<size_t> size = Size("info");
+  if (!size.ok()) return size.status();
+  info.size = *size;
+  info.memory = StorageMemory();
+  info.key_type = key_type_name_;
+  info.value_type = value_type_name_;
+  return info;
+}
+
+absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
+  ProcessControl* me = CurrentProcess();
+  Pid from;
+  {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    if (deleted()) return DeletedError("give_away");
+    if (me == nullptr || me->serial() != owner_serial_.load(std::memory_order_relaxed)) {
+      return NotOwner(me, "give_away", "give it away");
+    }
+    if (!to.valid()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("give_away of ", ToString(), ": the receiver is the null pid"));
+    }
+    if (to == owner_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("give_away of ", ToString(), " to ", to.ToString(), ": it already owns it"));
+    }
+    if (!to.control()->AdoptResource(shared_from_this())) {
+      return absl::FailedPreconditionError(absl::StrCat("give_away of ", ToString(), " to ",
+                                                        to.ToString(), ": process is not alive"));
+    }
+    from = std::move(owner_);
+    owner_ = to;
+    owner_serial_.store(to.serial(), std::memory_order_release);
+  }
+  me->ReleaseResource(this);
+  Send(to, TableTransfer{AnyTable(shared_from_this()), from, std::move(data)});
+  return absl::OkStatus();
+}
+
+absl::Status TableCore::SetHeir(const Pid& heir, std::any data) {
+  ProcessControl* me = CurrentProcess();
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  if (deleted()) return DeletedError("set_heir");
+  if (me == nullptr || me->serial() != owner_serial_.load(std::memory_order_relaxed)) {
+    return NotOwner(me, "set_heir", "set the heir");
+  }
+  heir_ = heir;
+  heir_data_ = std::move(data);
+  return absl::OkStatus();
+}
+
+absl::Status TableCore::Delete(const char* what) {
+  absl::Status allowed = Check(Op::kWrite, what);
+  if (!allowed.ok()) return allowed;
+  if (deleted()) return DeletedError(what);
+  DeleteNow();
+  return absl::OkStatus();
+}
+
+void TableCore::DeleteNow() {
+  Pid owner;
+  {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    if (deleted_.exchange(true, std::memory_order_acq_rel)) return;  // Someone else did.
+    owner = std::move(owner_);
+    owner_serial_.store(0, std::memory_order_release);
+    heir_ = Pid();
+    heir_data_.reset();
+  }
+  std::shared_ptr<TableCore> keep = shared_from_this();  // The owner's reference may be the last.
+  if (owner.valid()) owner.control()->ReleaseResource(this);
+  if (!name_.empty() && node_ != nullptr) {
+    auto& names = node_->Service<TableNames>();
+    std::shared_ptr<TableCore> registered;  // Dropped after the registry lock.
+    std::lock_guard<std::mutex> lock(names.mu);
+    auto it = names.tables.find(name_);
+    if (it != names.tables.end() && it->second.get() == this) {
+      registered = std::move(it->second);
+      names.tables.erase(it);
+    }
+  }
+  DropStorage();
+}
+
+void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
+  Pid heir;
+  std::any data;
+  {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    if (deleted()) return;
+    if (heir_.valid() && heir_ != owner && heir_.control()->AdoptResource(shared_from_this())) {
+      heir = heir_;
+      data = heir_data_;
+      owner_ = heir;
+      owner_serial_.store(heir.serial(), std::memory_order_release);
+    }
+  }
+  if (heir.valid()) {
+    Logf(LogLevel::kDebug, "%s: owner %s exited (%s); heir %s inherits it", ToString().c_str(),
+         owner.ToString().c_str(), reason.ToString().c_str(), heir.ToString().c_str());
+    Send(heir, TableTransfer{AnyTable(shared_from_this()), owner, std::move(data)});
+    return;
+  }
+  Logf(LogLevel::kDebug, "%s: owner %s exited (%s) with no live heir; deleted", ToString().c_str(),
+       owner.ToString().c_str(), reason.ToString().c_str());
+  DeleteNow();
+}
+
+// --- AnyTable.
+
+namespace {
+absl::Status NullHandle(const char* what) {
+  return absl::FailedPreconditionError(absl::StrCat(what, ": null table handle"));
+}
+}  // namespace
+
+bool AnyTable::alive() const { return core_ != nullptr && !core_->deleted(); }
+uint64_t AnyTable::id() const { return core_ != nullptr ? core_->id() : 0; }
+std::string AnyTable::name() const { return core_ != nullptr ? core_->name() : std::string(); }
+std::string AnyTable::ToString() const {
+  return core_ != nullptr ? core_->ToString() : std::string("table <null>");
+}
+
+absl::StatusOr<TableInfo> AnyTable::Info() const {
+  if (!core_) return NullHandle("info");
+  return core_->Info();
+}
+
+absl::StatusOr<Pid> AnyTable::Owner() const {
+  if (!core_) return NullHandle("owner");
+  if (core_->deleted()) return core_->DeletedError("owner");
+  return core_->owner();
+}
+
+absl::StatusOr<size_t> AnyTable::Size() const {
+  if (!core_) return NullHandle("size");
+  absl::Status allowed = core_->Check(TableCore::Op::kRead, "size");
+  if (!allowed.ok()) return allowed;
+  return core_->Size("size");
+}
+
+absl::Status AnyTable::Clear() const {
+  if (!core_) return NullHandle("clear");
+  absl::Status allowed = core_->Check(TableCore::Op::kWrite, "clear");
+  if (!allowed.ok()) return allowed;
+  return core_->Clear("clear");
+}
+
+absl::Status AnyTable::GiveAway(const Pid& to, std::any data) const {
+  if (!core_) return NullHandle("give_away");
+  return core_->GiveAway(to, std::move(data));
+}
+
+absl::Status AnyTable::SetHeir(const Pid& heir, std::any data) const {
+  if (!core_) return NullHandle("set_heir");
+  return core_->SetHeir(heir, std::move(data));
+}
+
+absl::Status AnyTable::Delete() const {
+  if (!core_) return NullHandle("delete");
+  return core_->Delete();
+}
+
+absl::StatusOr<AnyTable> FindTable(Node& node, std::string_view name) {
+  auto& names = node.Service<TableNames>();
+  std::lock_guard<std::mutex> lock(names.mu);
+  auto it = names.tables.find(std::string(name));
+  if (it == names.tables.end()) {
+    return absl::NotFoundError(absl::StrCat("no table named \"", std::string(name), "\""));
+  }
+  return AnyTable(it->second);
+}
+
+}  // namespace etsmgr

@@ -1,0 +1,207 @@
+// The type-erased side of tables: options, info, ownership, access rules, and AnyTable.
+//
+// A table is owned by a process (its creator). Access is checked on every operation against the
+// calling process (CurrentPid(); a plain thread outside any process is a non-owner):
+//   private    only the owner reads or writes;
+//   protected  anyone reads, only the owner writes (the default, as in ETS);
+//   public     anyone reads and writes.
+// Ownership changes (Erlang's heir option and give_away/3):
+//   - The owner may name an heir (pid + heir_data) at creation or later (SetHeir).
+//   - When the owner exits, before its links and monitors fire, a live heir becomes the owner
+//     and receives TableTransfer{table, from = old owner, heir_data}; with no live heir the table
+//     is deleted. The heir setting stays as it was (ETS keeps it too).
+//   - GiveAway(pid, data): only the owner, only to a live process other than itself; the new owner
+//     receives TableTransfer{table, from, data}.
+// Deleting (owner, or anyone for a public table) frees the storage at once; every handle then
+// answers NotFound on every call; the small core goes when the last handle does.
+//
+// Thread safety: every function may be called from any thread and any process.
+#ifndef ETSMGR_TABLE_TABLE_CORE_H_
+#define ETSMGR_TABLE_TABLE_CORE_H_
+
+#include <any>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <typeindex>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "etsmgr/process/internal/process_control.h"
+#include "etsmgr/process/node.h"
+#include "etsmgr/process/pid.h"
+
+namespace etsmgr {
+
+enum class TableType : uint8_t { kSet, kOrderedSet, kBag, kDuplicateBag };
+enum class Access : uint8_t { kPrivate, kProtected, kPublic };
+const char* ToString(TableType type);  // "set", "ordered_set", "bag", "duplicate_bag"
+const char* ToString(Access access);   // "private", "protected", "public"
+
+struct TableOptions {
+  TableType type = TableType::kSet;
+  Access access = Access::kProtected;
+  // Non-empty: a named table (ETS named_table), found by FindTable(node, name); names are unique
+  // per node while the table lives.
+  std::string name;
+  Pid heir;  // Null: no heir.
+  std::any heir_data;
+  // Hash types (set, bag, duplicate_bag): true spreads keys over 16 independently locked shards
+  // (allocated on the first write, so empty tables stay small); false keeps one lock.
+  // ordered_set always has one reader-writer lock.
+  bool write_concurrency = true;
+};
+
+struct TableInfo {
+  uint64_t id = 0;
+  std::string name;  // Empty for an unnamed table.
+  TableType type = TableType::kSet;
+  Access access = Access::kProtected;
+  Pid owner;
+  Pid heir;
+  size_t size = 0;
+  // Bytes held by the table's own structures (core, shards, hash slots, tree nodes); heap memory
+  // owned by keys and values themselves (long strings, vectors) is not counted.
+  size_t memory = 0;
+  std::string key_type;
+  std::string value_type;
+};
+
+class TableCore;
+
+// A type-erased table handle: what TableTransfer carries and what the manager keeps. Copyable;
+// every copy refers to the same table. Attach a typed Table<K, V> to use the data.
+class AnyTable {
+ public:
+  AnyTable() = default;
+  explicit AnyTable(std::shared_ptr<TableCore> core) : core_(std::move(core)) {}
+
+  bool valid() const { return core_ != nullptr; }
+  explicit operator bool() const { return valid(); }
+  // False once deleted (a snapshot).
+  bool alive() const;
+  uint64_t id() const;
+  std::string name() const;
+  std::string ToString() const;  // "table #12 \"counters\"" or "table #12".
+
+  absl::StatusOr<TableInfo> Info() const;  // Any process may ask, whatever the access mode.
+  absl::StatusOr<Pid> Owner() const;
+  absl::StatusOr<size_t> Size() const;  // A read: subject to the access mode.
+  absl::Status Clear() const;           // A write.
+  absl::Status GiveAway(const Pid& to, std::any data = {}) const;
+  absl::Status SetHeir(const Pid& heir, std::any data = {}) const;
+  absl::Status Delete() const;
+
+  const std::shared_ptr<TableCore>& core() const { return core_; }
+  friend bool operator==(const AnyTable& a, const AnyTable& b) { return a.core_ == b.core_; }
+  friend std::ostream& operator<<(std::ostream& os, const AnyTable& t) {
+    return os << t.ToString();
+  }
+
+ private:
+  std::shared_ptr<TableCore> core_;
+};
+
+// Sent to a table's new owner: its heir when the owner exited, or the receiver of a GiveAway.
+struct TableTransfer {
+  AnyTable table;
+  Pid from;
+  std::any heir_data;
+};
+
+// The table named `name` on `node`: NotFound when there is none.
+absl::StatusOr<AnyTable> FindTable(Node& node, std::string_view name);
+
+// The shared state of one table. Typed storage derives from it (internal/storage.h); users hold
+// AnyTable or Table<K, V>.
+class TableCore : public ExitResource, public std::enable_shared_from_this<TableCore> {
+ public:
+  enum class Op : uint8_t { kRead, kWrite };
+
+  ~TableCore() override;
+
+  uint64_t id() const { return id_; }
+  const std::string& name() const { return name_; }
+  TableType type() const { return type_; }
+  Access access() const { return access_; }
+  bool deleted() const { return deleted_.load(std::memory_order_acquire); }
+  std::type_index key_type() const { return key_type_; }
+  std::type_index value_type() const { return value_type_; }
+  std::string ToString() const;
+
+  // OK when the calling process may perform `op`; PermissionDenied naming the table, the
+  // operation, the caller and the owner otherwise. Inline: it is on every operation's path.
+  absl::Status Check(Op op, const char* what) const {
+    if (access_ == Access::kPublic || (access_ == Access::kProtected && op == Op::kRead)) {
+      return absl::OkStatus();
+    }
+    ProcessControl* me = CurrentProcess();
+    if (me != nullptr && me->serial() == owner_serial_.load(std::memory_order_acquire)) {
+      return absl::OkStatus();
+    }
+    return Denied(op, what);
+  }
+  // The error for every call on a deleted table.
+  absl::Status DeletedError(const char* what) const;
+
+  absl::StatusOr<TableInfo> Info() const;
+  Pid owner() const;
+  absl::Status GiveAway(const Pid& to, std::any data);
+  absl::Status SetHeir(const Pid& heir, std::any data);
+  absl::Status Delete(const char* what = "delete");
+
+  // ExitResource: the owner exited (runs on its thread, before its links fire).
+  void OnOwnerExit(const Pid& owner, const ExitReason& reason) override;
+
+  // --- Storage, implemented by the typed core. Each checks deleted() under its own lock.
+  virtual absl::StatusOr<size_t> Size(const char* what) const = 0;
+  virtual absl::Status Clear(const char* what) = 0;
+  virtual size_t StorageMemory() const = 0;  // 0 once deleted.
+
+  // Creates the core's ownership: the calling process becomes the owner; registers the name.
+  // Used by Table<K, V>::New.
+  static absl::Status Establish(const std::shared_ptr<TableCore>& core,
+                                const TableOptions& options);
+
+ protected:
+  TableCore(const TableOptions& options, std::type_index key_type, std::type_index value_type,
+            std::string key_type_name, std::string value_type_name);
+  // Frees every entry and, where possible, the storage itself; called once, after deleted() is
+  // set, while other threads may still be calling in (they then find deleted() under the lock).
+  virtual void DropStorage() = 0;
+
+ private:
+  absl::Status Denied(Op op, const char* what) const;
+  absl::Status NotOwner(ProcessControl* me, const char* what, const char* verb) const;  // meta_mu_
+  void DeleteNow();
+
+  const uint64_t id_;
+  const std::string name_;
+  const TableType type_;
+  const Access access_;
+  std::atomic<bool> deleted_{false};
+  std::atomic<uint64_t> owner_serial_{0};
+  const std::type_index key_type_;
+  const std::type_index value_type_;
+  const std::string key_type_name_;
+  const std::string value_type_name_;
+  Node* node_ = nullptr;  // For the name registry; set by Establish.
+
+  mutable std::mutex meta_mu_;  // Guards what follows; taken before any process's lock.
+  Pid owner_;
+  Pid heir_;
+  std::any heir_data_;
+};
+
+// Demangled name of a type, for error messages ("long", "std::string").
+std::string TypeName(const std::type_info& type);
+
+}  // namespace etsmgr
+
+#endif  // ETSMGR_TABLE_TABLE_CORE_H_

@@ -1,0 +1,278 @@
+// Owner, heir and give_away: transfers on every kind of exit, their order against links, the
+// error cases, and what a deleted table answers.
+#include <any>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/table/internal/test_owner.h"
+#include "etsmgr/table/table.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr {
+namespace {
+
+using IntTable = Table<int64_t, int64_t>;
+
+struct Go {};
+
+enum class How { kReturn, kThrow, kExitShutdown, kKilled };
+
+// A report of what a new owner found on receiving the table (synchronous: no co_await inside).
+std::string DescribeTransfer(const Pid& me, const TableTransfer& t) {
+  absl::StatusOr<IntTable> table = IntTable::Attach(t.table);
+  if (!table.ok()) return table.status().ToString();
+  absl::StatusOr<TableInfo> info = table->Info();
+  if (!info.ok()) return info.status().ToString();
+  const int* data = std::any_cast<int>(&t.heir_data);
+  absl::Status write = table->Insert(1000, 1);  // Allowed only to the owner (protected).
+  return absl::StrCat("owner_is_me=", info->owner == me, " from_ok=", t.from.valid(),
+                      " data=", data != nullptr ? *data : -1, " size=", info->size,
+                      " write=", write.ok() ? "ok" : write.ToString());
+}
+
+// Waits until `pid` is dead (monitor from a probe).
+void AwaitDeath(Node& node, const Pid& pid) {
+  std::string got =
+      RunProbe(node, [pid](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        self.Monitor(pid);
+        Down d = co_await self.Receive<Down>();
+        report(d.pid == pid ? "dead" : "other");
+      });
+  ASSERT_EQ(got, "dead");
+}
+
+std::string HowName(const ::testing::TestParamInfo<How>& info) {
+  const char* names[] = {"NormalExit", "Crash", "ExitShutdown", "Kill"};
+  return names[static_cast<int>(info.param)];
+}
+
+class HeirTest : public ::testing::TestWithParam<How> {};
+
+TEST_P(HeirTest, LiveHeirInheritsBeforeLinksFire) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  auto heir_report = std::make_shared<std::promise<std::string>>();
+  auto watcher_report = std::make_shared<std::promise<std::string>>();
+  auto created = std::make_shared<std::promise<AnyTable>>();
+  Pid heir = node->Spawn([heir_report](Process& self) -> Task<void> {
+                   TableTransfer t = co_await self.Receive<TableTransfer>();
+                   heir_report->set_value(DescribeTransfer(self.self(), t));
+                   co_await self.Receive<Go>();  // Stay alive (owning the table).
+                 })
+                 .value();
+  How how = GetParam();
+  Pid owner = node->Spawn([heir, how, created](Process& self) -> Task<void> {
+                    TableOptions options;
+                    options.heir = heir;
+                    options.heir_data = 42;
+                    IntTable t = IntTable::New(options).value();
+                    for (int64_t k = 0; k < 5; ++k) EXPECT_TRUE(t.Insert(k, k).ok());
+                    created->set_value(t.any());
+                    co_await self.Receive<Go>();
+                    if (how == How::kThrow) throw std::runtime_error("crash");
+                    if (how == How::kExitShutdown) co_await self.Exit(ExitReason::Shutdown());
+                    if (how == How::kKilled) co_await self.Receive<Go>();
+                  })
+                  .value();
+  AnyTable table = created->get_future().get();
+  // A watcher linked to the owner: when its exit signal arrives, the heir must already own the
+  // table (OTP releases tables before links fire).
+  auto linked = std::make_shared<std::promise<void>>();
+  node->Spawn(
+          [owner, heir, table, watcher_report, linked](Process& self) -> Task<void> {
+            self.Link(owner);
+            linked->set_value();
+            ExitSignal signal = co_await self.Receive<ExitSignal>();
+            absl::StatusOr<Pid> now = table.Owner();
+            watcher_report->set_value(absl::StrCat("from_owner=", signal.from == owner,
+                                                   " owner_is_heir=", now.ok() && *now == heir));
+          },
+          {.trap_exit = true})
+      .value();
+  linked->get_future().get();
+  if (how == How::kKilled) {
+    SendExit(owner, ExitReason::Kill());
+  } else {
+    Send(owner, Go{});
+  }
+  EXPECT_EQ(heir_report->get_future().get(), "owner_is_me=1 from_ok=1 data=42 size=5 write=ok");
+  EXPECT_EQ(watcher_report->get_future().get(), "from_owner=1 owner_is_heir=1");
+  EXPECT_EQ(table.Owner().value(), heir);
+  // The heir setting stays (ETS): the heir is now its own heir, so when it exits too, nobody
+  // inherits and the table is deleted.
+  EXPECT_EQ(table.Info().value().heir, heir);
+  SendExit(heir, ExitReason::Kill());
+  AwaitDeath(*node, heir);
+  EXPECT_FALSE(table.alive());
+  EXPECT_EQ(table.Info().status().code(), absl::StatusCode::kNotFound);
+}
+
+INSTANTIATE_TEST_SUITE_P(ExitKinds, HeirTest,
+                         ::testing::Values(How::kReturn, How::kThrow, How::kExitShutdown,
+                                           How::kKilled),
+                         HowName);
+
+TEST(HeirDeadTest, TableIsDeletedWithItsOwner) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  Pid dead_heir = node->Spawn([](Process&) -> Task<void> { co_return; }).value();
+  AwaitDeath(*node, dead_heir);
+  TableOptions options;
+  options.heir = dead_heir;
+  options.name = "orphan";
+  OwnedTable owned = SpawnOwner(*node, options, 3);
+  std::weak_ptr<TableCore> core = owned.table.core();
+  SendExit(owned.owner, ExitReason::Kill());
+  AwaitDeath(*node, owned.owner);
+  EXPECT_FALSE(owned.table.alive());
+  EXPECT_EQ(FindTable(*node, "orphan").status().code(), absl::StatusCode::kNotFound);
+  owned.table = AnyTable();
+  EXPECT_TRUE(core.expired()) << "the last handle went: the table's memory must be freed";
+}
+
+TEST(HeirDeadTest, NoHeirMeansDeleted) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  OwnedTable owned = SpawnOwner(*node, {}, 3);
+  Send(owned.owner, StopOwner{});
+  AwaitDeath(*node, owned.owner);
+  absl::StatusOr<TableInfo> info = owned.table.Info();
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(info.status().message().find("deleted"), std::string::npos) << info.status();
+}
+
+TEST(HeirSetLaterTest, OnlyTheOwnerSetsTheHeir) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  auto got = std::make_shared<std::promise<std::string>>();
+  Pid heir = node->Spawn([got](Process& self) -> Task<void> {
+                   TableTransfer t = co_await self.Receive<TableTransfer>();
+                   got->set_value(DescribeTransfer(self.self(), t));
+                   co_await self.Receive<Go>();
+                 })
+                 .value();
+  OwnedTable owned = SpawnOwner(*node, {}, 2);
+  // From outside the owner: denied, from a process and from a thread.
+  EXPECT_EQ(owned.table.SetHeir(heir, 7).code(), absl::StatusCode::kPermissionDenied);
+  RunInProcess(*node, [&](Process&) {
+    absl::Status st = owned.table.SetHeir(heir, 7);
+    EXPECT_EQ(st.code(), absl::StatusCode::kPermissionDenied);
+    EXPECT_NE(st.message().find("only the owner"), std::string::npos) << st;
+  });
+  Send(owned.owner, StopOwner{});
+  // An owner that sets the heir itself, then exits.
+  std::string done =
+      RunProbe(*node, [heir](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        IntTable t = IntTable::New().value();
+        EXPECT_TRUE(t.Insert(1, 1).ok());
+        absl::Status st = t.SetHeir(heir, 9);
+        report(st.ToString());
+        co_await self.Sleep(absl::ZeroDuration());
+      });
+  EXPECT_EQ(done, "OK");
+  EXPECT_EQ(got->get_future().get(), "owner_is_me=1 from_ok=1 data=9 size=1 write=ok");
+  SendExit(heir, ExitReason::Kill());
+}
+
+TEST(GiveAwayTest, ReceiverGetsTransferAndOwnership) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  auto got = std::make_shared<std::promise<std::string>>();
+  Pid receiver = node->Spawn([got](Process& self) -> Task<void> {
+                       TableTransfer t = co_await self.Receive<TableTransfer>();
+                       got->set_value(DescribeTransfer(self.self(), t));
+                       co_await self.Receive<Go>();
+                     })
+                     .value();
+  std::string result = RunProbe(
+      *node, [receiver](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        IntTable t = IntTable::New().value();
+        EXPECT_TRUE(t.Insert(1, 1).ok());
+        EXPECT_EQ(self.control()->resource_count(), 1u);
+        absl::Status st = t.GiveAway(receiver, 5);
+        // No longer the owner: writes are denied now, and the process no longer holds it.
+        absl::Status write = t.Insert(2, 2);
+        report(absl::StrCat(st.ToString(), " ", write.code() == absl::StatusCode::kPermissionDenied,
+                            " ", self.control()->resource_count()));
+        co_return;
+      });
+  EXPECT_EQ(result, "OK 1 0");
+  EXPECT_EQ(got->get_future().get(), "owner_is_me=1 from_ok=1 data=5 size=1 write=ok");
+  SendExit(receiver, ExitReason::Kill());
+}
+
+TEST(GiveAwayTest, EveryViolationIsAnError) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  Pid dead = node->Spawn([](Process&) -> Task<void> { co_return; }).value();
+  AwaitDeath(*node, dead);
+  OwnedTable other = SpawnOwner(*node, {}, 1);
+  RunInProcess(*node, [&](Process& self) {
+    IntTable t = IntTable::New().value();
+    ASSERT_TRUE(t.Insert(1, 1).ok());
+    absl::Status to_dead = t.GiveAway(dead);
+    EXPECT_EQ(to_dead.code(), absl::StatusCode::kFailedPrecondition) << to_dead;
+    EXPECT_NE(to_dead.message().find(dead.ToString()), std::string::npos) << to_dead;
+    absl::Status to_self = t.GiveAway(self.self());
+    EXPECT_EQ(to_self.code(), absl::StatusCode::kInvalidArgument) << to_self;
+    EXPECT_EQ(t.GiveAway(Pid()).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(t.Info().value().owner, self.self());  // Still ours after every failure.
+    EXPECT_TRUE(t.Insert(2, 2).ok());
+    // Not the owner.
+    absl::Status not_owner = other.table.GiveAway(self.self());
+    EXPECT_EQ(not_owner.code(), absl::StatusCode::kPermissionDenied) << not_owner;
+    EXPECT_NE(not_owner.message().find("only the owner"), std::string::npos) << not_owner;
+  });
+  EXPECT_EQ(other.table.GiveAway(dead).code(), absl::StatusCode::kPermissionDenied);  // Thread.
+  Send(other.owner, StopOwner{});
+}
+
+TEST(DeletedTableTest, EveryHandleAnswersNotFound) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  RunInProcess(*node, [&](Process& self) {
+    TableOptions options;
+    options.name = "doomed";
+    IntTable a = IntTable::New(options).value();
+    IntTable b = IntTable::Attach(a.any()).value();
+    AnyTable any = a.any();
+    for (int64_t k = 0; k < 1000; ++k) ASSERT_TRUE(a.Insert(k, k).ok());
+    ASSERT_TRUE(b.Delete().ok());
+    EXPECT_EQ(self.control()->resource_count(), 0u);
+    auto expect_gone = [](const absl::Status& st) {
+      EXPECT_EQ(st.code(), absl::StatusCode::kNotFound) << st;
+      EXPECT_NE(st.message().find("deleted"), std::string::npos) << st;
+    };
+    for (IntTable* t : {&a, &b}) {
+      EXPECT_FALSE(t->alive());
+      expect_gone(t->Insert(1, 1));
+      expect_gone(t->Insert({{1, 1}}));
+      expect_gone(t->InsertNew(1, 1).status());
+      expect_gone(t->Lookup(1).status());
+      expect_gone(t->Get(1).status());
+      expect_gone(t->Member(1).status());
+      expect_gone(t->Erase(1).status());
+      expect_gone(t->EraseObject(1, 1).status());
+      expect_gone(t->Take(1).status());
+      expect_gone(t->UpdateCounter(1, 1).status());
+      expect_gone(t->Size().status());
+      expect_gone(t->ToList().status());
+      expect_gone(t->Select([](const int64_t&, const int64_t&) { return true; }).status());
+      expect_gone(t->ForEach([](const int64_t&, const int64_t&) {}));
+      expect_gone(t->First().status());
+      expect_gone(t->Last().status());
+      expect_gone(t->Next(1).status());
+      expect_gone(t->Prev(1).status());
+      expect_gone(t->Clear());
+      expect_gone(t->Info().status());
+      expect_gone(t->GiveAway(self.self()));
+      expect_gone(t->SetHeir(Pid()));
+      expect_gone(t->Delete());
+    }
+    expect_gone(any.Size().status());
+    expect_gone(any.Owner().status());
+    EXPECT_EQ(IntTable::Attach(any).status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(FindTable(self.node(), "doomed").status().code(), absl::StatusCode::kNotFound);
+  });
+}
+
+}  // namespace
+}  // namespace etsmgr
