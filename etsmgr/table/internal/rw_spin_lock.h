@@ -17,7 +17,7 @@ namespace etsmgr::table_internal {
 
 class RwSpinLock {
  public:
-  void lock() {
+  __attribute__((always_inline)) void lock() {
     uint32_t expected = 0;
     if (!state_.compare_exchange_weak(expected, kWriter, std::memory_order_acquire,
                                       std::memory_order_relaxed)) {
@@ -27,9 +27,9 @@ class RwSpinLock {
   // While a writer holds the lock nobody else may change the word (readers and writers only
   // CAS from states without kWriter), except a waiting writer's kWriterWaiting bit, which it
   // sets again after this store clears it.
-  void unlock() { state_.store(0, std::memory_order_release); }
+  __attribute__((always_inline)) void unlock() { state_.store(0, std::memory_order_release); }
 
-  void lock_shared() {
+  __attribute__((always_inline)) void lock_shared() {
     uint32_t s = state_.load(std::memory_order_relaxed);
     if ((s & (kWriter | kWriterWaiting)) != 0 ||
         !state_.compare_exchange_weak(s, s + kReader, std::memory_order_acquire,
@@ -37,7 +37,9 @@ class RwSpinLock {
       LockSharedSlow();
     }
   }
-  void unlock_shared() { state_.fetch_sub(kReader, std::memory_order_release); }
+  __attribute__((always_inline)) void unlock_shared() {
+    state_.fetch_sub(kReader, std::memory_order_release);
+  }
 
  private:
   static constexpr uint32_t kWriter = 1;
@@ -54,7 +56,7 @@ class RwSpinLock {
     }
   }
 
-  void LockSlow() {
+  __attribute__((noinline)) void LockSlow() {
     int spins = 0;
     while (true) {
       uint32_t s = state_.load(std::memory_order_relaxed);
@@ -70,7 +72,7 @@ class RwSpinLock {
     }
   }
 
-  void LockSharedSlow() {
+  __attribute__((noinline)) void LockSharedSlow() {
     int spins = 0;
     while (true) {
       uint32_t s = state_.load(std::memory_order_relaxed);

@@ -201,8 +201,8 @@ class MapCore final : public TypedCore<K, V> {
 
   absl::StatusOr<size_t> Erase(const K& key) override {
     size_t removed = 0;
-    absl::Status st = WriteKey(key, "erase", [&](Shard& s) {
-      auto it = s.map.find(key);
+    absl::Status st = WriteKey(key, "erase", [&](Shard& s, size_t hash) {
+      auto it = FindIn(s.map, key, hash);
       if (it == s.map.end()) return;
       removed = CountOf(it->second);
       s.objects -= removed;
@@ -218,8 +218,8 @@ class MapCore final : public TypedCore<K, V> {
           absl::StrCat("erase_object on ", this->ToString(), ": the value type has no operator=="));
     } else {
       size_t removed = 0;
-      absl::Status st = WriteKey(key, "erase_object", [&](Shard& s) {
-        auto it = s.map.find(key);
+      absl::Status st = WriteKey(key, "erase_object", [&](Shard& s, size_t hash) {
+        auto it = FindIn(s.map, key, hash);
         if (it == s.map.end()) return;
         if constexpr (kBag) {
           Values& values = it->second;
@@ -241,8 +241,8 @@ class MapCore final : public TypedCore<K, V> {
 
   absl::StatusOr<std::vector<V>> Take(const K& key) override {
     std::vector<V> out;
-    absl::Status st = WriteKey(key, "take", [&](Shard& s) {
-      auto it = s.map.find(key);
+    absl::Status st = WriteKey(key, "take", [&](Shard& s, size_t hash) {
+      auto it = FindIn(s.map, key, hash);
       if (it == s.map.end()) return;
       if constexpr (kBag) {
         out.assign(std::make_move_iterator(it->second.begin()),
@@ -265,10 +265,11 @@ class MapCore final : public TypedCore<K, V> {
     } else {
       Shard* shards = WritableShards();
       if (shards == nullptr) return this->DeletedError("update_counter");
-      Shard& s = shards[ShardOf(key)];
+      size_t hash = HashOf(key);
+      Shard& s = shards[ShardOfHash(hash)];
       std::lock_guard<RwSpinLock> lock(s.lock);
       if (this->deleted()) return this->DeletedError("update_counter");
-      auto it = s.map.find(key);
+      auto it = FindIn(s.map, key, hash);
       if (it == s.map.end()) {
         if (!options.default_value) return MissingKey(key, "update_counter");
         it = s.map.try_emplace(key, *options.default_value).first;
@@ -469,9 +470,26 @@ class MapCore final : public TypedCore<K, V> {
 
   size_t shard_count() const { return size_t{1} << shard_bits_; }
 
-  size_t ShardOf(const K& key) const {
-    if (shard_bits_ == 0) return 0;
-    return static_cast<size_t>(absl::Hash<K>{}(key)) >> (64 - shard_bits_);
+  // The key's hash, computed once per operation: its top bits pick the shard and the map reuses
+  // it (find(key, hash)). Ordered tables do not hash.
+  static size_t HashOf(const K& key) {
+    if constexpr (MapOf::kOrdered) {
+      return 0;
+    } else {
+      return absl::Hash<K>{}(key);
+    }
+  }
+  size_t ShardOfHash(size_t hash) const {
+    return shard_bits_ == 0 ? 0 : static_cast<size_t>(hash >> (64 - shard_bits_));
+  }
+  size_t ShardOf(const K& key) const { return ShardOfHash(HashOf(key)); }
+  template <typename M>
+  static auto FindIn(M& map, const K& key, size_t hash) {
+    if constexpr (MapOf::kOrdered) {
+      return map.find(key);
+    } else {
+      return map.find(key, hash);
+    }
   }
 
   // The shard array, allocated on first use; null when the table is deleted.
@@ -521,10 +539,11 @@ class MapCore final : public TypedCore<K, V> {
       f(static_cast<const Slot*>(nullptr));
       return absl::OkStatus();
     }
-    const Shard& s = shards[ShardOf(key)];
+    size_t hash = HashOf(key);
+    const Shard& s = shards[ShardOfHash(hash)];
     std::shared_lock<RwSpinLock> lock(s.lock);
     if (this->deleted()) return this->DeletedError(what);
-    auto it = s.map.find(key);
+    auto it = FindIn(s.map, key, hash);
     f(it == s.map.end() ? static_cast<const Slot*>(nullptr) : &it->second);
     return absl::OkStatus();
   }
@@ -533,10 +552,11 @@ class MapCore final : public TypedCore<K, V> {
   absl::Status WriteKey(const K& key, const char* what, F&& f) {
     Shard* shards = shards_.load(std::memory_order_acquire);
     if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
-    Shard& s = shards[ShardOf(key)];
+    size_t hash = HashOf(key);
+    Shard& s = shards[ShardOfHash(hash)];
     std::lock_guard<RwSpinLock> lock(s.lock);
     if (this->deleted()) return this->DeletedError(what);
-    f(s);
+    f(s, hash);
     return absl::OkStatus();
   }
 

@@ -1,0 +1,267 @@
+// Table benchmarks: `bazel run -c opt //etsmgr/table:table_benchmark`.
+// Erlang/OTP 25 ETS figures and the unlocked absl::flat_hash_map ceiling on the same VM are in
+// shared/notes/machine-figures.md; the targets below come from the tables issue.
+#include <malloc.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "etsmgr/process/node.h"
+#include "etsmgr/table/table.h"
+#include "tools/bench/report.h"
+
+namespace etsmgr {
+namespace {
+
+using IntTable = Table<int64_t, int64_t>;
+constexpr int kKeys = 1'000'000;
+
+struct Stop {};
+
+Node& SharedNode() {
+  static Node* node = [] {
+    RuntimeOptions options;
+    options.schedulers = 1;
+    return Node::Create(options).value().release();
+  }();
+  return *node;
+}
+
+// A public table owned by a process that stays alive until Stop; usable from benchmark threads.
+struct BenchTable {
+  IntTable table;
+  Pid owner;
+  ~BenchTable() { Send(owner, Stop{}); }
+};
+
+std::unique_ptr<BenchTable> NewTable(TableType type) {
+  auto made = std::make_shared<std::promise<IntTable>>();
+  TableOptions options;
+  options.type = type;
+  options.access = Access::kPublic;
+  Pid owner = SharedNode()
+                  .Spawn([made, options](Process& self) -> Task<void> {
+                    made->set_value(IntTable::New(options).value());
+                    co_await self.Receive<Stop>();
+                  })
+                  .value();
+  auto t = std::make_unique<BenchTable>();
+  t->table = made->get_future().get();
+  t->owner = owner;
+  return t;
+}
+
+const std::vector<int64_t>& RandomKeys() {
+  static const std::vector<int64_t> keys = [] {
+    std::mt19937_64 rng(42);
+    std::vector<int64_t> v(kKeys);
+    for (int64_t& k : v) k = static_cast<int64_t>(rng());
+    return v;
+  }();
+  return keys;
+}
+
+// Keys in a different order than inserted, so lookups do not walk memory in insertion order.
+const std::vector<int64_t>& ShuffledKeys() {
+  static const std::vector<int64_t> keys = [] {
+    std::vector<int64_t> v = RandomKeys();
+    std::shuffle(v.begin(), v.end(), std::mt19937_64(7));
+    return v;
+  }();
+  return keys;
+}
+
+std::unique_ptr<BenchTable> FilledTable(TableType type) {
+  auto t = NewTable(type);
+  for (int64_t k : RandomKeys()) (void)t->table.Insert(k, 0);
+  return t;
+}
+
+// --- One hot key.
+
+std::unique_ptr<BenchTable> g_hot;
+
+void BM_UpdateCounterOneKey(benchmark::State& state) {
+  if (state.thread_index() == 0) {
+    g_hot = NewTable(TableType::kSet);
+    (void)g_hot->table.Insert(1, 0);
+  }
+  IntTable* t = nullptr;
+  for (auto _ : state) {
+    if (t == nullptr) t = &g_hot->table;  // Set after the start barrier.
+    benchmark::DoNotOptimize(t->UpdateCounter(1, 1));
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_UpdateCounterOneKey)->Threads(1)->Threads(2)->UseRealTime();
+
+// --- 1M random keys.
+
+void BM_SetInsert1M(benchmark::State& state) {
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto t = NewTable(TableType::kSet);
+    state.ResumeTiming();
+    for (int64_t k : RandomKeys()) benchmark::DoNotOptimize(t->table.Insert(k, k));
+    state.PauseTiming();
+    t.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(state.iterations() * kKeys);
+}
+BENCHMARK(BM_SetInsert1M)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+std::unique_ptr<BenchTable> g_filled;
+
+template <TableType kType>
+void LookupRandom(benchmark::State& state) {
+  if (state.thread_index() == 0) g_filled = FilledTable(kType);
+  const std::vector<int64_t>& keys = ShuffledKeys();
+  size_t i = static_cast<size_t>(state.thread_index()) * (keys.size() / 2);
+  IntTable* t = nullptr;
+  for (auto _ : state) {
+    if (t == nullptr) t = &g_filled->table;
+    benchmark::DoNotOptimize(t->Get(keys[i]));
+    if (++i == keys.size()) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_SetLookup1M(benchmark::State& state) { LookupRandom<TableType::kSet>(state); }
+BENCHMARK(BM_SetLookup1M)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_OrderedSetLookup1M(benchmark::State& state) { LookupRandom<TableType::kOrderedSet>(state); }
+BENCHMARK(BM_OrderedSetLookup1M)->UseRealTime();
+
+void BM_SetUpdateCounter1M(benchmark::State& state) {
+  auto t = FilledTable(TableType::kSet);
+  const std::vector<int64_t>& keys = ShuffledKeys();
+  size_t i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(t->table.UpdateCounter(keys[i], 1));
+    if (++i == keys.size()) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SetUpdateCounter1M)->UseRealTime();
+
+// --- Memory, measured by the allocator (not by the table's own accounting).
+
+size_t HeapInUse() { return mallinfo2().uordblks; }
+
+void BM_MemoryPerEntry(benchmark::State& state) {
+  double per_entry = 0;
+  double accounted = 0;
+  for (auto _ : state) {
+    auto t = NewTable(TableType::kSet);
+    size_t before = HeapInUse();
+    for (int64_t k : RandomKeys()) (void)t->table.Insert(k, k);
+    per_entry = static_cast<double>(HeapInUse() - before) / kKeys;
+    accounted = static_cast<double>(t->table.Info().value().memory) / kKeys;
+  }
+  state.counters["bytes_per_entry"] = per_entry;
+  state.counters["info_memory_per_entry"] = accounted;
+}
+BENCHMARK(BM_MemoryPerEntry)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+void BM_EmptyTableMemory(benchmark::State& state) {
+  constexpr int kTables = 10'000;
+  double per_table = 0;
+  for (auto _ : state) {
+    auto done = std::make_shared<std::promise<double>>();
+    SharedNode()
+        .Spawn([done](Process&) -> Task<void> {
+          std::vector<IntTable> tables;
+          tables.reserve(kTables);
+          size_t before = HeapInUse();
+          for (int i = 0; i < kTables; ++i) tables.push_back(IntTable::New().value());
+          done->set_value(static_cast<double>(HeapInUse() - before) / kTables);
+          co_return;
+        })
+        .value();
+    per_table = done->get_future().get();
+  }
+  state.counters["bytes_per_empty_table"] = per_table;
+}
+BENCHMARK(BM_EmptyTableMemory)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+// --- Ownership transfer: kill the owner, time until the heir holds TableTransfer.
+
+double Percentile(std::vector<int64_t> v, double p) {
+  std::sort(v.begin(), v.end());
+  return static_cast<double>(v[static_cast<size_t>(p * static_cast<double>(v.size() - 1))]);
+}
+
+struct Ready {};
+
+void BM_HeirTransferOnKill(benchmark::State& state) {
+  constexpr int kTransfers = 20'000;
+  std::vector<int64_t> latencies;
+  for (auto _ : state) {
+    auto done = std::make_shared<std::promise<void>>();
+    latencies.clear();
+    SharedNode()
+        .Spawn([done, &latencies](Process& self) -> Task<void> {
+          Pid heir = self.self();
+          for (int i = 0; i < kTransfers; ++i) {
+            Pid owner = self.Spawn([heir](Process& p) -> Task<void> {
+                              TableOptions options;
+                              options.heir = heir;
+                              IntTable t = IntTable::New(options).value();
+                              (void)t.Insert(1, 1);
+                              Send(heir, Ready{});
+                              co_await p.Receive<Stop>();
+                            })
+                            .value();
+            co_await self.Receive<Ready>();
+            int64_t start = Scheduler::Current()->NowNanos();
+            SendExit(owner, ExitReason::Kill());
+            TableTransfer transfer = co_await self.Receive<TableTransfer>();
+            latencies.push_back(Scheduler::Current()->NowNanos() - start);
+            (void)transfer.table.Delete();
+          }
+          done->set_value();
+        })
+        .value();
+    done->get_future().wait();
+  }
+  state.counters["p50_us"] = Percentile(latencies, 0.5) / 1e3;
+  state.counters["p99_us"] = Percentile(latencies, 0.99) / 1e3;
+}
+BENCHMARK(BM_HeirTransferOnKill)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace etsmgr
+
+int main(int argc, char** argv) {
+  using etsmgr::bench::Better;
+  return etsmgr::bench::RunWithTargets(
+      argc, argv,
+      {
+          {"BM_UpdateCounterOneKey/real_time/threads:1", "items_per_second", 40e6, Better::kHigher,
+           "/s", "update_counter, one key, 1 thread [ETS 9.4M/s]"},
+          {"BM_UpdateCounterOneKey/real_time/threads:2", "items_per_second", 25e6, Better::kHigher,
+           "/s", "update_counter, one key, 2 threads total [ETS 10.2M/s]"},
+          {"BM_SetInsert1M*", "items_per_second", 8e6, Better::kHigher, "/s",
+           "set insert, 1M random keys [ETS 2.31M/s]"},
+          {"BM_SetLookup1M/real_time/threads:1", "items_per_second", 15e6, Better::kHigher, "/s",
+           "set lookup, 1M random keys, 1 thread [ETS 2.82M/s]"},
+          {"BM_SetLookup1M/real_time/threads:2", "items_per_second", 20e6, Better::kHigher, "/s",
+           "set lookup, 1M random keys, 2 threads total"},
+          {"BM_SetUpdateCounter1M*", "items_per_second", 14e6, Better::kHigher, "/s",
+           "set update_counter, 1M random keys"},
+          {"BM_OrderedSetLookup1M*", "items_per_second", 4e6, Better::kHigher, "/s",
+           "ordered_set lookup, 1M random keys"},
+          {"BM_MemoryPerEntry*", "bytes_per_entry", 40, Better::kLower, "B",
+           "heap per int64->int64 entry, 1M-entry set [ETS 64 B]"},
+          {"BM_EmptyTableMemory*", "bytes_per_empty_table", 512, Better::kLower, "B",
+           "empty table [ETS 2456 B]"},
+          {"BM_HeirTransferOnKill*", "p50_us", 1, Better::kLower, "us",
+           "owner killed -> heir holds TableTransfer, p50"},
+      });
+}
