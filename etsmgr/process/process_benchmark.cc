@@ -120,11 +120,6 @@ struct Up {
   Pid pid;
 };
 
-double Percentile(std::vector<int64_t> v, double p) {
-  std::sort(v.begin(), v.end());
-  return static_cast<double>(v[static_cast<size_t>(p * (v.size() - 1))]);
-}
-
 // Kill a supervised child, wait until its replacement runs: latency per restart, and whether it
 // drifts over 100k back-to-back restarts (OTP's supervisor goes from 14 us to 119 us p50).
 void BM_SupervisorRestart(benchmark::State& state) {
@@ -157,11 +152,11 @@ void BM_SupervisorRestart(benchmark::State& state) {
   }
   std::vector<int64_t> first(latencies.begin(), latencies.begin() + 10'000);
   std::vector<int64_t> last(latencies.end() - 10'000, latencies.end());
-  state.counters["p50_us"] = Percentile(latencies, 0.50) / 1e3;
-  state.counters["p99_us"] = Percentile(latencies, 0.99) / 1e3;
-  state.counters["first10k_p50_us"] = Percentile(first, 0.50) / 1e3;
-  state.counters["last10k_p50_us"] = Percentile(last, 0.50) / 1e3;
-  state.counters["drift_last_over_first"] = Percentile(last, 0.50) / Percentile(first, 0.50);
+  state.counters["p50_us"] = bench::Percentile(latencies, 0.50) / 1e3;
+  state.counters["p99_us"] = bench::Percentile(latencies, 0.99) / 1e3;
+  state.counters["first10k_p50_us"] = bench::Percentile(first, 0.50) / 1e3;
+  state.counters["last10k_p50_us"] = bench::Percentile(last, 0.50) / 1e3;
+  state.counters["drift_last_over_first"] = bench::Percentile(last, 0.50) / bench::Percentile(first, 0.50);
   state.SetItemsProcessed(state.iterations() * kRestarts);
 }
 BENCHMARK(BM_SupervisorRestart)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -192,11 +192,6 @@ BENCHMARK(BM_EmptyTableMemory)->Iterations(1)->Unit(benchmark::kMillisecond);
 
 // --- Ownership transfer: kill the owner, time until the heir holds TableTransfer.
 
-double Percentile(std::vector<int64_t> v, double p) {
-  std::sort(v.begin(), v.end());
-  return static_cast<double>(v[static_cast<size_t>(p * static_cast<double>(v.size() - 1))]);
-}
-
 struct Ready {};
 
 void BM_HeirTransferOnKill(benchmark::State& state) {
@@ -230,8 +225,8 @@ void BM_HeirTransferOnKill(benchmark::State& state) {
         .value();
     done->get_future().wait();
   }
-  state.counters["p50_us"] = Percentile(latencies, 0.5) / 1e3;
-  state.counters["p99_us"] = Percentile(latencies, 0.99) / 1e3;
+  state.counters["p50_us"] = bench::Percentile(latencies, 0.5) / 1e3;
+  state.counters["p99_us"] = bench::Percentile(latencies, 0.99) / 1e3;
 }
 BENCHMARK(BM_HeirTransferOnKill)->Iterations(1)->Unit(benchmark::kMillisecond);
 

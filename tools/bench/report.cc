@@ -1,5 +1,6 @@
 #include "tools/bench/report.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -45,6 +46,12 @@ bool Matches(const std::string& pattern, const std::string& name) {
 }
 
 }  // namespace
+
+double Percentile(std::vector<int64_t> samples, double p) {
+  std::sort(samples.begin(), samples.end());
+  return static_cast<double>(
+      samples[static_cast<size_t>(p * static_cast<double>(samples.size() - 1))]);
+}
 
 int RunWithTargets(int argc, char** argv, const std::vector<Target>& targets) {
   SetMinLogLevel(LogLevel::kError);

@@ -16,6 +16,7 @@
 #ifndef ETSMGR_TOOLS_BENCH_REPORT_H_
 #define ETSMGR_TOOLS_BENCH_REPORT_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,9 @@ struct Target {
   std::string unit;
   std::string what;
 };
+
+// The p-quantile (0..1) of `samples` (nearest rank). `samples` must not be empty.
+double Percentile(std::vector<int64_t> samples, double p);
 
 int RunWithTargets(int argc, char** argv, const std::vector<Target>& targets);
 
