@@ -156,7 +156,8 @@ void BM_SupervisorRestart(benchmark::State& state) {
   state.counters["p99_us"] = bench::Percentile(latencies, 0.99) / 1e3;
   state.counters["first10k_p50_us"] = bench::Percentile(first, 0.50) / 1e3;
   state.counters["last10k_p50_us"] = bench::Percentile(last, 0.50) / 1e3;
-  state.counters["drift_last_over_first"] = bench::Percentile(last, 0.50) / bench::Percentile(first, 0.50);
+  state.counters["drift_last_over_first"] =
+      bench::Percentile(last, 0.50) / bench::Percentile(first, 0.50);
   state.SetItemsProcessed(state.iterations() * kRestarts);
 }
 BENCHMARK(BM_SupervisorRestart)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
