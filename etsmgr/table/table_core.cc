@@ -267,6 +267,7 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   }
   Logf(LogLevel::kDebug, "%s: owner %s exited (%s) with no live heir; deleted", ToString().c_str(),
        owner.ToString().c_str(), reason.ToString().c_str());
+  lost_with_owner_.store(true, std::memory_order_release);
   DeleteNow();
 }
 
@@ -279,6 +280,7 @@ absl::Status NullHandle(const char* what) {
 }  // namespace
 
 bool AnyTable::alive() const { return core_ != nullptr && !core_->deleted(); }
+bool AnyTable::lost_with_owner() const { return core_ != nullptr && core_->lost_with_owner(); }
 uint64_t AnyTable::id() const { return core_ != nullptr ? core_->id() : 0; }
 std::string AnyTable::name() const { return core_ != nullptr ? core_->name() : std::string(); }
 std::string AnyTable::ToString() const {

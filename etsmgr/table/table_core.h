@@ -86,6 +86,8 @@ class AnyTable {
   explicit operator bool() const { return valid(); }
   // False once deleted (a snapshot).
   bool alive() const;
+  // True when the table was deleted because its owner exited with no live heir.
+  bool lost_with_owner() const;
   uint64_t id() const;
   std::string name() const;
   std::string ToString() const;  // "table #12 \"counters\"" or "table #12".
@@ -131,6 +133,9 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   TableType type() const { return type_; }
   Access access() const { return access_; }
   bool deleted() const { return deleted_.load(std::memory_order_acquire); }
+  // True once the table was deleted because its owner exited with no live heir (a lost table,
+  // as opposed to one deleted on purpose).
+  bool lost_with_owner() const { return lost_with_owner_.load(std::memory_order_acquire); }
   std::type_index key_type() const { return key_type_; }
   std::type_index value_type() const { return value_type_; }
   std::string ToString() const;
@@ -186,6 +191,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   const TableType type_;
   const Access access_;
   std::atomic<bool> deleted_{false};
+  std::atomic<bool> lost_with_owner_{false};
   std::atomic<uint64_t> owner_serial_{0};
   const std::type_index key_type_;
   const std::type_index value_type_;

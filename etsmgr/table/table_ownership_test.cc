@@ -140,6 +140,7 @@ TEST(HeirDeadTest, NoHeirMeansDeleted) {
   AwaitDeath(*node, owned.owner);
   absl::StatusOr<TableInfo> info = owned.table.Info();
   EXPECT_EQ(info.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(owned.table.lost_with_owner());
   EXPECT_NE(info.status().message().find("deleted"), std::string::npos) << info.status();
 }
 
@@ -236,6 +237,7 @@ TEST(DeletedTableTest, EveryHandleAnswersNotFound) {
     AnyTable any = a.any();
     for (int64_t k = 0; k < 1000; ++k) ASSERT_TRUE(a.Insert(k, k).ok());
     ASSERT_TRUE(b.Delete().ok());
+    EXPECT_FALSE(any.lost_with_owner());  // Deleted on purpose.
     EXPECT_EQ(self.control()->resource_count(), 0u);
     auto expect_gone = [](const absl::Status& st) {
       EXPECT_EQ(st.code(), absl::StatusCode::kNotFound) << st;

@@ -1,0 +1,672 @@
+#include "etsmgr/manager/manager.h"
+
+#include <algorithm>
+#include <any>
+#include <future>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "etsmgr/base/log.h"
+#include "etsmgr/manager/internal/instance.h"
+
+namespace etsmgr {
+namespace manager_internal {
+
+bool RegisterInstance(Node& node, const std::shared_ptr<Instance>& instance) {
+  Instances& all = node.Service<Instances>();
+  std::lock_guard<std::mutex> lock(all.mu);
+  return all.by_name.emplace(instance->inst, instance).second;
+}
+
+void UnregisterInstance(Node& node, const Instance* instance) {
+  std::shared_ptr<Instance> dropped;  // Released after the lock.
+  Instances& all = node.Service<Instances>();
+  std::lock_guard<std::mutex> lock(all.mu);
+  auto it = all.by_name.find(instance->inst);
+  if (it != all.by_name.end() && it->second.get() == instance) {
+    dropped = std::move(it->second);
+    all.by_name.erase(it);
+  }
+}
+
+std::shared_ptr<Instance> FindInstance(Node& node, const std::string& inst) {
+  Instances& all = node.Service<Instances>();
+  std::lock_guard<std::mutex> lock(all.mu);
+  auto it = all.by_name.find(inst);
+  return it == all.by_name.end() ? nullptr : it->second;
+}
+
+namespace {
+
+// --- Protocol between clients, the manager and the vault.
+
+struct NewTableRequest {
+  std::string name;
+  TableOptions options;
+  TableFactory factory;
+};
+struct AddTableRequest {
+  std::string name;
+  AnyTable table;
+};
+struct DelTableRequest {
+  std::string name;
+};
+struct InfoRequest {};
+
+struct Reply {
+  ManagedTableRef ref;
+  Pid vault;
+  bool transferred = false;  // A TableTransfer for ref.table was sent to the caller first.
+};
+using ReplyOr = absl::StatusOr<Reply>;
+
+// Manager -> vault: give `table` to `client` and answer its call (ref) directly.
+struct GiveBack {
+  Pid client;
+  uint64_t ref;
+  AnyTable table;
+  std::string name;
+  Pid manager;
+};
+// Manager -> vault: a table it holds left the directory; delete it.
+struct DropTable {
+  AnyTable table;
+};
+
+void Answer(const Pid& to, uint64_t ref, ReplyOr reply) {
+  Send(to, CallReply<ReplyOr>{ref, std::move(reply)});
+}
+
+std::string Quoted(const std::string& name) { return absl::StrCat("\"", name, "\""); }
+
+// --- The vault: heir of every managed table; holds tables while their clients are down.
+
+// Removes the instance from the node when the vault's frame goes (exit or shutdown).
+class InstanceGuard {
+ public:
+  InstanceGuard(Node& node, std::shared_ptr<Instance> instance)
+      : node_(node), instance_(std::move(instance)) {}
+  ~InstanceGuard() { UnregisterInstance(node_, instance_.get()); }
+  InstanceGuard(const InstanceGuard&) = delete;
+  InstanceGuard& operator=(const InstanceGuard&) = delete;
+
+ private:
+  Node& node_;
+  std::shared_ptr<Instance> instance_;
+};
+
+void VaultInherited(Instance& st, const Pid& vault, const TableTransfer& t) {
+  const std::string* name = std::any_cast<std::string>(&t.heir_data);
+  bool managed = false;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (name != nullptr) {
+      auto it = st.tables.find(*name);
+      managed = it != st.tables.end() && it->second.table == t.table;
+    }
+    if (managed) ++st.counters.transfers_to_manager;
+  }
+  if (!managed) {
+    // Not (or no longer) in the directory: nobody can claim it back; do not keep it forever.
+    Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st.inst.c_str(),
+         t.table.ToString().c_str(), t.from.ToString().c_str());
+    t.table.Delete().IgnoreError();
+    return;
+  }
+  Logf(LogLevel::kNotice, "etsmgr %s: client %s exited; vault %s holds table %s (%s)",
+       st.inst.c_str(), t.from.ToString().c_str(), vault.ToString().c_str(), name->c_str(),
+       t.table.ToString().c_str());
+}
+
+void VaultGiveBack(Instance& st, const GiveBack& g) {
+  absl::Status given = g.table.GiveAway(g.client, std::any(g.name));
+  if (!given.ok()) {
+    Answer(g.client, g.ref,
+           absl::FailedPreconditionError(absl::StrCat("hand-back of table ", Quoted(g.name), " to ",
+                                                      g.client.ToString(), ": ", given.message())));
+    return;
+  }
+  Pid vault;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    ++st.counters.hand_backs;
+    vault = st.vault;
+  }
+  Logf(LogLevel::kNotice, "etsmgr %s: table %s handed back to %s", st.inst.c_str(), g.name.c_str(),
+       g.client.ToString().c_str());
+  Reply reply;
+  reply.ref = ManagedTableRef{g.manager, g.table, false};
+  reply.vault = std::move(vault);
+  reply.transferred = true;
+  Answer(g.client, g.ref, std::move(reply));
+}
+
+Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st) {
+  InstanceGuard guard(self.node(), st);
+  {
+    std::lock_guard<std::mutex> lock(st->mu);
+    st->vault = self.self();
+  }
+  while (true) {
+    Message m = co_await self.Receive();
+    if (const auto* t = m.As<TableTransfer>()) {
+      VaultInherited(*st, self.self(), *t);
+    } else if (const auto* g = m.As<GiveBack>()) {
+      VaultGiveBack(*st, *g);
+    } else if (const auto* d = m.As<DropTable>()) {
+      d->table.Delete().IgnoreError();
+    } else {
+      Logf(LogLevel::kWarning, "etsmgr %s vault: unexpected %s message ignored", st->inst.c_str(),
+           m.type_name());
+    }
+  }
+}
+
+// --- The manager.
+
+class Manager {
+ public:
+  Manager(Process& self, std::shared_ptr<Instance> st) : self_(self), st_(std::move(st)) {}
+
+  void Init() {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    st_->manager = self_.self();
+    if (st_->manager_starts++ > 0) ++st_->counters.manager_restarts;
+    // Links died with the previous manager; a client that died meanwhile answers noproc.
+    for (const auto& [client, names] : st_->clients) self_.Link(client);
+    Logf(LogLevel::kNotice, "etsmgr %s: manager %s started (%zu managed tables, restart %u)",
+         st_->inst.c_str(), self_.self().ToString().c_str(), st_->tables.size(),
+         static_cast<unsigned>(st_->counters.manager_restarts));
+  }
+
+  void HandleNew(const CallRequest<NewTableRequest>& req) {
+    const std::string& name = req.request.name;
+    const Pid& client = req.from;
+    std::unique_lock<std::mutex> lock(st_->mu);
+    auto it = st_->tables.find(name);
+    if (it != st_->tables.end() && it->second.table.alive()) {
+      const AnyTable& table = it->second.table;
+      const TableFactory& f = req.request.factory;
+      if (table.core()->key_type() != f.key_type || table.core()->value_type() != f.value_type) {
+        absl::StatusOr<TableInfo> info = table.Info();
+        std::string held =
+            info.ok() ? absl::StrCat("<", info->key_type, ", ", info->value_type, ">") : "?";
+        Answer(client, req.ref,
+               absl::InvalidArgumentError(absl::StrCat("new_table ", Quoted(name),
+                                                       ": the managed table holds ", held, ", not ",
+                                                       f.type_names)));
+        return;
+      }
+      ClaimExisting(lock, it->second, name, client, req.ref, "new_table");
+      return;
+    }
+    if (it != st_->tables.end()) RemoveEntry(it);  // A dead entry: start afresh.
+    TableOptions options = req.request.options;
+    options.heir = st_->vault;
+    options.heir_data = name;
+    absl::StatusOr<AnyTable> table = req.request.factory.create(options);
+    if (!table.ok()) {
+      Answer(client, req.ref,
+             absl::Status(table.status().code(), absl::StrCat("new_table ", Quoted(name), ": ",
+                                                              table.status().message())));
+      return;
+    }
+    // In the directory before the client can own it: if the client dies right after, the vault
+    // must find the entry when it inherits the table.
+    st_->tables[name] = Entry{*table, client};
+    AddClient(client, name);
+    absl::Status given = table->GiveAway(client, std::any(name));
+    if (!given.ok()) {
+      // The client died while its request was queued: nobody to give it to.
+      RemoveEntry(st_->tables.find(name));
+      table->Delete().IgnoreError();
+      Logf(LogLevel::kNotice, "etsmgr %s: new_table %s for %s dropped: %s", st_->inst.c_str(),
+           name.c_str(), client.ToString().c_str(), std::string(given.message()).c_str());
+      return;
+    }
+    ++st_->counters.tables_created;
+    Reply reply;
+    reply.ref = ManagedTableRef{self_.self(), *table, true};
+    reply.vault = st_->vault;
+    reply.transferred = true;
+    lock.unlock();
+    Answer(client, req.ref, std::move(reply));
+  }
+
+  void HandleAdd(const CallRequest<AddTableRequest>& req) {
+    const std::string& name = req.request.name;
+    const AnyTable& table = req.request.table;
+    const Pid& client = req.from;
+    if (!table.valid()) {
+      Answer(client, req.ref,
+             absl::InvalidArgumentError(absl::StrCat("add_table ", Quoted(name), ": null table")));
+      return;
+    }
+    absl::StatusOr<Pid> owner = table.Owner();
+    if (!owner.ok()) {
+      Answer(client, req.ref,
+             absl::NotFoundError(
+                 absl::StrCat("add_table ", Quoted(name), ": ", owner.status().message())));
+      return;
+    }
+    std::unique_lock<std::mutex> lock(st_->mu);
+    auto it = st_->tables.find(name);
+    if (it != st_->tables.end() && it->second.table.alive()) {
+      if (!(it->second.table == table)) {
+        Answer(client, req.ref,
+               absl::AlreadyExistsError(
+                   absl::StrCat("add_table ", Quoted(name), ": table_exists: the name manages ",
+                                it->second.table.ToString(), ", not ", table.ToString())));
+        return;
+      }
+      ClaimExisting(lock, it->second, name, client, req.ref, "add_table");
+      return;
+    }
+    if (*owner != client && *owner != st_->vault) {
+      Answer(client, req.ref, NotOwner("add_table", name, table, client, *owner));
+      return;
+    }
+    if (it != st_->tables.end()) RemoveEntry(it);
+    st_->tables[name] = Entry{table, Pid()};
+    ClaimExisting(lock, st_->tables[name], name, client, req.ref, "add_table");
+  }
+
+  void HandleDel(const CallRequest<DelTableRequest>& req) {
+    const std::string& name = req.request.name;
+    const Pid& client = req.from;
+    std::unique_lock<std::mutex> lock(st_->mu);
+    auto it = st_->tables.find(name);
+    if (it == st_->tables.end()) {
+      Answer(
+          client, req.ref,
+          absl::NotFoundError(absl::StrCat("del_table ", Quoted(name), ": no_such_table_entry")));
+      return;
+    }
+    AnyTable table = it->second.table;
+    absl::StatusOr<Pid> owner = table.Owner();  // Not OK once the table was deleted.
+    bool allowed = client == it->second.client || !owner.ok() || *owner == client;
+    if (!allowed) {
+      Answer(client, req.ref, NotOwner("del_table", name, table, client, *owner));
+      return;
+    }
+    RemoveEntry(it);
+    bool vault_holds = owner.ok() && *owner == st_->vault;
+    Pid vault = st_->vault;
+    lock.unlock();
+    if (vault_holds) Send(vault, DropTable{table});
+    Reply reply;
+    reply.ref = ManagedTableRef{self_.self(), table, false};
+    reply.vault = std::move(vault);
+    Answer(client, req.ref, std::move(reply));
+  }
+
+  void HandleInfo(const CallRequest<InfoRequest>& req) {
+    ManagerInfo info;
+    std::vector<std::pair<std::string, Entry>> entries;
+    {
+      std::lock_guard<std::mutex> lock(st_->mu);
+      info.manager = self_.self();
+      info.vault = st_->vault;
+      info.counters = st_->counters;
+      entries.reserve(st_->tables.size());
+      for (const auto& [name, entry] : st_->tables) entries.emplace_back(name, entry);
+    }
+    info.tables.reserve(entries.size());
+    for (auto& [name, entry] : entries) {
+      ManagedTableInfo t;
+      t.name = name;
+      t.client = entry.client;
+      absl::StatusOr<TableInfo> ti = entry.table.Info();
+      if (ti.ok()) {
+        t.owner = ti->owner;
+        t.heir = ti->heir;
+        t.size = ti->size;
+      } else {
+        t.alive = false;
+        if (entry.table.lost_with_owner()) ++info.counters.tables_lost;
+      }
+      info.tables.push_back(std::move(t));
+    }
+    std::sort(info.tables.begin(), info.tables.end(),
+              [](const ManagedTableInfo& a, const ManagedTableInfo& b) { return a.name < b.name; });
+    Send(req.from, CallReply<absl::StatusOr<ManagerInfo>>{req.ref, std::move(info)});
+  }
+
+  // A linked client exited: its entries become client-less; the vault has its tables.
+  void HandleClientExit(const Pid& client, const ExitReason& reason) {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    auto it = st_->clients.find(client);
+    if (it == st_->clients.end()) return;
+    std::vector<std::string> names(it->second.begin(), it->second.end());
+    for (const std::string& name : names) {
+      auto e = st_->tables.find(name);
+      if (e != st_->tables.end() && e->second.client == client) e->second.client = Pid();
+    }
+    st_->clients.erase(it);
+    std::sort(names.begin(), names.end());
+    if (names.size() > 8) names.resize(8), names.push_back("...");
+    Logf(LogLevel::kNotice, "etsmgr %s: client %s exited (%s); its tables are held: %s",
+         st_->inst.c_str(), client.ToString().c_str(), reason.ToString().c_str(),
+         absl::StrJoin(names, ", ").c_str());
+  }
+
+ private:
+  // The caller claims a live entry: hand the table back from the vault, or confirm it.
+  void ClaimExisting(std::unique_lock<std::mutex>& lock, Entry& entry, const std::string& name,
+                     const Pid& client, uint64_t ref, const char* what) {
+    AnyTable table = entry.table;
+    absl::StatusOr<Pid> owner = table.Owner();
+    if (!owner.ok()) {
+      Answer(client, ref,
+             absl::Status(owner.status().code(),
+                          absl::StrCat(what, " ", Quoted(name), ": ", owner.status().message())));
+      return;
+    }
+    if (*owner != client && *owner != st_->vault) {
+      Answer(client, ref,
+             absl::AlreadyExistsError(absl::StrCat(
+                 what, " ", Quoted(name), ": table_exists: ", table.ToString(), " is held by ",
+                 owner->ToString(), ", not by the caller ", client.ToString())));
+      return;
+    }
+    SetClient(entry, name, client);
+    Pid vault = st_->vault;
+    lock.unlock();
+    if (*owner == vault) {
+      Send(vault, GiveBack{client, ref, table, name, self_.self()});  // The vault answers.
+      return;
+    }
+    Reply reply;
+    reply.ref = ManagedTableRef{self_.self(), table, false};
+    reply.vault = std::move(vault);
+    Answer(client, ref, std::move(reply));
+  }
+
+  absl::Status NotOwner(const char* what, const std::string& name, const AnyTable& table,
+                        const Pid& client, const Pid& owner) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(what, " ", Quoted(name), " by ", client.ToString(),
+                     ": not_owner: ", table.ToString(), " is owned by ", owner.ToString()));
+  }
+
+  // Caller holds st_->mu.
+  void SetClient(Entry& entry, const std::string& name, const Pid& client) {
+    if (entry.client == client) {
+      AddClient(client, name);  // Idempotent; relinks after a manager restart.
+      return;
+    }
+    if (entry.client.valid()) RemoveClient(entry.client, name);
+    entry.client = client;
+    AddClient(client, name);
+  }
+
+  void AddClient(const Pid& client, const std::string& name) {
+    absl::flat_hash_set<std::string>& names = st_->clients[client];
+    if (names.empty()) self_.Link(client);
+    names.insert(name);
+  }
+
+  void RemoveClient(const Pid& client, const std::string& name) {
+    auto it = st_->clients.find(client);
+    if (it == st_->clients.end()) return;
+    it->second.erase(name);
+    if (it->second.empty()) {
+      self_.Unlink(client);
+      st_->clients.erase(it);
+    }
+  }
+
+  void RemoveEntry(absl::flat_hash_map<std::string, Entry>::iterator it) {
+    if (it->second.table.lost_with_owner()) ++st_->counters.tables_lost;
+    if (it->second.client.valid()) RemoveClient(it->second.client, it->first);
+    st_->tables.erase(it);
+  }
+
+  Process& self_;
+  std::shared_ptr<Instance> st_;
+};
+
+Task<void> ManagerBody(Process& self, std::string inst, Pid parent) {
+  std::shared_ptr<Instance> st = FindInstance(self.node(), inst);
+  if (st == nullptr) {
+    Logf(LogLevel::kError, "etsmgr %s: manager started without its vault", inst.c_str());
+    ExitReason reason = ExitReason::Custom("etsmgr: no vault for instance " + inst);
+    co_await self.Exit(std::move(reason));
+  }
+  Manager manager(self, st);
+  manager.Init();
+  while (true) {
+    Message m = co_await self.Receive();
+    if (const auto* r = m.As<CallRequest<NewTableRequest>>()) {
+      manager.HandleNew(*r);
+    } else if (const auto* a = m.As<CallRequest<AddTableRequest>>()) {
+      manager.HandleAdd(*a);
+    } else if (const auto* d = m.As<CallRequest<DelTableRequest>>()) {
+      manager.HandleDel(*d);
+    } else if (const auto* i = m.As<CallRequest<InfoRequest>>()) {
+      manager.HandleInfo(*i);
+    } else if (const auto* x = m.As<ExitSignal>()) {
+      if (x->from == parent) {
+        ExitReason reason = x->reason;
+        co_await self.Exit(std::move(reason));
+      }
+      manager.HandleClientExit(x->from, x->reason);
+    } else if (const auto* t = m.As<TableTransfer>()) {
+      // Managed tables name the vault as heir; anything else that reaches us goes there too.
+      t->table.GiveAway(st->vault, t->heir_data).IgnoreError();
+    } else {
+      Logf(LogLevel::kWarning, "etsmgr %s: unexpected %s message ignored", inst.c_str(),
+           m.type_name());
+    }
+  }
+}
+
+std::vector<ChildSpec> InstanceChildren(const std::string& inst) {
+  ChildSpec vault;
+  vault.id = "vault";
+  vault.start = [inst](Process& sup) -> Task<absl::StatusOr<Pid>> {
+    auto st = std::make_shared<Instance>(inst);
+    if (!RegisterInstance(sup.node(), st)) {
+      co_return absl::AlreadyExistsError(
+          absl::StrCat("etsmgr instance \"", inst, "\": already_started"));
+    }
+    SpawnOptions options;
+    options.name = InstToName("etsmgr_vault", inst);
+    absl::StatusOr<Pid> pid =
+        sup.SpawnLink([st](Process& self) { return VaultBody(self, st); }, options);
+    if (!pid.ok()) UnregisterInstance(sup.node(), st.get());
+    co_return pid;
+  };
+  ChildSpec manager;
+  manager.id = "manager";
+  manager.start = [inst](Process& sup) -> Task<absl::StatusOr<Pid>> {
+    SpawnOptions options;
+    options.name = InstToName("etsmgr_srv", inst);
+    options.trap_exit = true;
+    Pid parent = sup.self();
+    co_return sup.SpawnLink(
+        [inst, parent](Process& self) { return ManagerBody(self, inst, parent); }, options);
+  };
+  std::vector<ChildSpec> children;
+  children.push_back(std::move(vault));
+  children.push_back(std::move(manager));
+  return children;
+}
+
+SupervisorFlags InstanceFlags(const ManagerOptions& options) {
+  SupervisorFlags flags;
+  flags.strategy = RestartStrategy::kRestForOne;  // The vault dies: the manager restarts too.
+  flags.intensity = options.intensity;
+  flags.period = options.period;
+  return flags;
+}
+
+}  // namespace
+}  // namespace manager_internal
+
+using manager_internal::AddTableRequest;
+using manager_internal::DelTableRequest;
+using manager_internal::InfoRequest;
+using manager_internal::NewTableRequest;
+using manager_internal::ReplyOr;
+
+std::string InstToName(std::string_view prefix, std::string_view inst) {
+  if (inst == kDefaultInstance) return std::string(prefix);
+  return absl::StrCat(std::string(prefix), "_", std::string(inst));
+}
+
+absl::Status StartManager(Node& node, std::string inst, ManagerOptions options) {
+  std::string sup_name = InstToName("etsmgr_sup", inst);
+  if (node.Whereis(sup_name).valid() || manager_internal::FindInstance(node, inst) != nullptr) {
+    return absl::AlreadyExistsError(absl::StrCat("start(\"", inst, "\"): already_started"));
+  }
+  SpawnOptions spawn;
+  spawn.name = sup_name;
+  absl::StatusOr<Pid> sup =
+      StartSupervisor(node, manager_internal::InstanceFlags(options),
+                      manager_internal::InstanceChildren(inst), std::move(spawn));
+  if (!sup.ok()) {
+    if (sup.status().code() == absl::StatusCode::kAlreadyExists) {
+      return absl::AlreadyExistsError(absl::StrCat("start(\"", inst, "\"): already_started"));
+    }
+    return absl::Status(sup.status().code(),
+                        absl::StrCat("start(\"", inst, "\"): ", sup.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StopManager(Node& node, std::string inst) {
+  Pid sup = node.Whereis(InstToName("etsmgr_sup", inst));
+  if (!sup.valid()) {
+    return absl::NotFoundError(absl::StrCat("stop(\"", inst, "\"): not_started"));
+  }
+  auto done = std::make_shared<std::promise<absl::Status>>();
+  std::future<absl::Status> stopped = done->get_future();
+  absl::StatusOr<Pid> helper = node.Spawn([sup, done](Process& self) -> Task<void> {
+    absl::Status st = co_await StopSupervisor(self, sup);
+    done->set_value(std::move(st));
+  });
+  if (!helper.ok()) return helper.status();
+  absl::Status st = stopped.get();
+  if (!st.ok())
+    return absl::Status(st.code(), absl::StrCat("stop(\"", inst, "\"): ", st.message()));
+  return absl::OkStatus();
+}
+
+ChildSpec ManagerChildSpec(std::string inst, ManagerOptions options) {
+  return SupervisorChild(InstToName("etsmgr_sup", inst), manager_internal::InstanceFlags(options),
+                         manager_internal::InstanceChildren(inst));
+}
+
+// --- Client API.
+
+Etsmgr::Etsmgr(std::string inst) : inst_(std::move(inst)) {}
+
+namespace {
+
+// Flattens a call's transport status and the manager's answer, naming the operation.
+absl::StatusOr<manager_internal::Reply> Flatten(absl::StatusOr<ReplyOr> r,
+                                                const std::string& what) {
+  if (!r.ok())
+    return absl::Status(r.status().code(), absl::StrCat(what, ": ", r.status().message()));
+  return std::move(*r);
+}
+
+absl::Status NotRunning(const std::string& what, const std::string& server) {
+  return absl::UnavailableError(absl::StrCat(what, ": the manager ", server, " is not running"));
+}
+
+// Takes the TableTransfer the giver sent before its reply (same sender: already queued).
+Task<void> TakeTransfer(Process& self, uint64_t table_id) {
+  co_await self.ReceiveIf(
+      [table_id](const Envelope& e) {
+        const TableTransfer* t = e.As<TableTransfer>();
+        return t != nullptr && t->table.id() == table_id;
+      },
+      absl::Now() + absl::Seconds(5));
+}
+
+}  // namespace
+
+Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std::string name,
+                                                             TableOptions options,
+                                                             manager_internal::TableFactory factory,
+                                                             absl::Duration timeout) const {
+  std::string what = absl::StrCat("new_table \"", name, "\"");
+  Pid server = self.node().Whereis(server_name());
+  if (!server.valid()) co_return NotRunning(what, server_name());
+  NewTableRequest request;
+  request.name = std::move(name);
+  request.options = std::move(options);
+  request.factory = std::move(factory);
+  absl::StatusOr<ReplyOr> called =
+      co_await Call<ReplyOr>(self, server, std::move(request), timeout);
+  absl::StatusOr<manager_internal::Reply> reply = Flatten(std::move(called), what);
+  if (!reply.ok()) co_return reply.status();
+  if (reply->transferred) co_await TakeTransfer(self, reply->ref.table.id());
+  co_return std::move(reply->ref);
+}
+
+Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::string name,
+                                                       AnyTable table,
+                                                       absl::Duration timeout) const {
+  std::string what = absl::StrCat("add_table \"", name, "\"");
+  Pid server = self.node().Whereis(server_name());
+  if (!server.valid()) co_return NotRunning(what, server_name());
+  AddTableRequest request;
+  request.name = name;
+  request.table = table;
+  absl::StatusOr<ReplyOr> called =
+      co_await Call<ReplyOr>(self, server, std::move(request), timeout);
+  absl::StatusOr<manager_internal::Reply> reply = Flatten(std::move(called), what);
+  if (!reply.ok()) co_return reply.status();
+  if (reply->transferred) co_await TakeTransfer(self, reply->ref.table.id());
+  // We own it now: make the vault its heir (no suspension point since the reply, so this process
+  // cannot have been killed in between).
+  absl::Status heir = reply->ref.table.SetHeir(reply->vault, std::any(name));
+  if (!heir.ok()) co_return absl::Status(heir.code(), absl::StrCat(what, ": ", heir.message()));
+  co_return std::move(reply->ref);
+}
+
+Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Duration timeout) const {
+  std::string what = absl::StrCat("del_table \"", name, "\"");
+  Pid server = self.node().Whereis(server_name());
+  if (!server.valid()) co_return NotRunning(what, server_name());
+  DelTableRequest request;
+  request.name = std::move(name);
+  absl::StatusOr<ReplyOr> called =
+      co_await Call<ReplyOr>(self, server, std::move(request), timeout);
+  absl::StatusOr<manager_internal::Reply> reply = Flatten(std::move(called), what);
+  if (!reply.ok()) co_return reply.status();
+  // No longer managed: if it is ours, it no longer has the vault as heir.
+  absl::StatusOr<Pid> owner = reply->ref.table.Owner();
+  if (owner.ok() && *owner == self.self()) reply->ref.table.SetHeir(Pid()).IgnoreError();
+  co_return absl::OkStatus();
+}
+
+Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration timeout) const {
+  Pid server = self.node().Whereis(server_name());
+  if (!server.valid()) co_return NotRunning("info", server_name());
+  InfoRequest request;
+  absl::StatusOr<absl::StatusOr<ManagerInfo>> called =
+      co_await Call<absl::StatusOr<ManagerInfo>>(self, server, request, timeout);
+  if (!called.ok()) {
+    co_return absl::Status(called.status().code(),
+                           absl::StrCat("info: ", called.status().message()));
+  }
+  co_return std::move(*called);
+}
+
+Task<absl::StatusOr<Pid>> Etsmgr::WaitForManager(Process& self, absl::Time deadline) const {
+  std::optional<Pid> pid = co_await self.WaitForRegistered(server_name(), deadline);
+  if (!pid) {
+    co_return absl::DeadlineExceededError(
+        absl::StrCat("wait_for_manager: ", server_name(), " was not running by the deadline"));
+  }
+  co_return std::move(*pid);
+}
+
+}  // namespace etsmgr

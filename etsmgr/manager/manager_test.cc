@@ -1,0 +1,298 @@
+// The Erlang etsmgr test suite ported (start/stop, new_table, add_table, del_table), the conflict
+// and error cases, and the instance, info and wait_for_manager contracts.
+#include "etsmgr/manager/manager.h"
+
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/process/internal/test_util.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr {
+namespace {
+
+using IntTable = Table<int64_t, int64_t>;
+using Report = std::function<void(std::string)>;
+
+bool Contains(const std::vector<Pid>& v, const Pid& p) {
+  return std::find(v.begin(), v.end(), p) != v.end();
+}
+
+class ManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    RuntimeOptions options;
+    options.schedulers = 2;
+    node_ = Node::Create(options).value();
+  }
+  void TearDown() override {
+    StopManager(*node_).IgnoreError();
+    StopManager(*node_, "aaa").IgnoreError();
+  }
+  std::string Probe(ProbeBody body, SpawnOptions options = {}) {
+    return RunProbe(*node_, std::move(body), std::move(options));
+  }
+  std::unique_ptr<Node> node_;
+};
+
+TEST(InstToNameTest, FollowsErlang) {
+  EXPECT_EQ(InstToName("etsmgr_srv", "etsmgr"), "etsmgr_srv");
+  EXPECT_EQ(InstToName("etsmgr_srv", "aaa"), "etsmgr_srv_aaa");
+  EXPECT_EQ(Etsmgr("aaa").supervisor_name(), "etsmgr_sup_aaa");
+}
+
+TEST_F(ManagerTest, StartStopDefaultAndNamedInstances) {
+  for (std::string inst : {std::string(kDefaultInstance), std::string("aaa")}) {
+    SCOPED_TRACE(inst);
+    Etsmgr mgr(inst);
+    ASSERT_TRUE(StartManager(*node_, inst).ok());
+    absl::Status again = StartManager(*node_, inst);
+    EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists);
+    EXPECT_NE(again.message().find("already_started"), std::string::npos) << again;
+    EXPECT_NE(again.message().find(inst), std::string::npos) << again;
+    EXPECT_TRUE(node_->Whereis(mgr.server_name()).valid());
+    EXPECT_TRUE(node_->Whereis(mgr.supervisor_name()).valid());
+    EXPECT_TRUE(node_->Whereis(mgr.vault_name()).valid());
+    Pid server = node_->Whereis(mgr.server_name());
+    ASSERT_TRUE(StopManager(*node_, inst).ok());
+    absl::Status stopped = StopManager(*node_, inst);
+    EXPECT_EQ(stopped.code(), absl::StatusCode::kNotFound);
+    EXPECT_NE(stopped.message().find("not_started"), std::string::npos) << stopped;
+    EXPECT_FALSE(node_->Whereis(mgr.server_name()).valid());
+    EXPECT_FALSE(node_->Whereis(mgr.supervisor_name()).valid());
+    EXPECT_FALSE(server.alive());
+  }
+  // Instances are isolated: both run, each with its own processes.
+  ASSERT_TRUE(StartManager(*node_).ok());
+  ASSERT_TRUE(StartManager(*node_, "aaa").ok());
+  EXPECT_NE(node_->Whereis("etsmgr_srv"), node_->Whereis("etsmgr_srv_aaa"));
+}
+
+TEST_F(ManagerTest, NewTable) {
+  ASSERT_TRUE(StartManager(*node_).ok());
+  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr;
+    absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "table1");
+    if (!r.ok()) co_return report(r.status().ToString());
+    TableInfo info = r->table.Info().value();
+    std::string out =
+        absl::StrCat("created=", r->created, " owner_is_me=", info.owner == self.self(),
+                     " heir_is_vault=", info.heir == self.node().Whereis("etsmgr_vault"),
+                     " mgr=", r->manager == self.node().Whereis("etsmgr_srv"),
+                     " no_stray_transfer=", self.mailbox_size() == 0);
+    absl::Status del = co_await mgr.DelTable(self, "table1");
+    out += " del=" + del.ToString();
+    out += absl::StrCat(" heir_after_del=", r->table.Info().value().heir.valid());
+    out += " delete=" + r->table.Delete().ToString();
+    report(out);
+  });
+  EXPECT_EQ(got,
+            "created=1 owner_is_me=1 heir_is_vault=1 mgr=1 no_stray_transfer=1 del=OK "
+            "heir_after_del=0 delete=OK");
+}
+
+TEST_F(ManagerTest, AddTable) {
+  ASSERT_TRUE(StartManager(*node_).ok());
+  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr;
+    IntTable mine = IntTable::New().value();
+    absl::StatusOr<ManagedTableRef> r = co_await mgr.AddTable(self, "table1", mine.any());
+    if (!r.ok()) co_return report(r.status().ToString());
+    TableInfo info = mine.Info().value();
+    std::string out =
+        absl::StrCat("owner_is_me=", info.owner == self.self(),
+                     " heir_is_vault=", info.heir == self.node().Whereis("etsmgr_vault"));
+    // Idempotent: adding again is fine.
+    absl::StatusOr<ManagedTableRef> again = co_await mgr.AddTable(self, "table1", mine.any());
+    out += " again=" + again.status().ToString();
+    absl::Status del = co_await mgr.DelTable(self, "table1");
+    out += " del=" + del.ToString();
+    report(out);
+  });
+  EXPECT_EQ(got, "owner_is_me=1 heir_is_vault=1 again=OK del=OK");
+}
+
+TEST_F(ManagerTest, DelTableUnknownAndOneOfSeveralKeepsTheLink) {
+  ASSERT_TRUE(StartManager(*node_).ok());
+  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr;
+    absl::Status unknown = co_await mgr.DelTable(self, "table1");
+    std::string out =
+        absl::StrCat("unknown=", absl::StatusCodeToString(unknown.code()),
+                     unknown.message().find("no_such_table_entry") != std::string::npos);
+    absl::StatusOr<ManagedTableRef> t1 = co_await mgr.NewTable<int64_t, int64_t>(self, "table1");
+    absl::StatusOr<ManagedTableRef> t2 = co_await mgr.NewTable<int64_t, int64_t>(self, "table2");
+    if (!t1.ok() || !t2.ok()) co_return report("new_table failed");
+    Pid manager = t1->manager;
+    out += absl::StrCat(" linked=", Contains(GetProcessInfo(self.self())->links, manager));
+    absl::Status d1 = co_await mgr.DelTable(self, "table1");
+    out += absl::StrCat(" del1=", d1.ok(),
+                        " still_linked=", Contains(GetProcessInfo(self.self())->links, manager));
+    absl::Status d2 = co_await mgr.DelTable(self, "table2");
+    out += absl::StrCat(" del2=", d2.ok(),
+                        " unlinked=", !Contains(GetProcessInfo(self.self())->links, manager));
+    t1->table.Delete().IgnoreError();
+    t2->table.Delete().IgnoreError();
+    report(out);
+  });
+  EXPECT_EQ(got, "unknown=NOT_FOUND1 linked=1 del1=1 still_linked=1 del2=1 unlinked=1");
+}
+
+struct Go {};
+
+// A process that owns a managed table and waits (until Go, or until killed).
+Pid SpawnHolder(Node& node, std::string name, std::promise<ManagedTableRef>* made) {
+  return node
+      .Spawn(
+          [name, made](Process& self) -> Task<void> {
+            Etsmgr mgr;
+            absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, name);
+            EXPECT_TRUE(r.ok()) << r.status();
+            if (r.ok()) IntTable::Attach(r->table)->Insert(1, 100).IgnoreError();
+            made->set_value(r.ok() ? *r : ManagedTableRef{});
+            co_await self.Receive<Go>();
+          },
+          {.trap_exit = true})
+      .value();
+}
+
+TEST_F(ManagerTest, ConflictsAreErrorsNamingTableAndPids) {
+  ASSERT_TRUE(StartManager(*node_).ok());
+  std::promise<ManagedTableRef> made;
+  Pid holder = SpawnHolder(*node_, "shared", &made);
+  ManagedTableRef held = made.get_future().get();
+  std::string got = Probe([held, holder](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr;
+    std::string out;
+    // new_table of a name another live process holds: table_exists.
+    absl::StatusOr<ManagedTableRef> taken = co_await mgr.NewTable<int64_t, int64_t>(self, "shared");
+    out += absl::StatusCodeToString(taken.status().code());
+    out += absl::StrCat(taken.status().message().find(holder.ToString()) != std::string::npos,
+                        taken.status().message().find("table_exists") != std::string::npos);
+    // Same name with other types: InvalidArgument naming both.
+    absl::StatusOr<ManagedTableRef> types =
+        co_await mgr.NewTable<std::string, int64_t>(self, "shared");
+    out += " " + std::string(absl::StatusCodeToString(types.status().code()));
+    out += absl::StrCat(types.status().message().find("<long, long>") != std::string::npos);
+    // add_table of a table we do not own: not_owner.
+    absl::StatusOr<ManagedTableRef> not_mine = co_await mgr.AddTable(self, "other", held.table);
+    out += " " + std::string(absl::StatusCodeToString(not_mine.status().code()));
+    out += absl::StrCat(not_mine.status().message().find("not_owner") != std::string::npos);
+    // add_table of another table under a taken name: table_exists.
+    IntTable mine = IntTable::New().value();
+    absl::StatusOr<ManagedTableRef> clash = co_await mgr.AddTable(self, "shared", mine.any());
+    out += " " + std::string(absl::StatusCodeToString(clash.status().code()));
+    // del_table by neither client nor owner: not_owner.
+    absl::Status del = co_await mgr.DelTable(self, "shared");
+    out += " " + std::string(absl::StatusCodeToString(del.code()));
+    report(out);
+  });
+  EXPECT_EQ(got,
+            "ALREADY_EXISTS11 INVALID_ARGUMENT1 PERMISSION_DENIED1 ALREADY_EXISTS "
+            "PERMISSION_DENIED");
+  Send(holder, Go{});
+}
+
+TEST_F(ManagerTest, UnavailableAndDeadline) {
+  // Not running: Unavailable at once.
+  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr("nobody");
+    absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    absl::StatusOr<ManagerInfo> i = co_await mgr.Info(self);
+    report(absl::StrCat(absl::StatusCodeToString(r.status().code()), " ",
+                        absl::StatusCodeToString(i.status().code())));
+  });
+  EXPECT_EQ(got, "UNAVAILABLE UNAVAILABLE");
+  // A server that never answers: DeadlineExceeded at the timeout.
+  Pid mute = node_
+                 ->Spawn([](Process& self) -> Task<void> { co_await self.Receive<Go>(); },
+                         {.name = "etsmgr_srv_mute"})
+                 .value();
+  got = Probe([](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr("mute");
+    absl::Status r = co_await mgr.DelTable(self, "t", absl::Milliseconds(50));
+    report(absl::StatusCodeToString(r.code()));
+  });
+  EXPECT_EQ(got, "DEADLINE_EXCEEDED");
+  // A server that dies during the call: Unavailable, not a deadline.
+  got = Probe([mute](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr("mute");
+    Pid killer = self.Spawn([mute](Process& p) -> Task<void> {
+                       co_await p.Sleep(absl::Milliseconds(20));
+                       SendExit(mute, ExitReason::Kill());
+                     })
+                     .value();
+    absl::Status r = co_await mgr.DelTable(self, "t", absl::Seconds(30));
+    report(absl::StatusCodeToString(r.code()));
+  });
+  EXPECT_EQ(got, "UNAVAILABLE");
+}
+
+TEST_F(ManagerTest, WaitForManagerWakesOnRegistration) {
+  auto waiting = std::make_shared<std::promise<void>>();
+  auto result = std::make_shared<std::promise<std::string>>();
+  node_
+      ->Spawn([waiting, result](Process& self) -> Task<void> {
+        Etsmgr mgr;
+        absl::StatusOr<Pid> none = co_await mgr.WaitForManager(self, absl::Now());
+        std::string out = std::string(absl::StatusCodeToString(none.status().code()));
+        waiting->set_value();
+        absl::StatusOr<Pid> pid =
+            co_await mgr.WaitForManager(self, absl::Now() + absl::Seconds(30));
+        out += absl::StrCat(" ", pid.ok() && *pid == self.node().Whereis("etsmgr_srv"));
+        result->set_value(out);
+      })
+      .value();
+  waiting->get_future().get();
+  ASSERT_TRUE(StartManager(*node_).ok());
+  EXPECT_EQ(result->get_future().get(), "DEADLINE_EXCEEDED 1");
+}
+
+TEST_F(ManagerTest, InfoListsTablesAndCounters) {
+  ASSERT_TRUE(StartManager(*node_).ok());
+  std::promise<ManagedTableRef> made;
+  Pid holder = SpawnHolder(*node_, "held", &made);
+  made.get_future().get();
+  std::string got = Probe([holder](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr;
+    absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+    if (!info.ok()) co_return report(info.status().ToString());
+    const ManagedTableInfo& t = info->tables.at(0);
+    report(absl::StrCat(info->tables.size(), " ", t.name, " client=", t.client == holder,
+                        " owner=", t.owner == holder, " heir=", t.heir == info->vault,
+                        " size=", t.size, " created=", info->counters.tables_created,
+                        " lost=", info->counters.tables_lost));
+  });
+  EXPECT_EQ(got, "1 held client=1 owner=1 heir=1 size=1 created=1 lost=0");
+  Send(holder, Go{});
+}
+
+// Embedded: the manager as a child of the application's own supervisor.
+TEST_F(ManagerTest, EmbeddedInTheApplicationsSupervisor) {
+  std::vector<ChildSpec> children;
+  children.push_back(ManagerChildSpec("emb"));
+  SupervisorFlags flags;
+  Pid sup = StartSupervisor(*node_, flags, std::move(children)).value();
+  EXPECT_TRUE(node_->Whereis("etsmgr_srv_emb").valid());
+  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr("emb");
+    absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    report(r.status().ToString());
+  });
+  EXPECT_EQ(got, "OK");
+  // The standalone start of the same instance is refused while the embedded one runs.
+  EXPECT_EQ(StartManager(*node_, "emb").code(), absl::StatusCode::kAlreadyExists);
+  std::string stopped = Probe([sup](Process& self, Report report) -> Task<void> {
+    absl::Status st = co_await StopSupervisor(self, sup);
+    report(st.ToString());
+  });
+  EXPECT_EQ(stopped, "OK");
+  EXPECT_FALSE(node_->Whereis("etsmgr_srv_emb").valid());
+}
+
+}  // namespace
+}  // namespace etsmgr
