@@ -146,10 +146,6 @@ void VaultGiveBack(Instance& st, const GiveBack& g) {
 
 Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st) {
   InstanceGuard guard(self.node(), st);
-  {
-    std::lock_guard<std::mutex> lock(st->mu);
-    st->vault = self.self();
-  }
   while (true) {
     Message m = co_await self.Receive();
     if (const auto* t = m.As<TableTransfer>()) {
@@ -175,8 +171,17 @@ class Manager {
     std::lock_guard<std::mutex> lock(st_->mu);
     st_->manager = self_.self();
     if (st_->manager_starts++ > 0) ++st_->counters.manager_restarts;
-    // Links died with the previous manager; a client that died meanwhile answers noproc.
-    for (const auto& [client, names] : st_->clients) self_.Link(client);
+    // Links died with the previous manager. Clients that died meanwhile are marked now (so the
+    // first info() is right); one dying after this check answers the link with noproc.
+    std::vector<Pid> dead;
+    for (const auto& [client, names] : st_->clients) {
+      if (client.alive()) {
+        self_.Link(client);
+      } else {
+        dead.push_back(client);
+      }
+    }
+    for (const Pid& client : dead) MarkClientGone(client, ExitReason::NoProc());
     Logf(LogLevel::kNotice, "etsmgr %s: manager %s started (%zu managed tables, restart %u)",
          st_->inst.c_str(), self_.self().ToString().c_str(), st_->tables.size(),
          static_cast<unsigned>(st_->counters.manager_restarts));
@@ -338,12 +343,19 @@ class Manager {
   // A linked client exited: its entries become client-less; the vault has its tables.
   void HandleClientExit(const Pid& client, const ExitReason& reason) {
     std::lock_guard<std::mutex> lock(st_->mu);
+    MarkClientGone(client, reason);
+  }
+
+ private:
+  // Caller holds st_->mu.
+  void MarkClientGone(const Pid& client, const ExitReason& reason) {
     auto it = st_->clients.find(client);
     if (it == st_->clients.end()) return;
     std::vector<std::string> names(it->second.begin(), it->second.end());
     for (const std::string& name : names) {
       auto e = st_->tables.find(name);
       if (e != st_->tables.end() && e->second.client == client) e->second.client = Pid();
+      ++st_->exit_work;
     }
     st_->clients.erase(it);
     std::sort(names.begin(), names.end());
@@ -353,7 +365,6 @@ class Manager {
          absl::StrJoin(names, ", ").c_str());
   }
 
- private:
   // The caller claims a live entry: hand the table back from the vault, or confirm it.
   void ClaimExisting(std::unique_lock<std::mutex>& lock, Entry& entry, const std::string& name,
                      const Pid& client, uint64_t ref, const char* what) {
@@ -477,7 +488,14 @@ std::vector<ChildSpec> InstanceChildren(const std::string& inst) {
     options.name = InstToName("etsmgr_vault", inst);
     absl::StatusOr<Pid> pid =
         sup.SpawnLink([st](Process& self) { return VaultBody(self, st); }, options);
-    if (!pid.ok()) UnregisterInstance(sup.node(), st.get());
+    if (!pid.ok()) {
+      UnregisterInstance(sup.node(), st.get());
+      co_return pid;
+    }
+    // Known before the manager starts (the vault's body may not have run yet): every table the
+    // manager creates names it as heir.
+    std::lock_guard<std::mutex> lock(st->mu);
+    st->vault = *pid;
     co_return pid;
   };
   ChildSpec manager;

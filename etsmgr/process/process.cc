@@ -383,6 +383,9 @@ size_t ProcessControl::resource_count() const {
 }
 
 void ProcessControl::ExitProcedure(ExitReason reason) {
+  // 0. The frame is gone, so the body (and what its closure captured) is no longer needed:
+  // release it now rather than when the last Pid goes (a capture may hold this very Pid).
+  body_ = nullptr;
   // 1. Exit hooks and owned resources (tables go to their heirs) before anyone can observe the
   // exit. Closing the resource set first means nothing can be handed to us from now on.
   if (exit_hooks_) {
@@ -437,6 +440,10 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
 void ProcessControl::DestroyAtShutdown() noexcept {
   scheduler_->CancelTimer(this);
   if (frame_) std::exchange(frame_, nullptr).destroy();
+  body_ = nullptr;
+  // Queued messages may hold references back to this block (a TableTransfer's table names us
+  // as owner): drop them, or the cycle outlives the runtime.
+  CloseMailbox();
   std::unique_ptr<Extras> extras;  // Destroyed after the lock (it may own tables).
   {
     std::lock_guard<SpinLock> lock(mu_);

@@ -33,6 +33,7 @@ struct Instance {
   absl::flat_hash_map<Pid, absl::flat_hash_set<std::string>> clients;
   ManagerCounters counters;
   uint64_t manager_starts = 0;
+  uint64_t exit_work = 0;  // Directory entries touched handling client exits (tests check it).
   Pid vault;
   Pid manager;
 };
