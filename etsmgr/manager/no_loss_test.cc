@@ -108,15 +108,25 @@ Task<std::string> InfoLine(Process& self) {
   co_return "info kept failing";
 }
 
+// Starts the instance and a first client holding "counter" (1 -> 41); yields the client.
+Task<absl::StatusOr<Pid>> StartWithFirstClient(Process& self) {
+  absl::Status started = co_await StartInstance(self);
+  if (!started.ok()) co_return started;
+  Pid me = self.self();
+  SpawnOptions options;
+  options.trap_exit = true;
+  Pid first = self.Spawn([me](Process& p) { return FirstClient(p, me); }, options).value();
+  Ready ready = co_await self.Receive<Ready>();
+  if (!ready.ok) co_return absl::InternalError("first client failed");
+  co_return first;
+}
+
 // (a) The manager is killed, and the client is killed before it re-adds its table.
 Task<void> ScenarioA(Process& self, std::shared_ptr<std::string> out) {
-  absl::Status started = co_await StartInstance(self);
-  if (!started.ok()) co_return void(*out = started.ToString());
+  absl::StatusOr<Pid> started = co_await StartWithFirstClient(self);
+  if (!started.ok()) co_return void(*out = started.status().ToString());
   Pid me = self.self();
-  Pid first =
-      self.Spawn([me](Process& p) { return FirstClient(p, me); }, {.trap_exit = true}).value();
-  Ready ready = co_await self.Receive<Ready>();
-  if (!ready.ok) co_return void(*out = "first client failed");
+  Pid first = *started;
   SendExit(self.node().Whereis(InstToName("etsmgr_srv", kInst)), ExitReason::Kill());
   SendExit(first, ExitReason::Kill());
   co_await AwaitDown(self, first);
@@ -127,13 +137,10 @@ Task<void> ScenarioA(Process& self, std::shared_ptr<std::string> out) {
 
 // (b) Held tables survive a manager restart, and info() lists them.
 Task<void> ScenarioB(Process& self, std::shared_ptr<std::string> out) {
-  absl::Status started = co_await StartInstance(self);
-  if (!started.ok()) co_return void(*out = started.ToString());
+  absl::StatusOr<Pid> started = co_await StartWithFirstClient(self);
+  if (!started.ok()) co_return void(*out = started.status().ToString());
   Pid me = self.self();
-  Pid first =
-      self.Spawn([me](Process& p) { return FirstClient(p, me); }, {.trap_exit = true}).value();
-  Ready ready = co_await self.Receive<Ready>();
-  if (!ready.ok) co_return void(*out = "first client failed");
+  Pid first = *started;
   Send(first, Crash{});
   co_await AwaitDown(self, first);
   Pid manager = self.node().Whereis(InstToName("etsmgr_srv", kInst));
