@@ -1,0 +1,115 @@
+// ManagedTable: a client that initialises once, survives its own restart and the manager's,
+// and cleans up on a normal stop.
+#include "etsmgr/manager/managed_table.h"
+
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/process/internal/test_util.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr {
+namespace {
+
+using Counter = ManagedTable<std::string, int64_t>;
+
+struct Bump {};
+struct Stop {
+  Pid reply_to;
+};
+struct Value {
+  int64_t count;
+  bool handled_manager_exit;
+};
+struct Closed {
+  std::string status;
+};
+
+// The etscounter_srv pattern: count on Bump, report on Stop (closing the table), and live through
+// manager restarts.
+Task<void> CounterClient(Process& self, Pid parent) {
+  absl::StatusOr<Counter> t = co_await Counter::Open(
+      self, Etsmgr(), "counter", TableOptions(),
+      [](Table<std::string, int64_t>& fresh) { return fresh.Insert("count", 0); });
+  if (!t.ok()) {
+    ADD_FAILURE() << t.status();
+    co_return;
+  }
+  bool handled = false;
+  while (true) {
+    Message m = co_await self.Receive();
+    absl::StatusOr<bool> mine = co_await t->Handle(self, m);
+    EXPECT_TRUE(mine.ok()) << mine.status();
+    if (mine.ok() && *mine) {
+      handled = true;
+      continue;
+    }
+    if (m.Is<Bump>()) {
+      EXPECT_TRUE(t->table().UpdateCounter("count", 1).ok());
+      Send(parent, Value{*t->table().Get("count").value(), handled});
+    } else if (const Stop* stop = m.As<Stop>()) {
+      absl::Status closed = co_await t->Close(self);
+      Send(stop->reply_to, Closed{closed.ToString()});
+      co_return;
+    }
+  }
+}
+
+TEST(ManagedTableTest, InitialisesOnceAndSurvivesRestarts) {
+  RuntimeOptions options;
+  options.schedulers = 2;
+  auto node = Node::Create(options).value();
+  ASSERT_TRUE(StartManager(*node).ok());
+  std::string got =
+      RunProbe(*node, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        Pid me = self.self();
+        std::string out;
+        Pid client = self.Spawn([me](Process& p) { return CounterClient(p, me); }).value();
+        Send(client, Bump{});
+        Value v1 = co_await self.Receive<Value>();
+        out += absl::StrCat("v1=", v1.count);
+        // The client is killed and restarted: its table comes back, not re-initialised.
+        uint64_t ref = self.Monitor(client);
+        SendExit(client, ExitReason::Kill());
+        co_await self.ReceiveIf([ref](const Envelope& e) { return e.Is<Down>(); });
+        client = self.Spawn([me](Process& p) { return CounterClient(p, me); }).value();
+        Send(client, Bump{});
+        Value v2 = co_await self.Receive<Value>();
+        out += absl::StrCat(" v2=", v2.count);
+        // The manager is killed: the client re-adds its table and goes on counting.
+        Etsmgr mgr;
+        Pid manager = self.node().Whereis(mgr.server_name());
+        uint64_t mref = self.Monitor(manager);
+        SendExit(manager, ExitReason::Kill());
+        co_await self.ReceiveIf([mref](const Envelope& e) {
+          const Down* d = e.As<Down>();
+          return d != nullptr && d->ref == mref;
+        });
+        absl::StatusOr<Pid> back =
+            co_await mgr.WaitForManager(self, absl::Now() + absl::Seconds(10));
+        out += absl::StrCat(" manager_back=", back.ok());
+        Send(client, Bump{});
+        Value v3 = co_await self.Receive<Value>();
+        out += absl::StrCat(" v3=", v3.count, " readded=", v3.handled_manager_exit);
+        absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+        out += absl::StrCat(" client_registered=", info.ok() && info->tables.size() == 1 &&
+                                                       info->tables[0].client == client);
+        // A normal stop: del_table and delete.
+        Send(client, Stop{me});
+        Closed closed = co_await self.Receive<Closed>();
+        absl::StatusOr<ManagerInfo> after = co_await mgr.Info(self);
+        out += absl::StrCat(" closed=", closed.status,
+                            " entries=", after.ok() ? after->tables.size() : 99,
+                            " lost=", after.ok() ? after->counters.tables_lost : 99);
+        report(out);
+      });
+  EXPECT_EQ(got,
+            "v1=1 v2=2 manager_back=1 v3=3 readded=1 client_registered=1 closed=OK entries=0 "
+            "lost=0");
+}
+
+}  // namespace
+}  // namespace etsmgr
