@@ -111,11 +111,14 @@ void VaultInherited(Instance& st, const Pid& vault, const TableTransfer& t) {
   }
   if (!managed) {
     // Not (or no longer) in the directory: nobody can claim it back; do not keep it forever.
-    Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st.inst.c_str(),
-         t.table.ToString().c_str(), t.from.ToString().c_str());
+    if (LogEnabled(LogLevel::kNotice)) {
+      Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st.inst.c_str(),
+           t.table.ToString().c_str(), t.from.ToString().c_str());
+    }
     t.table.Delete().IgnoreError();
     return;
   }
+  if (!LogEnabled(LogLevel::kNotice)) return;  // Skip formatting the arguments too.
   Logf(LogLevel::kNotice, "etsmgr %s: client %s exited; vault %s holds table %s (%s)",
        st.inst.c_str(), t.from.ToString().c_str(), vault.ToString().c_str(), name->c_str(),
        t.table.ToString().c_str());
@@ -135,8 +138,10 @@ void VaultGiveBack(Instance& st, const GiveBack& g) {
     ++st.counters.hand_backs;
     vault = st.vault;
   }
-  Logf(LogLevel::kNotice, "etsmgr %s: table %s handed back to %s", st.inst.c_str(), g.name.c_str(),
-       g.client.ToString().c_str());
+  if (LogEnabled(LogLevel::kNotice)) {
+    Logf(LogLevel::kNotice, "etsmgr %s: table %s handed back to %s", st.inst.c_str(),
+         g.name.c_str(), g.client.ToString().c_str());
+  }
   Reply reply;
   reply.ref = ManagedTableRef{g.manager, g.table, false};
   reply.vault = std::move(vault);
@@ -195,14 +200,13 @@ class Manager {
     if (it != st_->tables.end() && it->second.table.alive()) {
       const AnyTable& table = it->second.table;
       const TableFactory& f = req.request.factory;
-      if (table.core()->key_type() != f.key_type || table.core()->value_type() != f.value_type) {
-        absl::StatusOr<TableInfo> info = table.Info();
-        std::string held =
-            info.ok() ? absl::StrCat("<", info->key_type, ", ", info->value_type, ">") : "?";
+      if (table.core()->key_type() != std::type_index(*f.key_type) ||
+          table.core()->value_type() != std::type_index(*f.value_type)) {
         Answer(client, req.ref,
-               absl::InvalidArgumentError(absl::StrCat("new_table ", Quoted(name),
-                                                       ": the managed table holds ", held, ", not ",
-                                                       f.type_names)));
+               absl::InvalidArgumentError(
+                   absl::StrCat("new_table ", Quoted(name), ": the managed table holds ",
+                                table.core()->type_names(), ", not <", TypeName(*f.key_type), ", ",
+                                TypeName(*f.value_type), ">")));
         return;
       }
       ClaimExisting(lock, it->second, name, client, req.ref, "new_table");
@@ -324,14 +328,16 @@ class Manager {
       ManagedTableInfo t;
       t.name = name;
       t.client = entry.client;
-      absl::StatusOr<TableInfo> ti = entry.table.Info();
-      if (ti.ok()) {
-        t.owner = ti->owner;
-        t.heir = ti->heir;
-        t.size = ti->size;
+      // Owner, heir and size only (TableInfo also demangles type names: slow at 100k).
+      const std::shared_ptr<TableCore>& core = entry.table.core();
+      absl::StatusOr<size_t> size = core->Size("info");
+      if (size.ok()) {
+        t.owner = core->owner();
+        t.heir = core->heir();
+        t.size = *size;
       } else {
         t.alive = false;
-        if (entry.table.lost_with_owner()) ++info.counters.tables_lost;
+        if (core->lost_with_owner()) ++info.counters.tables_lost;
       }
       info.tables.push_back(std::move(t));
     }
@@ -358,6 +364,7 @@ class Manager {
       ++st_->exit_work;
     }
     st_->clients.erase(it);
+    if (!LogEnabled(LogLevel::kNotice)) return;
     std::sort(names.begin(), names.end());
     if (names.size() > 8) names.resize(8), names.push_back("...");
     Logf(LogLevel::kNotice, "etsmgr %s: client %s exited (%s); its tables are held: %s",

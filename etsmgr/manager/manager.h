@@ -107,9 +107,8 @@ struct ManagerInfo {
 namespace manager_internal {
 // The type-erased creation request NewTable<K, V> sends (the manager creates the table).
 struct TableFactory {
-  std::type_index key_type = typeid(void);
-  std::type_index value_type = typeid(void);
-  std::string type_names;  // "<K, V>" for messages.
+  const std::type_info* key_type = &typeid(void);
+  const std::type_info* value_type = &typeid(void);
   absl::StatusOr<AnyTable> (*create)(const TableOptions& options) = nullptr;
 };
 template <typename K, typename V>
@@ -163,9 +162,8 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTable(Process& self, std::strin
                                                        TableOptions options,
                                                        absl::Duration timeout) const {
   manager_internal::TableFactory factory;
-  factory.key_type = typeid(K);
-  factory.value_type = typeid(V);
-  factory.type_names = "<" + TypeName(typeid(K)) + ", " + TypeName(typeid(V)) + ">";
+  factory.key_type = &typeid(K);
+  factory.value_type = &typeid(V);
   factory.create = &manager_internal::CreateTable<K, V>;
   return NewTableErased(self, std::move(name), std::move(options), std::move(factory), timeout);
 }

@@ -402,7 +402,7 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
   resources.clear();
   // 2. Dead: collect links, monitors and the name under our lock; signal without it.
   std::vector<Pid> links;
-  std::vector<MonitorEntry> watchers;
+  absl::flat_hash_map<uint64_t, Pid> watchers;
   std::vector<MonitorEntry> watching;
   std::string name;
   {
@@ -423,13 +423,16 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
   for (const Pid& peer : links) {
     peer.control()->Deliver(std::make_unique<ExitSignalEnvelope>(self_, seen, true));
   }
-  for (const MonitorEntry& m : watchers) Send(m.other, Down{m.ref, self_, seen});
+  // In monitor order (refs grow), so a deterministic run replays the same deliveries.
+  std::vector<MonitorEntry> down;
+  down.reserve(watchers.size());
+  for (auto& [ref, pid] : watchers) down.push_back(MonitorEntry{ref, std::move(pid)});
+  std::sort(down.begin(), down.end(),
+            [](const MonitorEntry& a, const MonitorEntry& b) { return a.ref < b.ref; });
+  for (const MonitorEntry& m : down) Send(m.other, Down{m.ref, self_, seen});
   for (const MonitorEntry& m : watching) {
     std::lock_guard<SpinLock> lock(m.other.control()->mu_);
-    auto& list = m.other.control()->extras().monitored_by;
-    list.erase(std::remove_if(list.begin(), list.end(),
-                              [&](const MonitorEntry& x) { return x.ref == m.ref; }),
-               list.end());
+    m.other.control()->extras().monitored_by.erase(m.ref);
   }
   status_.store(Status::kDead, std::memory_order_release);
   scheduler_->RemoveRoot(this);
@@ -498,7 +501,7 @@ uint64_t ProcessControl::Monitor(const Pid& target) {
   {
     std::lock_guard<SpinLock> lock(target.control()->mu_);
     dead = target.control()->dead_.load(std::memory_order_relaxed);
-    if (!dead) target.control()->extras().monitored_by.push_back({ref, self_});
+    if (!dead) target.control()->extras().monitored_by.emplace(ref, self_);
   }
   if (dead) {
     Send(self_, Down{ref, target, ExitReason::NoProc()});
@@ -523,10 +526,7 @@ void ProcessControl::Demonitor(uint64_t ref, bool flush) {
   }
   if (target.valid()) {
     std::lock_guard<SpinLock> lock(target.control()->mu_);
-    auto& list = target.control()->extras().monitored_by;
-    list.erase(std::remove_if(list.begin(), list.end(),
-                              [&](const MonitorEntry& m) { return m.ref == ref; }),
-               list.end());
+    target.control()->extras().monitored_by.erase(ref);
   }
   if (flush) {
     TakeIncoming();
@@ -568,7 +568,7 @@ ProcessControl::Snapshot ProcessControl::Info() const {
   s.memory = sizeof(ProcessControl) + sizeof(Process);
   if (extras_) {
     s.links = extras_->links;
-    for (const auto& m : extras_->monitored_by) s.monitored_by.push_back(m.other);
+    for (const auto& [ref, pid] : extras_->monitored_by) s.monitored_by.push_back(pid);
     for (const auto& m : extras_->monitoring) s.monitoring.push_back(m.other);
     s.registered_name = extras_->registered_name;
     s.memory += sizeof(Extras) + (extras_->links.capacity() + extras_->monitored_by.capacity() +

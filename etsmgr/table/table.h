@@ -141,17 +141,13 @@ absl::StatusOr<Table<K, V>> Table<K, V>::New(TableOptions options) {
   using table_internal::BtreeMapOf;
   using table_internal::FlatMapOf;
   using table_internal::MapCore;
-  std::type_index key_type(typeid(K));
-  std::type_index value_type(typeid(V));
   std::shared_ptr<Core> core;
   switch (options.type) {
     case TableType::kSet:
-      core = std::make_shared<MapCore<K, V, FlatMapOf<K, V>, false>>(
-          options, key_type, value_type, TypeName(typeid(K)), TypeName(typeid(V)));
+      core = std::make_shared<MapCore<K, V, FlatMapOf<K, V>, false>>(options);
       break;
     case TableType::kOrderedSet:
-      core = std::make_shared<MapCore<K, V, BtreeMapOf<K, V>, false>>(
-          options, key_type, value_type, TypeName(typeid(K)), TypeName(typeid(V)));
+      core = std::make_shared<MapCore<K, V, BtreeMapOf<K, V>, false>>(options);
       break;
     case TableType::kBag:
       if constexpr (!std::equality_comparable<V>) {
@@ -161,8 +157,7 @@ absl::StatusOr<Table<K, V>> Table<K, V>::New(TableOptions options) {
       }
       [[fallthrough]];
     case TableType::kDuplicateBag:
-      core = std::make_shared<MapCore<K, V, FlatMapOf<K, V>, true>>(
-          options, key_type, value_type, TypeName(typeid(K)), TypeName(typeid(V)));
+      core = std::make_shared<MapCore<K, V, FlatMapOf<K, V>, true>>(options);
       break;
     default:
       return absl::InvalidArgumentError(

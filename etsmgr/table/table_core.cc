@@ -70,17 +70,18 @@ std::string TypeName(const std::type_info& type) {
 
 // --- TableCore.
 
-TableCore::TableCore(const TableOptions& options, std::type_index key_type,
-                     std::type_index value_type, std::string key_type_name,
-                     std::string value_type_name)
+TableCore::TableCore(const TableOptions& options, const std::type_info& key_type,
+                     const std::type_info& value_type)
     : id_(g_next_table_id.fetch_add(1, std::memory_order_relaxed)),
       name_(options.name),
       type_(options.type),
       access_(options.access),
       key_type_(key_type),
-      value_type_(value_type),
-      key_type_name_(std::move(key_type_name)),
-      value_type_name_(std::move(value_type_name)) {}
+      value_type_(value_type) {}
+
+std::string TableCore::type_names() const {
+  return absl::StrCat("<", TypeName(key_type_), ", ", TypeName(value_type_), ">");
+}
 
 TableCore::~TableCore() = default;
 
@@ -110,6 +111,11 @@ absl::Status TableCore::DeletedError(const char* what) const {
 Pid TableCore::owner() const {
   std::lock_guard<std::mutex> lock(meta_mu_);
   return owner_;
+}
+
+Pid TableCore::heir() const {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  return heir_;
 }
 
 absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core,
@@ -166,8 +172,8 @@ absl::StatusOr<TableInfo> TableCore::Info() const {
   if (!size.ok()) return size.status();
   info.size = *size;
   info.memory = StorageMemory();
-  info.key_type = key_type_name_;
-  info.value_type = value_type_name_;
+  info.key_type = TypeName(key_type_);
+  info.value_type = TypeName(value_type_);
   return info;
 }
 

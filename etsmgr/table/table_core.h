@@ -29,6 +29,7 @@
 #include <string>
 #include <string_view>
 #include <typeindex>
+#include <typeinfo>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -138,6 +139,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   bool lost_with_owner() const { return lost_with_owner_.load(std::memory_order_acquire); }
   std::type_index key_type() const { return key_type_; }
   std::type_index value_type() const { return value_type_; }
+  std::string type_names() const;  // "<K, V>", demangled.
   std::string ToString() const;
 
   // OK when the calling process may perform `op`; PermissionDenied naming the table, the
@@ -157,6 +159,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
 
   absl::StatusOr<TableInfo> Info() const;
   Pid owner() const;
+  Pid heir() const;
   absl::Status GiveAway(const Pid& to, std::any data);
   absl::Status SetHeir(const Pid& heir, std::any data);
   absl::Status Delete(const char* what = "delete");
@@ -175,8 +178,8 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
                                 const TableOptions& options);
 
  protected:
-  TableCore(const TableOptions& options, std::type_index key_type, std::type_index value_type,
-            std::string key_type_name, std::string value_type_name);
+  TableCore(const TableOptions& options, const std::type_info& key_type,
+            const std::type_info& value_type);
   // Frees every entry and, where possible, the storage itself; called once, after deleted() is
   // set, while other threads may still be calling in (they then find deleted() under the lock).
   virtual void DropStorage() = 0;
@@ -193,10 +196,9 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   std::atomic<bool> deleted_{false};
   std::atomic<bool> lost_with_owner_{false};
   std::atomic<uint64_t> owner_serial_{0};
-  const std::type_index key_type_;
-  const std::type_index value_type_;
-  const std::string key_type_name_;
-  const std::string value_type_name_;
+  // Demangled only when a message or Info() needs the names (demangling costs a microsecond).
+  const std::type_info& key_type_;
+  const std::type_info& value_type_;
   Node* node_ = nullptr;  // For the name registry; set by Establish.
 
   mutable std::mutex meta_mu_;  // Guards what follows; taken before any process's lock.

@@ -261,8 +261,10 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   };
   struct Extras {
     std::vector<Pid> links;
-    std::vector<MonitorEntry> monitored_by;  // Watchers of this process.
-    std::vector<MonitorEntry> monitoring;    // Processes this one watches.
+    // Watchers of this process by monitor ref: a server monitored by every caller of a call
+    // (Call monitors it) adds and removes one per call, so this must not be a scan.
+    absl::flat_hash_map<uint64_t, Pid> monitored_by;
+    std::vector<MonitorEntry> monitoring;  // Processes this one watches.
     std::string registered_name;
     // Owned tables. A map, so that giving one of 100k tables away does not scan the others.
     absl::flat_hash_map<const ExitResource*, std::shared_ptr<ExitResource>> resources;

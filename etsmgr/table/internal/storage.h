@@ -122,9 +122,8 @@ class MapCore final : public TypedCore<K, V> {
   using Map = typename MapOf::template Map<Slot>;
   using Visitor = typename TypedCore<K, V>::Visitor;
 
-  MapCore(const TableOptions& options, std::type_index key_type, std::type_index value_type,
-          std::string key_name, std::string value_name)
-      : TypedCore<K, V>(options, key_type, value_type, std::move(key_name), std::move(value_name)),
+  explicit MapCore(const TableOptions& options)
+      : TypedCore<K, V>(options, typeid(K), typeid(V)),
         shard_bits_(MapOf::kOrdered || !options.write_concurrency ? 0 : 4),
         duplicates_(options.type == TableType::kDuplicateBag) {}
 
