@@ -5,4 +5,4 @@ source "$(dirname "$0")/lib.sh"
 root=$(etsmgr_root)
 cd "${root}"
 "${root}/tools/setup.sh"
-bazel run //etsmgr/executor:backend_report "$@"
+bazel run //etscounter:demo -- "$@"

@@ -1,0 +1,200 @@
+#include "etscounter/counter.h"
+
+#include <future>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "etsmgr/base/log.h"
+#include "etsmgr/manager/managed_table.h"
+#include "etsmgr/process/call.h"
+#include "etsmgr/process/supervisor.h"
+
+namespace etscounter {
+namespace {
+
+using etsmgr::Call;
+using etsmgr::CallRequest;
+using etsmgr::ExitReason;
+using etsmgr::Logf;
+using etsmgr::LogLevel;
+using etsmgr::Message;
+using etsmgr::Pid;
+using etsmgr::Process;
+using etsmgr::Task;
+using Contents = std::vector<std::pair<std::string, int64_t>>;
+using CounterTable = etsmgr::ManagedTable<std::string, int64_t>;
+
+struct CountRequest {};
+struct CheckRequest {};
+struct DieRequest {};
+
+absl::StatusOr<Contents> ReadAll(CounterTable& t) {
+  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> all = t.table().ToList();
+  if (!all.ok()) return all.status();
+  return Contents(all->begin(), all->end());
+}
+
+Task<void> CounterServer(Process& self) {
+  absl::StatusOr<CounterTable> opened = co_await CounterTable::Open(
+      self, etsmgr::Etsmgr(), kTableName, etsmgr::TableOptions(),
+      [](etsmgr::Table<std::string, int64_t>& fresh) { return fresh.Insert("count", 0); });
+  if (!opened.ok()) {
+    Logf(LogLevel::kError, "%s: no table: %s", kServerName, opened.status().ToString().c_str());
+    ExitReason reason = ExitReason::Custom(std::string(opened.status().message()));
+    co_await self.Exit(std::move(reason));
+  }
+  CounterTable& t = *opened;
+  absl::StatusOr<Contents> contents = ReadAll(t);
+  Logf(LogLevel::kNotice, "%s: got %s from the manager %s (%s), data %s", kServerName,
+       t.table().any().ToString().c_str(), t.manager().ToString().c_str(),
+       t.created() ? "new" : "handed back",
+       contents.ok() ? FormatContents(*contents).c_str() : "?");
+  while (true) {
+    Message m = co_await self.Receive();
+    absl::StatusOr<bool> handled = co_await t.Handle(self, m);
+    if (!handled.ok()) {
+      // The manager did not come back in time: crash, and let the supervisor retry.
+      Logf(LogLevel::kError, "%s: %s", kServerName, handled.status().ToString().c_str());
+      throw std::runtime_error(std::string(handled.status().message()));
+    }
+    if (*handled) continue;
+    if (const auto* r = m.As<CallRequest<CountRequest>>()) {
+      absl::StatusOr<int64_t> n = t.table().UpdateCounter("count", 1);
+      if (n.ok()) Logf(LogLevel::kNotice, "%s: Counter %d.", kServerName, *n);
+      etsmgr::ReplyTo(*r, n);
+    } else if (const auto* c = m.As<CallRequest<CheckRequest>>()) {
+      absl::StatusOr<Contents> all = ReadAll(t);
+      if (all.ok()) {
+        Logf(LogLevel::kNotice, "%s: Table: %s, Data %s.", kServerName,
+             t.table().any().ToString().c_str(), FormatContents(*all).c_str());
+      }
+      etsmgr::ReplyTo(*c, all);
+    } else if (m.Is<DieRequest>()) {
+      Logf(LogLevel::kNotice, "%s: dying as asked (exit kill)", kServerName);
+      co_await self.Exit(ExitReason::Kill());
+    } else if (const auto* x = m.As<etsmgr::ExitSignal>()) {
+      Logf(LogLevel::kWarning, "%s: unexpected exit from %s (%s) ignored", kServerName,
+           x->from.ToString().c_str(), x->reason.ToString().c_str());
+    } else {
+      Logf(LogLevel::kWarning, "%s: unexpected %s message ignored", kServerName, m.type_name());
+    }
+  }
+}
+
+// Runs `body` in a fresh process and waits (up to `limit`) for the status it yields.
+template <typename T>
+absl::StatusOr<T> InProcess(etsmgr::Node& node, absl::Duration limit,
+                            std::function<Task<absl::StatusOr<T>>(Process&)> body) {
+  auto result = std::make_shared<std::promise<absl::StatusOr<T>>>();
+  std::future<absl::StatusOr<T>> future = result->get_future();
+  absl::StatusOr<Pid> pid =
+      node.Spawn([body = std::move(body), result](Process& self) -> Task<void> {
+        absl::StatusOr<T> r = co_await body(self);
+        result->set_value(std::move(r));
+      });
+  if (!pid.ok()) return pid.status();
+  // The body bounds itself by `limit`; this is the backstop if the node stops running it.
+  if (future.wait_for(std::chrono::nanoseconds(absl::ToInt64Nanoseconds(limit)) * 2) !=
+      std::future_status::ready) {
+    return absl::DeadlineExceededError("etscounter: the operation did not finish");
+  }
+  return future.get();
+}
+
+template <typename Reply, typename Request>
+absl::StatusOr<Reply> CallCounter(etsmgr::Node& node, absl::Duration timeout, const char* what) {
+  return InProcess<Reply>(
+      node, timeout, [timeout, what](Process& self) -> Task<absl::StatusOr<Reply>> {
+        Pid server = self.node().Whereis(kServerName);
+        if (!server.valid()) {
+          co_return absl::UnavailableError(
+              absl::StrCat(what, ": ", kServerName, " is not running"));
+        }
+        absl::StatusOr<absl::StatusOr<Reply>> r =
+            co_await Call<absl::StatusOr<Reply>>(self, server, Request{}, timeout);
+        if (!r.ok()) co_return r.status();
+        co_return std::move(*r);
+      });
+}
+
+}  // namespace
+
+std::string FormatContents(const Contents& contents) {
+  std::vector<std::string> items;
+  for (const auto& [key, value] : contents)
+    items.push_back(absl::StrCat("{", key, ",", value, "}"));
+  return absl::StrCat("[", absl::StrJoin(items, ","), "]");
+}
+
+absl::Status StartCounter(etsmgr::Node& node) {
+  std::vector<etsmgr::ChildSpec> children;
+  children.push_back(
+      etsmgr::ChildSpec{.id = kServerName, .start = [](Process& sup) -> Task<absl::StatusOr<Pid>> {
+                          etsmgr::SpawnOptions options;
+                          options.name = kServerName;
+                          options.trap_exit = true;
+                          co_return sup.SpawnLink(CounterServer, options);
+                        }});
+  etsmgr::SupervisorFlags flags;
+  flags.strategy = etsmgr::RestartStrategy::kOneForOne;
+  flags.intensity = 10;
+  flags.period = absl::Seconds(10);
+  etsmgr::SpawnOptions options;
+  options.name = kSupervisorName;
+  absl::StatusOr<Pid> sup = etsmgr::StartSupervisor(node, flags, std::move(children), options);
+  return sup.status();
+}
+
+absl::StatusOr<int64_t> CounterClient::Count() {
+  return CallCounter<int64_t, CountRequest>(node_, timeout_, "count");
+}
+
+absl::StatusOr<Contents> CounterClient::Check() {
+  return CallCounter<Contents, CheckRequest>(node_, timeout_, "check");
+}
+
+absl::Status CounterClient::Die() { return KillAndAwaitRestart(kServerName, true); }
+absl::Status CounterClient::Kill() { return KillAndAwaitRestart(kServerName, false); }
+absl::Status CounterClient::KillManager() {
+  return KillAndAwaitRestart(etsmgr::Etsmgr().server_name(), false);
+}
+
+absl::Status CounterClient::KillAndAwaitRestart(const std::string& name, bool ask_to_die) {
+  absl::Duration timeout = timeout_;
+  absl::StatusOr<bool> done = InProcess<bool>(
+      node_, timeout, [name, ask_to_die, timeout](Process& self) -> Task<absl::StatusOr<bool>> {
+        Pid victim = self.node().Whereis(name);
+        if (!victim.valid()) co_return absl::UnavailableError(name + " is not running");
+        uint64_t ref = self.Monitor(victim);
+        if (ask_to_die) {
+          etsmgr::Send(victim, DieRequest{});
+        } else {
+          etsmgr::SendExit(victim, ExitReason::Kill());
+        }
+        // Gone: its links fired before this Down, so every exit signal it caused is queued.
+        std::optional<Message> down = co_await self.ReceiveIf(
+            [ref](const etsmgr::Envelope& e) {
+              const etsmgr::Down* d = e.As<etsmgr::Down>();
+              return d != nullptr && d->ref == ref;
+            },
+            absl::Now() + timeout);
+        if (!down) co_return absl::DeadlineExceededError(name + " did not exit");
+        std::optional<Pid> back = co_await self.WaitForRegistered(name, absl::Now() + timeout);
+        if (!back) co_return absl::DeadlineExceededError(name + " was not restarted");
+        co_return true;
+      });
+  return done.status();
+}
+
+absl::StatusOr<etsmgr::ManagerInfo> CounterClient::Info() {
+  absl::Duration timeout = timeout_;
+  return InProcess<etsmgr::ManagerInfo>(
+      node_, timeout, [timeout](Process& self) -> Task<absl::StatusOr<etsmgr::ManagerInfo>> {
+        etsmgr::Etsmgr mgr;
+        absl::StatusOr<etsmgr::ManagerInfo> info = co_await mgr.Info(self, timeout);
+        co_return info;
+      });
+}
+
+}  // namespace etscounter

@@ -1,0 +1,73 @@
+// The demo as a test (the counter at every step, after kill-manager too), a kill during a manager
+// restart, and the shell fed bad and empty input.
+#include <sstream>
+#include <string>
+
+#include "etscounter/shell.h"
+#include "gtest/gtest.h"
+
+namespace etscounter {
+namespace {
+
+TEST(EtscounterTest, DemoKeepsTheCountThroughEveryCrash) {
+  std::ostringstream out;
+  auto app = App::Start(out).value();
+  absl::StatusOr<int64_t> count = RunDemo(*app);
+  ASSERT_TRUE(count.ok()) << count.status() << "\n" << out.str();
+  EXPECT_EQ(*count, 8);
+  std::string log = out.str();
+  for (const char* line :
+       {"Counter 1.", "Counter 2.", "Data [{count,2}]", "Counter 4.", "Data [{count,4}]",
+        "Data [{count,6}]", "Counter 8.", "waiting for its restart", "re-added to manager",
+        "final count 8, tables lost = 0"}) {
+    EXPECT_NE(log.find(line), std::string::npos) << line << "\n" << log;
+  }
+  // Log lines carry an ISO timestamp and a level, as in the seed transcript.
+  EXPECT_NE(log.find("+00:00 notice: etscounter_srv: Counter 1."), std::string::npos)
+      << log.substr(0, 400);
+}
+
+TEST(EtscounterTest, CounterKilledWhileTheManagerRestarts) {
+  std::ostringstream out;
+  auto app = App::Start(out).value();
+  CounterClient& c = app->client();
+  ASSERT_EQ(c.Count().value(), 1);
+  ASSERT_EQ(c.Count().value(), 2);
+  // Both at once: the manager is down (or restarting) when the counter dies.
+  etsmgr::Pid manager = app->node().Whereis("etsmgr_srv");
+  etsmgr::SendExit(manager, etsmgr::ExitReason::Kill());
+  ASSERT_TRUE(c.Kill().ok());
+  absl::StatusOr<int64_t> next = c.Count();
+  ASSERT_TRUE(next.ok()) << next.status() << "\n" << out.str();
+  EXPECT_EQ(*next, 3) << out.str();
+  absl::StatusOr<etsmgr::ManagerInfo> info = c.Info();
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->counters.tables_lost, 0u);
+  EXPECT_NE(info->manager, manager);
+}
+
+TEST(EtscounterTest, ShellReportsBadInputAndGoesOn) {
+  std::ostringstream out;
+  auto app = App::Start(out).value();
+  std::istringstream in("bogus\n\n   \ncount\nhelp\ncheck\ninfo\n");
+  EXPECT_EQ(RunShell(*app, in, /*interactive=*/false), 0);
+  std::string log = out.str();
+  EXPECT_NE(log.find("error: unknown command \"bogus\""), std::string::npos) << log;
+  EXPECT_NE(log.find("Counter 1."), std::string::npos) << log;
+  EXPECT_NE(log.find("commands: count | check"), std::string::npos) << log;
+  EXPECT_NE(log.find("Data [{count,1}]"), std::string::npos) << log;
+  EXPECT_NE(log.find("tables lost 0"), std::string::npos) << log;
+}
+
+TEST(EtscounterTest, ShellEndsCleanlyOnEmptyInputAndQuit) {
+  std::ostringstream out;
+  auto app = App::Start(out).value();
+  std::istringstream empty("");
+  EXPECT_EQ(RunShell(*app, empty, false), 0);
+  std::istringstream quit("count\nquit\ncount\n");
+  EXPECT_EQ(RunShell(*app, quit, false), 0);
+  EXPECT_EQ(out.str().find("Counter 2."), std::string::npos) << "nothing runs after quit";
+}
+
+}  // namespace
+}  // namespace etscounter
