@@ -314,35 +314,30 @@ class Manager {
 
   void HandleInfo(const CallRequest<InfoRequest>& req) {
     ManagerInfo info;
-    std::vector<std::pair<std::string, Entry>> entries;
     {
+      // One pass under the directory lock (table locks nest inside it, as everywhere here).
       std::lock_guard<std::mutex> lock(st_->mu);
       info.manager = self_.self();
       info.vault = st_->vault;
       info.counters = st_->counters;
-      entries.reserve(st_->tables.size());
-      for (const auto& [name, entry] : st_->tables) entries.emplace_back(name, entry);
-    }
-    info.tables.reserve(entries.size());
-    for (auto& [name, entry] : entries) {
-      ManagedTableInfo t;
-      t.name = name;
-      t.client = entry.client;
-      // Owner, heir and size only (TableInfo also demangles type names: slow at 100k).
-      const std::shared_ptr<TableCore>& core = entry.table.core();
-      absl::StatusOr<size_t> size = core->Size("info");
-      if (size.ok()) {
-        t.owner = core->owner();
-        t.heir = core->heir();
-        t.size = *size;
-      } else {
-        t.alive = false;
-        if (core->lost_with_owner()) ++info.counters.tables_lost;
+      info.tables.resize(st_->tables.size());
+      size_t i = 0;
+      for (const auto& [name, entry] : st_->tables) {
+        ManagedTableInfo& t = info.tables[i++];
+        t.name = name;
+        t.client = entry.client;
+        // Owner, heir and size only (TableInfo also demangles type names: slow at 100k).
+        const std::shared_ptr<TableCore>& core = entry.table.core();
+        absl::StatusOr<size_t> size = core->Size("info");
+        if (size.ok()) {
+          core->OwnerAndHeir(&t.owner, &t.heir);
+          t.size = *size;
+        } else {
+          t.alive = false;
+          if (core->lost_with_owner()) ++info.counters.tables_lost;
+        }
       }
-      info.tables.push_back(std::move(t));
     }
-    std::sort(info.tables.begin(), info.tables.end(),
-              [](const ManagedTableInfo& a, const ManagedTableInfo& b) { return a.name < b.name; });
     Send(req.from, CallReply<absl::StatusOr<ManagerInfo>>{req.ref, std::move(info)});
   }
 

@@ -100,7 +100,7 @@ struct ManagerCounters {
 struct ManagerInfo {
   Pid manager;
   Pid vault;
-  std::vector<ManagedTableInfo> tables;  // Sorted by name.
+  std::vector<ManagedTableInfo> tables;  // In no particular order.
   ManagerCounters counters;
 };
 

@@ -113,6 +113,12 @@ Pid TableCore::owner() const {
   return owner_;
 }
 
+void TableCore::OwnerAndHeir(Pid* owner, Pid* heir) const {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  *owner = owner_;
+  *heir = heir_;
+}
+
 Pid TableCore::heir() const {
   std::lock_guard<std::mutex> lock(meta_mu_);
   return heir_;

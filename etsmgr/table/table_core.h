@@ -160,6 +160,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   absl::StatusOr<TableInfo> Info() const;
   Pid owner() const;
   Pid heir() const;
+  void OwnerAndHeir(Pid* owner, Pid* heir) const;  // Both under one lock.
   absl::Status GiveAway(const Pid& to, std::any data);
   absl::Status SetHeir(const Pid& heir, std::any data);
   absl::Status Delete(const char* what = "delete");
