@@ -539,6 +539,12 @@ std::string InstToName(std::string_view prefix, std::string_view inst) {
 }
 
 absl::Status StartManager(Node& node, std::string inst, ManagerOptions options) {
+  if (inst.empty()) return absl::InvalidArgumentError("start: empty instance name");
+  if (options.intensity < 0 || options.period <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "start(\"", inst, "\"): restart intensity must be >= 0 and the period positive (got ",
+        options.intensity, " in ", absl::FormatDuration(options.period), ")"));
+  }
   std::string sup_name = InstToName("etsmgr_sup", inst);
   if (node.Whereis(sup_name).valid() || manager_internal::FindInstance(node, inst) != nullptr) {
     return absl::AlreadyExistsError(absl::StrCat("start(\"", inst, "\"): already_started"));
@@ -616,6 +622,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
                                                              manager_internal::TableFactory factory,
                                                              absl::Duration timeout) const {
   std::string what = absl::StrCat("new_table \"", name, "\"");
+  if (name.empty()) co_return absl::InvalidArgumentError("new_table: empty table name");
   Pid server = self.node().Whereis(server_name());
   if (!server.valid()) co_return NotRunning(what, server_name());
   NewTableRequest request;
@@ -634,6 +641,8 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
                                                        AnyTable table,
                                                        absl::Duration timeout) const {
   std::string what = absl::StrCat("add_table \"", name, "\"");
+  if (name.empty()) co_return absl::InvalidArgumentError("add_table: empty table name");
+  if (!table.valid()) co_return absl::InvalidArgumentError(what + ": null table handle");
   Pid server = self.node().Whereis(server_name());
   if (!server.valid()) co_return NotRunning(what, server_name());
   AddTableRequest request;
@@ -653,6 +662,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
 
 Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Duration timeout) const {
   std::string what = absl::StrCat("del_table \"", name, "\"");
+  if (name.empty()) co_return absl::InvalidArgumentError("del_table: empty table name");
   Pid server = self.node().Whereis(server_name());
   if (!server.valid()) co_return NotRunning(what, server_name());
   DelTableRequest request;

@@ -197,6 +197,26 @@ TEST_F(ManagerTest, ConflictsAreErrorsNamingTableAndPids) {
   Send(holder, Go{});
 }
 
+TEST_F(ManagerTest, BadInputIsInvalidArgument) {
+  EXPECT_EQ(StartManager(*node_, "").code(), absl::StatusCode::kInvalidArgument);
+  ManagerOptions bad;
+  bad.period = absl::ZeroDuration();
+  absl::Status st = StartManager(*node_, "x", bad);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("period"), std::string::npos) << st;
+  ASSERT_TRUE(StartManager(*node_).ok());
+  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr;
+    absl::StatusOr<ManagedTableRef> empty = co_await mgr.NewTable<int64_t, int64_t>(self, "");
+    absl::StatusOr<ManagedTableRef> null = co_await mgr.AddTable(self, "t", AnyTable());
+    absl::Status del = co_await mgr.DelTable(self, "");
+    report(absl::StrCat(absl::StatusCodeToString(empty.status().code()), " ",
+                        absl::StatusCodeToString(null.status().code()), " ",
+                        absl::StatusCodeToString(del.code())));
+  });
+  EXPECT_EQ(got, "INVALID_ARGUMENT INVALID_ARGUMENT INVALID_ARGUMENT");
+}
+
 TEST_F(ManagerTest, UnavailableAndDeadline) {
   // Not running: Unavailable at once.
   std::string got = Probe([](Process& self, Report report) -> Task<void> {
