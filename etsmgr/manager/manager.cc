@@ -125,7 +125,9 @@ void VaultInherited(Instance& st, const Pid& vault, const TableTransfer& t) {
 }
 
 void VaultGiveBack(Instance& st, const GiveBack& g) {
-  absl::Status given = g.table.GiveAway(g.client, std::any(g.name));
+  // No data: the client API takes this TableTransfer itself (and a std::string in a std::any
+  // is an allocation per hand-back).
+  absl::Status given = g.table.GiveAway(g.client);
   if (!given.ok()) {
     Answer(g.client, g.ref,
            absl::FailedPreconditionError(absl::StrCat("hand-back of table ", Quoted(g.name), " to ",
@@ -227,7 +229,7 @@ class Manager {
     // must find the entry when it inherits the table.
     st_->tables[name] = Entry{*table, client};
     AddClient(client, name);
-    absl::Status given = table->GiveAway(client, std::any(name));
+    absl::Status given = table->GiveAway(client);  // No data: see VaultGiveBack.
     if (!given.ok()) {
       // The client died while its request was queued: nobody to give it to.
       RemoveEntry(st_->tables.find(name));
@@ -607,12 +609,12 @@ absl::Status NotRunning(const std::string& what, const std::string& server) {
 
 // Takes the TableTransfer the giver sent before its reply (same sender: already queued).
 Task<void> TakeTransfer(Process& self, uint64_t table_id) {
-  co_await self.ReceiveIf(
+  co_await self.ReceiveIfFor(
       [table_id](const Envelope& e) {
         const TableTransfer* t = e.As<TableTransfer>();
         return t != nullptr && t->table.id() == table_id;
       },
-      absl::Now() + absl::Seconds(5));
+      absl::Seconds(5));
 }
 
 }  // namespace

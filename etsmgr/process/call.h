@@ -50,13 +50,13 @@ Task<absl::StatusOr<Reply>> Call(Process& self, Pid server, Request request,
   if (!server.valid()) co_return absl::UnavailableError("call: no server (null pid)");
   const uint64_t ref = self.Monitor(server);
   Send(server, CallRequest<Request>{self.self(), ref, std::move(request)});
-  std::optional<Message> m = co_await self.ReceiveIf(
+  std::optional<Message> m = co_await self.ReceiveIfFor(
       [ref](const Envelope& e) {
         if (const auto* r = e.As<CallReply<Reply>>()) return r->ref == ref;
         if (const auto* d = e.As<Down>()) return d->ref == ref;
         return false;
       },
-      absl::Now() + timeout);
+      timeout);
   self.Demonitor(ref, /*flush=*/true);
   if (!m) {
     co_return absl::DeadlineExceededError(absl::StrCat(

@@ -614,6 +614,12 @@ void SendExit(const Pid& pid, ExitReason reason, const Pid& from) {
   pid.control()->Deliver(std::make_unique<ExitSignalEnvelope>(from, std::move(reason), false));
 }
 
+Process::PredicateReceiveAwaiter Process::ReceiveIfFor(std::function<bool(const Envelope&)> pred,
+                                                       absl::Duration timeout) {
+  return PredicateReceiveAwaiter(control_, std::move(pred),
+                                 process_internal::TimeoutNanos(timeout));
+}
+
 Process::PredicateReceiveAwaiter Process::ReceiveIf(std::function<bool(const Envelope&)> pred,
                                                     absl::Time deadline) {
   return PredicateReceiveAwaiter(control_, std::move(pred),

@@ -119,6 +119,9 @@ class Process {
   class PredicateReceiveAwaiter;
   PredicateReceiveAwaiter ReceiveIf(std::function<bool(const Envelope&)> pred,
                                     absl::Time deadline = absl::InfiniteFuture());
+  // The same with a timeout from now (one clock read instead of three: for hot call paths).
+  PredicateReceiveAwaiter ReceiveIfFor(std::function<bool(const Envelope&)> pred,
+                                       absl::Duration timeout);
   // Suspends for `duration` (messages stay queued; signals still act).
   ReceiveAwaiter Sleep(absl::Duration duration);
 
