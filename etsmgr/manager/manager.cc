@@ -277,7 +277,7 @@ class Manager {
       return;
     }
     if (*owner != client && *owner != st_->vault) {
-      Answer(client, req.ref, NotOwner("add_table", name, table, client, *owner));
+      Answer(client, req.ref, NotOwner("add_table", name, table, client, Pid(), *owner));
       return;
     }
     if (it != st_->tables.end()) RemoveEntry(it);
@@ -300,7 +300,8 @@ class Manager {
     absl::StatusOr<Pid> owner = table.Owner();  // Not OK once the table was deleted.
     bool allowed = client == it->second.client || !owner.ok() || *owner == client;
     if (!allowed) {
-      Answer(client, req.ref, NotOwner("del_table", name, table, client, *owner));
+      Answer(client, req.ref,
+             NotOwner("del_table", name, table, client, it->second.client, *owner));
       return;
     }
     RemoveEntry(it);
@@ -400,11 +401,15 @@ class Manager {
     Answer(client, ref, std::move(reply));
   }
 
+  // "del_table(\"counter\"): not_owner: caller <0.7> is neither the registered client <0.4>
+  // nor the owner <0.9> of table #3". `registered` is null when the name has no client.
   absl::Status NotOwner(const char* what, const std::string& name, const AnyTable& table,
-                        const Pid& client, const Pid& owner) {
+                        const Pid& caller, const Pid& registered, const Pid& owner) {
     return absl::PermissionDeniedError(
-        absl::StrCat(what, " ", Quoted(name), " by ", client.ToString(),
-                     ": not_owner: ", table.ToString(), " is owned by ", owner.ToString()));
+        absl::StrCat(what, "(", Quoted(name), "): not_owner: caller ", caller.ToString(),
+                     " is neither the registered client ",
+                     registered.valid() ? registered.ToString() : std::string("(none)"),
+                     " nor the owner ", owner.ToString(), " of ", table.ToString()));
   }
 
   // Caller holds st_->mu.

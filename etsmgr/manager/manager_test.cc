@@ -186,14 +186,18 @@ TEST_F(ManagerTest, ConflictsAreErrorsNamingTableAndPids) {
     IntTable mine = IntTable::New().value();
     absl::StatusOr<ManagedTableRef> clash = co_await mgr.AddTable(self, "shared", mine.any());
     out += " " + std::string(absl::StatusCodeToString(clash.status().code()));
-    // del_table by neither client nor owner: not_owner.
+    // del_table by neither client nor owner: not_owner, naming the caller, client and owner.
     absl::Status del = co_await mgr.DelTable(self, "shared");
     out += " " + std::string(absl::StatusCodeToString(del.code()));
+    out += absl::StrCat(del.message().find(absl::StrCat(
+                            "caller ", self.self().ToString(), " is neither the registered client ",
+                            holder.ToString(), " nor the owner ", holder.ToString())) !=
+                        std::string::npos);
     report(out);
   });
   EXPECT_EQ(got,
             "ALREADY_EXISTS11 INVALID_ARGUMENT1 PERMISSION_DENIED1 ALREADY_EXISTS "
-            "PERMISSION_DENIED");
+            "PERMISSION_DENIED1");
   Send(holder, Go{});
 }
 
