@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "etsmgr/process/call.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/process/supervisor.h"
 #include "tools/bench/report.h"
@@ -85,6 +86,36 @@ void BM_PingPongOneScheduler(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kRounds);
 }
 BENCHMARK(BM_PingPongOneScheduler)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+struct Add {
+  int a;
+  int b;
+};
+
+// gen_server:call's shape: monitor the server, send, selective receive of the reply or Down.
+void BM_CallRoundTrip(benchmark::State& state) {
+  auto node = MakeNode(1);
+  constexpr int kCalls = 200'000;
+  Pid server = node->Spawn([](Process& self) -> Task<void> {
+                     while (true) {
+                       Message m = co_await self.Receive();
+                       if (const auto* r = m.As<CallRequest<Add>>()) {
+                         ReplyTo(*r, r->request.a + r->request.b);
+                       }
+                     }
+                   })
+                   .value();
+  for (auto _ : state) {
+    RunInProcess(*node, [server](Process& self) -> Task<void> {
+      for (int i = 0; i < kCalls; ++i) {
+        absl::StatusOr<int> sum = co_await Call<int>(self, server, Add{i, 1});
+        if (!sum.ok() || *sum != i + 1) std::abort();
+      }
+    });
+  }
+  state.SetItemsProcessed(state.iterations() * kCalls);
+}
+BENCHMARK(BM_CallRoundTrip)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 size_t ResidentBytes() {
   std::ifstream statm("/proc/self/statm");
