@@ -25,7 +25,8 @@
 //   owns the table nor is its client. On success the table's heir becomes the vault.
 // - DelTable(name): only the registered client or the table's owner; NotFound
 //   (no_such_table_entry) for an unknown name. The manager unlinks a client when its last table
-//   goes. The table itself stays with its owner, with no heir (delete it if you are done).
+//   goes. A table the caller owns stays with it, with no heir (delete it if you are done); one
+//   the vault holds (its client gone) is deleted, as nobody could claim it any more.
 // - Info(): every managed table with its client, owner, heir and size, and the counters.
 // - WaitForManager(deadline): woken by the manager's registration, no polling.
 // Errors: Unavailable at once when the manager is not running or exits during the call,
