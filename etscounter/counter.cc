@@ -74,8 +74,12 @@ Task<void> CounterServer(Process& self) {
       Logf(LogLevel::kNotice, "%s: dying as asked (exit kill)", kServerName);
       co_await self.Exit(ExitReason::Kill());
     } else if (const auto* x = m.As<etsmgr::ExitSignal>()) {
-      Logf(LogLevel::kWarning, "%s: unexpected exit from %s (%s) ignored", kServerName,
+      // Besides the manager (handled above) only the supervisor is linked to us: its exit
+      // signal (shutdown) ends the server, as a gen_server's parent's does.
+      Logf(LogLevel::kNotice, "%s: exit signal from %s (%s); stopping", kServerName,
            x->from.ToString().c_str(), x->reason.ToString().c_str());
+      ExitReason reason = x->reason;
+      co_await self.Exit(std::move(reason));
     } else {
       Logf(LogLevel::kWarning, "%s: unexpected %s message ignored", kServerName, m.type_name());
     }

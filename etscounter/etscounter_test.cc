@@ -1,9 +1,12 @@
 // The demo as a test (the counter at every step, after kill-manager too), a kill during a manager
 // restart, and the shell fed bad and empty input.
+#include <future>
+#include <memory>
 #include <sstream>
 #include <string>
 
 #include "etscounter/shell.h"
+#include "etsmgr/process/supervisor.h"
 #include "gtest/gtest.h"
 
 namespace etscounter {
@@ -44,6 +47,26 @@ TEST(EtscounterTest, CounterKilledWhileTheManagerRestarts) {
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->counters.tables_lost, 0u);
   EXPECT_NE(info->manager, manager);
+}
+
+// The supervisor's shutdown stops the server (it traps exits, so it must act on its parent's
+// signal rather than be killed after the shutdown timeout).
+TEST(EtscounterTest, StopsOnItsSupervisorsShutdown) {
+  std::ostringstream out;
+  auto app = App::Start(out).value();
+  ASSERT_EQ(app->client().Count().value(), 1);
+  auto reason = std::make_shared<std::promise<std::string>>();
+  app->node()
+      .Spawn([reason](etsmgr::Process& self) -> etsmgr::Task<void> {
+        etsmgr::Pid server = self.node().Whereis(kServerName);
+        etsmgr::Pid sup = self.node().Whereis(kSupervisorName);
+        self.Monitor(server);
+        absl::Status stopped = co_await etsmgr::StopSupervisor(self, sup);
+        etsmgr::Down down = co_await self.Receive<etsmgr::Down>();
+        reason->set_value(stopped.ToString() + " " + down.reason.ToString());
+      })
+      .value();
+  EXPECT_EQ(reason->get_future().get(), "OK shutdown");
 }
 
 TEST(EtscounterTest, ShellReportsBadInputAndGoesOn) {

@@ -55,6 +55,7 @@ class ManagedTable {
     if (ref->created && init) {
       absl::Status st = init(*table);
       if (!st.ok()) {
+        ref->table.core()->SetInitialised(false);  // The next Open initialises it again.
         co_return absl::Status(st.code(),
                                absl::StrCat("initialising table \"", name, "\": ", st.message()));
       }

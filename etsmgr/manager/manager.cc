@@ -145,7 +145,8 @@ void VaultGiveBack(Instance& st, const GiveBack& g) {
          g.name.c_str(), g.client.ToString().c_str());
   }
   Reply reply;
-  reply.ref = ManagedTableRef{g.manager, g.table, false};
+  // Still "created" if the client that got it new died before it could initialise it.
+  reply.ref = ManagedTableRef{g.manager, g.table, !g.table.core()->initialised()};
   reply.vault = std::move(vault);
   reply.transferred = true;
   Answer(g.client, g.ref, std::move(reply));
@@ -396,7 +397,7 @@ class Manager {
       return;
     }
     Reply reply;
-    reply.ref = ManagedTableRef{self_.self(), table, false};
+    reply.ref = ManagedTableRef{self_.self(), table, !table.core()->initialised()};
     reply.vault = std::move(vault);
     Answer(client, ref, std::move(reply));
   }
@@ -641,6 +642,10 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
   absl::StatusOr<manager_internal::Reply> reply = Flatten(std::move(called), what);
   if (!reply.ok()) co_return reply.status();
   if (reply->transferred) co_await TakeTransfer(self, reply->ref.table.id());
+  // From here to the caller's code there is no suspension point, so the caller cannot be killed
+  // between learning "created" and initialising: mark it now. A caller killed before this point
+  // leaves the table uninitialised, and the next claimant is told "created" again.
+  if (reply->ref.created) reply->ref.table.core()->SetInitialised(true);
   co_return std::move(reply->ref);
 }
 

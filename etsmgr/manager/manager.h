@@ -78,7 +78,10 @@ ChildSpec ManagerChildSpec(std::string inst = kDefaultInstance, ManagerOptions o
 struct ManagedTableRef {
   Pid manager;
   AnyTable table;
-  bool created = false;  // NewTable: the table is new (initialise it); false: handed back.
+  // NewTable: initialise the table (it is new, or a client that got it new died before it could
+  // initialise it); false: it was initialised before and comes back with its data. Reported
+  // true once per table: initialise it before your next suspension point.
+  bool created = false;
 };
 
 struct ManagedTableInfo {

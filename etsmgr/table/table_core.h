@@ -137,6 +137,10 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   // True once the table was deleted because its owner exited with no live heir (a lost table,
   // as opposed to one deleted on purpose).
   bool lost_with_owner() const { return lost_with_owner_.load(std::memory_order_acquire); }
+  // A flag for whoever fills the table first (the manager's "created" answer uses it): false until
+  // set. Any thread.
+  bool initialised() const { return initialised_.load(std::memory_order_acquire); }
+  void SetInitialised(bool done) { initialised_.store(done, std::memory_order_release); }
   std::type_index key_type() const { return key_type_; }
   std::type_index value_type() const { return value_type_; }
   std::string type_names() const;  // "<K, V>", demangled.
@@ -196,6 +200,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   const Access access_;
   std::atomic<bool> deleted_{false};
   std::atomic<bool> lost_with_owner_{false};
+  std::atomic<bool> initialised_{false};
   std::atomic<uint64_t> owner_serial_{0};
   // Demangled only when a message or Info() needs the names (demangling costs a microsecond).
   const std::type_info& key_type_;
