@@ -324,14 +324,27 @@ class Manager {
       info.manager = self_.self();
       info.vault = st_->vault;
       info.counters = st_->counters;
-      info.tables.resize(st_->tables.size());
-      size_t i = 0;
-      for (const auto& [name, entry] : st_->tables) {
-        ManagedTableInfo& t = info.tables[i++];
-        t.name = name;
-        t.client = entry.client;
+      // Two passes: collect the entries (sequential), then read each table while prefetching
+      // the ones a few entries ahead — each table is its own allocation, and at 100k tables the
+      // cache misses, not the work, are the cost.
+      std::vector<std::pair<const std::string*, const Entry*>> entries;
+      entries.reserve(st_->tables.size());
+      for (const auto& [name, entry] : st_->tables) entries.emplace_back(&name, &entry);
+      info.tables.resize(entries.size());
+      constexpr size_t kAhead = 8;
+      for (size_t i = 0; i < entries.size(); ++i) {
+        if (i + kAhead < entries.size()) {
+          const TableCore* ahead = entries[i + kAhead].second->table.core().get();
+          __builtin_prefetch(ahead);
+          __builtin_prefetch(reinterpret_cast<const char*>(ahead) + 64);
+          __builtin_prefetch(reinterpret_cast<const char*>(ahead) + 128);
+        }
+        const auto& [name, entry] = entries[i];
+        ManagedTableInfo& t = info.tables[i];
+        t.name = *name;
+        t.client = entry->client;
         // Owner, heir and size only (TableInfo also demangles type names: slow at 100k).
-        const std::shared_ptr<TableCore>& core = entry.table.core();
+        const std::shared_ptr<TableCore>& core = entry->table.core();
         absl::StatusOr<size_t> size = core->Size("info");
         if (size.ok()) {
           core->OwnerAndHeir(&t.owner, &t.heir);
