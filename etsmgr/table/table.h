@@ -199,8 +199,10 @@ absl::StatusOr<Table<K, V>> Table<K, V>::Find(Node& node, std::string_view name)
 
 template <TableKey K, typename V>
 absl::Status Table<K, V>::Insert(K key, V value) {
-  if (absl::Status st = Check(TableCore::Op::kWrite, "insert"); !st.ok()) return st;
-  return core_->Insert(std::move(key), std::move(value));
+  if (core_ != nullptr && core_->Allowed(TableCore::Op::kWrite)) [[likely]] {
+    return core_->Insert(std::move(key), std::move(value));
+  }
+  return Check(TableCore::Op::kWrite, "insert");
 }
 
 template <TableKey K, typename V>
@@ -243,8 +245,10 @@ absl::StatusOr<std::vector<V>> Table<K, V>::Take(const K& key) {
 template <TableKey K, typename V>
 absl::StatusOr<V> Table<K, V>::UpdateCounter(
     const K& key, V incr, const CounterOptions<V>& options) requires std::integral<V> {
-  if (absl::Status st = Check(TableCore::Op::kWrite, "update_counter"); !st.ok()) return st;
-  return core_->UpdateCounter(key, incr, options);
+  if (core_ != nullptr && core_->Allowed(TableCore::Op::kWrite)) [[likely]] {
+    return core_->UpdateCounter(key, incr, options);
+  }
+  return Check(TableCore::Op::kWrite, "update_counter");
 }
 
 template <TableKey K, typename V>
@@ -267,8 +271,10 @@ absl::StatusOr<std::vector<V>> Table<K, V>::Lookup(const K& key) const {
 
 template <TableKey K, typename V>
 absl::StatusOr<std::optional<V>> Table<K, V>::Get(const K& key) const {
-  if (absl::Status st = Check(TableCore::Op::kRead, "lookup"); !st.ok()) return st;
-  return core_->Get(key);
+  // Hot path: no Status built unless the call fails (null handle or denied: Check says which).
+  if (core_ != nullptr && core_->Allowed(TableCore::Op::kRead)) [[likely]]
+    return core_->Get(key);
+  return Check(TableCore::Op::kRead, "lookup");
 }
 
 template <TableKey K, typename V>

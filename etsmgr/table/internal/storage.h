@@ -125,6 +125,8 @@ class MapCore final : public TypedCore<K, V> {
   explicit MapCore(const TableOptions& options)
       : TypedCore<K, V>(options, typeid(K), typeid(V)),
         shard_bits_(MapOf::kOrdered || !options.write_concurrency ? 0 : 4),
+        shard_shift_(shard_bits_ == 0 ? 0 : 64 - shard_bits_),
+        shard_mask_((size_t{1} << shard_bits_) - 1),
         duplicates_(options.type == TableType::kDuplicateBag) {}
 
   ~MapCore() override { delete[] shards_.load(std::memory_order_acquire); }
@@ -493,7 +495,8 @@ class MapCore final : public TypedCore<K, V> {
     }
   }
   size_t ShardOfHash(size_t hash) const {
-    return shard_bits_ == 0 ? 0 : static_cast<size_t>(hash >> (64 - shard_bits_));
+    return static_cast<size_t>(hash >> shard_shift_) &
+           shard_mask_;  // No branch: one shard has mask 0.
   }
   size_t ShardOf(const K& key) const { return ShardOfHash(HashOf(key)); }
   template <typename M>
@@ -584,6 +587,8 @@ class MapCore final : public TypedCore<K, V> {
   }
 
   const int shard_bits_;
+  const int shard_shift_;
+  const size_t shard_mask_;
   const bool duplicates_;
   std::atomic<Shard*> shards_{nullptr};
 };
