@@ -369,19 +369,21 @@ class Manager {
   void MarkClientGone(const Pid& client, const ExitReason& reason) {
     auto it = st_->clients.find(client);
     if (it == st_->clients.end()) return;
-    std::vector<std::string> names(it->second.begin(), it->second.end());
+    // The set is moved out first (its names are the only copies we need, and only to log).
+    absl::flat_hash_set<std::string> names = std::move(it->second);
+    st_->clients.erase(it);
     for (const std::string& name : names) {
       auto e = st_->tables.find(name);
       if (e != st_->tables.end() && e->second.client == client) e->second.client = Pid();
       ++st_->exit_work;
     }
-    st_->clients.erase(it);
     if (!LogEnabled(LogLevel::kNotice)) return;
-    std::sort(names.begin(), names.end());
-    if (names.size() > 8) names.resize(8), names.push_back("...");
+    std::vector<std::string> shown(names.begin(), names.end());
+    std::sort(shown.begin(), shown.end());
+    if (shown.size() > 8) shown.resize(8), shown.push_back("...");
     Logf(LogLevel::kNotice, "etsmgr %s: client %s exited (%s); its tables are held: %s",
          st_->inst.c_str(), client.ToString().c_str(), reason.ToString().c_str(),
-         absl::StrJoin(names, ", ").c_str());
+         absl::StrJoin(shown, ", ").c_str());
   }
 
   // The caller claims a live entry: hand the table back from the vault, or confirm it.
