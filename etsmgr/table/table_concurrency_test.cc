@@ -165,16 +165,21 @@ TEST_P(TableConcurrencyTest, OwnershipPassesWhileOthersRead) {
   IntTable t = IntTable::Attach(created->get_future().get()).value();
   std::atomic<bool> stop{false};
   std::atomic<int> denied{0};
+  std::atomic<int> running{0};
   std::vector<std::thread> readers;
   for (int r = 0; r < 2; ++r) {
     readers.emplace_back([&] {
+      bool counted = false;
       while (!stop.load(std::memory_order_acquire)) {
         ASSERT_TRUE(t.Size().ok());
         ASSERT_TRUE(t.Lookup(1000).ok());
         if (t.Insert(1, 1).code() == absl::StatusCode::kPermissionDenied) denied.fetch_add(1);
+        if (!std::exchange(counted, true)) running.fetch_add(1);
       }
     });
   }
+  // Both readers have run a round before the passing starts (so they overlap it).
+  while (running.load() < 2) std::this_thread::yield();
   go->set_value();
   Pid holder = last->get_future().get();
   SendExit(holder, ExitReason::Kill());
