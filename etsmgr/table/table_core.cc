@@ -131,9 +131,7 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core,
     return absl::FailedPreconditionError(
         "new table: tables are owned by processes; create it from a process body");
   }
-  if (options.heir.valid() && !options.heir.alive()) {
-    // ETS accepts a dead heir; it simply never inherits. Keep that, it is not an error.
-  }
+  // A dead heir is accepted (as ETS does): it simply never inherits.
   core->node_ = me->node();
   if (!options.name.empty()) {
     auto& names = core->node_->Service<TableNames>();

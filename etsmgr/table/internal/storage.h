@@ -414,11 +414,7 @@ class MapCore final : public TypedCore<K, V> {
     for (size_t i = 0; i < shard_count(); ++i) {
       std::lock_guard<RwSpinLock> lock(shards[i].lock);
       if (this->deleted()) return this->DeletedError(what);
-      Map empty(Alloc(shards[i]));
-      shards[i].map.swap(empty);
-      shards[i].objects = 0;
-      // `empty` (the old contents) is freed here, under the lock: the counter it updates is
-      // guarded by it.
+      EmptyLocked(shards[i]);
     }
     return absl::OkStatus();
   }
@@ -441,9 +437,7 @@ class MapCore final : public TypedCore<K, V> {
     if (shards == nullptr) return;
     for (size_t i = 0; i < shard_count(); ++i) {
       std::lock_guard<RwSpinLock> lock(shards[i].lock);
-      Map empty(Alloc(shards[i]));
-      shards[i].map.swap(empty);
-      shards[i].objects = 0;
+      EmptyLocked(shards[i]);
     }
     // The shard array itself stays until the core goes: another thread may hold a pointer into
     // it, about to lock a shard and find the table deleted.
@@ -460,6 +454,14 @@ class MapCore final : public TypedCore<K, V> {
 
   static CountingAllocator<std::pair<const K, Slot>> Alloc(Shard& s) {
     return CountingAllocator<std::pair<const K, Slot>>(&s.bytes);
+  }
+
+  // Drops every entry and the map's memory (not just its contents). Caller holds s.lock, which
+  // also guards the byte counter the old storage updates as it is freed.
+  static void EmptyLocked(Shard& s) {
+    Map empty(Alloc(s));
+    s.map.swap(empty);
+    s.objects = 0;
   }
 
   // Locks the shards of `entries` exclusively, in index order (deadlock-free across writers).
