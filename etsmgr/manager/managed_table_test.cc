@@ -72,9 +72,8 @@ TEST(ManagedTableTest, InitialisesOnceAndSurvivesRestarts) {
         Value v1 = co_await self.Receive<Value>();
         out += absl::StrCat("v1=", v1.count);
         // The client is killed and restarted: its table comes back, not re-initialised.
-        uint64_t ref = self.Monitor(client);
         SendExit(client, ExitReason::Kill());
-        co_await self.ReceiveIf([ref](const Envelope& e) { return e.Is<Down>(); });
+        co_await AwaitDown(self, client);
         client = self.Spawn([me](Process& p) { return CounterClient(p, me); }).value();
         Send(client, Bump{});
         Value v2 = co_await self.Receive<Value>();
@@ -82,12 +81,8 @@ TEST(ManagedTableTest, InitialisesOnceAndSurvivesRestarts) {
         // The manager is killed: the client re-adds its table and goes on counting.
         Etsmgr mgr;
         Pid manager = self.node().Whereis(mgr.server_name());
-        uint64_t mref = self.Monitor(manager);
         SendExit(manager, ExitReason::Kill());
-        co_await self.ReceiveIf([mref](const Envelope& e) {
-          const Down* d = e.As<Down>();
-          return d != nullptr && d->ref == mref;
-        });
+        co_await AwaitDown(self, manager);
         absl::StatusOr<Pid> back =
             co_await mgr.WaitForManager(self, absl::Now() + absl::Seconds(10));
         out += absl::StrCat(" manager_back=", back.ok());

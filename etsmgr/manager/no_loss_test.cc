@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/manager.h"
+#include "etsmgr/process/internal/test_util.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -78,14 +79,6 @@ Task<absl::Status> StartInstance(Process& self) {
   flags.intensity = 100;
   absl::StatusOr<Pid> sup = co_await StartSupervisorLink(self, flags, std::move(children));
   co_return sup.status();
-}
-
-Task<void> AwaitDown(Process& self, const Pid& pid) {
-  uint64_t ref = self.Monitor(pid);
-  co_await self.ReceiveIf([ref](const Envelope& e) {
-    const Down* d = e.As<Down>();
-    return d != nullptr && d->ref == ref;
-  });
 }
 
 Task<std::string> InfoLine(Process& self) {

@@ -35,17 +35,6 @@ std::string DescribeTransfer(const Pid& me, const TableTransfer& t) {
                       " write=", write.ok() ? "ok" : write.ToString());
 }
 
-// Waits until `pid` is dead (monitor from a probe).
-void AwaitDeath(Node& node, const Pid& pid) {
-  std::string got =
-      RunProbe(node, [pid](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        self.Monitor(pid);
-        Down d = co_await self.Receive<Down>();
-        report(d.pid == pid ? "dead" : "other");
-      });
-  ASSERT_EQ(got, "dead");
-}
-
 std::string HowName(const ::testing::TestParamInfo<How>& info) {
   const char* names[] = {"NormalExit", "Crash", "ExitShutdown", "Kill"};
   return names[static_cast<int>(info.param)];

@@ -36,6 +36,27 @@ inline std::string RunProbe(Node& node, ProbeBody body, SpawnOptions options = {
   return future.get();
 }
 
+// In a process: waits until `pid` has exited (a monitor and its Down; at once for a dead pid) and
+// yields the reason. Other messages stay queued.
+inline Task<ExitReason> AwaitDown(Process& self, Pid pid) {
+  const uint64_t ref = self.Monitor(pid);
+  std::optional<Message> m = co_await self.ReceiveIf([ref](const Envelope& e) {
+    const Down* d = e.As<Down>();
+    return d != nullptr && d->ref == ref;
+  });
+  co_return m->As<Down>()->reason;
+}
+
+// From a plain thread: waits until `pid` has exited.
+inline void AwaitDeath(Node& node, const Pid& pid) {
+  std::string got =
+      RunProbe(node, [pid](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        co_await AwaitDown(self, pid);
+        report("dead");
+      });
+  ASSERT_EQ(got, "dead");
+}
+
 // Runs the synchronous `fn` inside a fresh process and waits for it to finish (gtest assertions
 // inside are fine: they are thread-safe). Use it for code that must run as a process but does not
 // need to suspend.
