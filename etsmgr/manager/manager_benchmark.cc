@@ -14,6 +14,7 @@
 #include "benchmark/benchmark.h"
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/manager.h"
+#include "tools/bench/process_helpers.h"
 #include "tools/bench/report.h"
 
 namespace etsmgr {
@@ -21,23 +22,8 @@ namespace {
 
 using IntTable = Table<int64_t, int64_t>;
 
-std::unique_ptr<Node> MakeNode(int schedulers) {
-  RuntimeOptions options;
-  options.schedulers = schedulers;
-  return Node::Create(options).value();
-}
-
-// Runs `body` as a process and waits for it.
-void RunInProcess(Node& node, std::function<Task<void>(Process&)> body) {
-  auto done = std::make_shared<std::promise<void>>();
-  std::future<void> finished = done->get_future();
-  node.Spawn([body = std::move(body), done](Process& self) -> Task<void> {
-        co_await body(self);
-        done->set_value();
-      })
-      .value();
-  finished.wait();
-}
+using bench::MakeNode;
+using bench::RunInProcess;
 
 void BM_NewDelDelete(benchmark::State& state) {
   auto node = MakeNode(1);

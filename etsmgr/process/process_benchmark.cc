@@ -14,30 +14,14 @@
 #include "etsmgr/process/call.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/process/supervisor.h"
+#include "tools/bench/process_helpers.h"
 #include "tools/bench/report.h"
 
 namespace etsmgr {
 namespace {
 
-std::unique_ptr<Node> MakeNode(int schedulers) {
-  RuntimeOptions options;
-  options.schedulers = schedulers;
-  return Node::Create(options).value();
-}
-
-// Runs `body` as a process and waits for it to finish.
-void RunInProcess(Node& node, std::function<Task<void>(Process&)> body, SpawnOptions options = {}) {
-  auto done = std::make_shared<std::promise<void>>();
-  std::future<void> finished = done->get_future();
-  node.Spawn(
-          [body = std::move(body), done](Process& self) -> Task<void> {
-            co_await body(self);
-            done->set_value();
-          },
-          options)
-      .value();
-  finished.wait();
-}
+using bench::MakeNode;
+using bench::RunInProcess;
 
 struct Go {};
 

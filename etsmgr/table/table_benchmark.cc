@@ -13,6 +13,7 @@
 #include "benchmark/benchmark.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/table/table.h"
+#include "tools/bench/process_helpers.h"
 #include "tools/bench/report.h"
 
 namespace etsmgr {
@@ -173,18 +174,14 @@ void BM_EmptyTableMemory(benchmark::State& state) {
   constexpr int kTables = 10'000;
   double per_table = 0;
   for (auto _ : state) {
-    auto done = std::make_shared<std::promise<double>>();
-    SharedNode()
-        .Spawn([done](Process&) -> Task<void> {
-          std::vector<IntTable> tables;
-          tables.reserve(kTables);
-          size_t before = HeapInUse();
-          for (int i = 0; i < kTables; ++i) tables.push_back(IntTable::New().value());
-          done->set_value(static_cast<double>(HeapInUse() - before) / kTables);
-          co_return;
-        })
-        .value();
-    per_table = done->get_future().get();
+    bench::RunInProcess(SharedNode(), [&per_table](Process&) -> Task<void> {
+      std::vector<IntTable> tables;
+      tables.reserve(kTables);
+      size_t before = HeapInUse();
+      for (int i = 0; i < kTables; ++i) tables.push_back(IntTable::New().value());
+      per_table = static_cast<double>(HeapInUse() - before) / kTables;
+      co_return;
+    });
   }
   state.counters["bytes_per_empty_table"] = per_table;
 }
@@ -198,32 +195,27 @@ void BM_HeirTransferOnKill(benchmark::State& state) {
   constexpr int kTransfers = 20'000;
   std::vector<int64_t> latencies;
   for (auto _ : state) {
-    auto done = std::make_shared<std::promise<void>>();
     latencies.clear();
-    SharedNode()
-        .Spawn([done, &latencies](Process& self) -> Task<void> {
-          Pid heir = self.self();
-          for (int i = 0; i < kTransfers; ++i) {
-            Pid owner = self.Spawn([heir](Process& p) -> Task<void> {
-                              TableOptions options;
-                              options.heir = heir;
-                              IntTable t = IntTable::New(options).value();
-                              (void)t.Insert(1, 1);
-                              Send(heir, Ready{});
-                              co_await p.Receive<Stop>();
-                            })
-                            .value();
-            co_await self.Receive<Ready>();
-            int64_t start = Scheduler::Current()->NowNanos();
-            SendExit(owner, ExitReason::Kill());
-            TableTransfer transfer = co_await self.Receive<TableTransfer>();
-            latencies.push_back(Scheduler::Current()->NowNanos() - start);
-            (void)transfer.table.Delete();
-          }
-          done->set_value();
-        })
-        .value();
-    done->get_future().wait();
+    bench::RunInProcess(SharedNode(), [&latencies](Process& self) -> Task<void> {
+      Pid heir = self.self();
+      for (int i = 0; i < kTransfers; ++i) {
+        Pid owner = self.Spawn([heir](Process& p) -> Task<void> {
+                          TableOptions options;
+                          options.heir = heir;
+                          IntTable t = IntTable::New(options).value();
+                          (void)t.Insert(1, 1);
+                          Send(heir, Ready{});
+                          co_await p.Receive<Stop>();
+                        })
+                        .value();
+        co_await self.Receive<Ready>();
+        int64_t start = Scheduler::Current()->NowNanos();
+        SendExit(owner, ExitReason::Kill());
+        TableTransfer transfer = co_await self.Receive<TableTransfer>();
+        latencies.push_back(Scheduler::Current()->NowNanos() - start);
+        (void)transfer.table.Delete();
+      }
+    });
   }
   state.counters["p50_us"] = bench::Percentile(latencies, 0.5) / 1e3;
   state.counters["p99_us"] = bench::Percentile(latencies, 0.99) / 1e3;
