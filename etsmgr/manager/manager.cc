@@ -144,12 +144,11 @@ void VaultGiveBack(Instance& st, const GiveBack& g) {
     Logf(LogLevel::kNotice, "etsmgr %s: table %s handed back to %s", st.inst.c_str(),
          g.name.c_str(), g.client.ToString().c_str());
   }
-  Reply reply;
   // Still "created" if the client that got it new died before it could initialise it.
-  reply.ref = ManagedTableRef{g.manager, g.table, !g.table.core()->initialised()};
-  reply.vault = std::move(vault);
-  reply.transferred = true;
-  Answer(g.client, g.ref, std::move(reply));
+  Answer(g.client, g.ref,
+         Reply{.ref = {g.manager, g.table, !g.table.core()->initialised()},
+               .vault = std::move(vault),
+               .transferred = true});
 }
 
 Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st) {
@@ -240,10 +239,7 @@ class Manager {
       return;
     }
     ++st_->counters.tables_created;
-    Reply reply;
-    reply.ref = ManagedTableRef{self_.self(), *table, true};
-    reply.vault = st_->vault;
-    reply.transferred = true;
+    Reply reply{.ref = {self_.self(), *table, true}, .vault = st_->vault, .transferred = true};
     lock.unlock();
     Answer(client, req.ref, std::move(reply));
   }
@@ -310,10 +306,7 @@ class Manager {
     Pid vault = st_->vault;
     lock.unlock();
     if (vault_holds) Send(vault, DropTable{table});
-    Reply reply;
-    reply.ref = ManagedTableRef{self_.self(), table, false};
-    reply.vault = std::move(vault);
-    Answer(client, req.ref, std::move(reply));
+    Answer(client, req.ref, Reply{.ref = {self_.self(), table, false}, .vault = std::move(vault)});
   }
 
   void HandleInfo(const CallRequest<InfoRequest>& req) {
@@ -411,10 +404,9 @@ class Manager {
       Send(vault, GiveBack{client, ref, table, name, self_.self()});  // The vault answers.
       return;
     }
-    Reply reply;
-    reply.ref = ManagedTableRef{self_.self(), table, !table.core()->initialised()};
-    reply.vault = std::move(vault);
-    Answer(client, ref, std::move(reply));
+    Answer(client, ref,
+           Reply{.ref = {self_.self(), table, !table.core()->initialised()},
+                 .vault = std::move(vault)});
   }
 
   // "del_table(\"counter\"): not_owner: caller <0.7> is neither the registered client <0.4>
@@ -616,16 +608,31 @@ Etsmgr::Etsmgr(std::string inst) : inst_(std::move(inst)) {}
 
 namespace {
 
-// Flattens a call's transport status and the manager's answer, naming the operation.
-absl::StatusOr<manager_internal::Reply> Flatten(absl::StatusOr<ReplyOr> r,
-                                                const std::string& what) {
-  if (!r.ok())
-    return absl::Status(r.status().code(), absl::StrCat(what, ": ", r.status().message()));
-  return std::move(*r);
+// `op("name")` in client error messages, built only when something fails.
+std::string Describe(const char* op, const std::string& name) {
+  return absl::StrCat(op, " \"", name, "\"");
 }
 
 absl::Status NotRunning(const std::string& what, const std::string& server) {
   return absl::UnavailableError(absl::StrCat(what, ": the manager ", server, " is not running"));
+}
+
+// The client side of new_table / add_table / del_table: checks the name, calls the instance's
+// manager and flattens the transport status and the manager's answer into one.
+template <typename Request>
+Task<absl::StatusOr<manager_internal::Reply>> CallManager(Process& self, std::string server,
+                                                          const char* op, Request request,
+                                                          absl::Duration timeout) {
+  std::string name = request.name;  // Kept for messages; the request moves into the call.
+  if (name.empty()) co_return absl::InvalidArgumentError(absl::StrCat(op, ": empty table name"));
+  Pid pid = self.node().Whereis(server);
+  if (!pid.valid()) co_return NotRunning(Describe(op, name), server);
+  absl::StatusOr<ReplyOr> called = co_await Call<ReplyOr>(self, pid, std::move(request), timeout);
+  if (!called.ok()) {
+    co_return absl::Status(called.status().code(),
+                           absl::StrCat(Describe(op, name), ": ", called.status().message()));
+  }
+  co_return std::move(*called);
 }
 
 // Takes the TableTransfer the giver sent before its reply (same sender: already queued).
@@ -644,17 +651,12 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
                                                              TableOptions options,
                                                              manager_internal::TableFactory factory,
                                                              absl::Duration timeout) const {
-  std::string what = absl::StrCat("new_table \"", name, "\"");
-  if (name.empty()) co_return absl::InvalidArgumentError("new_table: empty table name");
-  Pid server = self.node().Whereis(server_name());
-  if (!server.valid()) co_return NotRunning(what, server_name());
   NewTableRequest request;
   request.name = std::move(name);
   request.options = std::move(options);
   request.factory = std::move(factory);
-  absl::StatusOr<ReplyOr> called =
-      co_await Call<ReplyOr>(self, server, std::move(request), timeout);
-  absl::StatusOr<manager_internal::Reply> reply = Flatten(std::move(called), what);
+  absl::StatusOr<manager_internal::Reply> reply =
+      co_await CallManager(self, server_name(), "new_table", std::move(request), timeout);
   if (!reply.ok()) co_return reply.status();
   if (reply->transferred) co_await TakeTransfer(self, reply->ref.table.id());
   // From here to the caller's code there is no suspension point, so the caller cannot be killed
@@ -667,36 +669,31 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
 Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::string name,
                                                        AnyTable table,
                                                        absl::Duration timeout) const {
-  std::string what = absl::StrCat("add_table \"", name, "\"");
-  if (name.empty()) co_return absl::InvalidArgumentError("add_table: empty table name");
-  if (!table.valid()) co_return absl::InvalidArgumentError(what + ": null table handle");
-  Pid server = self.node().Whereis(server_name());
-  if (!server.valid()) co_return NotRunning(what, server_name());
+  if (!table.valid()) {
+    co_return absl::InvalidArgumentError(Describe("add_table", name) + ": null table handle");
+  }
   AddTableRequest request;
   request.name = name;
   request.table = table;
-  absl::StatusOr<ReplyOr> called =
-      co_await Call<ReplyOr>(self, server, std::move(request), timeout);
-  absl::StatusOr<manager_internal::Reply> reply = Flatten(std::move(called), what);
+  absl::StatusOr<manager_internal::Reply> reply =
+      co_await CallManager(self, server_name(), "add_table", std::move(request), timeout);
   if (!reply.ok()) co_return reply.status();
   if (reply->transferred) co_await TakeTransfer(self, reply->ref.table.id());
   // We own it now: make the vault its heir (no suspension point since the reply, so this process
   // cannot have been killed in between).
   absl::Status heir = reply->ref.table.SetHeir(reply->vault, std::any(name));
-  if (!heir.ok()) co_return absl::Status(heir.code(), absl::StrCat(what, ": ", heir.message()));
+  if (!heir.ok()) {
+    co_return absl::Status(heir.code(),
+                           absl::StrCat(Describe("add_table", name), ": ", heir.message()));
+  }
   co_return std::move(reply->ref);
 }
 
 Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Duration timeout) const {
-  std::string what = absl::StrCat("del_table \"", name, "\"");
-  if (name.empty()) co_return absl::InvalidArgumentError("del_table: empty table name");
-  Pid server = self.node().Whereis(server_name());
-  if (!server.valid()) co_return NotRunning(what, server_name());
   DelTableRequest request;
   request.name = std::move(name);
-  absl::StatusOr<ReplyOr> called =
-      co_await Call<ReplyOr>(self, server, std::move(request), timeout);
-  absl::StatusOr<manager_internal::Reply> reply = Flatten(std::move(called), what);
+  absl::StatusOr<manager_internal::Reply> reply =
+      co_await CallManager(self, server_name(), "del_table", std::move(request), timeout);
   if (!reply.ok()) co_return reply.status();
   // No longer managed: if it is ours, it no longer has the vault as heir.
   absl::StatusOr<Pid> owner = reply->ref.table.Owner();
