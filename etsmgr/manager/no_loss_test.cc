@@ -169,78 +169,60 @@ Task<void> ScenarioC(Process& self, std::shared_ptr<std::string> out) {
                       r.text, ")");
 }
 
-void RunSeeds(std::function<Task<void>(Process&, std::shared_ptr<std::string>)> scenario,
-              const std::string& expected) {
-  for (uint64_t seed = 0; seed < kSeeds; ++seed) {
-    RuntimeOptions options;
-    options.deterministic = true;
-    options.seed = seed;
-    auto node = Node::Create(options).value();
-    auto out = std::make_shared<std::string>("did not finish");
-    node->Spawn([scenario, out](Process& self) { return scenario(self, out); }, {.trap_exit = true})
-        .value();
-    node->runtime().RunUntilIdle();
-    ASSERT_EQ(*out, expected) << "seed " << seed;
+using Scenario = std::function<Task<void>(Process&, std::shared_ptr<std::string>)>;
+
+// Runs `scenario` on a fresh node (deterministic with `seed`, or on two schedulers) and yields
+// what it wrote, or "did not finish".
+std::string RunScenario(const Scenario& scenario, bool deterministic, uint64_t seed) {
+  RuntimeOptions options;
+  options.deterministic = deterministic;
+  options.seed = seed;
+  options.schedulers = 2;
+  auto node = Node::Create(options).value();
+  auto out = std::make_shared<std::string>("did not finish");
+  auto done = std::make_shared<std::promise<void>>();
+  node->Spawn(
+          [scenario, out, done](Process& self) -> Task<void> {
+            co_await scenario(self, out);
+            done->set_value();
+          },
+          {.trap_exit = true})
+      .value();
+  if (deterministic) node->runtime().RunUntilIdle();  // Returns with the scenario done or stuck.
+  auto limit = deterministic ? std::chrono::seconds(0) : std::chrono::seconds(30);
+  if (done->get_future().wait_for(limit) != std::future_status::ready) {
+    return "did not finish";
   }
+  return *out;
 }
 
-void RunThreaded(std::function<Task<void>(Process&, std::shared_ptr<std::string>)> scenario,
-                 const std::string& expected, int runs) {
+// Every seed in deterministic mode, then `runs` runs on two schedulers.
+void RunEverywhere(const Scenario& scenario, const std::string& expected, int runs) {
+  for (uint64_t seed = 0; seed < kSeeds; ++seed) {
+    ASSERT_EQ(RunScenario(scenario, true, seed), expected) << "seed " << seed;
+  }
   for (int run = 0; run < runs; ++run) {
-    RuntimeOptions options;
-    options.schedulers = 2;
-    auto node = Node::Create(options).value();
-    auto out = std::make_shared<std::string>();
-    auto done = std::make_shared<std::promise<void>>();
-    node->Spawn(
-            [scenario, out, done](Process& self) -> Task<void> {
-              co_await scenario(self, out);
-              done->set_value();
-            },
-            {.trap_exit = true})
-        .value();
-    ASSERT_EQ(done->get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
-    ASSERT_EQ(*out, expected) << "run " << run;
+    ASSERT_EQ(RunScenario(scenario, false, run), expected) << "run " << run;
   }
 }
 
 TEST(NoLossTest, A_ManagerKilledThenClientKilledBeforeReadding) {
-  RunSeeds(ScenarioA, "created=0 value=41");
-  RunThreaded(ScenarioA, "created=0 value=41", 30);
+  RunEverywhere(ScenarioA, "created=0 value=41", 30);
 }
 
 TEST(NoLossTest, B_HeldTablesSurviveAManagerRestart) {
-  const std::string expected =
-      "tables=1 counter:client=none,owner_vault=1,size=1 lost=0 | created=0 value=41";
-  RunSeeds(ScenarioB, expected);
-  RunThreaded(ScenarioB, expected, 30);
+  RunEverywhere(ScenarioB,
+                "tables=1 counter:client=none,owner_vault=1,size=1 lost=0 | created=0 value=41",
+                30);
 }
 
 TEST(NoLossTest, C_ClientDiesWhileItsRequestIsQueued) {
   // Either the request never ran (no entry) or the table went to the vault and back.
   for (bool threaded : {false, true}) {
-    auto check = [](const std::string& out) {
+    for (uint64_t seed = 0; seed < (threaded ? 30 : kSeeds); ++seed) {
+      std::string out = RunScenario(ScenarioC, !threaded, seed);
       EXPECT_NE(out.find("manager_survived=1 value_ok=1"), std::string::npos) << out;
       EXPECT_NE(out.find("lost=0"), std::string::npos) << out;
-    };
-    for (uint64_t seed = 0; seed < (threaded ? 30 : kSeeds); ++seed) {
-      RuntimeOptions options;
-      options.deterministic = !threaded;
-      options.schedulers = 2;
-      options.seed = seed;
-      auto node = Node::Create(options).value();
-      auto out = std::make_shared<std::string>("did not finish");
-      auto done = std::make_shared<std::promise<void>>();
-      node->Spawn(
-              [out, done](Process& self) -> Task<void> {
-                co_await ScenarioC(self, out);
-                done->set_value();
-              },
-              {.trap_exit = true})
-          .value();
-      if (!threaded) node->runtime().RunUntilIdle();
-      ASSERT_EQ(done->get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
-      check(*out);
     }
   }
 }
