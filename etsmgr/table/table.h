@@ -122,11 +122,8 @@ class Table {
   using Core = table_internal::TypedCore<K, V>;
   explicit Table(std::shared_ptr<Core> core) : core_(std::move(core)) {}
 
-  static absl::Status Null(const char* what) {
-    return absl::FailedPreconditionError(absl::StrCat(what, ": null table handle"));
-  }
   absl::Status Check(TableCore::Op op, const char* what) const {
-    if (core_ == nullptr) return Null(what);
+    if (core_ == nullptr) return NullTableHandle(what);
     return core_->Check(op, what);
   }
 
@@ -175,7 +172,7 @@ absl::StatusOr<Table<K, V>> Table<K, V>::New(TableOptions options) {
 
 template <TableKey K, typename V>
 absl::StatusOr<Table<K, V>> Table<K, V>::Attach(const AnyTable& table) {
-  if (!table.valid()) return Null("attach");
+  if (!table.valid()) return NullTableHandle("attach");
   const std::shared_ptr<TableCore>& core = table.core();
   if (core->key_type() != std::type_index(typeid(K)) ||
       core->value_type() != std::type_index(typeid(V))) {
@@ -259,7 +256,7 @@ absl::Status Table<K, V>::Clear() {
 
 template <TableKey K, typename V>
 absl::Status Table<K, V>::Delete() {
-  if (core_ == nullptr) return Null("delete");
+  if (core_ == nullptr) return NullTableHandle("delete");
   return core_->Delete();
 }
 

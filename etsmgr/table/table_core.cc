@@ -283,11 +283,9 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
 
 // --- AnyTable.
 
-namespace {
-absl::Status NullHandle(const char* what) {
+absl::Status NullTableHandle(const char* what) {
   return absl::FailedPreconditionError(absl::StrCat(what, ": null table handle"));
 }
-}  // namespace
 
 bool AnyTable::alive() const { return core_ != nullptr && !core_->deleted(); }
 bool AnyTable::lost_with_owner() const { return core_ != nullptr && core_->lost_with_owner(); }
@@ -298,42 +296,42 @@ std::string AnyTable::ToString() const {
 }
 
 absl::StatusOr<TableInfo> AnyTable::Info() const {
-  if (!core_) return NullHandle("info");
+  if (!core_) return NullTableHandle("info");
   return core_->Info();
 }
 
 absl::StatusOr<Pid> AnyTable::Owner() const {
-  if (!core_) return NullHandle("owner");
+  if (!core_) return NullTableHandle("owner");
   if (core_->deleted()) return core_->DeletedError("owner");
   return core_->owner();
 }
 
 absl::StatusOr<size_t> AnyTable::Size() const {
-  if (!core_) return NullHandle("size");
+  if (!core_) return NullTableHandle("size");
   absl::Status allowed = core_->Check(TableCore::Op::kRead, "size");
   if (!allowed.ok()) return allowed;
   return core_->Size("size");
 }
 
 absl::Status AnyTable::Clear() const {
-  if (!core_) return NullHandle("clear");
+  if (!core_) return NullTableHandle("clear");
   absl::Status allowed = core_->Check(TableCore::Op::kWrite, "clear");
   if (!allowed.ok()) return allowed;
   return core_->Clear("clear");
 }
 
 absl::Status AnyTable::GiveAway(const Pid& to, std::any data) const {
-  if (!core_) return NullHandle("give_away");
+  if (!core_) return NullTableHandle("give_away");
   return core_->GiveAway(to, std::move(data));
 }
 
 absl::Status AnyTable::SetHeir(const Pid& heir, std::any data) const {
-  if (!core_) return NullHandle("set_heir");
+  if (!core_) return NullTableHandle("set_heir");
   return core_->SetHeir(heir, std::move(data));
 }
 
 absl::Status AnyTable::Delete() const {
-  if (!core_) return NullHandle("delete");
+  if (!core_) return NullTableHandle("delete");
   return core_->Delete();
 }
 

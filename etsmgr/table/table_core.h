@@ -118,6 +118,9 @@ struct TableTransfer {
   std::any heir_data;
 };
 
+// The error of every call on a null (default-constructed) handle, AnyTable or Table<K, V>.
+absl::Status NullTableHandle(const char* what);
+
 // The table named `name` on `node`: NotFound when there is none.
 absl::StatusOr<AnyTable> FindTable(Node& node, std::string_view name);
 
@@ -157,14 +160,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
     return me != nullptr && me->serial() == owner_serial_.load(std::memory_order_acquire);
   }
   absl::Status Check(Op op, const char* what) const {
-    if (access_ == Access::kPublic || (access_ == Access::kProtected && op == Op::kRead)) {
-      return absl::OkStatus();
-    }
-    ProcessControl* me = CurrentProcess();
-    if (me != nullptr && me->serial() == owner_serial_.load(std::memory_order_acquire)) {
-      return absl::OkStatus();
-    }
-    return Denied(op, what);
+    return Allowed(op) ? absl::OkStatus() : Denied(op, what);
   }
   // The error for every call on a deleted table.
   absl::Status DeletedError(const char* what) const;
