@@ -560,12 +560,10 @@ absl::Status StartManager(Node& node, std::string inst, ManagerOptions options) 
         "start(\"", inst, "\"): restart intensity must be >= 0 and the period positive (got ",
         options.intensity, " in ", absl::FormatDuration(options.period), ")"));
   }
-  std::string sup_name = InstToName("etsmgr_sup", inst);
-  if (node.Whereis(sup_name).valid() || manager_internal::FindInstance(node, inst) != nullptr) {
-    return absl::AlreadyExistsError(absl::StrCat("start(\"", inst, "\"): already_started"));
-  }
+  // Already started shows as the supervisor's name being taken (standalone) or the vault finding
+  // the instance registered (embedded elsewhere): both AlreadyExists.
   SpawnOptions spawn;
-  spawn.name = sup_name;
+  spawn.name = InstToName("etsmgr_sup", inst);
   absl::StatusOr<Pid> sup =
       StartSupervisor(node, manager_internal::InstanceFlags(options),
                       manager_internal::InstanceChildren(inst), std::move(spawn));
