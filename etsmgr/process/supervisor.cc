@@ -303,7 +303,10 @@ Task<void> SupervisorBody(Process& self, SupervisorFlags flags, std::vector<Chil
   self.set_trap_exit(true);
   Supervisor sup(self, flags, std::move(specs), parent);
   absl::Status init = co_await sup.Init();
-  ack(init);
+  // The starter gets its own copy, not a second reference to our status: Debian's Abseil counts
+  // references in code TSan cannot see, so a shared status freed on the other thread reads as a
+  // race.
+  ack(init.ok() ? absl::OkStatus() : absl::Status(init.code(), init.message()));
   if (!init.ok()) {
     // The starter gets the status; it is not also killed by our exit.
     if (parent.valid()) self.Unlink(parent);
