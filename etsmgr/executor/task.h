@@ -37,6 +37,8 @@
 #include <utility>
 #include <variant>
 
+#include "etsmgr/base/block_cache.h"
+
 namespace etsmgr {
 
 template <typename T = void>
@@ -47,6 +49,11 @@ namespace task_internal {
 // Common part of every Task promise: the continuation and the final-suspend jump to it.
 class PromiseBase {
  public:
+  // Frames are allocated and freed once per call: they come from the per-thread caches of
+  // etsmgr/base/block_cache.h (a chain of awaited calls then costs no malloc).
+  static void* operator new(size_t size) { return block_cache::Allocate(size); }
+  static void operator delete(void* p, size_t size) { block_cache::Free(p, size); }
+
   std::suspend_always initial_suspend() noexcept { return {}; }
 
   struct FinalAwaiter {

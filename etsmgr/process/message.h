@@ -35,10 +35,8 @@ class Envelope {
  public:
   virtual ~Envelope() = default;
 
-  // Envelopes are allocated and freed once per message: small ones come from a per-thread cache
-  // of freed blocks (size classes of 32 bytes up to 256), which takes malloc off the messaging
-  // hot path. A block freed on another thread than the one that allocated it simply joins that
-  // thread's cache. Sanitizer builds use plain new/delete so ASan still sees every reuse.
+  // Envelopes are allocated and freed once per message: they come from the per-thread caches of
+  // etsmgr/base/block_cache.h, which take malloc off the messaging hot path.
   static void* operator new(size_t size);
   static void operator delete(void* p, size_t size);
   const void* type() const { return type_; }

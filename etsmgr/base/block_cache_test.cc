@@ -1,0 +1,78 @@
+#include "etsmgr/base/block_cache.h"
+
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace etsmgr::block_cache {
+namespace {
+
+TEST(BlockCache, FreedBlockIsReusedForTheSameClass) {
+  void* a = Allocate(40);
+  std::memset(a, 0xab, 40);
+  Free(a, 40);
+  void* b = Allocate(64);  // Same 64-byte class.
+  if (Enabled()) {
+    EXPECT_EQ(a, b);
+  }
+  std::memset(b, 0xcd, 64);  // The whole class is usable (ASan would flag an overflow).
+  Free(b, 64);
+}
+
+TEST(BlockCache, ClassesDoNotMix) {
+  void* small = Allocate(32);
+  Free(small, 32);
+  void* big = Allocate(33);  // Next class: never the 32-byte block.
+  EXPECT_NE(small, big);
+  std::memset(big, 0, 33);
+  Free(big, 33);
+}
+
+TEST(BlockCache, LargeBlocksBypassTheCache) {
+  size_t before = CachedBlocks();
+  void* p = Allocate(4096);
+  std::memset(p, 1, 4096);
+  Free(p, 4096);
+  EXPECT_EQ(CachedBlocks(), before);
+}
+
+TEST(BlockCache, CacheIsBoundedPerClass) {
+  std::vector<void*> blocks;
+  for (int i = 0; i < 10'000; ++i) blocks.push_back(Allocate(1024));
+  for (void* p : blocks) Free(p, 1024);
+  // 1 KiB blocks: at most 32 KiB kept, i.e. 32 blocks (plus whatever other classes hold).
+  if (Enabled()) {
+    EXPECT_GE(CachedBlocks(), 32u);
+  }
+  EXPECT_LT(CachedBlocks(), 32u + 2000u);
+}
+
+TEST(BlockCache, BlocksCrossThreads) {
+  // Allocated here, freed on another thread (joins that thread's cache, emptied at its exit),
+  // and the reverse.
+  std::vector<void*> mine;
+  for (int i = 0; i < 100; ++i) mine.push_back(Allocate(24 + i));
+  std::vector<void*> theirs;
+  std::thread t([&] {
+    for (int i = 0; i < 100; ++i) Free(mine[i], 24 + i);
+    for (int i = 0; i < 100; ++i) theirs.push_back(Allocate(100 + i));
+  });
+  t.join();
+  for (int i = 0; i < 100; ++i) {
+    std::memset(theirs[i], 7, 100 + i);
+    Free(theirs[i], 100 + i);
+  }
+}
+
+TEST(BlockCache, ZeroSizeAndNull) {
+  void* p = Allocate(0);
+  EXPECT_NE(p, nullptr);
+  Free(p, 0);
+  Free(nullptr, 64);
+}
+
+}  // namespace
+}  // namespace etsmgr::block_cache
