@@ -4,6 +4,8 @@
 #include <any>
 #include <future>
 #include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -75,6 +77,28 @@ struct GiveBack {
 struct DropTable {
   AnyTable table;
 };
+
+// --- The directory's client bookkeeping (caller holds st.mu). Links follow the per-client
+// table count, as Erlang's etsmgr: whoever changes the count makes or breaks the link (the
+// manager from its side, a client on the fast paths below from its own).
+
+// True when `name` is the client's first table: link the client and the manager.
+bool AddClientName(Instance& st, const Pid& client, const std::string& name) {
+  absl::flat_hash_set<std::string>& names = st.clients[client];
+  bool first = names.empty();
+  names.insert(name);
+  return first;
+}
+
+// True when that was the client's last table: unlink the client and the manager.
+bool RemoveClientName(Instance& st, const Pid& client, const std::string& name) {
+  auto it = st.clients.find(client);
+  if (it == st.clients.end()) return false;
+  it->second.erase(name);
+  if (!it->second.empty()) return false;
+  st.clients.erase(it);
+  return true;
+}
 
 void Answer(const Pid& to, uint64_t ref, ReplyOr reply) {
   Send(to, CallReply<ReplyOr>{ref, std::move(reply)});
@@ -218,7 +242,7 @@ class Manager {
     TableOptions options = req.request.options;
     options.heir = st_->vault;
     options.heir_data = name;
-    absl::StatusOr<AnyTable> table = req.request.factory.create(options);
+    absl::StatusOr<AnyTable> table = req.request.factory.create(std::move(options));
     if (!table.ok()) {
       Answer(client, req.ref,
              absl::Status(table.status().code(), absl::StrCat("new_table ", Quoted(name), ": ",
@@ -432,19 +456,11 @@ class Manager {
   }
 
   void AddClient(const Pid& client, const std::string& name) {
-    absl::flat_hash_set<std::string>& names = st_->clients[client];
-    if (names.empty()) self_.Link(client);
-    names.insert(name);
+    if (AddClientName(*st_, client, name)) self_.Link(client);
   }
 
   void RemoveClient(const Pid& client, const std::string& name) {
-    auto it = st_->clients.find(client);
-    if (it == st_->clients.end()) return;
-    it->second.erase(name);
-    if (it->second.empty()) {
-      self_.Unlink(client);
-      st_->clients.erase(it);
-    }
+    if (RemoveClientName(*st_, client, name)) self_.Unlink(client);
   }
 
   void RemoveEntry(absl::flat_hash_map<std::string, Entry>::iterator it) {
@@ -490,6 +506,78 @@ Task<void> ManagerBody(Process& self, std::string inst, Pid parent) {
            m.type_name());
     }
   }
+}
+
+// --- Client fast paths: the common new_table / del_table done by the client itself, under the
+// directory lock and with no suspension point (so the client cannot die half-way), instead of a
+// call to the manager. They decline (std::nullopt) whenever the manager has something to decide
+// or report, and the client then calls the manager as usual.
+
+// new_table of a free name: the caller creates the table (it owns it; the vault is its heir),
+// registers it and links itself to the manager. Declines (leaving `options` untouched) when the
+// manager or the vault is not running, the name is in use, or a dead entry under the name
+// belongs to another client.
+std::optional<absl::StatusOr<ManagedTableRef>> TryNewTableHere(Process& self, Instance& st,
+                                                               const std::string& name,
+                                                               TableOptions& options,
+                                                               const TableFactory& factory) {
+  const Pid& client = self.self();
+  std::lock_guard<std::mutex> lock(st.mu);
+  if (!st.manager.alive() || !st.vault.alive()) return std::nullopt;
+  auto it = st.tables.find(name);
+  if (it != st.tables.end() &&
+      (it->second.table.alive() || (it->second.client.valid() && it->second.client != client))) {
+    return std::nullopt;
+  }
+  options.heir = st.vault;
+  options.heir_data = name;
+  absl::StatusOr<AnyTable> table = factory.create(std::move(options));
+  if (!table.ok()) {
+    return absl::Status(table.status().code(),
+                        absl::StrCat("new_table ", Quoted(name), ": ", table.status().message()));
+  }
+  if (it != st.tables.end()) {  // A dead entry (of this client or none): start afresh.
+    if (it->second.table.lost_with_owner()) ++st.counters.tables_lost;
+    if (it->second.client.valid()) RemoveClientName(st, client, name);
+    st.tables.erase(it);
+  }
+  if (AddClientName(st, client, name) && !self.TryLink(st.manager)) {
+    // The manager exited since the check (`options` are spent: answer here, not by a call).
+    RemoveClientName(st, client, name);
+    table->Delete().IgnoreError();
+    return absl::UnavailableError(absl::StrCat("new_table ", Quoted(name), ": the manager ",
+                                               st.manager.ToString(), " exited"));
+  }
+  st.tables.emplace(name, Entry{*table, client});
+  ++st.counters.tables_created;
+  return ManagedTableRef{st.manager, *std::move(table), true};
+}
+
+// del_table by the table's registered client: unregisters it, unlinking the client from the
+// manager with its last table. Declines when the manager is not running or the caller is not the
+// registered client (the owner of a table registered to another client asks the manager).
+std::optional<absl::Status> TryDelTableHere(Process& self, Instance& st, const std::string& name,
+                                            AnyTable& table) {
+  const Pid& client = self.self();
+  Pid vault;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (!st.manager.alive()) return std::nullopt;
+    auto it = st.tables.find(name);
+    if (it == st.tables.end()) {
+      return absl::NotFoundError(absl::StrCat("del_table ", Quoted(name), ": no_such_table_entry"));
+    }
+    if (it->second.client != client) return std::nullopt;
+    table = it->second.table;
+    if (table.lost_with_owner()) ++st.counters.tables_lost;
+    st.tables.erase(it);
+    if (RemoveClientName(st, client, name)) self.Unlink(st.manager);
+    absl::StatusOr<Pid> owner = table.Owner();
+    if (owner.ok() && *owner == st.vault) vault = st.vault;
+  }
+  // Held by the vault (a hand-back still on its way): nobody can claim it any more.
+  if (vault.valid()) Send(vault, DropTable{table});
+  return absl::OkStatus();
 }
 
 std::vector<ChildSpec> InstanceChildren(const std::string& inst) {
@@ -649,6 +737,16 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
                                                              TableOptions options,
                                                              manager_internal::TableFactory factory,
                                                              absl::Duration timeout) const {
+  if (name.empty()) co_return absl::InvalidArgumentError("new_table: empty table name");
+  if (std::shared_ptr<manager_internal::Instance> st =
+          manager_internal::FindInstance(self.node(), inst_)) {
+    std::optional<absl::StatusOr<ManagedTableRef>> here =
+        manager_internal::TryNewTableHere(self, *st, name, options, factory);
+    if (here.has_value()) {
+      if (here->ok()) (*here)->table.core()->SetInitialised(true);  // As below: no suspension.
+      co_return std::move(*here);
+    }
+  }
   NewTableRequest request;
   request.name = std::move(name);
   request.options = std::move(options);
@@ -688,6 +786,19 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
 }
 
 Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Duration timeout) const {
+  if (name.empty()) co_return absl::InvalidArgumentError("del_table: empty table name");
+  if (std::shared_ptr<manager_internal::Instance> st =
+          manager_internal::FindInstance(self.node(), inst_)) {
+    AnyTable table;
+    std::optional<absl::Status> here = manager_internal::TryDelTableHere(self, *st, name, table);
+    if (here.has_value()) {
+      if (!here->ok()) co_return std::move(*here);
+      // No longer managed: if it is ours, it no longer has the vault as heir.
+      absl::StatusOr<Pid> owner = table.Owner();
+      if (owner.ok() && *owner == self.self()) table.SetHeir(Pid()).IgnoreError();
+      co_return absl::OkStatus();
+    }
+  }
   DelTableRequest request;
   request.name = std::move(name);
   absl::StatusOr<manager_internal::Reply> reply =

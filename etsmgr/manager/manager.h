@@ -14,6 +14,12 @@
 // is down still leaves its table to the vault. Only stopping the instance (or killing its vault)
 // lets go of the tables it holds.
 //
+// The directory is shared state under a lock, so the common calls need no message: new_table of
+// a free name and del_table by the table's client run in the caller (the table is created in the
+// caller, which links itself to the manager, all under the directory lock and with no suspension
+// point, so the caller cannot die half-way). Everything else -- hand-backs, conflicts, add_table,
+// info -- is a call to the manager process, which also watches the clients' exits.
+//
 // Calls (from a process; each with a timeout, default 5 s as gen_server:call):
 // - NewTable<K, V>(name, options): unknown name (or a deleted table) -> creates the table (the
 //   caller owns it, the vault is its heir with heir_data = name) and links the manager to the
@@ -109,15 +115,15 @@ struct ManagerInfo {
 };
 
 namespace manager_internal {
-// The type-erased creation request NewTable<K, V> sends (the manager creates the table).
+// The type-erased creation request of NewTable<K, V> (the caller or the manager creates the table).
 struct TableFactory {
   const std::type_info* key_type = &typeid(void);
   const std::type_info* value_type = &typeid(void);
-  absl::StatusOr<AnyTable> (*create)(const TableOptions& options) = nullptr;
+  absl::StatusOr<AnyTable> (*create)(TableOptions options) = nullptr;
 };
 template <typename K, typename V>
-absl::StatusOr<AnyTable> CreateTable(const TableOptions& options) {
-  absl::StatusOr<Table<K, V>> t = Table<K, V>::New(options);
+absl::StatusOr<AnyTable> CreateTable(TableOptions options) {
+  absl::StatusOr<Table<K, V>> t = Table<K, V>::New(std::move(options));
   if (!t.ok()) return t.status();
   return t->any();
 }

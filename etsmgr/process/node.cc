@@ -17,6 +17,11 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const RuntimeOptions& options
 
 Node::~Node() { Shutdown(); }
 
+size_t Node::NextServiceId() {
+  static std::atomic<size_t> next{0};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 void Node::Shutdown() {
   if (runtime_) runtime_->Shutdown();
   std::lock_guard<std::mutex> lock(registry_mu_);
@@ -46,7 +51,7 @@ absl::StatusOr<Pid> Node::SpawnImpl(ProcessBody body, SpawnOptions options, cons
   }
   control->Bind(pid);
   // Link before the child can run; a dead parent makes the child get an exit signal noproc.
-  if (link_to != nullptr) control->Link(*link_to);
+  if (link_to != nullptr) control->Link(*link_to, /*signal_if_dead=*/true);
   live_.fetch_add(1, std::memory_order_relaxed);
   control->Launch();
   return pid;

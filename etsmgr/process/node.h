@@ -15,8 +15,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <typeindex>
-#include <typeinfo>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -68,11 +66,17 @@ class Node {
 
   // Per-node state of higher layers (the table name registry, manager instances): one T per
   // node, default-constructed on first use, destroyed with the node after its processes.
+  // After the first use, a lock-free load (the manager's client calls look theirs up per call).
   template <typename T>
   T& Service() {
+    static const size_t id = NextServiceId();
+    if (id < kFastServices) {
+      if (void* p = fast_services_[id].load(std::memory_order_acquire)) return *static_cast<T*>(p);
+    }
     std::lock_guard<std::mutex> lock(services_mu_);
-    std::shared_ptr<void>& slot = services_[std::type_index(typeid(T))];
+    std::shared_ptr<void>& slot = services_[id];
     if (!slot) slot = std::make_shared<T>();
+    if (id < kFastServices) fast_services_[id].store(slot.get(), std::memory_order_release);
     return *static_cast<T*>(slot.get());
   }
 
@@ -97,8 +101,11 @@ class Node {
   absl::flat_hash_map<std::string, Pid> names_;
   absl::flat_hash_map<std::string, std::vector<Pid>> name_waiters_;
 
+  static size_t NextServiceId();  // One per service type, program-wide.
+  static constexpr size_t kFastServices = 8;
+  std::atomic<void*> fast_services_[kFastServices] = {};
   std::mutex services_mu_;
-  absl::flat_hash_map<std::type_index, std::shared_ptr<void>> services_;  // Last: goes first.
+  absl::flat_hash_map<size_t, std::shared_ptr<void>> services_;  // Last: goes first.
 };
 
 }  // namespace etsmgr

@@ -460,8 +460,9 @@ void ProcessControl::DestroyAtShutdown() noexcept {
   Pid last = std::move(self_);
 }
 
-void ProcessControl::Link(const Pid& other) {
-  if (!other.valid() || other == self_) return;
+bool ProcessControl::Link(const Pid& other, bool signal_if_dead) {
+  if (!other.valid()) return false;
+  if (other == self_) return true;
   ProcessControl* o = other.control();
   bool other_dead;
   {
@@ -473,12 +474,15 @@ void ProcessControl::Link(const Pid& other) {
     }
   }
   if (other_dead) {
-    Deliver(std::make_unique<ExitSignalEnvelope>(other, ExitReason::NoProc(), false));
-    return;
+    if (signal_if_dead) {
+      Deliver(std::make_unique<ExitSignalEnvelope>(other, ExitReason::NoProc(), false));
+    }
+    return false;
   }
   std::lock_guard<SpinLock> lock(mu_);
   std::vector<Pid>& mine = extras().links;
   if (std::find(mine.begin(), mine.end(), other) == mine.end()) mine.push_back(other);
+  return true;
 }
 
 void ProcessControl::Unlink(const Pid& other) {

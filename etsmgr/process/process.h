@@ -129,7 +129,10 @@ class Process {
   ReceiveAwaiter Exit(ExitReason reason);
 
   // --- Links, monitors, flags.
-  void Link(const Pid& other) { control_->Link(other); }
+  // Links to `other`; if it has exited, this process gets an exit signal noproc (as Erlang).
+  void Link(const Pid& other) { control_->Link(other, /*signal_if_dead=*/true); }
+  // Links to `other` if it is alive (true); false, with no signal, if it has exited.
+  bool TryLink(const Pid& other) { return control_->Link(other, /*signal_if_dead=*/false); }
   void Unlink(const Pid& other) { control_->Unlink(other); }
   uint64_t Monitor(const Pid& target) { return control_->Monitor(target); }
   void Demonitor(uint64_t ref, bool flush = false) { control_->Demonitor(ref, flush); }

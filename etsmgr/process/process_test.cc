@@ -1,5 +1,6 @@
 #include "etsmgr/process/process.h"
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <set>
@@ -292,6 +293,24 @@ TEST_P(ProcessTest, LinkToDeadPidGivesNoproc) {
                },
                {.trap_exit = true});
   EXPECT_EQ(got, "1noproc");
+}
+
+TEST_P(ProcessTest, TryLinkLinksALiveProcessAndReportsADeadOneWithoutSignal) {
+  std::string got =
+      RunProbe(*node_, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        Pid dead = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
+        co_await AwaitDown(self, dead);
+        Pid live = self.Spawn([](Process& p) -> Task<void> { co_await p.Receive<Note>(); }).value();
+        bool to_dead = self.TryLink(dead);
+        bool to_live = self.TryLink(live);
+        std::vector<Pid> links = GetProcessInfo(self.self())->links;
+        bool linked = std::find(links.begin(), links.end(), live) != links.end();
+        // No noproc signal: this process does not trap exits and is still running.
+        Send(live, Note{"go"});
+        co_await AwaitDown(self, live);
+        report(absl::StrCat(to_dead, to_live, linked, " mailbox=", self.mailbox_size()));
+      });
+  EXPECT_EQ(got, "011 mailbox=0");
 }
 
 TEST_P(ProcessTest, UnlinkStopsSignals) {

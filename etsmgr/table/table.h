@@ -173,7 +173,7 @@ absl::StatusOr<Table<K, V>> Table<K, V>::New(TableOptions options) {
     return absl::InvalidArgumentError(
         absl::StrCat("new table: unknown access mode ", static_cast<int>(options.access)));
   }
-  absl::Status established = TableCore::Establish(core, options);
+  absl::Status established = TableCore::Establish(core, std::move(options));
   if (!established.ok()) return established;
   return Table(std::move(core));
 }

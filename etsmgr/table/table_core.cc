@@ -124,8 +124,7 @@ Pid TableCore::heir() const {
   return heir_;
 }
 
-absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core,
-                                  const TableOptions& options) {
+absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableOptions options) {
   ProcessControl* me = CurrentProcess();
   if (me == nullptr) {
     return absl::FailedPreconditionError(
@@ -146,8 +145,8 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core,
     std::lock_guard<std::mutex> lock(core->meta_mu_);
     core->owner_ = me->self();
     core->owner_serial_.store(me->serial(), std::memory_order_release);
-    core->heir_ = options.heir;
-    core->heir_data_ = options.heir_data;
+    core->heir_ = std::move(options.heir);
+    core->heir_data_ = std::move(options.heir_data);
   }
   // The caller is running, so it has not begun exiting: adopting cannot fail, except while its
   // exit procedure runs (a destructor creating a table), which leaves nobody to own it.

@@ -183,8 +183,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
 
   // Creates the core's ownership: the calling process becomes the owner; registers the name.
   // Used by Table<K, V>::New.
-  static absl::Status Establish(const std::shared_ptr<TableCore>& core,
-                                const TableOptions& options);
+  static absl::Status Establish(const std::shared_ptr<TableCore>& core, TableOptions options);
 
  protected:
   TableCore(const TableOptions& options, const std::type_info& key_type,

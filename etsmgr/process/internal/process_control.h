@@ -159,8 +159,9 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   size_t mailbox_size() const { return mailbox_size_; }
 
   // --- Links and monitors (any thread; see the class comment for locking).
-  // Adds a link to `other`; if `other` is dead, delivers an exit signal noproc to this process.
-  void Link(const Pid& other);
+  // Adds a link to `other` and returns true; if `other` is dead, returns false and, when
+  // `signal_if_dead`, delivers an exit signal noproc to this process.
+  bool Link(const Pid& other, bool signal_if_dead);
   void Unlink(const Pid& other);
   uint64_t Monitor(const Pid& target);  // Down noproc at once if the target is dead.
   void Demonitor(uint64_t ref, bool flush);
