@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <typeindex>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -134,6 +135,9 @@ void VaultInherited(Instance& st, const Pid& vault, const TableTransfer& t) {
     if (managed) ++st.counters.transfers_to_manager;
   }
   if (!managed) {
+    // Taken back already (a client claims a table from the vault directly) and then dropped.
+    absl::StatusOr<Pid> owner = t.table.Owner();
+    if (!owner.ok() || *owner != vault) return;
     // Not (or no longer) in the directory: nobody can claim it back; do not keep it forever.
     if (LogEnabled(LogLevel::kNotice)) {
       Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st.inst.c_str(),
@@ -421,6 +425,14 @@ class Manager {
                  owner->ToString(), ", not by the caller ", client.ToString())));
       return;
     }
+    if (*owner == st_->vault && entry.client.valid() && entry.client != client &&
+        entry.client.alive()) {
+      Answer(client, ref,
+             absl::AlreadyExistsError(
+                 absl::StrCat(what, " ", Quoted(name), ": table_exists: ", table.ToString(),
+                              " is being handed back to ", entry.client.ToString())));
+      return;
+    }
     SetClient(entry, name, client);
     Pid vault = st_->vault;
     lock.unlock();
@@ -513,10 +525,44 @@ Task<void> ManagerBody(Process& self, std::string inst, Pid parent) {
 // call to the manager. They decline (std::nullopt) whenever the manager has something to decide
 // or report, and the client then calls the manager as usual.
 
-// new_table of a free name: the caller creates the table (it owns it; the vault is its heir),
-// registers it and links itself to the manager. Declines (leaving `options` untouched) when the
-// manager or the vault is not running, the name is in use, or a dead entry under the name
-// belongs to another client.
+// The caller becomes `name`'s client, linked to the manager. If the manager exited since the
+// caller checked it, the link fails, and the next manager links every live client on start.
+void RegisterClientHere(Process& self, Instance& st, Entry& entry, const std::string& name) {
+  const Pid& client = self.self();
+  if (entry.client.valid() && entry.client != client) RemoveClientName(st, entry.client, name);
+  entry.client = client;
+  if (AddClientName(st, client, name)) self.TryLink(st.manager);
+}
+
+// new_table of a name whose table the vault holds (its client died): the caller takes it over
+// from the vault directly. Declines when the types differ, another live client holds the name
+// (a hand-back on its way), or the vault does not own the table.
+std::optional<absl::StatusOr<ManagedTableRef>> TryClaimHere(Process& self, Instance& st,
+                                                            Entry& entry, const std::string& name,
+                                                            const TableFactory& factory) {
+  const std::shared_ptr<TableCore>& core = entry.table.core();
+  if (core->key_type() != std::type_index(*factory.key_type) ||
+      core->value_type() != std::type_index(*factory.value_type)) {
+    return std::nullopt;
+  }
+  if (entry.client.valid() && entry.client != self.self() && entry.client.alive()) {
+    return std::nullopt;
+  }
+  if (!core->TakeOverFrom(st.vault).ok()) return std::nullopt;
+  RegisterClientHere(self, st, entry, name);
+  ++st.counters.hand_backs;
+  if (LogEnabled(LogLevel::kNotice)) {
+    Logf(LogLevel::kNotice, "etsmgr %s: table %s handed back to %s", st.inst.c_str(), name.c_str(),
+         self.self().ToString().c_str());
+  }
+  // Still "created" if the client that got it new died before it could initialise it.
+  return ManagedTableRef{st.manager, entry.table, !core->initialised()};
+}
+
+// new_table without a call: a free name (the caller creates the table: it owns it, the vault is
+// its heir) or a table the vault holds (TryClaimHere). Declines (leaving `options` untouched)
+// when the manager or the vault is not running, or the manager has to decide: the name is held
+// by a live process, or a dead entry under it belongs to another client.
 std::optional<absl::StatusOr<ManagedTableRef>> TryNewTableHere(Process& self, Instance& st,
                                                                const std::string& name,
                                                                TableOptions& options,
@@ -525,8 +571,10 @@ std::optional<absl::StatusOr<ManagedTableRef>> TryNewTableHere(Process& self, In
   std::lock_guard<std::mutex> lock(st.mu);
   if (!st.manager.alive() || !st.vault.alive()) return std::nullopt;
   auto it = st.tables.find(name);
-  if (it != st.tables.end() &&
-      (it->second.table.alive() || (it->second.client.valid() && it->second.client != client))) {
+  if (it != st.tables.end() && it->second.table.alive()) {
+    return TryClaimHere(self, st, it->second, name, factory);
+  }
+  if (it != st.tables.end() && it->second.client.valid() && it->second.client != client) {
     return std::nullopt;
   }
   options.heir = st.vault;
@@ -541,14 +589,8 @@ std::optional<absl::StatusOr<ManagedTableRef>> TryNewTableHere(Process& self, In
     if (it->second.client.valid()) RemoveClientName(st, client, name);
     st.tables.erase(it);
   }
-  if (AddClientName(st, client, name) && !self.TryLink(st.manager)) {
-    // The manager exited since the check (`options` are spent: answer here, not by a call).
-    RemoveClientName(st, client, name);
-    table->Delete().IgnoreError();
-    return absl::UnavailableError(absl::StrCat("new_table ", Quoted(name), ": the manager ",
-                                               st.manager.ToString(), " exited"));
-  }
-  st.tables.emplace(name, Entry{*table, client});
+  Entry& entry = st.tables.emplace(name, Entry{*table, Pid()}).first->second;
+  RegisterClientHere(self, st, entry, name);
   ++st.counters.tables_created;
   return ManagedTableRef{st.manager, *std::move(table), true};
 }
@@ -743,7 +785,9 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
     std::optional<absl::StatusOr<ManagedTableRef>> here =
         manager_internal::TryNewTableHere(self, *st, name, options, factory);
     if (here.has_value()) {
-      if (here->ok()) (*here)->table.core()->SetInitialised(true);  // As below: no suspension.
+      if (here->ok() && (*here)->created) {
+        (*here)->table.core()->SetInitialised(true);  // As below: no suspension since.
+      }
       co_return std::move(*here);
     }
   }

@@ -201,6 +201,53 @@ TEST_F(ManagerTest, ConflictsAreErrorsNamingTableAndPids) {
   Send(holder, Go{});
 }
 
+// A table the vault holds goes back to the next client that asks for it (taken over from the
+// vault, with its data and no stray TableTransfer), unless a live client is registered for it
+// (a hand-back to that client is under way): then it is table_exists.
+TEST_F(ManagerTest, VaultHeldTableGoesBackOnceToOneClient) {
+  ASSERT_TRUE(StartManager(*node_).ok());
+  auto made = std::make_shared<std::promise<void>>();
+  Pid holder = node_
+                   ->Spawn(
+                       [made](Process& self) -> Task<void> {
+                         Etsmgr mgr;
+                         absl::StatusOr<ManagedTableRef> r =
+                             co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+                         EXPECT_TRUE(r.ok()) << r.status();
+                         IntTable::Attach(r->table)->Insert(1, 100).IgnoreError();
+                         // Registered to us, held by the vault: as during a hand-back to us.
+                         Pid vault = self.node().Whereis(mgr.vault_name());
+                         EXPECT_TRUE(r->table.GiveAway(vault, std::string("t")).ok());
+                         made->set_value();
+                         co_await self.Receive<Go>();
+                       },
+                       {.trap_exit = true})
+                   .value();
+  made->get_future().get();
+  std::string got = Probe([holder](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr;
+    absl::StatusOr<ManagedTableRef> busy = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    std::string out = std::string(absl::StatusCodeToString(busy.status().code()));
+    out += absl::StrCat(busy.status().message().find("handed back to " + holder.ToString()) !=
+                        std::string::npos);
+    SendExit(holder, ExitReason::Kill());
+    co_await AwaitDown(self, holder);
+    absl::StatusOr<ManagedTableRef> back = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    if (!back.ok()) co_return report(out + " " + back.status().ToString());
+    IntTable t = IntTable::Attach(back->table).value();
+    absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+    out += absl::StrCat(
+        " created=", back->created, " owner_is_me=", t.Info().value().owner == self.self(),
+        " data=", t.Get(1).value().value(), " hand_backs=", info->counters.hand_backs,
+        " no_stray_transfer=", self.mailbox_size() == 0);
+    EXPECT_TRUE((co_await mgr.DelTable(self, "t")).ok());
+    EXPECT_TRUE(t.Delete().ok());
+    report(out);
+  });
+  EXPECT_EQ(got,
+            "ALREADY_EXISTS1 created=0 owner_is_me=1 data=100 hand_backs=1 no_stray_transfer=1");
+}
+
 TEST_F(ManagerTest, BadInputIsInvalidArgument) {
   EXPECT_EQ(StartManager(*node_, "").code(), absl::StatusCode::kInvalidArgument);
   ManagerOptions bad;

@@ -210,6 +210,34 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
   return absl::OkStatus();
 }
 
+absl::Status TableCore::TakeOverFrom(const Pid& holder) {
+  ProcessControl* me = CurrentProcess();
+  if (me == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "take over ", ToString(), ": tables are owned by processes; call it from one"));
+  }
+  {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    if (deleted()) return DeletedError("take over");
+    uint64_t owner = owner_serial_.load(std::memory_order_relaxed);
+    if (!holder.valid() || owner != holder.serial()) {
+      return absl::FailedPreconditionError(absl::StrCat("take over ", ToString(), " from ",
+                                                        holder.ToString(), ": it is owned by ",
+                                                        owner_.ToString()));
+    }
+    if (owner == me->serial()) return absl::OkStatus();
+    if (!me->AdoptResource(shared_from_this())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("take over ", ToString(), ": the calling process is exiting"));
+    }
+    owner_ = me->self();
+    owner_serial_.store(me->serial(), std::memory_order_release);
+  }
+  // If the holder is exiting meanwhile, its exit finds the table no longer its own (OnOwnerExit).
+  holder.control()->ReleaseResource(this);
+  return absl::OkStatus();
+}
+
 absl::Status TableCore::SetHeir(const Pid& heir, std::any data) {
   ProcessControl* me = CurrentProcess();
   std::lock_guard<std::mutex> lock(meta_mu_);
@@ -261,6 +289,8 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   {
     std::lock_guard<std::mutex> lock(meta_mu_);
     if (deleted()) return;
+    // Taken over (TakeOverFrom) while `owner` was exiting: no longer its table.
+    if (owner_serial_.load(std::memory_order_relaxed) != owner.serial()) return;
     if (heir_.valid() && heir_ != owner && heir_.control()->AdoptResource(shared_from_this())) {
       heir = heir_;
       data = heir_data_;

@@ -171,6 +171,11 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   void OwnerAndHeir(Pid* owner, Pid* heir) const;  // Both under one lock.
   absl::Status GiveAway(const Pid& to, std::any data);
   absl::Status SetHeir(const Pid& heir, std::any data);
+  // The calling process becomes the owner of this table, which `holder` owns, as if `holder` had
+  // given it away -- without `holder` taking part and with no TableTransfer message. For keeper
+  // processes that agreed to it: the manager's vault, whose tables their clients take back
+  // directly. FailedPrecondition when `holder` does not own the table or the caller is no process.
+  absl::Status TakeOverFrom(const Pid& holder);
   absl::Status Delete(const char* what = "delete");
 
   // ExitResource: the owner exited (runs on its thread, before its links fire).

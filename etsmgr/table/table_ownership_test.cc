@@ -216,6 +216,49 @@ TEST(GiveAwayTest, EveryViolationIsAnError) {
   Send(other.owner, StopOwner{});
 }
 
+TEST(TakeOverTest, CallerBecomesOwnerWithoutTheHolderOrAMessage) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  TableOptions options;
+  options.access = Access::kProtected;
+  OwnedTable held = SpawnOwner(*node, options, 3);
+  RunInProcess(*node, [&](Process& self) {
+    IntTable t = IntTable::Attach(held.table).value();
+    EXPECT_EQ(t.Insert(9, 9).code(), absl::StatusCode::kPermissionDenied);  // Not yet ours.
+    absl::Status taken = held.table.core()->TakeOverFrom(held.owner);
+    EXPECT_TRUE(taken.ok()) << taken;
+    EXPECT_EQ(t.Info().value().owner, self.self());
+    EXPECT_EQ(self.control()->resource_count(), 1u);
+    EXPECT_EQ(held.owner.control()->resource_count(), 0u);
+    EXPECT_TRUE(t.Insert(9, 9).ok());
+    EXPECT_EQ(self.mailbox_size(), 0u);  // No TableTransfer.
+    // The old holder's exit leaves it alone: it is no longer the holder's table.
+    Send(held.owner, StopOwner{});
+    AwaitDeath(*node, held.owner);
+    EXPECT_TRUE(t.alive());
+    EXPECT_EQ(t.Size().value(), 4u);
+    EXPECT_TRUE(t.Delete().ok());
+  });
+}
+
+TEST(TakeOverTest, OnlyFromTheHolderAndFromAProcess) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  OwnedTable held = SpawnOwner(*node, {}, 1);
+  OwnedTable other = SpawnOwner(*node, {}, 1);
+  RunInProcess(*node, [&](Process& self) {
+    absl::Status wrong = held.table.core()->TakeOverFrom(other.owner);
+    EXPECT_EQ(wrong.code(), absl::StatusCode::kFailedPrecondition) << wrong;
+    EXPECT_NE(wrong.message().find(held.owner.ToString()), std::string::npos) << wrong;
+    EXPECT_EQ(held.table.core()->TakeOverFrom(Pid()).code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(held.table.Owner().value(), held.owner);
+    (void)self;
+  });
+  absl::Status thread = held.table.core()->TakeOverFrom(held.owner);
+  EXPECT_EQ(thread.code(), absl::StatusCode::kFailedPrecondition) << thread;
+  EXPECT_EQ(held.table.Owner().value(), held.owner);
+  Send(held.owner, StopOwner{});
+  Send(other.owner, StopOwner{});
+}
+
 TEST(DeletedTableTest, EveryHandleAnswersNotFound) {
   auto node = Node::Create({.schedulers = 1}).value();
   RunInProcess(*node, [&](Process& self) {
