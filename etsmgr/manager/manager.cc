@@ -19,14 +19,14 @@ namespace manager_internal {
 
 bool RegisterInstance(Node& node, const std::shared_ptr<Instance>& instance) {
   Instances& all = node.Service<Instances>();
-  std::lock_guard<std::mutex> lock(all.mu);
+  std::lock_guard<AdaptiveMutex> lock(all.mu);
   return all.by_name.emplace(instance->inst, instance).second;
 }
 
 void UnregisterInstance(Node& node, const Instance* instance) {
   std::shared_ptr<Instance> dropped;  // Released after the lock.
   Instances& all = node.Service<Instances>();
-  std::lock_guard<std::mutex> lock(all.mu);
+  std::lock_guard<AdaptiveMutex> lock(all.mu);
   auto it = all.by_name.find(instance->inst);
   if (it != all.by_name.end() && it->second.get() == instance) {
     dropped = std::move(it->second);
@@ -36,7 +36,7 @@ void UnregisterInstance(Node& node, const Instance* instance) {
 
 std::shared_ptr<Instance> FindInstance(Node& node, const std::string& inst) {
   Instances& all = node.Service<Instances>();
-  std::lock_guard<std::mutex> lock(all.mu);
+  std::lock_guard<AdaptiveMutex> lock(all.mu);
   auto it = all.by_name.find(inst);
   return it == all.by_name.end() ? nullptr : it->second;
 }
@@ -127,7 +127,7 @@ void VaultInherited(Instance& st, const Pid& vault, const TableTransfer& t) {
   const std::string* name = std::any_cast<std::string>(&t.heir_data);
   bool managed = false;
   {
-    std::lock_guard<std::mutex> lock(st.mu);
+    std::lock_guard<AdaptiveMutex> lock(st.mu);
     if (name != nullptr) {
       auto it = st.tables.find(*name);
       managed = it != st.tables.end() && it->second.table == t.table;
@@ -164,7 +164,7 @@ void VaultGiveBack(Instance& st, const GiveBack& g) {
   }
   Pid vault;
   {
-    std::lock_guard<std::mutex> lock(st.mu);
+    std::lock_guard<AdaptiveMutex> lock(st.mu);
     ++st.counters.hand_backs;
     vault = st.vault;
   }
@@ -203,7 +203,7 @@ class Manager {
   Manager(Process& self, std::shared_ptr<Instance> st) : self_(self), st_(std::move(st)) {}
 
   void Init() {
-    std::lock_guard<std::mutex> lock(st_->mu);
+    std::lock_guard<AdaptiveMutex> lock(st_->mu);
     st_->manager = self_.self();
     if (st_->manager_starts++ > 0) ++st_->counters.manager_restarts;
     // Links died with the previous manager. Clients that died meanwhile are marked now (so the
@@ -225,7 +225,7 @@ class Manager {
   void HandleNew(const CallRequest<NewTableRequest>& req) {
     const std::string& name = req.request.name;
     const Pid& client = req.from;
-    std::unique_lock<std::mutex> lock(st_->mu);
+    std::unique_lock<AdaptiveMutex> lock(st_->mu);
     auto it = st_->tables.find(name);
     if (it != st_->tables.end() && it->second.table.alive()) {
       const AnyTable& table = it->second.table;
@@ -288,7 +288,7 @@ class Manager {
                  absl::StrCat("add_table ", Quoted(name), ": ", owner.status().message())));
       return;
     }
-    std::unique_lock<std::mutex> lock(st_->mu);
+    std::unique_lock<AdaptiveMutex> lock(st_->mu);
     auto it = st_->tables.find(name);
     if (it != st_->tables.end() && it->second.table.alive()) {
       if (!(it->second.table == table)) {
@@ -313,7 +313,7 @@ class Manager {
   void HandleDel(const CallRequest<DelTableRequest>& req) {
     const std::string& name = req.request.name;
     const Pid& client = req.from;
-    std::unique_lock<std::mutex> lock(st_->mu);
+    std::unique_lock<AdaptiveMutex> lock(st_->mu);
     auto it = st_->tables.find(name);
     if (it == st_->tables.end()) {
       Answer(
@@ -341,7 +341,7 @@ class Manager {
     ManagerInfo info;
     {
       // One pass under the directory lock (table locks nest inside it, as everywhere here).
-      std::lock_guard<std::mutex> lock(st_->mu);
+      std::lock_guard<AdaptiveMutex> lock(st_->mu);
       info.manager = self_.self();
       info.vault = st_->vault;
       info.counters = st_->counters;
@@ -381,7 +381,7 @@ class Manager {
 
   // A linked client exited: its entries become client-less; the vault has its tables.
   void HandleClientExit(const Pid& client, const ExitReason& reason) {
-    std::lock_guard<std::mutex> lock(st_->mu);
+    std::lock_guard<AdaptiveMutex> lock(st_->mu);
     MarkClientGone(client, reason);
   }
 
@@ -408,7 +408,7 @@ class Manager {
   }
 
   // The caller claims a live entry: hand the table back from the vault, or confirm it.
-  void ClaimExisting(std::unique_lock<std::mutex>& lock, Entry& entry, const std::string& name,
+  void ClaimExisting(std::unique_lock<AdaptiveMutex>& lock, Entry& entry, const std::string& name,
                      const Pid& client, uint64_t ref, const char* what) {
     AnyTable table = entry.table;
     absl::StatusOr<Pid> owner = table.Owner();
@@ -568,7 +568,7 @@ std::optional<absl::StatusOr<ManagedTableRef>> TryNewTableHere(Process& self, In
                                                                TableOptions& options,
                                                                const TableFactory& factory) {
   const Pid& client = self.self();
-  std::lock_guard<std::mutex> lock(st.mu);
+  std::lock_guard<AdaptiveMutex> lock(st.mu);
   if (!st.manager.alive() || !st.vault.alive()) return std::nullopt;
   auto it = st.tables.find(name);
   if (it != st.tables.end() && it->second.table.alive()) {
@@ -603,7 +603,7 @@ std::optional<absl::Status> TryDelTableHere(Process& self, Instance& st, const s
   const Pid& client = self.self();
   Pid vault;
   {
-    std::lock_guard<std::mutex> lock(st.mu);
+    std::lock_guard<AdaptiveMutex> lock(st.mu);
     if (!st.manager.alive()) return std::nullopt;
     auto it = st.tables.find(name);
     if (it == st.tables.end()) {
@@ -641,7 +641,7 @@ std::vector<ChildSpec> InstanceChildren(const std::string& inst) {
     }
     // Known before the manager starts (the vault's body may not have run yet): every table the
     // manager creates names it as heir.
-    std::lock_guard<std::mutex> lock(st->mu);
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
     st->vault = *pid;
     co_return pid;
   };

@@ -141,7 +141,7 @@ void BM_HundredThousandTables(benchmark::State& state) {
     for (int c = 0; c < kClients - 1; ++c) SendExit(clients[c], ExitReason::Kill());
     while (true) {
       {
-        std::lock_guard<std::mutex> lock(st->mu);
+        std::lock_guard<AdaptiveMutex> lock(st->mu);
         if (st->counters.transfers_to_manager == uint64_t{kTables - kTablesEach} &&
             st->clients.size() == 1) {
           break;

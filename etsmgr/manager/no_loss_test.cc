@@ -261,20 +261,20 @@ TEST(NoLossTest, D_ClientExitsCostOnlyTheirOwnTables) {
   ASSERT_NE(st, nullptr);
   uint64_t before;
   {
-    std::lock_guard<std::mutex> lock(st->mu);
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
     before = st->exit_work;
   }
   for (int c = 0; c < kExiting; ++c) SendExit(clients[c], ExitReason::Kill());
   // Wait until the vault holds all their tables (event: the counter reaches the number).
   auto held = [&] {
-    std::lock_guard<std::mutex> lock(st->mu);
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
     return st->counters.transfers_to_manager == kExiting * kTablesEach &&
            st->clients.size() == kClients - kExiting;
   };
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (!held() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
   ASSERT_TRUE(held());
-  std::lock_guard<std::mutex> lock(st->mu);
+  std::lock_guard<AdaptiveMutex> lock(st->mu);
   EXPECT_EQ(st->exit_work - before, static_cast<uint64_t>(kExiting * kTablesEach));
   EXPECT_EQ(st->tables.size(), static_cast<size_t>(kClients * kTablesEach));
   for (Pid& c : clients) Send(c, Go{});

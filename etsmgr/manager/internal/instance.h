@@ -11,6 +11,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "etsmgr/base/adaptive_mutex.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/table/table_core.h"
@@ -26,7 +27,7 @@ struct Instance {
   explicit Instance(std::string name) : inst(std::move(name)) {}
   const std::string inst;
 
-  std::mutex mu;  // Guards everything below. Written by the manager; read by the vault.
+  AdaptiveMutex mu;  // Guards everything below. Written by the manager; read by the vault.
   absl::flat_hash_map<std::string, Entry> tables;
   // Each client's table names: the link count of Erlang's etsmgr, and what a client's exit
   // touches (so a burst of exits costs the exiting clients' tables, not all tables).
@@ -40,7 +41,7 @@ struct Instance {
 
 // Instances of one node by name (Node::Service).
 struct Instances {
-  std::mutex mu;
+  AdaptiveMutex mu;
   absl::flat_hash_map<std::string, std::shared_ptr<Instance>> by_name;
 };
 
