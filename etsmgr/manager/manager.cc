@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <any>
+#include <atomic>
 #include <future>
 #include <memory>
 #include <optional>
@@ -39,6 +40,40 @@ std::shared_ptr<Instance> FindInstance(Node& node, const std::string& inst) {
   std::lock_guard<AdaptiveMutex> lock(all.mu);
   auto it = all.by_name.find(inst);
   return it == all.by_name.end() ? nullptr : it->second;
+}
+
+// The heir data of a managed table: its name, shared. A table's heir data is copied at every
+// inheritance, and a std::any holding a std::string allocates on each copy; this is one pointer
+// (it fits in std::any's inline storage) to a reference-counted string.
+class SharedName {
+ public:
+  explicit SharedName(std::string name) : rep_(new Rep{std::move(name), {1}}) {}
+  SharedName(const SharedName& other) noexcept : rep_(other.rep_) {
+    if (rep_ != nullptr) rep_->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  SharedName(SharedName&& other) noexcept : rep_(std::exchange(other.rep_, nullptr)) {}
+  SharedName& operator=(SharedName other) noexcept {
+    std::swap(rep_, other.rep_);
+    return *this;
+  }
+  ~SharedName() {
+    if (rep_ != nullptr && rep_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete rep_;
+  }
+  const std::string* get() const { return rep_ != nullptr ? &rep_->name : nullptr; }
+
+ private:
+  struct Rep {
+    std::string name;
+    std::atomic<uint32_t> refs;
+  };
+  Rep* rep_;
+};
+
+// The name a managed table's heir data carries: SharedName, or a plain std::string (a table
+// given to the vault by hand). Null for anything else.
+const std::string* ManagedName(const std::any& heir_data) {
+  if (const auto* shared = std::any_cast<SharedName>(&heir_data)) return shared->get();
+  return std::any_cast<std::string>(&heir_data);
 }
 
 namespace {
@@ -124,7 +159,7 @@ class InstanceGuard {
 };
 
 void VaultInherited(Instance& st, const Pid& vault, const TableTransfer& t) {
-  const std::string* name = std::any_cast<std::string>(&t.heir_data);
+  const std::string* name = ManagedName(t.heir_data);
   bool managed = false;
   {
     std::lock_guard<AdaptiveMutex> lock(st.mu);
@@ -245,7 +280,7 @@ class Manager {
     if (it != st_->tables.end()) RemoveEntry(it);  // A dead entry: start afresh.
     TableOptions options = req.request.options;
     options.heir = st_->vault;
-    options.heir_data = name;
+    options.heir_data = SharedName(name);
     absl::StatusOr<AnyTable> table = req.request.factory.create(std::move(options));
     if (!table.ok()) {
       Answer(client, req.ref,
@@ -578,7 +613,7 @@ std::optional<absl::StatusOr<ManagedTableRef>> TryNewTableHere(Process& self, In
     return std::nullopt;
   }
   options.heir = st.vault;
-  options.heir_data = name;
+  options.heir_data = SharedName(name);
   absl::StatusOr<AnyTable> table = factory.create(std::move(options));
   if (!table.ok()) {
     return absl::Status(table.status().code(),
@@ -821,7 +856,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
   if (reply->transferred) co_await TakeTransfer(self, reply->ref.table.id());
   // We own it now: make the vault its heir (no suspension point since the reply, so this process
   // cannot have been killed in between).
-  absl::Status heir = reply->ref.table.SetHeir(reply->vault, std::any(name));
+  absl::Status heir = reply->ref.table.SetHeir(reply->vault, manager_internal::SharedName(name));
   if (!heir.ok()) {
     co_return absl::Status(heir.code(),
                            absl::StrCat(Describe("add_table", name), ": ", heir.message()));

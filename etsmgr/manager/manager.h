@@ -22,7 +22,7 @@
 //
 // Calls (from a process; each with a timeout, default 5 s as gen_server:call):
 // - NewTable<K, V>(name, options): unknown name (or a deleted table) -> creates the table (the
-//   caller owns it, the vault is its heir with heir_data = name) and links the manager to the
+//   caller owns it, the vault is its heir with the name as heir_data) and links the manager to the
 //   caller; a live table held by the vault -> handed back to the caller (its data intact);
 //   already the caller's -> OK; held by another live process -> AlreadyExists (table_exists).
 //   The reply says whether the table was created (`created`), so a client initialises only then.

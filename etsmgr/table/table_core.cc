@@ -299,13 +299,17 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
     }
   }
   if (heir.valid()) {
-    Logf(LogLevel::kDebug, "%s: owner %s exited (%s); heir %s inherits it", ToString().c_str(),
-         owner.ToString().c_str(), reason.ToString().c_str(), heir.ToString().c_str());
+    if (LogEnabled(LogLevel::kDebug)) {  // Not even the arguments otherwise: once per table.
+      Logf(LogLevel::kDebug, "%s: owner %s exited (%s); heir %s inherits it", ToString().c_str(),
+           owner.ToString().c_str(), reason.ToString().c_str(), heir.ToString().c_str());
+    }
     Send(heir, TableTransfer{AnyTable(shared_from_this()), owner, std::move(data)});
     return;
   }
-  Logf(LogLevel::kDebug, "%s: owner %s exited (%s) with no live heir; deleted", ToString().c_str(),
-       owner.ToString().c_str(), reason.ToString().c_str());
+  if (LogEnabled(LogLevel::kDebug)) {
+    Logf(LogLevel::kDebug, "%s: owner %s exited (%s) with no live heir; deleted",
+         ToString().c_str(), owner.ToString().c_str(), reason.ToString().c_str());
+  }
   lost_with_owner_.store(true, std::memory_order_release);
   DeleteNow();
 }
