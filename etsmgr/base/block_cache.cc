@@ -1,6 +1,8 @@
 #include "etsmgr/base/block_cache.h"
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
 #include <new>
 
 namespace etsmgr::block_cache {
@@ -18,56 +20,66 @@ constexpr size_t kMaxBytesPerClass = 32 * 1024;
 
 constexpr size_t ClassOf(size_t size) { return (size - 1) / kGranule; }
 constexpr size_t ClassSize(size_t cls) { return (cls + 1) * kGranule; }
-constexpr size_t ClassLimit(size_t cls) {
-  return std::max<size_t>(32, kMaxBytesPerClass / ClassSize(cls));
-}
+// Blocks kept per class, tabulated (a division per free is not free).
+constexpr auto kClassLimits = [] {
+  std::array<uint32_t, kClasses> limits{};
+  for (size_t cls = 0; cls < kClasses; ++cls) {
+    limits[cls] = static_cast<uint32_t>(std::max<size_t>(32, kMaxBytesPerClass / ClassSize(cls)));
+  }
+  return limits;
+}();
 
 struct FreeBlock {
   FreeBlock* next;
 };
 
-class Cache {
- public:
-  ~Cache();
+// The lists themselves are trivially destructible and constant-initialised, so every access is
+// a plain thread-local load (no initialisation guard). A separate thread-local Flusher, touched
+// once per thread, returns the blocks to the heap when the thread exits.
+struct Cache {
+  FreeBlock* heads[kClasses];
+  uint32_t counts[kClasses];
+  bool flusher_armed;
+  bool gone;  // The thread is exiting: its lists were flushed; bypass them from now on.
+
   void* Take(size_t cls) {
-    FreeBlock* block = heads_[cls];
+    FreeBlock* block = heads[cls];
     if (block == nullptr) return nullptr;
-    heads_[cls] = block->next;
-    --counts_[cls];
+    heads[cls] = block->next;
+    --counts[cls];
     return block;
   }
-  bool Give(size_t cls, void* p) {
-    if (counts_[cls] >= ClassLimit(cls)) return false;
-    auto* block = static_cast<FreeBlock*>(p);
-    block->next = heads_[cls];
-    heads_[cls] = block;
-    ++counts_[cls];
-    return true;
+  bool Give(size_t cls, void* p);
+  void Flush() {
+    gone = true;
+    for (size_t cls = 0; cls < kClasses; ++cls) {
+      while (FreeBlock* block = heads[cls]) {
+        heads[cls] = block->next;
+        ::operator delete(block, ClassSize(cls));
+      }
+      counts[cls] = 0;
+    }
   }
-  size_t blocks() const {
-    size_t n = 0;
-    for (size_t c : counts_) n += c;
-    return n;
-  }
-
- private:
-  FreeBlock* heads_[kClasses] = {};
-  size_t counts_[kClasses] = {};
 };
 
-// Trivially destructible, so it may be read after the cache's destructor ran at thread exit.
-thread_local bool t_gone = false;
-thread_local Cache t_cache;
+constinit thread_local Cache t_cache = {};
 
-Cache::~Cache() {
-  t_gone = true;
-  for (size_t cls = 0; cls < kClasses; ++cls) {
-    while (FreeBlock* block = heads_[cls]) {
-      heads_[cls] = block->next;
-      ::operator delete(block, ClassSize(cls));
-    }
-    counts_[cls] = 0;
+struct Flusher {
+  ~Flusher() { t_cache.Flush(); }
+};
+thread_local Flusher t_flusher;
+
+bool Cache::Give(size_t cls, void* p) {
+  if (gone || counts[cls] >= kClassLimits[cls]) return false;
+  if (!flusher_armed) [[unlikely]] {
+    flusher_armed = true;
+    (void)&t_flusher;  // Constructs it, so its destructor runs at this thread's exit.
   }
+  auto* block = static_cast<FreeBlock*>(p);
+  block->next = heads[cls];
+  heads[cls] = block;
+  ++counts[cls];
+  return true;
 }
 
 }  // namespace
@@ -75,9 +87,7 @@ Cache::~Cache() {
 void* Allocate(size_t size) {
   if (kEnabled && size != 0 && size <= kGranule * kClasses) {
     size_t cls = ClassOf(size);
-    if (!t_gone) {
-      if (void* p = t_cache.Take(cls)) return p;
-    }
+    if (void* p = t_cache.Take(cls)) return p;  // Empty once the thread is exiting.
     // Always the whole class: any thread's cache may take this block back for its class.
     return ::operator new(ClassSize(cls));
   }
@@ -88,7 +98,7 @@ void Free(void* p, size_t size) {
   if (p == nullptr) return;
   if (kEnabled && size != 0 && size <= kGranule * kClasses) {
     size_t cls = ClassOf(size);
-    if (!t_gone && t_cache.Give(cls, p)) return;
+    if (t_cache.Give(cls, p)) return;
     ::operator delete(p, ClassSize(cls));
     return;
   }
@@ -97,6 +107,10 @@ void Free(void* p, size_t size) {
 
 bool Enabled() { return kEnabled; }
 
-size_t CachedBlocks() { return t_gone ? 0 : t_cache.blocks(); }
+size_t CachedBlocks() {
+  size_t n = 0;
+  for (uint32_t c : t_cache.counts) n += c;
+  return n;
+}
 
 }  // namespace etsmgr::block_cache

@@ -1,5 +1,7 @@
 #include "etsmgr/base/block_cache.h"
 
+#include <malloc.h>
+
 #include <cstdint>
 #include <cstring>
 #include <thread>
@@ -65,6 +67,23 @@ TEST(BlockCache, BlocksCrossThreads) {
     std::memset(theirs[i], 7, 100 + i);
     Free(theirs[i], 100 + i);
   }
+}
+
+TEST(BlockCache, AnExitingThreadGivesItsBlocksBack) {
+  if (!Enabled()) GTEST_SKIP() << "sanitizer build: no cache";
+  std::thread warm([] { Free(Allocate(64), 64); });  // Thread start-up allocations, once.
+  warm.join();
+  size_t before = mallinfo2().uordblks;
+  std::thread t([] {
+    std::vector<void*> blocks;
+    for (int i = 0; i < 30; ++i) blocks.push_back(Allocate(512));
+    for (void* p : blocks) Free(p, 512);
+    EXPECT_GE(CachedBlocks(), 30u);  // Held by this thread's cache...
+  });
+  t.join();
+  // ...and back in the heap once it exited (30 x 512 bytes would still be in use otherwise).
+  size_t after = mallinfo2().uordblks;
+  EXPECT_LT(after, before + 4096) << before << " -> " << after;
 }
 
 TEST(BlockCache, ZeroSizeAndNull) {
