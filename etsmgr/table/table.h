@@ -123,12 +123,15 @@ class Table {
   using SetCore = table_internal::MapCore<K, V, table_internal::FlatMapOf<K, V>, false>;
   explicit Table(std::shared_ptr<Core> core) : core_(std::move(core)) {}
 
-  // The hottest calls (get, insert, update_counter) on a set reach its storage without a virtual
-  // call: SetCore is final, so the compiler inlines them into the caller, which lets a loop of
-  // lookups overlap more of its cache misses.
+  // The hottest calls on a set: Get and UpdateCounter inline their common case into the caller
+  // (SetCore's TryGetFast / TryUpdateCounterFast) and make a call only for the rest
+  // (GetCall / UpdateCounterCall); Insert skips the virtual call (SetCore is final).
   SetCore* AsSet() const {
     return core_->type() == TableType::kSet ? static_cast<SetCore*>(core_.get()) : nullptr;
   }
+  absl::StatusOr<std::optional<V>> GetCall(const K& key) const;
+  absl::StatusOr<V> UpdateCounterCall(const K& key, V incr,
+                                      const CounterOptions<V>& options) requires std::integral<V>;
 
   absl::Status Check(TableCore::Op op, const char* what) const {
     if (core_ == nullptr) return NullTableHandle(what);
@@ -249,10 +252,22 @@ absl::StatusOr<std::vector<V>> Table<K, V>::Take(const K& key) {
 }
 
 template <TableKey K, typename V>
-absl::StatusOr<V> Table<K, V>::UpdateCounter(
+__attribute__((always_inline)) inline absl::StatusOr<V> Table<K, V>::UpdateCounter(
+    const K& key, V incr, const CounterOptions<V>& options) requires std::integral<V> {
+  V result;
+  if (core_ != nullptr && core_->Allowed(TableCore::Op::kWrite) && !options.threshold) [[likely]] {
+    if (SetCore* set = AsSet(); set != nullptr && set->TryUpdateCounterFast(key, incr, &result))
+        [[likely]] {
+      return result;
+    }
+  }
+  return UpdateCounterCall(key, incr, options);
+}
+
+template <TableKey K, typename V>
+absl::StatusOr<V> Table<K, V>::UpdateCounterCall(
     const K& key, V incr, const CounterOptions<V>& options) requires std::integral<V> {
   if (core_ != nullptr && core_->Allowed(TableCore::Op::kWrite)) [[likely]] {
-    if (SetCore* set = AsSet()) return set->UpdateCounter(key, incr, options);
     return core_->UpdateCounter(key, incr, options);
   }
   return Check(TableCore::Op::kWrite, "update_counter");
@@ -277,10 +292,21 @@ absl::StatusOr<std::vector<V>> Table<K, V>::Lookup(const K& key) const {
 }
 
 template <TableKey K, typename V>
-absl::StatusOr<std::optional<V>> Table<K, V>::Get(const K& key) const {
-  // Hot path: no Status built unless the call fails (null handle or denied: Check says which).
+__attribute__((always_inline)) inline absl::StatusOr<std::optional<V>> Table<K, V>::Get(
+    const K& key) const {
+  std::optional<V> out;
   if (core_ != nullptr && core_->Allowed(TableCore::Op::kRead)) [[likely]] {
-    if (SetCore* set = AsSet()) return set->Get(key);
+    if (SetCore* set = AsSet(); set != nullptr && set->TryGetFast(key, &out)) [[likely]] {
+      return out;
+    }
+  }
+  return GetCall(key);
+}
+
+template <TableKey K, typename V>
+absl::StatusOr<std::optional<V>> Table<K, V>::GetCall(const K& key) const {
+  // No Status built unless the call fails (null handle or denied: Check says which).
+  if (core_ != nullptr && core_->Allowed(TableCore::Op::kRead)) [[likely]] {
     return core_->Get(key);
   }
   return Check(TableCore::Op::kRead, "lookup");

@@ -28,6 +28,18 @@ class RwSpinLock {
   // CAS from states without kWriter), except a waiting writer's kWriterWaiting bit, which it
   // sets again after this store clears it.
   __attribute__((always_inline)) void unlock() { state_.store(0, std::memory_order_release); }
+  // One attempt, no waiting.
+  __attribute__((always_inline)) bool try_lock() {
+    uint32_t expected = 0;
+    return state_.compare_exchange_strong(expected, kWriter, std::memory_order_acquire,
+                                          std::memory_order_relaxed);
+  }
+  __attribute__((always_inline)) bool try_lock_shared() {
+    uint32_t s = state_.load(std::memory_order_relaxed);
+    return (s & (kWriter | kWriterWaiting)) == 0 &&
+           state_.compare_exchange_strong(s, s + kReader, std::memory_order_acquire,
+                                          std::memory_order_relaxed);
+  }
 
   __attribute__((always_inline)) void lock_shared() {
     uint32_t s = state_.load(std::memory_order_relaxed);

@@ -272,6 +272,44 @@ class MapCore final : public TypedCore<K, V> {
     return out;
   }
 
+  // update_counter's and get's common case, inlined into the caller (Table<K, V> calls it first):
+  // the shard lock free at the first try, the table alive, the key present and (update_counter)
+  // no overflow. True when done; false when nothing was done and the full call must decide.
+  // A loop of these over a big table overlaps more of its cache misses (~110 instructions per
+  // update through the full call measured here against ~55 for a bare locked map update).
+  __attribute__((always_inline)) bool TryUpdateCounterFast(const K& key, V incr, V* result) {
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards == nullptr) return false;
+    size_t hash = HashOf(key);
+    Shard& s = shards[ShardOfHash(hash)];
+    if (!s.lock.try_lock()) return false;
+    bool done = false;
+    if (!this->deleted()) {
+      auto it = FindIn(s.map, key, hash);
+      if (it != s.map.end() && !__builtin_add_overflow(it->second, incr, result)) {
+        it->second = *result;
+        done = true;
+      }
+    }
+    s.lock.unlock();
+    return done;
+  }
+  __attribute__((always_inline)) bool TryGetFast(const K& key, std::optional<V>* out) const {
+    Shard* shards = shards_.load(std::memory_order_acquire);
+    if (shards == nullptr) return false;
+    size_t hash = HashOf(key);
+    const Shard& s = shards[ShardOfHash(hash)];
+    if (!s.lock.try_lock_shared()) return false;
+    bool done = false;
+    if (!this->deleted()) {
+      auto it = FindIn(s.map, key, hash);
+      if (it != s.map.end()) out->emplace(it->second);
+      done = true;
+    }
+    s.lock.unlock_shared();
+    return done;
+  }
+
   // The common case (key present, no threshold, no overflow) is a short path with no Status
   // built and every rare case out of line: a loop of updates over a big table then overlaps its
   // cache misses (10-20% more updates per second over 1M keys than with them inline).
