@@ -121,13 +121,34 @@ class Table {
  private:
   using Core = table_internal::TypedCore<K, V>;
   using SetCore = table_internal::MapCore<K, V, table_internal::FlatMapOf<K, V>, false>;
+  using OrderedCore = table_internal::MapCore<K, V, table_internal::BtreeMapOf<K, V>, false>;
   explicit Table(std::shared_ptr<Core> core) : core_(std::move(core)) {}
 
-  // The hottest calls on a set: Get and UpdateCounter inline their common case into the caller
-  // (SetCore's TryGetFast / TryUpdateCounterFast) and make a call only for the rest
-  // (GetCall / UpdateCounterCall); Insert skips the virtual call (SetCore is final).
+  // The hottest calls: Get and UpdateCounter on a set or ordered_set inline their common case
+  // into the caller (the cores' TryGetFast / TryUpdateCounterFast) and make a call only for the
+  // rest (GetCall / UpdateCounterCall); Insert on a set skips the virtual call (SetCore is final).
   SetCore* AsSet() const {
     return core_->type() == TableType::kSet ? static_cast<SetCore*>(core_.get()) : nullptr;
+  }
+  __attribute__((always_inline)) bool TryGetFast(const K& key, std::optional<V>* out) const {
+    switch (core_->type()) {
+      case TableType::kSet:
+        return static_cast<const SetCore*>(core_.get())->TryGetFast(key, out);
+      case TableType::kOrderedSet:
+        return static_cast<const OrderedCore*>(core_.get())->TryGetFast(key, out);
+      default:
+        return false;
+    }
+  }
+  __attribute__((always_inline)) bool TryUpdateCounterFast(const K& key, V incr, V* result) {
+    switch (core_->type()) {
+      case TableType::kSet:
+        return static_cast<SetCore*>(core_.get())->TryUpdateCounterFast(key, incr, result);
+      case TableType::kOrderedSet:
+        return static_cast<OrderedCore*>(core_.get())->TryUpdateCounterFast(key, incr, result);
+      default:
+        return false;
+    }
   }
   absl::StatusOr<std::optional<V>> GetCall(const K& key) const;
   absl::StatusOr<V> UpdateCounterCall(const K& key, V incr,
@@ -256,10 +277,8 @@ __attribute__((always_inline)) inline absl::StatusOr<V> Table<K, V>::UpdateCount
     const K& key, V incr, const CounterOptions<V>& options) requires std::integral<V> {
   V result;
   if (core_ != nullptr && core_->Allowed(TableCore::Op::kWrite) && !options.threshold) [[likely]] {
-    if (SetCore* set = AsSet(); set != nullptr && set->TryUpdateCounterFast(key, incr, &result))
-        [[likely]] {
+    if (TryUpdateCounterFast(key, incr, &result)) [[likely]]
       return result;
-    }
   }
   return UpdateCounterCall(key, incr, options);
 }
@@ -296,9 +315,8 @@ __attribute__((always_inline)) inline absl::StatusOr<std::optional<V>> Table<K, 
     const K& key) const {
   std::optional<V> out;
   if (core_ != nullptr && core_->Allowed(TableCore::Op::kRead)) [[likely]] {
-    if (SetCore* set = AsSet(); set != nullptr && set->TryGetFast(key, &out)) [[likely]] {
+    if (TryGetFast(key, &out)) [[likely]]
       return out;
-    }
   }
   return GetCall(key);
 }
