@@ -42,7 +42,12 @@ void BM_NewDelDelete(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * kCycles);
 }
-BENCHMARK(BM_NewDelDelete)->Unit(benchmark::kMillisecond)->UseRealTime();
+// Runs vary by up to 1.6x on a shared VM: judged by the median of 5.
+BENCHMARK(BM_NewDelDelete)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Repetitions(5)
+    ->ReportAggregatesOnly(true);
 
 struct Up {
   Pid pid;
@@ -160,6 +165,9 @@ void BM_HundredThousandTables(benchmark::State& state) {
     Send(clients.back(), Idle{});
   }
 }
+// One run, in a fresh process heap: a repetition would reuse the first one's freed memory
+// (measured 2x faster to create, and a different heap figure), which is not what a service
+// building its tables at start-up sees.
 BENCHMARK(BM_HundredThousandTables)->Iterations(1)->Unit(benchmark::kMillisecond);
 
 }  // namespace
@@ -171,7 +179,7 @@ int main(int argc, char** argv) {
       argc, argv,
       {
           {"BM_NewDelDelete*", "items_per_second", 1.75e6, Better::kHigher, "/s",
-           "new_table + del_table + delete, one client [etsmgr 175k/s]"},
+           "new_table + del_table + delete, one client, median of 5 [etsmgr 175k/s]"},
           {"BM_RecoveryAfterOwnerKill*", "p50_us", 1, Better::kLower, "us",
            "owner killed -> restarted -> table back with data, p50 [etsmgr 10.5 us]"},
           {"BM_RecoveryAfterOwnerKill*", "p99_us", 5, Better::kLower, "us",
