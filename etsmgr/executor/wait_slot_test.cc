@@ -146,10 +146,21 @@ TEST_P(WaitSlotTest, CancelThenDestroySuspendedWaiter) {
                     .ok());
     notifier.join();
     while (phase.load() < 2) std::this_thread::yield();
-    // Let a queued resumption (if any) run before the Task goes away.
-    std::atomic<bool> flushed{false};
-    ASSERT_TRUE(rt_->Post([&flushed] { flushed.store(true); }, 0).ok());
-    while (!flushed.load()) std::this_thread::yield();
+    // Let a queued resumption (if any) run before the Task goes away. Run queues may be shuffled
+    // (sanitizer builds), so one later post is no proof: ask scheduler 0, which runs the frame,
+    // until the frame is gone or finished.
+    while (true) {
+      std::atomic<int> finished{0};  // 1: yes, 2: not yet.
+      ASSERT_TRUE(rt_->Post(
+                         [owner, &finished] {
+                           bool done = !owner->handle() || owner->handle().done();
+                           finished.store(done ? 1 : 2);
+                         },
+                         0)
+                      .ok());
+      while (finished.load() == 0) std::this_thread::yield();
+      if (finished.load() == 1) break;
+    }
     // Reset the slot for the next round.
     if (slot->notified()) {
       EXPECT_TRUE(rt_->BlockOn(WaitOnce(slot.get(), absl::Seconds(1)), 0));
