@@ -633,10 +633,11 @@ std::optional<absl::StatusOr<ManagedTableRef>> TryNewTableHere(Process& self, In
 // del_table by the table's registered client: unregisters it, unlinking the client from the
 // manager with its last table. Declines when the manager is not running or the caller is not the
 // registered client (the owner of a table registered to another client asks the manager).
-std::optional<absl::Status> TryDelTableHere(Process& self, Instance& st, const std::string& name,
-                                            AnyTable& table) {
+std::optional<absl::Status> TryDelTableHere(Process& self, Instance& st, const std::string& name) {
   const Pid& client = self.self();
+  AnyTable table;
   Pid vault;
+  bool mine = false;
   {
     std::lock_guard<AdaptiveMutex> lock(st.mu);
     if (!st.manager.alive()) return std::nullopt;
@@ -651,8 +652,11 @@ std::optional<absl::Status> TryDelTableHere(Process& self, Instance& st, const s
     if (RemoveClientName(st, client, name)) self.Unlink(st.manager);
     absl::StatusOr<Pid> owner = table.Owner();
     if (owner.ok() && *owner == st.vault) vault = st.vault;
+    mine = owner.ok() && *owner == client;
   }
-  // Held by the vault (a hand-back still on its way): nobody can claim it any more.
+  // No longer managed: ours stays ours with no heir; one the vault holds (a hand-back still on
+  // its way) is deleted, as nobody can claim it any more.
+  if (mine) table.SetHeir(Pid()).IgnoreError();
   if (vault.valid()) Send(vault, DropTable{table});
   return absl::OkStatus();
 }
@@ -868,15 +872,8 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
   if (name.empty()) co_return absl::InvalidArgumentError("del_table: empty table name");
   if (std::shared_ptr<manager_internal::Instance> st =
           manager_internal::FindInstance(self.node(), inst_)) {
-    AnyTable table;
-    std::optional<absl::Status> here = manager_internal::TryDelTableHere(self, *st, name, table);
-    if (here.has_value()) {
-      if (!here->ok()) co_return std::move(*here);
-      // No longer managed: if it is ours, it no longer has the vault as heir.
-      absl::StatusOr<Pid> owner = table.Owner();
-      if (owner.ok() && *owner == self.self()) table.SetHeir(Pid()).IgnoreError();
-      co_return absl::OkStatus();
-    }
+    std::optional<absl::Status> here = manager_internal::TryDelTableHere(self, *st, name);
+    if (here.has_value()) co_return std::move(*here);
   }
   DelTableRequest request;
   request.name = std::move(name);

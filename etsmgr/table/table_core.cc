@@ -109,18 +109,18 @@ absl::Status TableCore::DeletedError(const char* what) const {
 }
 
 Pid TableCore::owner() const {
-  std::lock_guard<std::mutex> lock(meta_mu_);
+  std::lock_guard<SpinLock> lock(meta_mu_);
   return owner_;
 }
 
 void TableCore::OwnerAndHeir(Pid* owner, Pid* heir) const {
-  std::lock_guard<std::mutex> lock(meta_mu_);
+  std::lock_guard<SpinLock> lock(meta_mu_);
   *owner = owner_;
   *heir = heir_;
 }
 
 Pid TableCore::heir() const {
-  std::lock_guard<std::mutex> lock(meta_mu_);
+  std::lock_guard<SpinLock> lock(meta_mu_);
   return heir_;
 }
 
@@ -142,7 +142,7 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableO
     }
   }
   {
-    std::lock_guard<std::mutex> lock(core->meta_mu_);
+    std::lock_guard<SpinLock> lock(core->meta_mu_);
     core->owner_ = me->self();
     core->owner_serial_.store(me->serial(), std::memory_order_release);
     core->heir_ = std::move(options.heir);
@@ -166,7 +166,7 @@ absl::StatusOr<TableInfo> TableCore::Info() const {
   info.type = type_;
   info.access = access_;
   {
-    std::lock_guard<std::mutex> lock(meta_mu_);
+    std::lock_guard<SpinLock> lock(meta_mu_);
     info.owner = owner_;
     info.heir = heir_;
   }
@@ -184,7 +184,7 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
   ProcessControl* me = CurrentProcess();
   Pid from;
   {
-    std::lock_guard<std::mutex> lock(meta_mu_);
+    std::lock_guard<SpinLock> lock(meta_mu_);
     if (deleted()) return DeletedError("give_away");
     if (me == nullptr || me->serial() != owner_serial_.load(std::memory_order_relaxed)) {
       return NotOwner(me, "give_away", "give it away");
@@ -212,12 +212,13 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
 
 absl::Status TableCore::TakeOverFrom(const Pid& holder) {
   ProcessControl* me = CurrentProcess();
+  Pid previous;  // Released after the lock.
   if (me == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(
         "take over ", ToString(), ": tables are owned by processes; call it from one"));
   }
   {
-    std::lock_guard<std::mutex> lock(meta_mu_);
+    std::lock_guard<SpinLock> lock(meta_mu_);
     if (deleted()) return DeletedError("take over");
     uint64_t owner = owner_serial_.load(std::memory_order_relaxed);
     if (!holder.valid() || owner != holder.serial()) {
@@ -230,7 +231,7 @@ absl::Status TableCore::TakeOverFrom(const Pid& holder) {
       return absl::FailedPreconditionError(
           absl::StrCat("take over ", ToString(), ": the calling process is exiting"));
     }
-    owner_ = me->self();
+    previous = std::exchange(owner_, me->self());
     owner_serial_.store(me->serial(), std::memory_order_release);
   }
   // If the holder is exiting meanwhile, its exit finds the table no longer its own (OnOwnerExit).
@@ -240,13 +241,14 @@ absl::Status TableCore::TakeOverFrom(const Pid& holder) {
 
 absl::Status TableCore::SetHeir(const Pid& heir, std::any data) {
   ProcessControl* me = CurrentProcess();
-  std::lock_guard<std::mutex> lock(meta_mu_);
+  Pid old_heir;  // The old heir and data (swapped into `data`) go after the lock.
+  std::lock_guard<SpinLock> lock(meta_mu_);
   if (deleted()) return DeletedError("set_heir");
   if (me == nullptr || me->serial() != owner_serial_.load(std::memory_order_relaxed)) {
     return NotOwner(me, "set_heir", "set the heir");
   }
-  heir_ = heir;
-  heir_data_ = std::move(data);
+  old_heir = std::exchange(heir_, heir);
+  std::swap(heir_data_, data);
   return absl::OkStatus();
 }
 
@@ -260,13 +262,15 @@ absl::Status TableCore::Delete(const char* what) {
 
 void TableCore::DeleteNow() {
   Pid owner;
+  Pid heir;  // Released after the lock, with the heir data.
+  std::any heir_data;
   {
-    std::lock_guard<std::mutex> lock(meta_mu_);
+    std::lock_guard<SpinLock> lock(meta_mu_);
     if (deleted_.exchange(true, std::memory_order_acq_rel)) return;  // Someone else did.
     owner = std::move(owner_);
     owner_serial_.store(0, std::memory_order_release);
-    heir_ = Pid();
-    heir_data_.reset();
+    heir = std::move(heir_);
+    heir_data = std::move(heir_data_);
   }
   std::shared_ptr<TableCore> keep = shared_from_this();  // The owner's reference may be the last.
   if (owner.valid()) owner.control()->ReleaseResource(this);
@@ -287,7 +291,7 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   Pid heir;
   std::any data;
   {
-    std::lock_guard<std::mutex> lock(meta_mu_);
+    std::lock_guard<SpinLock> lock(meta_mu_);
     if (deleted()) return;
     // Taken over (TakeOverFrom) while `owner` was exiting: no longer its table.
     if (owner_serial_.load(std::memory_order_relaxed) != owner.serial()) return;

@@ -215,7 +215,9 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   const std::type_info& value_type_;
   Node* node_ = nullptr;  // For the name registry; set by Establish.
 
-  mutable std::mutex meta_mu_;  // Guards what follows; taken before any process's lock.
+  // Guards what follows; taken before any process's lock. A spin lock: held for a few field
+  // updates (user heir data is never destroyed under it), rarely contended.
+  mutable SpinLock meta_mu_;
   Pid owner_;
   Pid heir_;
   std::any heir_data_;
