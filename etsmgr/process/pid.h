@@ -10,6 +10,7 @@
 #ifndef ETSMGR_PROCESS_PID_H_
 #define ETSMGR_PROCESS_PID_H_
 
+#include <atomic>
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -19,26 +20,57 @@ namespace etsmgr {
 
 class ProcessControl;
 
+namespace process_internal {
+
+// What a Pid touches without the rest of the process: the reference count of the process's
+// control block and its serial (ProcessControl derives from it). Inline, so copying and
+// dropping a Pid is one atomic instruction, not a call.
+class PidTarget {
+ public:
+  uint64_t serial() const { return serial_; }
+  void AddRef() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  // True when that was the last reference (the caller destroys the process's control block).
+  bool DropRef() { return refs_.fetch_sub(1, std::memory_order_acq_rel) == 1; }
+
+ protected:
+  explicit PidTarget(uint64_t serial) : serial_(serial) {}
+  ~PidTarget() = default;
+
+ private:
+  std::atomic<uint32_t> refs_{1};
+  const uint64_t serial_;
+};
+
+void DestroyProcessControl(PidTarget* target);  // The last Pid went.
+
+}  // namespace process_internal
+
 class Pid {
  public:
-  Pid() = default;                        // The null Pid: refers to no process.
-  explicit Pid(ProcessControl* control);  // Adopts one new reference.
-  Pid(const Pid& other);
-  Pid(Pid&& other) noexcept : control_(std::exchange(other.control_, nullptr)) {}
+  Pid() = default;  // The null Pid: refers to no process.
+  // Adopts one new reference.
+  explicit Pid(process_internal::PidTarget* target) : target_(target) {}
+  Pid(const Pid& other) : target_(other.target_) {
+    if (target_ != nullptr) target_->AddRef();
+  }
+  Pid(Pid&& other) noexcept : target_(std::exchange(other.target_, nullptr)) {}
   Pid& operator=(Pid other) noexcept {
-    std::swap(control_, other.control_);
+    std::swap(target_, other.target_);
     return *this;
   }
-  ~Pid();
+  ~Pid() {
+    if (target_ != nullptr && target_->DropRef()) process_internal::DestroyProcessControl(target_);
+  }
 
-  bool valid() const { return control_ != nullptr; }
+  bool valid() const { return target_ != nullptr; }
   explicit operator bool() const { return valid(); }
-  uint64_t serial() const;
+  uint64_t serial() const { return target_ != nullptr ? target_->serial() : 0; }
   // Whether the process is still alive (a snapshot: it may die right after).
   bool alive() const;
   std::string ToString() const;
 
-  ProcessControl* control() const { return control_; }
+  // Defined in internal/process_control.h (include it to use the control block).
+  ProcessControl* control() const;
 
   friend bool operator==(const Pid& a, const Pid& b) { return a.serial() == b.serial(); }
   friend bool operator<(const Pid& a, const Pid& b) { return a.serial() < b.serial(); }
@@ -49,7 +81,7 @@ class Pid {
   friend std::ostream& operator<<(std::ostream& os, const Pid& pid) { return os << pid.ToString(); }
 
  private:
-  ProcessControl* control_ = nullptr;
+  process_internal::PidTarget* target_ = nullptr;
 };
 
 }  // namespace etsmgr

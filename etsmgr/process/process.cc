@@ -72,27 +72,22 @@ void RemoveEntry(std::vector<Pid>& v, const Pid& pid) {
 
 // --- Pid.
 
-Pid::Pid(ProcessControl* control) : control_(control) {}
-Pid::Pid(const Pid& other) : control_(other.control_) {
-  if (control_ != nullptr) control_->AddRef();
+void process_internal::DestroyProcessControl(PidTarget* target) {
+  delete static_cast<ProcessControl*>(target);
 }
-Pid::~Pid() {
-  if (control_ != nullptr) control_->Release();
-}
-uint64_t Pid::serial() const { return control_ != nullptr ? control_->serial() : 0; }
-bool Pid::alive() const { return control_ != nullptr && control_->alive(); }
+bool Pid::alive() const { return target_ != nullptr && control()->alive(); }
 std::string Pid::ToString() const {
-  return control_ != nullptr ? absl::StrCat("<0.", control_->serial(), ">") : "<null>";
+  return target_ != nullptr ? absl::StrCat("<0.", target_->serial(), ">") : "<null>";
 }
 
 // --- ProcessControl.
 
 ProcessControl::ProcessControl(Node* node, Scheduler* scheduler, uint64_t serial, ProcessBody body,
                                bool trap_exit)
-    : trap_exit_(trap_exit),
+    : PidTarget(serial),
+      trap_exit_(trap_exit),
       node_(node),
       scheduler_(scheduler),
-      serial_(serial),
       body_(std::move(body)) {
   static_assert(sizeof(Process) == sizeof(void*) && std::is_trivially_destructible_v<Process>);
   new (context_) Process(this);

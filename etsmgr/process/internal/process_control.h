@@ -114,20 +114,17 @@ class ExitSignalEnvelope final : public Envelope {
   bool from_link;  // Sent because of a link (ignored if the link is gone) vs. exit/2.
 };
 
-class ProcessControl final : public Runnable, public Root, private TimerNode {
+class ProcessControl final : public process_internal::PidTarget,
+                             public Runnable,
+                             public Root,
+                             private TimerNode {
  public:
   enum class Status : uint8_t { kRunnable, kWaiting, kExiting, kDead };
 
   ProcessControl(Node* node, Scheduler* scheduler, uint64_t serial,
                  std::function<Task<void>(Process&)> body, bool trap_exit);
 
-  // --- Reference counting (Pid).
-  void AddRef() { refs_.fetch_add(1, std::memory_order_relaxed); }
-  void Release() {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-  }
-
-  uint64_t serial() const { return serial_; }
+  // Reference counting and serial(): PidTarget (pid.h).
   Node* node() const { return node_; }
   Scheduler* scheduler() const { return scheduler_; }
   bool alive() const { return !dead_.load(std::memory_order_acquire); }
@@ -205,6 +202,7 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   void BodyFinished();
 
  private:
+  friend void process_internal::DestroyProcessControl(process_internal::PidTarget* target);
   ~ProcessControl();
   void Fire() noexcept override;  // Deadline timer.
   void TakeIncoming();            // Owner: incoming stack -> FIFO, acting on signals.
@@ -221,7 +219,6 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   // Fields are grouped by who writes them, and small ones packed: at a million processes every
   // eight bytes here is 8 MB.
   // --- Any thread.
-  std::atomic<uint32_t> refs_{1};
   std::atomic<uint32_t> wake_state_{kIdle};
   std::atomic<Envelope*> incoming_{nullptr};
   std::atomic<bool> dead_{false};
@@ -238,7 +235,6 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   // --- Immutable after construction / Bind.
   Node* const node_;
   Scheduler* const scheduler_;
-  const uint64_t serial_;
   Pid self_;  // Set by Bind; dropped at exit (the process's own reference).
   ProcessBody_ body_;
   // The Process& handed to the body: one pointer, constructed in place (process.cc).
@@ -276,6 +272,8 @@ class ProcessControl final : public Runnable, public Root, private TimerNode {
   }
   std::unique_ptr<Extras> extras_;
 };
+
+inline ProcessControl* Pid::control() const { return static_cast<ProcessControl*>(target_); }
 
 }  // namespace etsmgr
 
