@@ -1,5 +1,8 @@
 // AdaptiveMutex: a std::mutex that spins briefly before it sleeps.
 //
+//   AdaptiveMutex mu;
+//   { std::lock_guard<AdaptiveMutex> lock(mu); ... }   // any thread; not recursive
+//
 // For short critical sections contended across threads (the manager's directory, taken by
 // clients on every scheduler): a waiter that sleeps costs a futex wait and a futex wake-up on the
 // holder's unlock -- tens of microseconds across vCPUs here -- while the section itself takes a
