@@ -136,6 +136,33 @@ bool RemoveClientName(Instance& st, const Pid& client, const std::string& name) 
   return true;
 }
 
+// Removes a directory entry (counting a table lost with its owner). Returns its client when
+// that was the client's last table (unlink the client and the manager), else the null Pid.
+Pid EraseEntry(Instance& st, absl::flat_hash_map<std::string, Entry>::iterator it) {
+  if (it->second.table.lost_with_owner()) ++st.counters.tables_lost;
+  Pid client = std::move(it->second.client);
+  bool last = client.valid() && RemoveClientName(st, client, it->first);
+  st.tables.erase(it);
+  return last ? client : Pid();
+}
+
+bool SameTypes(const TableCore& core, const TableFactory& factory) {
+  return core.key_type() == std::type_index(*factory.key_type) &&
+         core.value_type() == std::type_index(*factory.value_type);
+}
+
+// The vault holds the entry's table for a live client other than `claimant`: a hand-back to
+// that client is under way, so nobody else may claim it (table_exists).
+bool HandingBackToAnother(const Entry& entry, const Pid& claimant) {
+  return entry.client.valid() && entry.client != claimant && entry.client.alive();
+}
+
+void LogHandBack(const Instance& st, const std::string& name, const Pid& client) {
+  if (!LogEnabled(LogLevel::kNotice)) return;
+  Logf(LogLevel::kNotice, "etsmgr %s: table %s handed back to %s", st.inst.c_str(), name.c_str(),
+       client.ToString().c_str());
+}
+
 void Answer(const Pid& to, uint64_t ref, ReplyOr reply) {
   Send(to, CallReply<ReplyOr>{ref, std::move(reply)});
 }
@@ -203,10 +230,7 @@ void VaultGiveBack(Instance& st, const GiveBack& g) {
     ++st.counters.hand_backs;
     vault = st.vault;
   }
-  if (LogEnabled(LogLevel::kNotice)) {
-    Logf(LogLevel::kNotice, "etsmgr %s: table %s handed back to %s", st.inst.c_str(),
-         g.name.c_str(), g.client.ToString().c_str());
-  }
+  LogHandBack(st, g.name, g.client);
   // Still "created" if the client that got it new died before it could initialise it.
   Answer(g.client, g.ref,
          Reply{.ref = {g.manager, g.table, !g.table.core()->initialised()},
@@ -265,8 +289,7 @@ class Manager {
     if (it != st_->tables.end() && it->second.table.alive()) {
       const AnyTable& table = it->second.table;
       const TableFactory& f = req.request.factory;
-      if (table.core()->key_type() != std::type_index(*f.key_type) ||
-          table.core()->value_type() != std::type_index(*f.value_type)) {
+      if (!SameTypes(*table.core(), f)) {
         Answer(client, req.ref,
                absl::InvalidArgumentError(
                    absl::StrCat("new_table ", Quoted(name), ": the managed table holds ",
@@ -460,8 +483,7 @@ class Manager {
                  owner->ToString(), ", not by the caller ", client.ToString())));
       return;
     }
-    if (*owner == st_->vault && entry.client.valid() && entry.client != client &&
-        entry.client.alive()) {
+    if (*owner == st_->vault && HandingBackToAnother(entry, client)) {
       Answer(client, ref,
              absl::AlreadyExistsError(
                  absl::StrCat(what, " ", Quoted(name), ": table_exists: ", table.ToString(),
@@ -511,9 +533,8 @@ class Manager {
   }
 
   void RemoveEntry(absl::flat_hash_map<std::string, Entry>::iterator it) {
-    if (it->second.table.lost_with_owner()) ++st_->counters.tables_lost;
-    if (it->second.client.valid()) RemoveClient(it->second.client, it->first);
-    st_->tables.erase(it);
+    Pid last = EraseEntry(*st_, it);
+    if (last.valid()) self_.Unlink(last);
   }
 
   Process& self_;
@@ -576,20 +597,11 @@ std::optional<absl::StatusOr<ManagedTableRef>> TryClaimHere(Process& self, Insta
                                                             Entry& entry, const std::string& name,
                                                             const TableFactory& factory) {
   const std::shared_ptr<TableCore>& core = entry.table.core();
-  if (core->key_type() != std::type_index(*factory.key_type) ||
-      core->value_type() != std::type_index(*factory.value_type)) {
-    return std::nullopt;
-  }
-  if (entry.client.valid() && entry.client != self.self() && entry.client.alive()) {
-    return std::nullopt;
-  }
+  if (!SameTypes(*core, factory) || HandingBackToAnother(entry, self.self())) return std::nullopt;
   if (!core->TakeOverFrom(st.vault).ok()) return std::nullopt;
   RegisterClientHere(self, st, entry, name);
   ++st.counters.hand_backs;
-  if (LogEnabled(LogLevel::kNotice)) {
-    Logf(LogLevel::kNotice, "etsmgr %s: table %s handed back to %s", st.inst.c_str(), name.c_str(),
-         self.self().ToString().c_str());
-  }
+  LogHandBack(st, name, self.self());
   // Still "created" if the client that got it new died before it could initialise it.
   return ManagedTableRef{st.manager, entry.table, !core->initialised()};
 }
@@ -619,11 +631,8 @@ std::optional<absl::StatusOr<ManagedTableRef>> TryNewTableHere(Process& self, In
     return absl::Status(table.status().code(),
                         absl::StrCat("new_table ", Quoted(name), ": ", table.status().message()));
   }
-  if (it != st.tables.end()) {  // A dead entry (of this client or none): start afresh.
-    if (it->second.table.lost_with_owner()) ++st.counters.tables_lost;
-    if (it->second.client.valid()) RemoveClientName(st, client, name);
-    st.tables.erase(it);
-  }
+  // A dead entry (of this client or none): start afresh (the link stays; the client re-registers).
+  if (it != st.tables.end()) EraseEntry(st, it);
   Entry& entry = st.tables.emplace(name, Entry{*table, Pid()}).first->second;
   RegisterClientHere(self, st, entry, name);
   ++st.counters.tables_created;
@@ -647,9 +656,7 @@ std::optional<absl::Status> TryDelTableHere(Process& self, Instance& st, const s
     }
     if (it->second.client != client) return std::nullopt;
     table = it->second.table;
-    if (table.lost_with_owner()) ++st.counters.tables_lost;
-    st.tables.erase(it);
-    if (RemoveClientName(st, client, name)) self.Unlink(st.manager);
+    if (EraseEntry(st, it).valid()) self.Unlink(st.manager);
     absl::StatusOr<Pid> owner = table.Owner();
     if (owner.ok() && *owner == st.vault) vault = st.vault;
     mine = owner.ok() && *owner == client;
@@ -819,30 +826,27 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
                                                              manager_internal::TableFactory factory,
                                                              absl::Duration timeout) const {
   if (name.empty()) co_return absl::InvalidArgumentError("new_table: empty table name");
+  std::optional<absl::StatusOr<ManagedTableRef>> ref;
   if (std::shared_ptr<manager_internal::Instance> st =
           manager_internal::FindInstance(self.node(), inst_)) {
-    std::optional<absl::StatusOr<ManagedTableRef>> here =
-        manager_internal::TryNewTableHere(self, *st, name, options, factory);
-    if (here.has_value()) {
-      if (here->ok() && (*here)->created) {
-        (*here)->table.core()->SetInitialised(true);  // As below: no suspension since.
-      }
-      co_return std::move(*here);
-    }
+    ref = manager_internal::TryNewTableHere(self, *st, name, options, factory);
   }
-  NewTableRequest request;
-  request.name = std::move(name);
-  request.options = std::move(options);
-  request.factory = std::move(factory);
-  absl::StatusOr<manager_internal::Reply> reply =
-      co_await CallManager(self, server_name(), "new_table", std::move(request), timeout);
-  if (!reply.ok()) co_return reply.status();
-  if (reply->transferred) co_await TakeTransfer(self, reply->ref.table.id());
+  if (!ref.has_value()) {
+    NewTableRequest request;
+    request.name = std::move(name);
+    request.options = std::move(options);
+    request.factory = std::move(factory);
+    absl::StatusOr<manager_internal::Reply> reply =
+        co_await CallManager(self, server_name(), "new_table", std::move(request), timeout);
+    if (!reply.ok()) co_return reply.status();
+    if (reply->transferred) co_await TakeTransfer(self, reply->ref.table.id());
+    ref = std::move(reply->ref);
+  }
   // From here to the caller's code there is no suspension point, so the caller cannot be killed
   // between learning "created" and initialising: mark it now. A caller killed before this point
   // leaves the table uninitialised, and the next claimant is told "created" again.
-  if (reply->ref.created) reply->ref.table.core()->SetInitialised(true);
-  co_return std::move(reply->ref);
+  if (ref->ok() && (*ref)->created) (*ref)->table.core()->SetInitialised(true);
+  co_return std::move(*ref);
 }
 
 Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::string name,
