@@ -179,31 +179,14 @@ class MapCore final : public TypedCore<K, V> {
     return out;
   }
 
-  // Written out (not through ReadKey): the hottest read, kept short so that lookups of a big
-  // table overlap their cache misses.
+  // (Table<K, V>::Get tries TryGetFast first on set and ordered_set.)
   absl::StatusOr<std::optional<V>> Get(const K& key) const override {
-    Shard* shards = shards_.load(std::memory_order_acquire);
-    if (shards == nullptr) {
-      if (this->deleted()) return this->DeletedError("lookup");
-      return std::optional<V>();
-    }
-    size_t hash = HashOf(key);
-    const Shard& s = shards[ShardOfHash(hash)];
     std::optional<V> out;
-    s.lock.lock_shared();
-    if (this->deleted()) {
-      s.lock.unlock_shared();
-      return this->DeletedError("lookup");
-    }
-    auto it = FindIn(s.map, key, hash);
-    if (it != s.map.end()) {
-      if constexpr (kBag) {
-        if (!it->second.empty()) out.emplace(it->second.front());
-      } else {
-        out.emplace(it->second);
-      }
-    }
-    s.lock.unlock_shared();
+    absl::Status st = ReadKey(key, "lookup", [&](const Slot* slot) {
+      if (slot == nullptr) return;
+      if (const V* first = FirstOf(*slot)) out.emplace(*first);
+    });
+    if (!st.ok()) return st;
     return out;
   }
 
@@ -303,7 +286,9 @@ class MapCore final : public TypedCore<K, V> {
     bool done = false;
     if (!this->deleted()) {
       auto it = FindIn(s.map, key, hash);
-      if (it != s.map.end()) out->emplace(it->second);
+      if (it != s.map.end()) {
+        if (const V* first = FirstOf(it->second)) out->emplace(*first);
+      }
       done = true;
     }
     s.lock.unlock_shared();
@@ -568,6 +553,15 @@ class MapCore final : public TypedCore<K, V> {
     } else {
       auto [it, inserted] = s.map.insert_or_assign(std::move(key), std::move(value));
       if (inserted) ++s.objects;
+    }
+  }
+
+  // The value Get reports for a key: a bag's first, or null for an empty bag.
+  static const V* FirstOf(const Slot& slot) {
+    if constexpr (kBag) {
+      return slot.empty() ? nullptr : &slot.front();
+    } else {
+      return &slot;
     }
   }
 
