@@ -147,7 +147,7 @@ void BM_HundredThousandTables(benchmark::State& state) {
     while (true) {
       {
         std::lock_guard<AdaptiveMutex> lock(st->mu);
-        if (st->counters.transfers_to_manager == uint64_t{kTables - kTablesEach} &&
+        if (st->transfers_to_manager.load() == uint64_t{kTables - kTablesEach} &&
             st->clients.size() == 1) {
           break;
         }

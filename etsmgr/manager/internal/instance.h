@@ -4,10 +4,12 @@
 #ifndef ETSMGR_MANAGER_INTERNAL_INSTANCE_H_
 #define ETSMGR_MANAGER_INTERNAL_INSTANCE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -18,9 +20,60 @@
 
 namespace etsmgr::manager_internal {
 
+// The heir data of a managed table: its name, shared. A table's heir data is copied at every
+// inheritance, and a std::any holding a std::string allocates on each copy; this is one pointer
+// (it fits in std::any's inline storage) to a reference-counted string.
+//
+// A SharedName the manager made for a table it created is also that table's listing token: the
+// directory entry holds the same SharedName and marks it unlisted when the entry goes (under the
+// directory lock). The vault, inheriting the table, then knows whether it is still managed from
+// the token alone, without the directory lock (which the manager holds for long stretches while
+// a burst of clients exits). A SharedName made elsewhere (add_table) is not a token: the vault
+// looks its name up.
+class SharedName {
+ public:
+  enum class Listing : uint8_t { kNotAToken, kListed, kUnlisted };
+
+  explicit SharedName(std::string name, Listing listing = Listing::kNotAToken)
+      : rep_(new Rep{std::move(name), {1}, {listing}}) {}
+  SharedName() : rep_(nullptr) {}
+  SharedName(const SharedName& other) noexcept : rep_(other.rep_) {
+    if (rep_ != nullptr) rep_->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  SharedName(SharedName&& other) noexcept : rep_(std::exchange(other.rep_, nullptr)) {}
+  SharedName& operator=(SharedName other) noexcept {
+    std::swap(rep_, other.rep_);
+    return *this;
+  }
+  ~SharedName() {
+    if (rep_ != nullptr && rep_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete rep_;
+  }
+  const std::string* get() const { return rep_ != nullptr ? &rep_->name : nullptr; }
+  Listing listing() const {
+    return rep_ != nullptr ? rep_->listing.load(std::memory_order_acquire) : Listing::kNotAToken;
+  }
+  // Once, when the directory entry holding this token goes (caller holds the directory lock).
+  void Unlist() {
+    if (rep_ != nullptr && rep_->listing.load(std::memory_order_relaxed) == Listing::kListed) {
+      rep_->listing.store(Listing::kUnlisted, std::memory_order_release);
+    }
+  }
+
+ private:
+  struct Rep {
+    std::string name;
+    std::atomic<uint32_t> refs;
+    std::atomic<Listing> listing;
+  };
+  Rep* rep_;
+};
+
 struct Entry {
   AnyTable table;
   Pid client;  // Null: no client ("none"); the vault holds the table.
+  // The table's listing token when the manager (or a client's fast path) created it; null for
+  // a table registered with add_table.
+  SharedName token;
 };
 
 struct Instance {
@@ -32,11 +85,20 @@ struct Instance {
   // Each client's table names: the link count of Erlang's etsmgr, and what a client's exit
   // touches (so a burst of exits costs the exiting clients' tables, not all tables).
   absl::flat_hash_map<Pid, absl::flat_hash_set<std::string>> clients;
-  ManagerCounters counters;
+  ManagerCounters counters;  // transfers_to_manager: see below.
+  // Counted by the vault without the lock (see SharedName).
+  std::atomic<uint64_t> transfers_to_manager{0};
   uint64_t manager_starts = 0;
   uint64_t exit_work = 0;  // Directory entries touched handling client exits (tests check it).
   Pid vault;
   Pid manager;
+
+  // The counters, whole (caller holds mu).
+  ManagerCounters Counters() const {
+    ManagerCounters all = counters;
+    all.transfers_to_manager = transfers_to_manager.load(std::memory_order_relaxed);
+    return all;
+  }
 };
 
 // Instances of one node by name (Node::Service).
