@@ -95,7 +95,12 @@ ProcessControl::ProcessControl(Node* node, Scheduler* scheduler, uint64_t serial
 
 Process& ProcessControl::context() { return *std::launder(reinterpret_cast<Process*>(context_)); }
 
-ProcessControl::~ProcessControl() { CloseMailbox(); }
+ProcessControl::~ProcessControl() {
+  CloseMailbox();
+  // Normally empty (the exit procedure or shutdown took them); a process that never ran may
+  // still hold what was given to it.
+  while (std::shared_ptr<ExitResource> resource = PopResource()) resource.reset();
+}
 
 void ProcessControl::CloseMailbox() {
   Envelope* e = incoming_.exchange(kClosed, std::memory_order_acq_rel);
@@ -354,27 +359,77 @@ void ProcessControl::AddExitHook(std::function<void(const Pid&, const ExitReason
   exit_hooks_->push_back(std::move(hook));
 }
 
-bool ProcessControl::AdoptResource(std::shared_ptr<ExitResource> resource) {
-  std::lock_guard<SpinLock> lock(mu_);
-  if (resources_closed_) return false;
-  const ExitResource* key = resource.get();
-  extras().resources.emplace(key, std::move(resource));
-  return true;
+void ProcessControl::LinkResource(ExitResource* r) {
+  Extras& x = extras();
+  r->prev_ = nullptr;
+  r->next_ = x.resources;
+  if (x.resources != nullptr) x.resources->prev_ = r;
+  x.resources = r;
+  ++x.resource_count;
 }
 
-void ProcessControl::ReleaseResource(const ExitResource* resource) {
+void ProcessControl::UnlinkResource(ExitResource* r) {
+  Extras& x = *extras_;  // Holds r, so it has extras.
+  if (r->prev_ != nullptr) {
+    r->prev_->next_ = r->next_;
+  } else {
+    x.resources = r->next_;
+  }
+  if (r->next_ != nullptr) r->next_->prev_ = r->prev_;
+  r->prev_ = r->next_ = nullptr;
+  --x.resource_count;
+}
+
+std::shared_ptr<ExitResource> ProcessControl::PopResource() {
+  std::lock_guard<SpinLock> lock(mu_);
+  if (!extras_ || extras_->resources == nullptr) return nullptr;
+  ExitResource* r = extras_->resources;
+  std::shared_ptr<ExitResource> held = std::move(r->held_);
+  UnlinkResource(r);
+  // Last: whoever adopts it next sees it unheld only after this is done with it.
+  r->holder_.store(nullptr, std::memory_order_release);
+  return held;
+}
+
+bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource) {
+  ExitResource* r = resource.get();
+  while (true) {
+    ProcessControl* from = r->holder_.load(std::memory_order_acquire);
+    if (from == this) return true;
+    // Both lists change together: lock both processes, in address order (no other code holds
+    // two process locks at once).
+    SpinLock* first = &mu_;
+    SpinLock* second = from != nullptr ? &from->mu_ : nullptr;
+    if (second != nullptr && second < first) std::swap(first, second);
+    std::lock_guard<SpinLock> lock1(*first);
+    std::unique_lock<SpinLock> lock2;
+    if (second != nullptr) lock2 = std::unique_lock<SpinLock>(*second);
+    // Its holder's exit procedure may have taken it off meanwhile: look again.
+    if (r->holder_.load(std::memory_order_relaxed) != from) continue;
+    if (resources_closed_) return false;
+    if (from != nullptr) {
+      from->UnlinkResource(r);  // The holder's reference moves with it.
+    } else {
+      r->held_ = resource;
+    }
+    LinkResource(r);
+    r->holder_.store(this, std::memory_order_release);
+    return true;
+  }
+}
+
+void ProcessControl::ReleaseResource(ExitResource* resource) {
   std::shared_ptr<ExitResource> dropped;  // Destroyed after the lock is released.
   std::lock_guard<SpinLock> lock(mu_);
-  if (!extras_) return;
-  auto it = extras_->resources.find(resource);
-  if (it == extras_->resources.end()) return;
-  dropped = std::move(it->second);
-  extras_->resources.erase(it);
+  if (resource->holder_.load(std::memory_order_relaxed) != this) return;
+  dropped = std::move(resource->held_);
+  UnlinkResource(resource);
+  resource->holder_.store(nullptr, std::memory_order_release);
 }
 
 size_t ProcessControl::resource_count() const {
   std::lock_guard<SpinLock> lock(mu_);
-  return extras_ ? extras_->resources.size() : 0;
+  return extras_ ? extras_->resource_count : 0;
 }
 
 void ProcessControl::ExitProcedure(ExitReason reason) {
@@ -387,14 +442,15 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
     for (auto& hook : *exit_hooks_) hook(self_, reason);
     exit_hooks_.reset();
   }
-  absl::flat_hash_map<const ExitResource*, std::shared_ptr<ExitResource>> resources;
   {
     std::lock_guard<SpinLock> lock(mu_);
     resources_closed_ = true;
-    if (extras_) resources.swap(extras_->resources);
   }
-  for (auto& [key, resource] : resources) resource->OnOwnerExit(self_, reason);
-  resources.clear();
+  // One at a time, each taken off under the lock: while we run one's OnOwnerExit, another
+  // process may take over (AdoptResource) one still on the list.
+  while (std::shared_ptr<ExitResource> resource = PopResource()) {
+    resource->OnOwnerExit(self_, reason);
+  }
   // 2. Dead: collect links, monitors and the name under our lock; signal without it.
   std::vector<Pid> links;
   absl::flat_hash_map<uint64_t, Pid> watchers;
@@ -442,11 +498,16 @@ void ProcessControl::DestroyAtShutdown() noexcept {
   // Queued messages may hold references back to this block (a TableTransfer's table names us
   // as owner): drop them, or the cycle outlives the runtime.
   CloseMailbox();
-  std::unique_ptr<Extras> extras;  // Destroyed after the lock (it may own tables).
   {
     std::lock_guard<SpinLock> lock(mu_);
     dead_.store(true, std::memory_order_release);
     resources_closed_ = true;
+  }
+  // Held tables go (their last reference may be ours), each after the lock.
+  while (std::shared_ptr<ExitResource> resource = PopResource()) resource.reset();
+  std::unique_ptr<Extras> extras;
+  {
+    std::lock_guard<SpinLock> lock(mu_);
     extras = std::move(extras_);
   }
   extras.reset();

@@ -205,7 +205,6 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
     owner_ = to;
     owner_serial_.store(to.serial(), std::memory_order_release);
   }
-  me->ReleaseResource(this);
   Send(to, TableTransfer{AnyTable(shared_from_this()), from, std::move(data)});
   return absl::OkStatus();
 }
@@ -234,8 +233,8 @@ absl::Status TableCore::TakeOverFrom(const Pid& holder) {
     previous = std::exchange(owner_, me->self());
     owner_serial_.store(me->serial(), std::memory_order_release);
   }
-  // If the holder is exiting meanwhile, its exit finds the table no longer its own (OnOwnerExit).
-  holder.control()->ReleaseResource(this);
+  // AdoptResource took it off the holder's list. If the holder's exit had taken it off first,
+  // its OnOwnerExit finds the table no longer the holder's.
   return absl::OkStatus();
 }
 

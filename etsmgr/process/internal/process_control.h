@@ -69,10 +69,28 @@ class SpinLock {
 // Something a process owns that must be released when it exits (tables): the exit procedure
 // calls OnOwnerExit after the process's frame is destroyed and before its links and monitors
 // fire, on the exiting process's thread, without holding any process lock.
+//
+// A resource is held by at most one process at a time, on an intrusive list of that process
+// (no map, no allocation: a table changing hands costs two list updates). Every call that
+// changes a resource's holder must be serialised by the resource itself (tables hold their own
+// lock around AdoptResource), except the exit procedure taking it off an exiting holder.
 class ExitResource {
  public:
+  ExitResource() = default;
+  ExitResource(const ExitResource&) = delete;
+  ExitResource& operator=(const ExitResource&) = delete;
   virtual ~ExitResource() = default;
   virtual void OnOwnerExit(const Pid& owner, const ExitReason& reason) = 0;
+
+ private:
+  friend class ProcessControl;
+  // Written under the holder's lock (both holders' when it moves); read without it only to learn
+  // whose lock to take.
+  std::atomic<ProcessControl*> holder_{nullptr};
+  // The holder's list links and its reference to the resource: under the holder's lock.
+  ExitResource* prev_ = nullptr;
+  ExitResource* next_ = nullptr;
+  std::shared_ptr<ExitResource> held_;
 };
 
 // The process whose body is running on this thread right now, or null (a plain thread, or a
@@ -172,11 +190,14 @@ class ProcessControl final : public process_internal::PidTarget,
   // this to move ownership to heirs before anyone sees the exit). Owner thread or before start.
   void AddExitHook(std::function<void(const Pid& self, const ExitReason& reason)> hook);
 
-  // Process-owned resources (any thread). AdoptResource fails (returns false) once the process
-  // has begun exiting: a resource can never be attached to a process that will not release it.
-  // ReleaseResource detaches without calling OnOwnerExit (no-op if not attached).
-  bool AdoptResource(std::shared_ptr<ExitResource> resource);
-  void ReleaseResource(const ExitResource* resource);
+  // Process-owned resources (any thread). AdoptResource makes this process the holder, taking
+  // the resource from its current holder if it has one (in one step: it is never held by two
+  // processes, nor by none in between); it fails (returns false, nothing changes) once this
+  // process has begun exiting, so a resource can never be attached to a process that will not
+  // release it. ReleaseResource detaches without calling OnOwnerExit (no-op unless this process
+  // holds it).
+  bool AdoptResource(const std::shared_ptr<ExitResource>& resource);
+  void ReleaseResource(ExitResource* resource);
   size_t resource_count() const;
 
   struct Snapshot {
@@ -263,9 +284,16 @@ class ProcessControl final : public process_internal::PidTarget,
     absl::flat_hash_map<uint64_t, Pid> monitored_by;
     std::vector<MonitorEntry> monitoring;  // Processes this one watches.
     std::string registered_name;
-    // Owned tables. A map, so that giving one of 100k tables away does not scan the others.
-    absl::flat_hash_map<const ExitResource*, std::shared_ptr<ExitResource>> resources;
+    // Held resources (tables): an intrusive list, so giving one of 100k tables away touches
+    // only its neighbours.
+    ExitResource* resources = nullptr;
+    size_t resource_count = 0;
   };
+  // Resource list updates; caller holds mu_ (and the resource's previous holder's, if any).
+  void LinkResource(ExitResource* r);
+  void UnlinkResource(ExitResource* r);
+  // Takes the first held resource off the list with the holder's reference (null when none).
+  std::shared_ptr<ExitResource> PopResource();
   Extras& extras() {  // Caller holds mu_.
     if (!extras_) extras_ = std::make_unique<Extras>();
     return *extras_;
