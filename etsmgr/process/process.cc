@@ -63,7 +63,8 @@ class CurrentScope {
   ProcessControl* previous_;
 };
 
-void RemoveEntry(std::vector<Pid>& v, const Pid& pid) {
+template <typename Pids>
+void RemoveEntry(Pids& v, const Pid& pid) {
   auto it = std::find(v.begin(), v.end(), pid);
   if (it != v.end()) v.erase(it);
 }
@@ -221,7 +222,7 @@ void ProcessControl::HandleSignal(ExitSignalEnvelope* signal) {
   if (pending_exit_) return;  // Already dying.
   if (signal->from_link) {
     std::lock_guard<SpinLock> lock(mu_);
-    std::vector<Pid>& links = extras().links;
+    Links& links = extras().links;
     auto it = std::find(links.begin(), links.end(), signal->from);
     if (it == links.end()) return;  // Unlinked since: the signal has no effect.
     links.erase(it);
@@ -452,7 +453,7 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
     resource->OnOwnerExit(self_, reason);
   }
   // 2. Dead: collect links, monitors and the name under our lock; signal without it.
-  std::vector<Pid> links;
+  Links links;
   absl::flat_hash_map<uint64_t, Pid> watchers;
   std::vector<MonitorEntry> watching;
   std::string name;
@@ -525,7 +526,7 @@ bool ProcessControl::Link(const Pid& other, bool signal_if_dead) {
     std::lock_guard<SpinLock> lock(o->mu_);
     other_dead = o->dead_.load(std::memory_order_relaxed);
     if (!other_dead) {
-      std::vector<Pid>& theirs = o->extras().links;
+      Links& theirs = o->extras().links;
       if (std::find(theirs.begin(), theirs.end(), self_) == theirs.end()) theirs.push_back(self_);
     }
   }
@@ -536,7 +537,7 @@ bool ProcessControl::Link(const Pid& other, bool signal_if_dead) {
     return false;
   }
   std::lock_guard<SpinLock> lock(mu_);
-  std::vector<Pid>& mine = extras().links;
+  Links& mine = extras().links;
   if (std::find(mine.begin(), mine.end(), other) == mine.end()) mine.push_back(other);
   return true;
 }
@@ -627,13 +628,14 @@ ProcessControl::Snapshot ProcessControl::Info() const {
   s.trap_exit = trap_exit_;
   s.memory = sizeof(ProcessControl) + sizeof(Process);
   if (extras_) {
-    s.links = extras_->links;
+    s.links.assign(extras_->links.begin(), extras_->links.end());
     for (const auto& [ref, pid] : extras_->monitored_by) s.monitored_by.push_back(pid);
     for (const auto& m : extras_->monitoring) s.monitoring.push_back(m.other);
     s.registered_name = extras_->registered_name;
-    s.memory += sizeof(Extras) + (extras_->links.capacity() + extras_->monitored_by.capacity() +
-                                  extras_->monitoring.capacity()) *
-                                     sizeof(MonitorEntry);
+    size_t spilled_links = extras_->links.capacity() > 2 ? extras_->links.capacity() : 0;
+    s.memory += sizeof(Extras) + spilled_links * sizeof(Pid) +
+                (extras_->monitored_by.capacity() + extras_->monitoring.capacity()) *
+                    sizeof(MonitorEntry);
   }
   return s;
 }

@@ -177,8 +177,10 @@ class Supervisor {
       }
       co_return true;
     }
-    Logf(LogLevel::kNotice, "supervisor %s: child \"%s\" exited (%s), restarting",
-         self_.self().ToString(), child.spec.id, reason.ToString());
+    if (LogEnabled(LogLevel::kNotice)) {  // Not even the arguments otherwise: once per restart.
+      Logf(LogLevel::kNotice, "supervisor %s: child \"%s\" exited (%s), restarting",
+           self_.self().ToString(), child.spec.id, reason.ToString());
+    }
     size_t first = index;
     size_t last = index + 1;
     if (flags_.strategy == RestartStrategy::kOneForAll) {

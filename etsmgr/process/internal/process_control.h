@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "etsmgr/executor/internal/timer_heap.h"
 #include "etsmgr/executor/runnable.h"
 #include "etsmgr/executor/scheduler.h"
@@ -277,8 +278,10 @@ class ProcessControl final : public process_internal::PidTarget,
     uint64_t ref;
     Pid other;
   };
+  // Most processes have one or two links (their supervisor, the etsmgr manager): kept inline.
+  using Links = absl::InlinedVector<Pid, 2>;
   struct Extras {
-    std::vector<Pid> links;
+    Links links;
     // Watchers of this process by monitor ref: a server monitored by every caller of a call
     // (Call monitors it) adds and removes one per call, so this must not be a scan.
     absl::flat_hash_map<uint64_t, Pid> monitored_by;
