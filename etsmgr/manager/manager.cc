@@ -146,6 +146,47 @@ Pid EraseEntry(Instance& st, absl::flat_hash_map<std::string, Entry>::iterator i
   return last ? client : Pid();
 }
 
+// A client exited: its entries become client-less (the vault has, or is about to have, its
+// tables). Caller holds st.mu.
+void MarkClientGone(Instance& st, const Pid& client, const ExitReason& reason) {
+  auto it = st.clients.find(client);
+  if (it == st.clients.end()) return;
+  // The set is moved out first (its names are the only copies we need, and only to log).
+  absl::flat_hash_set<std::string> names = std::move(it->second);
+  st.clients.erase(it);
+  for (const std::string& name : names) {
+    auto e = st.tables.find(name);
+    if (e != st.tables.end() && e->second.client == client) e->second.client = Pid();
+    ++st.exit_work;
+  }
+  if (!LogEnabled(LogLevel::kNotice)) return;
+  std::vector<std::string> shown(names.begin(), names.end());
+  std::sort(shown.begin(), shown.end());
+  if (shown.size() > 8) shown.resize(8), shown.push_back("...");
+  Logf(LogLevel::kNotice, "etsmgr %s: client %s exited (%s); its tables are held: %s",
+       st.inst.c_str(), client.ToString().c_str(), reason.ToString().c_str(),
+       absl::StrJoin(shown, ", ").c_str());
+}
+
+// The exit hook of a client that registered itself (RegisterClientHere): runs in the exiting
+// client before its links fire. It does the manager's share of the exit here, then unlinks from
+// the manager, so a burst of exits is handled by the exiting clients on every scheduler and the
+// manager is not woken at all. (A client the manager registered is linked as before, and its exit
+// reaches the manager; either way MarkClientGone runs once per exit: it finds nothing the second
+// time.)
+void ClientExited(const std::weak_ptr<Instance>& instance, const Pid& client,
+                  const ExitReason& reason) {
+  std::shared_ptr<Instance> st = instance.lock();
+  if (st == nullptr) return;
+  Pid manager;
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    MarkClientGone(*st, client, reason);
+    manager = st->manager;
+  }
+  client.control()->Unlink(manager);
+}
+
 bool SameTypes(const TableCore& core, const TableFactory& factory) {
   return core.key_type() == std::type_index(*factory.key_type) &&
          core.value_type() == std::type_index(*factory.value_type);
@@ -279,7 +320,7 @@ class Manager {
         dead.push_back(client);
       }
     }
-    for (const Pid& client : dead) MarkClientGone(client, ExitReason::NoProc());
+    for (const Pid& client : dead) MarkClientGone(*st_, client, ExitReason::NoProc());
     Logf(LogLevel::kNotice, "etsmgr %s: manager %s started (%zu managed tables, restart %u)",
          st_->inst.c_str(), self_.self().ToString().c_str(), st_->tables.size(),
          static_cast<unsigned>(st_->counters.manager_restarts));
@@ -438,34 +479,15 @@ class Manager {
     Send(req.from, CallReply<absl::StatusOr<ManagerInfo>>{req.ref, std::move(info)});
   }
 
-  // A linked client exited: its entries become client-less; the vault has its tables.
+  // A linked client exited: its entries become client-less; the vault has its tables. (Clients
+  // that registered themselves did this in their exit hook and unlinked: see ClientExited.)
   void HandleClientExit(const Pid& client, const ExitReason& reason) {
     std::lock_guard<AdaptiveMutex> lock(st_->mu);
-    MarkClientGone(client, reason);
+    if (st_->clients.contains(client)) ++st_->client_exits_by_manager;
+    MarkClientGone(*st_, client, reason);
   }
 
  private:
-  // Caller holds st_->mu.
-  void MarkClientGone(const Pid& client, const ExitReason& reason) {
-    auto it = st_->clients.find(client);
-    if (it == st_->clients.end()) return;
-    // The set is moved out first (its names are the only copies we need, and only to log).
-    absl::flat_hash_set<std::string> names = std::move(it->second);
-    st_->clients.erase(it);
-    for (const std::string& name : names) {
-      auto e = st_->tables.find(name);
-      if (e != st_->tables.end() && e->second.client == client) e->second.client = Pid();
-      ++st_->exit_work;
-    }
-    if (!LogEnabled(LogLevel::kNotice)) return;
-    std::vector<std::string> shown(names.begin(), names.end());
-    std::sort(shown.begin(), shown.end());
-    if (shown.size() > 8) shown.resize(8), shown.push_back("...");
-    Logf(LogLevel::kNotice, "etsmgr %s: client %s exited (%s); its tables are held: %s",
-         st_->inst.c_str(), client.ToString().c_str(), reason.ToString().c_str(),
-         absl::StrJoin(shown, ", ").c_str());
-  }
-
   // The caller claims a live entry: hand the table back from the vault, or confirm it.
   void ClaimExisting(std::unique_lock<AdaptiveMutex>& lock, Entry& entry, const std::string& name,
                      const Pid& client, uint64_t ref, const char* what) {
@@ -588,7 +610,14 @@ void RegisterClientHere(Process& self, Instance& st, Entry& entry, const std::st
   const Pid& client = self.self();
   if (entry.client.valid() && entry.client != client) RemoveClientName(st, entry.client, name);
   entry.client = client;
-  if (AddClientName(st, client, name)) self.TryLink(st.manager);
+  if (!AddClientName(st, client, name)) return;
+  self.TryLink(st.manager);
+  // Once per process and instance (a client that deletes its last table and makes another keeps
+  // the hook it has).
+  std::weak_ptr<Instance> instance = st.weak_from_this();
+  self.control()->AddExitHook(
+      [instance](const Pid& pid, const ExitReason& reason) { ClientExited(instance, pid, reason); },
+      &st);
 }
 
 // new_table of a name whose table the vault holds (its client died): the caller takes it over

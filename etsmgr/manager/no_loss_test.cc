@@ -301,6 +301,70 @@ TEST(NoLossTest, E_DelTableRacingTheOwnersExitLeavesNothingBehind) {
   }
 }
 
+// A client that registered itself (new_table's fast path) does the manager's share of its own
+// exit in an exit hook and unlinks from the manager first: the manager is not woken. One the
+// manager registered (add_table) is handled by the manager, as before. Either way the entries end
+// client-less and the vault holds the tables.
+TEST(NoLossTest, F_SelfRegisteredClientsHandleTheirOwnExit) {
+  for (uint64_t seed = 0; seed < kSeeds; ++seed) {
+    RuntimeOptions options;
+    options.deterministic = true;
+    options.seed = seed;
+    options.schedulers = 2;
+    auto node = Node::Create(options).value();
+    node->Spawn([](Process& self) -> Task<void> {
+          absl::Status started = co_await StartInstance(self);
+          EXPECT_TRUE(started.ok()) << started;
+          co_await self.Receive<Go>();  // Stays: the instance's supervisor is linked to it.
+        })
+        .value();
+    node->runtime().RunUntilIdle();
+    auto spawn_client = [&](int c, bool by_add_table) {
+      return node->Spawn([c, by_add_table](Process& self) -> Task<void> {
+                   Etsmgr mgr(kInst);
+                   std::string name = absl::StrCat("t", c);
+                   if (by_add_table) {
+                     IntTable t = IntTable::New().value();
+                     (void)co_await mgr.AddTable(self, name, t.any());
+                   } else {
+                     (void)co_await mgr.NewTable<int64_t, int64_t>(self, name);
+                   }
+                   co_await self.Receive<Crash>();
+                   throw std::runtime_error("client crash");
+                 })
+          .value();
+    };
+    std::vector<Pid> self_registered = {spawn_client(0, false), spawn_client(1, false)};
+    Pid manager_registered = spawn_client(2, true);
+    node->runtime().RunUntilIdle();
+    std::shared_ptr<manager_internal::Instance> st = manager_internal::FindInstance(*node, kInst);
+    ASSERT_NE(st, nullptr);
+    Pid manager = node->Whereis(InstToName("etsmgr_srv", kInst));
+    {
+      std::lock_guard<AdaptiveMutex> lock(st->mu);
+      ASSERT_EQ(st->clients.size(), 3u) << "seed " << seed;
+    }
+    ASSERT_EQ(manager.control()->Info().links.size(), 4u);  // Supervisor + 3 clients.
+    for (const Pid& c : self_registered) Send(c, Crash{});
+    node->runtime().RunUntilIdle();
+    {
+      std::lock_guard<AdaptiveMutex> lock(st->mu);
+      EXPECT_EQ(st->client_exits_by_manager, 0u) << "seed " << seed;
+      EXPECT_EQ(st->clients.size(), 1u) << "seed " << seed;
+      EXPECT_FALSE(st->tables.at("t0").client.valid());
+      EXPECT_FALSE(st->tables.at("t1").client.valid());
+    }
+    EXPECT_EQ(st->transfers_to_manager.load(), 2u);
+    Send(manager_registered, Crash{});
+    node->runtime().RunUntilIdle();
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    EXPECT_EQ(st->client_exits_by_manager, 1u) << "seed " << seed;
+    EXPECT_TRUE(st->clients.empty());
+    EXPECT_FALSE(st->tables.at("t2").client.valid());
+    EXPECT_EQ(manager.control()->Info().links.size(), 1u);
+  }
+}
+
 // (d) Exits of some clients touch only their own entries, however many other tables exist.
 TEST(NoLossTest, D_ClientExitsCostOnlyTheirOwnTables) {
   RuntimeOptions options;

@@ -355,9 +355,16 @@ void ProcessControl::BodyFinished() {
   ExitProcedure(std::move(reason));
 }
 
-void ProcessControl::AddExitHook(std::function<void(const Pid&, const ExitReason&)> hook) {
-  if (!exit_hooks_) exit_hooks_ = std::make_unique<decltype(exit_hooks_)::element_type>();
-  exit_hooks_->push_back(std::move(hook));
+bool ProcessControl::AddExitHook(ExitHook hook, const void* key) {
+  std::lock_guard<SpinLock> lock(mu_);
+  auto& hooks = extras().exit_hooks;
+  if (key != nullptr) {
+    for (const auto& [k, h] : hooks) {
+      if (k == key) return false;
+    }
+  }
+  hooks.emplace_back(key, std::move(hook));
+  return true;
 }
 
 void ProcessControl::LinkResource(ExitResource* r) {
@@ -439,10 +446,13 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
   body_ = nullptr;
   // 1. Exit hooks and owned resources (tables go to their heirs) before anyone can observe the
   // exit. Closing the resource set first means nothing can be handed to us from now on.
-  if (exit_hooks_) {
-    for (auto& hook : *exit_hooks_) hook(self_, reason);
-    exit_hooks_.reset();
+  decltype(Extras::exit_hooks) hooks;
+  {
+    std::lock_guard<SpinLock> lock(mu_);
+    if (extras_) hooks.swap(extras_->exit_hooks);
   }
+  for (auto& [key, hook] : hooks) hook(self_, reason);
+  hooks.clear();
   {
     std::lock_guard<SpinLock> lock(mu_);
     resources_closed_ = true;

@@ -76,7 +76,7 @@ struct Entry {
   SharedName token;
 };
 
-struct Instance {
+struct Instance : std::enable_shared_from_this<Instance> {
   explicit Instance(std::string name) : inst(std::move(name)) {}
   const std::string inst;
 
@@ -90,6 +90,9 @@ struct Instance {
   std::atomic<uint64_t> transfers_to_manager{0};
   uint64_t manager_starts = 0;
   uint64_t exit_work = 0;  // Directory entries touched handling client exits (tests check it).
+  // Clients that registered themselves carry an exit hook that does the manager's share of their
+  // exit (manager.cc, ClientExited). Exits the manager had to handle, counted (tests).
+  uint64_t client_exits_by_manager = 0;
   Pid vault;
   Pid manager;
 

@@ -187,9 +187,12 @@ class ProcessControl final : public process_internal::PidTarget,
   void ClearRegisteredName();
   std::string registered_name() const;
 
-  // Hooks run after the frame is destroyed and before links and monitors fire (tables use
-  // this to move ownership to heirs before anyone sees the exit). Owner thread or before start.
-  void AddExitHook(std::function<void(const Pid& self, const ExitReason& reason)> hook);
+  // Hooks run after the frame is destroyed and before links and monitors fire (the etsmgr
+  // manager's clients use one to do the manager's share of their exit), in the order added. Any
+  // thread; a hook added after the exit procedure began does not run. With a non-null `key`,
+  // adds the hook only if no hook with that key is there (false then).
+  using ExitHook = std::function<void(const Pid& self, const ExitReason& reason)>;
+  bool AddExitHook(ExitHook hook, const void* key = nullptr);
 
   // Process-owned resources (any thread). AdoptResource makes this process the holder, taking
   // the resource from its current holder if it has one (in one step: it is never held by two
@@ -270,7 +273,6 @@ class ProcessControl final : public process_internal::PidTarget,
   WaitRecord* waiting_ = nullptr;
   Envelope* mailbox_head_ = nullptr;
   Envelope* mailbox_tail_ = nullptr;
-  std::unique_ptr<std::vector<std::function<void(const Pid&, const ExitReason&)>>> exit_hooks_;
 
   // --- Guarded by mu_. Links, monitors and the name live in a block allocated on first use:
   // most processes have none, and an idle process should stay small.
@@ -291,6 +293,7 @@ class ProcessControl final : public process_internal::PidTarget,
     // only its neighbours.
     ExitResource* resources = nullptr;
     size_t resource_count = 0;
+    absl::InlinedVector<std::pair<const void*, ExitHook>, 1> exit_hooks;
   };
   // Resource list updates; caller holds mu_ (and the resource's previous holder's, if any).
   void LinkResource(ExitResource* r);
