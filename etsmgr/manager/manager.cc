@@ -119,9 +119,9 @@ struct DropTable {
 
 // True when `name` is the client's first table: link the client and the manager.
 bool AddClientName(Instance& st, const Pid& client, const std::string& name) {
-  absl::flat_hash_set<std::string>& names = st.clients[client];
+  ClientNames& names = st.clients[client];
   bool first = names.empty();
-  names.insert(name);
+  names.Insert(name);
   return first;
 }
 
@@ -129,7 +129,7 @@ bool AddClientName(Instance& st, const Pid& client, const std::string& name) {
 bool RemoveClientName(Instance& st, const Pid& client, const std::string& name) {
   auto it = st.clients.find(client);
   if (it == st.clients.end()) return false;
-  it->second.erase(name);
+  it->second.Erase(name);
   if (!it->second.empty()) return false;
   st.clients.erase(it);
   return true;
@@ -152,15 +152,16 @@ void MarkClientGone(Instance& st, const Pid& client, const ExitReason& reason) {
   auto it = st.clients.find(client);
   if (it == st.clients.end()) return;
   // The set is moved out first (its names are the only copies we need, and only to log).
-  absl::flat_hash_set<std::string> names = std::move(it->second);
+  ClientNames names = std::move(it->second);
   st.clients.erase(it);
-  for (const std::string& name : names) {
+  names.ForEach([&](const std::string& name) {
     auto e = st.tables.find(name);
     if (e != st.tables.end() && e->second.client == client) e->second.client = Pid();
     ++st.exit_work;
-  }
+  });
   if (!LogEnabled(LogLevel::kNotice)) return;
-  std::vector<std::string> shown(names.begin(), names.end());
+  std::vector<std::string> shown;
+  names.ForEach([&](const std::string& name) { shown.push_back(name); });
   std::sort(shown.begin(), shown.end());
   if (shown.size() > 8) shown.resize(8), shown.push_back("...");
   Logf(LogLevel::kNotice, "etsmgr %s: client %s exited (%s); its tables are held: %s",

@@ -320,18 +320,19 @@ TEST(NoLossTest, F_SelfRegisteredClientsHandleTheirOwnExit) {
         .value();
     node->runtime().RunUntilIdle();
     auto spawn_client = [&](int c, bool by_add_table) {
-      return node->Spawn([c, by_add_table](Process& self) -> Task<void> {
-                   Etsmgr mgr(kInst);
-                   std::string name = absl::StrCat("t", c);
-                   if (by_add_table) {
-                     IntTable t = IntTable::New().value();
-                     (void)co_await mgr.AddTable(self, name, t.any());
-                   } else {
-                     (void)co_await mgr.NewTable<int64_t, int64_t>(self, name);
-                   }
-                   co_await self.Receive<Crash>();
-                   throw std::runtime_error("client crash");
-                 })
+      return node
+          ->Spawn([c, by_add_table](Process& self) -> Task<void> {
+            Etsmgr mgr(kInst);
+            std::string name = absl::StrCat("t", c);
+            if (by_add_table) {
+              IntTable t = IntTable::New().value();
+              (void)co_await mgr.AddTable(self, name, t.any());
+            } else {
+              (void)co_await mgr.NewTable<int64_t, int64_t>(self, name);
+            }
+            co_await self.Receive<Crash>();
+            throw std::runtime_error("client crash");
+          })
           .value();
     };
     std::vector<Pid> self_registered = {spawn_client(0, false), spawn_client(1, false)};

@@ -643,9 +643,9 @@ ProcessControl::Snapshot ProcessControl::Info() const {
     for (const auto& m : extras_->monitoring) s.monitoring.push_back(m.other);
     s.registered_name = extras_->registered_name;
     size_t spilled_links = extras_->links.capacity() > 2 ? extras_->links.capacity() : 0;
-    s.memory += sizeof(Extras) + spilled_links * sizeof(Pid) +
-                (extras_->monitored_by.capacity() + extras_->monitoring.capacity()) *
-                    sizeof(MonitorEntry);
+    s.memory +=
+        sizeof(Extras) + spilled_links * sizeof(Pid) +
+        (extras_->monitored_by.capacity() + extras_->monitoring.capacity()) * sizeof(MonitorEntry);
   }
   return s;
 }

@@ -4,6 +4,7 @@
 #ifndef ETSMGR_MANAGER_INTERNAL_INSTANCE_H_
 #define ETSMGR_MANAGER_INTERNAL_INSTANCE_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -13,6 +14,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "etsmgr/base/adaptive_mutex.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/node.h"
@@ -68,6 +70,50 @@ class SharedName {
   Rep* rep_;
 };
 
+// A client's table names: most clients have one or a few, kept inline and searched in place (no
+// allocation, no hashing on the new_table / exit paths); a client with more gets a hash set, so
+// removing one of its 100k names stays O(1).
+class ClientNames {
+ public:
+  bool empty() const { return many_ == nullptr ? few_.empty() : many_->empty(); }
+  size_t size() const { return many_ == nullptr ? few_.size() : many_->size(); }
+  void Insert(const std::string& name) {
+    if (many_ != nullptr) {
+      many_->insert(name);
+      return;
+    }
+    if (std::find(few_.begin(), few_.end(), name) != few_.end()) return;
+    if (few_.size() < kInline) {
+      few_.push_back(name);
+      return;
+    }
+    many_ = std::make_unique<absl::flat_hash_set<std::string>>(few_.begin(), few_.end());
+    many_->insert(name);
+    few_.clear();
+  }
+  void Erase(const std::string& name) {
+    if (many_ != nullptr) {
+      many_->erase(name);
+      return;
+    }
+    auto it = std::find(few_.begin(), few_.end(), name);
+    if (it != few_.end()) few_.erase(it);
+  }
+  template <typename F>
+  void ForEach(F f) const {
+    if (many_ != nullptr) {
+      for (const std::string& name : *many_) f(name);
+    } else {
+      for (const std::string& name : few_) f(name);
+    }
+  }
+
+ private:
+  static constexpr size_t kInline = 8;
+  absl::InlinedVector<std::string, 1> few_;
+  std::unique_ptr<absl::flat_hash_set<std::string>> many_;
+};
+
 struct Entry {
   AnyTable table;
   Pid client;  // Null: no client ("none"); the vault holds the table.
@@ -84,7 +130,7 @@ struct Instance : std::enable_shared_from_this<Instance> {
   absl::flat_hash_map<std::string, Entry> tables;
   // Each client's table names: the link count of Erlang's etsmgr, and what a client's exit
   // touches (so a burst of exits costs the exiting clients' tables, not all tables).
-  absl::flat_hash_map<Pid, absl::flat_hash_set<std::string>> clients;
+  absl::flat_hash_map<Pid, ClientNames> clients;
   ManagerCounters counters;  // transfers_to_manager: see below.
   // Counted by the vault without the lock (see SharedName).
   std::atomic<uint64_t> transfers_to_manager{0};
