@@ -2,6 +2,7 @@
 #include "etsmgr/manager/internal/instance.h"
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,27 @@ TEST(SharedNameTest, ListingFollowsTheEntry) {
   EXPECT_EQ(copy.listing(), SharedName::Listing::kUnlisted);
   EXPECT_EQ(SharedName().listing(), SharedName::Listing::kNotAToken);
   EXPECT_EQ(SharedName().get(), nullptr);
+}
+
+// Lookups are cached per thread; registering or unregistering any instance invalidates them, even
+// while the old instance is still alive (held here).
+TEST(FindInstanceTest, SeesEveryRegistrationChange) {
+  auto node = Node::Create(RuntimeOptions()).value();
+  auto a = std::make_shared<Instance>("x");
+  auto b = std::make_shared<Instance>("x");
+  EXPECT_EQ(FindInstance(*node, "x"), nullptr);
+  ASSERT_TRUE(RegisterInstance(*node, a));
+  EXPECT_FALSE(RegisterInstance(*node, b));  // The name is taken.
+  EXPECT_EQ(FindInstance(*node, "x"), a);
+  EXPECT_EQ(FindInstance(*node, "x"), a);  // From the cache.
+  EXPECT_EQ(FindInstance(*node, "y"), nullptr);
+  UnregisterInstance(*node, a.get());
+  EXPECT_EQ(FindInstance(*node, "x"), nullptr);
+  ASSERT_TRUE(RegisterInstance(*node, b));
+  EXPECT_EQ(FindInstance(*node, "x"), b);
+  auto other = Node::Create(RuntimeOptions()).value();  // Another node: its own registry.
+  EXPECT_EQ(FindInstance(*other, "x"), nullptr);
+  UnregisterInstance(*node, b.get());
 }
 
 }  // namespace

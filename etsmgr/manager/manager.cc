@@ -21,10 +21,29 @@
 namespace etsmgr {
 namespace manager_internal {
 
+namespace {
+
+// Instances change rarely (start, stop) and are looked up on every client call: each thread keeps
+// its last answer, good while no instance of any node was registered or unregistered since (the
+// version counts those, process-wide, so a registry at a reused address cannot match).
+std::atomic<uint64_t> g_instances_version{1};
+
+struct LastFound {
+  const Instances* registry = nullptr;
+  uint64_t version = 0;
+  std::string inst;
+  std::weak_ptr<Instance> instance;
+};
+thread_local LastFound t_last_found;
+
+}  // namespace
+
 bool RegisterInstance(Node& node, const std::shared_ptr<Instance>& instance) {
   Instances& all = node.Service<Instances>();
   std::lock_guard<AdaptiveMutex> lock(all.mu);
-  return all.by_name.emplace(instance->inst, instance).second;
+  if (!all.by_name.emplace(instance->inst, instance).second) return false;
+  g_instances_version.fetch_add(1, std::memory_order_acq_rel);
+  return true;
 }
 
 void UnregisterInstance(Node& node, const Instance* instance) {
@@ -35,14 +54,25 @@ void UnregisterInstance(Node& node, const Instance* instance) {
   if (it != all.by_name.end() && it->second.get() == instance) {
     dropped = std::move(it->second);
     all.by_name.erase(it);
+    g_instances_version.fetch_add(1, std::memory_order_acq_rel);
   }
 }
 
 std::shared_ptr<Instance> FindInstance(Node& node, const std::string& inst) {
   Instances& all = node.Service<Instances>();
+  LastFound& last = t_last_found;
+  if (last.registry == &all && last.inst == inst &&
+      last.version == g_instances_version.load(std::memory_order_acquire)) {
+    if (std::shared_ptr<Instance> found = last.instance.lock()) return found;
+  }
   std::lock_guard<AdaptiveMutex> lock(all.mu);
   auto it = all.by_name.find(inst);
-  return it == all.by_name.end() ? nullptr : it->second;
+  if (it == all.by_name.end()) return nullptr;
+  last.registry = &all;
+  last.version = g_instances_version.load(std::memory_order_relaxed);  // Changes under the lock.
+  last.inst = inst;
+  last.instance = it->second;
+  return it->second;
 }
 
 // The name a managed table's heir data carries: SharedName, or a plain std::string (a table
