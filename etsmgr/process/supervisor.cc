@@ -192,7 +192,10 @@ class Supervisor {
     while (true) {
       if (!AddRestart()) co_return false;
       // Stop the others of the group in reverse start order, then start the group in order.
-      for (size_t j = last; j-- > first;) co_await StopOne(children_[j]);
+      // (The child that exited has no pid left: no coroutine to stop it.)
+      for (size_t j = last; j-- > first;) {
+        if (children_[j].pid.valid()) co_await StopOne(children_[j]);
+      }
       bool ok = true;
       for (size_t j = first; j < last && ok; ++j) {
         absl::Status s = co_await StartOne(children_[j]);

@@ -34,6 +34,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
+#include "etsmgr/base/block_cache.h"
 #include "etsmgr/executor/internal/timer_heap.h"
 #include "etsmgr/executor/runnable.h"
 #include "etsmgr/executor/scheduler.h"
@@ -139,6 +140,10 @@ class ProcessControl final : public process_internal::PidTarget,
                              private TimerNode {
  public:
   enum class Status : uint8_t { kRunnable, kWaiting, kExiting, kDead };
+
+  // One per spawn, freed with the last Pid: from the per-thread block cache (base/block_cache.h).
+  static void* operator new(size_t size) { return block_cache::Allocate(size); }
+  static void operator delete(void* p, size_t size) { block_cache::Free(p, size); }
 
   ProcessControl(Node* node, Scheduler* scheduler, uint64_t serial,
                  std::function<Task<void>(Process&)> body, bool trap_exit);
@@ -283,6 +288,8 @@ class ProcessControl final : public process_internal::PidTarget,
   // Most processes have one or two links (their supervisor, the etsmgr manager): kept inline.
   using Links = absl::InlinedVector<Pid, 2>;
   struct Extras {
+    static void* operator new(size_t size) { return block_cache::Allocate(size); }
+    static void operator delete(void* p, size_t size) { block_cache::Free(p, size); }
     Links links;
     // Watchers of this process by monitor ref: a server monitored by every caller of a call
     // (Call monitors it) adds and removes one per call, so this must not be a scan.
