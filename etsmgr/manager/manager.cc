@@ -205,9 +205,20 @@ void MarkClientGone(Instance& st, const Pid& client, const ExitReason& reason) {
 // manager is not woken at all. (A client the manager registered is linked as before, and its exit
 // reaches the manager; either way MarkClientGone runs once per exit: it finds nothing the second
 // time.)
-void ClientExited(const std::weak_ptr<Instance>& instance, const Pid& client,
-                  const ExitReason& reason) {
-  std::shared_ptr<Instance> st = instance.lock();
+//
+// The hook carries only the instance's address (two pointers fit in std::function without an
+// allocation), so it finds the instance again in its node's registry: an instance that went away
+// meanwhile is not there, and one registered at the same address since is the same kind of
+// directory, where marking this client gone is just as right.
+void ClientExited(const Instance* instance, const Pid& client, const ExitReason& reason) {
+  std::shared_ptr<Instance> st;
+  {
+    Instances& all = client.control()->node()->Service<Instances>();
+    std::lock_guard<AdaptiveMutex> lock(all.mu);
+    for (const auto& [name, registered] : all.by_name) {
+      if (registered.get() == instance) st = registered;
+    }
+  }
   if (st == nullptr) return;
   Pid manager;
   {
@@ -645,10 +656,10 @@ void RegisterClientHere(Process& self, Instance& st, Entry& entry, const std::st
   self.TryLink(st.manager);
   // Once per process and instance (a client that deletes its last table and makes another keeps
   // the hook it has).
-  std::weak_ptr<Instance> instance = st.weak_from_this();
+  const Instance* instance = &st;
   self.control()->AddExitHook(
       [instance](const Pid& pid, const ExitReason& reason) { ClientExited(instance, pid, reason); },
-      &st);
+      instance);
 }
 
 // new_table of a name whose table the vault holds (its client died): the caller takes it over

@@ -122,7 +122,7 @@ struct Entry {
   SharedName token;
 };
 
-struct Instance : std::enable_shared_from_this<Instance> {
+struct Instance {
   explicit Instance(std::string name) : inst(std::move(name)) {}
   const std::string inst;
 
