@@ -1,7 +1,7 @@
 // Per-thread caches of small freed blocks, for objects allocated and freed once per message or per
-// coroutine call (mailbox envelopes, Task frames): a block freed goes onto the freeing thread's
-// list for its size class and the next allocation of that class on that thread takes it back,
-// which keeps malloc off the messaging and call hot paths.
+// coroutine call (mailbox envelopes, Task frames, process control blocks): a block freed goes onto
+// the freeing thread's list for its size class and the next allocation of that class on that
+// thread takes it back, which keeps malloc off the messaging and call hot paths.
 //
 //   void* p = block_cache::Allocate(size);   // any size; small ones may come from the cache
 //   block_cache::Free(p, size);              // the same size; any thread
@@ -12,10 +12,15 @@
 // thread; the rest goes back to the heap. A thread's cache is emptied when the thread exits; blocks
 // freed on a thread after that (by its last thread-local destructors) bypass the cache. Sanitizer
 // builds bypass the cache altogether, so ASan still sees every use after free.
+//
+// The common cases (a block of the class is cached; the list has room) are inline: a few
+// instructions, no call.
 #ifndef ETSMGR_BASE_BLOCK_CACHE_H_
 #define ETSMGR_BASE_BLOCK_CACHE_H_
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 
 namespace etsmgr::block_cache {
 
@@ -26,6 +31,89 @@ void Free(void* p, size_t size);
 bool Enabled();
 // Blocks held by the calling thread's cache (tests).
 size_t CachedBlocks();
+
+namespace internal {
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kEnabled = false;
+#else
+inline constexpr bool kEnabled = true;
+#endif
+
+// Class sizes follow the heap's own: glibc hands out 16-byte-aligned chunks with an 8-byte header,
+// so a request of 16k - 8 bytes fills a chunk exactly. Classes of 24, 40, 56, ..., 1016 bytes
+// then cost no more heap than asking malloc for the exact size (rounding requests up to a coarser
+// class would: an idle process's frame grew by 16 bytes with 32-byte classes).
+inline constexpr size_t kClasses = 63;  // 24, 40, ..., 1016 bytes.
+inline constexpr size_t kMaxCached = 1016;
+inline constexpr size_t kMaxBytesPerClass = 32 * 1024;
+
+constexpr size_t ClassOf(size_t size) { return size <= 24 ? 0 : (size + 8 + 15) / 16 - 2; }
+constexpr size_t ClassSize(size_t cls) { return (cls + 2) * 16 - 8; }
+static_assert(ClassSize(ClassOf(1)) == 24 && ClassSize(ClassOf(24)) == 24 &&
+              ClassSize(ClassOf(25)) == 40 && ClassSize(ClassOf(kMaxCached)) == kMaxCached &&
+              ClassOf(kMaxCached) == kClasses - 1);
+// Blocks kept per class, tabulated (a division per free is not free).
+inline constexpr auto kClassLimits = [] {
+  std::array<uint32_t, kClasses> limits{};
+  for (size_t cls = 0; cls < kClasses; ++cls) {
+    size_t fit = kMaxBytesPerClass / ClassSize(cls);
+    limits[cls] = static_cast<uint32_t>(fit < 32 ? 32 : fit);
+  }
+  return limits;
+}();
+
+struct FreeBlock {
+  FreeBlock* next;
+};
+
+// The lists themselves are trivially destructible and constant-initialised, so every access is
+// a plain thread-local load (no initialisation guard). A separate thread-local Flusher, armed by
+// the first block a thread keeps, returns the blocks to the heap when the thread exits.
+struct Cache {
+  FreeBlock* heads[kClasses];
+  uint32_t counts[kClasses];
+  bool armed;  // The flusher is armed and the thread is not exiting: blocks may be kept.
+  bool gone;   // The thread is exiting: its lists were flushed; bypass them from now on.
+};
+extern constinit thread_local Cache t_cache;
+
+// Keeps `p` on the list of class `cls` when the thread may keep blocks and the list has room.
+inline bool Keep(Cache& cache, size_t cls, void* p) {
+  if (!cache.armed || cache.counts[cls] >= kClassLimits[cls]) return false;
+  auto* block = static_cast<FreeBlock*>(p);
+  block->next = cache.heads[cls];
+  cache.heads[cls] = block;
+  ++cache.counts[cls];
+  return true;
+}
+
+void* AllocateSlow(size_t size);
+void FreeSlow(void* p, size_t size);
+
+}  // namespace internal
+
+inline void* Allocate(size_t size) {
+  using namespace internal;
+  if (kEnabled && size - 1 < kMaxCached) {  // 1..kMaxCached
+    size_t cls = ClassOf(size);
+    Cache& cache = t_cache;
+    if (FreeBlock* block = cache.heads[cls]) {  // Empty once the thread is exiting.
+      cache.heads[cls] = block->next;
+      --cache.counts[cls];
+      return block;
+    }
+  }
+  return AllocateSlow(size);
+}
+
+inline void Free(void* p, size_t size) {
+  using namespace internal;
+  if (kEnabled && p != nullptr && size - 1 < kMaxCached) {
+    if (Keep(t_cache, ClassOf(size), p)) return;
+  }
+  FreeSlow(p, size);
+}
 
 }  // namespace etsmgr::block_cache
 
