@@ -75,13 +75,6 @@ std::shared_ptr<Instance> FindInstance(Node& node, const std::string& inst) {
   return it->second;
 }
 
-// The name a managed table's heir data carries: SharedName, or a plain std::string (a table
-// given to the vault by hand). Null for anything else.
-const std::string* ManagedName(const std::any& heir_data) {
-  if (const auto* shared = std::any_cast<SharedName>(&heir_data)) return shared->get();
-  return std::any_cast<std::string>(&heir_data);
-}
-
 namespace {
 
 // --- Protocol between clients, the manager and the vault.
@@ -252,6 +245,22 @@ void Answer(const Pid& to, uint64_t ref, ReplyOr reply) {
 
 std::string Quoted(const std::string& name) { return absl::StrCat("\"", name, "\""); }
 
+// Creates `name`'s table as the directory makes them: the vault its heir, and as heir data a
+// fresh listing token, also returned in `token` for the entry. Caller holds st.mu.
+absl::StatusOr<AnyTable> CreateManagedTable(const Instance& st, const std::string& name,
+                                            TableOptions options, const TableFactory& factory,
+                                            SharedName& token) {
+  token = SharedName(name, SharedName::Listing::kListed);
+  options.heir = st.vault;
+  options.heir_data = token;
+  absl::StatusOr<AnyTable> table = factory.create(std::move(options));
+  if (!table.ok()) {
+    return absl::Status(table.status().code(),
+                        absl::StrCat("new_table ", Quoted(name), ": ", table.status().message()));
+  }
+  return table;
+}
+
 // --- The vault: heir of every managed table; holds tables while their clients are down.
 
 // Removes the instance from the node when the vault's frame goes (exit or shutdown).
@@ -269,9 +278,12 @@ class InstanceGuard {
 };
 
 void VaultInherited(Instance& st, const Pid& vault, const TableTransfer& t) {
-  const std::string* name = ManagedName(t.heir_data);
-  bool managed = false;
+  // The name the heir data carries: a SharedName, or a plain std::string (a table given to the
+  // vault by hand). Null for anything else.
   const auto* token = std::any_cast<SharedName>(&t.heir_data);
+  const std::string* name =
+      token != nullptr ? token->get() : std::any_cast<std::string>(&t.heir_data);
+  bool managed = false;
   if (token != nullptr && token->listing() != SharedName::Listing::kNotAToken) {
     // The entry goes (Unlist) before whoever removes it looks at the owner, and the owner changed
     // to us before this message was sent: if it reads listed, the remover saw us as the owner
@@ -388,15 +400,11 @@ class Manager {
       return;
     }
     if (it != st_->tables.end()) RemoveEntry(it);  // A dead entry: start afresh.
-    TableOptions options = req.request.options;
-    options.heir = st_->vault;
-    SharedName token(name, SharedName::Listing::kListed);
-    options.heir_data = token;
-    absl::StatusOr<AnyTable> table = req.request.factory.create(std::move(options));
+    SharedName token;
+    absl::StatusOr<AnyTable> table =
+        CreateManagedTable(*st_, name, req.request.options, req.request.factory, token);
     if (!table.ok()) {
-      Answer(client, req.ref,
-             absl::Status(table.status().code(), absl::StrCat("new_table ", Quoted(name), ": ",
-                                                              table.status().message())));
+      Answer(client, req.ref, table.status());
       return;
     }
     // In the directory before the client can own it: if the client dies right after, the vault
@@ -696,14 +704,9 @@ std::optional<absl::StatusOr<ManagedTableRef>> TryNewTableHere(Process& self, In
   if (it != st.tables.end() && it->second.client.valid() && it->second.client != client) {
     return std::nullopt;
   }
-  options.heir = st.vault;
-  SharedName token(name, SharedName::Listing::kListed);
-  options.heir_data = token;
-  absl::StatusOr<AnyTable> table = factory.create(std::move(options));
-  if (!table.ok()) {
-    return absl::Status(table.status().code(),
-                        absl::StrCat("new_table ", Quoted(name), ": ", table.status().message()));
-  }
+  SharedName token;
+  absl::StatusOr<AnyTable> table = CreateManagedTable(st, name, std::move(options), factory, token);
+  if (!table.ok()) return table.status();
   // A dead entry (of this client or none): start afresh (the link stays; the client re-registers).
   if (it != st.tables.end()) EraseEntry(st, it);
   Entry& entry = st.tables.emplace(name, Entry{*table, Pid(), std::move(token)}).first->second;
