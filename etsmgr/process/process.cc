@@ -98,9 +98,9 @@ Process& ProcessControl::context() { return *std::launder(reinterpret_cast<Proce
 
 ProcessControl::~ProcessControl() {
   CloseMailbox();
-  // Normally empty (the exit procedure or shutdown took them); a process that never ran may
+  // Normally none left (the exit procedure or shutdown took them); a process that never ran may
   // still hold what was given to it.
-  while (std::shared_ptr<ExitResource> resource = PopResource()) resource.reset();
+  DropResources();
 }
 
 void ProcessControl::CloseMailbox() {
@@ -391,12 +391,19 @@ void ProcessControl::UnlinkResource(ExitResource* r) {
 std::shared_ptr<ExitResource> ProcessControl::PopResource() {
   std::lock_guard<SpinLock> lock(mu_);
   if (!extras_ || extras_->resources == nullptr) return nullptr;
-  ExitResource* r = extras_->resources;
+  return DetachResource(extras_->resources);
+}
+
+std::shared_ptr<ExitResource> ProcessControl::DetachResource(ExitResource* r) {
   std::shared_ptr<ExitResource> held = std::move(r->held_);
   UnlinkResource(r);
   // Last: whoever adopts it next sees it unheld only after this is done with it.
   r->holder_.store(nullptr, std::memory_order_release);
   return held;
+}
+
+void ProcessControl::DropResources() {
+  while (std::shared_ptr<ExitResource> resource = PopResource()) resource.reset();
 }
 
 bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource) {
@@ -430,9 +437,7 @@ void ProcessControl::ReleaseResource(ExitResource* resource) {
   std::shared_ptr<ExitResource> dropped;  // Destroyed after the lock is released.
   std::lock_guard<SpinLock> lock(mu_);
   if (resource->holder_.load(std::memory_order_relaxed) != this) return;
-  dropped = std::move(resource->held_);
-  UnlinkResource(resource);
-  resource->holder_.store(nullptr, std::memory_order_release);
+  dropped = DetachResource(resource);
 }
 
 size_t ProcessControl::resource_count() const {
@@ -515,7 +520,7 @@ void ProcessControl::DestroyAtShutdown() noexcept {
     resources_closed_ = true;
   }
   // Held tables go (their last reference may be ours), each after the lock.
-  while (std::shared_ptr<ExitResource> resource = PopResource()) resource.reset();
+  DropResources();
   std::unique_ptr<Extras> extras;
   {
     std::lock_guard<SpinLock> lock(mu_);

@@ -307,6 +307,11 @@ class ProcessControl final : public process_internal::PidTarget,
   void UnlinkResource(ExitResource* r);
   // Takes the first held resource off the list with the holder's reference (null when none).
   std::shared_ptr<ExitResource> PopResource();
+  // Takes `r`, which this process holds, off its list; returns the holder's reference. Caller
+  // holds mu_.
+  std::shared_ptr<ExitResource> DetachResource(ExitResource* r);
+  // Drops every held resource, each reference after the lock.
+  void DropResources();
   Extras& extras() {  // Caller holds mu_.
     if (!extras_) extras_ = std::make_unique<Extras>();
     return *extras_;
