@@ -108,6 +108,11 @@ absl::Status TableCore::DeletedError(const char* what) const {
   return absl::NotFoundError(absl::StrCat(what, " on ", ToString(), ": the table was deleted"));
 }
 
+Pid TableCore::ReplaceOwner(Pid owner) {
+  owner_serial_.store(owner.serial(), std::memory_order_release);
+  return std::exchange(owner_, std::move(owner));
+}
+
 Pid TableCore::owner() const {
   std::lock_guard<SpinLock> lock(meta_mu_);
   return owner_;
@@ -143,8 +148,7 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableO
   }
   {
     std::lock_guard<SpinLock> lock(core->meta_mu_);
-    core->owner_ = me->self();
-    core->owner_serial_.store(me->serial(), std::memory_order_release);
+    core->ReplaceOwner(me->self());
     core->heir_ = std::move(options.heir);
     core->heir_data_ = std::move(options.heir_data);
   }
@@ -201,9 +205,7 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
       return absl::FailedPreconditionError(absl::StrCat("give_away of ", ToString(), " to ",
                                                         to.ToString(), ": process is not alive"));
     }
-    from = std::move(owner_);
-    owner_ = to;
-    owner_serial_.store(to.serial(), std::memory_order_release);
+    from = ReplaceOwner(to);
   }
   Send(to, TableTransfer{AnyTable(shared_from_this()), from, std::move(data)});
   return absl::OkStatus();
@@ -230,8 +232,7 @@ absl::Status TableCore::TakeOverFrom(const Pid& holder) {
       return absl::FailedPreconditionError(
           absl::StrCat("take over ", ToString(), ": the calling process is exiting"));
     }
-    previous = std::exchange(owner_, me->self());
-    owner_serial_.store(me->serial(), std::memory_order_release);
+    previous = ReplaceOwner(me->self());
   }
   // AdoptResource took it off the holder's list. If the holder's exit had taken it off first,
   // its OnOwnerExit finds the table no longer the holder's.
@@ -266,8 +267,7 @@ void TableCore::DeleteNow() {
   {
     std::lock_guard<SpinLock> lock(meta_mu_);
     if (deleted_.exchange(true, std::memory_order_acq_rel)) return;  // Someone else did.
-    owner = std::move(owner_);
-    owner_serial_.store(0, std::memory_order_release);
+    owner = ReplaceOwner(Pid());
     heir = std::move(heir_);
     heir_data = std::move(heir_data_);
   }
@@ -288,6 +288,7 @@ void TableCore::DeleteNow() {
 
 void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   Pid heir;
+  Pid previous;  // The exiting owner's reference, released after the lock.
   std::any data;
   {
     std::lock_guard<SpinLock> lock(meta_mu_);
@@ -297,8 +298,7 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
     if (heir_.valid() && heir_ != owner && heir_.control()->AdoptResource(shared_from_this())) {
       heir = heir_;
       data = heir_data_;
-      owner_ = heir;
-      owner_serial_.store(heir.serial(), std::memory_order_release);
+      previous = ReplaceOwner(heir);
     }
   }
   if (heir.valid()) {

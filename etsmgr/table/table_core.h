@@ -200,6 +200,9 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
  private:
   absl::Status Denied(Op op, const char* what) const;
   absl::Status NotOwner(ProcessControl* me, const char* what, const char* verb) const;  // meta_mu_
+  // Makes `owner` the owner (and its serial the one Allowed() checks); returns the previous owner,
+  // to release after the lock. Caller holds meta_mu_.
+  Pid ReplaceOwner(Pid owner);
   void DeleteNow();
 
   const uint64_t id_;
