@@ -130,15 +130,20 @@ void BM_HundredThousandTables(benchmark::State& state) {
     all_made->get_future().wait();
     double create_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double per_table = static_cast<double>(HeapInUse() - heap_before) / kTables;
-    // info() over every table.
-    double info_ms = 0;
-    RunInProcess(*node, [&info_ms](Process& self) -> Task<void> {
+    // info() over every table: the first call in the process, whose 7 MB reply is memory the
+    // process never touched (~1,800 page faults, ~3 ms on this VM, whatever info() does), then
+    // the median of five more (a monitoring loop: the reply's memory is reused).
+    std::vector<int64_t> info_ns;
+    RunInProcess(*node, [&info_ns](Process& self) -> Task<void> {
       Etsmgr mgr;
-      auto i0 = std::chrono::steady_clock::now();
-      absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
-      info_ms =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - i0).count();
-      if (!info.ok() || info->tables.size() != kTables) std::abort();
+      for (int i = 0; i < 6; ++i) {
+        auto i0 = std::chrono::steady_clock::now();
+        absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+        info_ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now() - i0)
+                              .count());
+        if (!info.ok() || info->tables.size() != kTables) std::abort();
+      }
     });
     // 999 client exits at once: done when the vault holds their tables and the manager has
     // marked them client-less.
@@ -159,7 +164,9 @@ void BM_HundredThousandTables(benchmark::State& state) {
     double exits_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - e0).count();
     state.counters["create_100k_s"] = create_s;
-    state.counters["info_100k_ms"] = info_ms;
+    state.counters["info_first_call_ms"] = static_cast<double>(info_ns.front()) / 1e6;
+    state.counters["info_100k_ms"] =
+        bench::Percentile({info_ns.begin() + 1, info_ns.end()}, 0.5) / 1e6;
     state.counters["exits_999_ms"] = exits_ms;
     state.counters["bytes_per_managed_table"] = per_table;
     Send(clients.back(), Idle{});
@@ -187,7 +194,7 @@ int main(int argc, char** argv) {
           {"BM_HundredThousandTables*", "create_100k_s", 0.15, Better::kLower, "s",
            "100k managed tables from 1,000 clients: create [etsmgr 1.48 s]"},
           {"BM_HundredThousandTables*", "info_100k_ms", 5, Better::kLower, "ms",
-           "info() over 100k tables [etsmgr 15.9 ms]"},
+           "info() over 100k tables, median of 5 after the first [etsmgr 15.9 ms]"},
           {"BM_HundredThousandTables*", "exits_999_ms", 50, Better::kLower, "ms",
            "999 client exits at once [etsmgr 144 s]"},
           {"BM_HundredThousandTables*", "bytes_per_managed_table", 512, Better::kLower, "B",

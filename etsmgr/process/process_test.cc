@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <memory>
 #include <set>
 #include <string>
@@ -10,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/executor/internal/test_backends.h"
+#include "etsmgr/process/internal/process_control.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/node.h"
 #include "gtest/gtest.h"
@@ -49,6 +52,37 @@ TEST_P(ProcessTest, PidsAreUniqueAndPrintLikeErlang) {
     EXPECT_EQ(p.ToString(), absl::StrCat("<0.", p.serial(), ">"));
   }
   EXPECT_EQ(Pid().ToString(), "<null>");
+}
+
+// A PidCopier counts its first copy of a process at once and the rest when it flushes, also when
+// processes clash on its slots (3,000 processes, 1,024 slots).
+TEST_P(ProcessTest, PidCopierCountsEveryCopy) {
+  std::vector<Pid> pids;  // Processes that wait: their own references stay put meanwhile.
+  for (int i = 0; i < 3000; ++i) {
+    pids.push_back(
+        node_->Spawn([](Process& self) -> Task<void> { co_await self.Receive<Note>(); }).value());
+  }
+  auto refs = [](const Pid& pid) { return pid.control()->refs(); };
+  std::vector<uint32_t> before;
+  for (const Pid& p : pids) before.push_back(refs(p));
+  std::vector<Pid> copies;
+  {
+    PidCopier copier;
+    for (int round = 0; round < 3; ++round) {
+      for (const Pid& p : pids) copies.push_back(copier.Copy(p));
+    }
+    EXPECT_FALSE(copier.Copy(Pid()).valid());
+    // Process 0 was copied three times, counted at least once already.
+    EXPECT_GE(refs(pids[0]), before[0] + 1);
+    copier.Flush();
+    for (size_t i = 0; i < pids.size(); ++i) ASSERT_EQ(refs(pids[i]), before[i] + 3) << i;
+    copies.push_back(copier.Copy(pids[0]));  // Owed after the flush: counted by the destructor.
+  }
+  EXPECT_EQ(refs(pids[0]), before[0] + 4);
+  for (size_t i = 0; i < copies.size(); ++i) EXPECT_EQ(copies[i], pids[i % pids.size()]);
+  copies.clear();
+  for (size_t i = 0; i < pids.size(); ++i) ASSERT_EQ(refs(pids[i]), before[i]) << i;
+  for (const Pid& p : pids) Send(p, Note{"done"});
 }
 
 TEST_P(ProcessTest, StalePidNeverReachesANewProcess) {

@@ -72,10 +72,10 @@ std::string TypeName(const std::type_info& type) {
 
 TableCore::TableCore(const TableOptions& options, const std::type_info& key_type,
                      const std::type_info& value_type)
-    : id_(g_next_table_id.fetch_add(1, std::memory_order_relaxed)),
-      name_(options.name),
-      type_(options.type),
+    : type_(options.type),
       access_(options.access),
+      id_(g_next_table_id.fetch_add(1, std::memory_order_relaxed)),
+      name_(options.name),
       key_type_(key_type),
       value_type_(value_type) {}
 
@@ -122,6 +122,22 @@ void TableCore::OwnerAndHeir(Pid* owner, Pid* heir) const {
   std::lock_guard<SpinLock> lock(meta_mu_);
   *owner = owner_;
   *heir = heir_;
+}
+
+bool TableCore::Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size) const {
+  if (storage() != nullptr) {
+    absl::StatusOr<size_t> stored = Size("info");
+    if (!stored.ok()) return false;
+    *size = *stored;
+  } else if (deleted()) {
+    return false;
+  } else {
+    *size = 0;
+  }
+  std::lock_guard<SpinLock> lock(meta_mu_);
+  *owner = copier.Copy(owner_);
+  *heir = copier.Copy(heir_);
+  return true;
 }
 
 Pid TableCore::heir() const {

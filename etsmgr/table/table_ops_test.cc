@@ -231,6 +231,29 @@ TEST_P(TableOpsTest, InfoAndMemory) {
   });
 }
 
+// Glance (what the manager's info() reads of each table): owner, heir and size of a table that
+// never stored anything, of one that holds entries, and nothing of a deleted one.
+TEST_P(TableOpsTest, GlanceAtOwnerHeirAndSize) {
+  Run([&](Process& self) {
+    IntTable t = NewTable();
+    PidCopier pids;
+    Pid owner, heir;
+    size_t size = 99;
+    ASSERT_TRUE(t.any().core()->Glance(pids, &owner, &heir, &size));
+    EXPECT_EQ(owner, self.self());
+    EXPECT_FALSE(heir.valid());
+    EXPECT_EQ(size, 0u);
+    ASSERT_TRUE(t.Insert({{1, 1}, {2, 2}, {2, 3}}).ok());
+    ASSERT_TRUE(t.any().core()->Glance(pids, &owner, &heir, &size));
+    EXPECT_EQ(size, IsBag(GetParam()) ? 3u : 2u);
+    ASSERT_TRUE(t.Delete().ok());
+    EXPECT_FALSE(t.any().core()->Glance(pids, &owner, &heir, &size));
+    IntTable never_written = NewTable();
+    ASSERT_TRUE(never_written.Delete().ok());
+    EXPECT_FALSE(never_written.any().core()->Glance(pids, &owner, &heir, &size));
+  });
+}
+
 TEST_P(TableOpsTest, StringKeysAndValues) {
   Run([&](Process&) {
     TableOptions options;

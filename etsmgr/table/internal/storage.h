@@ -129,7 +129,7 @@ class MapCore final : public TypedCore<K, V> {
         shard_mask_((size_t{1} << shard_bits_) - 1),
         duplicates_(options.type == TableType::kDuplicateBag) {}
 
-  ~MapCore() override { delete[] shards_.load(std::memory_order_acquire); }
+  ~MapCore() override { delete[] ShardArray(); }
 
   absl::Status Insert(K key, V value) override {
     Shard* shards = WritableShards();
@@ -261,7 +261,7 @@ class MapCore final : public TypedCore<K, V> {
   // A loop of these over a big table overlaps more of its cache misses (~110 instructions per
   // update through the full call measured here against ~55 for a bare locked map update).
   __attribute__((always_inline)) bool TryUpdateCounterFast(const K& key, V incr, V* result) {
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards == nullptr) return false;
     size_t hash = HashOf(key);
     Shard& s = shards[ShardOfHash(hash)];
@@ -278,7 +278,7 @@ class MapCore final : public TypedCore<K, V> {
     return done;
   }
   __attribute__((always_inline)) bool TryGetFast(const K& key, std::optional<V>* out) const {
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards == nullptr) return false;
     size_t hash = HashOf(key);
     const Shard& s = shards[ShardOfHash(hash)];
@@ -326,7 +326,7 @@ class MapCore final : public TypedCore<K, V> {
   }
 
   absl::Status Visit(const Visitor& visitor, const char* what) const override {
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
     std::vector<Entry> chunk;
     for (size_t i = 0; i < shard_count(); ++i) {
@@ -350,7 +350,7 @@ class MapCore final : public TypedCore<K, V> {
 
   absl::StatusOr<std::optional<K>> First(bool last) const override {
     const char* what = last ? "last" : "first";
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards == nullptr) {
       if (this->deleted()) return this->DeletedError(what);
       return std::optional<K>();
@@ -369,7 +369,7 @@ class MapCore final : public TypedCore<K, V> {
 
   absl::StatusOr<std::optional<K>> Next(const K& key, bool previous) const override {
     const char* what = previous ? "prev" : "next";
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards == nullptr) {
       if (this->deleted()) return this->DeletedError(what);
       if constexpr (MapOf::kOrdered) return std::optional<K>();
@@ -408,7 +408,7 @@ class MapCore final : public TypedCore<K, V> {
   }
 
   absl::StatusOr<size_t> Size(const char* what) const override {
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards == nullptr) {
       if (this->deleted()) return this->DeletedError(what);
       return size_t{0};
@@ -423,7 +423,7 @@ class MapCore final : public TypedCore<K, V> {
   }
 
   absl::Status Clear(const char* what) override {
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
     // One shard at a time (as ETS delete_all_objects with write_concurrency).
     for (size_t i = 0; i < shard_count(); ++i) {
@@ -436,7 +436,7 @@ class MapCore final : public TypedCore<K, V> {
 
   size_t StorageMemory() const override {
     size_t bytes = sizeof(*this);
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards == nullptr) return bytes;
     bytes += shard_count() * sizeof(Shard);
     for (size_t i = 0; i < shard_count(); ++i) {
@@ -448,7 +448,7 @@ class MapCore final : public TypedCore<K, V> {
 
  protected:
   void DropStorage() override {
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards == nullptr) return;
     for (size_t i = 0; i < shard_count(); ++i) {
       std::lock_guard<RwSpinLock> lock(shards[i].lock);
@@ -526,16 +526,17 @@ class MapCore final : public TypedCore<K, V> {
   }
 
   // The shard array, allocated on first use; null when the table is deleted.
+  // The shard array: the core's storage root (null until the first write).
+  Shard* ShardArray() const { return static_cast<Shard*>(this->storage()); }
+
   Shard* WritableShards() {
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards != nullptr) return shards;
     if (this->deleted()) return nullptr;
     auto fresh = std::make_unique<Shard[]>(shard_count());
-    if (shards_.compare_exchange_strong(shards, fresh.get(), std::memory_order_acq_rel,
-                                        std::memory_order_acquire)) {
-      return fresh.release();
-    }
-    return shards;  // Another writer installed one first.
+    void* installed = this->PublishStorage(fresh.get());
+    if (installed == fresh.get()) return fresh.release();
+    return static_cast<Shard*>(installed);  // Another writer installed one first.
   }
 
   void InsertLocked(Shard& s, K key, V value) {
@@ -575,7 +576,7 @@ class MapCore final : public TypedCore<K, V> {
 
   template <typename F>
   absl::Status ReadKey(const K& key, const char* what, F&& f) const {
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards == nullptr) {
       if (this->deleted()) return this->DeletedError(what);
       f(static_cast<const Slot*>(nullptr));
@@ -592,7 +593,7 @@ class MapCore final : public TypedCore<K, V> {
 
   template <typename F>
   absl::Status WriteKey(const K& key, const char* what, F&& f) {
-    Shard* shards = shards_.load(std::memory_order_acquire);
+    Shard* shards = ShardArray();
     if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
     size_t hash = HashOf(key);
     Shard& s = shards[ShardOfHash(hash)];
@@ -643,7 +644,6 @@ class MapCore final : public TypedCore<K, V> {
   const int shard_shift_;
   const size_t shard_mask_;
   const bool duplicates_;
-  std::atomic<Shard*> shards_{nullptr};
 };
 
 }  // namespace table_internal
