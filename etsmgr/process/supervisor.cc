@@ -48,6 +48,14 @@ struct Child {
   Pid pid;
 };
 
+// WorkerChild's start function. The supervisor recognises it (std::function::target) and
+// spawn_links the body itself, so restarting a worker takes no coroutine; a start function a
+// caller wrapped or replaced is awaited as written.
+struct WorkerStart {
+  ProcessBody body;
+  Task<absl::StatusOr<Pid>> operator()(Process& sup) const { co_return sup.SpawnLink(body); }
+};
+
 class Supervisor {
  public:
   Supervisor(Process& self, SupervisorFlags flags, std::vector<ChildSpec> specs, Pid parent)
@@ -79,7 +87,10 @@ class Supervisor {
         auto it = std::find_if(children_.begin(), children_.end(),
                                [&](const Child& c) { return c.pid.valid() && c.pid == sig->from; });
         if (it == children_.end()) continue;  // Not (or no longer) one of ours.
-        if (!co_await HandleChildExit(static_cast<size_t>(it - children_.begin()), sig->reason)) {
+        size_t index = static_cast<size_t>(it - children_.begin());
+        std::optional<bool> restarted = HandleChildExitNow(index, sig->reason);
+        if (!restarted.has_value()) restarted = co_await HandleChildExit(index, sig->reason);
+        if (!*restarted) {
           Logf(LogLevel::kError, "supervisor %s: reached max restart intensity (%d in %s)",
                self_.self().ToString(), flags_.intensity, absl::FormatDuration(flags_.period));
           co_await StopAll();
@@ -103,15 +114,24 @@ class Supervisor {
 
  private:
   Task<absl::Status> StartOne(Child& c) {
-    absl::StatusOr<Pid> pid = co_await c.spec.start(self_);
+    if (IsWorker(c)) co_return StartWorker(c);
+    co_return Started(c, co_await c.spec.start(self_));
+  }
+
+  // A child whose start is WorkerChild's (not replaced since): spawn_link'ed directly.
+  static bool IsWorker(const Child& c) { return c.spec.start.target<WorkerStart>() != nullptr; }
+  absl::Status StartWorker(Child& c) {
+    return Started(c, self_.SpawnLink(c.spec.start.target<WorkerStart>()->body));
+  }
+
+  absl::Status Started(Child& c, absl::StatusOr<Pid> pid) {
     if (!pid.ok()) {
-      co_return absl::Status(
-          pid.status().code(),
-          absl::StrCat("supervisor ", self_.self().ToString(), ": child \"", c.spec.id,
-                       "\" failed to start: ", pid.status().message()));
+      return absl::Status(pid.status().code(),
+                          absl::StrCat("supervisor ", self_.self().ToString(), ": child \"",
+                                       c.spec.id, "\" failed to start: ", pid.status().message()));
     }
-    c.pid = *pid;
-    co_return absl::OkStatus();
+    c.pid = *std::move(pid);
+    return absl::OkStatus();
   }
 
   // Stops a running child per its shutdown spec and waits until it is gone.
@@ -167,28 +187,54 @@ class Supervisor {
     return static_cast<int>(restarts_.size()) <= flags_.intensity;
   }
 
-  // Applies the strategy after child `index` exited; false: intensity exceeded.
-  Task<bool> HandleChildExit(size_t index, ExitReason reason) {
+  // The children [first, last) that restart when child `index` exits.
+  std::pair<size_t, size_t> RestartGroup(size_t index) const {
+    switch (flags_.strategy) {
+      case RestartStrategy::kOneForOne:
+        return {index, index + 1};
+      case RestartStrategy::kOneForAll:
+        return {0, children_.size()};
+      case RestartStrategy::kRestForOne:
+        return {index, children_.size()};
+    }
+    return {index, index + 1};
+  }
+
+  // What every exit of child `index` does first: false when it is not restarted.
+  bool NoteChildExit(size_t index, const ExitReason& reason) {
     Child& child = children_[index];
     child.pid = Pid();
     if (!ShouldRestart(child, reason)) {
       if (child.spec.restart == RestartType::kTemporary) {
         children_.erase(children_.begin() + static_cast<ptrdiff_t>(index));
       }
-      co_return true;
+      return false;
     }
     if (LogEnabled(LogLevel::kNotice)) {  // Not even the arguments otherwise: once per restart.
       Logf(LogLevel::kNotice, "supervisor %s: child \"%s\" exited (%s), restarting",
            self_.self().ToString(), child.spec.id, reason.ToString());
     }
-    size_t first = index;
-    size_t last = index + 1;
-    if (flags_.strategy == RestartStrategy::kOneForAll) {
-      first = 0;
-      last = children_.size();
-    } else if (flags_.strategy == RestartStrategy::kRestForOne) {
-      last = children_.size();
+    return true;
+  }
+
+  // HandleChildExit without a coroutine when the group to restart is the exited worker alone
+  // (one_for_one, the common case); nullopt, having done nothing, otherwise.
+  std::optional<bool> HandleChildExitNow(size_t index, const ExitReason& reason) {
+    auto [first, last] = RestartGroup(index);
+    if (first != index || last != index + 1 || !IsWorker(children_[index])) return std::nullopt;
+    if (!NoteChildExit(index, reason)) return true;
+    while (true) {
+      if (!AddRestart()) return false;
+      absl::Status s = StartWorker(children_[index]);
+      if (s.ok()) return true;
+      Logf(LogLevel::kError, "%s", s.message());
     }
+  }
+
+  // Applies the strategy after child `index` exited; false: intensity exceeded.
+  Task<bool> HandleChildExit(size_t index, ExitReason reason) {
+    if (!NoteChildExit(index, reason)) co_return true;
+    auto [first, last] = RestartGroup(index);
     while (true) {
       if (!AddRestart()) co_return false;
       // Stop the others of the group in reverse start order, then start the group in order.
@@ -333,9 +379,7 @@ ChildSpec WorkerChild(std::string id, ProcessBody body, RestartType restart,
                       absl::Duration shutdown) {
   ChildSpec spec;
   spec.id = std::move(id);
-  spec.start = [body = std::move(body)](Process& sup) -> Task<absl::StatusOr<Pid>> {
-    co_return sup.SpawnLink(body);
-  };
+  spec.start = WorkerStart{std::move(body)};
   spec.restart = restart;
   spec.shutdown = shutdown;
   return spec;

@@ -130,6 +130,61 @@ TEST_F(SupervisorTest, OneForOneRestartsOnlyTheChild) {
   EXPECT_EQ(log_->Joined(), "stop:b start:b");
 }
 
+// WorkerChild as it is (the tests above wrap its start function to log): the supervisor spawns
+// the body itself and restarts a lone worker without a coroutine -- one_for_one, and rest_for_one
+// when the exited child is the last -- with the same rules: a new pid each time, transient not
+// restarted after a normal exit, temporary removed, too many restarts stop the supervisor.
+TEST_F(SupervisorTest, PlainWorkersRestartByTheSameRules) {
+  auto body = [](Process& self) -> Task<void> { co_await self.Receive<Stop>(); };
+  std::string got = Probe([body](Process& self,
+                                 std::function<void(std::string)> report) -> Task<void> {
+    self.set_trap_exit(true);  // Linked to supervisors that exit with reason shutdown.
+    std::vector<std::string> out;
+    for (RestartStrategy strategy : {RestartStrategy::kOneForOne, RestartStrategy::kRestForOne}) {
+      std::vector<ChildSpec> children = {
+          WorkerChild("first", body), WorkerChild("transient", body, RestartType::kTransient),
+          WorkerChild("temporary", body, RestartType::kTemporary), WorkerChild("last", body)};
+      SupervisorFlags flags{.strategy = strategy, .intensity = 3, .period = absl::Seconds(60)};
+      absl::StatusOr<Pid> sup = co_await StartSupervisorLink(self, flags, std::move(children));
+      Pid first = co_await ChildPid(self, *sup, "first");
+      Pid last = co_await ChildPid(self, *sup, "last");
+      Pid last2 = co_await KillAndAwaitRestart(self, *sup, "last");
+      // A transient child's normal exit and a temporary child's crash: no restart.
+      Pid transient = co_await ChildPid(self, *sup, "transient");
+      Pid temporary = co_await ChildPid(self, *sup, "temporary");
+      uint64_t t_ref = self.Monitor(transient);
+      uint64_t tmp_ref = self.Monitor(temporary);
+      Send(transient, Stop{});
+      SendExit(temporary, ExitReason::Kill());
+      for (uint64_t ref : {t_ref, tmp_ref}) {
+        co_await self.ReceiveIf(
+            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
+      }
+      // The supervisor handles its signals in order: once WhichChildren answers, both exits
+      // were handled.
+      absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, *sup);
+      std::vector<std::string> listed;
+      for (const ChildInfo& c : *which) {
+        listed.push_back(absl::StrCat(c.id, c.pid.valid() ? "+" : "-"));
+      }
+      Pid first2 = co_await ChildPid(self, *sup, "first");
+      // Two more restarts are within the intensity (3); the third one is not.
+      uint64_t sup_ref = self.Monitor(*sup);
+      co_await KillAndAwaitRestart(self, *sup, "last");
+      co_await KillAndAwaitRestart(self, *sup, "last");
+      SendExit(co_await ChildPid(self, *sup, "last"), ExitReason::Kill());
+      std::optional<Message> down = co_await self.ReceiveIf(
+          [sup_ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == sup_ref; },
+          absl::Now() + absl::Seconds(10));
+      out.push_back(absl::StrCat(last2.valid() && last2 != last, first2 == first, " ",
+                                 absl::StrJoin(listed, ","), " ",
+                                 down ? down->As<Down>()->reason.ToString() : "alive"));
+    }
+    report(absl::StrJoin(out, " | "));
+  });
+  EXPECT_EQ(got, "11 first+,transient-,last+ shutdown | 11 first+,transient-,last+ shutdown");
+}
+
 TEST_F(SupervisorTest, OneForAllRestartsEveryChild) {
   Pid sup = StartSupervisor(*node_, {.strategy = RestartStrategy::kOneForAll, .intensity = 5},
                             ThreeChildren())
