@@ -32,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/large_block.h"
 #include "etsmgr/table/internal/rw_spin_lock.h"
 #include "etsmgr/table/table_core.h"
 
@@ -58,11 +59,21 @@ struct CountingAllocator {
   explicit CountingAllocator(size_t* counter) : bytes(counter) {}
   template <typename U>
   CountingAllocator(const CountingAllocator<U>& other) : bytes(other.bytes) {}  // NOLINT
+  // A large table's hash array (one block of megabytes) goes on huge pages: see large_block.h.
   T* allocate(size_t n) {
+    if (large_block::Wanted(n * sizeof(T))) {
+      *bytes += large_block::Footprint(n * sizeof(T));
+      return static_cast<T*>(large_block::Allocate(n * sizeof(T)));
+    }
     *bytes += n * sizeof(T);
     return std::allocator<T>().allocate(n);
   }
   void deallocate(T* p, size_t n) {
+    if (large_block::Wanted(n * sizeof(T))) {
+      *bytes -= large_block::Footprint(n * sizeof(T));
+      large_block::Free(p, n * sizeof(T));
+      return;
+    }
     *bytes -= n * sizeof(T);
     std::allocator<T>().deallocate(p, n);
   }
