@@ -270,40 +270,70 @@ class InstanceGuard {
   std::shared_ptr<Instance> instance_;
 };
 
+void LogVaultHolds(const Instance& st, const TableTransfer& t, const std::string& name) {
+  if (!LogEnabled(LogLevel::kNotice)) return;   // Skip formatting the arguments too.
+  absl::StatusOr<Pid> vault = t.table.Owner();  // The vault, unless already taken back.
+  Logf(LogLevel::kNotice, "etsmgr %s: client %s exited; vault %s holds table %s (%s)",
+       st.inst.c_str(), t.from.ToString().c_str(),
+       vault.ok() ? vault->ToString().c_str() : "(gone)", name.c_str(), t.table.ToString().c_str());
+}
+
+// The vault inherited a table whose listing token still reads listed: a managed table. The entry
+// goes (Unlist) before whoever removes it looks at the owner, and the owner changed to the vault
+// before this runs: if it reads listed, the remover saw the vault as the owner and sends it
+// DropTable. Counted and logged; false (nothing done) for any other inheritance.
+bool SettleManagedTransfer(Instance& st, const TableTransfer& t) {
+  const auto* token = std::any_cast<SharedName>(&t.heir_data);
+  if (token == nullptr || token->listing() != SharedName::Listing::kListed) return false;
+  st.transfers_to_manager.fetch_add(1, std::memory_order_relaxed);
+  LogVaultHolds(st, t, *token->get());
+  return true;
+}
+
+// Settles managed inheritances on the exiting client's thread (see KeeperHook): a burst of client
+// exits then wakes neither the manager nor the vault. The rest come as messages (VaultInherited).
+// Holds no Pid: the vault's control block holds this hook.
+class VaultKeeper final : public KeeperHook {
+ public:
+  explicit VaultKeeper(std::weak_ptr<Instance> st) : st_(std::move(st)) {}
+  bool Take(TableTransfer& transfer) const override {
+    std::shared_ptr<Instance> st = st_.lock();
+    return st != nullptr && SettleManagedTransfer(*st, transfer);
+  }
+
+ private:
+  const std::weak_ptr<Instance> st_;
+};
+
 void VaultInherited(Instance& st, const Pid& vault, const TableTransfer& t) {
-  // The name the heir data carries: a SharedName, or a plain std::string (a table given to the
-  // vault by hand). Null for anything else.
+  st.vault_transfer_messages.fetch_add(1, std::memory_order_relaxed);
+  if (SettleManagedTransfer(st, t)) return;
+  // A token that reads unlisted: the entry went. Otherwise the name the heir data carries (a
+  // plain std::string: a table given to the vault by hand, or added with add_table).
   const auto* token = std::any_cast<SharedName>(&t.heir_data);
   const std::string* name =
       token != nullptr ? token->get() : std::any_cast<std::string>(&t.heir_data);
   bool managed = false;
-  if (token != nullptr && token->listing() != SharedName::Listing::kNotAToken) {
-    // The entry goes (Unlist) before whoever removes it looks at the owner, and the owner changed
-    // to us before this message was sent: if it reads listed, the remover saw us as the owner
-    // and sends us DropTable.
-    managed = token->listing() == SharedName::Listing::kListed;
-  } else if (name != nullptr) {
+  if ((token == nullptr || token->listing() == SharedName::Listing::kNotAToken) &&
+      name != nullptr) {
     std::lock_guard<AdaptiveMutex> lock(st.mu);
     auto it = st.tables.find(*name);
     managed = it != st.tables.end() && it->second.table == t.table;
   }
-  if (managed) st.transfers_to_manager.fetch_add(1, std::memory_order_relaxed);
-  if (!managed) {
-    // Taken back already (a client claims a table from the vault directly) and then dropped.
-    absl::StatusOr<Pid> owner = t.table.Owner();
-    if (!owner.ok() || *owner != vault) return;
-    // Not (or no longer) in the directory: nobody can claim it back; do not keep it forever.
-    if (LogEnabled(LogLevel::kNotice)) {
-      Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st.inst.c_str(),
-           t.table.ToString().c_str(), t.from.ToString().c_str());
-    }
-    t.table.Delete().IgnoreError();
+  if (managed) {
+    st.transfers_to_manager.fetch_add(1, std::memory_order_relaxed);
+    LogVaultHolds(st, t, *name);
     return;
   }
-  if (!LogEnabled(LogLevel::kNotice)) return;  // Skip formatting the arguments too.
-  Logf(LogLevel::kNotice, "etsmgr %s: client %s exited; vault %s holds table %s (%s)",
-       st.inst.c_str(), t.from.ToString().c_str(), vault.ToString().c_str(), name->c_str(),
-       t.table.ToString().c_str());
+  // Taken back already (a client claims a table from the vault directly) and then dropped.
+  absl::StatusOr<Pid> owner = t.table.Owner();
+  if (!owner.ok() || *owner != vault) return;
+  // Not (or no longer) in the directory: nobody can claim it back; do not keep it forever.
+  if (LogEnabled(LogLevel::kNotice)) {
+    Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st.inst.c_str(),
+         t.table.ToString().c_str(), t.from.ToString().c_str());
+  }
+  t.table.Delete().IgnoreError();
 }
 
 void VaultGiveBack(Instance& st, const GiveBack& g) {
@@ -332,6 +362,7 @@ void VaultGiveBack(Instance& st, const GiveBack& g) {
 
 Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st) {
   InstanceGuard guard(self.node(), st);
+  (void)SetKeeperHook(std::make_shared<VaultKeeper>(st));
   while (true) {
     Message m = co_await self.Receive();
     if (const auto* t = m.As<TableTransfer>()) {

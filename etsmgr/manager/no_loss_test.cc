@@ -302,7 +302,8 @@ TEST(NoLossTest, E_DelTableRacingTheOwnersExitLeavesNothingBehind) {
 }
 
 // A client that registered itself (new_table's fast path) does the manager's share of its own
-// exit in an exit hook and unlinks from the manager first: the manager is not woken. One the
+// exit in an exit hook and unlinks from the manager first: the manager is not woken; nor is the
+// vault, which settles the inheritance of managed tables on the exiting client's thread. One the
 // manager registered (add_table) is handled by the manager, as before. Either way the entries end
 // client-less and the vault holds the tables.
 TEST(NoLossTest, F_SelfRegisteredClientsHandleTheirOwnExit) {
@@ -356,10 +357,15 @@ TEST(NoLossTest, F_SelfRegisteredClientsHandleTheirOwnExit) {
       EXPECT_FALSE(st->tables.at("t1").client.valid());
     }
     EXPECT_EQ(st->transfers_to_manager.load(), 2u);
+    // Their managed tables went to the vault without a message (its KeeperHook).
+    EXPECT_EQ(st->vault_transfer_messages.load(), 0u) << "seed " << seed;
     Send(manager_registered, Crash{});
     node->runtime().RunUntilIdle();
     std::lock_guard<AdaptiveMutex> lock(st->mu);
     EXPECT_EQ(st->client_exits_by_manager, 1u) << "seed " << seed;
+    EXPECT_EQ(st->transfers_to_manager.load(), 3u);
+    // A table registered with add_table has no listing token: the vault looks it up itself.
+    EXPECT_EQ(st->vault_transfer_messages.load(), 1u) << "seed " << seed;
     EXPECT_TRUE(st->clients.empty());
     EXPECT_FALSE(st->tables.at("t2").client.valid());
     EXPECT_EQ(manager.control()->Info().links.size(), 1u);

@@ -407,10 +407,26 @@ void ProcessControl::DropResources() {
 }
 
 bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource) {
+  return AdoptResource(resource, nullptr);
+}
+
+void ProcessControl::SetKeeperHook(std::shared_ptr<const void> hook) {
+  std::lock_guard<SpinLock> lock(mu_);
+  extras().keeper_hook = std::move(hook);
+}
+
+bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource,
+                                   std::shared_ptr<const void>* keeper_hook) {
   ExitResource* r = resource.get();
   while (true) {
     ProcessControl* from = r->holder_.load(std::memory_order_acquire);
-    if (from == this) return true;
+    if (from == this) {
+      if (keeper_hook != nullptr) {
+        std::lock_guard<SpinLock> lock(mu_);
+        if (extras_) *keeper_hook = extras_->keeper_hook;
+      }
+      return true;
+    }
     // Both lists change together: lock both processes, in address order (no other code holds
     // two process locks at once).
     SpinLock* first = &mu_;
@@ -429,6 +445,7 @@ bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource
     }
     LinkResource(r);
     r->holder_.store(this, std::memory_order_release);
+    if (keeper_hook != nullptr) *keeper_hook = extras().keeper_hook;
     return true;
   }
 }

@@ -306,12 +306,14 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   Pid heir;
   Pid previous;  // The exiting owner's reference, released after the lock.
   std::any data;
+  std::shared_ptr<const void> keeper;  // The heir's KeeperHook, if it has one.
   {
     std::lock_guard<SpinLock> lock(meta_mu_);
     if (deleted()) return;
     // Taken over (TakeOverFrom) while `owner` was exiting: no longer its table.
     if (owner_serial_.load(std::memory_order_relaxed) != owner.serial()) return;
-    if (heir_.valid() && heir_ != owner && heir_.control()->AdoptResource(shared_from_this())) {
+    if (heir_.valid() && heir_ != owner &&
+        heir_.control()->AdoptResource(shared_from_this(), &keeper)) {
       heir = heir_;
       data = heir_data_;
       previous = ReplaceOwner(heir);
@@ -322,7 +324,9 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
       Logf(LogLevel::kDebug, "%s: owner %s exited (%s); heir %s inherits it", ToString().c_str(),
            owner.ToString().c_str(), reason.ToString().c_str(), heir.ToString().c_str());
     }
-    Send(heir, TableTransfer{AnyTable(shared_from_this()), owner, std::move(data)});
+    TableTransfer transfer{AnyTable(shared_from_this()), owner, std::move(data)};
+    if (keeper != nullptr && static_cast<const KeeperHook*>(keeper.get())->Take(transfer)) return;
+    Send(heir, std::move(transfer));
     return;
   }
   if (LogEnabled(LogLevel::kDebug)) {
@@ -331,6 +335,15 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   }
   lost_with_owner_.store(true, std::memory_order_release);
   DeleteNow();
+}
+
+absl::Status SetKeeperHook(std::shared_ptr<const KeeperHook> hook) {
+  ProcessControl* me = CurrentProcess();
+  if (me == nullptr) {
+    return absl::FailedPreconditionError("SetKeeperHook: the caller is not a process");
+  }
+  me->SetKeeperHook(std::move(hook));
+  return absl::OkStatus();
 }
 
 // --- AnyTable.

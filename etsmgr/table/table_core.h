@@ -118,6 +118,21 @@ struct TableTransfer {
   std::any heir_data;
 };
 
+// A keeper process (one that inherits tables to hold them, like the manager's vault) may take its
+// inheritance notices without being woken: when it becomes a table's owner because the owner
+// exited, Take runs on the exiting owner's thread (before that owner's links fire) instead of a
+// TableTransfer being sent. It returns false to have the TableTransfer sent after all. (GiveAway
+// always sends.) Any thread may run it, also after the keeper exited. The keeper's control block
+// holds its hook: a hook holding the keeper's own Pid would keep both alive forever.
+class KeeperHook {
+ public:
+  virtual ~KeeperHook() = default;
+  virtual bool Take(TableTransfer& transfer) const = 0;
+};
+
+// Sets the calling process's keeper hook; FailedPrecondition outside a process.
+absl::Status SetKeeperHook(std::shared_ptr<const KeeperHook> hook);
+
 // The error of every call on a null (default-constructed) handle, AnyTable or Table<K, V>.
 absl::Status NullTableHandle(const char* what);
 

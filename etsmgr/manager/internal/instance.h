@@ -134,6 +134,9 @@ struct Instance {
   ManagerCounters counters;  // transfers_to_manager: see below.
   // Counted by the vault without the lock (see SharedName).
   std::atomic<uint64_t> transfers_to_manager{0};
+  // Inheritances the vault handled as TableTransfer messages (the vault's KeeperHook settles
+  // those of managed tables on the exiting client's thread; tests check it).
+  std::atomic<uint64_t> vault_transfer_messages{0};
   uint64_t manager_starts = 0;
   uint64_t exit_work = 0;  // Directory entries touched handling client exits (tests check it).
   // Clients that registered themselves carry an exit hook that does the manager's share of their

@@ -206,6 +206,13 @@ class ProcessControl final : public process_internal::PidTarget,
   // release it. ReleaseResource detaches without calling OnOwnerExit (no-op unless this process
   // holds it).
   bool AdoptResource(const std::shared_ptr<ExitResource>& resource);
+  // The same, also handing out (under the same lock) this process's keeper hook, if it set one.
+  bool AdoptResource(const std::shared_ptr<ExitResource>& resource,
+                     std::shared_ptr<const void>* keeper_hook);
+  // An opaque object for the resources' own layer, which this process sets for itself (the
+  // tables' SetKeeperHook: a keeper process that takes its inheritance notices on the exiting
+  // owner's thread). Dropped when this process exits; a copy taken with AdoptResource stays.
+  void SetKeeperHook(std::shared_ptr<const void> hook);
   void ReleaseResource(ExitResource* resource);
   size_t resource_count() const;
 
@@ -301,6 +308,7 @@ class ProcessControl final : public process_internal::PidTarget,
     ExitResource* resources = nullptr;
     size_t resource_count = 0;
     absl::InlinedVector<std::pair<const void*, ExitHook>, 1> exit_hooks;
+    std::shared_ptr<const void> keeper_hook;  // See SetKeeperHook.
   };
   // Resource list updates; caller holds mu_ (and the resource's previous holder's, if any).
   void LinkResource(ExitResource* r);
