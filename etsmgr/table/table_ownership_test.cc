@@ -1,13 +1,18 @@
 // Owner, heir and give_away: transfers on every kind of exit, their order against links, the
 // error cases, and what a deleted table answers.
+#include <algorithm>
 #include <any>
+#include <chrono>
 #include <cstdint>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/table/internal/test_owner.h"
 #include "etsmgr/table/table.h"
@@ -306,6 +311,89 @@ TEST(DeletedTableTest, EveryHandleAnswersNotFound) {
     EXPECT_EQ(IntTable::Attach(any).status().code(), absl::StatusCode::kNotFound);
     EXPECT_EQ(FindTable(self.node(), "doomed").status().code(), absl::StatusCode::kNotFound);
   });
+}
+
+// A keeper with a KeeperHook takes inheritance notices on the exiting owner's thread: the hook
+// runs before the owner's links fire, with the keeper already the owner; a notice it declines
+// comes as a TableTransfer message after all. GiveAway always sends.
+class RecordingKeeper final : public KeeperHook {
+ public:
+  bool Take(TableTransfer& transfer) const override {
+    const int* data = std::any_cast<int>(&transfer.heir_data);
+    absl::StatusOr<Pid> owner = transfer.table.Owner();
+    std::lock_guard<std::mutex> lock(mu);
+    seen.push_back(
+        absl::StrCat(data != nullptr ? *data : -1, owner.ok() && owner->serial() == keeper));
+    return data != nullptr && *data == 1;  // Takes table 1, declines table 2.
+  }
+  mutable std::mutex mu;
+  mutable std::vector<std::string> seen;
+  uint64_t keeper = 0;  // A serial, not a Pid: the keeper's control block holds this hook.
+};
+
+TEST(KeeperHookTest, TakesInheritanceNoticesInPlace) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  auto hook = std::make_shared<RecordingKeeper>();
+  auto hooked = std::make_shared<std::promise<void>>();
+  auto messages = std::make_shared<std::promise<std::string>>();
+  Pid keeper = node->Spawn([hook, hooked, messages](Process& self) -> Task<void> {
+                     hook->keeper = self.self().serial();
+                     EXPECT_TRUE(SetKeeperHook(hook).ok());
+                     hooked->set_value();
+                     std::vector<std::string> got;
+                     while (got.size() < 2) {
+                       TableTransfer t = co_await self.Receive<TableTransfer>();
+                       const int* data = std::any_cast<int>(&t.heir_data);
+                       got.push_back(absl::StrCat(data != nullptr ? *data : -1));
+                     }
+                     messages->set_value(absl::StrJoin(got, ","));
+                     co_await self.Receive<Go>();
+                   })
+                   .value();
+  ASSERT_EQ(hooked->get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  auto created = std::make_shared<std::promise<std::vector<AnyTable>>>();
+  Pid owner = node->Spawn([keeper, created](Process& self) -> Task<void> {
+                    std::vector<AnyTable> tables;
+                    for (int data : {1, 2}) {
+                      TableOptions options;
+                      options.heir = keeper;
+                      options.heir_data = data;
+                      tables.push_back(IntTable::New(options).value().any());
+                    }
+                    // A third, given away: data 3 (sent as a message, whatever the hook says).
+                    IntTable given = IntTable::New().value();
+                    EXPECT_TRUE(given.GiveAway(keeper, 3).ok());
+                    created->set_value(tables);
+                    co_await self.Receive<Go>();
+                  })
+                  .value();
+  std::vector<AnyTable> tables = created->get_future().get();
+  // A watcher linked to the owner: when the exit signal arrives, the hook has run for both.
+  auto watcher = std::make_shared<std::promise<std::string>>();
+  auto linked = std::make_shared<std::promise<void>>();
+  node->Spawn([owner, hook, watcher, linked](Process& self) -> Task<void> {
+        self.set_trap_exit(true);
+        self.Link(owner);
+        linked->set_value();
+        (void)co_await self.Receive<ExitSignal>();
+        std::lock_guard<std::mutex> lock(hook->mu);
+        std::vector<std::string> seen = hook->seen;  // In the order the exit released them.
+        std::sort(seen.begin(), seen.end());
+        watcher->set_value(absl::StrJoin(seen, " "));
+      })
+      .value();
+  ASSERT_EQ(linked->get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  SendExit(owner, ExitReason::Kill());
+  auto seen = watcher->get_future();
+  ASSERT_EQ(seen.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  // Both inheritances went through the hook, each with the keeper already the owner.
+  EXPECT_EQ(seen.get(), "11 21");
+  auto got = messages->get_future();
+  ASSERT_EQ(got.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  // Messages: the give-away (3) and the declined inheritance (2); not the one taken (1).
+  EXPECT_EQ(got.get(), "3,2");
+  for (const AnyTable& t : tables) EXPECT_EQ(t.Owner().value(), keeper);
+  Send(keeper, Go{});
 }
 
 }  // namespace
