@@ -118,12 +118,6 @@ Pid TableCore::owner() const {
   return owner_;
 }
 
-void TableCore::OwnerAndHeir(Pid* owner, Pid* heir) const {
-  std::lock_guard<SpinLock> lock(meta_mu_);
-  *owner = owner_;
-  *heir = heir_;
-}
-
 bool TableCore::Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size) const {
   if (storage() != nullptr) {
     absl::StatusOr<size_t> stored = Size("info");

@@ -183,7 +183,6 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   absl::StatusOr<TableInfo> Info() const;
   Pid owner() const;
   Pid heir() const;
-  void OwnerAndHeir(Pid* owner, Pid* heir) const;  // Both under one lock.
   // Owner, heir and size in one look, as info() over many tables wants them (the Pids copied
   // through `copier`): a table that never stored an entry answers from one cache line, with no
   // virtual call. False, and nothing set, once the table is deleted.
