@@ -270,7 +270,9 @@ class InstanceGuard {
   std::shared_ptr<Instance> instance_;
 };
 
-void LogVaultHolds(const Instance& st, const TableTransfer& t, const std::string& name) {
+// The vault inherited a managed table (from a client that exited): counted and logged.
+void NoteVaultHolds(Instance& st, const TableTransfer& t, const std::string& name) {
+  st.transfers_to_manager.fetch_add(1, std::memory_order_relaxed);
   if (!LogEnabled(LogLevel::kNotice)) return;   // Skip formatting the arguments too.
   absl::StatusOr<Pid> vault = t.table.Owner();  // The vault, unless already taken back.
   Logf(LogLevel::kNotice, "etsmgr %s: client %s exited; vault %s holds table %s (%s)",
@@ -278,27 +280,20 @@ void LogVaultHolds(const Instance& st, const TableTransfer& t, const std::string
        vault.ok() ? vault->ToString().c_str() : "(gone)", name.c_str(), t.table.ToString().c_str());
 }
 
-// The vault inherited a table whose listing token still reads listed: a managed table. The entry
-// goes (Unlist) before whoever removes it looks at the owner, and the owner changed to the vault
-// before this runs: if it reads listed, the remover saw the vault as the owner and sends it
-// DropTable. Counted and logged; false (nothing done) for any other inheritance.
-bool SettleManagedTransfer(Instance& st, const TableTransfer& t) {
-  const auto* token = std::any_cast<SharedName>(&t.heir_data);
-  if (token == nullptr || token->listing() != SharedName::Listing::kListed) return false;
-  st.transfers_to_manager.fetch_add(1, std::memory_order_relaxed);
-  LogVaultHolds(st, t, *token->get());
-  return true;
-}
-
 // Settles managed inheritances on the exiting client's thread (see KeeperHook): a burst of client
-// exits then wakes neither the manager nor the vault. The rest come as messages (VaultInherited).
+// exits then wakes neither the manager nor the vault. Only tables whose listing token reads
+// listed (see VaultInherited for why that means managed); the rest come as messages.
 // Holds no Pid: the vault's control block holds this hook.
 class VaultKeeper final : public KeeperHook {
  public:
   explicit VaultKeeper(std::weak_ptr<Instance> st) : st_(std::move(st)) {}
   bool Take(TableTransfer& transfer) const override {
+    const auto* token = std::any_cast<SharedName>(&transfer.heir_data);
+    if (token == nullptr || token->listing() != SharedName::Listing::kListed) return false;
     std::shared_ptr<Instance> st = st_.lock();
-    return st != nullptr && SettleManagedTransfer(*st, transfer);
+    if (st == nullptr) return false;
+    NoteVaultHolds(*st, transfer, *token->get());
+    return true;
   }
 
  private:
@@ -307,22 +302,24 @@ class VaultKeeper final : public KeeperHook {
 
 void VaultInherited(Instance& st, const Pid& vault, const TableTransfer& t) {
   st.vault_transfer_messages.fetch_add(1, std::memory_order_relaxed);
-  if (SettleManagedTransfer(st, t)) return;
-  // A token that reads unlisted: the entry went. Otherwise the name the heir data carries (a
-  // plain std::string: a table given to the vault by hand, or added with add_table).
+  // The name the heir data carries: a SharedName, or a plain std::string (a table given to the
+  // vault by hand, or added with add_table). Null for anything else.
   const auto* token = std::any_cast<SharedName>(&t.heir_data);
   const std::string* name =
       token != nullptr ? token->get() : std::any_cast<std::string>(&t.heir_data);
   bool managed = false;
-  if ((token == nullptr || token->listing() == SharedName::Listing::kNotAToken) &&
-      name != nullptr) {
+  if (token != nullptr && token->listing() != SharedName::Listing::kNotAToken) {
+    // The entry goes (Unlist) before whoever removes it looks at the owner, and the owner changed
+    // to us before this message was sent (or the keeper hook ran): if it reads listed, the
+    // remover saw us as the owner and sends us DropTable.
+    managed = token->listing() == SharedName::Listing::kListed;
+  } else if (name != nullptr) {
     std::lock_guard<AdaptiveMutex> lock(st.mu);
     auto it = st.tables.find(*name);
     managed = it != st.tables.end() && it->second.table == t.table;
   }
   if (managed) {
-    st.transfers_to_manager.fetch_add(1, std::memory_order_relaxed);
-    LogVaultHolds(st, t, *name);
+    NoteVaultHolds(st, t, *name);
     return;
   }
   // Taken back already (a client claims a table from the vault directly) and then dropped.
