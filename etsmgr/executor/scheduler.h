@@ -245,6 +245,17 @@ class ResumeOnAwaiter {
 };
 inline ResumeOnAwaiter ResumeOn(Scheduler& target) { return ResumeOnAwaiter(target); }
 
+// The clock deadlines should be written against, in both modes: the current scheduler's time
+// (virtual in deterministic mode, where absl::Now() + d would lie decades ahead), or absl::Now()
+// on a thread outside the runtime. `Deadline(d)` is Now() + d.
+//
+//   co_await mgr.WaitForManager(self, Deadline(absl::Seconds(5)));
+inline absl::Time Now() {
+  Scheduler* s = Scheduler::Current();
+  return s != nullptr ? s->Now() : absl::Now();
+}
+inline absl::Time Deadline(absl::Duration d) { return Now() + d; }
+
 }  // namespace etsmgr
 
 #endif  // ETSMGR_EXECUTOR_SCHEDULER_H_

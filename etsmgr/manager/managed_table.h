@@ -13,12 +13,17 @@
 //     }
 //   }
 //
-// Open: waits for the manager (up to `wait`), then new_table; `init` runs only when the table
-// is new, so a restarted client finds its data. It sets trap_exit on the calling process (the
-// manager is linked to its clients; its exit must not take them down) — as Erlang's clients do.
-// Handle: consumes the manager's exit signal (waits for the restarted manager and re-adds the
-// table; with the vault as heir nothing is at risk meanwhile) and stray TableTransfer messages
-// for this table. Yields false for any other message, which stays the caller's.
+// Open: waits for the manager and asks for the table (new_table) until `wait` passes, riding
+// out a manager that is restarting; `init` runs only when the table is new, so a restarted client
+// finds its data. It sets trap_exit on the calling process (the manager is linked to its clients;
+// its exit must not take them down) -- as Erlang's clients do.
+// Handle: consumes an exit signal from any manager of the instance (the current one, or one that
+// came and went before this client heard of it): re-attaches -- waits for the restarted manager
+// and re-adds the table (nothing is at risk meanwhile: the instance is the table's heir whatever
+// its processes do). Also consumes stray TableTransfer messages for this table. Yields false for
+// any other message, which stays the caller's. DeadlineExceeded when no manager came back within
+// `wait` (State() tells whether the instance is restarting, down or stopped): the table is still
+// the caller's and still managed, and Reattach may be called again later.
 // Close: del_table, then delete the table (the normal stop of a client).
 #ifndef ETSMGR_MANAGER_MANAGED_TABLE_H_
 #define ETSMGR_MANAGER_MANAGED_TABLE_H_
@@ -45,10 +50,15 @@ class ManagedTable {
                                                  TableOptions options, Init init,
                                                  absl::Duration wait = kDefaultCallTimeout) {
     self.set_trap_exit(true);
-    absl::StatusOr<Pid> manager = co_await mgr.WaitForManager(self, absl::Now() + wait);
-    if (!manager.ok()) co_return manager.status();
-    absl::StatusOr<ManagedTableRef> ref =
-        co_await mgr.NewTable<K, V>(self, name, std::move(options), wait);
+    const absl::Time deadline = Deadline(wait);
+    absl::StatusOr<ManagedTableRef> ref = absl::UnavailableError("not asked yet");
+    while (true) {
+      absl::StatusOr<Pid> manager = co_await mgr.WaitForManager(self, deadline);
+      if (!manager.ok()) co_return manager.status();
+      ref = co_await mgr.NewTable<K, V>(self, name, options, wait);
+      // Unavailable: the manager died as we asked; wait for the next one.
+      if (ref.ok() || ref.status().code() != absl::StatusCode::kUnavailable) break;
+    }
     if (!ref.ok()) co_return ref.status();
     absl::StatusOr<Table<K, V>> table = Table<K, V>::Attach(ref->table);
     if (!table.ok()) co_return table.status();
@@ -73,17 +83,34 @@ class ManagedTable {
                                     absl::Duration wait = kDefaultCallTimeout) {
     if (const TableTransfer* t = m.As<TableTransfer>()) co_return t->table == table_.any();
     const ExitSignal* exit = m.As<ExitSignal>();
-    if (exit == nullptr || exit->from != manager_) co_return false;
+    if (exit == nullptr) co_return false;
+    if (exit->from != manager_ && !mgr_.IsManager(self.node(), exit->from)) co_return false;
     Logf(LogLevel::kNotice, "table \"%s\": manager %s exited (%s); waiting for its restart",
-         name_.c_str(), manager_.ToString().c_str(), exit->reason.ToString().c_str());
-    absl::StatusOr<Pid> manager = co_await mgr_.WaitForManager(self, absl::Now() + wait);
-    if (!manager.ok()) co_return manager.status();
-    absl::StatusOr<ManagedTableRef> ref = co_await mgr_.AddTable(self, name_, table_.any(), wait);
-    if (!ref.ok()) co_return ref.status();
-    manager_ = ref->manager;
-    Logf(LogLevel::kNotice, "table \"%s\": re-added to manager %s", name_.c_str(),
-         manager_.ToString().c_str());
+         name_.c_str(), exit->from.ToString().c_str(), exit->reason.ToString().c_str());
+    absl::Status back = co_await Reattach(self, wait);
+    if (!back.ok()) co_return back;
     co_return true;
+  }
+
+  // Waits (up to `wait`) for the instance's running manager and re-adds the table to it. OK at
+  // once when the current manager is the one this table knows and it runs.
+  Task<absl::Status> Reattach(Process& self, absl::Duration wait = kDefaultCallTimeout) {
+    const absl::Time deadline = Deadline(wait);
+    while (true) {
+      absl::StatusOr<Pid> manager = co_await mgr_.WaitForManager(self, deadline);
+      if (!manager.ok()) co_return manager.status();
+      absl::StatusOr<ManagedTableRef> ref = co_await mgr_.AddTable(self, name_, table_.any());
+      if (ref.ok()) {
+        bool changed = manager_ != ref->manager;
+        manager_ = ref->manager;
+        if (changed) {
+          Logf(LogLevel::kNotice, "table \"%s\": re-added to manager %s", name_.c_str(),
+               manager_.ToString().c_str());
+        }
+        co_return absl::OkStatus();
+      }
+      if (ref.status().code() != absl::StatusCode::kUnavailable) co_return ref.status();
+    }
   }
 
   Task<absl::Status> Close(Process& self, absl::Duration wait = kDefaultCallTimeout) {

@@ -6,37 +6,43 @@
 //   Etsmgr mgr;                                            // or Etsmgr("inst") for a named one
 //   absl::StatusOr<ManagedTableRef> t = co_await mgr.NewTable<std::string, int64_t>(self, "t");
 //
-// An instance is two processes under a rest_for_one supervisor: the *vault*
-// (`etsmgr_vault[_<inst>]`), heir of every managed table, which holds tables while their clients
-// are down, and the *manager* (`etsmgr_srv[_<inst>]`), which serves the calls below and keeps
-// the directory (name -> table, client). The directory belongs to the instance, not to the
-// manager process: killing the manager loses nothing, and a client that dies while the manager
-// is down still leaves its table to the vault. Only stopping the instance (or killing its vault)
-// lets go of the tables it holds.
+// An instance is node-level state -- the directory (name -> table, client), the counters, and the
+// tables held for clients that are down -- acted on by two processes under a rest_for_one
+// supervisor (`etsmgr_sup[_<inst>]`): the *vault* (`etsmgr_vault[_<inst>]`), which holds the
+// tables of dead clients, and the *manager* (`etsmgr_srv[_<inst>]`), linked to every client as
+// in Erlang. The heir of every managed table is the instance itself (a TableKeeper): when a
+// client exits, its tables go to the vault, or, while no vault runs, are *parked* in the instance
+// (no process owns them; their data stays). A restarted vault adopts every parked table.
 //
-// The directory is shared state under a lock, so the common calls need no message: new_table of
-// a free name and del_table by the table's client run in the caller (the table is created in the
-// caller, which links itself to the manager, all under the directory lock and with no suspension
-// point, so the caller cannot die half-way). Everything else -- hand-backs, conflicts, add_table,
-// info -- is a call to the manager process, which also watches the clients' exits.
+// The promise: a managed table is deleted only by del_table or an explicit discard. Any process
+// may die at any point -- a client, the manager, the vault, the instance's supervisor, the
+// application's supervisor -- and exhausting the restart intensity or StopManager changes nothing:
+// the tables, with every write that returned, wait in the instance for the next start and for
+// their clients. `tables_lost` counts any managed table deleted otherwise (its owner deleting it
+// without del_table; ManagedTable::Close does both in order); it is 0 in every test and soak.
 //
-// Calls (from a process; each with a timeout, default 5 s as gen_server:call):
+// Calls (from a process; none suspends, so no call can be interrupted half-way: each runs under
+// the directory's lock in the calling process, and the caller cannot die inside it):
 // - NewTable<K, V>(name, options): unknown name (or a deleted table) -> creates the table (the
-//   caller owns it, the vault is its heir with the name as heir_data) and links the manager to the
-//   caller; a live table held by the vault -> handed back to the caller (its data intact);
-//   already the caller's -> OK; held by another live process -> AlreadyExists (table_exists).
-//   The reply says whether the table was created (`created`), so a client initialises only then.
+//   caller owns it; the instance is its heir) and links the caller to the manager; a table held
+//   by the instance -> handed back to the caller (its data intact); already the caller's -> OK;
+//   held by another live process -> AlreadyExists (table_exists). The reply says whether the
+//   table was created (`created`), so a client initialises only then.
 // - AddTable(name, table): manage a table the caller owns, or re-register after a manager
-//   restart (idempotent); the same checks; PermissionDenied (not_owner) when the caller neither
-//   owns the table nor is its client. On success the table's heir becomes the vault.
+//   restart (idempotent); the same checks; PermissionDenied (not_owner) when the caller does not
+//   own the table; AlreadyExists when the table is managed under another name. Registration and
+//   "the instance is the heir" are one step. A table added this way counts as initialised.
 // - DelTable(name): only the registered client or the table's owner; NotFound
-//   (no_such_table_entry) for an unknown name. The manager unlinks a client when its last table
-//   goes. A table the caller owns stays with it, with no heir (delete it if you are done); one
-//   the vault holds (its client gone) is deleted, as nobody could claim it any more.
+//   (no_such_table_entry) for an unknown name. The caller is unlinked from the manager with its
+//   last table. A table the caller owns stays with it, with no heir (delete it if you are done);
+//   one the instance holds is deleted, as nobody could claim it any more.
 // - Info(): every managed table with its client, owner, heir and size, and the counters.
 // - WaitForManager(deadline): woken by the manager's registration, no polling.
-// Errors: Unavailable at once when the manager is not running or exits during the call,
-// DeadlineExceeded at the timeout; messages name the table and the pids.
+// Errors: Unavailable when the instance's manager is not running (starting, restarting, stopped:
+// State() tells which), DeadlineExceeded at a deadline; messages name the table and the pids.
+//
+// Deadlines: use etsmgr::Deadline(d) / etsmgr::Now() (executor/scheduler.h), which follow the
+// virtual clock of a deterministic runtime; absl::Now() does not.
 #ifndef ETSMGR_MANAGER_MANAGER_H_
 #define ETSMGR_MANAGER_MANAGER_H_
 
@@ -65,21 +71,54 @@ inline constexpr char kDefaultInstance[] = "etsmgr";
 std::string InstToName(std::string_view prefix, std::string_view inst);
 
 struct ManagerOptions {
-  // Restart intensity of the instance's supervisor: more than `intensity` restarts of the
-  // manager within `period` and the instance stops.
+  // Restart intensity of the instance's supervisor: more than `intensity` restarts within
+  // `period` and its processes stop (the tables stay in the instance).
   int intensity = 10;
   absl::Duration period = absl::Seconds(10);
 };
 
-// Standalone mode, from a plain thread (they wait for the processes). Errors: AlreadyExists
-// (already_started) / NotFound (not_started), naming the instance.
+struct StopOptions {
+  // Also delete the tables the instance holds for clients that are down (counted as discarded,
+  // not lost) and forget the instance; tables live clients own stay theirs, no longer managed.
+  bool discard_tables = false;
+};
+
+// Standalone mode. StartManager: AlreadyExists (already_started) while the instance runs, here or
+// under another supervisor. StopManager: stops the processes; the tables stay parked in the
+// instance for a later StartManager of the same name (unless discarded); NotFound (not_started)
+// for an instance that never started; FailedPrecondition for an instance embedded in an
+// application's supervisor (stop it there, with TerminateChild). Table calls on a stopped
+// instance answer Unavailable; WaitForManager waits for its next start until its deadline.
+// From a process:
+Task<absl::Status> StartManager(Process& self, std::string inst, ManagerOptions options);
+Task<absl::Status> StartManager(Process& self, std::string inst);
+Task<absl::Status> StartManager(Process& self);
+Task<absl::Status> StopManager(Process& self, std::string inst, StopOptions options);
+Task<absl::Status> StopManager(Process& self, std::string inst);
+Task<absl::Status> StopManager(Process& self);
+// From a plain thread (Node::Run: FailedPrecondition from a scheduler thread).
 absl::Status StartManager(Node& node, std::string inst = kDefaultInstance,
                           ManagerOptions options = {});
-absl::Status StopManager(Node& node, std::string inst = kDefaultInstance);
+absl::Status StopManager(Node& node, std::string inst = kDefaultInstance,
+                         StopOptions options = {});
 
 // Embedded mode: a child spec for the application's own supervisor (a nested rest_for_one
-// supervisor holding the vault and the manager of `inst`).
+// supervisor, registered as etsmgr_sup[_<inst>], holding the vault and the manager of `inst`).
+// If that supervisor is restarted while processes of its previous run are still exiting, the new
+// run waits for them (it does not fail with already_started).
 ChildSpec ManagerChildSpec(std::string inst = kDefaultInstance, ManagerOptions options = {});
+
+enum class InstanceState {
+  kNotStarted,  // No instance of that name on the node (never started, or discarded).
+  kRunning,     // Its manager runs: calls are served.
+  kRestarting,  // Its supervisor runs and is (re)starting the manager: wait for it.
+  kDown,        // No supervisor runs: it failed or gave up; an embedding supervisor or a later
+                // StartManager may start it again. Its tables are kept.
+  kStopped,     // StopManager stopped it. Its tables are kept unless discarded.
+};
+const char* ToString(InstanceState state);
+// Any thread.
+InstanceState GetInstanceState(Node& node, const std::string& inst = kDefaultInstance);
 
 struct ManagedTableRef {
   Pid manager;
@@ -93,29 +132,33 @@ struct ManagedTableRef {
 struct ManagedTableInfo {
   std::string name;
   Pid client;  // Null while no client holds it ("none").
-  Pid owner;
-  Pid heir;
+  Pid owner;   // The vault while it holds the table; null while the table is parked.
+  Pid heir;    // The vault, unless the owner named an heir of its own.
   size_t size = 0;
   bool alive = true;  // False for an entry whose table was deleted.
 };
 
 struct ManagerCounters {
   uint64_t tables_created = 0;
-  uint64_t transfers_to_manager = 0;  // Tables the vault inherited from exited clients.
-  uint64_t hand_backs = 0;            // Tables the vault gave back to a client.
+  uint64_t transfers_to_manager = 0;  // Tables the instance took from exited owners.
+  uint64_t hand_backs = 0;            // Tables the instance gave back to a client.
   uint64_t manager_restarts = 0;      // Manager restarts this instance survived.
-  uint64_t tables_lost = 0;           // Managed tables deleted for want of a live heir: 0.
+  uint64_t vault_restarts = 0;        // Vault restarts (its tables were parked meanwhile).
+  uint64_t tables_parked = 0;         // Right now: tables no process owns, waiting for a vault.
+  uint64_t tables_discarded = 0;      // Deleted by StopManager(discard_tables).
+  uint64_t tables_lost = 0;           // Managed tables deleted other than by del_table/discard.
 };
 
 struct ManagerInfo {
   Pid manager;
   Pid vault;
   std::vector<ManagedTableInfo> tables;  // In no particular order.
+  // Read in the same step as the list of tables; each table's owner and size just after.
   ManagerCounters counters;
 };
 
 namespace manager_internal {
-// The type-erased creation request of NewTable<K, V> (the caller or the manager creates the table).
+// The type-erased creation request of NewTable<K, V> (the caller creates the table).
 struct TableFactory {
   const std::type_info* key_type = &typeid(void);
   const std::type_info* value_type = &typeid(void);
@@ -139,7 +182,8 @@ class Etsmgr {
   std::string vault_name() const { return InstToName("etsmgr_vault", inst_); }
   std::string supervisor_name() const { return InstToName("etsmgr_sup", inst_); }
 
-  // Options are taken by value; name them before awaiting (gcc 12 caveat in task.h).
+  // Options are taken by value; name them before awaiting (gcc 12 caveat in task.h). The
+  // timeouts are kept for compatibility: no call waits (see above).
   template <TableKey K, typename V>
   Task<absl::StatusOr<ManagedTableRef>> NewTable(
       Process& self, std::string name, TableOptions options,
@@ -154,10 +198,18 @@ class Etsmgr {
                               absl::Duration timeout = kDefaultCallTimeout) const;
   Task<absl::StatusOr<ManagerInfo>> Info(Process& self,
                                          absl::Duration timeout = kDefaultCallTimeout) const;
-  // The manager's Pid once registered; DeadlineExceeded at `deadline`.
+  // The running manager's Pid, woken by its registration; DeadlineExceeded at `deadline` (the
+  // message says whether the instance is restarting, down or stopped: see State()). It waits
+  // through a stop too: a stopped instance keeps its tables for its next start.
   Task<absl::StatusOr<Pid>> WaitForManager(Process& self, absl::Time deadline) const;
 
-  // The untyped form NewTable<K, V> uses.
+  // Any thread.
+  InstanceState State(Node& node) const { return GetInstanceState(node, inst_); }
+  // True when `pid` is or was this instance's manager (so an exit signal from it is the
+  // manager's, even one older than the manager a client knows).
+  bool IsManager(Node& node, const Pid& pid) const;
+
+  // The untyped form NewTable<K, V> uses. InvalidArgument for a factory with no create function.
   Task<absl::StatusOr<ManagedTableRef>> NewTableErased(Process& self, std::string name,
                                                        TableOptions options,
                                                        manager_internal::TableFactory factory,

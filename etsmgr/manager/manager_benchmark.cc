@@ -155,8 +155,8 @@ void BM_HundredThousandTables(benchmark::State& state) {
     while (true) {
       {
         std::lock_guard<AdaptiveMutex> lock(st->mu);
-        if (st->transfers_to_manager.load() == uint64_t{kTables - kTablesEach} &&
-            st->clients.size() == 1) {
+        if (st->keeper->transfers.load() == uint64_t{kTables - kTablesEach} &&
+            st->dir.Clients().size() == 1) {
           break;
         }
       }

@@ -64,6 +64,12 @@ absl::Status Node::Register(const std::string& name, const Pid& pid) {
   {
     std::lock_guard<std::mutex> lock(registry_mu_);
     auto it = names_.find(name);
+    // A dead process keeps its name only until its exit procedure unregisters it: as in Erlang,
+    // the name is free as soon as the process is dead.
+    if (it != names_.end() && !it->second.alive()) {
+      names_.erase(it);
+      it = names_.end();
+    }
     if (it != names_.end()) {
       return absl::AlreadyExistsError(absl::StrCat("register(\"", name, "\", ", pid.ToString(),
                                                    "): name already registered to ",
@@ -113,12 +119,14 @@ void Node::UnregisterIfOwner(const std::string& name, const Pid& pid) {
 Pid Node::Whereis(const std::string& name) const {
   std::lock_guard<std::mutex> lock(registry_mu_);
   auto it = names_.find(name);
-  return it == names_.end() ? Pid() : it->second;
+  // Dead, but not yet unregistered by its exit procedure: gone, as in Erlang.
+  return it == names_.end() || !it->second.alive() ? Pid() : it->second;
 }
 
 void Node::AddNameWaiter(const std::string& name, const Pid& waiter) {
   std::lock_guard<std::mutex> lock(registry_mu_);
-  name_waiters_[name].push_back(waiter);
+  std::vector<Pid>& waiters = name_waiters_[name];
+  if (std::find(waiters.begin(), waiters.end(), waiter) == waiters.end()) waiters.push_back(waiter);
 }
 
 void Node::RemoveNameWaiter(const std::string& name, const Pid& waiter) {

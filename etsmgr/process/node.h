@@ -12,15 +12,22 @@
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "etsmgr/executor/runtime.h"
+#include "etsmgr/executor/wait_slot.h"
 #include "etsmgr/process/pid.h"
 #include "etsmgr/process/process.h"
 
@@ -80,6 +87,16 @@ class Node {
     return *static_cast<T*>(slot.get());
   }
 
+  // Runs `body` in a fresh process and waits for what it returns, from a plain thread: the one
+  // way for code outside the runtime to call the process API (start a supervisor, make a call).
+  // Works in threaded mode (blocks) and deterministic mode (drives the runtime until done). T is
+  // absl::Status or absl::StatusOr<U>; its error when the body could not finish: FailedPrecondition
+  // from a scheduler thread (it would deadlock: await the body's task from your process instead)
+  // or after shutdown, Aborted when the process exited first (killed, or the runtime shut down),
+  // Internal when a deterministic runtime has nothing left to run before the body is done.
+  template <typename T>
+  T Run(std::function<Task<T>(Process&)> body, SpawnOptions options = {});
+
   size_t process_count() const { return live_.load(std::memory_order_relaxed); }
   uint64_t NextRef() { return next_ref_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -107,6 +124,54 @@ class Node {
   std::mutex services_mu_;
   absl::flat_hash_map<size_t, std::shared_ptr<void>> services_;  // Last: goes first.
 };
+
+namespace node_internal {
+template <typename T>
+struct RunState {
+  WaitSlot done;
+  std::optional<T> result;
+};
+// Signals the waiter when the body's frame goes, finished or not.
+template <typename T>
+struct RunGuard {
+  std::shared_ptr<RunState<T>> state;
+  ~RunGuard() { state->done.Notify(); }
+};
+template <typename T>
+Task<void> AwaitRun(std::shared_ptr<RunState<T>> state) {
+  co_await state->done.Wait();
+}
+}  // namespace node_internal
+
+template <typename T>
+T Node::Run(std::function<Task<T>(Process&)> body, SpawnOptions options) {
+  static_assert(std::is_constructible_v<T, absl::Status>,
+                "Node::Run's body yields absl::Status or absl::StatusOr<U>");
+  if (Scheduler::Current() != nullptr) {
+    return T(absl::FailedPreconditionError(
+        "Node::Run: called from a scheduler thread (it would deadlock); await from a process"));
+  }
+  auto state = std::make_shared<node_internal::RunState<T>>();
+  absl::StatusOr<Pid> pid = Spawn(
+      [state, body = std::move(body)](Process& self) -> Task<void> {
+        node_internal::RunGuard<T> guard{state};
+        state->result.emplace(co_await body(self));
+      },
+      std::move(options));
+  if (!pid.ok()) return T(pid.status());
+  try {
+    runtime().BlockOn(node_internal::AwaitRun(state));
+  } catch (const RuntimeShutDown&) {
+    return T(absl::FailedPreconditionError("Node::Run: the runtime shut down"));
+  } catch (const std::logic_error& e) {
+    return T(absl::InternalError(std::string("Node::Run: ") + e.what()));
+  }
+  if (!state->result.has_value()) {
+    return T(absl::AbortedError(
+        absl::StrCat("Node::Run: process ", pid->ToString(), " exited before its body returned")));
+  }
+  return std::move(*state->result);
+}
 
 }  // namespace etsmgr
 

@@ -116,7 +116,7 @@ void ProcessControl::CloseMailbox() {
     mailbox_head_ = next;
   }
   mailbox_tail_ = nullptr;
-  mailbox_size_ = 0;
+  mailbox_size_.store(0, std::memory_order_relaxed);
 }
 
 void ProcessControl::Launch() {
@@ -178,7 +178,7 @@ void ProcessControl::AppendToMailbox(Envelope* e) {
     mailbox_head_ = e;
   }
   mailbox_tail_ = e;
-  ++mailbox_size_;
+  mailbox_size_.store(mailbox_size_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 void ProcessControl::UnlinkFromMailbox(Envelope* e) {
@@ -193,7 +193,7 @@ void ProcessControl::UnlinkFromMailbox(Envelope* e) {
     mailbox_tail_ = e->prev_;
   }
   e->next_ = e->prev_ = nullptr;
-  --mailbox_size_;
+  mailbox_size_.store(mailbox_size_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
 void ProcessControl::TakeIncoming() {
@@ -230,7 +230,7 @@ void ProcessControl::HandleSignal(ExitSignalEnvelope* signal) {
   const ExitReason& reason = signal->reason;
   if (reason.is_kill() && !signal->from_link) {
     pending_exit_ = std::make_unique<ExitReason>(ExitReason::Killed());  // Untrappable.
-  } else if (trap_exit_) {
+  } else if (trap_exit()) {
     AppendToMailbox(new TypedEnvelope<ExitSignal>(ExitSignal{signal->from, reason}));
   } else if (!reason.is_normal()) {
     pending_exit_ = std::make_unique<ExitReason>(reason);
@@ -296,6 +296,13 @@ void ProcessControl::Run() noexcept {
   CurrentScope current(this);  // Only a thread-local is touched after a resume frees `this`.
   if (!started_) {
     started_ = true;
+    // Signals that arrived before the first run act first, as in Erlang: a process killed
+    // before it ran never runs.
+    TakeIncoming();
+    if (pending_exit_) {
+      Terminate(*pending_exit_);
+      return;
+    }
     BodyFrame frame = RunBody(this);
     frame_ = frame.handle;
     frame_.resume();  // May finish the process (and free this): touch nothing after.
@@ -357,10 +364,11 @@ void ProcessControl::BodyFinished() {
 
 bool ProcessControl::AddExitHook(ExitHook hook, const void* key) {
   std::lock_guard<SpinLock> lock(mu_);
+  if (hooks_closed_) return false;
   auto& hooks = extras().exit_hooks;
   if (key != nullptr) {
     for (const auto& [k, h] : hooks) {
-      if (k == key) return false;
+      if (k == key) return true;
     }
   }
   hooks.emplace_back(key, std::move(hook));
@@ -407,26 +415,10 @@ void ProcessControl::DropResources() {
 }
 
 bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource) {
-  return AdoptResource(resource, nullptr);
-}
-
-void ProcessControl::SetKeeperHook(std::shared_ptr<const void> hook) {
-  std::lock_guard<SpinLock> lock(mu_);
-  extras().keeper_hook = std::move(hook);
-}
-
-bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource,
-                                   std::shared_ptr<const void>* keeper_hook) {
   ExitResource* r = resource.get();
   while (true) {
     ProcessControl* from = r->holder_.load(std::memory_order_acquire);
-    if (from == this) {
-      if (keeper_hook != nullptr) {
-        std::lock_guard<SpinLock> lock(mu_);
-        if (extras_) *keeper_hook = extras_->keeper_hook;
-      }
-      return true;
-    }
+    if (from == this) return true;
     // Both lists change together: lock both processes, in address order (no other code holds
     // two process locks at once).
     SpinLock* first = &mu_;
@@ -445,7 +437,6 @@ bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource
     }
     LinkResource(r);
     r->holder_.store(this, std::memory_order_release);
-    if (keeper_hook != nullptr) *keeper_hook = extras().keeper_hook;
     return true;
   }
 }
@@ -471,6 +462,7 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
   decltype(Extras::exit_hooks) hooks;
   {
     std::lock_guard<SpinLock> lock(mu_);
+    hooks_closed_ = true;
     if (extras_) hooks.swap(extras_->exit_hooks);
   }
   for (auto& [key, hook] : hooks) hook(self_, reason);
@@ -535,6 +527,7 @@ void ProcessControl::DestroyAtShutdown() noexcept {
     std::lock_guard<SpinLock> lock(mu_);
     dead_.store(true, std::memory_order_release);
     resources_closed_ = true;
+    hooks_closed_ = true;
   }
   // Held tables go (their last reference may be ours), each after the lock.
   DropResources();
@@ -656,8 +649,8 @@ ProcessControl::Snapshot ProcessControl::Info() const {
   Snapshot s;
   std::lock_guard<SpinLock> lock(mu_);
   s.status = status_.load(std::memory_order_acquire);
-  s.mailbox_length = mailbox_size_;  // Owner-written; a snapshot from other threads.
-  s.trap_exit = trap_exit_;
+  s.mailbox_length = mailbox_size();  // Owner-written; a snapshot from other threads.
+  s.trap_exit = trap_exit();
   s.memory = sizeof(ProcessControl) + sizeof(Process);
   if (extras_) {
     s.links.assign(extras_->links.begin(), extras_->links.end());
@@ -755,17 +748,24 @@ Task<std::optional<Pid>> Process::WaitForRegistered(std::string name, absl::Time
   Pid found = n.Whereis(name);
   if (found.valid()) co_return found;
   NameWaiterGuard guard{&n, name, self()};
-  n.AddNameWaiter(name, self());
+  const int64_t deadline_ns = process_internal::DeadlineNanos(deadline);
   while (true) {
+    // A registration hands its waiters one notice each and forgets them: (re-)join before every
+    // look, or a name registered by a process that died before we looked would be our last notice.
+    n.AddNameWaiter(name, self());
     found = n.Whereis(name);  // Re-check: it may have been registered before we were added.
     if (found.valid()) co_return found;
-    std::optional<Message> m = co_await ReceiveIf(
+    std::optional<Message> m = co_await PredicateReceiveAwaiter(
+        control_,
         [&name](const Envelope& e) {
           const NameRegistered* r = e.As<NameRegistered>();
           return r != nullptr && r->name == name;
         },
-        deadline);
-    if (!m) co_return n.Whereis(name).valid() ? std::optional<Pid>(n.Whereis(name)) : std::nullopt;
+        deadline_ns);
+    if (!m) {
+      found = n.Whereis(name);
+      co_return found.valid() ? std::optional<Pid>(std::move(found)) : std::nullopt;
+    }
   }
 }
 

@@ -134,20 +134,12 @@ class Supervisor {
     return absl::OkStatus();
   }
 
-  // Stops a running child per its shutdown spec and waits until it is gone.
+  // Stops a running child per its shutdown spec and waits until it is gone. The link stays until
+  // the child is gone: if this supervisor is killed meanwhile, the child still hears of it.
   Task<void> StopOne(Child& c) {
     if (!c.pid.valid()) co_return;
     Pid pid = std::exchange(c.pid, Pid());
     uint64_t ref = self_.Monitor(pid);
-    self_.Unlink(pid);
-    // An exit already converted to a message must not be seen as a crash later.
-    while (co_await self_.ReceiveIf(
-        [&pid](const Envelope& e) {
-          const ExitSignal* s = e.As<ExitSignal>();
-          return s != nullptr && s->from == pid;
-        },
-        absl::InfinitePast())) {
-    }
     auto is_down = [ref](const Envelope& e) {
       const Down* d = e.As<Down>();
       return d != nullptr && d->ref == ref;
@@ -156,13 +148,22 @@ class Supervisor {
       SendExit(pid, ExitReason::Kill(), self_.self());
     } else {
       SendExit(pid, ExitReason::Shutdown(), self_.self());
-      absl::Time deadline = c.spec.shutdown == absl::InfiniteDuration()
-                                ? absl::InfiniteFuture()
-                                : absl::Now() + c.spec.shutdown;
-      if (co_await self_.ReceiveIf(is_down, deadline)) co_return;
-      SendExit(pid, ExitReason::Kill(), self_.self());
+      if (!co_await self_.ReceiveIfFor(is_down, c.spec.shutdown)) {
+        SendExit(pid, ExitReason::Kill(), self_.self());
+        co_await self_.ReceiveIf(is_down);
+      }
     }
-    co_await self_.ReceiveIf(is_down);
+    if (c.spec.shutdown <= absl::ZeroDuration()) co_await self_.ReceiveIf(is_down);
+    // Its link fired before its monitor: the exit signal is queued by now. It was asked for, so it
+    // must not be seen as a crash later.
+    self_.Unlink(pid);
+    while (co_await self_.ReceiveIf(
+        [&pid](const Envelope& e) {
+          const ExitSignal* s = e.As<ExitSignal>();
+          return s != nullptr && s->from == pid;
+        },
+        absl::InfinitePast())) {
+    }
   }
 
   bool ShouldRestart(const Child& c, const ExitReason& reason) const {
@@ -398,39 +399,73 @@ ChildSpec SupervisorChild(std::string id, SupervisorFlags flags, std::vector<Chi
   return spec;
 }
 
+absl::Status ValidateFlags(const SupervisorFlags& flags) {
+  if (flags.intensity < 0 || flags.period <= absl::ZeroDuration() ||
+      flags.period == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "supervisor flags: the restart intensity must be >= 0 and the period positive and finite "
+        "(got ",
+        flags.intensity, " in ", absl::FormatDuration(flags.period), ")"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Spawns a supervisor (linked to `starter` when `link`) and waits for its children to start, or
+// for its exit: a supervisor killed before it acknowledges is an error, not a hang.
+Task<absl::StatusOr<Pid>> StartFrom(Process& starter, SupervisorFlags flags,
+                                    std::vector<ChildSpec> children, SpawnOptions options,
+                                    bool link) {
+  absl::Status valid = ValidateFlags(flags);
+  if (!valid.ok()) co_return valid;
+  const uint64_t ref = starter.node().NextRef();
+  Pid starter_pid = starter.self();
+  ProcessBody body =
+      MakeSupervisorBody(flags, std::move(children), link ? starter_pid : Pid(),
+                         [starter_pid, ref](absl::Status s) {
+                           Send(starter_pid, SupInitDone{ref, std::move(s)});
+                         });
+  absl::StatusOr<Pid> pid = link ? starter.SpawnLink(std::move(body), std::move(options))
+                                 : starter.Spawn(std::move(body), std::move(options));
+  if (!pid.ok()) co_return pid.status();
+  const uint64_t monitor = starter.Monitor(*pid);
+  std::optional<Message> m = co_await starter.ReceiveIf([ref, monitor](const Envelope& e) {
+    if (const SupInitDone* d = e.As<SupInitDone>()) return d->ref == ref;
+    const Down* down = e.As<Down>();
+    return down != nullptr && down->ref == monitor;
+  });
+  if (const Down* down = m->As<Down>()) {
+    co_return absl::AbortedError(absl::StrCat("supervisor ", pid->ToString(),
+                                              " exited before it started its children (",
+                                              down->reason.ToString(), ")"));
+  }
+  starter.Demonitor(monitor, /*flush=*/true);
+  absl::Status status = m->As<SupInitDone>()->status;
+  if (!status.ok()) co_return status;
+  co_return pid;
+}
+
+}  // namespace
+
 absl::StatusOr<Pid> StartSupervisor(Node& node, SupervisorFlags flags,
                                     std::vector<ChildSpec> children, SpawnOptions options) {
-  auto done = std::make_shared<std::promise<absl::Status>>();
-  std::future<absl::Status> init = done->get_future();
-  absl::StatusOr<Pid> pid =
-      node.Spawn(MakeSupervisorBody(flags, std::move(children), Pid(),
-                                    [done](absl::Status s) { done->set_value(std::move(s)); }),
-                 std::move(options));
-  if (!pid.ok()) return pid.status();
-  absl::Status status = init.get();
-  if (!status.ok()) return status;
-  return pid;
+  return node.Run<absl::StatusOr<Pid>>(
+      [flags, children = std::move(children), options = std::move(options)](
+          Process& self) -> Task<absl::StatusOr<Pid>> {
+        return StartFrom(self, flags, children, options, /*link=*/false);
+      });
+}
+
+Task<absl::StatusOr<Pid>> StartSupervisor(Process& starter, SupervisorFlags flags,
+                                          std::vector<ChildSpec> children, SpawnOptions options) {
+  return StartFrom(starter, flags, std::move(children), std::move(options), /*link=*/false);
 }
 
 Task<absl::StatusOr<Pid>> StartSupervisorLink(Process& parent, SupervisorFlags flags,
                                               std::vector<ChildSpec> children,
                                               SpawnOptions options) {
-  const uint64_t ref = parent.node().NextRef();
-  Pid parent_pid = parent.self();
-  absl::StatusOr<Pid> pid =
-      parent.SpawnLink(MakeSupervisorBody(flags, std::move(children), parent_pid,
-                                          [parent_pid, ref](absl::Status s) {
-                                            Send(parent_pid, SupInitDone{ref, std::move(s)});
-                                          }),
-                       std::move(options));
-  if (!pid.ok()) co_return pid.status();
-  std::optional<Message> m = co_await parent.ReceiveIf([ref](const Envelope& e) {
-    const SupInitDone* d = e.As<SupInitDone>();
-    return d != nullptr && d->ref == ref;
-  });
-  absl::Status status = m->As<SupInitDone>()->status;
-  if (!status.ok()) co_return status;
-  co_return pid;
+  return StartFrom(parent, flags, std::move(children), std::move(options), /*link=*/true);
 }
 
 Task<absl::StatusOr<Pid>> StartChild(Process& self, Pid sup, ChildSpec spec,

@@ -69,10 +69,21 @@ ChildSpec WorkerChild(std::string id, ProcessBody body,
 ChildSpec SupervisorChild(std::string id, SupervisorFlags flags, std::vector<ChildSpec> children,
                           RestartType restart = RestartType::kPermanent);
 
-// Starts a supervisor and waits until its children are started. From a plain thread only.
+// InvalidArgument for a negative intensity or a period that is not positive and finite. Every
+// start checks the flags first.
+absl::Status ValidateFlags(const SupervisorFlags& flags);
+
+// Starts a supervisor and waits until its children are started (or it failed: a status naming
+// the child, or Aborted when it exited first). From a plain thread (see Node::Run; from a
+// scheduler thread: FailedPrecondition). Not linked to anything.
 absl::StatusOr<Pid> StartSupervisor(Node& node, SupervisorFlags flags,
                                     std::vector<ChildSpec> children, SpawnOptions options = {});
-// From a process: starts a supervisor linked to `parent` and waits until it is initialised.
+// From a process: starts a supervisor *not* linked to `starter` (a standalone one, as the plain
+// thread form) and waits until it is initialised, or has exited (Aborted).
+Task<absl::StatusOr<Pid>> StartSupervisor(Process& starter, SupervisorFlags flags,
+                                          std::vector<ChildSpec> children, SpawnOptions options);
+// From a process: starts a supervisor linked to `parent` and waits until it is initialised, or
+// has exited (Aborted).
 Task<absl::StatusOr<Pid>> StartSupervisorLink(Process& parent, SupervisorFlags flags,
                                               std::vector<ChildSpec> children,
                                               SpawnOptions options);

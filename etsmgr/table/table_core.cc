@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/log.h"
 #include "etsmgr/process/process.h"
+#include "etsmgr/table/table_keeper.h"
 
 namespace etsmgr {
 namespace {
@@ -113,12 +114,17 @@ Pid TableCore::ReplaceOwner(Pid owner) {
   return std::exchange(owner_, std::move(owner));
 }
 
+void TableCore::NoteKeptLocked() {
+  std::shared_ptr<TableKeeper> keeper = keeper_.lock();
+  kept_ = keeper != nullptr && (!owner_.valid() || owner_ == keeper->holder());
+}
+
 Pid TableCore::owner() const {
   std::lock_guard<SpinLock> lock(meta_mu_);
   return owner_;
 }
 
-bool TableCore::Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size) const {
+bool TableCore::Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size, bool* kept) const {
   if (storage() != nullptr) {
     absl::StatusOr<size_t> stored = Size("info");
     if (!stored.ok()) return false;
@@ -131,12 +137,15 @@ bool TableCore::Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size) c
   std::lock_guard<SpinLock> lock(meta_mu_);
   *owner = copier.Copy(owner_);
   *heir = copier.Copy(heir_);
+  *kept = !keeper_.expired();
   return true;
 }
 
 Pid TableCore::heir() const {
   std::lock_guard<SpinLock> lock(meta_mu_);
-  return heir_;
+  if (heir_.valid()) return heir_;
+  std::shared_ptr<TableKeeper> keeper = keeper_.lock();
+  return keeper != nullptr ? keeper->holder() : Pid();
 }
 
 absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableOptions options) {
@@ -179,11 +188,8 @@ absl::StatusOr<TableInfo> TableCore::Info() const {
   info.name = name_;
   info.type = type_;
   info.access = access_;
-  {
-    std::lock_guard<SpinLock> lock(meta_mu_);
-    info.owner = owner_;
-    info.heir = heir_;
-  }
+  info.owner = owner();
+  info.heir = heir();
   // Size regardless of the access mode: info is metadata, as in ETS.
   absl::StatusOr<size_t> size = Size("info");
   if (!size.ok()) return size.status();
@@ -216,36 +222,9 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
                                                         to.ToString(), ": process is not alive"));
     }
     from = ReplaceOwner(to);
+    NoteKeptLocked();
   }
   Send(to, TableTransfer{AnyTable(shared_from_this()), from, std::move(data)});
-  return absl::OkStatus();
-}
-
-absl::Status TableCore::TakeOverFrom(const Pid& holder) {
-  ProcessControl* me = CurrentProcess();
-  Pid previous;  // Released after the lock.
-  if (me == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "take over ", ToString(), ": tables are owned by processes; call it from one"));
-  }
-  {
-    std::lock_guard<SpinLock> lock(meta_mu_);
-    if (deleted()) return DeletedError("take over");
-    uint64_t owner = owner_serial_.load(std::memory_order_relaxed);
-    if (!holder.valid() || owner != holder.serial()) {
-      return absl::FailedPreconditionError(absl::StrCat("take over ", ToString(), " from ",
-                                                        holder.ToString(), ": it is owned by ",
-                                                        owner_.ToString()));
-    }
-    if (owner == me->serial()) return absl::OkStatus();
-    if (!me->AdoptResource(shared_from_this())) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("take over ", ToString(), ": the calling process is exiting"));
-    }
-    previous = ReplaceOwner(me->self());
-  }
-  // AdoptResource took it off the holder's list. If the holder's exit had taken it off first,
-  // its OnOwnerExit finds the table no longer the holder's.
   return absl::OkStatus();
 }
 
@@ -272,14 +251,21 @@ absl::Status TableCore::Delete(const char* what) {
 
 void TableCore::DeleteNow() {
   Pid owner;
-  Pid heir;  // Released after the lock, with the heir data.
+  Pid heir;  // Released after the lock, with the heir data and the keeper's tag.
   std::any heir_data;
+  std::shared_ptr<const void> tag;
+  std::shared_ptr<TableKeeper> keeper;  // Told after the lock: a kept table was lost.
   {
     std::lock_guard<SpinLock> lock(meta_mu_);
     if (deleted_.exchange(true, std::memory_order_acq_rel)) return;  // Someone else did.
     owner = ReplaceOwner(Pid());
     heir = std::move(heir_);
     heir_data = std::move(heir_data_);
+    keeper = keeper_.lock();
+    keeper_.reset();
+    tag = std::move(keeper_tag_);
+    if (keeper != nullptr && kept_ && !owner.valid()) keeper->UnparkLocked(this);
+    kept_ = false;
   }
   std::shared_ptr<TableCore> keep = shared_from_this();  // The owner's reference may be the last.
   if (owner.valid()) owner.control()->ReleaseResource(this);
@@ -294,23 +280,29 @@ void TableCore::DeleteNow() {
     }
   }
   DropStorage();
+  if (keeper != nullptr) keeper->OnLost(AnyTable(keep));
 }
 
 void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   Pid heir;
+  Pid kept_by;  // The keeper's holder that took the table (null: parked).
   Pid previous;  // The exiting owner's reference, released after the lock.
   std::any data;
-  std::shared_ptr<const void> keeper;  // The heir's KeeperHook, if it has one.
+  std::shared_ptr<TableKeeper> keeper;
   {
     std::lock_guard<SpinLock> lock(meta_mu_);
     if (deleted()) return;
-    // Taken over (TakeOverFrom) while `owner` was exiting: no longer its table.
+    // Handed over (TableKeeper::HandOver) while `owner` was exiting: no longer its table.
     if (owner_serial_.load(std::memory_order_relaxed) != owner.serial()) return;
-    if (heir_.valid() && heir_ != owner &&
-        heir_.control()->AdoptResource(shared_from_this(), &keeper)) {
+    if (heir_.valid() && heir_ != owner && heir_.control()->AdoptResource(shared_from_this())) {
       heir = heir_;
       data = heir_data_;
       previous = ReplaceOwner(heir);
+      NoteKeptLocked();
+    } else if ((keeper = keeper_.lock()) != nullptr) {
+      kept_by = keeper->PlaceLocked(this, owner);
+      previous = ReplaceOwner(kept_by);
+      kept_ = true;
     }
   }
   if (heir.valid()) {
@@ -318,9 +310,11 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
       Logf(LogLevel::kDebug, "%s: owner %s exited (%s); heir %s inherits it", ToString().c_str(),
            owner.ToString().c_str(), reason.ToString().c_str(), heir.ToString().c_str());
     }
-    TableTransfer transfer{AnyTable(shared_from_this()), owner, std::move(data)};
-    if (keeper != nullptr && static_cast<const KeeperHook*>(keeper.get())->Take(transfer)) return;
-    Send(heir, std::move(transfer));
+    Send(heir, TableTransfer{AnyTable(shared_from_this()), owner, std::move(data)});
+    return;
+  }
+  if (keeper != nullptr) {
+    keeper->OnKept(AnyTable(shared_from_this()), owner, kept_by);
     return;
   }
   if (LogEnabled(LogLevel::kDebug)) {
@@ -329,15 +323,6 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   }
   lost_with_owner_.store(true, std::memory_order_release);
   DeleteNow();
-}
-
-absl::Status SetKeeperHook(std::shared_ptr<const KeeperHook> hook) {
-  ProcessControl* me = CurrentProcess();
-  if (me == nullptr) {
-    return absl::FailedPreconditionError("SetKeeperHook: the caller is not a process");
-  }
-  me->SetKeeperHook(std::move(hook));
-  return absl::OkStatus();
 }
 
 // --- AnyTable.

@@ -118,20 +118,7 @@ struct TableTransfer {
   std::any heir_data;
 };
 
-// A keeper process (one that inherits tables to hold them, like the manager's vault) may take its
-// inheritance notices without being woken: when it becomes a table's owner because the owner
-// exited, Take runs on the exiting owner's thread (before that owner's links fire) instead of a
-// TableTransfer being sent. It returns false to have the TableTransfer sent after all. (GiveAway
-// always sends.) Any thread may run it, also after the keeper exited. The keeper's control block
-// holds its hook: a hook holding the keeper's own Pid would keep both alive forever.
-class KeeperHook {
- public:
-  virtual ~KeeperHook() = default;
-  virtual bool Take(TableTransfer& transfer) const = 0;
-};
-
-// Sets the calling process's keeper hook; FailedPrecondition outside a process.
-absl::Status SetKeeperHook(std::shared_ptr<const KeeperHook> hook);
+class TableKeeper;
 
 // The error of every call on a null (default-constructed) handle, AnyTable or Table<K, V>.
 absl::Status NullTableHandle(const char* what);
@@ -181,12 +168,14 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   absl::Status DeletedError(const char* what) const;
 
   absl::StatusOr<TableInfo> Info() const;
-  Pid owner() const;
+  Pid owner() const;  // Null once deleted, and while parked by its keeper.
+  // The heir if one is set, else the holder of the table's keeper (see TableKeeper), else null.
   Pid heir() const;
   // Owner, heir and size in one look, as info() over many tables wants them (the Pids copied
   // through `copier`): a table that never stored an entry answers from one cache line, with no
-  // virtual call. False, and nothing set, once the table is deleted.
-  bool Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size) const;
+  // virtual call. `*kept` says whether a TableKeeper keeps it (its heir, when *heir is null).
+  // False, and nothing set, once the table is deleted.
+  bool Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size, bool* kept) const;
   // Starts loading what Glance reads: a caller walking many tables runs a few tables ahead.
   void PrefetchGlance() const {
     __builtin_prefetch(&meta_mu_);
@@ -194,11 +183,6 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   }
   absl::Status GiveAway(const Pid& to, std::any data);
   absl::Status SetHeir(const Pid& heir, std::any data);
-  // The calling process becomes the owner of this table, which `holder` owns, as if `holder` had
-  // given it away -- without `holder` taking part and with no TableTransfer message. For keeper
-  // processes that agreed to it: the manager's vault, whose tables their clients take back
-  // directly. FailedPrecondition when `holder` does not own the table or the caller is no process.
-  absl::Status TakeOverFrom(const Pid& holder);
   absl::Status Delete(const char* what = "delete");
 
   // ExitResource: the owner exited (runs on its thread, before its links fire).
@@ -236,6 +220,9 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   // Makes `owner` the owner (and its serial the one Allowed() checks); returns the previous owner,
   // to release after the lock. Caller holds meta_mu_.
   Pid ReplaceOwner(Pid owner);
+  // After an owner change other than the keeper's own: whether the keeper has the table now (a
+  // process gave it to the keeper's holder). Caller holds meta_mu_.
+  void NoteKeptLocked();
   void DeleteNow();
 
   // Read by every operation (type, access, owner serial, deleted, storage) and by info() over
@@ -261,6 +248,12 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   const std::type_info& value_type_;
   Node* node_ = nullptr;  // For the name registry; set by Establish.
   std::any heir_data_;
+  // The keeper (see TableKeeper) and its tag, guarded by meta_mu_. `kept_`: the keeper has the
+  // table (its holder owns it, or it is parked with no owner).
+  friend class TableKeeper;
+  std::weak_ptr<TableKeeper> keeper_;
+  std::shared_ptr<const void> keeper_tag_;
+  bool kept_ = false;
 };
 
 // Demangled name of a type, for error messages ("long", "std::string").

@@ -10,6 +10,7 @@
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/table/table.h"
+#include "etsmgr/table/table_keeper.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -240,18 +241,24 @@ TEST_P(TableOpsTest, GlanceAtOwnerHeirAndSize) {
     PidCopier pids;
     Pid owner, heir;
     size_t size = 99;
-    ASSERT_TRUE(t.any().core()->Glance(pids, &owner, &heir, &size));
+    bool kept = true;
+    ASSERT_TRUE(t.any().core()->Glance(pids, &owner, &heir, &size, &kept));
     EXPECT_EQ(owner, self.self());
     EXPECT_FALSE(heir.valid());
     EXPECT_EQ(size, 0u);
+    EXPECT_FALSE(kept);
+    auto keeper = std::make_shared<TableKeeper>();
+    ASSERT_TRUE(keeper->Keep(t.any(), nullptr).ok());
     ASSERT_TRUE(t.Insert({{1, 1}, {2, 2}, {2, 3}}).ok());
-    ASSERT_TRUE(t.any().core()->Glance(pids, &owner, &heir, &size));
+    ASSERT_TRUE(t.any().core()->Glance(pids, &owner, &heir, &size, &kept));
     EXPECT_EQ(size, IsBag(GetParam()) ? 3u : 2u);
+    EXPECT_TRUE(kept);
+    ASSERT_TRUE(keeper->Release(t.any()).ok());
     ASSERT_TRUE(t.Delete().ok());
-    EXPECT_FALSE(t.any().core()->Glance(pids, &owner, &heir, &size));
+    EXPECT_FALSE(t.any().core()->Glance(pids, &owner, &heir, &size, &kept));
     IntTable never_written = NewTable();
     ASSERT_TRUE(never_written.Delete().ok());
-    EXPECT_FALSE(never_written.any().core()->Glance(pids, &owner, &heir, &size));
+    EXPECT_FALSE(never_written.any().core()->Glance(pids, &owner, &heir, &size, &kept));
   });
 }
 

@@ -221,49 +221,6 @@ TEST(GiveAwayTest, EveryViolationIsAnError) {
   Send(other.owner, StopOwner{});
 }
 
-TEST(TakeOverTest, CallerBecomesOwnerWithoutTheHolderOrAMessage) {
-  auto node = Node::Create({.schedulers = 2}).value();
-  TableOptions options;
-  options.access = Access::kProtected;
-  OwnedTable held = SpawnOwner(*node, options, 3);
-  RunInProcess(*node, [&](Process& self) {
-    IntTable t = IntTable::Attach(held.table).value();
-    EXPECT_EQ(t.Insert(9, 9).code(), absl::StatusCode::kPermissionDenied);  // Not yet ours.
-    absl::Status taken = held.table.core()->TakeOverFrom(held.owner);
-    EXPECT_TRUE(taken.ok()) << taken;
-    EXPECT_EQ(t.Info().value().owner, self.self());
-    EXPECT_EQ(self.control()->resource_count(), 1u);
-    EXPECT_EQ(held.owner.control()->resource_count(), 0u);
-    EXPECT_TRUE(t.Insert(9, 9).ok());
-    EXPECT_EQ(self.mailbox_size(), 0u);  // No TableTransfer.
-    // The old holder's exit leaves it alone: it is no longer the holder's table.
-    Send(held.owner, StopOwner{});
-    AwaitDeath(*node, held.owner);
-    EXPECT_TRUE(t.alive());
-    EXPECT_EQ(t.Size().value(), 4u);
-    EXPECT_TRUE(t.Delete().ok());
-  });
-}
-
-TEST(TakeOverTest, OnlyFromTheHolderAndFromAProcess) {
-  auto node = Node::Create({.schedulers = 2}).value();
-  OwnedTable held = SpawnOwner(*node, {}, 1);
-  OwnedTable other = SpawnOwner(*node, {}, 1);
-  RunInProcess(*node, [&](Process& self) {
-    absl::Status wrong = held.table.core()->TakeOverFrom(other.owner);
-    EXPECT_EQ(wrong.code(), absl::StatusCode::kFailedPrecondition) << wrong;
-    EXPECT_NE(wrong.message().find(held.owner.ToString()), std::string::npos) << wrong;
-    EXPECT_EQ(held.table.core()->TakeOverFrom(Pid()).code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_EQ(held.table.Owner().value(), held.owner);
-    (void)self;
-  });
-  absl::Status thread = held.table.core()->TakeOverFrom(held.owner);
-  EXPECT_EQ(thread.code(), absl::StatusCode::kFailedPrecondition) << thread;
-  EXPECT_EQ(held.table.Owner().value(), held.owner);
-  Send(held.owner, StopOwner{});
-  Send(other.owner, StopOwner{});
-}
-
 TEST(DeletedTableTest, EveryHandleAnswersNotFound) {
   auto node = Node::Create({.schedulers = 1}).value();
   RunInProcess(*node, [&](Process& self) {
@@ -311,89 +268,6 @@ TEST(DeletedTableTest, EveryHandleAnswersNotFound) {
     EXPECT_EQ(IntTable::Attach(any).status().code(), absl::StatusCode::kNotFound);
     EXPECT_EQ(FindTable(self.node(), "doomed").status().code(), absl::StatusCode::kNotFound);
   });
-}
-
-// A keeper with a KeeperHook takes inheritance notices on the exiting owner's thread: the hook
-// runs before the owner's links fire, with the keeper already the owner; a notice it declines
-// comes as a TableTransfer message after all. GiveAway always sends.
-class RecordingKeeper final : public KeeperHook {
- public:
-  bool Take(TableTransfer& transfer) const override {
-    const int* data = std::any_cast<int>(&transfer.heir_data);
-    absl::StatusOr<Pid> owner = transfer.table.Owner();
-    std::lock_guard<std::mutex> lock(mu);
-    seen.push_back(
-        absl::StrCat(data != nullptr ? *data : -1, owner.ok() && owner->serial() == keeper));
-    return data != nullptr && *data == 1;  // Takes table 1, declines table 2.
-  }
-  mutable std::mutex mu;
-  mutable std::vector<std::string> seen;
-  uint64_t keeper = 0;  // A serial, not a Pid: the keeper's control block holds this hook.
-};
-
-TEST(KeeperHookTest, TakesInheritanceNoticesInPlace) {
-  auto node = Node::Create({.schedulers = 2}).value();
-  auto hook = std::make_shared<RecordingKeeper>();
-  auto hooked = std::make_shared<std::promise<void>>();
-  auto messages = std::make_shared<std::promise<std::string>>();
-  Pid keeper = node->Spawn([hook, hooked, messages](Process& self) -> Task<void> {
-                     hook->keeper = self.self().serial();
-                     EXPECT_TRUE(SetKeeperHook(hook).ok());
-                     hooked->set_value();
-                     std::vector<std::string> got;
-                     while (got.size() < 2) {
-                       TableTransfer t = co_await self.Receive<TableTransfer>();
-                       const int* data = std::any_cast<int>(&t.heir_data);
-                       got.push_back(absl::StrCat(data != nullptr ? *data : -1));
-                     }
-                     messages->set_value(absl::StrJoin(got, ","));
-                     co_await self.Receive<Go>();
-                   })
-                   .value();
-  ASSERT_EQ(hooked->get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
-  auto created = std::make_shared<std::promise<std::vector<AnyTable>>>();
-  Pid owner = node->Spawn([keeper, created](Process& self) -> Task<void> {
-                    std::vector<AnyTable> tables;
-                    for (int data : {1, 2}) {
-                      TableOptions options;
-                      options.heir = keeper;
-                      options.heir_data = data;
-                      tables.push_back(IntTable::New(options).value().any());
-                    }
-                    // A third, given away: data 3 (sent as a message, whatever the hook says).
-                    IntTable given = IntTable::New().value();
-                    EXPECT_TRUE(given.GiveAway(keeper, 3).ok());
-                    created->set_value(tables);
-                    co_await self.Receive<Go>();
-                  })
-                  .value();
-  std::vector<AnyTable> tables = created->get_future().get();
-  // A watcher linked to the owner: when the exit signal arrives, the hook has run for both.
-  auto watcher = std::make_shared<std::promise<std::string>>();
-  auto linked = std::make_shared<std::promise<void>>();
-  node->Spawn([owner, hook, watcher, linked](Process& self) -> Task<void> {
-        self.set_trap_exit(true);
-        self.Link(owner);
-        linked->set_value();
-        (void)co_await self.Receive<ExitSignal>();
-        std::lock_guard<std::mutex> lock(hook->mu);
-        std::vector<std::string> seen = hook->seen;  // In the order the exit released them.
-        std::sort(seen.begin(), seen.end());
-        watcher->set_value(absl::StrJoin(seen, " "));
-      })
-      .value();
-  ASSERT_EQ(linked->get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
-  SendExit(owner, ExitReason::Kill());
-  auto seen = watcher->get_future();
-  ASSERT_EQ(seen.wait_for(std::chrono::seconds(30)), std::future_status::ready);
-  // Both inheritances went through the hook, each with the keeper already the owner.
-  EXPECT_EQ(seen.get(), "11 21");
-  auto got = messages->get_future();
-  ASSERT_EQ(got.wait_for(std::chrono::seconds(30)), std::future_status::ready);
-  // Messages: the give-away (3) and the declined inheritance (2); not the one taken (1).
-  EXPECT_EQ(got.get(), "3,2");
-  for (const AnyTable& t : tables) EXPECT_EQ(t.Owner().value(), keeper);
-  Send(keeper, Go{});
 }
 
 }  // namespace

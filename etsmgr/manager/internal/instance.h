@@ -1,168 +1,99 @@
-// The state of one manager instance (internal): the directory and counters shared by the
-// instance's vault and manager processes. It belongs to the instance, not to the manager
-// process, so it survives manager restarts; the vault creates it and removes it when it exits.
+// One manager instance (internal): node-level state that outlives the instance's processes.
+//
+// An instance is created on the node the first time it starts and stays until the node shuts down
+// or StopManager discards it. It holds the directory, the counters, and the keeper (a
+// TableKeeper) that every managed table names as its heir: when a client exits, its tables go to
+// the keeper, whose holder is the instance's vault process, or are parked in the keeper while no
+// vault runs. The vault and the manager are how the instance acts, not where it lives: killing
+// either, or its supervisor, or exhausting its restart intensity, loses no table.
+//
+// Locking: `mu` guards the directory, the process Pids and the flags below it. Table locks and
+// process locks nest inside it; nothing logs, suspends or walks the whole directory under it
+// (info() takes a snapshot of pointers and reads the tables after).
 #ifndef ETSMGR_MANAGER_INTERNAL_INSTANCE_H_
 #define ETSMGR_MANAGER_INTERNAL_INSTANCE_H_
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/container/inlined_vector.h"
 #include "etsmgr/base/adaptive_mutex.h"
+#include "etsmgr/manager/internal/directory.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/node.h"
-#include "etsmgr/table/table_core.h"
+#include "etsmgr/table/table_keeper.h"
 
 namespace etsmgr::manager_internal {
 
-// The heir data of a managed table: its name, shared. A table's heir data is copied at every
-// inheritance, and a std::any holding a std::string allocates on each copy; this is one pointer
-// (it fits in std::any's inline storage) to a reference-counted string.
-//
-// A SharedName the manager made for a table it created is also that table's listing token: the
-// directory entry holds the same SharedName and marks it unlisted when the entry goes (under the
-// directory lock). The vault, inheriting the table, then knows whether it is still managed from
-// the token alone, without the directory lock (which the manager holds for long stretches while
-// a burst of clients exits). A SharedName made elsewhere (add_table) is not a token: the vault
-// looks its name up.
-class SharedName {
+// The heir of every table the instance manages; counts what happens to them.
+class InstanceKeeper final : public TableKeeper {
  public:
-  enum class Listing : uint8_t { kNotAToken, kListed, kUnlisted };
+  explicit InstanceKeeper(std::string inst) : inst_(std::move(inst)) {}
 
-  explicit SharedName(std::string name, Listing listing = Listing::kNotAToken)
-      : rep_(new Rep{std::move(name), {1}, {listing}}) {}
-  SharedName() : rep_(nullptr) {}
-  SharedName(const SharedName& other) noexcept : rep_(other.rep_) {
-    if (rep_ != nullptr) rep_->refs.fetch_add(1, std::memory_order_relaxed);
-  }
-  SharedName(SharedName&& other) noexcept : rep_(std::exchange(other.rep_, nullptr)) {}
-  SharedName& operator=(SharedName other) noexcept {
-    std::swap(rep_, other.rep_);
-    return *this;
-  }
-  ~SharedName() {
-    if (rep_ != nullptr && rep_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete rep_;
-  }
-  const std::string* get() const { return rep_ != nullptr ? &rep_->name : nullptr; }
-  Listing listing() const {
-    return rep_ != nullptr ? rep_->listing.load(std::memory_order_acquire) : Listing::kNotAToken;
-  }
-  // Once, when the directory entry holding this token goes (caller holds the directory lock).
-  void Unlist() {
-    if (rep_ != nullptr && rep_->listing.load(std::memory_order_relaxed) == Listing::kListed) {
-      rep_->listing.store(Listing::kUnlisted, std::memory_order_release);
-    }
-  }
+  std::atomic<uint64_t> transfers{0};  // Tables the keeper took from exited owners.
+  std::atomic<uint64_t> lost{0};       // Managed tables deleted other than by del_table/discard.
+
+ protected:
+  void OnKept(const AnyTable& table, const Pid& from, const Pid& holder) override;
+  void OnLost(const AnyTable& table) override;
 
  private:
-  struct Rep {
-    std::string name;
-    std::atomic<uint32_t> refs;
-    std::atomic<Listing> listing;
-  };
-  Rep* rep_;
+  const std::string inst_;
 };
 
-// A client's table names: most clients have one or a few, kept inline and searched in place (no
-// allocation, no hashing on the new_table / exit paths); a client with more gets a hash set, so
-// removing one of its 100k names stays O(1).
-class ClientNames {
- public:
-  bool empty() const { return many_ == nullptr ? few_.empty() : many_->empty(); }
-  size_t size() const { return many_ == nullptr ? few_.size() : many_->size(); }
-  void Insert(const std::string& name) {
-    if (many_ != nullptr) {
-      many_->insert(name);
-      return;
-    }
-    if (std::find(few_.begin(), few_.end(), name) != few_.end()) return;
-    if (few_.size() < kInline) {
-      few_.push_back(name);
-      return;
-    }
-    many_ = std::make_unique<absl::flat_hash_set<std::string>>(few_.begin(), few_.end());
-    many_->insert(name);
-    few_.clear();
-  }
-  void Erase(const std::string& name) {
-    if (many_ != nullptr) {
-      many_->erase(name);
-      return;
-    }
-    auto it = std::find(few_.begin(), few_.end(), name);
-    if (it != few_.end()) few_.erase(it);
-  }
-  template <typename F>
-  void ForEach(F f) const {
-    if (many_ != nullptr) {
-      for (const std::string& name : *many_) f(name);
-    } else {
-      for (const std::string& name : few_) f(name);
-    }
-  }
-
- private:
-  static constexpr size_t kInline = 8;
-  absl::InlinedVector<std::string, 1> few_;
-  std::unique_ptr<absl::flat_hash_set<std::string>> many_;
-};
-
-struct Entry {
-  AnyTable table;
-  Pid client;  // Null: no client ("none"); the vault holds the table.
-  // The table's listing token when the manager (or a client's fast path) created it; null for
-  // a table registered with add_table.
-  SharedName token;
-};
+// Sent to the vault by the first client exit of a burst: it logs one line for the whole burst.
+struct BurstNotice {};
 
 struct Instance {
-  explicit Instance(std::string name) : inst(std::move(name)) {}
+  explicit Instance(std::string name);
+  ~Instance();
+  Instance(const Instance&) = delete;
+  Instance& operator=(const Instance&) = delete;
+
   const std::string inst;
+  const std::shared_ptr<InstanceKeeper> keeper;
 
-  AdaptiveMutex mu;  // Guards everything below. Written by the manager; read by the vault.
-  absl::flat_hash_map<std::string, Entry> tables;
-  // Each client's table names: the link count of Erlang's etsmgr, and what a client's exit
-  // touches (so a burst of exits costs the exiting clients' tables, not all tables).
-  absl::flat_hash_map<Pid, ClientNames> clients;
-  ManagerCounters counters;  // transfers_to_manager: see below.
-  // Counted by the vault without the lock (see SharedName).
-  std::atomic<uint64_t> transfers_to_manager{0};
-  // Inheritances the vault handled as TableTransfer messages (the vault's KeeperHook settles
-  // those of managed tables on the exiting client's thread; tests check it).
-  std::atomic<uint64_t> vault_transfer_messages{0};
-  uint64_t manager_starts = 0;
-  uint64_t exit_work = 0;  // Directory entries touched handling client exits (tests check it).
-  // Clients that registered themselves carry an exit hook that does the manager's share of their
-  // exit (manager.cc, ClientExited). Exits the manager had to handle, counted (tests).
-  uint64_t client_exits_by_manager = 0;
-  Pid vault;
-  Pid manager;
-
-  // The counters, whole (caller holds mu).
-  ManagerCounters Counters() const {
-    ManagerCounters all = counters;
-    all.transfers_to_manager = transfers_to_manager.load(std::memory_order_relaxed);
-    return all;
-  }
-};
-
-// Instances of one node by name (Node::Service).
-struct Instances {
   AdaptiveMutex mu;
-  absl::flat_hash_map<std::string, std::shared_ptr<Instance>> by_name;
+  Directory dir;
+  Pid sup;      // The instance's supervisor while one runs (or ran last).
+  Pid vault;    // The keeper's holder.
+  Pid manager;  // Set by the manager when it has linked the clients (then it registers its name).
+  bool standalone = false;  // Started by StartManager (not under an application's supervisor).
+  bool stopping = false;    // StopManager is stopping it.
+  bool stopped = false;     // StopManager stopped it: its clients should not wait for it.
+  uint64_t manager_starts = 0;
+  uint64_t vault_starts = 0;
+  absl::flat_hash_set<uint64_t> manager_serials;  // Every manager the instance had.
+  uint64_t client_exits_by_manager = 0;           // Exits the manager handled itself (tests).
+
+  // Client exits not yet logged: the vault logs one line per burst (see BurstNotice).
+  std::atomic<uint64_t> burst_clients{0};
+  std::atomic<uint64_t> burst_tables{0};
+
+  // Caller holds mu.
+  InstanceState State() const;
+  ManagerCounters Counters() const;
+  // The view of `table` the decision functions take (caller holds mu).
+  TableView View(const AnyTable& table) const;
 };
 
-// False when `inst` already has an instance on `node`.
-bool RegisterInstance(Node& node, const std::shared_ptr<Instance>& instance);
-void UnregisterInstance(Node& node, const Instance* instance);
+// The instance named `inst` on `node`, or null.
 std::shared_ptr<Instance> FindInstance(Node& node, const std::string& inst);
+// The instance named `inst`, created if the node has none.
+std::shared_ptr<Instance> FindOrCreateInstance(Node& node, const std::string& inst);
+// Removes `instance` from its node (discarded): a later start makes a new one.
+void ForgetInstance(Node& node, const Instance* instance);
+
+// Makes the calling process a client of `st` (caller holds st.mu, the process has no table of
+// the instance yet): adds its exit hook, which marks its entries client-less when it exits and
+// unlinks it from the manager, all under st.mu.
+void WatchClientLocked(const std::shared_ptr<Instance>& st, Process& self);
+// A client exited (its exit hook, or the manager's link when the hook could not run): its
+// entries become client-less; the keeper has, or is about to have, its tables.
+void ClientGone(Instance& st, const Pid& client, const ExitReason& reason);
 
 }  // namespace etsmgr::manager_internal
 

@@ -167,8 +167,8 @@ class ProcessControl final : public process_internal::PidTarget,
   Process& context();
   ProcessBody_* body() { return &body_; }
   const Pid& self() const { return self_; }
-  bool trap_exit() const { return trap_exit_; }
-  void set_trap_exit(bool on) { trap_exit_ = on; }
+  bool trap_exit() const { return trap_exit_.load(std::memory_order_relaxed); }
+  void set_trap_exit(bool on) { trap_exit_.store(on, std::memory_order_relaxed); }
   // Looks for a match in the mailbox (after taking in what arrived); removes and returns it.
   std::unique_ptr<Envelope> TakeMatch(const Matcher& matcher);
   // True when a signal means this process must stop at its next suspension.
@@ -177,7 +177,7 @@ class ProcessControl final : public process_internal::PidTarget,
   // Suspends `h` until a match for `wait->matcher` arrives or `deadline_ns` (scheduler clock)
   // passes. On resumption `wait->result` holds the match, or null on timeout.
   void Suspend(std::coroutine_handle<> h, WaitRecord* wait, int64_t deadline_ns);
-  size_t mailbox_size() const { return mailbox_size_; }
+  size_t mailbox_size() const { return mailbox_size_.load(std::memory_order_relaxed); }
 
   // --- Links and monitors (any thread; see the class comment for locking).
   // Adds a link to `other` and returns true; if `other` is dead, returns false and, when
@@ -194,8 +194,10 @@ class ProcessControl final : public process_internal::PidTarget,
 
   // Hooks run after the frame is destroyed and before links and monitors fire (the etsmgr
   // manager's clients use one to do the manager's share of their exit), in the order added. Any
-  // thread; a hook added after the exit procedure began does not run. With a non-null `key`,
-  // adds the hook only if no hook with that key is there (false then).
+  // thread. With a non-null `key`, adds the hook only if no hook with that key is there. True
+  // when a hook with this key (or this hook) will run at exit; false once the exit procedure has
+  // taken the hooks to run (then this one never runs: the caller must act as if the process had
+  // exited).
   using ExitHook = std::function<void(const Pid& self, const ExitReason& reason)>;
   bool AddExitHook(ExitHook hook, const void* key = nullptr);
 
@@ -206,13 +208,6 @@ class ProcessControl final : public process_internal::PidTarget,
   // release it. ReleaseResource detaches without calling OnOwnerExit (no-op unless this process
   // holds it).
   bool AdoptResource(const std::shared_ptr<ExitResource>& resource);
-  // The same, also handing out (under the same lock) this process's keeper hook, if it set one.
-  bool AdoptResource(const std::shared_ptr<ExitResource>& resource,
-                     std::shared_ptr<const void>* keeper_hook);
-  // An opaque object for the resources' own layer, which this process sets for itself (the
-  // tables' SetKeeperHook: a keeper process that takes its inheritance notices on the exiting
-  // owner's thread). Dropped when this process exits; a copy taken with AdoptResource stays.
-  void SetKeeperHook(std::shared_ptr<const void> hook);
   void ReleaseResource(ExitResource* resource);
   size_t resource_count() const;
 
@@ -264,10 +259,12 @@ class ProcessControl final : public process_internal::PidTarget,
 
   // --- Owner thread (small ones first, next to the flags above).
   bool started_ = false;
-  bool trap_exit_ = false;
+  // Owner-written, read by Info() from any thread: relaxed atomics (plain loads and stores).
+  std::atomic<bool> trap_exit_{false};
   bool timed_out_ = false;
   bool resources_closed_ = false;  // Guarded by mu_: set when the exit procedure begins.
-  uint32_t mailbox_size_ = 0;
+  bool hooks_closed_ = false;      // Guarded by mu_: set when the exit hooks are taken to run.
+  std::atomic<uint32_t> mailbox_size_{0};
 
   // --- Immutable after construction / Bind.
   Node* const node_;
@@ -308,7 +305,6 @@ class ProcessControl final : public process_internal::PidTarget,
     ExitResource* resources = nullptr;
     size_t resource_count = 0;
     absl::InlinedVector<std::pair<const void*, ExitHook>, 1> exit_hooks;
-    std::shared_ptr<const void> keeper_hook;  // See SetKeeperHook.
   };
   // Resource list updates; caller holds mu_ (and the resource's previous holder's, if any).
   void LinkResource(ExitResource* r);

@@ -1,0 +1,347 @@
+// The client API: every table call runs in the calling process, under the instance's lock, with
+// no suspension point (so the caller cannot die half-way and nothing can time out half-way).
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/base/log.h"
+#include "etsmgr/manager/internal/instance.h"
+#include "etsmgr/manager/manager.h"
+
+namespace etsmgr {
+
+using manager_internal::Action;
+using manager_internal::Decision;
+using manager_internal::Entry;
+using manager_internal::Instance;
+using manager_internal::ManagedName;
+using manager_internal::TableView;
+
+namespace {
+
+absl::Status NotRunning(const std::string& what, const Instance* st, const std::string& inst) {
+  const char* state = "not_started";
+  if (st != nullptr) state = ToString(st->State());
+  return absl::UnavailableError(absl::StrCat(what, ": the manager ",
+                                             InstToName("etsmgr_srv", inst),
+                                             " is not running (instance ", state, ")"));
+}
+
+std::string Describe(const char* op, const std::string& name) {
+  return absl::StrCat(op, " \"", name, "\"");
+}
+
+// One table call by the calling process, under the instance's lock: the manager must be running,
+// and the caller is linked to it before it becomes a client. What must happen after the lock
+// (deleting or releasing a table, logging) is collected in `after`.
+class ClientCall {
+ public:
+  ClientCall(Process& self, std::shared_ptr<Instance> st)
+      : self_(self), me_(self.self()), st_(std::move(st)), lock_(st_->mu) {}
+
+  ~ClientCall() {
+    // A call that left the caller with no table of the instance unlinks it from the manager again.
+    if (linked_now_ && !st_->dir.HasClient(me_)) self_.Unlink(st_->manager);
+    lock_.unlock();
+    for (const AnyTable& t : release_) st_->keeper->Release(t).IgnoreError();
+  }
+
+  // Unavailable unless the manager runs. Links the caller to it if it is not a client yet.
+  absl::Status Enter(const char* op, const std::string& name) {
+    if (!st_->manager.alive()) return NotRunning(Describe(op, name), st_.get(), st_->inst);
+    if (!st_->dir.HasClient(me_)) {
+      // Linked first, so a failed link (the manager just died) leaves nothing to undo.
+      if (!self_.TryLink(st_->manager)) {
+        return NotRunning(Describe(op, name), st_.get(), st_->inst);
+      }
+      linked_now_ = true;
+    }
+    return absl::OkStatus();
+  }
+
+  Instance& st() { return *st_; }
+  const Pid& me() const { return me_; }
+
+  // The caller becomes the entry's client.
+  void SetClient(Entry& entry) {
+    Pid dropped;
+    bool first = st_->dir.SetClient(entry, me_, &dropped);
+    Settle(first, dropped);
+  }
+  void Add(const std::string& name, Entry entry) {
+    entry.client = me_;
+    Settle(st_->dir.Add(name, std::move(entry)), Pid());
+  }
+  // Removes the name's entry, and the table from the instance after the lock.
+  void Erase(const std::string& name, bool release) {
+    Pid dropped;
+    Entry gone = st_->dir.Erase(name, &dropped);
+    Settle(false, dropped);
+    if (release) release_.push_back(std::move(gone.table));
+  }
+
+ private:
+  void Settle(bool first, const Pid& dropped) {
+    if (first) manager_internal::WatchClientLocked(st_, self_);
+    // A client left with no table of the instance is unlinked from the manager.
+    if (dropped.valid()) dropped.control()->Unlink(st_->manager);
+  }
+
+  Process& self_;
+  const Pid me_;
+  std::shared_ptr<Instance> st_;
+  std::unique_lock<AdaptiveMutex> lock_;
+  bool linked_now_ = false;
+  std::vector<AnyTable> release_;
+};
+
+// Claims a table the instance holds for the caller (hand-back).
+absl::Status Claim(ClientCall& call, const char* op, const std::string& name, Entry& entry) {
+  absl::Status given = call.st().keeper->HandOver(entry.table, call.me());
+  if (!given.ok()) {
+    return absl::Status(given.code(), absl::StrCat(Describe(op, name), ": ", given.message()));
+  }
+  call.SetClient(entry);
+  ++call.st().dir.counters.hand_backs;
+  return absl::OkStatus();
+}
+
+void LogHandBack(const std::string& inst, const std::string& name, const Pid& client) {
+  if (!LogEnabled(LogLevel::kDebug)) return;
+  Logf(LogLevel::kDebug, "etsmgr %s: table %s handed back to %s", inst, name, client.ToString());
+}
+
+// Room for `n` more elements of `v`, with its pages faulted in by one system call where the
+// kernel can (MADV_POPULATE_WRITE, Linux 5.14): an info() reply over 100k tables is ~7 MB of
+// fresh memory, and taking its ~1,800 page faults one by one cost ~3 ms here.
+template <typename T>
+void ReserveFaultedIn(std::vector<T>& v, size_t n) {
+  v.reserve(v.size() + n);
+#ifdef MADV_POPULATE_WRITE
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin =
+      (reinterpret_cast<uintptr_t>(v.data() + v.size()) + page - 1) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(v.data() + v.capacity()) & ~(page - 1);
+  // Best effort: an older kernel answers EINVAL and the pages fault in as they are written.
+  if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+#endif
+}
+
+}  // namespace
+
+Etsmgr::Etsmgr(std::string inst) : inst_(std::move(inst)) {}
+
+bool Etsmgr::IsManager(Node& node, const Pid& pid) const {
+  std::shared_ptr<Instance> st = manager_internal::FindInstance(node, inst_);
+  if (st == nullptr || !pid.valid()) return false;
+  std::lock_guard<AdaptiveMutex> lock(st->mu);
+  return st->manager_serials.contains(pid.serial());
+}
+
+Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std::string name,
+                                                             TableOptions options,
+                                                             manager_internal::TableFactory factory,
+                                                             absl::Duration) const {
+  if (name.empty()) co_return absl::InvalidArgumentError("new_table: empty table name");
+  if (factory.create == nullptr || factory.key_type == nullptr || factory.value_type == nullptr) {
+    co_return absl::InvalidArgumentError(
+        absl::StrCat(Describe("new_table", name), ": the table factory has no create function"));
+  }
+  std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
+  if (st == nullptr) co_return NotRunning(Describe("new_table", name), nullptr, inst_);
+  absl::StatusOr<ManagedTableRef> result;
+  bool handed_back = false;
+  {
+    ClientCall call(self, st);
+    absl::Status entered = call.Enter("new_table", name);
+    if (!entered.ok()) co_return entered;
+    Entry* entry = st->dir.Find(name);
+    TableView view = st->View(entry != nullptr ? entry->table : AnyTable());
+    Decision d = manager_internal::DecideNewTable(name, *factory.key_type, *factory.value_type,
+                                                  entry, view, call.me());
+    switch (d.action) {
+      case Action::kConflict:
+        result = d.status;
+        break;
+      case Action::kConfirm:
+        call.SetClient(*entry);
+        result = ManagedTableRef{st->manager, entry->table, !view.initialised};
+        break;
+      case Action::kClaim: {
+        absl::Status claimed = Claim(call, "new_table", name, *entry);
+        if (!claimed.ok()) {
+          result = claimed;
+          break;
+        }
+        handed_back = true;
+        // Still "created" if the client that got it new died before it could initialise it.
+        result = ManagedTableRef{st->manager, entry->table, !view.initialised};
+        break;
+      }
+      case Action::kCreate: {
+        if (entry != nullptr) call.Erase(name, /*release=*/false);  // Its table was deleted.
+        options.heir = Pid();  // The instance is the heir.
+        options.heir_data.reset();
+        absl::StatusOr<AnyTable> table = factory.create(std::move(options));
+        if (!table.ok()) {
+          result = absl::Status(table.status().code(), absl::StrCat(Describe("new_table", name),
+                                                                    ": ", table.status().message()));
+          break;
+        }
+        ManagedName managed = std::make_shared<const std::string>(name);
+        // Ours, new, under our lock: keeping it cannot fail.
+        st->keeper->Keep(*table, managed).IgnoreError();
+        call.Add(name, Entry{*table, Pid(), std::move(managed)});
+        ++st->dir.counters.tables_created;
+        result = ManagedTableRef{st->manager, *std::move(table), true};
+        break;
+      }
+    }
+  }
+  if (handed_back) LogHandBack(inst_, name, self.self());
+  // From here to the caller's code there is no suspension point, so the caller cannot be killed
+  // between learning "created" and initialising: mark it now. A caller killed before this point
+  // leaves the table uninitialised, and the next claimant is told "created" again.
+  if (result.ok() && result->created) result->table.core()->SetInitialised(true);
+  co_return result;
+}
+
+Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::string name,
+                                                       AnyTable table, absl::Duration) const {
+  if (name.empty()) co_return absl::InvalidArgumentError("add_table: empty table name");
+  if (!table.valid()) {
+    co_return absl::InvalidArgumentError(Describe("add_table", name) + ": null table handle");
+  }
+  std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
+  if (st == nullptr) co_return NotRunning(Describe("add_table", name), nullptr, inst_);
+  absl::StatusOr<ManagedTableRef> result;
+  bool handed_back = false;
+  {
+    ClientCall call(self, st);
+    absl::Status entered = call.Enter("add_table", name);
+    if (!entered.ok()) co_return entered;
+    Entry* entry = st->dir.Find(name);
+    TableView entry_view = st->View(entry != nullptr ? entry->table : AnyTable());
+    TableView table_view = st->View(table);
+    std::shared_ptr<const void> tag = st->keeper->TagOf(table);
+    const auto* managed_as = static_cast<const std::string*>(tag.get());
+    Decision d = manager_internal::DecideAddTable(name, entry, entry_view, table, table_view,
+                                                  managed_as, call.me());
+    switch (d.action) {
+      case Action::kConflict:
+        result = d.status;
+        break;
+      case Action::kConfirm:
+        call.SetClient(*entry);
+        table.core()->SetInitialised(true);
+        result = ManagedTableRef{st->manager, table, false};
+        break;
+      case Action::kClaim: {
+        absl::Status claimed = Claim(call, "add_table", name, *entry);
+        if (!claimed.ok()) {
+          result = claimed;
+          break;
+        }
+        handed_back = true;
+        table.core()->SetInitialised(true);
+        result = ManagedTableRef{st->manager, table, false};
+        break;
+      }
+      case Action::kCreate: {
+        ManagedName managed = std::make_shared<const std::string>(name);
+        absl::Status kept = st->keeper->Keep(table, managed);
+        if (!kept.ok()) {  // Another instance manages it.
+          result = absl::AlreadyExistsError(
+              absl::StrCat(Describe("add_table", name), ": table_exists: ", kept.message()));
+          break;
+        }
+        if (entry != nullptr) call.Erase(name, /*release=*/false);  // Its table was deleted.
+        // The caller filled it: a later new_table of the name must not initialise it again.
+        table.core()->SetInitialised(true);
+        call.Add(name, Entry{table, Pid(), std::move(managed)});
+        result = ManagedTableRef{st->manager, table, false};
+        break;
+      }
+    }
+  }
+  if (handed_back) LogHandBack(inst_, name, self.self());
+  co_return result;
+}
+
+Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Duration) const {
+  if (name.empty()) co_return absl::InvalidArgumentError("del_table: empty table name");
+  std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
+  if (st == nullptr) co_return NotRunning(Describe("del_table", name), nullptr, inst_);
+  ClientCall call(self, st);
+  if (!st->manager.alive()) co_return NotRunning(Describe("del_table", name), st.get(), inst_);
+  Entry* entry = st->dir.Find(name);
+  absl::Status allowed = manager_internal::DecideDelTable(
+      name, entry, st->View(entry != nullptr ? entry->table : AnyTable()), call.me());
+  if (!allowed.ok()) co_return allowed;
+  // After the lock: one the instance holds is deleted; one a process owns stays with it.
+  call.Erase(name, /*release=*/true);
+  co_return absl::OkStatus();
+}
+
+Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) const {
+  std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
+  if (st == nullptr) co_return NotRunning("info", nullptr, inst_);
+  ManagerInfo info;
+  std::vector<manager_internal::SnapshotRow> rows;
+  PidCopier pids;  // 300k Pid copies of a few processes (~1,000 clients and the vault).
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    if (!st->manager.alive()) co_return NotRunning("info", st.get(), inst_);
+    info.manager = st->manager;
+    info.vault = st->vault;
+    info.counters = st->Counters();
+    rows = st->dir.BeginSnapshot(pids);
+  }
+  // The tables are read after the lock (each its own allocation: at 100k tables the cache
+  // misses are the cost, so a second index runs a few rows ahead prefetching).
+  ReserveFaultedIn(info.tables, rows.size());
+  constexpr size_t kAhead = 16;
+  for (size_t i = 0; i < rows.size() && i < kAhead; ++i) rows[i].table->PrefetchGlance();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i + kAhead < rows.size()) rows[i + kAhead].table->PrefetchGlance();
+    manager_internal::SnapshotRow& row = rows[i];
+    ManagedTableInfo& t = info.tables.emplace_back();
+    t.name = *row.name;
+    t.client = std::move(row.client);
+    bool kept = false;
+    if (!row.table->Glance(pids, &t.owner, &t.heir, &t.size, &kept)) {
+      t.alive = false;
+    } else if (kept && !t.heir.valid()) {
+      t.heir = pids.Copy(info.vault);
+    }
+  }
+  pids.Flush();
+  std::vector<Entry> dead;
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    dead = st->dir.EndSnapshot();
+  }
+  co_return info;
+}
+
+Task<absl::StatusOr<Pid>> Etsmgr::WaitForManager(Process& self, absl::Time deadline) const {
+  while (true) {
+    std::optional<Pid> pid = co_await self.WaitForRegistered(server_name(), deadline);
+    if (!pid) {
+      co_return absl::DeadlineExceededError(absl::StrCat(
+          "wait_for_manager: ", server_name(), " was not running by the deadline (instance ",
+          ToString(State(self.node())), ")"));
+    }
+    if (pid->alive()) co_return std::move(*pid);
+    // It died as we found it: wait for the next one.
+  }
+}
+
+}  // namespace etsmgr

@@ -1,0 +1,179 @@
+// Starting, stopping and discarding instances; their state.
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/base/log.h"
+#include "etsmgr/manager/internal/instance.h"
+#include "etsmgr/manager/internal/processes.h"
+#include "etsmgr/manager/manager.h"
+
+namespace etsmgr {
+
+using manager_internal::Entry;
+using manager_internal::FindInstance;
+using manager_internal::Instance;
+
+std::string InstToName(std::string_view prefix, std::string_view inst) {
+  if (inst == kDefaultInstance) return std::string(prefix);
+  return absl::StrCat(std::string(prefix), "_", std::string(inst));
+}
+
+const char* ToString(InstanceState state) {
+  switch (state) {
+    case InstanceState::kNotStarted:
+      return "not_started";
+    case InstanceState::kRunning:
+      return "running";
+    case InstanceState::kRestarting:
+      return "restarting";
+    case InstanceState::kDown:
+      return "down";
+    case InstanceState::kStopped:
+      return "stopped";
+  }
+  return "?";
+}
+
+InstanceState GetInstanceState(Node& node, const std::string& inst) {
+  std::shared_ptr<Instance> st = FindInstance(node, inst);
+  if (st == nullptr) return InstanceState::kNotStarted;
+  std::lock_guard<AdaptiveMutex> lock(st->mu);
+  return st->State();
+}
+
+namespace {
+
+absl::Status CheckStart(const std::string& inst, const ManagerOptions& options) {
+  if (inst.empty()) return absl::InvalidArgumentError("start: empty instance name");
+  absl::Status flags = ValidateFlags(manager_internal::InstanceFlags(options));
+  if (!flags.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("start(\"", inst, "\"): ", flags.message()));
+  }
+  return absl::OkStatus();
+}
+
+// Deletes what the instance holds for dead clients, lets live clients keep theirs unmanaged, and
+// forgets the instance. Its processes are stopped.
+void Discard(Node& node, const std::shared_ptr<Instance>& st) {
+  std::vector<Entry> entries;
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    entries = st->dir.TakeAll();
+  }
+  uint64_t discarded = 0;
+  for (const Entry& entry : entries) {
+    absl::StatusOr<bool> deleted = st->keeper->Release(entry.table);
+    if (deleted.ok() && *deleted) ++discarded;
+  }
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    st->dir.counters.tables_discarded += discarded;
+  }
+  manager_internal::ForgetInstance(node, st.get());
+  Logf(LogLevel::kNotice, "etsmgr %s: discarded; %u held table(s) deleted, %u left to their owners",
+       st->inst, discarded, entries.size() - discarded);
+}
+
+}  // namespace
+
+Task<absl::Status> StartManager(Process& self, std::string inst, ManagerOptions options) {
+  absl::Status valid = CheckStart(inst, options);
+  if (!valid.ok()) co_return valid;
+  // Already started shows as the supervisor's name being taken (standalone) or the vault finding
+  // the instance run by another supervisor (embedded elsewhere): both AlreadyExists.
+  SpawnOptions spawn;
+  spawn.name = InstToName("etsmgr_sup", inst);
+  absl::StatusOr<Pid> sup = co_await StartSupervisor(
+      self, manager_internal::InstanceFlags(options),
+      manager_internal::InstanceChildren(inst, /*standalone=*/true), std::move(spawn));
+  if (!sup.ok()) {
+    if (sup.status().code() == absl::StatusCode::kAlreadyExists) {
+      co_return absl::AlreadyExistsError(absl::StrCat("start(\"", inst, "\"): already_started"));
+    }
+    co_return absl::Status(sup.status().code(),
+                           absl::StrCat("start(\"", inst, "\"): ", sup.status().message()));
+  }
+  co_return absl::OkStatus();
+}
+
+Task<absl::Status> StartManager(Process& self, std::string inst) {
+  return StartManager(self, std::move(inst), ManagerOptions());
+}
+
+Task<absl::Status> StartManager(Process& self) {
+  return StartManager(self, std::string(kDefaultInstance), ManagerOptions());
+}
+
+Task<absl::Status> StopManager(Process& self, std::string inst, StopOptions options) {
+  std::shared_ptr<Instance> st = FindInstance(self.node(), inst);
+  if (st == nullptr) co_return absl::NotFoundError(absl::StrCat("stop(\"", inst, "\"): not_started"));
+  Pid sup;
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    if (st->sup.alive()) {
+      if (!st->standalone) {
+        co_return absl::FailedPreconditionError(absl::StrCat(
+            "stop(\"", inst, "\"): the instance runs under an application's supervisor ",
+            st->sup.ToString(), "; stop it there (TerminateChild)"));
+      }
+      sup = st->sup;
+      st->stopping = true;
+    }
+  }
+  if (!sup.valid() && !options.discard_tables) {
+    co_return absl::NotFoundError(absl::StrCat("stop(\"", inst, "\"): not_started"));
+  }
+  if (sup.valid()) {
+    absl::Status stopped = co_await StopSupervisor(self, sup);
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    st->stopping = false;
+    if (!stopped.ok()) {
+      co_return absl::Status(stopped.code(),
+                             absl::StrCat("stop(\"", inst, "\"): ", stopped.message()));
+    }
+    st->stopped = true;
+  }
+  if (options.discard_tables) Discard(self.node(), st);
+  co_return absl::OkStatus();
+}
+
+Task<absl::Status> StopManager(Process& self, std::string inst) {
+  return StopManager(self, std::move(inst), StopOptions());
+}
+
+Task<absl::Status> StopManager(Process& self) {
+  return StopManager(self, std::string(kDefaultInstance), StopOptions());
+}
+
+absl::Status StartManager(Node& node, std::string inst, ManagerOptions options) {
+  return node.Run<absl::Status>([inst = std::move(inst), options](Process& self) {
+    return StartManager(self, inst, options);
+  });
+}
+
+absl::Status StopManager(Node& node, std::string inst, StopOptions options) {
+  return node.Run<absl::Status>([inst = std::move(inst), options](Process& self) {
+    return StopManager(self, inst, options);
+  });
+}
+
+ChildSpec ManagerChildSpec(std::string inst, ManagerOptions options) {
+  ChildSpec spec;
+  spec.id = InstToName("etsmgr_sup", inst);
+  SupervisorFlags flags = manager_internal::InstanceFlags(options);
+  std::vector<ChildSpec> children = manager_internal::InstanceChildren(inst, /*standalone=*/false);
+  spec.start = [flags, children = std::move(children), name = spec.id](Process& sup) {
+    SpawnOptions options;
+    options.name = name;
+    return StartSupervisorLink(sup, flags, children, std::move(options));
+  };
+  spec.shutdown = absl::InfiniteDuration();  // OTP's default for supervisor children.
+  spec.is_supervisor = true;
+  return spec;
+}
+
+}  // namespace etsmgr

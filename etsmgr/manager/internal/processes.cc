@@ -1,0 +1,250 @@
+#include "etsmgr/manager/internal/processes.h"
+
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/base/log.h"
+#include "etsmgr/manager/internal/instance.h"
+
+namespace etsmgr::manager_internal {
+namespace {
+
+// How long a new run of an instance waits for the processes of the previous run to exit (they are
+// killed, so only a process stuck outside the process API takes long).
+constexpr absl::Duration kOrphanWait = absl::Seconds(5);
+// Sent by a new vault or manager to its supervisor once it is in place: the vault holds every
+// parked table, the manager has linked the clients and registered its name.
+struct Ready {
+  uint64_t ref;
+};
+
+// The vault collects a burst of client exits this long before it logs them in one line.
+constexpr absl::Duration kBurstWindow = absl::Milliseconds(100);
+
+// --- The vault: the keeper's holder. It holds the tables of dead clients; while it is down they
+// are parked in the instance, and it adopts them when it starts again.
+
+void LogBurst(Instance& st) {
+  uint64_t clients = st.burst_clients.exchange(0, std::memory_order_acq_rel);
+  uint64_t tables = st.burst_tables.exchange(0, std::memory_order_acq_rel);
+  if (clients == 0) return;
+  Logf(LogLevel::kNotice, "etsmgr %s: %u client(s) exited; their %u table(s) are held", st.inst,
+       clients, tables);
+}
+
+// Waits (in the supervisor `sup`) for the child `pid` it just started to say Ready{ref}; Aborted
+// if it exits first.
+Task<absl::StatusOr<Pid>> AwaitReady(Process& sup, const std::string& inst, const char* what,
+                                     Pid pid, uint64_t ref) {
+  const uint64_t monitor = sup.Monitor(pid);
+  std::optional<Message> m = co_await sup.ReceiveIf([ref, monitor](const Envelope& e) {
+    if (const Ready* r = e.As<Ready>()) return r->ref == ref;
+    const Down* d = e.As<Down>();
+    return d != nullptr && d->ref == monitor;
+  });
+  if (const Down* d = m->As<Down>()) {
+    co_return absl::AbortedError(absl::StrCat("etsmgr instance \"", inst, "\": ", what, " ",
+                                              pid.ToString(), " exited while starting (",
+                                              d->reason.ToString(), ")"));
+  }
+  sup.Demonitor(monitor, /*flush=*/true);
+  co_return pid;
+}
+
+Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, uint64_t ready) {
+  absl::StatusOr<size_t> adopted = st->keeper->BecomeHolder();
+  Send(parent, Ready{ready});
+  uint64_t restart;
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    restart = st->vault_starts++;
+  }
+  if (restart > 0 || (adopted.ok() && *adopted > 0)) {
+    Logf(LogLevel::kNotice, "etsmgr %s: vault %s started; it holds %u parked table(s)", st->inst,
+         self.self().ToString(), adopted.ok() ? *adopted : 0);
+  }
+  LogBurst(*st);  // Exits that happened while no vault ran.
+  while (true) {
+    Message m = co_await self.Receive();
+    if (m.Is<BurstNotice>()) {
+      co_await self.Sleep(kBurstWindow);
+      LogBurst(*st);
+    } else if (const auto* t = m.As<TableTransfer>()) {
+      // A table given to the vault by hand (or passed on by the manager). Kept by the instance:
+      // held like any other. Otherwise nobody could claim it back: not kept forever.
+      if (st->keeper->TagOf(t->table) == nullptr) {
+        Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st->inst,
+             t->table.ToString(), t->from.ToString());
+        t->table.Delete().IgnoreError();
+      }
+    } else {
+      Logf(LogLevel::kWarning, "etsmgr %s vault: unexpected %s message ignored", st->inst,
+           m.type_name());
+    }
+  }
+}
+
+// --- The manager: linked to every client (so a client hears of its restart, as in Erlang) and
+// the mark of a running instance: the table calls run in the clients while it lives.
+
+Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent,
+                       uint64_t ready) {
+  std::vector<Pid> dead;
+  size_t tables;
+  uint64_t restarts;
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    st->manager = self.self();
+    st->manager_serials.insert(self.self().serial());
+    if (st->manager_starts++ > 0) ++st->dir.counters.manager_restarts;
+    // Links died with the previous manager. Clients that died meanwhile are marked now (so the
+    // first info() is right); one dying after this answers the link with noproc.
+    for (const Pid& client : st->dir.Clients()) {
+      if (!self.TryLink(client)) dead.push_back(client);
+    }
+    for (const Pid& client : dead) st->dir.MarkClientGone(client);
+    tables = st->dir.size();
+    restarts = st->dir.counters.manager_restarts;
+  }
+  // Registered only now, so whoever finds the name finds a manager with its clients linked.
+  absl::Status registered = self.Register(InstToName("etsmgr_srv", st->inst));
+  if (!registered.ok()) {
+    Logf(LogLevel::kError, "etsmgr %s: manager %s cannot register: %s", st->inst,
+         self.self().ToString(), registered.message());
+    co_await self.Exit(ExitReason::Custom(std::string(registered.message())));
+  }
+  Send(parent, Ready{ready});
+  Logf(LogLevel::kNotice, "etsmgr %s: manager %s started (%u managed tables, restart %u)",
+       st->inst, self.self().ToString(), tables, restarts);
+  while (true) {
+    Message m = co_await self.Receive();
+    if (const auto* x = m.As<ExitSignal>()) {
+      if (x->from == parent) {
+        ExitReason reason = x->reason;
+        co_await self.Exit(std::move(reason));
+      }
+      // A linked client whose exit hook did not unlink it first (it cannot, before this
+      // manager's Init links it): the same bookkeeping, once.
+      {
+        std::lock_guard<AdaptiveMutex> lock(st->mu);
+        if (st->dir.HasClient(x->from)) ++st->client_exits_by_manager;
+      }
+      ClientGone(*st, x->from, x->reason);
+    } else if (const auto* t = m.As<TableTransfer>()) {
+      // Tables given to the manager go to the vault, which keeps the managed ones.
+      Pid vault;
+      {
+        std::lock_guard<AdaptiveMutex> lock(st->mu);
+        vault = st->vault;
+      }
+      t->table.GiveAway(vault, t->heir_data).IgnoreError();
+    } else {
+      Logf(LogLevel::kWarning, "etsmgr %s: unexpected %s message ignored", st->inst,
+           m.type_name());
+    }
+  }
+}
+
+// Kills the processes a previous run of the instance left (their supervisor died; they are
+// exiting, or about to) and waits until they are gone, from the new supervisor `sup`.
+Task<absl::Status> AwaitOrphans(Process& sup, std::vector<Pid> orphans) {
+  for (const Pid& orphan : orphans) {
+    uint64_t ref = sup.Monitor(orphan);
+    SendExit(orphan, ExitReason::Kill(), sup.self());
+    std::optional<Message> down = co_await sup.ReceiveIfFor(
+        [ref](const Envelope& e) {
+          const Down* d = e.As<Down>();
+          return d != nullptr && d->ref == ref;
+        },
+        kOrphanWait);
+    if (!down) {
+      sup.Demonitor(ref, /*flush=*/true);
+      co_return absl::DeadlineExceededError(absl::StrCat(
+          "process ", orphan.ToString(), " of the previous run did not exit within ",
+          absl::FormatDuration(kOrphanWait)));
+    }
+  }
+  co_return absl::OkStatus();
+}
+
+Task<absl::StatusOr<Pid>> StartVault(Process& sup, std::string inst, bool standalone) {
+  std::shared_ptr<Instance> st = FindOrCreateInstance(sup.node(), inst);
+  std::vector<Pid> orphans;
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    if (st->sup.valid() && st->sup != sup.self() && st->sup.alive()) {
+      co_return absl::AlreadyExistsError(absl::StrCat("etsmgr instance \"", inst,
+                                                      "\": already_started (supervisor ",
+                                                      st->sup.ToString(), ")"));
+    }
+    st->sup = sup.self();
+    st->standalone = standalone;
+    st->stopped = false;
+    for (const Pid* p : {&st->manager, &st->vault}) {
+      if (p->alive()) orphans.push_back(*p);
+    }
+  }
+  absl::Status gone = co_await AwaitOrphans(sup, std::move(orphans));
+  if (!gone.ok()) {
+    co_return absl::Status(gone.code(),
+                           absl::StrCat("etsmgr instance \"", inst, "\": ", gone.message()));
+  }
+  SpawnOptions options;
+  options.name = InstToName("etsmgr_vault", inst);
+  Pid parent = sup.self();
+  const uint64_t ready = sup.node().NextRef();
+  absl::StatusOr<Pid> pid = sup.SpawnLink(
+      [st, parent, ready](Process& self) { return VaultBody(self, st, parent, ready); }, options);
+  if (!pid.ok()) co_return pid;
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    st->vault = *pid;
+  }
+  // Started means holding: every parked table is the vault's before the manager starts.
+  co_return co_await AwaitReady(sup, inst, "vault", *pid, ready);
+}
+
+Task<absl::StatusOr<Pid>> StartManagerProcess(Process& sup, std::string inst) {
+  std::shared_ptr<Instance> st = FindInstance(sup.node(), inst);
+  if (st == nullptr) {
+    co_return absl::FailedPreconditionError(
+        absl::StrCat("etsmgr instance \"", inst, "\": manager started without its vault"));
+  }
+  SpawnOptions options;
+  options.trap_exit = true;
+  Pid parent = sup.self();
+  const uint64_t ready = sup.node().NextRef();
+  absl::StatusOr<Pid> pid = sup.SpawnLink(
+      [st, parent, ready](Process& self) { return ManagerBody(self, st, parent, ready); }, options);
+  if (!pid.ok()) co_return pid;
+  // Started means serving: wait until it has linked the clients and registered its name.
+  co_return co_await AwaitReady(sup, inst, "manager", *pid, ready);
+}
+
+}  // namespace
+
+std::vector<ChildSpec> InstanceChildren(const std::string& inst, bool standalone) {
+  ChildSpec vault;
+  vault.id = "vault";
+  vault.start = [inst, standalone](Process& sup) { return StartVault(sup, inst, standalone); };
+  ChildSpec manager;
+  manager.id = "manager";
+  manager.start = [inst](Process& sup) { return StartManagerProcess(sup, inst); };
+  std::vector<ChildSpec> children;
+  children.push_back(std::move(vault));
+  children.push_back(std::move(manager));
+  return children;
+}
+
+SupervisorFlags InstanceFlags(const ManagerOptions& options) {
+  SupervisorFlags flags;
+  flags.strategy = RestartStrategy::kRestForOne;  // The vault dies: the manager restarts too.
+  flags.intensity = options.intensity;
+  flags.period = options.period;
+  return flags;
+}
+
+}  // namespace etsmgr::manager_internal

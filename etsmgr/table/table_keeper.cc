@@ -1,0 +1,170 @@
+#include "etsmgr/table/table_keeper.h"
+
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/base/log.h"
+
+namespace etsmgr {
+
+TableKeeper::~TableKeeper() = default;
+
+void TableKeeper::OnKept(const AnyTable&, const Pid&, const Pid&) {}
+void TableKeeper::OnLost(const AnyTable&) {}
+
+Pid TableKeeper::holder() const {
+  std::lock_guard<SpinLock> lock(mu_);
+  return holder_;
+}
+
+size_t TableKeeper::parked_count() const {
+  std::lock_guard<SpinLock> lock(mu_);
+  return parked_.size();
+}
+
+Pid TableKeeper::PlaceLocked(TableCore* table, const Pid& from) {
+  std::lock_guard<SpinLock> lock(mu_);
+  // A holder that is exiting refuses the adoption (AdoptResource): the table is parked instead.
+  if (holder_.valid() && holder_ != from &&
+      holder_.control()->AdoptResource(table->shared_from_this())) {
+    return holder_;
+  }
+  parked_.emplace(table, table->shared_from_this());
+  return Pid();
+}
+
+void TableKeeper::ParkLocked(TableCore* table) {
+  std::lock_guard<SpinLock> lock(mu_);
+  parked_.emplace(table, table->shared_from_this());
+}
+
+void TableKeeper::UnparkLocked(const TableCore* table) {
+  std::shared_ptr<TableCore> dropped;  // Not the last reference: the caller holds the table.
+  std::lock_guard<SpinLock> lock(mu_);
+  auto it = parked_.find(table);
+  if (it == parked_.end()) return;
+  dropped = std::move(it->second);
+  parked_.erase(it);
+}
+
+absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
+  ProcessControl* me = CurrentProcess();
+  if (me == nullptr) {
+    return absl::FailedPreconditionError("table keeper: the holder must be a process");
+  }
+  absl::flat_hash_map<const TableCore*, std::shared_ptr<TableCore>> parked;
+  {
+    std::lock_guard<SpinLock> lock(mu_);
+    holder_ = me->self();
+    parked.swap(parked_);
+  }
+  // Each under its own lock. One handed over meanwhile (HandOver) has an owner: skipped.
+  size_t adopted = 0;
+  for (auto& [raw, core] : parked) {
+    std::lock_guard<SpinLock> lock(core->meta_mu_);
+    if (core->deleted() || core->keeper_.lock().get() != this || core->owner_.valid()) continue;
+    if (!me->AdoptResource(core)) {  // Cannot happen while we run; keep it parked regardless.
+      ParkLocked(core.get());
+      continue;
+    }
+    core->ReplaceOwner(me->self());
+    ++adopted;
+  }
+  return adopted;
+}
+
+absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void> tag) {
+  if (!table.valid()) return NullTableHandle("keep");
+  TableCore& core = *table.core();
+  Pid old_heir;  // Released after the lock, with its data.
+  std::any old_data;
+  std::lock_guard<SpinLock> lock(core.meta_mu_);
+  if (core.deleted()) return core.DeletedError("keep");
+  std::shared_ptr<TableKeeper> current = core.keeper_.lock();
+  if (current.get() == this) {
+    if (core.keeper_tag_ == tag) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("keep ", core.ToString(), ": already kept under another tag"));
+  }
+  if (current != nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("keep ", core.ToString(), ": another keeper keeps it"));
+  }
+  core.keeper_ = weak_from_this();
+  core.keeper_tag_ = std::move(tag);
+  old_heir = std::exchange(core.heir_, Pid());
+  std::swap(old_data, core.heir_data_);
+  std::lock_guard<SpinLock> keeper_lock(mu_);
+  core.kept_ = holder_.valid() && core.owner_ == holder_;
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const void> TableKeeper::TagOf(const AnyTable& table) const {
+  if (!table.valid()) return nullptr;
+  TableCore& core = *table.core();
+  std::lock_guard<SpinLock> lock(core.meta_mu_);
+  if (core.keeper_.lock().get() != this) return nullptr;
+  return core.keeper_tag_;
+}
+
+bool TableKeeper::Holds(const AnyTable& table) const {
+  if (!table.valid()) return false;
+  TableCore& core = *table.core();
+  std::lock_guard<SpinLock> lock(core.meta_mu_);
+  return !core.deleted() && core.kept_ && core.keeper_.lock().get() == this;
+}
+
+absl::Status TableKeeper::HandOver(const AnyTable& table, const Pid& to) {
+  if (!table.valid()) return NullTableHandle("hand over");
+  TableCore& core = *table.core();
+  Pid previous;  // Released after the lock.
+  std::lock_guard<SpinLock> lock(core.meta_mu_);
+  if (core.deleted()) return core.DeletedError("hand over");
+  if (core.keeper_.lock().get() != this) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("hand over ", core.ToString(), ": this keeper does not keep it"));
+  }
+  if (!core.kept_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "hand over ", core.ToString(), ": it is owned by ", core.owner_.ToString()));
+  }
+  if (!to.valid()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hand over ", core.ToString(), ": the receiver is the null pid"));
+  }
+  if (!to.control()->AdoptResource(core.shared_from_this())) {
+    return absl::FailedPreconditionError(absl::StrCat("hand over ", core.ToString(), " to ",
+                                                      to.ToString(), ": process is not alive"));
+  }
+  if (!core.owner_.valid()) UnparkLocked(&core);
+  previous = core.ReplaceOwner(to);
+  core.kept_ = false;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> TableKeeper::Release(const AnyTable& table) {
+  if (!table.valid()) return NullTableHandle("release");
+  TableCore& core = *table.core();
+  std::shared_ptr<const void> tag;  // Released after the lock.
+  bool had_it;
+  {
+    std::lock_guard<SpinLock> lock(core.meta_mu_);
+    if (core.keeper_.lock().get() != this) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("release ", core.ToString(), ": this keeper does not keep it"));
+    }
+    core.keeper_.reset();
+    tag = std::move(core.keeper_tag_);
+    had_it = core.kept_ && !core.deleted();
+    if (core.kept_ && !core.owner_.valid()) UnparkLocked(&core);
+    core.kept_ = false;
+  }
+  // Nobody could ask for it any more. (Its holder may exit meanwhile: then it was deleted for
+  // want of an heir, which is the same end.)
+  if (had_it) core.DeleteNow();
+  return had_it;
+}
+
+}  // namespace etsmgr

@@ -1,0 +1,101 @@
+// TableKeeper: keeps tables whose owner exits with no live heir, instead of letting them go.
+//
+//   auto keeper = std::make_shared<TableKeeper>();  // Held by whoever the tables belong to.
+//   keeper->Keep(table, /*tag=*/nullptr).IgnoreError();
+//   // ... the owner exits (crash, kill, normal): the table is not deleted ...
+//   // In the process that should hold kept tables:
+//   size_t adopted = keeper->BecomeHolder().value();
+//   // Later, give one back to a process that asks for it:
+//   keeper->HandOver(table, client).IgnoreError();
+//
+// ETS deletes a table whose owner exits with no live heir. A table a keeper keeps is never lost
+// that way: when its owner exits and no live heir (TableOptions::heir, SetHeir) takes it, the
+// keeper does -- its *holder* process becomes the owner if one is alive, otherwise the table is
+// *parked*: no process owns it, its data stays intact (reads and writes that need the owner are
+// refused, as for any non-owner), and the next holder adopts it (BecomeHolder). Holder and
+// parking are interchangeable: a holder that exits parks what it held. So no process of the
+// keeper's user (the manager's vault, say) can lose a kept table by dying.
+//
+// The keeper object is the capability: whoever holds it may keep, hand over and release tables,
+// whoever owns them. A table has at most one keeper. Keeping clears the table's heir (the
+// keeper is its heir from then on); the owner may still set one later, which then inherits
+// first, as in ETS.
+//
+// Lifetime: tables refer to their keeper weakly; a keeper holds its parked tables. When the last
+// reference to the keeper goes, its parked tables go too (deleted with their last handle), and
+// tables it kept fall back to ETS's rule.
+//
+// Threads: every function may be called from any thread; BecomeHolder from the process that is
+// to hold the tables. The hooks run on the thread that made the change, with no lock held.
+#ifndef ETSMGR_TABLE_TABLE_KEEPER_H_
+#define ETSMGR_TABLE_TABLE_KEEPER_H_
+
+#include <cstddef>
+#include <memory>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "etsmgr/process/pid.h"
+#include "etsmgr/table/table_core.h"
+
+namespace etsmgr {
+
+class TableKeeper : public std::enable_shared_from_this<TableKeeper> {
+ public:
+  TableKeeper() = default;
+  virtual ~TableKeeper();
+  TableKeeper(const TableKeeper&) = delete;
+  TableKeeper& operator=(const TableKeeper&) = delete;
+
+  // --- The holder.
+  // The calling process becomes the holder: tables kept from now on go to it, and it adopts every
+  // parked table now (returns how many). FailedPrecondition outside a process.
+  absl::StatusOr<size_t> BecomeHolder();
+  Pid holder() const;           // The last holder (it may have exited since).
+  size_t parked_count() const;  // Tables no process owns right now.
+
+  // --- Tables. Each takes the table's lock; none suspends.
+  // Starts keeping `table` (idempotent), clearing its heir. `tag` is the caller's, returned by
+  // TagOf (the manager keeps the name a table is managed under). NotFound for a deleted table,
+  // FailedPrecondition when another keeper keeps it, or it is already kept with another tag.
+  absl::Status Keep(const AnyTable& table, std::shared_ptr<const void> tag);
+  // The tag `table` is kept with, or null when this keeper does not keep it.
+  std::shared_ptr<const void> TagOf(const AnyTable& table) const;
+  // True when the keeper has `table` right now: its holder owns it, or it is parked.
+  bool Holds(const AnyTable& table) const;
+  // Makes `to` (a live process) the owner of a table the keeper has (still kept: if `to` exits,
+  // it comes back). FailedPrecondition when the keeper does not keep it or a process other than
+  // its holder owns it, or `to` is not alive; NotFound for a deleted table. `to` receives no
+  // TableTransfer: the caller tells it.
+  absl::Status HandOver(const AnyTable& table, const Pid& to);
+  // Stops keeping `table`. One the keeper has is deleted (nobody could ask for it any more);
+  // one a process owns stays with it, with no heir. Yields true when it deleted the table.
+  // FailedPrecondition when this keeper does not keep it.
+  absl::StatusOr<bool> Release(const AnyTable& table);
+
+ protected:
+  // The owner `from` of a kept table exited and the keeper took it: `holder` owns it now, or it
+  // is parked (`holder` null).
+  virtual void OnKept(const AnyTable& table, const Pid& from, const Pid& holder);
+  // A kept table was deleted by something other than Release (its owner deleted it, or the
+  // runtime shut down). Not called for tables that were never kept.
+  virtual void OnLost(const AnyTable& table);
+
+ private:
+  friend class TableCore;
+  // The table's owner `from` exited; caller holds the table's lock. Adopts the table into a live
+  // holder (returned) or parks it (the null Pid).
+  Pid PlaceLocked(TableCore* table, const Pid& from);
+  // Caller holds the table's lock.
+  void ParkLocked(TableCore* table);
+  void UnparkLocked(const TableCore* table);
+
+  mutable SpinLock mu_;  // Guards holder_ and parked_; taken inside a table's lock.
+  Pid holder_;
+  absl::flat_hash_map<const TableCore*, std::shared_ptr<TableCore>> parked_;
+};
+
+}  // namespace etsmgr
+
+#endif  // ETSMGR_TABLE_TABLE_KEEPER_H_
