@@ -2,12 +2,14 @@
 
 #include <cassert>
 
+#include "etsmgr/base/log.h"
+
 namespace etsmgr {
 
 WaitSlot::Awaiter WaitSlot::Wait(absl::Time deadline) noexcept {
   Scheduler* s = Scheduler::Current();
-  return Awaiter(this,
-                 deadline == absl::InfiniteFuture() ? INT64_MAX : s->ToSchedulerNanos(deadline));
+  if (deadline == absl::InfiniteFuture() || s == nullptr) return Awaiter(this, INT64_MAX);
+  return Awaiter(this, s->ToSchedulerNanos(deadline));
 }
 
 WaitSlot::Awaiter WaitSlot::WaitUntilNanos(int64_t deadline_ns) noexcept {
@@ -58,7 +60,12 @@ bool WaitSlot::Awaiter::await_ready() noexcept {
 
 bool WaitSlot::Awaiter::await_suspend(std::coroutine_handle<> h) noexcept {
   scheduler_ = Scheduler::Current();
-  assert(scheduler_ != nullptr && "WaitSlot::Wait awaited outside a scheduler");
+  if (scheduler_ == nullptr) {
+    // Misuse: nothing could resume us here. Do not suspend; answer as a deadline already past.
+    Log(LogLevel::kError, "WaitSlot::Wait awaited off a scheduler thread: not waiting");
+    notified_ = await_ready();
+    return false;
+  }
   resume_.set_handle(h);
   slot_->waiter_ = this;
   if (deadline_ns_ <= scheduler_->NowNanos()) {

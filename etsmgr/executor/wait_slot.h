@@ -22,6 +22,9 @@
 // reach the frame); if it returns false a resumption is already queued and will run.
 //
 // Threading: Notify() from any thread; Wait() and TryCancelWait() on the waiter's scheduler.
+// Awaited off any scheduler thread (a misuse: nothing could resume the waiter), Wait() does not
+// suspend: it yields whether the slot was notified, as with a deadline already past, and logs
+// an error.
 // The slot must outlive every Notify() call (owners keep it in a reference-counted block).
 // Memory ordering: Notify() happens-before the waiter's resumption (acq_rel on the state).
 #ifndef ETSMGR_EXECUTOR_WAIT_SLOT_H_

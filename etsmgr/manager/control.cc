@@ -161,15 +161,58 @@ absl::Status StopManager(Node& node, std::string inst, StopOptions options) {
   });
 }
 
+namespace {
+
+// The embedded start: a supervisor of a previous run whose parent died (its application's
+// supervisor was killed and restarted) may still be stopping, holding the name: it is killed and
+// waited for, so the restart does not fail. A run under another live application supervisor, or a
+// standalone one, is already_started.
+Task<absl::StatusOr<Pid>> StartEmbedded(Process& parent, std::string inst, SupervisorFlags flags,
+                                        std::vector<ChildSpec> children) {
+  std::shared_ptr<Instance> st = manager_internal::FindOrCreateInstance(parent.node(), inst);
+  Pid orphan;
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    if (st->sup.alive()) {
+      if (st->standalone || (st->sup_parent.alive() && st->sup_parent != parent.self())) {
+        co_return absl::AlreadyExistsError(absl::StrCat(
+            "etsmgr instance \"", inst, "\": already_started (supervisor ", st->sup.ToString(),
+            ")"));
+      }
+      orphan = st->sup;
+    }
+    st->sup_parent = parent.self();
+  }
+  if (orphan.valid()) {
+    const uint64_t ref = parent.Monitor(orphan);
+    SendExit(orphan, ExitReason::Kill(), parent.self());
+    std::optional<Message> down = co_await parent.ReceiveIfFor(
+        [ref](const Envelope& e) {
+          const Down* d = e.As<Down>();
+          return d != nullptr && d->ref == ref;
+        },
+        absl::Seconds(5));
+    if (!down) {
+      parent.Demonitor(ref, /*flush=*/true);
+      co_return absl::DeadlineExceededError(absl::StrCat(
+          "etsmgr instance \"", inst, "\": the supervisor of its previous run ",
+          orphan.ToString(), " did not exit"));
+    }
+  }
+  SpawnOptions options;
+  options.name = InstToName("etsmgr_sup", inst);
+  co_return co_await StartSupervisorLink(parent, flags, std::move(children), std::move(options));
+}
+
+}  // namespace
+
 ChildSpec ManagerChildSpec(std::string inst, ManagerOptions options) {
   ChildSpec spec;
   spec.id = InstToName("etsmgr_sup", inst);
   SupervisorFlags flags = manager_internal::InstanceFlags(options);
   std::vector<ChildSpec> children = manager_internal::InstanceChildren(inst, /*standalone=*/false);
-  spec.start = [flags, children = std::move(children), name = spec.id](Process& sup) {
-    SpawnOptions options;
-    options.name = name;
-    return StartSupervisorLink(sup, flags, children, std::move(options));
+  spec.start = [flags, children = std::move(children), inst](Process& parent) {
+    return StartEmbedded(parent, inst, flags, children);
   };
   spec.shutdown = absl::InfiniteDuration();  // OTP's default for supervisor children.
   spec.is_supervisor = true;

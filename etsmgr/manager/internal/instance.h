@@ -59,6 +59,7 @@ struct Instance {
   AdaptiveMutex mu;
   Directory dir;
   Pid sup;      // The instance's supervisor while one runs (or ran last).
+  Pid sup_parent;  // The application supervisor that started `sup` (embedded mode).
   Pid vault;    // The keeper's holder.
   Pid manager;  // Set by the manager when it has linked the clients (then it registers its name).
   bool standalone = false;  // Started by StartManager (not under an application's supervisor).

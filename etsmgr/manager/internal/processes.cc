@@ -54,14 +54,24 @@ Task<absl::StatusOr<Pid>> AwaitReady(Process& sup, const std::string& inst, cons
   co_return pid;
 }
 
+// True when `parent` no longer runs the instance: a process it started late, after a newer run
+// began, must not touch the instance (caller holds st.mu).
+bool Superseded(const Instance& st, const Pid& parent) { return st.sup != parent; }
+
 Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, uint64_t ready) {
-  absl::StatusOr<size_t> adopted = st->keeper->BecomeHolder();
-  Send(parent, Ready{ready});
-  uint64_t restart;
+  uint64_t restart = 0;
+  bool superseded;
   {
     std::lock_guard<AdaptiveMutex> lock(st->mu);
-    restart = st->vault_starts++;
+    superseded = Superseded(*st, parent);
+    if (!superseded) restart = st->vault_starts++;
   }
+  if (superseded) {
+    co_await self.Exit(ExitReason::Custom("etsmgr: a newer run of the instance started"));
+  }
+  // Only the current run's vault (a later run kills it before it starts its own).
+  absl::StatusOr<size_t> adopted = st->keeper->BecomeHolder();
+  Send(parent, Ready{ready});
   if (restart > 0 || (adopted.ok() && *adopted > 0)) {
     Logf(LogLevel::kNotice, "etsmgr %s: vault %s started; it holds %u parked table(s)", st->inst,
          self.self().ToString(), adopted.ok() ? *adopted : 0);
@@ -93,21 +103,28 @@ Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, ui
 Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent,
                        uint64_t ready) {
   std::vector<Pid> dead;
-  size_t tables;
-  uint64_t restarts;
+  size_t tables = 0;
+  uint64_t restarts = 0;
+  bool superseded;
   {
     std::lock_guard<AdaptiveMutex> lock(st->mu);
-    st->manager = self.self();
-    st->manager_serials.insert(self.self().serial());
-    if (st->manager_starts++ > 0) ++st->dir.counters.manager_restarts;
-    // Links died with the previous manager. Clients that died meanwhile are marked now (so the
-    // first info() is right); one dying after this answers the link with noproc.
-    for (const Pid& client : st->dir.Clients()) {
-      if (!self.TryLink(client)) dead.push_back(client);
+    superseded = Superseded(*st, parent);
+    if (!superseded) {
+      st->manager = self.self();
+      st->manager_serials.insert(self.self().serial());
+      if (st->manager_starts++ > 0) ++st->dir.counters.manager_restarts;
+      // Links died with the previous manager. Clients that died meanwhile are marked now (so the
+      // first info() is right); one dying after this answers the link with noproc.
+      for (const Pid& client : st->dir.Clients()) {
+        if (!self.TryLink(client)) dead.push_back(client);
+      }
+      for (const Pid& client : dead) st->dir.MarkClientGone(client);
+      tables = st->dir.size();
+      restarts = st->dir.counters.manager_restarts;
     }
-    for (const Pid& client : dead) st->dir.MarkClientGone(client);
-    tables = st->dir.size();
-    restarts = st->dir.counters.manager_restarts;
+  }
+  if (superseded) {
+    co_await self.Exit(ExitReason::Custom("etsmgr: a newer run of the instance started"));
   }
   // Registered only now, so whoever finds the name finds a manager with its clients linked.
   absl::Status registered = self.Register(InstToName("etsmgr_srv", st->inst));
@@ -182,6 +199,7 @@ Task<absl::StatusOr<Pid>> StartVault(Process& sup, std::string inst, bool standa
     }
     st->sup = sup.self();
     st->standalone = standalone;
+    if (standalone) st->sup_parent = Pid();
     st->stopped = false;
     for (const Pid* p : {&st->manager, &st->vault}) {
       if (p->alive()) orphans.push_back(*p);
@@ -220,6 +238,15 @@ Task<absl::StatusOr<Pid>> StartManagerProcess(Process& sup, std::string inst) {
   absl::StatusOr<Pid> pid = sup.SpawnLink(
       [st, parent, ready](Process& self) { return ManagerBody(self, st, parent, ready); }, options);
   if (!pid.ok()) co_return pid;
+  {
+    // Recorded at once: a later run of the instance finds it and waits for it to go.
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    if (Superseded(*st, parent)) {
+      co_return absl::AbortedError(
+          absl::StrCat("etsmgr instance \"", inst, "\": a newer run started meanwhile"));
+    }
+    st->manager = *pid;
+  }
   // Started means serving: wait until it has linked the clients and registered its name.
   co_return co_await AwaitReady(sup, inst, "manager", *pid, ready);
 }

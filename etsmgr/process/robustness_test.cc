@@ -1,0 +1,265 @@
+// What the process layer owes the layers above under failure: names and waiters across a death,
+// exit hooks, process_info from other threads, supervisors that fail instead of hanging, checked
+// flags, a supervisor killed while it stops a child, Node::Run, and the clock deadlines use.
+#include <atomic>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/executor/wait_slot.h"
+#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/process/node.h"
+#include "etsmgr/process/supervisor.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr {
+namespace {
+
+struct Go {};
+
+std::unique_ptr<Node> Deterministic(uint64_t seed) {
+  RuntimeOptions options;
+  options.deterministic = true;
+  options.seed = seed;
+  return Node::Create(options).value();
+}
+
+// A waiter woken by a registration whose process died before the waiter looked must still wake
+// for the next registration of the name (it re-joins the waiter list).
+TEST(RobustnessTest, WaitForRegisteredSurvivesARegisteredThenDeadName) {
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    auto node = Deterministic(seed);
+    absl::StatusOr<std::string> got = node->Run<absl::StatusOr<std::string>>(
+        [](Process& self) -> Task<absl::StatusOr<std::string>> {
+          Pid me = self.self();
+          Pid waiter = self.Spawn([me](Process& p) -> Task<void> {
+                             std::optional<Pid> found =
+                                 co_await p.WaitForRegistered("n", Deadline(absl::Seconds(10)));
+                             Send(me, Go{});
+                             (void)found;
+                           })
+                           .value();
+          co_await self.Sleep(absl::Microseconds(1));  // The waiter waits.
+          // Registered, and dead before the waiter runs.
+          Pid brief = self.Spawn([](Process&) -> Task<void> { co_return; }, {.name = "n"}).value();
+          co_await AwaitDown(self, brief);
+          EXPECT_FALSE(self.node().Whereis("n").valid());  // A dead process has no name.
+          Pid lasting =
+              self.Spawn([](Process& p) -> Task<void> { co_await p.Receive<Go>(); }, {.name = "n"})
+                  .value();
+          std::optional<Go> woke = co_await self.ReceiveFor<Go>(absl::Seconds(5));
+          Send(lasting, Go{});
+          (void)waiter;
+          co_return std::string(woke ? "woke" : "slept through");
+        });
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, "woke") << "seed " << seed;
+  }
+}
+
+TEST(RobustnessTest, KeyedExitHooksRunOnceAndNoneCanBeAddedOnceExiting) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  auto runs = std::make_shared<std::atomic<int>>(0);
+  auto late = std::make_shared<std::atomic<int>>(-1);
+  static const int kKey = 0;
+  Pid p = node->Spawn([runs, late](Process& self) -> Task<void> {
+                 ProcessControl* me = self.control();
+                 auto hook = [runs, late, me](const Pid&, const ExitReason&) {
+                   ++*runs;
+                   // Too late: the exit procedure has taken the hooks to run.
+                   *late = me->AddExitHook([](const Pid&, const ExitReason&) {}, nullptr) ? 1 : 0;
+                 };
+                 EXPECT_TRUE(me->AddExitHook(hook, &kKey));
+                 EXPECT_TRUE(me->AddExitHook(hook, &kKey));  // Already there: still true.
+                 co_await self.Receive<Go>();
+               })
+               .value();
+  Send(p, Go{});
+  AwaitDeath(*node, p);
+  EXPECT_EQ(runs->load(), 1);
+  EXPECT_EQ(late->load(), 0);
+}
+
+// process_info from other threads while the process receives and flips trap_exit (tsan: the
+// owner-written fields are read safely).
+TEST(RobustnessTest, ProcessInfoFromOtherThreadsWhileTheProcessRuns) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  Pid p = node->Spawn([](Process& self) -> Task<void> {
+                 for (int i = 0; i < 20000; ++i) {
+                   co_await self.Receive<Go>();
+                   self.set_trap_exit(i % 2 == 0);
+                 }
+               })
+               .value();
+  std::atomic<bool> stop{false};
+  std::thread reader([&] {
+    while (!stop.load()) {
+      absl::StatusOr<ProcessInfo> info = GetProcessInfo(p);
+      if (info.ok()) {
+        EXPECT_LE(info->mailbox_length, 20000u);
+      }
+    }
+  });
+  for (int i = 0; i < 20000; ++i) Send(p, Go{});
+  AwaitDeath(*node, p);
+  stop = true;
+  reader.join();
+}
+
+// A supervisor killed before it acknowledged its start: the starter gets Aborted, never a hang or
+// an exception, from a process and from a plain thread.
+ChildSpec KillsItsSupervisor() {
+  ChildSpec spec;
+  spec.id = "assassin";
+  spec.start = [](Process& sup) -> Task<absl::StatusOr<Pid>> {
+    SendExit(sup.self(), ExitReason::Kill());
+    co_await sup.Sleep(absl::Milliseconds(1));  // Dies here.
+    co_return absl::InternalError("unreachable");
+  };
+  return spec;
+}
+
+TEST(RobustnessTest, ASupervisorKilledBeforeItStartedIsAnErrorNotAHang) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  absl::StatusOr<Pid> plain = StartSupervisor(*node, {}, {KillsItsSupervisor()});
+  EXPECT_EQ(plain.status().code(), absl::StatusCode::kAborted) << plain.status();
+  absl::StatusOr<std::string> linked = node->Run<absl::StatusOr<std::string>>(
+      [](Process& self) -> Task<absl::StatusOr<std::string>> {
+        std::vector<ChildSpec> children = {KillsItsSupervisor()};
+        absl::StatusOr<Pid> sup =
+            co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
+        co_return std::string(absl::StatusCodeToString(sup.status().code()));
+      },
+      {.trap_exit = true});
+  ASSERT_TRUE(linked.ok()) << linked.status();
+  EXPECT_EQ(*linked, "ABORTED");
+}
+
+TEST(RobustnessTest, BlockingFormsRefuseSchedulerThreadsAndDriveDeterministicRuntimes) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  std::string got = RunProbe(*node, [](Process& self, std::function<void(std::string)> report)
+                                        -> Task<void> {
+    absl::StatusOr<Pid> sup = StartSupervisor(self.node(), {}, {});
+    report(std::string(absl::StatusCodeToString(sup.status().code())));
+    co_return;
+  });
+  EXPECT_EQ(got, "FAILED_PRECONDITION");
+  // Deterministic: the calling thread drives the runtime until the supervisor is up.
+  auto det = Deterministic(7);
+  absl::StatusOr<Pid> sup = StartSupervisor(*det, {}, {});
+  EXPECT_TRUE(sup.ok()) << sup.status();
+}
+
+TEST(RobustnessTest, SupervisorFlagsAreChecked) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  for (SupervisorFlags flags : {SupervisorFlags{.intensity = -1},
+                                SupervisorFlags{.period = absl::ZeroDuration()},
+                                SupervisorFlags{.period = -absl::Seconds(1)},
+                                SupervisorFlags{.period = absl::InfiniteDuration()}}) {
+    absl::StatusOr<Pid> sup = StartSupervisor(*node, flags, {});
+    EXPECT_EQ(sup.status().code(), absl::StatusCode::kInvalidArgument) << sup.status();
+    absl::StatusOr<std::string> nested = node->Run<absl::StatusOr<std::string>>(
+        [flags](Process& self) -> Task<absl::StatusOr<std::string>> {
+          std::vector<ChildSpec> children = {SupervisorChild("inner", flags, {})};
+          absl::StatusOr<Pid> outer =
+              co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
+          co_return std::string(absl::StatusCodeToString(outer.status().code()));
+        },
+        {.trap_exit = true});
+    EXPECT_EQ(nested.value_or(""), "INVALID_ARGUMENT");
+  }
+}
+
+// A supervisor killed while it waits for a child to shut down: the child is still linked to it,
+// so it hears of the death (OTP's shape); it is never left alive and unlinked.
+struct AskedToStop {};
+TEST(RobustnessTest, ASupervisorKilledWhileStoppingAChildLeavesItLinked) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  std::string got = RunProbe(
+      *node,
+      [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        Pid me = self.self();
+        auto child = std::make_shared<Pid>();
+        ChildSpec stubborn;
+        stubborn.id = "stubborn";
+        stubborn.shutdown = absl::Seconds(600);
+        stubborn.start = [me, child](Process& sup) -> Task<absl::StatusOr<Pid>> {
+          Pid parent = sup.self();
+          absl::StatusOr<Pid> pid = sup.SpawnLink(
+              [parent, me](Process& p) -> Task<void> {
+                // Ignores the shutdown request; exits when its supervisor dies.
+                while (true) {
+                  ExitSignal x = co_await p.Receive<ExitSignal>();
+                  if (x.from != parent) continue;
+                  if (x.reason.kind() == ExitReason::Kind::kShutdown) {
+                    Send(me, AskedToStop{});
+                    continue;
+                  }
+                  co_return;
+                }
+              },
+              {.trap_exit = true});
+          if (pid.ok()) *child = *pid;
+          co_return pid;
+        };
+        std::vector<ChildSpec> children = {stubborn};
+        absl::StatusOr<Pid> sup =
+            co_await StartSupervisor(self, SupervisorFlags{}, std::move(children), SpawnOptions());
+        if (!sup.ok()) co_return report(sup.status().ToString());
+        Pid sup_pid = *sup;
+        // The supervisor asks the child to stop and waits (600 s) for it.
+        self.Spawn([sup_pid](Process& p) -> Task<void> {
+              (void)co_await TerminateChild(p, sup_pid, "stubborn", absl::Seconds(600));
+            })
+            .value();
+        co_await self.Receive<AskedToStop>();
+        SendExit(sup_pid, ExitReason::Kill());
+        ExitReason r = co_await AwaitDown(self, *child);
+        report(r.ToString());
+      },
+      {.trap_exit = true});
+  EXPECT_EQ(got, "normal");
+}
+
+// Deadlines follow the deterministic clock: Now() is virtual time there, not the wall clock.
+TEST(RobustnessTest, NowAndDeadlineFollowTheDeterministicClock) {
+  auto node = Deterministic(1);
+  absl::StatusOr<std::string> got = node->Run<absl::StatusOr<std::string>>(
+      [](Process& self) -> Task<absl::StatusOr<std::string>> {
+        absl::Time t0 = Now();
+        EXPECT_LT(t0, absl::Now() - absl::Hours(24 * 365));  // Virtual: near the epoch.
+        EXPECT_EQ(Deadline(absl::Seconds(3)) - t0, absl::Seconds(3));
+        std::optional<Message> none = co_await self.ReceiveIf(
+            [](const Envelope&) { return false; }, Deadline(absl::Seconds(3)));
+        co_return absl::StrCat(none.has_value(), " ", absl::ToInt64Seconds(Now() - t0));
+      });
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "0 3");
+  EXPECT_GT(Now(), absl::Now() - absl::Seconds(5));  // Off the runtime: the wall clock.
+}
+
+// A WaitSlot awaited off any scheduler does not suspend (nothing could resume it): it answers
+// as with a deadline already past, instead of crashing.
+Task<bool> WaitOn(WaitSlot& slot) { co_return co_await slot.Wait(absl::Now() + absl::Seconds(1)); }
+
+// Runs `t` on this (plain) thread; it must finish without suspending.
+bool RunHere(Task<bool>& t) {
+  t.handle().resume();
+  EXPECT_TRUE(t.done());
+  return t.done() && t.handle().promise().take_result();
+}
+
+TEST(RobustnessTest, AWaitSlotAwaitedOffASchedulerAnswersInsteadOfCrashing) {
+  WaitSlot slot;
+  Task<bool> t = WaitOn(slot);
+  EXPECT_FALSE(RunHere(t));
+  slot.Notify();
+  Task<bool> again = WaitOn(slot);
+  EXPECT_TRUE(RunHere(again));
+}
+
+}  // namespace
+}  // namespace etsmgr
