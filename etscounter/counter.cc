@@ -182,9 +182,9 @@ absl::Status CounterClient::KillAndAwaitRestart(const std::string& name, bool as
               const etsmgr::Down* d = e.As<etsmgr::Down>();
               return d != nullptr && d->ref == ref;
             },
-            absl::Now() + timeout);
+            etsmgr::Deadline(timeout));
         if (!down) co_return absl::DeadlineExceededError(name + " did not exit");
-        std::optional<Pid> back = co_await self.WaitForRegistered(name, absl::Now() + timeout);
+        std::optional<Pid> back = co_await self.WaitForRegistered(name, etsmgr::Deadline(timeout));
         if (!back) co_return absl::DeadlineExceededError(name + " was not restarted");
         co_return true;
       });

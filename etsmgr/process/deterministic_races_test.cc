@@ -1,6 +1,7 @@
 // Process races replayed in deterministic mode over many seeds: each seed is one interleaving,
 // and a failing seed replays exactly (RuntimeOptions::seed).
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -74,8 +75,10 @@ TEST(DeterministicRacesTest, SimultaneousDeathsOfLinkedProcesses) {
 }
 
 // A kill races with link setup: the linker either sees the victim alive (and gets its exit
-// signal) or dead (and gets noproc); it always learns of the death exactly once.
+// signal) or dead (and gets noproc); it always learns of the death exactly once. Both must
+// occur across the seeds.
 TEST(DeterministicRacesTest, KillDuringLink) {
+  std::set<std::string> seen;
   for (uint64_t seed = 0; seed < kSeeds; ++seed) {
     auto node = MakeNode(seed);
     auto result = std::make_shared<Result>();
@@ -105,7 +108,9 @@ TEST(DeterministicRacesTest, KillDuringLink) {
     EXPECT_TRUE(result->events[0] == "killed" || result->events[0] == "noproc")
         << "seed " << seed << ": " << result->events[0];
     EXPECT_EQ(result->events[1], "once") << "seed " << seed;
+    seen.insert(result->events[0]);
   }
+  EXPECT_EQ(seen.size(), 2u) << "only " << *seen.begin() << " ever happened";
 }
 
 struct Counter {

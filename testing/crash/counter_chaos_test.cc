@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/process/supervisor.h"
 #include "gtest/gtest.h"
@@ -52,7 +53,8 @@ Task<void> CounterBody(Process& self) {
 struct Outcome {
   std::string error;  // Empty when every invariant held.
   int64_t acks = 0;
-  int faults_hit = 0;
+  int counter_kills = 0;  // Faults that hit a live process, per target.
+  int manager_kills = 0;
 };
 
 Task<void> Driver(Process& self, uint64_t seed, std::shared_ptr<Outcome> out) {
@@ -93,7 +95,7 @@ Task<void> Driver(Process& self, uint64_t seed, std::shared_ptr<Outcome> out) {
       events = std::move(done->events);
     }
     std::optional<Pid> counter_pid =
-        co_await self.WaitForRegistered(kCounter, absl::Now() + absl::Seconds(10));
+        co_await self.WaitForRegistered(kCounter, Deadline(absl::Seconds(10)));
     if (!counter_pid) co_return void(out->error = "the counter never came back");
     absl::StatusOr<int64_t> n =
         co_await Call<int64_t>(self, *counter_pid, Incr{}, absl::Seconds(5));
@@ -110,13 +112,36 @@ Task<void> Driver(Process& self, uint64_t seed, std::shared_ptr<Outcome> out) {
     co_await self.Sleep(absl::Microseconds(200));  // Pace the load (virtual time in det. mode).
   }
   if (!faults_done) co_return void(out->error = "the fault schedule did not finish");
-  for (const auto& e : events) out->faults_hit += e.victim.valid() ? 1 : 0;
-  if (last < out->acks || last > out->acks + unacked) {
-    co_return void(out->error = absl::StrCat("final count ", last, " outside [", out->acks, ", ",
-                                             out->acks + unacked, "]"));
+  for (const auto& e : events) {
+    if (!e.victim.valid()) continue;
+    ++(e.target == kCounter ? out->counter_kills : out->manager_kills);
   }
+  // The final value, read from the table itself (not from the library's own loss counter):
+  // every acknowledged increment is in it, and at most the unacknowledged ones on top.
   Etsmgr mgr(kInst);
-  absl::StatusOr<Pid> m = co_await mgr.WaitForManager(self, absl::Now() + absl::Seconds(10));
+  absl::StatusOr<Pid> m = co_await mgr.WaitForManager(self, Deadline(absl::Seconds(10)));
+  if (!m.ok()) co_return void(out->error = m.status().ToString());
+  std::shared_ptr<manager_internal::Instance> st = manager_internal::FindInstance(self.node(), kInst);
+  AnyTable table;
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    const manager_internal::Entry* e = st->dir.Find("count");
+    if (e != nullptr) table = e->table;
+  }
+  absl::StatusOr<Table<std::string, int64_t>> typed = Table<std::string, int64_t>::Attach(table);
+  absl::StatusOr<std::optional<int64_t>> final_value =
+      typed.ok() ? typed->Get("n") : absl::StatusOr<std::optional<int64_t>>(typed.status());
+  if (!final_value.ok() || !final_value->has_value()) {
+    co_return void(out->error = absl::StrCat("the counter's table is gone or empty: ",
+                                             final_value.ok() ? "empty"
+                                                              : final_value.status().ToString()));
+  }
+  int64_t n = **final_value;
+  if (n < last || n > out->acks + unacked) {
+    co_return void(out->error = absl::StrCat("final count ", n, " outside [", last, ", ",
+                                             out->acks + unacked, "] (acknowledged up to ", last,
+                                             ")"));
+  }
   absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
   if (!info.ok()) co_return void(out->error = info.status().ToString());
   if (info->counters.tables_lost != 0) co_return void(out->error = "a table was lost");
@@ -147,22 +172,33 @@ std::shared_ptr<Outcome> RunOnce(bool deterministic, uint64_t seed) {
 
 TEST(CounterChaosTest, DeterministicSeeds) {
   SetMinLogLevel(LogLevel::kWarning);  // Hundreds of restarts: keep the log readable.
-  int faults = 0;
+  int counter_kills = 0;
+  int manager_kills = 0;
   for (uint64_t seed = 0; seed < 40; ++seed) {
     std::shared_ptr<Outcome> out = RunOnce(true, seed);
     ASSERT_EQ(out->error, "") << "seed " << seed << " (replay with RuntimeOptions::seed)";
     EXPECT_GT(out->acks, 0) << "seed " << seed;
-    faults += out->faults_hit;
+    counter_kills += out->counter_kills;
+    manager_kills += out->manager_kills;
   }
-  EXPECT_GT(faults, 40) << "the schedules must actually kill things";
+  // Both kinds of target must actually be hit, many times.
+  EXPECT_GT(counter_kills, 40);
+  EXPECT_GT(manager_kills, 40);
 }
 
 TEST(CounterChaosTest, TwoSchedulers) {
   SetMinLogLevel(LogLevel::kWarning);
+  int counter_kills = 0;
+  int manager_kills = 0;
   for (uint64_t seed = 0; seed < 5; ++seed) {
     std::shared_ptr<Outcome> out = RunOnce(false, seed);
     ASSERT_EQ(out->error, "") << "seed " << seed;
+    EXPECT_GT(out->acks, 0) << "seed " << seed;
+    counter_kills += out->counter_kills;
+    manager_kills += out->manager_kills;
   }
+  EXPECT_GT(counter_kills, 0);
+  EXPECT_GT(manager_kills, 0);
 }
 
 }  // namespace
