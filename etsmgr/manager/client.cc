@@ -7,6 +7,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <typeindex>
 #include <utility>
 #include <vector>
 
@@ -38,15 +39,27 @@ std::string Describe(const char* op, const std::string& name) {
   return absl::StrCat(op, " \"", name, "\"");
 }
 
+absl::Status NestedCall(const char* op, const std::string& name) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      Describe(op, name), ": called from inside another table call (a table factory must not "
+      "call the manager)"));
+}
+
 // One table call by the calling process, under the instance's lock: the manager must be running,
 // and the caller is linked to it before it becomes a client. What must happen after the lock
 // (deleting or releasing a table, logging) is collected in `after`.
+// Set while this thread runs a table call (under the instance's lock, which is not recursive).
+thread_local bool t_in_call = false;
+
 class ClientCall {
  public:
   ClientCall(Process& self, std::shared_ptr<Instance> st)
-      : self_(self), me_(self.self()), st_(std::move(st)), lock_(st_->mu) {}
+      : self_(self), me_(self.self()), st_(std::move(st)), lock_(st_->mu) {
+    t_in_call = true;
+  }
 
   ~ClientCall() {
+    t_in_call = false;
     // A call that left the caller with no table of the instance unlinks it from the manager again.
     if (linked_now_ && !st_->dir.HasClient(me_)) self_.Unlink(st_->manager);
     lock_.unlock();
@@ -89,9 +102,12 @@ class ClientCall {
 
  private:
   void Settle(bool first, const Pid& dropped) {
-    if (first) manager_internal::WatchClientLocked(st_, self_);
     // A client left with no table of the instance is unlinked from the manager.
     if (dropped.valid()) dropped.control()->Unlink(st_->manager);
+    if (first) {
+      manager_internal::WatchClientLocked(st_, self_);
+      self_.TryLink(st_->manager);  // Again if this call unlinked it (a dead entry replaced).
+    }
   }
 
   Process& self_;
@@ -110,6 +126,23 @@ absl::Status Claim(ClientCall& call, const char* op, const std::string& name, En
   }
   call.SetClient(entry);
   ++call.st().dir.counters.hand_backs;
+  return absl::OkStatus();
+}
+
+// A factory's table: valid, alive, the caller's, of the types asked for, kept by nobody.
+absl::Status CheckMade(const AnyTable& table, const manager_internal::TableFactory& factory,
+                       const Pid& caller, const std::string&) {
+  if (!table.valid()) return absl::InvalidArgumentError("returned a null table");
+  absl::StatusOr<Pid> owner = table.Owner();
+  if (!owner.ok() || *owner != caller) {
+    return absl::InvalidArgumentError("returned a table the caller does not own");
+  }
+  const TableCore& core = *table.core();
+  if (core.key_type() != std::type_index(*factory.key_type) ||
+      core.value_type() != std::type_index(*factory.value_type)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("returned a table of ", core.type_names(), ", not of the types asked for"));
+  }
   return absl::OkStatus();
 }
 
@@ -142,7 +175,8 @@ bool Etsmgr::IsManager(Node& node, const Pid& pid) const {
   std::shared_ptr<Instance> st = manager_internal::FindInstance(node, inst_);
   if (st == nullptr || !pid.valid()) return false;
   std::lock_guard<AdaptiveMutex> lock(st->mu);
-  return st->manager_serials.contains(pid.serial());
+  const auto& seen = st->manager_serials;
+  return std::find(seen.begin(), seen.end(), pid.serial()) != seen.end();
 }
 
 Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std::string name,
@@ -154,6 +188,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
     co_return absl::InvalidArgumentError(
         absl::StrCat(Describe("new_table", name), ": the table factory has no create function"));
   }
+  if (t_in_call) co_return NestedCall("new_table", name);
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("new_table", name), nullptr, inst_);
   absl::StatusOr<ManagedTableRef> result;
@@ -195,9 +230,15 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
                                                                     ": ", table.status().message()));
           break;
         }
+        // What the factory made must be a new table of the caller's, of the types asked for.
+        absl::Status made = CheckMade(*table, factory, call.me(), name);
         ManagedName managed = std::make_shared<const std::string>(name);
-        // Ours, new, under our lock: keeping it cannot fail.
-        st->keeper->Keep(*table, managed).IgnoreError();
+        if (made.ok()) made = st->keeper->Keep(*table, managed);
+        if (!made.ok()) {
+          result = absl::InvalidArgumentError(
+              absl::StrCat(Describe("new_table", name), ": the table factory ", made.message()));
+          break;
+        }
         call.Add(name, Entry{*table, Pid(), std::move(managed)});
         ++st->dir.counters.tables_created;
         result = ManagedTableRef{st->manager, *std::move(table), true};
@@ -219,6 +260,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
   if (!table.valid()) {
     co_return absl::InvalidArgumentError(Describe("add_table", name) + ": null table handle");
   }
+  if (t_in_call) co_return NestedCall("add_table", name);
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("add_table", name), nullptr, inst_);
   absl::StatusOr<ManagedTableRef> result;
@@ -277,6 +319,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
 
 Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Duration) const {
   if (name.empty()) co_return absl::InvalidArgumentError("del_table: empty table name");
+  if (t_in_call) co_return NestedCall("del_table", name);
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("del_table", name), nullptr, inst_);
   ClientCall call(self, st);
@@ -291,19 +334,31 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
 }
 
 Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) const {
+  if (t_in_call) co_return NestedCall("info", "");
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning("info", nullptr, inst_);
   ManagerInfo info;
   std::vector<manager_internal::SnapshotRow> rows;
   PidCopier pids;  // 300k Pid copies of a few processes (~1,000 clients and the vault).
+  uint64_t snapshot = 0;
   {
     std::lock_guard<AdaptiveMutex> lock(st->mu);
     if (!st->manager.alive()) co_return NotRunning("info", st.get(), inst_);
     info.manager = st->manager;
     info.vault = st->vault;
     info.counters = st->Counters();
-    rows = st->dir.BeginSnapshot(pids);
+    rows = st->dir.BeginSnapshot(pids, &snapshot);
   }
+  // The snapshot ends whatever happens below (an allocation failure included).
+  struct EndSnapshot {
+    Instance& st;
+    uint64_t id;
+    ~EndSnapshot() {
+      std::vector<Entry> dead;
+      std::lock_guard<AdaptiveMutex> lock(st.mu);
+      dead = st.dir.EndSnapshot(id);
+    }  // `dead` goes after the lock.
+  } end{*st, snapshot};
   // The tables are read after the lock (each its own allocation: at 100k tables the cache
   // misses are the cost, so a second index runs a few rows ahead prefetching).
   ReserveFaultedIn(info.tables, rows.size());
@@ -323,11 +378,6 @@ Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) co
     }
   }
   pids.Flush();
-  std::vector<Entry> dead;
-  {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
-    dead = st->dir.EndSnapshot();
-  }
   co_return info;
 }
 
@@ -339,8 +389,28 @@ Task<absl::StatusOr<Pid>> Etsmgr::WaitForManager(Process& self, absl::Time deadl
           "wait_for_manager: ", server_name(), " was not running by the deadline (instance ",
           ToString(State(self.node())), ")"));
     }
-    if (pid->alive()) co_return std::move(*pid);
-    // It died as we found it: wait for the next one.
+    // The instance's running manager: calls will be served. Anything else holding the name (a
+    // manager on its way out, or an unrelated process) is waited out, never spun on.
+    bool running = false;
+    if (std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_)) {
+      std::lock_guard<AdaptiveMutex> lock(st->mu);
+      running = st->manager == *pid && st->State() == InstanceState::kRunning;
+    }
+    if (running) co_return std::move(*pid);
+    const uint64_t ref = self.Monitor(*pid);
+    std::optional<Message> down = co_await self.ReceiveIf(
+        [ref](const Envelope& e) {
+          const Down* d = e.As<Down>();
+          return d != nullptr && d->ref == ref;
+        },
+        deadline);
+    if (!down) {
+      self.Demonitor(ref, /*flush=*/true);
+      co_return absl::DeadlineExceededError(absl::StrCat(
+          "wait_for_manager: ", server_name(), " is held by ", pid->ToString(),
+          ", which is not the running manager of instance \"", inst_, "\" (",
+          ToString(State(self.node())), ")"));
+    }
   }
 }
 

@@ -57,11 +57,19 @@ absl::Status CheckStart(const std::string& inst, const ManagerOptions& options) 
 }
 
 // Deletes what the instance holds for dead clients, lets live clients keep theirs unmanaged, and
-// forgets the instance. Its processes are stopped.
-void Discard(Node& node, const std::shared_ptr<Instance>& st) {
+// forgets the instance. Its processes are stopped; one started again meanwhile wins (nothing is
+// discarded then).
+absl::Status Discard(Node& node, const std::shared_ptr<Instance>& st) {
   std::vector<Entry> entries;
   {
     std::lock_guard<AdaptiveMutex> lock(st->mu);
+    if (st->sup.alive()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "stop(\"", st->inst, "\"): started again (supervisor ", st->sup.ToString(),
+          ") before its tables were discarded; nothing discarded"));
+    }
+    // From here a start takes a new instance (FindOrCreateInstance, StartVault).
+    st->discarded.store(true, std::memory_order_release);
     entries = st->dir.TakeAll();
   }
   uint64_t discarded = 0;
@@ -76,6 +84,7 @@ void Discard(Node& node, const std::shared_ptr<Instance>& st) {
   manager_internal::ForgetInstance(node, st.get());
   Logf(LogLevel::kNotice, "etsmgr %s: discarded; %u held table(s) deleted, %u left to their owners",
        st->inst, discarded, entries.size() - discarded);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -121,23 +130,22 @@ Task<absl::Status> StopManager(Process& self, std::string inst, StopOptions opti
             st->sup.ToString(), "; stop it there (TerminateChild)"));
       }
       sup = st->sup;
-      st->stopping = true;
     }
   }
   if (!sup.valid() && !options.discard_tables) {
     co_return absl::NotFoundError(absl::StrCat("stop(\"", inst, "\"): not_started"));
   }
   if (sup.valid()) {
+    // No timeout: the supervisor stops its children in turn (each bounded by its shutdown).
     absl::Status stopped = co_await StopSupervisor(self, sup);
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
-    st->stopping = false;
     if (!stopped.ok()) {
       co_return absl::Status(stopped.code(),
                              absl::StrCat("stop(\"", inst, "\"): ", stopped.message()));
     }
-    st->stopped = true;
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    if (st->sup == sup) st->stopped = true;  // Unless a new run began meanwhile.
   }
-  if (options.discard_tables) Discard(self.node(), st);
+  if (options.discard_tables) co_return Discard(self.node(), st);
   co_return absl::OkStatus();
 }
 
@@ -169,19 +177,23 @@ namespace {
 // standalone one, is already_started.
 Task<absl::StatusOr<Pid>> StartEmbedded(Process& parent, std::string inst, SupervisorFlags flags,
                                         std::vector<ChildSpec> children) {
-  std::shared_ptr<Instance> st = manager_internal::FindOrCreateInstance(parent.node(), inst);
+  if (inst.empty()) co_return absl::InvalidArgumentError("etsmgr instance: empty name");
+  std::shared_ptr<Instance> st;
   Pid orphan;
-  {
+  while (true) {
+    st = manager_internal::FindOrCreateInstance(parent.node(), inst);
     std::lock_guard<AdaptiveMutex> lock(st->mu);
+    if (st->discarded.load(std::memory_order_acquire)) continue;  // Being discarded: a new one.
     if (st->sup.alive()) {
-      if (st->standalone || (st->sup_parent.alive() && st->sup_parent != parent.self())) {
+      // Only a supervisor whose application supervisor is gone is an orphan of an earlier run.
+      if (st->standalone || st->sup_parent.alive()) {
         co_return absl::AlreadyExistsError(absl::StrCat(
             "etsmgr instance \"", inst, "\": already_started (supervisor ", st->sup.ToString(),
             ")"));
       }
       orphan = st->sup;
     }
-    st->sup_parent = parent.self();
+    break;
   }
   if (orphan.valid()) {
     const uint64_t ref = parent.Monitor(orphan);
@@ -198,6 +210,10 @@ Task<absl::StatusOr<Pid>> StartEmbedded(Process& parent, std::string inst, Super
           "etsmgr instance \"", inst, "\": the supervisor of its previous run ",
           orphan.ToString(), " did not exit"));
     }
+  }
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    st->sup_parent = parent.self();
   }
   SpawnOptions options;
   options.name = InstToName("etsmgr_sup", inst);

@@ -105,6 +105,10 @@ TEST_F(DecideTest, NewTable) {
   EXPECT_EQ(DecideNewTable("t", k, v, &none, Alive(Pid(), true), caller_).action, Action::kClaim);
   Entry gone = MakeEntry(dead_);
   EXPECT_EQ(DecideNewTable("t", k, v, &gone, Alive(Pid(), true), caller_).action, Action::kClaim);
+  // Its owner is exiting (the keeper has it next): claimed from it directly.
+  TableView exiting = Alive(other_);
+  exiting.owner_exiting = true;
+  EXPECT_EQ(DecideNewTable("t", k, v, &none, exiting, caller_).action, Action::kClaim);
   // Held for another live client: table_exists naming it.
   Decision held = DecideNewTable("t", k, v, &e, Alive(Pid(), true), caller_);
   EXPECT_EQ(held.action, Action::kConflict);
@@ -198,7 +202,8 @@ TEST_F(DecideTest, DirectoryKeepsClientCountsAndSnapshots) {
   EXPECT_FALSE(dropped.valid());
   // A snapshot keeps removed entries' names and tables until it ends.
   PidCopier pids;
-  std::vector<SnapshotRow> rows = dir.BeginSnapshot(pids);
+  uint64_t first_id = 0;
+  std::vector<SnapshotRow> rows = dir.BeginSnapshot(pids, &first_id);
   ASSERT_EQ(rows.size(), 2u);
   Entry gone = dir.Erase("b", &dropped);
   EXPECT_EQ(dropped, caller_);  // Its last table: unlink.
@@ -207,11 +212,29 @@ TEST_F(DecideTest, DirectoryKeepsClientCountsAndSnapshots) {
   EXPECT_FALSE(gone_name.expired());  // In the graveyard.
   for (const SnapshotRow& row : rows) EXPECT_TRUE(*row.name == "a" || *row.name == "b");
   pids.Flush();
-  std::vector<Entry> buried = dir.EndSnapshot();
-  EXPECT_EQ(buried.size(), 1u);
+  // Snapshots overlap: an entry removed while the first was open waits for it, not for later
+  // ones; one removed during the second only waits for the second.
+  PidCopier more;
+  uint64_t second_id = 0;
+  std::vector<SnapshotRow> later = dir.BeginSnapshot(more, &second_id);
+  ASSERT_EQ(later.size(), 1u);
+  Entry a_gone = dir.Erase("a", &dropped);
+  std::weak_ptr<const std::string> a_name = a_gone.name;
+  a_gone = Entry();
+  std::vector<Entry> buried = dir.EndSnapshot(first_id);
+  EXPECT_EQ(buried.size(), 1u);  // "b": only the first snapshot could see it.
   buried.clear();
   rows.clear();
   EXPECT_TRUE(gone_name.expired());
+  EXPECT_FALSE(a_name.expired());  // Still needed by the second.
+  more.Flush();
+  later.clear();
+  EXPECT_EQ(dir.EndSnapshot(second_id).size(), 1u);
+  EXPECT_TRUE(a_name.expired());
+  // Put "a" back for the rest.
+  Entry again = entry("a");
+  again.client = other_;
+  EXPECT_TRUE(dir.Add("a", std::move(again)));
   // A client's exit: its entries become client-less; the names are reported.
   EXPECT_EQ(dir.MarkClientGone(other_), std::vector<std::string>{"a"});
   EXPECT_FALSE(dir.Find("a")->client.valid());

@@ -24,7 +24,8 @@
 // any other message, which stays the caller's. DeadlineExceeded when no manager came back within
 // `wait` (State() tells whether the instance is restarting, down or stopped): the table is still
 // the caller's and still managed, and Reattach may be called again later.
-// Close: del_table, then delete the table (the normal stop of a client).
+// Close: del_table, then delete the table (the normal stop of a client); nothing is deleted when
+// del_table fails.
 #ifndef ETSMGR_MANAGER_MANAGED_TABLE_H_
 #define ETSMGR_MANAGER_MANAGED_TABLE_H_
 
@@ -37,6 +38,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "etsmgr/base/log.h"
+#include "etsmgr/executor/scheduler.h"
 #include "etsmgr/manager/manager.h"
 
 namespace etsmgr {
@@ -56,19 +58,30 @@ class ManagedTable {
       absl::StatusOr<Pid> manager = co_await mgr.WaitForManager(self, deadline);
       if (!manager.ok()) co_return manager.status();
       ref = co_await mgr.NewTable<K, V>(self, name, options, wait);
-      // Unavailable: the manager died as we asked; wait for the next one.
+      // Unavailable: the manager died as we asked; wait for the next one (WaitForManager
+      // suspends until it is running, so this never spins).
       if (ref.ok() || ref.status().code() != absl::StatusCode::kUnavailable) break;
+      if (Now() >= deadline) co_return ref.status();
     }
     if (!ref.ok()) co_return ref.status();
     absl::StatusOr<Table<K, V>> table = Table<K, V>::Attach(ref->table);
     if (!table.ok()) co_return table.status();
     if (ref->created && init) {
+      // Not initialised unless init returns OK (an error or an exception leaves it for the next
+      // Open to initialise again).
+      struct Undo {
+        AnyTable table;
+        bool done = false;
+        ~Undo() {
+          if (!done) table.core()->SetInitialised(false);
+        }
+      } undo{ref->table};
       absl::Status st = init(*table);
       if (!st.ok()) {
-        ref->table.core()->SetInitialised(false);  // The next Open initialises it again.
         co_return absl::Status(st.code(),
                                absl::StrCat("initialising table \"", name, "\": ", st.message()));
       }
+      undo.done = true;
     }
     co_return ManagedTable(std::move(mgr), std::move(name), std::move(*table), ref->manager,
                            ref->created);
@@ -100,6 +113,9 @@ class ManagedTable {
       absl::StatusOr<Pid> manager = co_await mgr_.WaitForManager(self, deadline);
       if (!manager.ok()) co_return manager.status();
       absl::StatusOr<ManagedTableRef> ref = co_await mgr_.AddTable(self, name_, table_.any());
+      if (!ref.ok() && ref.status().code() == absl::StatusCode::kUnavailable && Now() >= deadline) {
+        co_return ref.status();
+      }
       if (ref.ok()) {
         bool changed = manager_ != ref->manager;
         manager_ = ref->manager;
@@ -113,10 +129,12 @@ class ManagedTable {
     }
   }
 
+  // Deletes the table only once del_table succeeded: a table still managed is never deleted
+  // (during a manager restart Close answers Unavailable and the table stays, managed).
   Task<absl::Status> Close(Process& self, absl::Duration wait = kDefaultCallTimeout) {
     absl::Status del = co_await mgr_.DelTable(self, name_, wait);
-    absl::Status deleted = table_.Delete();
-    co_return del.ok() ? deleted : del;
+    if (!del.ok()) co_return del;
+    co_return table_.Delete();
   }
 
  private:

@@ -90,8 +90,10 @@ absl::Status Node::Register(const std::string& name, const Pid& pid) {
       waiters = std::move(w->second);
       name_waiters_.erase(w);
     }
+    // Under the lock: a waiter that leaves (RemoveNameWaiter) after this has its notice queued
+    // already, and can drop it.
+    for (const Pid& waiter : waiters) NotifyNameRegistered(waiter, name);
   }
-  for (const Pid& waiter : waiters) NotifyNameRegistered(waiter, name);
   return absl::OkStatus();
 }
 

@@ -131,11 +131,19 @@ struct RunState {
   WaitSlot done;
   std::optional<T> result;
 };
-// Signals the waiter when the body's frame goes, finished or not.
+// Signals the waiter when the process is done with the body: held by the body's closure, which
+// the process drops when it exits, whether or not the body ever ran (a process killed before its
+// first run never runs it).
 template <typename T>
-struct RunGuard {
-  std::shared_ptr<RunState<T>> state;
-  ~RunGuard() { state->done.Notify(); }
+class RunGuard {
+ public:
+  explicit RunGuard(std::shared_ptr<RunState<T>> state) : state_(std::move(state)) {}
+  RunGuard(const RunGuard&) = delete;
+  RunGuard& operator=(const RunGuard&) = delete;
+  ~RunGuard() { state_->done.Notify(); }
+
+ private:
+  std::shared_ptr<RunState<T>> state_;
 };
 template <typename T>
 Task<void> AwaitRun(std::shared_ptr<RunState<T>> state) {
@@ -152,12 +160,13 @@ T Node::Run(std::function<Task<T>(Process&)> body, SpawnOptions options) {
         "Node::Run: called from a scheduler thread (it would deadlock); await from a process"));
   }
   auto state = std::make_shared<node_internal::RunState<T>>();
+  auto guard = std::make_shared<node_internal::RunGuard<T>>(state);
   absl::StatusOr<Pid> pid = Spawn(
-      [state, body = std::move(body)](Process& self) -> Task<void> {
-        node_internal::RunGuard<T> guard{state};
+      [state, guard, body = std::move(body)](Process& self) -> Task<void> {
         state->result.emplace(co_await body(self));
       },
       std::move(options));
+  guard.reset();  // The closure's copy (or, if the spawn failed, none) signals the end.
   if (!pid.ok()) return T(pid.status());
   try {
     runtime().BlockOn(node_internal::AwaitRun(state));

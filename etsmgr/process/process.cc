@@ -749,24 +749,29 @@ Task<std::optional<Pid>> Process::WaitForRegistered(std::string name, absl::Time
   if (found.valid()) co_return found;
   NameWaiterGuard guard{&n, name, self()};
   const int64_t deadline_ns = process_internal::DeadlineNanos(deadline);
+  auto notice = [&name](const Envelope& e) {
+    const NameRegistered* r = e.As<NameRegistered>();
+    return r != nullptr && r->name == name;
+  };
   while (true) {
     // A registration hands its waiters one notice each and forgets them: (re-)join before every
     // look, or a name registered by a process that died before we looked would be our last notice.
     n.AddNameWaiter(name, self());
     found = n.Whereis(name);  // Re-check: it may have been registered before we were added.
-    if (found.valid()) co_return found;
-    std::optional<Message> m = co_await PredicateReceiveAwaiter(
-        control_,
-        [&name](const Envelope& e) {
-          const NameRegistered* r = e.As<NameRegistered>();
-          return r != nullptr && r->name == name;
-        },
-        deadline_ns);
+    if (found.valid()) break;
+    std::optional<Message> m = co_await PredicateReceiveAwaiter(control_, notice, deadline_ns);
     if (!m) {
       found = n.Whereis(name);
-      co_return found.valid() ? std::optional<Pid>(std::move(found)) : std::nullopt;
+      break;
     }
   }
+  // Leave the waiter list, then drop a notice sent meanwhile (notices are sent under the
+  // registry lock, so none can come after this): no stray NameRegistered stays in the mailbox.
+  n.RemoveNameWaiter(name, self());
+  while (co_await PredicateReceiveAwaiter(control_, notice, process_internal::DeadlineNanos(
+                                                               absl::InfinitePast()))) {
+  }
+  co_return found.valid() ? std::optional<Pid>(std::move(found)) : std::nullopt;
 }
 
 void NotifyNameRegistered(const Pid& waiter, const std::string& name) {

@@ -119,6 +119,11 @@ void TableCore::NoteKeptLocked() {
   kept_ = keeper != nullptr && (!owner_.valid() || owner_ == keeper->holder());
 }
 
+bool TableCore::has_keeper() const {
+  std::lock_guard<SpinLock> lock(meta_mu_);
+  return !keeper_.expired();
+}
+
 Pid TableCore::owner() const {
   std::lock_guard<SpinLock> lock(meta_mu_);
   return owner_;

@@ -169,6 +169,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
 
   absl::StatusOr<TableInfo> Info() const;
   Pid owner() const;  // Null once deleted, and while parked by its keeper.
+  bool has_keeper() const;  // A TableKeeper keeps it (see table_keeper.h).
   // The heir if one is set, else the holder of the table's keeper (see TableKeeper), else null.
   Pid heir() const;
   // Owner, heir and size in one look, as info() over many tables wants them (the Pids copied

@@ -77,6 +77,10 @@ absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
 
 absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void> tag) {
   if (!table.valid()) return NullTableHandle("keep");
+  if (weak_from_this().expired()) {
+    return absl::FailedPreconditionError(
+        "keep: a TableKeeper must be owned by a std::shared_ptr (tables refer to it weakly)");
+  }
   TableCore& core = *table.core();
   Pid old_heir;  // Released after the lock, with its data.
   std::any old_data;
@@ -109,6 +113,26 @@ std::shared_ptr<const void> TableKeeper::TagOf(const AnyTable& table) const {
   return core.keeper_tag_;
 }
 
+namespace {
+bool Exiting(const Pid& pid) {
+  return pid.valid() && pid.control()->status() >= ProcessControl::Status::kExiting;
+}
+}  // namespace
+
+TableKeeper::Look TableKeeper::LookAt(const AnyTable& table) const {
+  Look look;
+  if (!table.valid()) return look;
+  TableCore& core = *table.core();
+  std::lock_guard<SpinLock> lock(core.meta_mu_);
+  look.alive = !core.deleted();
+  if (!look.alive) return look;
+  look.kept = core.keeper_.lock().get() == this;
+  look.held = look.kept && core.kept_;
+  look.owner = core.owner_;
+  look.owner_exiting = Exiting(core.owner_);
+  return look;
+}
+
 bool TableKeeper::Holds(const AnyTable& table) const {
   if (!table.valid()) return false;
   TableCore& core = *table.core();
@@ -126,7 +150,7 @@ absl::Status TableKeeper::HandOver(const AnyTable& table, const Pid& to) {
     return absl::FailedPreconditionError(
         absl::StrCat("hand over ", core.ToString(), ": this keeper does not keep it"));
   }
-  if (!core.kept_) {
+  if (!core.kept_ && !Exiting(core.owner_)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "hand over ", core.ToString(), ": it is owned by ", core.owner_.ToString()));
   }
@@ -138,9 +162,10 @@ absl::Status TableKeeper::HandOver(const AnyTable& table, const Pid& to) {
     return absl::FailedPreconditionError(absl::StrCat("hand over ", core.ToString(), " to ",
                                                       to.ToString(), ": process is not alive"));
   }
+  // From the keeper, or from an exiting owner whose exit then finds it no longer its own.
   if (!core.owner_.valid()) UnparkLocked(&core);
   previous = core.ReplaceOwner(to);
-  core.kept_ = false;
+  core.NoteKeptLocked();
   return absl::OkStatus();
 }
 

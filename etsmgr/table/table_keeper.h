@@ -21,7 +21,8 @@
 // keeper is its heir from then on); the owner may still set one later, which then inherits
 // first, as in ETS.
 //
-// Lifetime: tables refer to their keeper weakly; a keeper holds its parked tables. When the last
+// Lifetime: a keeper must be owned by a std::shared_ptr (Keep answers FailedPrecondition
+// otherwise). Tables refer to their keeper weakly; a keeper holds its parked tables. When the last
 // reference to the keeper goes, its parked tables go too (deleted with their last handle), and
 // tables it kept fall back to ETS's rule.
 //
@@ -64,10 +65,22 @@ class TableKeeper : public std::enable_shared_from_this<TableKeeper> {
   std::shared_ptr<const void> TagOf(const AnyTable& table) const;
   // True when the keeper has `table` right now: its holder owns it, or it is parked.
   bool Holds(const AnyTable& table) const;
-  // Makes `to` (a live process) the owner of a table the keeper has (still kept: if `to` exits,
-  // it comes back). FailedPrecondition when the keeper does not keep it or a process other than
-  // its holder owns it, or `to` is not alive; NotFound for a deleted table. `to` receives no
-  // TableTransfer: the caller tells it.
+  // One consistent look at a table (under its lock): alive, kept by this keeper, had by it
+  // (`held`), its owner, and whether that owner is exiting (its exit procedure has begun: a
+  // table it still owns is about to come to the keeper).
+  struct Look {
+    bool alive = false;
+    bool kept = false;
+    bool held = false;
+    Pid owner;
+    bool owner_exiting = false;
+  };
+  Look LookAt(const AnyTable& table) const;
+  // Makes `to` (a live process) the owner of a table the keeper has, or whose owner is exiting
+  // (it would come to the keeper next); still kept: if `to` exits, it comes back.
+  // FailedPrecondition when the keeper does not keep it, or a live process other than its holder
+  // owns it, or `to` is not alive; NotFound for a deleted table. `to` receives no TableTransfer:
+  // the caller tells it.
   absl::Status HandOver(const AnyTable& table, const Pid& to);
   // Stops keeping `table`. One the keeper has is deleted (nobody could ask for it any more);
   // one a process owns stays with it, with no heir. Yields true when it deleted the table.

@@ -35,6 +35,10 @@ void ClientNames::Erase(const std::string& name) {
 
 // --- Decisions.
 
+bool Live(const Pid& pid) {
+  return pid.valid() && pid.control()->status() < ProcessControl::Status::kExiting;
+}
+
 namespace {
 
 std::string Quoted(const std::string& name) { return absl::StrCat("\"", name, "\""); }
@@ -43,10 +47,11 @@ std::string Quoted(const std::string& name) { return absl::StrCat("\"", name, "\
 Decision ClaimOrConfirm(const char* what, const std::string& name, const Entry& entry,
                         const TableView& view, const Pid& caller) {
   if (view.owner.valid() && view.owner == caller) return {Action::kConfirm, absl::OkStatus()};
-  if (view.held) {
+  // Held by the keeper, or about to be (its owner is exiting: taken from it directly).
+  if (view.held || view.owner_exiting) {
     // Registered to another live client while the keeper has it (the client gave it to the
     // vault, say): that client may still ask for it, so nobody else may take it.
-    if (entry.client.valid() && entry.client != caller && entry.client.alive()) {
+    if (entry.client.valid() && entry.client != caller && Live(entry.client)) {
       return {Action::kConflict,
               absl::AlreadyExistsError(absl::StrCat(what, " ", Quoted(name), ": table_exists: ",
                                                     entry.table.ToString(),
@@ -179,7 +184,7 @@ Entry Directory::Erase(const std::string& name, Pid* dropped) {
       }
     }
   }
-  if (open_snapshots_ > 0) {
+  if (!open_snapshots_.empty()) {
     Entry kept{entry.table, entry.client, entry.name};
     Bury(std::move(kept));
   }
@@ -212,7 +217,7 @@ std::vector<Entry> Directory::TakeAll() {
   std::vector<Entry> all;
   all.reserve(entries_.size());
   for (auto& [name, entry] : entries_) {
-    if (open_snapshots_ > 0) Bury(Entry{entry.table, entry.client, entry.name});
+    if (!open_snapshots_.empty()) Bury(Entry{entry.table, entry.client, entry.name});
     all.push_back(std::move(entry));
   }
   entries_.clear();
@@ -220,10 +225,11 @@ std::vector<Entry> Directory::TakeAll() {
   return all;
 }
 
-void Directory::Bury(Entry entry) { graveyard_.push_back(std::move(entry)); }
+void Directory::Bury(Entry entry) { graveyard_.emplace_back(next_snapshot_, std::move(entry)); }
 
-std::vector<SnapshotRow> Directory::BeginSnapshot(PidCopier& pids) {
-  ++open_snapshots_;
+std::vector<SnapshotRow> Directory::BeginSnapshot(PidCopier& pids, uint64_t* id) {
+  *id = next_snapshot_++;
+  open_snapshots_.insert(*id);
   std::vector<SnapshotRow> rows;
   rows.reserve(entries_.size());
   for (const auto& [name, entry] : entries_) {
@@ -232,9 +238,15 @@ std::vector<SnapshotRow> Directory::BeginSnapshot(PidCopier& pids) {
   return rows;
 }
 
-std::vector<Entry> Directory::EndSnapshot() {
+std::vector<Entry> Directory::EndSnapshot(uint64_t id) {
+  open_snapshots_.erase(id);
+  // An entry removed when the next id was t is needed by the open snapshots with ids below t.
+  const uint64_t oldest = open_snapshots_.empty() ? next_snapshot_ : *open_snapshots_.begin();
   std::vector<Entry> dead;
-  if (--open_snapshots_ == 0) dead.swap(graveyard_);
+  while (!graveyard_.empty() && graveyard_.front().first <= oldest) {
+    dead.push_back(std::move(graveyard_.front().second));
+    graveyard_.pop_front();
+  }
   return dead;
 }
 

@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <set>
 #include <string>
 #include <typeinfo>
 #include <vector>
@@ -62,8 +64,12 @@ struct TableView {
   bool alive = false;
   bool held = false;   // The instance's keeper has it: its vault owns it, or it is parked.
   Pid owner;           // Null when held and parked, or deleted.
+  bool owner_exiting = false;  // Its owner's exit has begun: the keeper has it next.
   bool initialised = false;
 };
+
+// A process that runs and has not begun to exit.
+bool Live(const Pid& pid);
 
 // The one decision of new_table and add_table, over the directory's entry for the name.
 enum class Action {
@@ -130,10 +136,11 @@ class Directory {
   std::vector<Entry> TakeAll();
 
   // info(): every entry as a row, and a promise that the rows' names and tables stay valid
-  // until EndSnapshot, whatever happens to the entries meanwhile (removed entries wait in a
-  // graveyard). EndSnapshot hands back what the last open snapshot kept: drop it after the lock.
-  std::vector<SnapshotRow> BeginSnapshot(PidCopier& pids);
-  std::vector<Entry> EndSnapshot();
+  // until EndSnapshot(id), whatever happens to the entries meanwhile (removed entries wait in a
+  // graveyard until no snapshot older than their removal is open). EndSnapshot hands back what
+  // no open snapshot needs any more: drop it after the lock.
+  std::vector<SnapshotRow> BeginSnapshot(PidCopier& pids, uint64_t* id);
+  std::vector<Entry> EndSnapshot(uint64_t id);
 
   DirectoryCounters counters;
   uint64_t exit_work = 0;  // Entries touched handling client exits (tests check it).
@@ -145,8 +152,11 @@ class Directory {
   // Each client's names: the link count of Erlang's etsmgr, and what a client's exit touches
   // (so a burst of exits costs the exiting clients' tables, not all tables).
   absl::flat_hash_map<Pid, ClientNames> clients_;
-  int open_snapshots_ = 0;
-  std::vector<Entry> graveyard_;
+  // Open snapshots by id (ids grow), and removed entries tagged with the next id at removal: an
+  // entry is needed while a snapshot with a smaller id is open.
+  uint64_t next_snapshot_ = 1;
+  std::set<uint64_t> open_snapshots_;
+  std::deque<std::pair<uint64_t, Entry>> graveyard_;
 };
 
 }  // namespace etsmgr::manager_internal

@@ -29,8 +29,14 @@ void InstanceKeeper::OnLost(const AnyTable& table) {
 
 // --- Instance.
 
+namespace {
+std::atomic<uint64_t> g_next_instance_id{1};
+}  // namespace
+
 Instance::Instance(std::string name)
-    : inst(std::move(name)), keeper(std::make_shared<InstanceKeeper>(inst)) {}
+    : inst(std::move(name)),
+      id(g_next_instance_id.fetch_add(1, std::memory_order_relaxed)),
+      keeper(std::make_shared<InstanceKeeper>(inst)) {}
 
 Instance::~Instance() = default;
 
@@ -56,12 +62,12 @@ ManagerCounters Instance::Counters() const {
 
 TableView Instance::View(const AnyTable& table) const {
   TableView v;
-  if (!table.valid()) return v;
-  v.alive = table.alive();
+  TableKeeper::Look look = keeper->LookAt(table);  // One look under the table's lock.
+  v.alive = look.alive;
   if (!v.alive) return v;
-  v.held = keeper->Holds(table);
-  absl::StatusOr<Pid> owner = table.Owner();
-  if (owner.ok()) v.owner = *std::move(owner);
+  v.held = look.held;
+  v.owner = std::move(look.owner);
+  v.owner_exiting = look.owner_exiting;
   v.initialised = table.core()->initialised();
   return v;
 }
@@ -111,7 +117,7 @@ std::shared_ptr<Instance> FindOrCreateInstance(Node& node, const std::string& in
   Instances& all = node.Service<Instances>();
   std::lock_guard<AdaptiveMutex> lock(all.mu);
   std::shared_ptr<Instance>& slot = all.by_name[inst];
-  if (slot == nullptr) {
+  if (slot == nullptr || slot->discarded.load(std::memory_order_acquire)) {
     slot = std::make_shared<Instance>(inst);
     g_instances_version.fetch_add(1, std::memory_order_acq_rel);
   }
@@ -166,7 +172,7 @@ void WatchClientLocked(const std::shared_ptr<Instance>& st, Process& self) {
       [weak](const Pid& pid, const ExitReason& reason) {
         if (std::shared_ptr<Instance> instance = weak.lock()) ClientGone(*instance, pid, reason);
       },
-      st.get());
+      reinterpret_cast<const void*>(static_cast<uintptr_t>(st->id)));
 }
 
 }  // namespace etsmgr::manager_internal

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -54,6 +55,7 @@ struct Instance {
   Instance& operator=(const Instance&) = delete;
 
   const std::string inst;
+  const uint64_t id;  // Unique for the life of the program.
   const std::shared_ptr<InstanceKeeper> keeper;
 
   AdaptiveMutex mu;
@@ -63,11 +65,15 @@ struct Instance {
   Pid vault;    // The keeper's holder.
   Pid manager;  // Set by the manager when it has linked the clients (then it registers its name).
   bool standalone = false;  // Started by StartManager (not under an application's supervisor).
-  bool stopping = false;    // StopManager is stopping it.
-  bool stopped = false;     // StopManager stopped it: its clients should not wait for it.
+  bool stopped = false;     // StopManager stopped it.
+  // Discarded (StopManager with discard_tables): a start in progress takes a new instance.
+  std::atomic<bool> discarded{false};
   uint64_t manager_starts = 0;
   uint64_t vault_starts = 0;
-  absl::flat_hash_set<uint64_t> manager_serials;  // Every manager the instance had.
+  // The last managers the instance had (serials, newest last): an exit signal from one of them
+  // is a manager's, however far behind a client is. Bounded: kManagerHistory.
+  static constexpr size_t kManagerHistory = 64;
+  std::deque<uint64_t> manager_serials;
   uint64_t client_exits_by_manager = 0;           // Exits the manager handled itself (tests).
 
   // Client exits not yet logged: the vault logs one line per burst (see BurstNotice).
@@ -83,14 +89,15 @@ struct Instance {
 
 // The instance named `inst` on `node`, or null.
 std::shared_ptr<Instance> FindInstance(Node& node, const std::string& inst);
-// The instance named `inst`, created if the node has none.
+// The instance named `inst`, created if the node has none (or only a discarded one).
 std::shared_ptr<Instance> FindOrCreateInstance(Node& node, const std::string& inst);
 // Removes `instance` from its node (discarded): a later start makes a new one.
 void ForgetInstance(Node& node, const Instance* instance);
 
 // Makes the calling process a client of `st` (caller holds st.mu, the process has no table of
 // the instance yet): adds its exit hook, which marks its entries client-less when it exits and
-// unlinks it from the manager, all under st.mu.
+// unlinks it from the manager, all under st.mu. Keyed by the instance's unique id (an address
+// could be reused by a later instance).
 void WatchClientLocked(const std::shared_ptr<Instance>& st, Process& self);
 // A client exited (its exit hook, or the manager's link when the hook could not run): its
 // entries become client-less; the keeper has, or is about to have, its tables.

@@ -83,9 +83,12 @@ Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, ui
       co_await self.Sleep(kBurstWindow);
       LogBurst(*st);
     } else if (const auto* t = m.As<TableTransfer>()) {
-      // A table given to the vault by hand (or passed on by the manager). Kept by the instance:
-      // held like any other. Otherwise nobody could claim it back: not kept forever.
-      if (st->keeper->TagOf(t->table) == nullptr) {
+      // A table given to the vault by hand (or passed on by the manager). Kept by a keeper (this
+      // instance's or another's): held, and it goes to that keeper if the vault exits. Otherwise
+      // nobody could claim it back: not kept forever -- if it is still ours (the message may be
+      // older than a hand-back).
+      absl::StatusOr<Pid> owner = t->table.Owner();
+      if (owner.ok() && *owner == self.self() && !t->table.core()->has_keeper()) {
         Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st->inst,
              t->table.ToString(), t->from.ToString());
         t->table.Delete().IgnoreError();
@@ -111,7 +114,8 @@ Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent,
     superseded = Superseded(*st, parent);
     if (!superseded) {
       st->manager = self.self();
-      st->manager_serials.insert(self.self().serial());
+      st->manager_serials.push_back(self.self().serial());
+      if (st->manager_serials.size() > Instance::kManagerHistory) st->manager_serials.pop_front();
       if (st->manager_starts++ > 0) ++st->dir.counters.manager_restarts;
       // Links died with the previous manager. Clients that died meanwhile are marked now (so the
       // first info() is right); one dying after this answers the link with noproc.
@@ -143,6 +147,8 @@ Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent,
         ExitReason reason = x->reason;
         co_await self.Exit(std::move(reason));
       }
+      // An exit signal from a live process (exit/2) is not a client's death.
+      if (x->from.alive()) continue;
       // A linked client whose exit hook did not unlink it first (it cannot, before this
       // manager's Init links it): the same bookkeeping, once.
       {
@@ -188,10 +194,12 @@ Task<absl::Status> AwaitOrphans(Process& sup, std::vector<Pid> orphans) {
 }
 
 Task<absl::StatusOr<Pid>> StartVault(Process& sup, std::string inst, bool standalone) {
-  std::shared_ptr<Instance> st = FindOrCreateInstance(sup.node(), inst);
+  std::shared_ptr<Instance> st;
   std::vector<Pid> orphans;
-  {
+  while (true) {
+    st = FindOrCreateInstance(sup.node(), inst);
     std::lock_guard<AdaptiveMutex> lock(st->mu);
+    if (st->discarded.load(std::memory_order_acquire)) continue;  // Being discarded: a new one.
     if (st->sup.valid() && st->sup != sup.self() && st->sup.alive()) {
       co_return absl::AlreadyExistsError(absl::StrCat("etsmgr instance \"", inst,
                                                       "\": already_started (supervisor ",
@@ -204,6 +212,7 @@ Task<absl::StatusOr<Pid>> StartVault(Process& sup, std::string inst, bool standa
     for (const Pid* p : {&st->manager, &st->vault}) {
       if (p->alive()) orphans.push_back(*p);
     }
+    break;
   }
   absl::Status gone = co_await AwaitOrphans(sup, std::move(orphans));
   if (!gone.ok()) {
