@@ -15,6 +15,16 @@ constinit thread_local Cache t_cache = {};
 
 namespace {
 
+// Sized delete where the compiler has it (clang 14 needs -fsized-deallocation for it): the heap
+// then checks the size (ASan reports a mismatch).
+void DeleteBlock(void* p, [[maybe_unused]] size_t size) {
+#if defined(__cpp_sized_deallocation)
+  ::operator delete(p, size);
+#else
+  ::operator delete(p);
+#endif
+}
+
 void Flush() {
   Cache& cache = t_cache;
   cache.gone = true;
@@ -23,7 +33,7 @@ void Flush() {
     while (FreeBlock* block = cache.heads[cls]) {
       if constexpr (kPoison) UnpoisonBlock(block, cls);
       cache.heads[cls] = block->next;
-      ::operator delete(block, ClassSize(cls));
+      DeleteBlock(block, ClassSize(cls));
     }
     cache.counts[cls] = 0;
   }
@@ -76,10 +86,10 @@ void FreeSlow(void* p, size_t size) {
       cache.armed = true;
     }
     if (Keep(cache, cls, p)) return;
-    ::operator delete(p, ClassSize(cls));
+    DeleteBlock(p, ClassSize(cls));
     return;
   }
-  ::operator delete(p, size);
+  DeleteBlock(p, size);
 }
 
 }  // namespace internal
