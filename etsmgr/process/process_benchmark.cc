@@ -143,10 +143,10 @@ void BM_SupervisorRestart(benchmark::State& state) {
   const int64_t restarts = bench::Scaled(100'000, 2'000);
   auto node = MakeNode(1);
   std::vector<int64_t> latencies;
-  bool started = true;
+  bool supervised = true;
   for (auto _ : state) {
     latencies.clear();
-    RunInProcess(*node, [&latencies, &started, restarts](Process& self) -> Task<void> {
+    RunInProcess(*node, [&latencies, &supervised, restarts](Process& self) -> Task<void> {
       Pid probe = self.self();
       ProcessBody worker = [probe](Process& w) -> Task<void> {
         Send(probe, Up{w.self()});
@@ -157,7 +157,7 @@ void BM_SupervisorRestart(benchmark::State& state) {
       SupervisorFlags flags{.strategy = RestartStrategy::kOneForOne, .intensity = INT_MAX};
       absl::StatusOr<Pid> sup = co_await StartSupervisorLink(self, flags, std::move(children));
       if (!sup.ok()) {
-        started = false;
+        supervised = false;
         co_return;
       }
       Up up = co_await self.Receive<Up>();  // Named: see the gcc 12 caveat in task.h.
@@ -169,11 +169,12 @@ void BM_SupervisorRestart(benchmark::State& state) {
         child = next.pid;
         latencies.push_back(Scheduler::Current()->NowNanos() - start);
       }
-      co_await StopSupervisor(self, *sup);
+      absl::Status stopped = co_await StopSupervisor(self, *sup);
+      supervised = supervised && stopped.ok();
     });
   }
-  if (!started) {
-    state.SkipWithError("the supervisor did not start");
+  if (!supervised || latencies.size() != static_cast<size_t>(restarts)) {
+    state.SkipWithError("the supervisor did not start or stop");
     return;
   }
   // The first and last tenth: 10k restarts each.

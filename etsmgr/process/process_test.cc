@@ -348,7 +348,8 @@ TEST_P(ProcessTest, LinkToDeadPidGivesNoproc) {
                [](Process& self, std::function<void(std::string)> report) -> Task<void> {
                  Pid dead = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
                  uint64_t ref = self.Monitor(dead);
-                 co_await self.ReceiveIf([ref](const Envelope& e) { return e.Is<Down>(); });
+                 co_await self.ReceiveIf(
+                     [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
                  self.Link(dead);
                  ExitSignal sig = co_await self.Receive<ExitSignal>();
                  report(absl::StrCat(sig.from == dead, sig.reason.ToString()));

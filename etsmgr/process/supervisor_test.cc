@@ -273,7 +273,8 @@ TEST_F(SupervisorTest, TransientAndTemporaryRules) {
         Pid t = co_await ChildPid(self, sup, "transient");
         uint64_t ref = self.Monitor(t);
         Send(t, Stop{});
-        co_await self.ReceiveIf([ref](const Envelope& e) { return e.Is<Down>(); });
+        co_await self.ReceiveIf(
+            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
         co_await self.Sleep(absl::Milliseconds(20));
         Pid after_normal = co_await ChildPid(self, sup, "transient");
         // ...a crash is (restart_child brings it back first).
@@ -283,7 +284,8 @@ TEST_F(SupervisorTest, TransientAndTemporaryRules) {
         Pid tmp = co_await ChildPid(self, sup, "temporary");
         uint64_t ref2 = self.Monitor(tmp);
         SendExit(tmp, ExitReason::Kill());
-        co_await self.ReceiveIf([ref2](const Envelope& e) { return e.Is<Down>(); });
+        co_await self.ReceiveIf(
+            [ref2](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref2; });
         co_await self.Sleep(absl::Milliseconds(20));
         absl::StatusOr<ChildCounts> counts = co_await CountChildren(self, sup);
         report(absl::StrCat(after_normal.valid(), again.ok(), restarted.valid(),
@@ -361,8 +363,8 @@ TEST_F(SupervisorTest, DynamicChildrenApi) {
         out.push_back(absl::StrCat("term=", term.ok(), " listed=", which->size(),
                                    " running=", which->front().pid.valid()));
         absl::StatusOr<Pid> re = co_await RestartChild(self, sup, "d");
-        out.push_back(absl::StrCat("restart=", re.ok()));
-        co_await TerminateChild(self, sup, "d");
+        absl::Status stopped = co_await TerminateChild(self, sup, "d");
+        out.push_back(absl::StrCat("restart=", re.ok(), " stopped=", stopped.ok()));
         absl::Status del = co_await DeleteChild(self, sup, "d");
         absl::Status missing = co_await TerminateChild(self, sup, "d");
         out.push_back(
@@ -371,7 +373,7 @@ TEST_F(SupervisorTest, DynamicChildrenApi) {
       });
   EXPECT_EQ(got,
             "start=1 dup=ALREADY_EXISTS del_running=FAILED_PRECONDITION term=1 listed=1 "
-            "running=0 restart=1 del=1 missing=NOT_FOUND");
+            "running=0 restart=1 stopped=1 del=1 missing=NOT_FOUND");
 }
 
 struct SupervisorIs {

@@ -108,13 +108,13 @@ TEST_P(AccessTest, EveryOperationFollowsTheMode) {
       RunInProcess(*node, [&](Process&) {
         IntTable t = IntTable::New(options).value();
         for (int64_t k = 0; k < 10; ++k) ASSERT_TRUE(t.Insert(k, k).ok());
-        outcomes = TryEveryOperation(t, type);
+        outcomes = TryEveryOperation(t, options.type);
       });
       break;
     case Caller::kOtherProcess:
       owned = SpawnOwner(*node, options, 10);
       RunInProcess(*node, [&](Process&) {
-        outcomes = TryEveryOperation(IntTable::Attach(owned.table).value(), type);
+        outcomes = TryEveryOperation(IntTable::Attach(owned.table).value(), options.type);
       });
       break;
     case Caller::kPlainThread:
