@@ -3,15 +3,22 @@
 #
 #   1. lint (buildifier, clang-format)
 #   2. bazel test //...                     (default config)
-#   3. bazel test //... --config=asan
-#   4. bazel test //... --config=tsan
-#   5. the sanitizer self-check (deliberate bugs must be reported)
-#   6. bazel coverage of one test gives a real lcov report (the offline lcov merger works)
-#   7. the consumer workspace (etsmgr used as a Bazel dependency) builds and runs
+#   3. a smoke run of every benchmark binary (default config, already built by step 2):
+#      `<binary> --smoke` shrinks the workloads, runs each benchmark once and judges no target
+#      (this machine is noisy), but fails on any benchmark's sanity check
+#   4. bazel test //... --config=asan       (the block cache on, its cached blocks poisoned)
+#   5. bazel test //... --config=asan with ETSMGR_BLOCK_CACHE=off (tests only, no rebuild: every
+#      block goes through ASan's allocator and quarantine)
+#   6. bazel test //... --config=tsan
+#   7. bazel test //... --config=ubsan
+#   8. bazel test //... --config=clang      (clang-14 with libstdc++)
+#   9. the sanitizer self-check (deliberate bugs must be reported)
+#  10. bazel coverage of one test gives a real lcov report (the offline lcov merger works)
+#  11. the consumer workspace (etsmgr used as a Bazel dependency) builds and runs
 #
 # Prints an "N passed, N failed" line per step and a final total line, counted from Bazel's
-# per-target results; exits non-zero when anything failed. Extra arguments go to every
-# `bazel test` (e.g. --test_filter=...).
+# per-target results (and one per benchmark binary); exits non-zero when anything failed. Extra
+# arguments go to every `bazel test` (e.g. --test_filter=...).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 root=$(etsmgr_root)
@@ -33,18 +40,56 @@ record() {  # label passed failed
 echo "== lint"
 if "${root}/tools/lint.sh"; then record lint 1 0; else record lint 0 1; fi
 
-for config in default asan tsan; do
-  echo "== bazel test //... (${config})"
-  flags=()
-  [[ ${config} != default ]] && flags=(--config="${config}")
-  log="${logdir}/bazel-test-${config}.log"
-  bazel test -k "${flags[@]}" //... "$@" 2>&1 | tee "${log}"
-  rc=${PIPESTATUS[0]}
+# label, then the flags of `bazel test`.
+run_tests() {
+  local label=$1
+  shift
+  echo "== bazel test //... (${label})"
+  local log="${logdir}/bazel-test-${label}.log"
+  bazel test -k "$@" //... "${extra[@]}" 2>&1 | tee "${log}"
+  local rc=${PIPESTATUS[0]}
+  local passed failed
   read -r passed failed < <(count_bazel_results "${log}")
   # A build failure leaves no per-target lines for what did not build: never report it as green.
   if [[ ${rc} -ne 0 && ${failed} -eq 0 ]]; then failed=1; fi
-  record "${config}" "${passed}" "${failed}"
-done
+  record "${label}" "${passed}" "${failed}"
+}
+
+# Every benchmark binary, built in the default config (step 2 built them all), run with --smoke.
+run_benchmark_smoke() {
+  echo "== benchmark smoke runs (default config: sanity checks, no targets judged)"
+  local targets passed=0 failed=0
+  mapfile -t targets < <(bazel query 'attr(name, "_benchmark$", kind("cc_binary", //...))' 2>/dev/null)
+  if [[ ${#targets[@]} -eq 0 ]] || ! bazel build "${targets[@]}"; then
+    record benchmarks 0 1
+    return
+  fi
+  local bin target binary log
+  bin=$(bazel info bazel-bin 2>/dev/null)
+  for target in "${targets[@]}"; do
+    binary="${bin}/${target#//}"
+    binary="${binary/://}"
+    log="${logdir}/smoke-${target##*:}.log"
+    if timeout 600 "${binary}" --smoke >"${log}" 2>&1; then
+      printf '%-44s PASSED\n' "${target} --smoke"
+      passed=$((passed + 1))
+    else
+      printf '%-44s FAILED (log: %s)\n' "${target} --smoke" "${log}"
+      tail -20 "${log}"
+      failed=$((failed + 1))
+    fi
+  done
+  record benchmarks "${passed}" "${failed}"
+}
+
+extra=("$@")
+run_tests default
+run_benchmark_smoke
+run_tests asan --config=asan
+run_tests asan-nocache --config=asan --test_env=ETSMGR_BLOCK_CACHE=off
+run_tests tsan --config=tsan
+run_tests ubsan --config=ubsan
+run_tests clang --config=clang
 
 echo "== sanitizer self-check"
 log="${logdir}/sanitizers.log"

@@ -10,8 +10,13 @@
 // 8-byte chunk header), so caching costs no memory over exact-size malloc; larger blocks go
 // straight to operator new/delete. Each class keeps at most 32 KiB (and at least 32 blocks) per
 // thread; the rest goes back to the heap. A thread's cache is emptied when the thread exits; blocks
-// freed on a thread after that (by its last thread-local destructors) bypass the cache. Sanitizer
-// builds bypass the cache altogether, so ASan still sees every use after free.
+// freed on a thread after that (by its last thread-local destructors) bypass the cache.
+//
+// Sanitizer builds run the cache too, so the sanitizers see the code that production runs: ASan
+// poisons a block while it is cached (a use of a freed frame or envelope that still sits in a
+// cache is reported as use-after-poison), and TSan sees the blocks move between threads. With
+// ETSMGR_BLOCK_CACHE=off in the environment (read once, sanitizer builds only) every call goes to
+// operator new / delete instead, so ASan's quarantine also sees a block used after it was reused.
 //
 // The common cases (a block of the class is cached; the list has room) are inline: a few
 // instructions, no call.
@@ -27,18 +32,36 @@ namespace etsmgr::block_cache {
 void* Allocate(size_t size);
 void Free(void* p, size_t size);
 
-// False in sanitizer builds, where every call goes to operator new / delete.
+// False when every call goes to operator new / delete (ETSMGR_BLOCK_CACHE=off in a sanitizer
+// build).
 bool Enabled();
-// Blocks held by the calling thread's cache (tests).
+// Blocks held by the calling thread's cache, in all classes or in `size`'s class (tests).
 size_t CachedBlocks();
+size_t CachedBlocks(size_t size);
 
 namespace internal {
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-inline constexpr bool kEnabled = false;
+inline constexpr bool kSanitized = true;
 #else
-inline constexpr bool kEnabled = true;
+inline constexpr bool kSanitized = false;
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kPoison = true;
+#else
+inline constexpr bool kPoison = false;
+#endif
+
+// Sanitizer builds: whether ETSMGR_BLOCK_CACHE leaves the cache on, decided at the first call and
+// fixed for the process (a block allocated in one mode must be freed in the same mode).
+bool EnabledSlow();
+inline bool On() {
+  if constexpr (!kSanitized) {
+    return true;
+  } else {
+    return EnabledSlow();
+  }
+}
 
 // Class sizes follow the heap's own: glibc hands out 16-byte-aligned chunks with an 8-byte header,
 // so a request of 16k - 8 bytes fills a chunk exactly. Classes of 24, 40, 56, ..., 1016 bytes
@@ -78,11 +101,16 @@ struct Cache {
 };
 extern constinit thread_local Cache t_cache;
 
+// ASan: a cached block is poisoned whole (its link too); the cache unpoisons it to take it.
+void PoisonBlock(void* p, size_t cls);
+void UnpoisonBlock(void* p, size_t cls);
+
 // Keeps `p` on the list of class `cls` when the thread may keep blocks and the list has room.
 inline bool Keep(Cache& cache, size_t cls, void* p) {
   if (!cache.armed || cache.counts[cls] >= kClassLimits[cls]) return false;
   auto* block = static_cast<FreeBlock*>(p);
   block->next = cache.heads[cls];
+  if constexpr (kPoison) PoisonBlock(block, cls);
   cache.heads[cls] = block;
   ++cache.counts[cls];
   return true;
@@ -95,10 +123,11 @@ void FreeSlow(void* p, size_t size);
 
 inline void* Allocate(size_t size) {
   using namespace internal;
-  if (kEnabled && size - 1 < kMaxCached) {  // 1..kMaxCached
+  if (size - 1 < kMaxCached && On()) {  // 1..kMaxCached
     size_t cls = ClassOf(size);
     Cache& cache = t_cache;
     if (FreeBlock* block = cache.heads[cls]) {  // Empty once the thread is exiting.
+      if constexpr (kPoison) UnpoisonBlock(block, cls);
       cache.heads[cls] = block->next;
       --cache.counts[cls];
       return block;
@@ -109,7 +138,7 @@ inline void* Allocate(size_t size) {
 
 inline void Free(void* p, size_t size) {
   using namespace internal;
-  if (kEnabled && p != nullptr && size - 1 < kMaxCached) {
+  if (p != nullptr && size - 1 < kMaxCached && On()) {
     if (Keep(t_cache, ClassOf(size), p)) return;
   }
   FreeSlow(p, size);

@@ -1,7 +1,10 @@
 #include "etsmgr/executor/wait_slot.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <functional>
+#include <future>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -73,100 +76,176 @@ TEST_P(WaitSlotTest, NotifyFromPlainThreadWakesWaiter) {
   EXPECT_TRUE(result);
 }
 
+// Runs `fn` on scheduler `index` and waits (with a deadline) until it has run.
+::testing::AssertionResult RunOn(Runtime& rt, int index, std::function<void()> fn) {
+  auto ran = std::make_shared<std::promise<void>>();
+  std::future<void> done = ran->get_future();
+  absl::Status posted = rt.Post(
+      [fn = std::move(fn), ran] {
+        fn();
+        ran->set_value();
+      },
+      index);
+  if (!posted.ok()) return ::testing::AssertionFailure() << posted;
+  if (done.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    return ::testing::AssertionFailure() << "scheduler " << index << " did not run the post";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Waits (with a deadline) until the frame `owner` holds has finished or is gone, asking scheduler
+// 0, which runs it. Run queues may be shuffled (sanitizer builds), so one later post is no proof
+// that a queued resumption has run.
+::testing::AssertionResult AwaitFrameGone(Runtime& rt, const std::shared_ptr<Task<bool>>& owner) {
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    bool gone = false;
+    ::testing::AssertionResult ran =
+        RunOn(rt, 0, [owner, &gone] { gone = !owner->valid() || owner->done(); });
+    if (!ran) return ran;
+    if (gone) return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "the waiting frame never finished";
+}
+
 // Notify races with the deadline: exactly one of them resumes the waiter, never both, never
-// neither, and nothing touches a finished frame (asan/tsan check the latter).
-Task<int> RaceOnce(WaitSlot* slot, Runtime* rt, int other_scheduler) {
-  // The notifier runs on the other scheduler at about the deadline.
-  absl::Time deadline = absl::Now() + absl::Microseconds(50);
+// neither, and nothing touches a finished frame (asan/tsan check the latter). The notifier's
+// moment steps from well before the deadline to well after it, so over the rounds both must win
+// at times: a Wait that ignores its deadline, or a notification, fails.
+enum class Round { kNotified, kTimedOut, kNotifiedUnsent };
+
+Task<Round> RaceOnce(WaitSlot* slot, Runtime* rt, int other_scheduler, absl::Duration offset) {
+  // The notifier runs on the other scheduler at `offset` from the deadline.
+  absl::Time deadline = absl::Now() + absl::Microseconds(500);
+  auto sent = std::make_shared<std::atomic<bool>>(false);
   (void)rt->Post(
-      [slot, deadline] {
-        while (absl::Now() < deadline) {
+      [slot, notify_at = deadline + offset, sent] {
+        while (absl::Now() < notify_at) {
         }
+        sent->store(true);
         slot->Notify();
       },
       other_scheduler);
   bool notified = co_await slot->Wait(deadline);
-  co_return notified ? 1 : 0;
+  if (!notified) co_return Round::kTimedOut;
+  co_return sent->load() ? Round::kNotified : Round::kNotifiedUnsent;
 }
 
-Task<std::pair<int, int>> RaceMany(WaitSlot* slot, Runtime* rt, int iterations) {
+struct RaceCounts {
   int notified = 0;
   int timed_out = 0;
+  int notified_unsent = 0;
+};
+
+Task<RaceCounts> RaceMany(WaitSlot* slot, Runtime* rt, int iterations) {
+  RaceCounts counts;
   for (int i = 0; i < iterations; ++i) {
-    if (co_await RaceOnce(slot, rt, 1) == 1) {
-      ++notified;
-    } else {
-      ++timed_out;
-      // The late notification is now pending; consume it so the next round starts clean.
-      while (!co_await slot->Wait(absl::Now() + absl::Seconds(10))) {
-      }
+    absl::Duration offset = absl::Microseconds(50 * (i % 21 - 10));  // -500 .. +500 µs
+    switch (co_await RaceOnce(slot, rt, 1, offset)) {
+      case Round::kNotified:
+        ++counts.notified;
+        break;
+      case Round::kNotifiedUnsent:
+        ++counts.notified_unsent;
+        break;
+      case Round::kTimedOut:
+        ++counts.timed_out;
+        // The late notification is now pending; consume it so the next round starts clean.
+        while (!co_await slot->Wait(absl::Now() + absl::Seconds(10))) {
+        }
+        break;
     }
   }
-  co_return std::make_pair(notified, timed_out);
+  co_return counts;
 }
 
 TEST_P(WaitSlotTest, NotifyRacesDeadlineManyTimes) {
   WaitSlot slot;
-  constexpr int kIterations = 2000;
-  auto [notified, timed_out] = rt_->BlockOn(RaceMany(&slot, rt_.get(), kIterations), 0);
-  EXPECT_EQ(notified + timed_out, kIterations);
+  constexpr int kIterations = 1000;
+  RaceCounts counts = rt_->BlockOn(RaceMany(&slot, rt_.get(), kIterations), 0);
+  EXPECT_EQ(counts.notified_unsent, 0) << "a waiter was told it was notified before any Notify";
+  EXPECT_GT(counts.notified, 0) << "a notification never won";
+  EXPECT_GT(counts.timed_out, 0) << "the deadline never won";
+  EXPECT_EQ(counts.notified + counts.timed_out, kIterations);
   EXPECT_FALSE(slot.waiting());
-  std::printf("notify won %d, deadline won %d\n", notified, timed_out);
+  EXPECT_FALSE(slot.notified());
+  std::printf("notify won %d, deadline won %d\n", counts.notified, counts.timed_out);
 }
 
-// A frame suspended in Wait is destroyed after TryCancelWait wins; later notifies touch only the
-// slot.
-TEST_P(WaitSlotTest, CancelThenDestroySuspendedWaiter) {
+// Starts WaitOnce(slot, 1 h) on scheduler 0 (by resuming the task's frame there): when it
+// returns, the frame is suspended in Wait.
+std::shared_ptr<Task<bool>> StartWaiting(Runtime& rt, WaitSlot* slot) {
+  auto owner = std::make_shared<Task<bool>>(WaitOnce(slot, absl::Hours(1)));
+  EXPECT_TRUE(RunOn(rt, 0, [owner] { owner->handle().resume(); }));
+  EXPECT_TRUE(slot->waiting());
+  return owner;
+}
+
+// Cancel before any Notify: TryCancelWait wins, the frame may be destroyed, and a later Notify
+// touches only the slot (asan would see a touch of the freed frame).
+TEST_P(WaitSlotTest, CancelWinsWithoutNotify) {
   auto slot = std::make_shared<WaitSlot>();
-  std::atomic<bool> cancelled{false};
+  std::shared_ptr<Task<bool>> owner = StartWaiting(*rt_, slot.get());
+  bool cancelled = false;
+  ASSERT_TRUE(RunOn(*rt_, 0, [owner, slot, &cancelled] {
+    cancelled = slot->TryCancelWait();
+    if (cancelled) *owner = Task<bool>();  // Destroys the suspended frame.
+  }));
+  ASSERT_TRUE(cancelled);
+  EXPECT_FALSE(slot->waiting());
+  slot->Notify();
+  EXPECT_TRUE(slot->notified());  // Remembered for the next Wait, as with no waiter.
+  EXPECT_TRUE(rt_->BlockOn(WaitOnce(slot.get(), absl::Seconds(1)), 0));
+}
+
+// Notify before the cancel: the resumption is queued, so TryCancelWait loses and the frame
+// finishes with "notified".
+TEST_P(WaitSlotTest, CancelLosesAfterNotify) {
+  auto slot = std::make_shared<WaitSlot>();
+  std::shared_ptr<Task<bool>> owner = StartWaiting(*rt_, slot.get());
+  slot->Notify();
+  EXPECT_FALSE(slot->waiting());
+  bool cancelled = true;
+  ASSERT_TRUE(RunOn(*rt_, 0, [slot, &cancelled] { cancelled = slot->TryCancelWait(); }));
+  EXPECT_FALSE(cancelled);
+  ASSERT_TRUE(AwaitFrameGone(*rt_, owner));
+  ASSERT_TRUE(owner->done());
+  EXPECT_TRUE(owner->handle().promise().take_result());
+  EXPECT_FALSE(slot->notified());  // The waiter consumed it.
+}
+
+// The race itself: a notifier thread against a cancel on the waiter's scheduler. Each round checks
+// what its winner promises: cancel won -> the frame is destroyed and the late Notify leaves the
+// slot notified; notify won -> the frame finishes with "notified".
+TEST_P(WaitSlotTest, CancelRacesNotifyThenDestroy) {
+  auto slot = std::make_shared<WaitSlot>();
+  int cancelled = 0;
+  int notified = 0;
   for (int i = 0; i < 200; ++i) {
-    auto owner = std::make_shared<Task<bool>>(WaitOnce(slot.get(), absl::Hours(1)));
-    std::atomic<int> phase{0};
-    // Start the wait on scheduler 0 by resuming the task's frame there.
-    ASSERT_TRUE(rt_->Post(
-                       [owner, &phase] {
-                         owner->handle().resume();
-                         phase.store(1);
-                       },
-                       0)
-                    .ok());
-    while (phase.load() != 1) std::this_thread::yield();
+    std::shared_ptr<Task<bool>> owner = StartWaiting(*rt_, slot.get());
     std::thread notifier([slot] { slot->Notify(); });
-    ASSERT_TRUE(rt_->Post(
-                       [owner, slot, &phase, &cancelled] {
-                         if (slot->TryCancelWait()) {
-                           cancelled.store(true);
-                           *owner = Task<bool>();  // Destroys the suspended frame.
-                           phase.store(2);
-                         } else {
-                           phase.store(3);  // The notifier won; its resumption is queued.
-                         }
-                       },
-                       0)
-                    .ok());
+    bool won = false;
+    ASSERT_TRUE(RunOn(*rt_, 0, [owner, slot, &won] {
+      won = slot->TryCancelWait();
+      if (won) *owner = Task<bool>();  // Destroys the suspended frame.
+    }));
     notifier.join();
-    while (phase.load() < 2) std::this_thread::yield();
-    // Let a queued resumption (if any) run before the Task goes away. Run queues may be shuffled
-    // (sanitizer builds), so one later post is no proof: ask scheduler 0, which runs the frame,
-    // until the frame is gone or finished.
-    while (true) {
-      std::atomic<int> finished{0};  // 1: yes, 2: not yet.
-      ASSERT_TRUE(rt_->Post(
-                         [owner, &finished] {
-                           bool done = !owner->handle() || owner->handle().done();
-                           finished.store(done ? 1 : 2);
-                         },
-                         0)
-                      .ok());
-      while (finished.load() == 0) std::this_thread::yield();
-      if (finished.load() == 1) break;
-    }
-    // Reset the slot for the next round.
-    if (slot->notified()) {
+    if (won) {
+      ++cancelled;
+      EXPECT_FALSE(owner->valid());
+      // The notifier came after the cancel: its Notify found no waiter.
+      ASSERT_TRUE(slot->notified());
       EXPECT_TRUE(rt_->BlockOn(WaitOnce(slot.get(), absl::Seconds(1)), 0));
+    } else {
+      ++notified;
+      ASSERT_TRUE(AwaitFrameGone(*rt_, owner));
+      ASSERT_TRUE(owner->done());
+      EXPECT_TRUE(owner->handle().promise().take_result());
+      EXPECT_FALSE(slot->notified());
     }
   }
-  std::printf("cancel won at least once: %d\n", cancelled.load());
+  EXPECT_EQ(cancelled + notified, 200);
+  std::printf("cancel won %d, notify won %d\n", cancelled, notified);
 }
 
 ETSMGR_INSTANTIATE_ON_ALL_BACKENDS(WaitSlotTest);

@@ -85,27 +85,46 @@ TEST_P(ProcessTest, PidCopierCountsEveryCopy) {
   for (const Pid& p : pids) Send(p, Note{"done"});
 }
 
+// A message to a dead Pid goes nowhere: each fresh process takes the first message it gets and
+// exits normally only if that is the Pong sent to it; a stale Note delivered to it would come
+// first (one sender's messages keep their order) and crash it, and its Down would say so.
 TEST_P(ProcessTest, StalePidNeverReachesANewProcess) {
   std::string got =
       RunProbe(*node_, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
         Pid short_lived = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
-        uint64_t ref = self.Monitor(short_lived);
-        co_await self.ReceiveIf([ref](const Envelope& e) { return e.Is<Down>(); });
-        (void)ref;
+        co_await AwaitDown(self, short_lived);
         // Many new processes; none may receive what is sent to the dead Pid.
         std::vector<Pid> fresh;
+        std::vector<uint64_t> refs;
         for (int i = 0; i < 50; ++i) {
           fresh.push_back(self.Spawn([](Process& p) -> Task<void> {
-                                std::optional<Note> n =
-                                    co_await p.ReceiveFor<Note>(absl::Milliseconds(50));
-                                if (n) throw std::runtime_error("stale message arrived");
+                                Message m = co_await p.Receive();
+                                if (!m.Is<Pong>())
+                                  throw std::runtime_error("stale message arrived");
                               })
                               .value());
+          refs.push_back(self.Monitor(fresh.back()));
         }
         bool delivered = Send(short_lived, Note{"to the dead"});
-        report(absl::StrCat("delivered=", delivered, " alive=", short_lived.alive()));
+        for (const Pid& p : fresh) Send(p, Pong{0});
+        int normal = 0;
+        std::string other;
+        for (uint64_t ref : refs) {
+          std::optional<Message> m = co_await self.ReceiveIf(
+              [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
+              absl::Now() + absl::Seconds(10));
+          if (!m) {
+            other += " timeout";
+          } else if (m->As<Down>()->reason == ExitReason::Normal()) {
+            ++normal;
+          } else {
+            other += " " + m->As<Down>()->reason.ToString();
+          }
+        }
+        report(absl::StrCat("delivered=", delivered, " alive=", short_lived.alive(),
+                            " normal=", normal, other));
       });
-  EXPECT_EQ(got, "delivered=0 alive=0");
+  EXPECT_EQ(got, "delivered=0 alive=0 normal=50");
 }
 
 TEST_P(ProcessTest, MailboxIsFifoAndSelectiveReceiveKeepsOrder) {
@@ -302,16 +321,25 @@ TEST_P(ProcessTest, MonitorsAndDemonitorFlush) {
         uint64_t r2 = self.Monitor(dead);
         Down d2 = co_await self.Receive<Down>();
         // Demonitor with flush removes a Down already queued.
+        // A second monitor's Down proves the first one's is queued: Downs go out in monitor
+        // order, and one sender's messages keep their order.
         Pid quick = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
         uint64_t r3 = self.Monitor(quick);
-        co_await self.Sleep(absl::Milliseconds(20));
+        uint64_t r4 = self.Monitor(quick);
+        auto down_of = [](uint64_t ref) {
+          return [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; };
+        };
+        std::optional<Message> d4 =
+            co_await self.ReceiveIf(down_of(r4), absl::Now() + absl::Seconds(10));
+        size_t queued = self.mailbox_size();  // r3's Down.
         self.Demonitor(r3, /*flush=*/true);
         std::optional<Down> none = co_await self.ReceiveFor<Down>(absl::ZeroDuration());
         report(absl::StrCat(d1.ref == r1, d1.reason.ToString(), " ", d2.ref == r2,
-                            d2.reason.ToString(), " ", none.has_value()));
+                            d2.reason.ToString(), " ", d4.has_value(), " ", queued, " ",
+                            none.has_value()));
       });
   // The first Down is normal or noproc depending on whether it died before the monitor.
-  EXPECT_TRUE(got == "1normal 1noproc 0" || got == "1noproc 1noproc 0") << got;
+  EXPECT_TRUE(got == "1normal 1noproc 1 1 0" || got == "1noproc 1noproc 1 1 0") << got;
 }
 
 TEST_P(ProcessTest, LinkToDeadPidGivesNoproc) {
@@ -320,7 +348,8 @@ TEST_P(ProcessTest, LinkToDeadPidGivesNoproc) {
                [](Process& self, std::function<void(std::string)> report) -> Task<void> {
                  Pid dead = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
                  uint64_t ref = self.Monitor(dead);
-                 co_await self.ReceiveIf([ref](const Envelope& e) { return e.Is<Down>(); });
+                 co_await self.ReceiveIf(
+                     [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
                  self.Link(dead);
                  ExitSignal sig = co_await self.Receive<ExitSignal>();
                  report(absl::StrCat(sig.from == dead, sig.reason.ToString()));

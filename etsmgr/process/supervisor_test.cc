@@ -104,10 +104,12 @@ TEST_F(SupervisorTest, StartsInOrderAndStopsInReverse) {
   log_->Clear();
   std::string got =
       Probe([sup](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        // An exit signal from a non-parent is not a stop request (OTP)...
+        // An exit signal from a non-parent is not a stop request (OTP)... The WhichChildren
+        // round trip proves the supervisor took the signal (sent first, on the same queue) and
+        // is still serving.
         SendExit(sup, ExitReason::Shutdown());
-        co_await self.Sleep(absl::Milliseconds(10));
-        bool survived = sup.alive();
+        absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, sup);
+        bool survived = which.ok() && which->size() == 3 && sup.alive();
         // ...StopSupervisor is.
         absl::Status stopped = co_await StopSupervisor(self, sup);
         report(absl::StrCat(survived, stopped.ok(), sup.alive()));
@@ -271,7 +273,8 @@ TEST_F(SupervisorTest, TransientAndTemporaryRules) {
         Pid t = co_await ChildPid(self, sup, "transient");
         uint64_t ref = self.Monitor(t);
         Send(t, Stop{});
-        co_await self.ReceiveIf([ref](const Envelope& e) { return e.Is<Down>(); });
+        co_await self.ReceiveIf(
+            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
         co_await self.Sleep(absl::Milliseconds(20));
         Pid after_normal = co_await ChildPid(self, sup, "transient");
         // ...a crash is (restart_child brings it back first).
@@ -281,7 +284,8 @@ TEST_F(SupervisorTest, TransientAndTemporaryRules) {
         Pid tmp = co_await ChildPid(self, sup, "temporary");
         uint64_t ref2 = self.Monitor(tmp);
         SendExit(tmp, ExitReason::Kill());
-        co_await self.ReceiveIf([ref2](const Envelope& e) { return e.Is<Down>(); });
+        co_await self.ReceiveIf(
+            [ref2](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref2; });
         co_await self.Sleep(absl::Milliseconds(20));
         absl::StatusOr<ChildCounts> counts = co_await CountChildren(self, sup);
         report(absl::StrCat(after_normal.valid(), again.ok(), restarted.valid(),
@@ -359,8 +363,8 @@ TEST_F(SupervisorTest, DynamicChildrenApi) {
         out.push_back(absl::StrCat("term=", term.ok(), " listed=", which->size(),
                                    " running=", which->front().pid.valid()));
         absl::StatusOr<Pid> re = co_await RestartChild(self, sup, "d");
-        out.push_back(absl::StrCat("restart=", re.ok()));
-        co_await TerminateChild(self, sup, "d");
+        absl::Status stopped = co_await TerminateChild(self, sup, "d");
+        out.push_back(absl::StrCat("restart=", re.ok(), " stopped=", stopped.ok()));
         absl::Status del = co_await DeleteChild(self, sup, "d");
         absl::Status missing = co_await TerminateChild(self, sup, "d");
         out.push_back(
@@ -369,9 +373,15 @@ TEST_F(SupervisorTest, DynamicChildrenApi) {
       });
   EXPECT_EQ(got,
             "start=1 dup=ALREADY_EXISTS del_running=FAILED_PRECONDITION term=1 listed=1 "
-            "running=0 restart=1 del=1 missing=NOT_FOUND");
+            "running=0 restart=1 stopped=1 del=1 missing=NOT_FOUND");
 }
 
+struct SupervisorIs {
+  Pid pid;
+};
+
+// StopSupervisor ends a supervisor with reason normal, so its linked parent (not trapping exits)
+// lives on; exceeding the restart intensity ends it with shutdown, which takes that parent down.
 TEST_F(SupervisorTest, StopSupervisorSparesALinkedParentButIntensityDoesNot) {
   std::string got =
       Probe([log = log_](Process& self, std::function<void(std::string)> report) -> Task<void> {
@@ -380,10 +390,35 @@ TEST_F(SupervisorTest, StopSupervisorSparesALinkedParentButIntensityDoesNot) {
         absl::StatusOr<Pid> sup =
             co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
         absl::Status stopped = co_await StopSupervisor(self, *sup);
-        // Still alive here (not trapping exits): the supervisor exited normally.
-        report(absl::StrCat(sup.ok(), stopped.ok(), self.self().alive()));
+        // Still alive here (not trapping exits): the supervisor exited normally. (Its link signal
+        // came before the Down that StopSupervisor waited for, so it has been taken.)
+        std::string spared = absl::StrCat(sup.ok(), stopped.ok(), self.self().alive());
+
+        // A parent whose linked supervisor allows no restart: one child exit is too many.
+        Pid probe = self.self();
+        Pid parent = self.Spawn([log, probe](Process& p) -> Task<void> {
+                           std::vector<ChildSpec> one;
+                           one.push_back(Logged(log, "b"));
+                           absl::StatusOr<Pid> strict = co_await StartSupervisorLink(
+                               p, SupervisorFlags{.intensity = 0}, std::move(one));
+                           if (!strict.ok()) co_return;
+                           Pid b = co_await ChildPid(p, *strict, "b");
+                           Send(probe, SupervisorIs{*strict});
+                           SendExit(b, ExitReason::Kill());
+                           co_await p.Receive<Stop>();  // Never: the supervisor's exit ends us.
+                         })
+                         .value();
+        uint64_t ref = self.Monitor(parent);
+        std::optional<SupervisorIs> strict =
+            co_await self.ReceiveFor<SupervisorIs>(absl::Seconds(10));
+        std::optional<Message> down = co_await self.ReceiveIf(
+            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
+            absl::Now() + absl::Seconds(10));
+        report(absl::StrCat(spared, " parent ",
+                            down ? down->As<Down>()->reason.ToString() : std::string("alive"),
+                            " supervisor alive ", strict && strict->pid.alive()));
       });
-  EXPECT_EQ(got, "111");
+  EXPECT_EQ(got, "111 parent shutdown supervisor alive 0");
 }
 
 TEST_F(SupervisorTest, ChildFailingToStartIsReported) {

@@ -1,6 +1,8 @@
 // Table benchmarks: `bazel run -c opt //etsmgr/table:table_benchmark`.
 // Erlang/OTP 25 ETS figures and the unlocked absl::flat_hash_map ceiling on the same VM are in
 // shared/notes/machine-figures.md; the targets below come from the tables issue.
+// Sanity checks (a failed insert, a missed lookup of a present key, a failed update, a wrong
+// size) stop the run with an error, also in --smoke runs, where the 1M-key tables have 20k keys.
 #include <malloc.h>
 
 #include <algorithm>
@@ -11,9 +13,9 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "etsmgr/base/large_block.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/table/table.h"
+#include "tools/bench/memory.h"
 #include "tools/bench/process_helpers.h"
 #include "tools/bench/report.h"
 
@@ -21,7 +23,9 @@ namespace etsmgr {
 namespace {
 
 using IntTable = Table<int64_t, int64_t>;
-constexpr int kKeys = 1'000'000;
+
+// The "1M" tables' size (20k keys in a smoke run).
+int64_t Keys() { return bench::Scaled(1'000'000, 20'000); }
 
 struct Stop {};
 
@@ -69,7 +73,7 @@ std::unique_ptr<BenchTable> NewTable(TableType type) {
 const std::vector<int64_t>& RandomKeys() {
   static const std::vector<int64_t> keys = [] {
     std::mt19937_64 rng(42);
-    std::vector<int64_t> v(kKeys);
+    std::vector<int64_t> v(static_cast<size_t>(Keys()));
     for (int64_t& k : v) k = static_cast<int64_t>(rng());
     return v;
   }();
@@ -92,6 +96,12 @@ std::unique_ptr<BenchTable> FilledTable(TableType type) {
   return t;
 }
 
+// Sanity: `table` holds every key of RandomKeys() (distinct, from a 64-bit generator).
+bool HoldsEveryKey(const IntTable& table) {
+  absl::StatusOr<size_t> size = table.Size();
+  return size.ok() && *size == RandomKeys().size();
+}
+
 // --- One hot key.
 
 std::unique_ptr<BenchTable> g_hot;
@@ -102,11 +112,15 @@ void BM_UpdateCounterOneKey(benchmark::State& state) {
     (void)g_hot->table.Insert(1, 0);
   }
   IntTable* t = nullptr;
+  int64_t failed = 0;
   for (auto _ : state) {
     if (t == nullptr) t = &g_hot->table;  // Set after the start barrier.
-    benchmark::DoNotOptimize(t->UpdateCounter(1, 1));
+    absl::StatusOr<int64_t> n = t->UpdateCounter(1, 1);
+    failed += !n.ok();
+    benchmark::DoNotOptimize(n);
   }
   state.SetItemsProcessed(state.iterations());
+  if (failed > 0) state.SkipWithError("update_counter failed");
 }
 BENCHMARK(BM_UpdateCounterOneKey)->Threads(1)->Threads(2)->UseRealTime();
 
@@ -116,16 +130,20 @@ BENCHMARK(BM_UpdateCounterOneKey)->Threads(1)->Threads(2)->UseRealTime();
 void Median5(benchmark::internal::Benchmark* b) { b->Repetitions(5)->ReportAggregatesOnly(true); }
 
 void BM_SetInsert1M(benchmark::State& state) {
+  int64_t failed = 0;
+  bool complete = true;
   for (auto _ : state) {
     state.PauseTiming();
     auto t = NewTable(TableType::kSet);
     state.ResumeTiming();
-    for (int64_t k : RandomKeys()) benchmark::DoNotOptimize(t->table.Insert(k, k));
+    for (int64_t k : RandomKeys()) failed += !t->table.Insert(k, k).ok();
     state.PauseTiming();
+    complete = complete && HoldsEveryKey(t->table);
     t.reset();
     state.ResumeTiming();
   }
-  state.SetItemsProcessed(state.iterations() * kKeys);
+  state.SetItemsProcessed(state.iterations() * Keys());
+  if (failed > 0 || !complete) state.SkipWithError("an insert failed or a key is missing");
 }
 BENCHMARK(BM_SetInsert1M)->Unit(benchmark::kMillisecond)->UseRealTime()->Apply(Median5);
 
@@ -137,12 +155,17 @@ void LookupRandom(benchmark::State& state) {
   const std::vector<int64_t>& keys = ShuffledKeys();
   size_t i = static_cast<size_t>(state.thread_index()) * (keys.size() / 2);
   IntTable* t = nullptr;
+  int64_t hits = 0;
   for (auto _ : state) {
     if (t == nullptr) t = &g_filled->table;
-    benchmark::DoNotOptimize(t->Get(keys[i]));
+    absl::StatusOr<std::optional<int64_t>> v = t->Get(keys[i]);
+    hits += v.ok() && v->has_value();
     if (++i == keys.size()) i = 0;
   }
   state.SetItemsProcessed(state.iterations());
+  if (hits != static_cast<int64_t>(state.iterations())) {
+    state.SkipWithError("a lookup of a present key missed");
+  }
   if (state.thread_index() == 0) g_filled.reset();  // Every thread has left the loop.
 }
 
@@ -156,45 +179,49 @@ void BM_SetUpdateCounter1M(benchmark::State& state) {
   auto t = FilledTable(TableType::kSet);
   const std::vector<int64_t>& keys = ShuffledKeys();
   size_t i = 0;
+  int64_t failed = 0;
   for (auto _ : state) {
-    benchmark::DoNotOptimize(t->table.UpdateCounter(keys[i], 1));
+    absl::StatusOr<int64_t> n = t->table.UpdateCounter(keys[i], 1);
+    failed += !n.ok();
+    benchmark::DoNotOptimize(n);
     if (++i == keys.size()) i = 0;
   }
   state.SetItemsProcessed(state.iterations());
+  if (failed > 0) state.SkipWithError("update_counter of a present key failed");
 }
 BENCHMARK(BM_SetUpdateCounter1M)->UseRealTime()->Apply(Median5);
 
-// --- Memory, measured by the allocator (not by the table's own accounting).
-
-// The heap's bytes in use plus the large blocks (big hash arrays live on mappings of their own,
-// which the heap's statistics do not see).
-size_t HeapInUse() { return mallinfo2().uordblks + large_block::BytesInUse(); }
+// --- Memory, measured by the allocator (not by the table's own accounting): the heap's chunks,
+// those glibc serves by mmap and the large blocks (bench::HeapBytesInUse).
 
 void BM_MemoryPerEntry(benchmark::State& state) {
   double per_entry = 0;
   double accounted = 0;
+  bool complete = true;
   for (auto _ : state) {
     auto t = NewTable(TableType::kSet);
-    size_t before = HeapInUse();
+    size_t before = bench::HeapBytesInUse();
     for (int64_t k : RandomKeys()) (void)t->table.Insert(k, k);
-    per_entry = static_cast<double>(HeapInUse() - before) / kKeys;
-    accounted = static_cast<double>(t->table.Info().value().memory) / kKeys;
+    per_entry = static_cast<double>(bench::HeapBytesInUse() - before) / Keys();
+    accounted = static_cast<double>(t->table.Info().value().memory) / Keys();
+    complete = complete && HoldsEveryKey(t->table);
   }
   state.counters["bytes_per_entry"] = per_entry;
   state.counters["info_memory_per_entry"] = accounted;
+  if (!complete) state.SkipWithError("a key is missing");
 }
 BENCHMARK(BM_MemoryPerEntry)->Iterations(1)->Unit(benchmark::kMillisecond);
 
 void BM_EmptyTableMemory(benchmark::State& state) {
-  constexpr int kTables = 10'000;
+  const int64_t tables_made = bench::Scaled(10'000, 1'000);
   double per_table = 0;
   for (auto _ : state) {
-    bench::RunInProcess(SharedNode(), [&per_table](Process&) -> Task<void> {
+    bench::RunInProcess(SharedNode(), [&per_table, tables_made](Process&) -> Task<void> {
       std::vector<IntTable> tables;
-      tables.reserve(kTables);
-      size_t before = HeapInUse();
-      for (int i = 0; i < kTables; ++i) tables.push_back(IntTable::New().value());
-      per_table = static_cast<double>(HeapInUse() - before) / kTables;
+      tables.reserve(static_cast<size_t>(tables_made));
+      size_t before = bench::HeapBytesInUse();
+      for (int64_t i = 0; i < tables_made; ++i) tables.push_back(IntTable::New().value());
+      per_table = static_cast<double>(bench::HeapBytesInUse() - before) / tables_made;
       co_return;
     });
   }
@@ -207,13 +234,14 @@ BENCHMARK(BM_EmptyTableMemory)->Iterations(1)->Unit(benchmark::kMillisecond);
 struct Ready {};
 
 void BM_HeirTransferOnKill(benchmark::State& state) {
-  constexpr int kTransfers = 20'000;
+  const int64_t transfers = bench::Scaled(20'000, 500);
   std::vector<int64_t> latencies;
+  int64_t wrong = 0;
   for (auto _ : state) {
     latencies.clear();
-    bench::RunInProcess(SharedNode(), [&latencies](Process& self) -> Task<void> {
+    bench::RunInProcess(SharedNode(), [&latencies, &wrong, transfers](Process& self) -> Task<void> {
       Pid heir = self.self();
-      for (int i = 0; i < kTransfers; ++i) {
+      for (int64_t i = 0; i < transfers; ++i) {
         Pid owner = self.Spawn([heir](Process& p) -> Task<void> {
                           TableOptions options;
                           options.heir = heir;
@@ -228,12 +256,14 @@ void BM_HeirTransferOnKill(benchmark::State& state) {
         SendExit(owner, ExitReason::Kill());
         TableTransfer transfer = co_await self.Receive<TableTransfer>();
         latencies.push_back(Scheduler::Current()->NowNanos() - start);
+        wrong += transfer.from != owner || transfer.table.Size().value_or(0) != 1;
         (void)transfer.table.Delete();
       }
     });
   }
   state.counters["p50_us"] = bench::Percentile(latencies, 0.5) / 1e3;
   state.counters["p99_us"] = bench::Percentile(latencies, 0.99) / 1e3;
+  if (wrong > 0) state.SkipWithError("a transfer came from elsewhere or lost its entry");
 }
 BENCHMARK(BM_HeirTransferOnKill)->Iterations(1)->Unit(benchmark::kMillisecond);
 
@@ -261,9 +291,10 @@ int main(int argc, char** argv) {
           {"BM_OrderedSetLookup1M*", "items_per_second", 4e6, Better::kHigher, "/s",
            "ordered_set lookup, 1M random keys, median of 5"},
           {"BM_MemoryPerEntry*", "bytes_per_entry", 40, Better::kLower, "B",
-           "heap per int64->int64 entry, 1M-entry set [ETS 64 B]"},
+           "heap (mmapped chunks and large blocks too) per int64->int64 entry, 1M-entry set "
+           "[ETS 64 B]"},
           {"BM_EmptyTableMemory*", "bytes_per_empty_table", 512, Better::kLower, "B",
-           "empty table [ETS 2456 B]"},
+           "heap per empty table [ETS 2456 B]"},
           {"BM_HeirTransferOnKill*", "p50_us", 1, Better::kLower, "us",
            "owner killed -> heir holds TableTransfer, p50"},
       });

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/table/internal/test_owner.h"
 #include "etsmgr/table/table.h"
@@ -69,21 +70,31 @@ TEST_P(TableConcurrencyTest, CountersFromThreadsAndProcessesAreExact) {
   Send(owned.owner, StopOwner{});
 }
 
+// Readers check whole objects while writers churn. The writers keep churning until the readers
+// have made passes that began after both writers' first round (whose keys 2 and 3 mod 4 are then
+// present for good), so those passes overlap the churn and must find objects.
 TEST_P(TableConcurrencyTest, ReadersSeeWholeObjectsWhileWritersChurn) {
   auto node = Node::Create({.schedulers = 2}).value();
   OwnedTable owned = SpawnOwner(*node, Options(Access::kPublic));
   IntTable t = IntTable::Attach(owned.table).value();
   std::atomic<bool> stop{false};
+  std::atomic<int> first_rounds_done{0};
+  std::atomic<int> passes_during_churn{0};
+  constexpr int kPassesDuringChurn = 4;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
   // Invariant: every value stored under k is k * 3 (writers only ever write that).
   std::vector<std::thread> workers;
   for (int w = 0; w < 2; ++w) {
     workers.emplace_back([&, w] {
-      for (int round = 0; round < 30; ++round) {
+      for (int round = 0; round < 30 || (passes_during_churn.load() < kPassesDuringChurn &&
+                                         absl::Now() < deadline);
+           ++round) {
         for (int64_t k = w; k < 2000; k += 2) ASSERT_TRUE(t.Insert(k, k * 3).ok());
         for (int64_t k = w; k < 2000; k += 4) ASSERT_TRUE(t.Erase(k).ok());
         std::vector<std::pair<int64_t, int64_t>> batch = {{10000 + w, (10000 + w) * 3},
                                                           {20000 + w, (20000 + w) * 3}};
         ASSERT_TRUE(t.Insert(batch).ok());
+        if (round == 0) first_rounds_done.fetch_add(1);
       }
     });
   }
@@ -92,20 +103,31 @@ TEST_P(TableConcurrencyTest, ReadersSeeWholeObjectsWhileWritersChurn) {
   for (int r = 0; r < 2; ++r) {
     readers.emplace_back([&] {
       while (!stop.load(std::memory_order_acquire)) {
+        bool during_churn = first_rounds_done.load() == 2;
+        int64_t found = 0;
         for (int64_t k = 0; k < 2000; k += 7) {
           std::vector<int64_t> values = t.Lookup(k).value();
           for (int64_t v : values) ASSERT_EQ(v, k * 3);
-          seen.fetch_add(static_cast<int64_t>(values.size()), std::memory_order_relaxed);
+          found += static_cast<int64_t>(values.size());
         }
         std::vector<std::pair<int64_t, int64_t>> all = t.ToList().value();
         for (const auto& [k, v] : all) ASSERT_EQ(v, k * 3);
         ASSERT_TRUE(t.Size().ok());
+        if (during_churn) {
+          // Keys 2 and 3 mod 4 below 2000 stay present once written: 143 of them on this stride.
+          ASSERT_GE(found, 143);
+          ASSERT_GE(all.size(), 1000u);
+          seen.fetch_add(found);
+          passes_during_churn.fetch_add(1);
+        }
       }
     });
   }
   for (auto& w : workers) w.join();
   stop.store(true, std::memory_order_release);
   for (auto& r : readers) r.join();
+  EXPECT_GE(passes_during_churn.load(), kPassesDuringChurn) << "readers never overlapped the churn";
+  EXPECT_GE(seen.load(), 143 * kPassesDuringChurn);
   EXPECT_TRUE(t.Member(3).value());   // Inserted by writer 1, never erased.
   EXPECT_FALSE(t.Member(1).value());  // Erased by writer 1 in every round.
   Send(owned.owner, StopOwner{});

@@ -115,8 +115,16 @@ TEST_P(TableOpsTest, ToListSelectForEachFoldClear) {
     for (int64_t k = 0; k < 100; ++k) all.emplace_back(k, k * k);
     ASSERT_TRUE(t.Insert(all).ok());
     EXPECT_EQ(Sorted(t.ToList().value()), all);
-    Entries even = t.Select([](const int64_t& k, const int64_t&) { return k % 2 == 0; }).value();
-    EXPECT_EQ(even.size(), 50u);
+    // The predicate sees each key with its own value, and exactly the matching objects come out.
+    Entries even;
+    for (int64_t k = 0; k < 100; k += 2) even.emplace_back(k, k * k);
+    Entries selected = t.Select([](const int64_t& k, const int64_t& v) {
+                          return v == k * k && k % 2 == 0;
+                        }).value();
+    EXPECT_EQ(Sorted(selected), even);
+    Entries by_value =
+        t.Select([](const int64_t&, const int64_t& v) { return v >= 9025; }).value();  // 95^2
+    EXPECT_EQ(Sorted(by_value), Entries(all.begin() + 95, all.end()));
     int64_t sum = 0;
     ASSERT_TRUE(t.ForEach([&](const int64_t&, const int64_t& v) { sum += v; }).ok());
     EXPECT_EQ(sum, 328350);

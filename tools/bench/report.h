@@ -12,7 +12,17 @@
 // "items_per_second" and any user counter by name), the target value and which direction is
 // better. After the normal console output a table prints figure, target, ratio (>= 1 means the
 // target is met) and MET / MISSED. Logging is set to errors only so benchmarks stay quiet.
-// The exit code is 0 even when a target is missed: benchmarks report, tests decide.
+//
+// Flags besides Google Benchmark's:
+//   --benchmark_repetitions=N  (N > 1) runs the whole binary N times, each in a fresh process
+//       (a benchmark that builds 100k tables or measures memory would otherwise measure a warm
+//       heap from the second run on), and judges the median of the N runs of each figure.
+//   --smoke  a quick check that every benchmark still runs and its sanity checks hold: workloads
+//       shrink (Scaled), each benchmark runs one iteration, and no target is judged.
+//
+// Sanity checks: a benchmark reports a broken result with state.SkipWithError (or aborts); the
+// exit code is then non-zero. A missed target never changes the exit code: benchmarks report,
+// tests decide.
 #ifndef ETSMGR_TOOLS_BENCH_REPORT_H_
 #define ETSMGR_TOOLS_BENCH_REPORT_H_
 
@@ -35,6 +45,11 @@ struct Target {
 
 // The p-quantile (0..1) of `samples` (nearest rank). `samples` must not be empty.
 double Percentile(std::vector<int64_t> samples, double p);
+
+// Whether this is a --smoke run; `full` in a measuring run, `smoke` in a smoke run (benchmark
+// bodies size their workloads with it: it is set before any benchmark runs).
+bool Smoke();
+int64_t Scaled(int64_t full, int64_t smoke);
 
 int RunWithTargets(int argc, char** argv, const std::vector<Target>& targets);
 
