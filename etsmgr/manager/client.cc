@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/log.h"
 #include "etsmgr/manager/internal/instance.h"
@@ -30,8 +31,7 @@ namespace {
 absl::Status NotRunning(const std::string& what, const Instance* st, const std::string& inst) {
   const char* state = "not_started";
   if (st != nullptr) state = ToString(st->State());
-  return absl::UnavailableError(absl::StrCat(what, ": the manager ",
-                                             InstToName("etsmgr_srv", inst),
+  return absl::UnavailableError(absl::StrCat(what, ": the manager ", InstToName("etsmgr_srv", inst),
                                              " is not running (instance ", state, ")"));
 }
 
@@ -40,9 +40,10 @@ std::string Describe(const char* op, const std::string& name) {
 }
 
 absl::Status NestedCall(const char* op, const std::string& name) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      Describe(op, name), ": called from inside another table call (a table factory must not "
-      "call the manager)"));
+  return absl::FailedPreconditionError(
+      absl::StrCat(Describe(op, name),
+                   ": called from inside another table call (a table factory must not "
+                   "call the manager)"));
 }
 
 // One table call by the calling process, under the instance's lock: the manager must be running,
@@ -61,7 +62,7 @@ class ClientCall {
   ~ClientCall() {
     t_in_call = false;
     // A call that left the caller with no table of the instance unlinks it from the manager again.
-    if (linked_now_ && !st_->dir.HasClient(me_)) self_.Unlink(st_->manager);
+    if (linked_now_ && !registered_ && !st_->dir.HasClient(me_)) self_.Unlink(st_->manager);
     lock_.unlock();
     for (const AnyTable& t : release_) st_->keeper->Release(t).IgnoreError();
   }
@@ -103,10 +104,15 @@ class ClientCall {
  private:
   void Settle(bool first, const Pid& dropped) {
     // A client left with no table of the instance is unlinked from the manager.
-    if (dropped.valid()) dropped.control()->Unlink(st_->manager);
+    if (dropped.valid()) {
+      dropped.control()->Unlink(st_->manager);
+      if (dropped == me_) unlinked_me_ = true;
+    }
     if (first) {
+      registered_ = true;
       manager_internal::WatchClientLocked(st_, self_);
-      self_.TryLink(st_->manager);  // Again if this call unlinked it (a dead entry replaced).
+      // Linked by Enter, unless this call unlinked it meanwhile (its own dead entry replaced).
+      if (!linked_now_ || unlinked_me_) self_.TryLink(st_->manager);
     }
   }
 
@@ -115,7 +121,9 @@ class ClientCall {
   std::shared_ptr<Instance> st_;
   std::unique_lock<AdaptiveMutex> lock_;
   bool linked_now_ = false;
-  std::vector<AnyTable> release_;
+  bool unlinked_me_ = false;
+  bool registered_ = false;  // The caller got its first table of the instance in this call.
+  absl::InlinedVector<AnyTable, 1> release_;
 };
 
 // Claims a table the instance holds for the caller (hand-back).
@@ -222,16 +230,20 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
       }
       case Action::kCreate: {
         if (entry != nullptr) call.Erase(name, /*release=*/false);  // Its table was deleted.
-        options.heir = Pid();  // The instance is the heir.
+        options.heir = Pid();                                       // The instance is the heir.
         options.heir_data.reset();
         absl::StatusOr<AnyTable> table = factory.create(std::move(options));
         if (!table.ok()) {
-          result = absl::Status(table.status().code(), absl::StrCat(Describe("new_table", name),
-                                                                    ": ", table.status().message()));
+          result = absl::Status(
+              table.status().code(),
+              absl::StrCat(Describe("new_table", name), ": ", table.status().message()));
           break;
         }
-        // What the factory made must be a new table of the caller's, of the types asked for.
-        absl::Status made = CheckMade(*table, factory, call.me(), name);
+        // What a factory of the caller's own made must be a new table of the caller's, of the
+        // types asked for (NewTable<K, V>'s own factory makes nothing else).
+        absl::Status made = factory.create == factory.trusted
+                                ? absl::OkStatus()
+                                : CheckMade(*table, factory, call.me(), name);
         ManagedName managed = std::make_shared<const std::string>(name);
         if (made.ok()) made = st->keeper->Keep(*table, managed);
         if (!made.ok()) {
@@ -338,16 +350,34 @@ Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) co
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning("info", nullptr, inst_);
   ManagerInfo info;
-  std::vector<manager_internal::SnapshotRow> rows;
+  size_t expected;
+  {
+    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    expected = st->dir.size();
+  }
+  // The reply's pages are faulted in before the lock (a few more rows than were there).
+  ReserveFaultedIn(info.tables, expected + expected / 8 + 16);
+  // The tables, read after the lock. Reused by every info() on this thread (a monitoring loop
+  // keeps its memory warm); there is no suspension point while it is in use.
+  thread_local std::vector<TableCore*> t_cores;
+  std::vector<TableCore*>& cores = t_cores;
+  cores.clear();
+  cores.reserve(expected + expected / 8 + 16);
   PidCopier pids;  // 300k Pid copies of a few processes (~1,000 clients and the vault).
   uint64_t snapshot = 0;
   {
+    // One pass: names and clients into the reply, the table pointers aside; no table is touched.
     std::lock_guard<AdaptiveMutex> lock(st->mu);
     if (!st->manager.alive()) co_return NotRunning("info", st.get(), inst_);
     info.manager = st->manager;
     info.vault = st->vault;
     info.counters = st->Counters();
-    rows = st->dir.BeginSnapshot(pids, &snapshot);
+    snapshot = st->dir.BeginSnapshot([&](const std::string& name, const Entry& entry) {
+      ManagedTableInfo& t = info.tables.emplace_back();
+      t.name = name;
+      t.client = pids.Copy(entry.client);
+      cores.push_back(entry.table.core().get());
+    });
   }
   // The snapshot ends whatever happens below (an allocation failure included).
   struct EndSnapshot {
@@ -359,19 +389,15 @@ Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) co
       dead = st.dir.EndSnapshot(id);
     }  // `dead` goes after the lock.
   } end{*st, snapshot};
-  // The tables are read after the lock (each its own allocation: at 100k tables the cache
-  // misses are the cost, so a second index runs a few rows ahead prefetching).
-  ReserveFaultedIn(info.tables, rows.size());
+  // Owner, heir and size of each table (each its own allocation: at 100k tables the cache misses
+  // are the cost, so a second index runs a few rows ahead prefetching).
   constexpr size_t kAhead = 16;
-  for (size_t i = 0; i < rows.size() && i < kAhead; ++i) rows[i].table->PrefetchGlance();
-  for (size_t i = 0; i < rows.size(); ++i) {
-    if (i + kAhead < rows.size()) rows[i + kAhead].table->PrefetchGlance();
-    manager_internal::SnapshotRow& row = rows[i];
-    ManagedTableInfo& t = info.tables.emplace_back();
-    t.name = *row.name;
-    t.client = std::move(row.client);
+  for (size_t i = 0; i < cores.size() && i < kAhead; ++i) cores[i]->PrefetchGlance();
+  for (size_t i = 0; i < cores.size(); ++i) {
+    if (i + kAhead < cores.size()) cores[i + kAhead]->PrefetchGlance();
+    ManagedTableInfo& t = info.tables[i];
     bool kept = false;
-    if (!row.table->Glance(pids, &t.owner, &t.heir, &t.size, &kept)) {
+    if (!cores[i]->Glance(pids, &t.owner, &t.heir, &t.size, &kept)) {
       t.alive = false;
     } else if (kept && !t.heir.valid()) {
       t.heir = pids.Copy(info.vault);
@@ -406,10 +432,10 @@ Task<absl::StatusOr<Pid>> Etsmgr::WaitForManager(Process& self, absl::Time deadl
         deadline);
     if (!down) {
       self.Demonitor(ref, /*flush=*/true);
-      co_return absl::DeadlineExceededError(absl::StrCat(
-          "wait_for_manager: ", server_name(), " is held by ", pid->ToString(),
-          ", which is not the running manager of instance \"", inst_, "\" (",
-          ToString(State(self.node())), ")"));
+      co_return absl::DeadlineExceededError(
+          absl::StrCat("wait_for_manager: ", server_name(), " is held by ", pid->ToString(),
+                       ", which is not the running manager of instance \"", inst_, "\" (",
+                       ToString(State(self.node())), ")"));
     }
   }
 }

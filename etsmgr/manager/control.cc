@@ -64,9 +64,9 @@ absl::Status Discard(Node& node, const std::shared_ptr<Instance>& st) {
   {
     std::lock_guard<AdaptiveMutex> lock(st->mu);
     if (st->sup.alive()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "stop(\"", st->inst, "\"): started again (supervisor ", st->sup.ToString(),
-          ") before its tables were discarded; nothing discarded"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("stop(\"", st->inst, "\"): started again (supervisor ", st->sup.ToString(),
+                       ") before its tables were discarded; nothing discarded"));
     }
     // From here a start takes a new instance (FindOrCreateInstance, StartVault).
     st->discarded.store(true, std::memory_order_release);
@@ -119,7 +119,8 @@ Task<absl::Status> StartManager(Process& self) {
 
 Task<absl::Status> StopManager(Process& self, std::string inst, StopOptions options) {
   std::shared_ptr<Instance> st = FindInstance(self.node(), inst);
-  if (st == nullptr) co_return absl::NotFoundError(absl::StrCat("stop(\"", inst, "\"): not_started"));
+  if (st == nullptr)
+    co_return absl::NotFoundError(absl::StrCat("stop(\"", inst, "\"): not_started"));
   Pid sup;
   {
     std::lock_guard<AdaptiveMutex> lock(st->mu);
@@ -187,9 +188,9 @@ Task<absl::StatusOr<Pid>> StartEmbedded(Process& parent, std::string inst, Super
     if (st->sup.alive()) {
       // Only a supervisor whose application supervisor is gone is an orphan of an earlier run.
       if (st->standalone || st->sup_parent.alive()) {
-        co_return absl::AlreadyExistsError(absl::StrCat(
-            "etsmgr instance \"", inst, "\": already_started (supervisor ", st->sup.ToString(),
-            ")"));
+        co_return absl::AlreadyExistsError(absl::StrCat("etsmgr instance \"", inst,
+                                                        "\": already_started (supervisor ",
+                                                        st->sup.ToString(), ")"));
       }
       orphan = st->sup;
     }
@@ -206,9 +207,9 @@ Task<absl::StatusOr<Pid>> StartEmbedded(Process& parent, std::string inst, Super
         absl::Seconds(5));
     if (!down) {
       parent.Demonitor(ref, /*flush=*/true);
-      co_return absl::DeadlineExceededError(absl::StrCat(
-          "etsmgr instance \"", inst, "\": the supervisor of its previous run ",
-          orphan.ToString(), " did not exit"));
+      co_return absl::DeadlineExceededError(absl::StrCat("etsmgr instance \"", inst,
+                                                         "\": the supervisor of its previous run ",
+                                                         orphan.ToString(), " did not exit"));
     }
   }
   {

@@ -25,7 +25,9 @@ struct Go {};
 class EdgeCasesTest : public ::testing::Test {
  protected:
   void SetUp() override { node_ = Node::Create({.schedulers = 2}).value(); }
-  std::string Probe(ProbeBody body) { return RunProbe(*node_, std::move(body), {.trap_exit = true}); }
+  std::string Probe(ProbeBody body) {
+    return RunProbe(*node_, std::move(body), {.trap_exit = true});
+  }
   std::unique_ptr<Node> node_;
 };
 
@@ -39,10 +41,10 @@ std::unique_ptr<Node> Deterministic(uint64_t seed) {
 // A process that is not the instance's manager holds its name: waiting for the manager waits
 // (and times out), it never spins; ManagedTable::Open gives up at its deadline.
 TEST_F(EdgeCasesTest, AnImpostorHoldingTheManagersNameIsWaitedOutNotSpunOn) {
-  Pid impostor =
-      node_->Spawn([](Process& self) -> Task<void> { co_await self.Receive<Go>(); },
-                   {.name = "etsmgr_srv_imp"})
-          .value();
+  Pid impostor = node_
+                     ->Spawn([](Process& self) -> Task<void> { co_await self.Receive<Go>(); },
+                             {.name = "etsmgr_srv_imp"})
+                     .value();
   std::string got = Probe([](Process& self, Report report) -> Task<void> {
     Etsmgr mgr("imp");
     absl::StatusOr<Pid> m = co_await mgr.WaitForManager(self, Deadline(absl::Milliseconds(30)));
@@ -173,8 +175,8 @@ TEST_F(EdgeCasesTest, CloseDuringARestartDeletesNothing) {
     if (!t.ok()) co_return report(t.status().ToString());
     absl::Status stopped = co_await StopManager(self, "c");
     absl::Status closed = co_await t->Close(self);
-    report(absl::StrCat(stopped.ok(), " ", absl::StatusCodeToString(closed.code()), " alive=",
-                        t->table().alive()));
+    report(absl::StrCat(stopped.ok(), " ", absl::StatusCodeToString(closed.code()),
+                        " alive=", t->table().alive()));
   });
   EXPECT_EQ(got, "1 UNAVAILABLE alive=1");
 }
@@ -263,12 +265,12 @@ TEST_F(EdgeCasesTest, AThrowingInitLeavesTheTableUninitialised) {
   std::string got = Probe([](Process& self, Report report) -> Task<void> {
     Pid me = self.self();
     Pid first = self.Spawn([me](Process& p) -> Task<void> {
-                        (void)co_await ManagedTable<int64_t, int64_t>::Open(
-                            p, Etsmgr("i"), "t", TableOptions(),
-                            [](IntTable&) -> absl::Status { throw std::runtime_error("init"); });
-                        Send(me, Go{});
-                      })
-                      .value();
+                      (void)co_await ManagedTable<int64_t, int64_t>::Open(
+                          p, Etsmgr("i"), "t", TableOptions(),
+                          [](IntTable&) -> absl::Status { throw std::runtime_error("init"); });
+                      Send(me, Go{});
+                    })
+                    .value();
     co_await AwaitDown(self, first);
     absl::StatusOr<ManagedTableRef> r = co_await Etsmgr("i").NewTable<int64_t, int64_t>(self, "t");
     report(absl::StrCat("created=", r.ok() && r->created));

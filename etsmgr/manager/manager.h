@@ -99,8 +99,7 @@ Task<absl::Status> StopManager(Process& self);
 // From a plain thread (Node::Run: FailedPrecondition from a scheduler thread).
 absl::Status StartManager(Node& node, std::string inst = kDefaultInstance,
                           ManagerOptions options = {});
-absl::Status StopManager(Node& node, std::string inst = kDefaultInstance,
-                         StopOptions options = {});
+absl::Status StopManager(Node& node, std::string inst = kDefaultInstance, StopOptions options = {});
 
 // Embedded mode: a child spec for the application's own supervisor (a nested rest_for_one
 // supervisor, registered as etsmgr_sup[_<inst>], holding the vault and the manager of `inst`).
@@ -163,6 +162,9 @@ struct TableFactory {
   const std::type_info* key_type = &typeid(void);
   const std::type_info* value_type = &typeid(void);
   absl::StatusOr<AnyTable> (*create)(TableOptions options) = nullptr;
+  // NewTable<K, V> sets this to `create` (its own CreateTable<K, V>): what it makes needs no
+  // check. Any other create function's table is checked (owner, types).
+  absl::StatusOr<AnyTable> (*trusted)(TableOptions options) = nullptr;
 };
 template <typename K, typename V>
 absl::StatusOr<AnyTable> CreateTable(TableOptions options) {
@@ -227,6 +229,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTable(Process& self, std::strin
   factory.key_type = &typeid(K);
   factory.value_type = &typeid(V);
   factory.create = &manager_internal::CreateTable<K, V>;
+  factory.trusted = factory.create;
   return NewTableErased(self, std::move(name), std::move(options), std::move(factory), timeout);
 }
 

@@ -1,7 +1,5 @@
 // Manager benchmarks: `bazel run -c opt //etsmgr/manager:manager_benchmark`.
 // Erlang etsmgr 0.3.0 on OTP 25 figures (same VM) are in shared/notes/machine-figures.md.
-#include <malloc.h>
-
 #include <chrono>
 #include <climits>
 #include <cstdint>
@@ -15,6 +13,7 @@
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/manager.h"
 #include "tools/bench/fresh_process.h"
+#include "tools/bench/memory.h"
 #include "tools/bench/process_helpers.h"
 #include "tools/bench/report.h"
 
@@ -29,9 +28,9 @@ using bench::RunInProcess;
 void BM_NewDelDelete(benchmark::State& state) {
   auto node = MakeNode(1);
   (void)StartManager(*node);
-  constexpr int kCycles = 100'000;
+  const int kCycles = static_cast<int>(bench::Scaled(100'000, 1'000));
   for (auto _ : state) {
-    RunInProcess(*node, [](Process& self) -> Task<void> {
+    RunInProcess(*node, [kCycles](Process& self) -> Task<void> {
       Etsmgr mgr;
       for (int i = 0; i < kCycles; ++i) {
         absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
@@ -59,13 +58,13 @@ struct Idle {};
 // Kill the table's owner; its supervisor restarts it; the new owner's new_table returns the
 // table (from the vault) with its data. Latency from the kill to the data in hand.
 void BM_RecoveryAfterOwnerKill(benchmark::State& state) {
-  constexpr int kRecoveries = 20'000;
+  const int kRecoveries = static_cast<int>(bench::Scaled(20'000, 200));
   auto node = MakeNode(1);
   (void)StartManager(*node);
   std::vector<int64_t> latencies;
   for (auto _ : state) {
     latencies.clear();
-    RunInProcess(*node, [&latencies](Process& self) -> Task<void> {
+    RunInProcess(*node, [&latencies, kRecoveries](Process& self) -> Task<void> {
       Pid probe = self.self();
       ProcessBody owner = [probe](Process& p) -> Task<void> {
         Etsmgr mgr;
@@ -91,7 +90,8 @@ void BM_RecoveryAfterOwnerKill(benchmark::State& state) {
         // the probe's bookkeeping, after the clock stops.
         up = std::move(next);
       }
-      co_await StopSupervisor(self, *sup);
+      absl::Status stopped = co_await StopSupervisor(self, *sup);
+      if (!stopped.ok()) std::abort();
     });
   }
   state.counters["p50_us"] = bench::Percentile(latencies, 0.5) / 1e3;
@@ -99,37 +99,33 @@ void BM_RecoveryAfterOwnerKill(benchmark::State& state) {
 }
 BENCHMARK(BM_RecoveryAfterOwnerKill)->Iterations(1)->Unit(benchmark::kMillisecond);
 
-// Heap in use, including the chunks glibc serves by mmap (hblkhd): the directory's big hash
-// arrays are such chunks.
-size_t HeapInUse() {
-  struct mallinfo2 m = mallinfo2();
-  return m.uordblks + m.hblkhd;
-}
-
-constexpr int kClients = 1000;
-constexpr int kTablesEach = 100;
-constexpr int kTables = kClients * kTablesEach;
+// 1,000 clients with 100 tables each (20 with 10 in a smoke run).
+int Clients() { return static_cast<int>(bench::Scaled(1000, 20)); }
+int TablesEach() { return static_cast<int>(bench::Scaled(100, 10)); }
 
 // A node with the default instance and 1,000 clients holding 100 managed tables each; returns the
 // clients (they wait for Idle).
 std::vector<Pid> MakeHundredThousand(Node& node) {
+  const int kClients = Clients();
+  const int kTablesEach = TablesEach();
   auto remaining = std::make_shared<std::atomic<int>>(kClients);
   auto all_made = std::make_shared<std::promise<void>>();
   std::vector<Pid> clients;
   clients.reserve(kClients);
   for (int c = 0; c < kClients; ++c) {
-    clients.push_back(node.Spawn([c, remaining, all_made](Process& self) -> Task<void> {
-                            Etsmgr mgr;
-                            for (int t = 0; t < kTablesEach; ++t) {
-                              std::string name = absl::StrCat("c", c, "_", t);
-                              absl::StatusOr<ManagedTableRef> r =
-                                  co_await mgr.NewTable<int64_t, int64_t>(self, name);
-                              if (!r.ok()) std::abort();
-                            }
-                            if (remaining->fetch_sub(1) == 1) all_made->set_value();
-                            co_await self.Receive<Idle>();
-                          })
-                          .value());
+    clients.push_back(
+        node.Spawn([c, kTablesEach, remaining, all_made](Process& self) -> Task<void> {
+              Etsmgr mgr;
+              for (int t = 0; t < kTablesEach; ++t) {
+                std::string name = absl::StrCat("c", c, "_", t);
+                absl::StatusOr<ManagedTableRef> r =
+                    co_await mgr.NewTable<int64_t, int64_t>(self, name);
+                if (!r.ok()) std::abort();
+              }
+              if (remaining->fetch_sub(1) == 1) all_made->set_value();
+              co_await self.Receive<Idle>();
+            })
+            .value());
   }
   all_made->get_future().wait();
   return clients;
@@ -143,15 +139,16 @@ double MillisSince(std::chrono::steady_clock::time_point t0) {
 // info(): the first call (the figure a user sees: its 7 MB reply is memory the process never
 // touched) and the median of five more (a monitoring loop reusing the reply's memory).
 bench::Figures MeasureHundredThousand() {
+  const int kTables = Clients() * TablesEach();
   auto node = MakeNode(2);
   (void)StartManager(*node);
-  size_t heap_before = HeapInUse();
+  size_t heap_before = bench::HeapBytesInUse();
   auto t0 = std::chrono::steady_clock::now();
   std::vector<Pid> clients = MakeHundredThousand(*node);
   double create_s = MillisSince(t0) / 1e3;
-  double per_table = static_cast<double>(HeapInUse() - heap_before) / kTables;
+  double per_table = static_cast<double>(bench::HeapBytesInUse() - heap_before) / kTables;
   std::vector<int64_t> info_ns;
-  RunInProcess(*node, [&info_ns](Process& self) -> Task<void> {
+  RunInProcess(*node, [&info_ns, kTables](Process& self) -> Task<void> {
     Etsmgr mgr;
     for (int i = 0; i < 6; ++i) {
       auto i0 = std::chrono::steady_clock::now();
@@ -159,7 +156,7 @@ bench::Figures MeasureHundredThousand() {
       info_ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::steady_clock::now() - i0)
                             .count());
-      if (!info.ok() || info->tables.size() != kTables) std::abort();
+      if (!info.ok() || info->tables.size() != static_cast<size_t>(kTables)) std::abort();
     }
   });
   for (const Pid& c : clients) Send(c, Idle{});
@@ -173,6 +170,9 @@ bench::Figures MeasureHundredThousand() {
 // from the kills until the first info() that shows all their 99,900 tables held by the vault
 // with no client (no info() call before the kills).
 bench::Figures MeasureExitBurst() {
+  const int kClients = Clients();
+  const int kTablesEach = TablesEach();
+  const int kTables = kClients * kTablesEach;
   auto node = MakeNode(2);
   (void)StartManager(*node);
   std::vector<Pid> clients = MakeHundredThousand(*node);
@@ -191,6 +191,8 @@ bench::Figures MeasureExitBurst() {
         held += !t.client.valid() && t.owner == info->vault ? 1 : 0;
       }
       if (held == static_cast<size_t>(kTables - kTablesEach)) break;
+      // Let the exiting clients on this scheduler run (a table call does not suspend).
+      co_await self.Sleep(absl::ZeroDuration());
     }
     burst_ms = MillisSince(e0);
   });

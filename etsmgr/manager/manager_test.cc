@@ -276,11 +276,10 @@ TEST_F(ManagerTest, UnavailableAndDeadline) {
     absl::StatusOr<ManagerInfo> i = co_await mgr.Info(self);
     absl::Status d = co_await mgr.DelTable(self, "t");
     absl::StatusOr<Pid> w = co_await mgr.WaitForManager(self, Deadline(absl::Milliseconds(20)));
-    report(absl::StrCat(absl::StatusCodeToString(r.status().code()), " ",
-                        absl::StatusCodeToString(i.status().code()), " ",
-                        absl::StatusCodeToString(d.code()), " ",
-                        absl::StatusCodeToString(w.status().code()), " ",
-                        ToString(mgr.State(self.node()))));
+    report(absl::StrCat(
+        absl::StatusCodeToString(r.status().code()), " ",
+        absl::StatusCodeToString(i.status().code()), " ", absl::StatusCodeToString(d.code()), " ",
+        absl::StatusCodeToString(w.status().code()), " ", ToString(mgr.State(self.node()))));
   });
   EXPECT_EQ(got, "UNAVAILABLE UNAVAILABLE UNAVAILABLE DEADLINE_EXCEEDED not_started");
   // A process merely registered under the manager's name is not a manager.

@@ -90,9 +90,7 @@ Task<std::string> InfoLine(Process& self) {
     if (!info.ok()) continue;
     std::map<std::string, std::string> rows;
     for (const ManagedTableInfo& t : info->tables) {
-      std::string owner = t.owner == info->vault ? "vault"
-                          : !t.owner.valid()     ? "parked"
-                                                 : "other";
+      std::string owner = t.owner == info->vault ? "vault" : !t.owner.valid() ? "parked" : "other";
       rows[t.name] = absl::StrCat(t.name, ":client=", t.client.valid() ? "some" : "none",
                                   ",owner=", owner, ",size=", t.size);
     }
@@ -271,13 +269,13 @@ TEST(NoLossTest, StandaloneSupervisorKilledAndStopStartCycles) {
 TEST(NoLossTest, DiscardDeletesHeldTablesAndCountsThem) {
   auto node = Node::Create({.schedulers = 2}).value();
   ASSERT_TRUE(StartManager(*node, kInst).ok());
-  std::string got = RunProbe(*node, [](Process& self, std::function<void(std::string)> report)
-                                        -> Task<void> {
-    Pid c = SpawnClient(self, "t");
-    co_await self.Receive<Ready>();
-    co_await KillAndAwait(self, c);
-    report("held");
-  });
+  std::string got =
+      RunProbe(*node, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        Pid c = SpawnClient(self, "t");
+        co_await self.Receive<Ready>();
+        co_await KillAndAwait(self, c);
+        report("held");
+      });
   ASSERT_EQ(got, "held");
   std::shared_ptr<manager_internal::Instance> st = manager_internal::FindInstance(*node, kInst);
   ASSERT_NE(st, nullptr);
@@ -394,8 +392,8 @@ TEST(NoLossTest, OneTableIsNeverManagedUnderTwoNames) {
                       absl::StatusOr<ManagedTableRef> again =
                           co_await mgr.AddTable(p, "second", r->table);
                       absl::Status del = co_await mgr.DelTable(p, "second");
-                      Send(me, Ready{!again.ok() && again.status().code() ==
-                                                        absl::StatusCode::kAlreadyExists &&
+                      Send(me, Ready{!again.ok() &&
+                                     again.status().code() == absl::StatusCode::kAlreadyExists &&
                                      del.code() == absl::StatusCode::kNotFound});
                       co_await p.Receive<Go>();
                     })
@@ -467,8 +465,7 @@ TEST(NoLossTest, ManagedTableRidesOutInstanceRestarts) {
         Pid me = self.self();
         SpawnOptions options;
         options.trap_exit = true;
-        Pid client =
-            self.Spawn([me](Process& p) { return CounterClient(p, me); }, options).value();
+        Pid client = self.Spawn([me](Process& p) { return CounterClient(p, me); }, options).value();
         // Not started yet: Open waits for it.
         absl::Status started = co_await StartManager(self, kInst);
         if (!started.ok()) co_return started.ToString();
@@ -607,9 +604,8 @@ TEST(NoLossTest, NoLogLineIsWrittenUnderTheDirectoryLock) {
     SetMinLogLevel(level);
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_GT(sink.lines, 10) << "seed " << seed;
-    EXPECT_TRUE(sink.under_lock.empty())
-        << "seed " << seed << ": " << sink.under_lock.size() << " line(s), first: "
-        << sink.under_lock.front();
+    EXPECT_TRUE(sink.under_lock.empty()) << "seed " << seed << ": " << sink.under_lock.size()
+                                         << " line(s), first: " << sink.under_lock.front();
   }
 }
 
@@ -762,11 +758,11 @@ TEST(NoLossTest, ANewTableReplyNamesAManagerWhoseExitTheCallerHears) {
                                    absl::StatusOr<ProcessInfo> me_info = GetProcessInfo(p.self());
                                    for (const Pid& l : me_info->links) linked |= l == m;
                                    if (!linked && !(co_await p.ReceiveIfFor(
-                                                     [m](const Envelope& e) {
-                                                       const ExitSignal* x = e.As<ExitSignal>();
-                                                       return x != nullptr && x->from == m;
-                                                     },
-                                                     absl::Seconds(5)))) {
+                                                      [m](const Envelope& e) {
+                                                        const ExitSignal* x = e.As<ExitSignal>();
+                                                        return x != nullptr && x->from == m;
+                                                      },
+                                                      absl::Seconds(5)))) {
                                      bad = "manager " + m.ToString() + " neither linked nor heard";
                                    }
                                    (void)co_await mgr.DelTable(p, "t");
@@ -794,12 +790,12 @@ TEST(NoLossTest, ANewTableReplyNamesAManagerWhoseExitTheCallerHears) {
 TEST(NoLossTest, ATableFactoryWithoutCreateIsInvalidArgument) {
   auto node = Node::Create({.schedulers = 1}).value();
   ASSERT_TRUE(StartManager(*node, kInst).ok());
-  std::string got = RunProbe(*node, [](Process& self, std::function<void(std::string)> report)
-                                        -> Task<void> {
-    absl::StatusOr<ManagedTableRef> r = co_await Etsmgr(kInst).NewTableErased(
-        self, "t", TableOptions(), manager_internal::TableFactory(), absl::Seconds(1));
-    report(r.status().ToString());
-  });
+  std::string got =
+      RunProbe(*node, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        absl::StatusOr<ManagedTableRef> r = co_await Etsmgr(kInst).NewTableErased(
+            self, "t", TableOptions(), manager_internal::TableFactory(), absl::Seconds(1));
+        report(r.status().ToString());
+      });
   EXPECT_NE(got.find("INVALID_ARGUMENT"), std::string::npos) << got;
   EXPECT_NE(got.find("factory"), std::string::npos) << got;
 }

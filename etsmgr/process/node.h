@@ -161,11 +161,10 @@ T Node::Run(std::function<Task<T>(Process&)> body, SpawnOptions options) {
   }
   auto state = std::make_shared<node_internal::RunState<T>>();
   auto guard = std::make_shared<node_internal::RunGuard<T>>(state);
-  absl::StatusOr<Pid> pid = Spawn(
-      [state, guard, body = std::move(body)](Process& self) -> Task<void> {
-        state->result.emplace(co_await body(self));
-      },
-      std::move(options));
+  absl::StatusOr<Pid> pid =
+      Spawn([state, guard, body = std::move(body)](
+                Process& self) -> Task<void> { state->result.emplace(co_await body(self)); },
+            std::move(options));
   guard.reset();  // The closure's copy (or, if the spawn failed, none) signals the end.
   if (!pid.ok()) return T(pid.status());
   try {

@@ -362,6 +362,15 @@ void ProcessControl::BodyFinished() {
   ExitProcedure(std::move(reason));
 }
 
+bool ProcessControl::HasExitHook(const void* key) const {
+  std::lock_guard<SpinLock> lock(mu_);
+  if (hooks_closed_ || !extras_) return false;
+  for (const auto& [k, h] : extras_->exit_hooks) {
+    if (k == key) return true;
+  }
+  return false;
+}
+
 bool ProcessControl::AddExitHook(ExitHook hook, const void* key) {
   std::lock_guard<SpinLock> lock(mu_);
   if (hooks_closed_) return false;
@@ -768,8 +777,8 @@ Task<std::optional<Pid>> Process::WaitForRegistered(std::string name, absl::Time
   // Leave the waiter list, then drop a notice sent meanwhile (notices are sent under the
   // registry lock, so none can come after this): no stray NameRegistered stays in the mailbox.
   n.RemoveNameWaiter(name, self());
-  while (co_await PredicateReceiveAwaiter(control_, notice, process_internal::DeadlineNanos(
-                                                               absl::InfinitePast()))) {
+  while (co_await PredicateReceiveAwaiter(control_, notice,
+                                          process_internal::DeadlineNanos(absl::InfinitePast()))) {
   }
   co_return found.valid() ? std::optional<Pid>(std::move(found)) : std::nullopt;
 }

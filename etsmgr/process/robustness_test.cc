@@ -66,17 +66,17 @@ TEST(RobustnessTest, KeyedExitHooksRunOnceAndNoneCanBeAddedOnceExiting) {
   auto late = std::make_shared<std::atomic<int>>(-1);
   static const int kKey = 0;
   Pid p = node->Spawn([runs, late](Process& self) -> Task<void> {
-                 ProcessControl* me = self.control();
-                 auto hook = [runs, late, me](const Pid&, const ExitReason&) {
-                   ++*runs;
-                   // Too late: the exit procedure has taken the hooks to run.
-                   *late = me->AddExitHook([](const Pid&, const ExitReason&) {}, nullptr) ? 1 : 0;
-                 };
-                 EXPECT_TRUE(me->AddExitHook(hook, &kKey));
-                 EXPECT_TRUE(me->AddExitHook(hook, &kKey));  // Already there: still true.
-                 co_await self.Receive<Go>();
-               })
-               .value();
+                ProcessControl* me = self.control();
+                auto hook = [runs, late, me](const Pid&, const ExitReason&) {
+                  ++*runs;
+                  // Too late: the exit procedure has taken the hooks to run.
+                  *late = me->AddExitHook([](const Pid&, const ExitReason&) {}, nullptr) ? 1 : 0;
+                };
+                EXPECT_TRUE(me->AddExitHook(hook, &kKey));
+                EXPECT_TRUE(me->AddExitHook(hook, &kKey));  // Already there: still true.
+                co_await self.Receive<Go>();
+              })
+              .value();
   Send(p, Go{});
   AwaitDeath(*node, p);
   EXPECT_EQ(runs->load(), 1);
@@ -88,12 +88,12 @@ TEST(RobustnessTest, KeyedExitHooksRunOnceAndNoneCanBeAddedOnceExiting) {
 TEST(RobustnessTest, ProcessInfoFromOtherThreadsWhileTheProcessRuns) {
   auto node = Node::Create({.schedulers = 2}).value();
   Pid p = node->Spawn([](Process& self) -> Task<void> {
-                 for (int i = 0; i < 20000; ++i) {
-                   co_await self.Receive<Go>();
-                   self.set_trap_exit(i % 2 == 0);
-                 }
-               })
-               .value();
+                for (int i = 0; i < 20000; ++i) {
+                  co_await self.Receive<Go>();
+                  self.set_trap_exit(i % 2 == 0);
+                }
+              })
+              .value();
   std::atomic<bool> stop{false};
   std::thread reader([&] {
     while (!stop.load()) {
@@ -140,12 +140,12 @@ TEST(RobustnessTest, ASupervisorKilledBeforeItStartedIsAnErrorNotAHang) {
 
 TEST(RobustnessTest, BlockingFormsRefuseSchedulerThreadsAndDriveDeterministicRuntimes) {
   auto node = Node::Create({.schedulers = 1}).value();
-  std::string got = RunProbe(*node, [](Process& self, std::function<void(std::string)> report)
-                                        -> Task<void> {
-    absl::StatusOr<Pid> sup = StartSupervisor(self.node(), {}, {});
-    report(std::string(absl::StatusCodeToString(sup.status().code())));
-    co_return;
-  });
+  std::string got =
+      RunProbe(*node, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        absl::StatusOr<Pid> sup = StartSupervisor(self.node(), {}, {});
+        report(std::string(absl::StatusCodeToString(sup.status().code())));
+        co_return;
+      });
   EXPECT_EQ(got, "FAILED_PRECONDITION");
   // Deterministic: the calling thread drives the runtime until the supervisor is up.
   auto det = Deterministic(7);
@@ -155,10 +155,10 @@ TEST(RobustnessTest, BlockingFormsRefuseSchedulerThreadsAndDriveDeterministicRun
 
 TEST(RobustnessTest, SupervisorFlagsAreChecked) {
   auto node = Node::Create({.schedulers = 1}).value();
-  for (SupervisorFlags flags : {SupervisorFlags{.intensity = -1},
-                                SupervisorFlags{.period = absl::ZeroDuration()},
-                                SupervisorFlags{.period = -absl::Seconds(1)},
-                                SupervisorFlags{.period = absl::InfiniteDuration()}}) {
+  for (SupervisorFlags flags :
+       {SupervisorFlags{.intensity = -1}, SupervisorFlags{.period = absl::ZeroDuration()},
+        SupervisorFlags{.period = -absl::Seconds(1)},
+        SupervisorFlags{.period = absl::InfiniteDuration()}}) {
     absl::StatusOr<Pid> sup = StartSupervisor(*node, flags, {});
     EXPECT_EQ(sup.status().code(), absl::StatusCode::kInvalidArgument) << sup.status();
     absl::StatusOr<std::string> nested = node->Run<absl::StatusOr<std::string>>(
@@ -178,49 +178,49 @@ TEST(RobustnessTest, SupervisorFlagsAreChecked) {
 struct AskedToStop {};
 TEST(RobustnessTest, ASupervisorKilledWhileStoppingAChildLeavesItLinked) {
   auto node = Node::Create({.schedulers = 2}).value();
-  std::string got = RunProbe(
-      *node,
-      [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid me = self.self();
-        auto child = std::make_shared<Pid>();
-        ChildSpec stubborn;
-        stubborn.id = "stubborn";
-        stubborn.shutdown = absl::Seconds(600);
-        stubborn.start = [me, child](Process& sup) -> Task<absl::StatusOr<Pid>> {
-          Pid parent = sup.self();
-          absl::StatusOr<Pid> pid = sup.SpawnLink(
-              [parent, me](Process& p) -> Task<void> {
-                // Ignores the shutdown request; exits when its supervisor dies.
-                while (true) {
-                  ExitSignal x = co_await p.Receive<ExitSignal>();
-                  if (x.from != parent) continue;
-                  if (x.reason.kind() == ExitReason::Kind::kShutdown) {
-                    Send(me, AskedToStop{});
-                    continue;
-                  }
-                  co_return;
-                }
-              },
-              {.trap_exit = true});
-          if (pid.ok()) *child = *pid;
-          co_return pid;
-        };
-        std::vector<ChildSpec> children = {stubborn};
-        absl::StatusOr<Pid> sup =
-            co_await StartSupervisor(self, SupervisorFlags{}, std::move(children), SpawnOptions());
-        if (!sup.ok()) co_return report(sup.status().ToString());
-        Pid sup_pid = *sup;
-        // The supervisor asks the child to stop and waits (600 s) for it.
-        self.Spawn([sup_pid](Process& p) -> Task<void> {
-              (void)co_await TerminateChild(p, sup_pid, "stubborn", absl::Seconds(600));
-            })
-            .value();
-        co_await self.Receive<AskedToStop>();
-        SendExit(sup_pid, ExitReason::Kill());
-        ExitReason r = co_await AwaitDown(self, *child);
-        report(r.ToString());
-      },
-      {.trap_exit = true});
+  std::string got =
+      RunProbe(*node,
+               [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+                 Pid me = self.self();
+                 auto child = std::make_shared<Pid>();
+                 ChildSpec stubborn;
+                 stubborn.id = "stubborn";
+                 stubborn.shutdown = absl::Seconds(600);
+                 stubborn.start = [me, child](Process& sup) -> Task<absl::StatusOr<Pid>> {
+                   Pid parent = sup.self();
+                   absl::StatusOr<Pid> pid = sup.SpawnLink(
+                       [parent, me](Process& p) -> Task<void> {
+                         // Ignores the shutdown request; exits when its supervisor dies.
+                         while (true) {
+                           ExitSignal x = co_await p.Receive<ExitSignal>();
+                           if (x.from != parent) continue;
+                           if (x.reason.kind() == ExitReason::Kind::kShutdown) {
+                             Send(me, AskedToStop{});
+                             continue;
+                           }
+                           co_return;
+                         }
+                       },
+                       {.trap_exit = true});
+                   if (pid.ok()) *child = *pid;
+                   co_return pid;
+                 };
+                 std::vector<ChildSpec> children = {stubborn};
+                 absl::StatusOr<Pid> sup = co_await StartSupervisor(
+                     self, SupervisorFlags{}, std::move(children), SpawnOptions());
+                 if (!sup.ok()) co_return report(sup.status().ToString());
+                 Pid sup_pid = *sup;
+                 // The supervisor asks the child to stop and waits (600 s) for it.
+                 self.Spawn([sup_pid](Process& p) -> Task<void> {
+                       (void)co_await TerminateChild(p, sup_pid, "stubborn", absl::Seconds(600));
+                     })
+                     .value();
+                 co_await self.Receive<AskedToStop>();
+                 SendExit(sup_pid, ExitReason::Kill());
+                 ExitReason r = co_await AwaitDown(self, *child);
+                 report(r.ToString());
+               },
+               {.trap_exit = true});
   EXPECT_EQ(got, "normal");
 }
 
@@ -232,8 +232,8 @@ TEST(RobustnessTest, NowAndDeadlineFollowTheDeterministicClock) {
         absl::Time t0 = Now();
         EXPECT_LT(t0, absl::Now() - absl::Hours(24 * 365));  // Virtual: near the epoch.
         EXPECT_EQ(Deadline(absl::Seconds(3)) - t0, absl::Seconds(3));
-        std::optional<Message> none = co_await self.ReceiveIf(
-            [](const Envelope&) { return false; }, Deadline(absl::Seconds(3)));
+        std::optional<Message> none = co_await self.ReceiveIf([](const Envelope&) { return false; },
+                                                              Deadline(absl::Seconds(3)));
         co_return absl::StrCat(none.has_value(), " ", absl::ToInt64Seconds(Now() - t0));
       });
   ASSERT_TRUE(got.ok()) << got.status();

@@ -421,11 +421,10 @@ Task<absl::StatusOr<Pid>> StartFrom(Process& starter, SupervisorFlags flags,
   if (!valid.ok()) co_return valid;
   const uint64_t ref = starter.node().NextRef();
   Pid starter_pid = starter.self();
-  ProcessBody body =
-      MakeSupervisorBody(flags, std::move(children), link ? starter_pid : Pid(),
-                         [starter_pid, ref](absl::Status s) {
-                           Send(starter_pid, SupInitDone{ref, std::move(s)});
-                         });
+  ProcessBody body = MakeSupervisorBody(flags, std::move(children), link ? starter_pid : Pid(),
+                                        [starter_pid, ref](absl::Status s) {
+                                          Send(starter_pid, SupInitDone{ref, std::move(s)});
+                                        });
   absl::StatusOr<Pid> pid = link ? starter.SpawnLink(std::move(body), std::move(options))
                                  : starter.Spawn(std::move(body), std::move(options));
   if (!pid.ok()) co_return pid.status();
@@ -451,8 +450,8 @@ Task<absl::StatusOr<Pid>> StartFrom(Process& starter, SupervisorFlags flags,
 absl::StatusOr<Pid> StartSupervisor(Node& node, SupervisorFlags flags,
                                     std::vector<ChildSpec> children, SpawnOptions options) {
   return node.Run<absl::StatusOr<Pid>>(
-      [flags, children = std::move(children), options = std::move(options)](
-          Process& self) -> Task<absl::StatusOr<Pid>> {
+      [flags, children = std::move(children),
+       options = std::move(options)](Process& self) -> Task<absl::StatusOr<Pid>> {
         return StartFrom(self, flags, children, options, /*link=*/false);
       });
 }

@@ -114,9 +114,14 @@ Pid TableCore::ReplaceOwner(Pid owner) {
   return std::exchange(owner_, std::move(owner));
 }
 
-void TableCore::NoteKeptLocked() {
+void TableCore::NoteKeptLocked(const TableKeeper* alive) {
+  const uint64_t owner = owner_serial_.load(std::memory_order_relaxed);
+  if (alive != nullptr && KeptBy(alive)) {
+    kept_ = owner == 0 || alive->IsHolderSerial(owner);
+    return;
+  }
   std::shared_ptr<TableKeeper> keeper = keeper_.lock();
-  kept_ = keeper != nullptr && (!owner_.valid() || owner_ == keeper->holder());
+  kept_ = keeper != nullptr && (owner == 0 || keeper->IsHolderSerial(owner));
 }
 
 bool TableCore::has_keeper() const {
@@ -142,7 +147,7 @@ bool TableCore::Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size, b
   std::lock_guard<SpinLock> lock(meta_mu_);
   *owner = copier.Copy(owner_);
   *heir = copier.Copy(heir_);
-  *kept = !keeper_.expired();
+  *kept = has_keeper_;
   return true;
 }
 
@@ -268,6 +273,8 @@ void TableCore::DeleteNow() {
     heir_data = std::move(heir_data_);
     keeper = keeper_.lock();
     keeper_.reset();
+    keeper_raw_ = nullptr;
+    has_keeper_ = false;
     tag = std::move(keeper_tag_);
     if (keeper != nullptr && kept_ && !owner.valid()) keeper->UnparkLocked(this);
     kept_ = false;
@@ -290,7 +297,7 @@ void TableCore::DeleteNow() {
 
 void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   Pid heir;
-  Pid kept_by;  // The keeper's holder that took the table (null: parked).
+  Pid kept_by;   // The keeper's holder that took the table (null: parked).
   Pid previous;  // The exiting owner's reference, released after the lock.
   std::any data;
   std::shared_ptr<TableKeeper> keeper;

@@ -168,7 +168,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   absl::Status DeletedError(const char* what) const;
 
   absl::StatusOr<TableInfo> Info() const;
-  Pid owner() const;  // Null once deleted, and while parked by its keeper.
+  Pid owner() const;        // Null once deleted, and while parked by its keeper.
   bool has_keeper() const;  // A TableKeeper keeps it (see table_keeper.h).
   // The heir if one is set, else the holder of the table's keeper (see TableKeeper), else null.
   Pid heir() const;
@@ -222,8 +222,14 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   // to release after the lock. Caller holds meta_mu_.
   Pid ReplaceOwner(Pid owner);
   // After an owner change other than the keeper's own: whether the keeper has the table now (a
-  // process gave it to the keeper's holder). Caller holds meta_mu_.
-  void NoteKeptLocked();
+  // process gave it to the keeper's holder). Caller holds meta_mu_; `alive` (optional) is a
+  // keeper the caller knows to be alive (the keeper itself), saving a weak_ptr lock.
+  void NoteKeptLocked(const TableKeeper* alive = nullptr);
+  // Whether `keeper` keeps this table (caller holds meta_mu_): one atomic load, no lock of the
+  // weak_ptr (an expired keeper at a reused address never matches).
+  bool KeptBy(const TableKeeper* keeper) const {
+    return keeper != nullptr && keeper_raw_ == keeper && !keeper_.expired();
+  }
   void DeleteNow();
 
   // Read by every operation (type, access, owner serial, deleted, storage) and by info() over
@@ -235,6 +241,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   std::atomic<bool> deleted_{false};
   std::atomic<bool> lost_with_owner_{false};
   std::atomic<bool> initialised_{false};
+  bool has_keeper_ = false;  // Guarded by meta_mu_: a keeper was set (what Glance reports).
   const TableType type_;
   const Access access_;
   Pid owner_;
@@ -253,6 +260,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   // table (its holder owns it, or it is parked with no owner).
   friend class TableKeeper;
   std::weak_ptr<TableKeeper> keeper_;
+  const TableKeeper* keeper_raw_ = nullptr;  // keeper_'s object, for identity checks.
   std::shared_ptr<const void> keeper_tag_;
   bool kept_ = false;
 };

@@ -58,13 +58,14 @@ absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
   {
     std::lock_guard<SpinLock> lock(mu_);
     holder_ = me->self();
+    holder_serial_.store(holder_.serial(), std::memory_order_release);
     parked.swap(parked_);
   }
   // Each under its own lock. One handed over meanwhile (HandOver) has an owner: skipped.
   size_t adopted = 0;
   for (auto& [raw, core] : parked) {
     std::lock_guard<SpinLock> lock(core->meta_mu_);
-    if (core->deleted() || core->keeper_.lock().get() != this || core->owner_.valid()) continue;
+    if (core->deleted() || !core->KeptBy(this) || core->owner_.valid()) continue;
     if (!me->AdoptResource(core)) {  // Cannot happen while we run; keep it parked regardless.
       ParkLocked(core.get());
       continue;
@@ -77,7 +78,8 @@ absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
 
 absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void> tag) {
   if (!table.valid()) return NullTableHandle("keep");
-  if (weak_from_this().expired()) {
+  std::weak_ptr<TableKeeper> self = weak_from_this();
+  if (self.expired()) {
     return absl::FailedPreconditionError(
         "keep: a TableKeeper must be owned by a std::shared_ptr (tables refer to it weakly)");
   }
@@ -86,22 +88,22 @@ absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void
   std::any old_data;
   std::lock_guard<SpinLock> lock(core.meta_mu_);
   if (core.deleted()) return core.DeletedError("keep");
-  std::shared_ptr<TableKeeper> current = core.keeper_.lock();
-  if (current.get() == this) {
+  if (core.KeptBy(this)) {
     if (core.keeper_tag_ == tag) return absl::OkStatus();
     return absl::FailedPreconditionError(
         absl::StrCat("keep ", core.ToString(), ": already kept under another tag"));
   }
-  if (current != nullptr) {
+  if (!core.keeper_.expired()) {
     return absl::FailedPreconditionError(
         absl::StrCat("keep ", core.ToString(), ": another keeper keeps it"));
   }
-  core.keeper_ = weak_from_this();
+  core.keeper_ = std::move(self);
+  core.keeper_raw_ = this;
+  core.has_keeper_ = true;
   core.keeper_tag_ = std::move(tag);
   old_heir = std::exchange(core.heir_, Pid());
   std::swap(old_data, core.heir_data_);
-  std::lock_guard<SpinLock> keeper_lock(mu_);
-  core.kept_ = holder_.valid() && core.owner_ == holder_;
+  core.kept_ = IsHolderSerial(core.owner_serial_.load(std::memory_order_relaxed));
   return absl::OkStatus();
 }
 
@@ -109,7 +111,7 @@ std::shared_ptr<const void> TableKeeper::TagOf(const AnyTable& table) const {
   if (!table.valid()) return nullptr;
   TableCore& core = *table.core();
   std::lock_guard<SpinLock> lock(core.meta_mu_);
-  if (core.keeper_.lock().get() != this) return nullptr;
+  if (!core.KeptBy(this)) return nullptr;
   return core.keeper_tag_;
 }
 
@@ -126,7 +128,7 @@ TableKeeper::Look TableKeeper::LookAt(const AnyTable& table) const {
   std::lock_guard<SpinLock> lock(core.meta_mu_);
   look.alive = !core.deleted();
   if (!look.alive) return look;
-  look.kept = core.keeper_.lock().get() == this;
+  look.kept = core.KeptBy(this);
   look.held = look.kept && core.kept_;
   look.owner = core.owner_;
   look.owner_exiting = Exiting(core.owner_);
@@ -137,7 +139,7 @@ bool TableKeeper::Holds(const AnyTable& table) const {
   if (!table.valid()) return false;
   TableCore& core = *table.core();
   std::lock_guard<SpinLock> lock(core.meta_mu_);
-  return !core.deleted() && core.kept_ && core.keeper_.lock().get() == this;
+  return !core.deleted() && core.kept_ && core.KeptBy(this);
 }
 
 absl::Status TableKeeper::HandOver(const AnyTable& table, const Pid& to) {
@@ -146,13 +148,13 @@ absl::Status TableKeeper::HandOver(const AnyTable& table, const Pid& to) {
   Pid previous;  // Released after the lock.
   std::lock_guard<SpinLock> lock(core.meta_mu_);
   if (core.deleted()) return core.DeletedError("hand over");
-  if (core.keeper_.lock().get() != this) {
+  if (!core.KeptBy(this)) {
     return absl::FailedPreconditionError(
         absl::StrCat("hand over ", core.ToString(), ": this keeper does not keep it"));
   }
   if (!core.kept_ && !Exiting(core.owner_)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "hand over ", core.ToString(), ": it is owned by ", core.owner_.ToString()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("hand over ", core.ToString(), ": it is owned by ", core.owner_.ToString()));
   }
   if (!to.valid()) {
     return absl::InvalidArgumentError(
@@ -165,7 +167,7 @@ absl::Status TableKeeper::HandOver(const AnyTable& table, const Pid& to) {
   // From the keeper, or from an exiting owner whose exit then finds it no longer its own.
   if (!core.owner_.valid()) UnparkLocked(&core);
   previous = core.ReplaceOwner(to);
-  core.NoteKeptLocked();
+  core.NoteKeptLocked(this);
   return absl::OkStatus();
 }
 
@@ -176,11 +178,13 @@ absl::StatusOr<bool> TableKeeper::Release(const AnyTable& table) {
   bool had_it;
   {
     std::lock_guard<SpinLock> lock(core.meta_mu_);
-    if (core.keeper_.lock().get() != this) {
+    if (!core.KeptBy(this)) {
       return absl::FailedPreconditionError(
           absl::StrCat("release ", core.ToString(), ": this keeper does not keep it"));
     }
     core.keeper_.reset();
+    core.keeper_raw_ = nullptr;
+    core.has_keeper_ = false;
     tag = std::move(core.keeper_tag_);
     had_it = core.kept_ && !core.deleted();
     if (core.kept_ && !core.owner_.valid()) UnparkLocked(&core);

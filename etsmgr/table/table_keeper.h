@@ -31,7 +31,9 @@
 #ifndef ETSMGR_TABLE_TABLE_KEEPER_H_
 #define ETSMGR_TABLE_TABLE_KEEPER_H_
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "absl/container/flat_hash_map.h"
@@ -53,7 +55,11 @@ class TableKeeper : public std::enable_shared_from_this<TableKeeper> {
   // The calling process becomes the holder: tables kept from now on go to it, and it adopts every
   // parked table now (returns how many). FailedPrecondition outside a process.
   absl::StatusOr<size_t> BecomeHolder();
-  Pid holder() const;           // The last holder (it may have exited since).
+  Pid holder() const;  // The last holder (it may have exited since).
+  // Whether `owner_serial` (a Pid's serial) is the holder's. Any thread, no lock.
+  bool IsHolderSerial(uint64_t owner_serial) const {
+    return owner_serial != 0 && owner_serial == holder_serial_.load(std::memory_order_acquire);
+  }
   size_t parked_count() const;  // Tables no process owns right now.
 
   // --- Tables. Each takes the table's lock; none suspends.
@@ -106,6 +112,8 @@ class TableKeeper : public std::enable_shared_from_this<TableKeeper> {
 
   mutable SpinLock mu_;  // Guards holder_ and parked_; taken inside a table's lock.
   Pid holder_;
+  // holder_'s serial, readable without mu_ (whether a table's owner is the holder).
+  std::atomic<uint64_t> holder_serial_{0};
   absl::flat_hash_map<const TableCore*, std::shared_ptr<TableCore>> parked_;
 };
 

@@ -80,16 +80,16 @@ TEST(TableKeeperTest, HolderTakesTheTableOfAnExitedOwnerBeforeLinksFire) {
   ASSERT_TRUE(keeper->Keep(owned.table, nullptr).ok());
   EXPECT_FALSE(keeper->Holds(owned.table));  // Its owner has it.
   // A watcher linked to the owner: when the exit signal arrives, the holder owns the table.
-  std::string got = RunProbe(
-      *node,
-      [&](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        self.Link(owned.owner);
-        SendExit(owned.owner, ExitReason::Kill());
-        co_await self.Receive<ExitSignal>();
-        absl::StatusOr<Pid> owner = owned.table.Owner();
-        report(owner.ok() && *owner == holder.pid ? "holder" : owner.status().ToString());
-      },
-      {.trap_exit = true});
+  std::string got =
+      RunProbe(*node,
+               [&](Process& self, std::function<void(std::string)> report) -> Task<void> {
+                 self.Link(owned.owner);
+                 SendExit(owned.owner, ExitReason::Kill());
+                 co_await self.Receive<ExitSignal>();
+                 absl::StatusOr<Pid> owner = owned.table.Owner();
+                 report(owner.ok() && *owner == holder.pid ? "holder" : owner.status().ToString());
+               },
+               {.trap_exit = true});
   EXPECT_EQ(got, "holder");
   EXPECT_TRUE(keeper->Holds(owned.table));
   EXPECT_EQ(SizeOf(owned.table), 5);

@@ -121,7 +121,8 @@ Task<void> Driver(Process& self, uint64_t seed, std::shared_ptr<Outcome> out) {
   Etsmgr mgr(kInst);
   absl::StatusOr<Pid> m = co_await mgr.WaitForManager(self, Deadline(absl::Seconds(10)));
   if (!m.ok()) co_return void(out->error = m.status().ToString());
-  std::shared_ptr<manager_internal::Instance> st = manager_internal::FindInstance(self.node(), kInst);
+  std::shared_ptr<manager_internal::Instance> st =
+      manager_internal::FindInstance(self.node(), kInst);
   AnyTable table;
   {
     std::lock_guard<AdaptiveMutex> lock(st->mu);
@@ -132,20 +133,21 @@ Task<void> Driver(Process& self, uint64_t seed, std::shared_ptr<Outcome> out) {
   absl::StatusOr<std::optional<int64_t>> final_value =
       typed.ok() ? typed->Get("n") : absl::StatusOr<std::optional<int64_t>>(typed.status());
   if (!final_value.ok() || !final_value->has_value()) {
-    co_return void(out->error = absl::StrCat("the counter's table is gone or empty: ",
-                                             final_value.ok() ? "empty"
-                                                              : final_value.status().ToString()));
+    co_return void(out->error =
+                       absl::StrCat("the counter's table is gone or empty: ",
+                                    final_value.ok() ? "empty" : final_value.status().ToString()));
   }
   int64_t n = **final_value;
   if (n < last || n > out->acks + unacked) {
-    co_return void(out->error = absl::StrCat("final count ", n, " outside [", last, ", ",
-                                             out->acks + unacked, "] (acknowledged up to ", last,
-                                             ")"));
+    co_return void(out->error =
+                       absl::StrCat("final count ", n, " outside [", last, ", ",
+                                    out->acks + unacked, "] (acknowledged up to ", last, ")"));
   }
   absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
   if (!info.ok()) co_return void(out->error = info.status().ToString());
   if (info->counters.tables_lost != 0) co_return void(out->error = "a table was lost");
-  co_await StopSupervisor(self, *sup);
+  absl::Status stopped = co_await StopSupervisor(self, *sup);
+  if (!stopped.ok()) out->error = stopped.ToString();
 }
 
 std::shared_ptr<Outcome> RunOnce(bool deterministic, uint64_t seed) {

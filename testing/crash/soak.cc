@@ -146,8 +146,8 @@ struct FaultsDone {
 
 // The kinds of fault, by name (clients are one kind).
 std::vector<std::string> FaultKinds(Mode mode) {
-  std::vector<std::string> kinds = {"client", "etsmgr_srv", "etsmgr_vault", "etsmgr_sup",
-                                    "app_sup", "srv_past_intensity"};
+  std::vector<std::string> kinds = {"client",     "etsmgr_srv", "etsmgr_vault",
+                                    "etsmgr_sup", "app_sup",    "srv_past_intensity"};
   if (mode == Mode::kStandalone) kinds.push_back("stop_start");
   return kinds;
 }
@@ -186,8 +186,8 @@ Task<void> FaultBody(Process& self, uint64_t seed, Mode mode, int clients, int f
       absl::Status stopped = co_await StopManager(self, kInst);
       if (stopped.ok()) ++done.hits[kind];
       co_await self.Sleep(absl::Microseconds(static_cast<int64_t>(rng() % 500)));
-      (void)co_await StartManager(self, kInst, ManagerOptions{.intensity = 3,
-                                                              .period = absl::Seconds(1)});
+      (void)co_await StartManager(self, kInst,
+                                  ManagerOptions{.intensity = 3, .period = absl::Seconds(1)});
     } else {
       kill(InstToName(kind, kInst), kind);
     }
@@ -270,8 +270,8 @@ struct Driver {
     absl::StatusOr<int64_t> n = co_await Call<int64_t>(self, client, Incr{}, kCallTimeout);
     if (!n.ok() || *n < 0) co_return absl::OkStatus();  // Not acknowledged.
     if (*n <= last_ack[i]) {
-      co_return absl::DataLossError(absl::StrCat("counter ", CounterName(i), " acknowledged ", *n,
-                                                 " after ", last_ack[i]));
+      co_return absl::DataLossError(
+          absl::StrCat("counter ", CounterName(i), " acknowledged ", *n, " after ", last_ack[i]));
     }
     last_ack[i] = *n;
     ++out->acks;
@@ -367,8 +367,8 @@ struct Driver {
     Pid vault = st->vault;
     if (!vault.alive()) return absl::InternalError("no vault after settling");
     if (st->keeper->parked_count() != 0) {
-      return absl::DataLossError(absl::StrCat(st->keeper->parked_count(),
-                                              " table(s) parked with a vault running"));
+      return absl::DataLossError(
+          absl::StrCat(st->keeper->parked_count(), " table(s) parked with a vault running"));
     }
     // Counters: present, at least every acknowledged value, read from the table itself.
     for (int i = 0; i < options.clients; ++i) {
@@ -378,12 +378,12 @@ struct Driver {
       absl::StatusOr<std::optional<int64_t>> v =
           t.ok() ? t->Get(0) : absl::StatusOr<std::optional<int64_t>>(t.status());
       if (!v.ok() || !v->has_value()) {
-        return absl::DataLossError(absl::StrCat(CounterName(i), " unreadable: ",
-                                                v.ok() ? "empty" : v.status().ToString()));
+        return absl::DataLossError(absl::StrCat(
+            CounterName(i), " unreadable: ", v.ok() ? "empty" : v.status().ToString()));
       }
       if (**v < last_ack[i]) {
-        return absl::DataLossError(absl::StrCat(CounterName(i), " holds ", **v,
-                                                " but ", last_ack[i], " was acknowledged"));
+        return absl::DataLossError(absl::StrCat(CounterName(i), " holds ", **v, " but ",
+                                                last_ack[i], " was acknowledged"));
       }
     }
     // The directory against the tables: alive, owned by the live client or by the vault.
@@ -399,14 +399,13 @@ struct Driver {
         if (!owner.ok()) return absl::DataLossError(name + ": " + owner.status().ToString());
         bool by_client = e->client.valid() && *owner == e->client && e->client.alive();
         if (!by_client && *owner != vault) {
-          return absl::InternalError(absl::StrCat(name, ": owner ", owner->ToString(),
-                                                  ", client ", e->client.ToString(), ", vault ",
+          return absl::InternalError(absl::StrCat(name, ": owner ", owner->ToString(), ", client ",
+                                                  e->client.ToString(), ", vault ",
                                                   vault.ToString()));
         }
         if (e->table.core()->heir() != vault) {
-          return absl::InternalError(absl::StrCat(name, ": heir ",
-                                                  e->table.core()->heir().ToString(),
-                                                  " is not the vault"));
+          return absl::InternalError(absl::StrCat(
+              name, ": heir ", e->table.core()->heir().ToString(), " is not the vault"));
         }
       }
     }

@@ -37,7 +37,7 @@ struct SoakOptions {
 };
 
 struct SeedResult {
-  std::string error;  // Empty when every invariant held.
+  std::string error;                  // Empty when every invariant held.
   std::map<std::string, int> faults;  // Kills that hit a live process, per target kind.
   int64_t acks = 0;                   // Acknowledged writes checked.
   int64_t tables = 0;                 // Managed tables checked.

@@ -96,12 +96,13 @@ int main(int argc, char** argv) {
                            std::chrono::steady_clock::now() - start)
                            .count();
       if (seed >= 0 && now_ms - seed_started_ms.load() > kSeedLimitMs) {
-        std::printf("\nseed %lld HUNG (over %lld s)\n  replay: bazel run -c opt "
-                    "//testing/crash:soak -- --seed=%lld --threads=%lld --clients=%lld "
-                    "--faults=%lld\n",
-                    static_cast<long long>(seed), static_cast<long long>(kSeedLimitMs / 1000),
-                    static_cast<long long>(seed), static_cast<long long>(threads),
-                    static_cast<long long>(clients), static_cast<long long>(faults));
+        std::printf(
+            "\nseed %lld HUNG (over %lld s)\n  replay: bazel run -c opt "
+            "//testing/crash:soak -- --seed=%lld --threads=%lld --clients=%lld "
+            "--faults=%lld\n",
+            static_cast<long long>(seed), static_cast<long long>(kSeedLimitMs / 1000),
+            static_cast<long long>(seed), static_cast<long long>(threads),
+            static_cast<long long>(clients), static_cast<long long>(faults));
         std::fflush(stdout);
         std::_Exit(1);
       }
@@ -120,11 +121,12 @@ int main(int argc, char** argv) {
     lost += r.lost;
     if (!r.error.empty()) {
       ++failed;
-      std::printf("\nseed %llu FAILED: %s\n  replay: bazel run -c opt //testing/crash:soak -- "
-                  "--seed=%llu --threads=%lld --clients=%lld --faults=%lld\n",
-                  static_cast<unsigned long long>(seed), r.error.c_str(),
-                  static_cast<unsigned long long>(seed), static_cast<long long>(threads),
-                  static_cast<long long>(clients), static_cast<long long>(faults));
+      std::printf(
+          "\nseed %llu FAILED: %s\n  replay: bazel run -c opt //testing/crash:soak -- "
+          "--seed=%llu --threads=%lld --clients=%lld --faults=%lld\n",
+          static_cast<unsigned long long>(seed), r.error.c_str(),
+          static_cast<unsigned long long>(seed), static_cast<long long>(threads),
+          static_cast<long long>(clients), static_cast<long long>(faults));
     }
     auto now = std::chrono::steady_clock::now();
     if (now - last_progress > std::chrono::seconds(1) || k + 1 == seeds) {
@@ -142,10 +144,12 @@ int main(int argc, char** argv) {
   std::printf("\n== summary: %lld seed(s), %lld failed\n", static_cast<long long>(seeds),
               static_cast<long long>(failed));
   std::printf("faults that hit a live target:");
-  for (const auto& [kind, n] : hits) std::printf(" %s=%lld", kind.c_str(), static_cast<long long>(n));
-  std::printf("\nacknowledged writes checked: %lld\nmanaged tables checked: %lld\ntables lost: %llu\n",
-              static_cast<long long>(acks), static_cast<long long>(tables),
-              static_cast<unsigned long long>(lost));
+  for (const auto& [kind, n] : hits)
+    std::printf(" %s=%lld", kind.c_str(), static_cast<long long>(n));
+  std::printf(
+      "\nacknowledged writes checked: %lld\nmanaged tables checked: %lld\ntables lost: %llu\n",
+      static_cast<long long>(acks), static_cast<long long>(tables),
+      static_cast<unsigned long long>(lost));
   // A soak that never hit a kind of process proves nothing about it.
   bool all_hit = true;
   for (const char* kind : {"client", "etsmgr_srv", "etsmgr_vault", "etsmgr_sup", "app_sup"}) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tools/bench/report.h"
 
 extern char** environ;
 
@@ -25,8 +26,9 @@ absl::StatusOr<Figures> RunFresh(const std::string& role) {
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&actions, out[0]);
   std::string flag = "--fresh_child=" + role;
+  std::string smoke = "--smoke";
   char exe[] = "/proc/self/exe";
-  char* child_argv[] = {exe, flag.data(), nullptr};
+  char* child_argv[] = {exe, flag.data(), Smoke() ? smoke.data() : nullptr, nullptr};
   pid_t pid;
   int err = posix_spawn(&pid, exe, &actions, nullptr, child_argv, environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -61,6 +63,9 @@ absl::StatusOr<Figures> RunFresh(const std::string& role) {
 
 bool FreshChild(int argc, char** argv, const std::map<std::string, Measurement>& roles, int* rc) {
   constexpr std::string_view kFlag = "--fresh_child=";
+  for (int a = 1; a < argc; ++a) {
+    if (std::string_view(argv[a]) == "--smoke") EnableSmoke();
+  }
   for (int a = 1; a < argc; ++a) {
     std::string_view arg = argv[a];
     if (arg.substr(0, kFlag.size()) != kFlag) continue;

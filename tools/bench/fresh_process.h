@@ -7,7 +7,8 @@
 //   // In main(), before anything else:
 //   if (int rc; bench::FreshChild(argc, argv, {{"exit_burst", &MeasureExitBurst}}, &rc)) return rc;
 //
-// The child runs the named measurement and prints "name=value" lines; the parent reads them.
+// The child runs the named measurement and prints "name=value" lines; the parent reads them. A
+// smoke run's child runs in smoke mode too (bench::Smoke()).
 #ifndef ETSMGR_TOOLS_BENCH_FRESH_PROCESS_H_
 #define ETSMGR_TOOLS_BENCH_FRESH_PROCESS_H_
 

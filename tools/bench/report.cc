@@ -213,6 +213,7 @@ double Percentile(std::vector<int64_t> samples, double p) {
 }
 
 bool Smoke() { return g_smoke; }
+void EnableSmoke() { g_smoke = true; }
 
 int64_t Scaled(int64_t full, int64_t smoke) { return g_smoke ? smoke : full; }
 

@@ -50,6 +50,8 @@ double Percentile(std::vector<int64_t> samples, double p);
 // bodies size their workloads with it: it is set before any benchmark runs).
 bool Smoke();
 int64_t Scaled(int64_t full, int64_t smoke);
+// Turns smoke mode on without RunWithTargets (a fresh child process of a smoke run).
+void EnableSmoke();
 
 int RunWithTargets(int argc, char** argv, const std::vector<Target>& targets);
 

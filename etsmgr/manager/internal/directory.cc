@@ -53,17 +53,16 @@ Decision ClaimOrConfirm(const char* what, const std::string& name, const Entry& 
     // vault, say): that client may still ask for it, so nobody else may take it.
     if (entry.client.valid() && entry.client != caller && Live(entry.client)) {
       return {Action::kConflict,
-              absl::AlreadyExistsError(absl::StrCat(what, " ", Quoted(name), ": table_exists: ",
-                                                    entry.table.ToString(),
-                                                    " is held for its live client ",
-                                                    entry.client.ToString()))};
+              absl::AlreadyExistsError(
+                  absl::StrCat(what, " ", Quoted(name), ": table_exists: ", entry.table.ToString(),
+                               " is held for its live client ", entry.client.ToString()))};
     }
     return {Action::kClaim, absl::OkStatus()};
   }
   return {Action::kConflict,
           absl::AlreadyExistsError(absl::StrCat(
-              what, " ", Quoted(name), ": table_exists: ", entry.table.ToString(),
-              " is held by ", view.owner.ToString(), ", not by the caller ", caller.ToString()))};
+              what, " ", Quoted(name), ": table_exists: ", entry.table.ToString(), " is held by ",
+              view.owner.ToString(), ", not by the caller ", caller.ToString()))};
 }
 
 }  // namespace
@@ -75,10 +74,9 @@ Decision DecideNewTable(const std::string& name, const std::type_info& key,
   const TableCore& core = *entry->table.core();
   if (core.key_type() != std::type_index(key) || core.value_type() != std::type_index(value)) {
     return {Action::kConflict,
-            absl::InvalidArgumentError(absl::StrCat("new_table ", Quoted(name),
-                                                    ": the managed table holds ", core.type_names(),
-                                                    ", not <", TypeName(key), ", ",
-                                                    TypeName(value), ">"))};
+            absl::InvalidArgumentError(absl::StrCat(
+                "new_table ", Quoted(name), ": the managed table holds ", core.type_names(),
+                ", not <", TypeName(key), ", ", TypeName(value), ">"))};
   }
   return ClaimOrConfirm("new_table", name, *entry, view, caller);
 }
@@ -87,16 +85,15 @@ Decision DecideAddTable(const std::string& name, const Entry* entry, const Table
                         const AnyTable& table, const TableView& table_view,
                         const std::string* managed_as, const Pid& caller) {
   if (!table_view.alive) {
-    return {Action::kConflict,
-            absl::NotFoundError(absl::StrCat("add_table ", Quoted(name), ": ", table.ToString(),
-                                             " was deleted"))};
+    return {Action::kConflict, absl::NotFoundError(absl::StrCat("add_table ", Quoted(name), ": ",
+                                                                table.ToString(), " was deleted"))};
   }
   if (entry != nullptr && entry_view.alive) {
     if (!(entry->table == table)) {
       return {Action::kConflict,
-              absl::AlreadyExistsError(absl::StrCat(
-                  "add_table ", Quoted(name), ": table_exists: the name manages ",
-                  entry->table.ToString(), ", not ", table.ToString()))};
+              absl::AlreadyExistsError(
+                  absl::StrCat("add_table ", Quoted(name), ": table_exists: the name manages ",
+                               entry->table.ToString(), ", not ", table.ToString()))};
     }
     return ClaimOrConfirm("add_table", name, *entry, entry_view, caller);
   }
@@ -109,10 +106,9 @@ Decision DecideAddTable(const std::string& name, const Entry* entry, const Table
                 " of ", table.ToString()))};
   }
   if (managed_as != nullptr && *managed_as != name) {
-    return {Action::kConflict,
-            absl::AlreadyExistsError(absl::StrCat("add_table ", Quoted(name), ": table_exists: ",
-                                                  table.ToString(), " is already managed as ",
-                                                  Quoted(*managed_as)))};
+    return {Action::kConflict, absl::AlreadyExistsError(absl::StrCat(
+                                   "add_table ", Quoted(name), ": table_exists: ", table.ToString(),
+                                   " is already managed as ", Quoted(*managed_as)))};
   }
   return {Action::kCreate, absl::OkStatus()};
 }
@@ -226,17 +222,6 @@ std::vector<Entry> Directory::TakeAll() {
 }
 
 void Directory::Bury(Entry entry) { graveyard_.emplace_back(next_snapshot_, std::move(entry)); }
-
-std::vector<SnapshotRow> Directory::BeginSnapshot(PidCopier& pids, uint64_t* id) {
-  *id = next_snapshot_++;
-  open_snapshots_.insert(*id);
-  std::vector<SnapshotRow> rows;
-  rows.reserve(entries_.size());
-  for (const auto& [name, entry] : entries_) {
-    rows.push_back(SnapshotRow{entry.name.get(), entry.table.core().get(), pids.Copy(entry.client)});
-  }
-  return rows;
-}
 
 std::vector<Entry> Directory::EndSnapshot(uint64_t id) {
   open_snapshots_.erase(id);

@@ -62,8 +62,8 @@ struct Entry {
 // What the directory needs to know of a table, read under the directory lock.
 struct TableView {
   bool alive = false;
-  bool held = false;   // The instance's keeper has it: its vault owns it, or it is parked.
-  Pid owner;           // Null when held and parked, or deleted.
+  bool held = false;           // The instance's keeper has it: its vault owns it, or it is parked.
+  Pid owner;                   // Null when held and parked, or deleted.
   bool owner_exiting = false;  // Its owner's exit has begun: the keeper has it next.
   bool initialised = false;
 };
@@ -105,14 +105,6 @@ struct DirectoryCounters {
   uint64_t tables_discarded = 0;
 };
 
-// A row of an info() snapshot: taken under the lock in one pass of pointer copies; the caller
-// reads the tables after the lock (Directory::BeginSnapshot keeps them alive until EndSnapshot).
-struct SnapshotRow {
-  const std::string* name;
-  TableCore* table;
-  Pid client;
-};
-
 class Directory {
  public:
   const Entry* Find(const std::string& name) const;
@@ -135,11 +127,18 @@ class Directory {
   // Every entry, removed (an instance discarded).
   std::vector<Entry> TakeAll();
 
-  // info(): every entry as a row, and a promise that the rows' names and tables stay valid
-  // until EndSnapshot(id), whatever happens to the entries meanwhile (removed entries wait in a
-  // graveyard until no snapshot older than their removal is open). EndSnapshot hands back what
-  // no open snapshot needs any more: drop it after the lock.
-  std::vector<SnapshotRow> BeginSnapshot(PidCopier& pids, uint64_t* id);
+  // info(): calls `visit(name, entry)` for every entry (caller holds the lock), and promises
+  // that every entry's table (its TableCore) stays valid until EndSnapshot(id), whatever
+  // happens to the entries meanwhile (removed entries wait in a graveyard until no snapshot
+  // older than their removal is open), so the caller can read the tables after the lock.
+  // EndSnapshot hands back what no open snapshot needs any more: drop it after the lock.
+  template <typename Visit>
+  uint64_t BeginSnapshot(Visit visit) {
+    const uint64_t id = next_snapshot_++;
+    open_snapshots_.insert(id);
+    for (const auto& [name, entry] : entries_) visit(name, entry);
+    return id;
+  }
   std::vector<Entry> EndSnapshot(uint64_t id);
 
   DirectoryCounters counters;

@@ -167,12 +167,14 @@ void ClientGone(Instance& st, const Pid& client, const ExitReason& reason) {
 void WatchClientLocked(const std::shared_ptr<Instance>& st, Process& self) {
   // Keyed by the instance: one hook per client and instance, however often it comes back. The
   // caller runs, so its exit has not begun and the hook will run.
+  const void* key = reinterpret_cast<const void*>(static_cast<uintptr_t>(st->id));
+  if (self.control()->HasExitHook(key)) return;  // A client coming back: no hook to build.
   std::weak_ptr<Instance> weak = st;
   self.control()->AddExitHook(
       [weak](const Pid& pid, const ExitReason& reason) {
         if (std::shared_ptr<Instance> instance = weak.lock()) ClientGone(*instance, pid, reason);
       },
-      reinterpret_cast<const void*>(static_cast<uintptr_t>(st->id)));
+      key);
 }
 
 }  // namespace etsmgr::manager_internal

@@ -60,9 +60,9 @@ struct Instance {
 
   AdaptiveMutex mu;
   Directory dir;
-  Pid sup;      // The instance's supervisor while one runs (or ran last).
+  Pid sup;         // The instance's supervisor while one runs (or ran last).
   Pid sup_parent;  // The application supervisor that started `sup` (embedded mode).
-  Pid vault;    // The keeper's holder.
+  Pid vault;       // The keeper's holder.
   Pid manager;  // Set by the manager when it has linked the clients (then it registers its name).
   bool standalone = false;  // Started by StartManager (not under an application's supervisor).
   bool stopped = false;     // StopManager stopped it.
@@ -74,7 +74,7 @@ struct Instance {
   // is a manager's, however far behind a client is. Bounded: kManagerHistory.
   static constexpr size_t kManagerHistory = 64;
   std::deque<uint64_t> manager_serials;
-  uint64_t client_exits_by_manager = 0;           // Exits the manager handled itself (tests).
+  uint64_t client_exits_by_manager = 0;  // Exits the manager handled itself (tests).
 
   // Client exits not yet logged: the vault logs one line per burst (see BurstNotice).
   std::atomic<uint64_t> burst_clients{0};

@@ -103,8 +103,7 @@ Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, ui
 // --- The manager: linked to every client (so a client hears of its restart, as in Erlang) and
 // the mark of a running instance: the table calls run in the clients while it lives.
 
-Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent,
-                       uint64_t ready) {
+Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent, uint64_t ready) {
   std::vector<Pid> dead;
   size_t tables = 0;
   uint64_t restarts = 0;
@@ -138,8 +137,8 @@ Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent,
     co_await self.Exit(ExitReason::Custom(std::string(registered.message())));
   }
   Send(parent, Ready{ready});
-  Logf(LogLevel::kNotice, "etsmgr %s: manager %s started (%u managed tables, restart %u)",
-       st->inst, self.self().ToString(), tables, restarts);
+  Logf(LogLevel::kNotice, "etsmgr %s: manager %s started (%u managed tables, restart %u)", st->inst,
+       self.self().ToString(), tables, restarts);
   while (true) {
     Message m = co_await self.Receive();
     if (const auto* x = m.As<ExitSignal>()) {
@@ -165,8 +164,7 @@ Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent,
       }
       t->table.GiveAway(vault, t->heir_data).IgnoreError();
     } else {
-      Logf(LogLevel::kWarning, "etsmgr %s: unexpected %s message ignored", st->inst,
-           m.type_name());
+      Logf(LogLevel::kWarning, "etsmgr %s: unexpected %s message ignored", st->inst, m.type_name());
     }
   }
 }
@@ -185,9 +183,9 @@ Task<absl::Status> AwaitOrphans(Process& sup, std::vector<Pid> orphans) {
         kOrphanWait);
     if (!down) {
       sup.Demonitor(ref, /*flush=*/true);
-      co_return absl::DeadlineExceededError(absl::StrCat(
-          "process ", orphan.ToString(), " of the previous run did not exit within ",
-          absl::FormatDuration(kOrphanWait)));
+      co_return absl::DeadlineExceededError(
+          absl::StrCat("process ", orphan.ToString(), " of the previous run did not exit within ",
+                       absl::FormatDuration(kOrphanWait)));
     }
   }
   co_return absl::OkStatus();
@@ -201,9 +199,8 @@ Task<absl::StatusOr<Pid>> StartVault(Process& sup, std::string inst, bool standa
     std::lock_guard<AdaptiveMutex> lock(st->mu);
     if (st->discarded.load(std::memory_order_acquire)) continue;  // Being discarded: a new one.
     if (st->sup.valid() && st->sup != sup.self() && st->sup.alive()) {
-      co_return absl::AlreadyExistsError(absl::StrCat("etsmgr instance \"", inst,
-                                                      "\": already_started (supervisor ",
-                                                      st->sup.ToString(), ")"));
+      co_return absl::AlreadyExistsError(absl::StrCat(
+          "etsmgr instance \"", inst, "\": already_started (supervisor ", st->sup.ToString(), ")"));
     }
     st->sup = sup.self();
     st->standalone = standalone;

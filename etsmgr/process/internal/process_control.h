@@ -200,6 +200,8 @@ class ProcessControl final : public process_internal::PidTarget,
   // exited).
   using ExitHook = std::function<void(const Pid& self, const ExitReason& reason)>;
   bool AddExitHook(ExitHook hook, const void* key = nullptr);
+  // True when a hook with `key` is there and will run (the caller need not build another).
+  bool HasExitHook(const void* key) const;
 
   // Process-owned resources (any thread). AdoptResource makes this process the holder, taking
   // the resource from its current holder if it has one (in one step: it is never held by two
