@@ -323,9 +323,14 @@ TEST_P(ProcessTest, MonitorsAndDemonitorFlush) {
         // Demonitor with flush removes a Down already queued.
         // A second monitor's Down proves the first one's is queued: Downs go out in monitor
         // order, and one sender's messages keep their order.
-        Pid quick = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
+        // `quick` lives until both monitors are in place: its exit then sends both Downs, in
+        // monitor order (a monitor set after its death would get a noproc Down at once, which
+        // can overtake the first).
+        Pid quick = self.Spawn([](Process& q) -> Task<void> { co_await q.Receive<Ping>(); })
+                        .value();
         uint64_t r3 = self.Monitor(quick);
         uint64_t r4 = self.Monitor(quick);
+        Send(quick, Ping{});
         auto down_of = [](uint64_t ref) {
           return [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; };
         };
