@@ -181,20 +181,41 @@ Task<absl::StatusOr<Pid>> StartEmbedded(Process& parent, std::string inst, Super
   if (inst.empty()) co_return absl::InvalidArgumentError("etsmgr instance: empty name");
   std::shared_ptr<Instance> st;
   Pid orphan;
+  Pid previous;  // A run this supervisor started before, maybe still exiting (a failed start).
   while (true) {
     st = manager_internal::FindOrCreateInstance(parent.node(), inst);
     std::lock_guard<AdaptiveMutex> lock(st->mu);
     if (st->discarded.load(std::memory_order_acquire)) continue;  // Being discarded: a new one.
     if (st->sup.alive()) {
-      // Only a supervisor whose application supervisor is gone is an orphan of an earlier run.
-      if (st->standalone || st->sup_parent.alive()) {
+      if (!st->standalone && st->sup_parent == parent.self()) {
+        previous = st->sup;
+      } else if (st->standalone || st->sup_parent.alive()) {
         co_return absl::AlreadyExistsError(absl::StrCat("etsmgr instance \"", inst,
                                                         "\": already_started (supervisor ",
                                                         st->sup.ToString(), ")"));
+      } else {
+        // Only a supervisor whose application supervisor is gone is an orphan of an earlier run.
+        orphan = st->sup;
       }
-      orphan = st->sup;
     }
     break;
+  }
+  if (previous.valid()) {
+    // An earlier run of ours that failed to start is on its way out: give it a moment. One that
+    // stays is a second child spec of the same instance: already_started.
+    const uint64_t ref = parent.Monitor(previous);
+    std::optional<Message> down = co_await parent.ReceiveIfFor(
+        [ref](const Envelope& e) {
+          const Down* d = e.As<Down>();
+          return d != nullptr && d->ref == ref;
+        },
+        absl::Seconds(1));
+    if (!down) {
+      parent.Demonitor(ref, /*flush=*/true);
+      co_return absl::AlreadyExistsError(absl::StrCat("etsmgr instance \"", inst,
+                                                      "\": already_started (supervisor ",
+                                                      previous.ToString(), ")"));
+    }
   }
   if (orphan.valid()) {
     const uint64_t ref = parent.Monitor(orphan);

@@ -88,8 +88,13 @@ class Supervisor {
                                [&](const Child& c) { return c.pid.valid() && c.pid == sig->from; });
         if (it == children_.end()) continue;  // Not (or no longer) one of ours.
         size_t index = static_cast<size_t>(it - children_.begin());
-        std::optional<bool> restarted = HandleChildExitNow(index, sig->reason);
-        if (!restarted.has_value()) restarted = co_await HandleChildExit(index, sig->reason);
+        bool retry = false;
+        std::optional<bool> restarted = HandleChildExitNow(index, sig->reason, &retry);
+        if (retry) {
+          restarted = co_await RestartGroupUntilDone(index, /*failed_once=*/true);
+        } else if (!restarted.has_value()) {
+          restarted = co_await HandleChildExit(index, sig->reason);
+        }
         if (!*restarted) {
           Logf(LogLevel::kError, "supervisor %s: reached max restart intensity (%d in %s)",
                self_.self().ToString(), flags_.intensity, absl::FormatDuration(flags_.period));
@@ -219,24 +224,36 @@ class Supervisor {
   }
 
   // HandleChildExit without a coroutine when the group to restart is the exited worker alone
-  // (one_for_one, the common case); nullopt, having done nothing, otherwise.
-  std::optional<bool> HandleChildExitNow(size_t index, const ExitReason& reason) {
+  // (one_for_one, the common case) and its first restart works; nullopt, having done nothing,
+  // when the group is more than that worker, and `retry` when that first restart failed (the
+  // coroutine path retries).
+  std::optional<bool> HandleChildExitNow(size_t index, const ExitReason& reason, bool* retry) {
     auto [first, last] = RestartGroup(index);
     if (first != index || last != index + 1 || !IsWorker(children_[index])) return std::nullopt;
     if (!NoteChildExit(index, reason)) return true;
-    while (true) {
-      if (!AddRestart()) return false;
-      absl::Status s = StartWorker(children_[index]);
-      if (s.ok()) return true;
-      Logf(LogLevel::kError, "%s", s.message());
-    }
+    if (!AddRestart()) return false;
+    absl::Status s = StartWorker(children_[index]);
+    if (s.ok()) return true;
+    Logf(LogLevel::kError, "%s", s.message());
+    *retry = true;
+    return std::nullopt;
   }
 
   // Applies the strategy after child `index` exited; false: intensity exceeded.
   Task<bool> HandleChildExit(size_t index, ExitReason reason) {
     if (!NoteChildExit(index, reason)) co_return true;
+    co_return co_await RestartGroupUntilDone(index, /*failed_once=*/false);
+  }
+
+  // Restarts child `index`'s group until a start works or the intensity is exceeded. Between a
+  // failed attempt and the next the supervisor yields (as OTP retries through its own mailbox):
+  // a child that keeps failing at once must not keep the scheduler from running anything else,
+  // such as the process whose exit the next attempt is waiting for.
+  Task<bool> RestartGroupUntilDone(size_t index, bool failed_once) {
     auto [first, last] = RestartGroup(index);
     while (true) {
+      if (failed_once) co_await self_.Sleep(absl::ZeroDuration());
+      failed_once = true;
       if (!AddRestart()) co_return false;
       // Stop the others of the group in reverse start order, then start the group in order.
       // (The child that exited has no pid left: no coroutine to stop it.)
