@@ -353,10 +353,24 @@ struct Driver {
         co_await self.Sleep(absl::Milliseconds(1));
       }
     }
+    // The instance settled too: a manager and a vault both running (a vault killed last may
+    // still be restarting, rest_for_one, after the old manager answered).
     Etsmgr mgr(kInst);
-    absl::StatusOr<Pid> manager = co_await mgr.WaitForManager(self, deadline);
-    if (!manager.ok()) co_return manager.status();
-    co_return Check(*manager);
+    while (true) {
+      absl::StatusOr<Pid> manager = co_await mgr.WaitForManager(self, deadline);
+      if (!manager.ok()) co_return manager.status();
+      std::shared_ptr<manager_internal::Instance> st =
+          manager_internal::FindInstance(self.node(), kInst);
+      bool settled = false;
+      if (st != nullptr) {
+        std::lock_guard<AdaptiveMutex> lock(st->mu);
+        settled = st->vault.alive() && st->manager == *manager &&
+                  st->State() == InstanceState::kRunning;
+      }
+      if (settled) co_return Check(*manager);
+      if (Now() > deadline) co_return absl::DeadlineExceededError("the instance did not settle");
+      co_await self.Sleep(absl::Milliseconds(1));
+    }
   }
 
   absl::Status Check(const Pid& manager) {
