@@ -203,6 +203,7 @@ struct Driver {
   SeedResult* out;
   Pid app_sup;
   std::vector<int64_t> last_ack;  // Per client: the highest acknowledged counter value.
+  std::string last_start_error;
 
   ManagerOptions InstanceOptions() const {
     return ManagerOptions{.intensity = 3, .period = absl::Seconds(1)};
@@ -236,8 +237,15 @@ struct Driver {
   }
 
   // The application supervisor (restarted by the driver when it is killed) and, standalone, the
-  // instance (started again when it is down or stopped).
+  // instance (started again when it is down or stopped). Under chaos a start can fail for a
+  // while (a previous run still exiting, a kill during the start): the callers retry, and only
+  // a settle that never comes fails the seed (naming the last error).
   Task<absl::Status> EnsureRunning() {
+    absl::Status status = co_await TryToRun();
+    if (!status.ok()) last_start_error = status.ToString();
+    co_return status;
+  }
+  Task<absl::Status> TryToRun() {
     if (mode == Mode::kStandalone) {
       InstanceState state = GetInstanceState(self.node(), kInst);
       if (state == InstanceState::kDown || state == InstanceState::kStopped ||
@@ -301,8 +309,7 @@ struct Driver {
 
   Task<absl::Status> Run() {
     last_ack.assign(options.clients, 0);
-    absl::Status up = co_await EnsureRunning();
-    if (!up.ok()) co_return up;
+    (void)co_await EnsureRunning();  // Retried below until it holds.
     Pid me = self.self();
     uint64_t s = seed;
     int clients = options.clients;
@@ -321,8 +328,7 @@ struct Driver {
         out->faults = std::move(done->hits);
       }
       co_await Drain();
-      absl::Status running = co_await EnsureRunning();
-      if (!running.ok() && running.code() != absl::StatusCode::kAborted) co_return running;
+      (void)co_await EnsureRunning();
       int i = static_cast<int>(rng() % options.clients);
       absl::Status step = rng() % 3 == 0 ? co_await ScratchOnce(i, static_cast<int>(rng() % 4))
                                          : co_await Increment(i);
@@ -341,11 +347,11 @@ struct Driver {
         if (Now() > deadline) {
           co_return absl::DeadlineExceededError(
               absl::StrCat(ClientName(i), " did not come back (instance ",
-                           ToString(GetInstanceState(self.node(), kInst)), ")"));
+                           ToString(GetInstanceState(self.node(), kInst)),
+                           "; last start error: ", last_start_error, ")"));
         }
         co_await Drain();
-        absl::Status running = co_await EnsureRunning();
-        if (!running.ok() && running.code() != absl::StatusCode::kAborted) co_return running;
+        (void)co_await EnsureRunning();
         int64_t before = out->acks;
         absl::Status step = co_await Increment(i);
         if (!step.ok()) co_return step;
