@@ -18,10 +18,16 @@
 
 namespace etsmgr {
 
+class Scheduler;
+
 class Runnable {
  public:
   virtual void Run() noexcept = 0;
   virtual void Discard() noexcept {}
+  // Work stealing: called on the thread of the scheduler whose ready queue holds this node (it is
+  // not running). A node that can move makes `to` its scheduler, posts itself there and returns
+  // true; false (the default) leaves it where it is.
+  virtual bool MigrateTo(Scheduler* /*to*/) noexcept { return false; }
 
  protected:
   Runnable() = default;

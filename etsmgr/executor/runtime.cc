@@ -42,12 +42,23 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const RuntimeOptions& o
   so.deterministic = options.deterministic;
   so.seed = options.seed;
   so.shuffle = options.shuffle;
+  so.slice_reductions = options.slice_reductions;
+  so.slice = options.slice;
   int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 0; i < n; ++i) {
     absl::StatusOr<std::unique_ptr<Scheduler>> s = Scheduler::Create(so);
     if (!s.ok()) return s.status();
     (*s)->set_spin_gate(&rt->running_threads_, cpus);
     rt->schedulers_.push_back(std::move(*s));
+  }
+  if (!options.deterministic && options.steal && n > 1) {
+    for (int i = 0; i < n; ++i) {
+      std::vector<Scheduler*> siblings;
+      for (int j = 0; j < n; ++j) {
+        if (j != i) siblings.push_back(rt->schedulers_[j].get());
+      }
+      rt->schedulers_[i]->set_siblings(std::move(siblings));
+    }
   }
   if (!options.deterministic) {
     rt->running_threads_.store(n);
@@ -85,7 +96,7 @@ absl::StatusOr<Scheduler*> Runtime::PickScheduler(int index) {
 absl::Status Runtime::Spawn(Task<void> task, int index) {
   absl::StatusOr<Scheduler*> s = PickScheduler(index);
   if (!s.ok()) return s.status();
-  (*s)->Spawn(std::move(task));
+  (*s)->Spawn(std::move(task), /*movable=*/index < 0);
   return absl::OkStatus();
 }
 

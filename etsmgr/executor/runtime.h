@@ -50,6 +50,13 @@ struct RuntimeOptions {
   bool deterministic = false;
   uint64_t seed = 0;
   bool shuffle = kShuffleRunQueuesByDefault;
+  // Fairness (see SchedulerOptions): a process or task that keeps going yields after this many
+  // charges or this much time in one slice. Deterministic mode counts charges only.
+  uint32_t slice_reductions = 4000;
+  absl::Duration slice = absl::Microseconds(500);
+  // Work stealing: an idle scheduler takes runnable processes (and tasks not yet started) from a
+  // busy one. Processes spawned on a given scheduler (SpawnOptions::scheduler) stay there.
+  bool steal = true;
 };
 
 // Thrown by BlockOn when the runtime shuts down before the task completed.
@@ -78,8 +85,9 @@ class Runtime {
   // InvalidArgument for a bad index.
   absl::StatusOr<Scheduler*> PickScheduler(int index);
 
-  // Runs `task` detached on scheduler `index` (-1: least loaded). FailedPrecondition after
-  // shutdown; InvalidArgument for a bad index.
+  // Runs `task` detached on scheduler `index` (-1: least loaded, and an idle scheduler may take
+  // it before it starts; a given index keeps it there). FailedPrecondition after shutdown;
+  // InvalidArgument for a bad index.
   absl::Status Spawn(Task<void> task, int index = -1);
   // Runs `fn` on scheduler `index` (-1: least loaded). Same errors as Spawn.
   absl::Status Post(std::function<void()> fn, int index = -1);

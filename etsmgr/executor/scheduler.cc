@@ -34,6 +34,10 @@ inline void CpuRelax() {
 // starve them.
 constexpr size_t kPollInterval = 64;
 
+// An idle scheduler that asked a busy sibling for work parks at most this long before asking
+// again (the sibling answers at its next poll; none may have been movable then).
+constexpr int64_t kStealRetryNanos = 500'000;
+
 // The frame of a spawned task: owns the Task, is a Runnable (its first resumption) and a Root.
 class SpawnedRoot {
  public:
@@ -60,13 +64,26 @@ class SpawnedRoot {
     }
 
     void Run() noexcept override {
+      started_ = true;
       std::coroutine_handle<promise_type>::from_promise(*this).resume();
+    }
+    // A task that has not started yet holds nothing of its scheduler: it may move. (Once
+    // started, its awaiters may hold timers and wake-ups of this scheduler.)
+    bool MigrateTo(Scheduler* to) noexcept override {
+      if (started_ || !movable_) return false;
+      owner_->RemoveRoot(this);
+      to->AddRoot(this);
+      owner_ = to;
+      to->Post(this);
+      return true;
     }
     void DestroyAtShutdown() noexcept override {
       std::coroutine_handle<promise_type>::from_promise(*this).destroy();
     }
 
     Scheduler* owner_ = nullptr;
+    bool started_ = false;
+    bool movable_ = false;
   };
 
   std::coroutine_handle<promise_type> handle;
@@ -95,6 +112,12 @@ Scheduler::Scheduler(const SchedulerOptions& options, Backend backend,
       shuffle_(options.shuffle || options.deterministic),
       spin_ns_(options.deterministic ? 0 : absl::ToInt64Nanoseconds(options.spin)),
       poller_(std::move(poller)),
+      slice_reductions_(std::max<uint32_t>(1, options.slice_reductions)),
+      slice_ns_(options.deterministic || options.slice <= absl::ZeroDuration()
+                    ? 0
+                    : absl::ToInt64Nanoseconds(options.slice)),
+      virtual_slice_ns_(
+          options.slice <= absl::ZeroDuration() ? 1'000 : absl::ToInt64Nanoseconds(options.slice)),
       rng_(options.deterministic ? options.seed : std::random_device{}()) {}
 
 Scheduler::~Scheduler() {
@@ -120,9 +143,10 @@ void Scheduler::Post(Runnable* r) {
   if (parked_.load(std::memory_order_seq_cst) && parked_.exchange(false)) poller_->Wake();
 }
 
-void Scheduler::Spawn(Task<void> task) {
+void Scheduler::Spawn(Task<void> task, bool movable) {
   SpawnedRoot root = RunSpawned(std::move(task));
   root.handle.promise().owner_ = this;
+  root.handle.promise().movable_ = movable;
   AddRoot(&root.handle.promise());
   Post(&root.handle.promise());
 }
@@ -218,6 +242,7 @@ size_t Scheduler::RunReady() {
   while (budget-- > 0) {
     Runnable* r = NextReady();
     if (r == nullptr) break;
+    BeginSlice();
     r->Run();
     ++ran;
   }
@@ -231,7 +256,17 @@ bool Scheduler::RunStep() {
   CurrentScope scope(this);
   remote_.DrainInto(ready_);
   if (Runnable* r = NextReady()) {
+    BeginSlice();
     r->Run();
+    if (slice_expired_) {
+      // A slice used up takes its time, virtually: timers come due even while runnables keep
+      // each other busy (deterministic: it depends on charges only).
+      slice_expired_ = false;
+      if (deterministic_) {
+        virtual_now_ns_ += virtual_slice_ns_;
+        FireExpiredTimers(virtual_now_ns_);
+      }
+    }
     return true;
   }
   TimerNode* top = timers_.top();
@@ -267,13 +302,14 @@ bool Scheduler::SpinForWork() {
   }
 }
 
-void Scheduler::Park() {
+void Scheduler::Park(int64_t limit_ns) {
   if (running_threads_ != nullptr) running_threads_->fetch_sub(1, std::memory_order_relaxed);
   parked_.store(true, std::memory_order_seq_cst);
   if (remote_.IsEmpty() && !stop_.load(std::memory_order_seq_cst)) {
-    int64_t timeout = -1;
+    int64_t timeout = limit_ns;
     if (TimerNode* top = timers_.top()) {
-      timeout = std::max<int64_t>(0, top->deadline_ns() - MonotonicNanos());
+      int64_t until_timer = std::max<int64_t>(0, top->deadline_ns() - MonotonicNanos());
+      timeout = timeout < 0 ? until_timer : std::min(timeout, until_timer);
     }
     poller_->Wait(timeout);
   }
@@ -281,20 +317,108 @@ void Scheduler::Park() {
   if (running_threads_ != nullptr) running_threads_->fetch_add(1, std::memory_order_relaxed);
 }
 
+size_t Scheduler::Poll() {
+  slice_expired_ = false;
+  size_t got = remote_.DrainInto(ready_);
+  if (!timers_.empty()) got += FireExpiredTimers(MonotonicNanos());
+  if (!siblings_.empty()) {
+    if (steal_request_.load(std::memory_order_relaxed) != nullptr) {
+      if (Scheduler* thief = steal_request_.exchange(nullptr, std::memory_order_acq_rel)) {
+        DonateTo(thief);
+      }
+    }
+    PublishLoad();
+    // Work waits here while a sibling sleeps: wake it to come and ask for some.
+    if (queued_.load(std::memory_order_relaxed) >= 2) {
+      for (Scheduler* s : siblings_) {
+        if (s->parked() && !s->nudged_.exchange(true, std::memory_order_acq_rel)) {
+          s->poller_->Wake();
+          break;
+        }
+      }
+    }
+  }
+  return got;
+}
+
+bool Scheduler::AskForWork() {
+  if (nudged_.load(std::memory_order_relaxed)) nudged_.store(false, std::memory_order_release);
+  // The busiest sibling with more than one runnable waiting (the one running keeps one).
+  Scheduler* victim = nullptr;
+  uint32_t most = 1;
+  for (Scheduler* s : siblings_) {
+    uint32_t queued = s->queued_.load(std::memory_order_relaxed);
+    if (queued > most && !s->parked()) {
+      most = queued;
+      victim = s;
+    }
+  }
+  if (victim == nullptr) return false;
+  Scheduler* none = nullptr;
+  victim->steal_request_.compare_exchange_strong(none, this, std::memory_order_acq_rel);
+  return true;
+}
+
+void Scheduler::DonateTo(Scheduler* thief) {
+  if (thief->shutting_down_.load(std::memory_order_acquire)) return;
+  // Half of what waits here: every other one, so both old and newly woken work moves; what
+  // cannot move keeps its place and order.
+  size_t waiting = ready_.size() + pool_.size();
+  size_t give = waiting / 2;
+  if (give == 0) return;
+  size_t given = 0;
+  size_t position = 0;
+  auto take = [&](Runnable* r) {
+    return given < give && (position++ & 1) == 1 && r->MigrateTo(thief);
+  };
+  if (!pool_.empty()) {
+    std::vector<Runnable*> kept;
+    kept.reserve(pool_.size());
+    for (Runnable* r : pool_) {
+      if (take(r)) {
+        ++given;
+      } else {
+        kept.push_back(r);
+      }
+    }
+    pool_.swap(kept);
+  }
+  RunQueue kept;
+  while (Runnable* r = ready_.PopFront()) {
+    if (take(r)) {
+      ++given;
+    } else {
+      kept.PushBack(r);
+    }
+  }
+  while (Runnable* r = kept.PopFront()) ready_.PushBack(r);
+  if (given > 0) {
+    donated_.fetch_add(given, std::memory_order_relaxed);
+    thief->stolen_.fetch_add(given, std::memory_order_relaxed);
+  }
+}
+
 void Scheduler::Run() {
   CurrentScope scope(this);
   size_t since_poll = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     if (Runnable* r = NextReady()) {
+      BeginSlice();
       r->Run();
-      if (++since_poll < kPollInterval) continue;
+      // A runnable that used up its slice yielded: timers and other schedulers' work get their
+      // turn at once, not after 64 more slices.
+      if (++since_poll < kPollInterval && !slice_expired_) continue;
     }
     since_poll = 0;
-    size_t got = remote_.DrainInto(ready_);
-    if (!timers_.empty()) got += FireExpiredTimers(MonotonicNanos());
+    size_t got = Poll();
     if (got > 0 || HasLocalWork()) continue;
     if (SpinForWork()) continue;
-    Park();
+    // Idle past the spin. A busy sibling is asked for work (only now: a scheduler between two
+    // quick messages does not read its siblings' state); while one is busy, this scheduler parks
+    // only briefly and asks again (the donation wakes it sooner). With every sibling idle it
+    // parks until woken.
+    bool asked = !siblings_.empty() && AskForWork();
+    Park(asked ? kStealRetryNanos : -1);
   }
   stop_.store(false, std::memory_order_relaxed);  // Run() may be called again.
 }

@@ -26,6 +26,8 @@
 #ifndef ETSMGR_EXECUTOR_SCHEDULER_H_
 #define ETSMGR_EXECUTOR_SCHEDULER_H_
 
+#include <time.h>
+
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
@@ -64,6 +66,13 @@ struct SchedulerOptions {
   uint64_t seed = 0;
   // Pick ready runnables in random order instead of FIFO (shakes out order assumptions).
   bool shuffle = kShuffleRunQueuesByDefault;
+  // Fairness: a runnable that keeps going past its time slice -- `slice_reductions` charges
+  // (Charge(): a receive that finds its message, a table call of the manager, ...) or `slice` of
+  // time, whichever comes first -- yields to the back of the run queue at its next charge.
+  // Deterministic mode counts charges only, and a slice used up there advances virtual time by
+  // `slice` (so timers still come due while runnables keep each other busy).
+  uint32_t slice_reductions = 4000;
+  absl::Duration slice = absl::Microseconds(500);
 };
 
 // A coroutine frame the scheduler owns (a spawned task or, later, a process). The scheduler
@@ -105,7 +114,9 @@ class Scheduler {
 
   // Runs `task` as a detached root on this scheduler. Any thread. An exception escaping the task
   // is logged at error level.
-  void Spawn(Task<void> task);
+  // `movable`: an idle sibling may take it before it starts (work stealing); a task spawned on a
+  // given scheduler stays there.
+  void Spawn(Task<void> task, bool movable = false);
 
   // Any thread: makes Run() return after the current runnable.
   void Stop();
@@ -133,6 +144,37 @@ class Scheduler {
   // Converts an absl::Time deadline to this scheduler's clock.
   int64_t ToSchedulerNanos(absl::Time deadline) const;
 
+  // --- Fairness (driving thread, from the runnable that is running).
+  // Charges `n` reductions to the running runnable's time slice; true when the slice is used up
+  // (count or time): the caller should yield now (Yield(), or its own way back into the queue).
+  // The slice starts when the scheduler starts the runnable.
+  bool Charge(uint32_t n = 1) {
+    slice_count_ += n;
+    if (slice_count_ >= slice_reductions_) return SliceUsed();
+    if (slice_ns_ == 0) return false;
+    if (!slice_stamped_) {
+      // A runnable that charges once (most do) reads no clock; a second charge starts it.
+      if (slice_count_ > n) StampSlice();
+      return false;
+    }
+    // The clock is read on each of the first charges (a slow request is checked at once), then
+    // on every 16th (fast ones do not pay for it each time).
+    if ((slice_count_ <= 16 || (slice_count_ & 15) == 0) &&
+        SliceClock() - slice_start_ns_ >= slice_ns_) {
+      return SliceUsed();
+    }
+    return false;
+  }
+  // Starts the slice's clock now. A runnable that charged in its last run (a busy one) calls it
+  // when it starts, so its slice is measured from its start, not from its first charge; others
+  // pay no clock read.
+  void StampSlice() {
+    slice_start_ns_ = SliceClock();
+    slice_stamped_ = true;
+  }
+  // Times the running runnable yielded because its slice was used up (tests, benchmarks).
+  uint64_t slices_used() const { return slices_used_; }
+
   // Driving thread only.
   void AddTimer(TimerNode* timer, int64_t deadline_ns);
   void CancelTimer(TimerNode* timer) { timers_.Remove(timer); }
@@ -154,6 +196,11 @@ class Scheduler {
     running_threads_ = running_threads;
     cpus_ = cpus;
   }
+  // The other schedulers of the Runtime, for work stealing (none: no stealing). Before Run().
+  void set_siblings(std::vector<Scheduler*> siblings) { siblings_ = std::move(siblings); }
+  // Runnables this scheduler handed to idle siblings / took from busy ones (tests, benchmarks).
+  uint64_t donated() const { return donated_.load(std::memory_order_relaxed); }
+  uint64_t stolen() const { return stolen_.load(std::memory_order_relaxed); }
 
  private:
   Scheduler(const SchedulerOptions& options, Backend backend, std::unique_ptr<Poller> poller);
@@ -161,8 +208,35 @@ class Scheduler {
   Runnable* NextReady();
   size_t FireExpiredTimers(int64_t now_ns);
   bool HasLocalWork() const { return !ready_.empty() || !pool_.empty(); }
+  // Starts a runnable's time slice (a store: the clock is read at its first Charge()).
+  void BeginSlice() {
+    slice_count_ = 0;
+    slice_stamped_ = false;
+  }
+  bool SliceUsed() {
+    slice_expired_ = true;
+    ++slices_used_;
+    return true;
+  }
+  int64_t SliceClock() const { return deterministic_ ? 0 : MonotonicNanosNow(); }
+  static int64_t MonotonicNanosNow() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  }
+  // Between runnables: remote work and timers, then a thief's request. Returns how many runnables
+  // became ready.
+  size_t Poll();
+  // Work stealing: an idle scheduler asks the busiest sibling for work; a busy one hands half of
+  // its movable ready runnables to whoever asked.
+  bool AskForWork();  // True when a busy sibling was asked.
+  void DonateTo(Scheduler* thief);
+  void PublishLoad() {
+    queued_.store(static_cast<uint32_t>(ready_.size() + pool_.size()), std::memory_order_relaxed);
+  }
   bool SpinForWork();
-  void Park();
+  // Blocks until woken or the next timer; at most `limit_ns` (-1: no limit).
+  void Park(int64_t limit_ns = -1);
   void DiscardQueued();
 
   // --- Written by any thread.
@@ -173,6 +247,15 @@ class Scheduler {
   std::atomic<bool> stop_{false};
   std::atomic<size_t> live_roots_{0};
   std::atomic<bool> shutting_down_{false};
+  // A sibling that is idle and asks this scheduler for work (null: none).
+  std::atomic<Scheduler*> steal_request_{nullptr};
+  // Set by a busy sibling that woke this (parked) scheduler to come and ask for work; cleared
+  // when it asks. One wake-up per request, not one per poll.
+  std::atomic<bool> nudged_{false};
+  // Ready runnables at the last poll (what a thief looks at to pick whom to ask).
+  std::atomic<uint32_t> queued_{0};
+  std::atomic<uint64_t> donated_{0};
+  std::atomic<uint64_t> stolen_{0};
   std::mutex roots_mutex_;
   Root* roots_ = nullptr;  // Guarded by roots_mutex_.
 
@@ -184,6 +267,10 @@ class Scheduler {
   std::unique_ptr<Poller> poller_;
   std::atomic<int>* running_threads_ = nullptr;
   int cpus_ = 1;
+  const uint32_t slice_reductions_;
+  const int64_t slice_ns_;            // 0: no time limit (deterministic mode).
+  const int64_t virtual_slice_ns_;    // Deterministic mode: virtual time a used-up slice takes.
+  std::vector<Scheduler*> siblings_;  // Set before Run().
 
   // --- Driving thread only.
   RunQueue ready_;
@@ -191,6 +278,11 @@ class Scheduler {
   std::mt19937_64 rng_;
   TimerHeap timers_;
   int64_t virtual_now_ns_ = 0;
+  uint32_t slice_count_ = 0;
+  bool slice_stamped_ = false;
+  int64_t slice_start_ns_ = 0;
+  bool slice_expired_ = false;
+  uint64_t slices_used_ = 0;
 };
 
 // Awaitables for code running on a scheduler. Each must be awaited from a coroutine running on a

@@ -53,6 +53,13 @@ bool WaitSlot::Awaiter::await_ready() noexcept {
   if (slot_->state_.compare_exchange_strong(expected, kEmpty, std::memory_order_acq_rel,
                                             std::memory_order_acquire)) {
     notified_ = true;
+    // No suspension needed, but a reduction of the time slice: past it, the waiter yields with
+    // the notification in hand (fairness).
+    Scheduler* s = Scheduler::Current();
+    if (s != nullptr && s->Charge()) {
+      yield_ = true;
+      return false;
+    }
     return true;
   }
   return false;
@@ -60,6 +67,11 @@ bool WaitSlot::Awaiter::await_ready() noexcept {
 
 bool WaitSlot::Awaiter::await_suspend(std::coroutine_handle<> h) noexcept {
   scheduler_ = Scheduler::Current();
+  if (yield_) {  // Notified already (await_ready): back of the queue, then on.
+    resume_.set_handle(h);
+    scheduler_->Post(&resume_);
+    return true;
+  }
   if (scheduler_ == nullptr) {
     // Misuse: nothing could resume us here. Do not suspend; answer as a deadline already past.
     Log(LogLevel::kError, "WaitSlot::Wait awaited off a scheduler thread: not waiting");

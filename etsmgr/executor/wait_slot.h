@@ -79,6 +79,7 @@ class WaitSlot {
     Scheduler* scheduler_ = nullptr;
     ResumeRunnable resume_;
     bool notified_ = true;
+    bool yield_ = false;  // Notified, but yielding first: the time slice was used up.
   };
 
  private:

@@ -263,6 +263,14 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
   // between learning "created" and initialising: mark it now. A caller killed before this point
   // leaves the table uninitialised, and the next claimant is told "created" again.
   if (result.ok() && result->created) result->table.core()->SetInitialised(true);
+  // A call does not suspend, but it costs a reduction: a loop of calls yields like any other.
+  // (No suspension point between "created" and the caller's code otherwise: a yield here comes
+  // before the caller learns "created", so a kill at it leaves the table uninitialised.)
+  if (Scheduler::Current()->Charge()) {
+    if (result.ok() && result->created) result->table.core()->SetInitialised(false);
+    co_await self.Yield();
+    if (result.ok() && result->created) result->table.core()->SetInitialised(true);
+  }
   co_return result;
 }
 
@@ -326,6 +334,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
     }
   }
   if (handed_back) LogHandBack(inst_, name, self.self());
+  if (Scheduler::Current()->Charge()) co_await self.Yield();
   co_return result;
 }
 
@@ -334,14 +343,17 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
   if (t_in_call) co_return NestedCall("del_table", name);
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("del_table", name), nullptr, inst_);
-  ClientCall call(self, st);
-  if (!st->manager.alive()) co_return NotRunning(Describe("del_table", name), st.get(), inst_);
-  Entry* entry = st->dir.Find(name);
-  absl::Status allowed = manager_internal::DecideDelTable(
-      name, entry, st->View(entry != nullptr ? entry->table : AnyTable()), call.me());
-  if (!allowed.ok()) co_return allowed;
-  // After the lock: one the instance holds is deleted; one a process owns stays with it.
-  call.Erase(name, /*release=*/true);
+  {
+    ClientCall call(self, st);  // The instance's lock, until the end of this scope.
+    if (!st->manager.alive()) co_return NotRunning(Describe("del_table", name), st.get(), inst_);
+    Entry* entry = st->dir.Find(name);
+    absl::Status allowed = manager_internal::DecideDelTable(
+        name, entry, st->View(entry != nullptr ? entry->table : AnyTable()), call.me());
+    if (!allowed.ok()) co_return allowed;
+    // After the lock: one the instance holds is deleted; one a process owns stays with it.
+    call.Erase(name, /*release=*/true);
+  }
+  if (Scheduler::Current()->Charge()) co_await self.Yield();
   co_return absl::OkStatus();
 }
 
@@ -404,6 +416,10 @@ Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) co
     }
   }
   pids.Flush();
+  // A large reply is a slice of its own.
+  if (Scheduler::Current()->Charge(1 + static_cast<uint32_t>(cores.size() / 256))) {
+    co_await self.Yield();
+  }
   co_return info;
 }
 

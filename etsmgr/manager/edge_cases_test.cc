@@ -278,5 +278,61 @@ TEST_F(EdgeCasesTest, AThrowingInitLeavesTheTableUninitialised) {
   EXPECT_EQ(got, "created=1");
 }
 
+// System processes keep making progress under any user load: four processes that always have a
+// message ready flood the only scheduler, and still the manager restarts after a kill, a dead
+// client's table is handed back, and info() answers -- each within a bound.
+struct Flood {};
+TEST(EdgeCasesFloodTest, TheInstanceWorksWhileUserProcessesFloodItsScheduler) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*node, "f").ok());
+  std::vector<Pid> flooders;
+  for (int i = 0; i < 4; ++i) {
+    flooders.push_back(node->Spawn([](Process& self) -> Task<void> {
+                             while (true) {
+                               Send(self.self(), Flood{});
+                               Message m = co_await self.Receive();
+                               if (m.Is<Go>()) co_return;
+                             }
+                           })
+                           .value());
+  }
+  absl::StatusOr<std::string> got = node->Run<absl::StatusOr<std::string>>(
+      [](Process& self) -> Task<absl::StatusOr<std::string>> {
+        Etsmgr mgr("f");
+        absl::Time t0 = Now();
+        // A client makes a table and dies; the manager is killed; a new client gets the table.
+        Pid me = self.self();
+        Pid client = self.Spawn([me](Process& p) -> Task<void> {
+                           absl::StatusOr<ManagedTableRef> r =
+                               co_await Etsmgr("f").NewTable<int64_t, int64_t>(p, "t");
+                           if (r.ok()) (void)IntTable::Attach(r->table)->Insert(1, 41);
+                           Send(me, Go{});
+                           co_await p.Receive<Go>();
+                         })
+                         .value();
+        co_await self.Receive<Go>();
+        SendExit(client, ExitReason::Kill());
+        co_await AwaitDown(self, client);
+        Pid manager = self.node().Whereis(mgr.server_name());
+        SendExit(manager, ExitReason::Kill());
+        co_await AwaitDown(self, manager);
+        absl::StatusOr<Pid> back = co_await mgr.WaitForManager(self, Deadline(absl::Seconds(10)));
+        if (!back.ok()) co_return back.status();
+        absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+        if (!r.ok()) co_return r.status();
+        absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+        if (!info.ok()) co_return info.status();
+        absl::StatusOr<std::optional<int64_t>> v = IntTable::Attach(r->table)->Get(1);
+        co_return absl::StrCat("created=", r->created,
+                               " value=", v.ok() && v->has_value() ? **v : -1,
+                               " restarts=", info->counters.manager_restarts,
+                               " in_time=", Now() - t0 < absl::Seconds(5));
+      },
+      {.trap_exit = true});
+  for (const Pid& f : flooders) Send(f, Go{});
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "created=0 value=41 restarts=1 in_time=1");
+}
+
 }  // namespace
 }  // namespace etsmgr

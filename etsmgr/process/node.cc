@@ -45,6 +45,7 @@ absl::StatusOr<Pid> Node::SpawnImpl(ProcessBody body, SpawnOptions options, cons
       new ProcessControl(this, *scheduler, next_serial_.fetch_add(1, std::memory_order_relaxed),
                          std::move(body), options.trap_exit);
   Pid pid(control);
+  control->set_pinned(options.pin);
   if (!options.name.empty()) {
     absl::Status registered = Register(options.name, pid);
     if (!registered.ok()) return registered;  // The never-started block dies with `pid`.

@@ -120,8 +120,26 @@ void ProcessControl::CloseMailbox() {
 }
 
 void ProcessControl::Launch() {
-  scheduler_->AddRoot(this);
-  scheduler_->Post(this);
+  scheduler()->AddRoot(this);
+  scheduler()->Post(this);
+}
+
+bool ProcessControl::MigrateTo(Scheduler* to) noexcept {
+  // Queued, so not running. A process waiting for a deadline keeps its timer where it is.
+  if (pinned_ || armed()) return false;
+  Scheduler* from = scheduler();
+  from->RemoveRoot(this);
+  to->AddRoot(this);
+  scheduler_.store(to, std::memory_order_release);
+  to->Post(this);
+  return true;
+}
+
+void ProcessControl::YieldWith(std::coroutine_handle<> h, WaitRecord* wait) {
+  waiting_handle_ = h;
+  waiting_ = wait;
+  timed_out_ = false;
+  scheduler()->Post(this);
 }
 
 bool ProcessControl::Deliver(std::unique_ptr<Envelope> envelope) {
@@ -133,7 +151,7 @@ bool ProcessControl::Deliver(std::unique_ptr<Envelope> envelope) {
   // (messages and signals) holds. A closed (dead) stack is never empty, so it takes the slow
   // path and drops the message.
   if (head == nullptr && e->kind() == Envelope::Kind::kMessage &&
-      Scheduler::Current() == scheduler_) {
+      Scheduler::Current() == scheduler()) {
     AppendToMailbox(e);
     Notify();
     return true;
@@ -163,7 +181,7 @@ void ProcessControl::Notify() {
     }
     if (wake_state_.compare_exchange_weak(state, kIdle, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
-      scheduler_->Post(this);  // We own the resumption.
+      scheduler()->Post(this);  // We own the resumption.
       return;
     }
   }
@@ -263,12 +281,12 @@ void ProcessControl::Suspend(std::coroutine_handle<> h, WaitRecord* wait, int64_
   timed_out_ = false;
   status_.store(Status::kWaiting, std::memory_order_release);
   if (deadline_ns != INT64_MAX) {
-    if (deadline_ns <= scheduler_->NowNanos()) {
+    if (deadline_ns <= scheduler()->NowNanos()) {
       timed_out_ = true;
-      scheduler_->Post(this);
+      scheduler()->Post(this);
       return;
     }
-    scheduler_->AddTimer(this, deadline_ns);
+    scheduler()->AddTimer(this, deadline_ns);
   }
   uint32_t expected = kIdle;
   if (pending_exit_ ||
@@ -276,7 +294,7 @@ void ProcessControl::Suspend(std::coroutine_handle<> h, WaitRecord* wait, int64_
                                            std::memory_order_acquire)) {
     // Something arrived since the last look (or we must die): handle it from Run().
     wake_state_.store(kIdle, std::memory_order_release);
-    scheduler_->Post(this);
+    scheduler()->Post(this);
   }
 }
 
@@ -294,6 +312,10 @@ ProcessControl* CurrentProcess() { return t_current; }
 
 void ProcessControl::Run() noexcept {
   CurrentScope current(this);  // Only a thread-local is touched after a resume frees `this`.
+  if (busy_) {
+    busy_ = false;
+    scheduler()->StampSlice();
+  }
   if (!started_) {
     started_ = true;
     // Signals that arrived before the first run act first, as in Erlang: a process killed
@@ -313,7 +335,14 @@ void ProcessControl::Run() noexcept {
     Terminate(*pending_exit_);
     return;
   }
-  if (!waiting_handle_) return;  // Nothing suspended (a stray wake-up).
+  if (!waiting_handle_) return;       // Nothing suspended (a stray wake-up).
+  if (waiting_->result != nullptr) {  // A yield (YieldWith): the match is already in hand.
+    std::coroutine_handle<> h = std::exchange(waiting_handle_, nullptr);
+    waiting_ = nullptr;
+    status_.store(Status::kRunnable, std::memory_order_release);
+    h.resume();  // May finish the process (and free this): touch nothing after.
+    return;
+  }
   std::unique_ptr<Envelope> match;
   for (Envelope* e = mailbox_head_; e != nullptr; e = e->next_) {
     if (waiting_->matcher.Matches(*e)) {
@@ -323,7 +352,7 @@ void ProcessControl::Run() noexcept {
     }
   }
   if (match || timed_out_) {
-    scheduler_->CancelTimer(this);
+    scheduler()->CancelTimer(this);
     waiting_->result = std::move(match);
     std::coroutine_handle<> h = std::exchange(waiting_handle_, nullptr);
     waiting_ = nullptr;
@@ -337,13 +366,13 @@ void ProcessControl::Run() noexcept {
   if (!wake_state_.compare_exchange_strong(expected, kWaiting, std::memory_order_acq_rel,
                                            std::memory_order_acquire)) {
     wake_state_.store(kIdle, std::memory_order_release);
-    scheduler_->Post(this);
+    scheduler()->Post(this);
   }
 }
 
 void ProcessControl::Terminate(ExitReason reason) {
   status_.store(Status::kExiting, std::memory_order_release);
-  scheduler_->CancelTimer(this);
+  scheduler()->CancelTimer(this);
   waiting_handle_ = nullptr;
   if (frame_) std::exchange(frame_, nullptr).destroy();  // Destructors run here, once.
   ExitProcedure(std::move(reason));
@@ -520,13 +549,13 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
     m.other.control()->extras().monitored_by.erase(m.ref);
   }
   status_.store(Status::kDead, std::memory_order_release);
-  scheduler_->RemoveRoot(this);
+  scheduler()->RemoveRoot(this);
   node_->OnProcessExit(this);
   Pid last = std::move(self_);  // Our own reference: may free this block when it goes.
 }
 
 void ProcessControl::DestroyAtShutdown() noexcept {
-  scheduler_->CancelTimer(this);
+  scheduler()->CancelTimer(this);
   if (frame_) std::exchange(frame_, nullptr).destroy();
   body_ = nullptr;
   // Queued messages may hold references back to this block (a TableTransfer's table names us
@@ -725,6 +754,12 @@ Process::PredicateReceiveAwaiter Process::ReceiveIf(std::function<bool(const Env
 Process::ReceiveAwaiter Process::Sleep(absl::Duration duration) {
   return ReceiveAwaiter(control_, Matcher{&process_internal::MatchNone, nullptr},
                         process_internal::TimeoutNanos(duration));
+}
+
+Process::ReceiveAwaiter Process::Yield() {
+  // A deadline already reached: Suspend puts the process at the back of the queue at once.
+  return ReceiveAwaiter(control_, Matcher{&process_internal::MatchNone, nullptr},
+                        Scheduler::Current()->NowNanos());
 }
 
 Process::ReceiveAwaiter Process::Exit(ExitReason reason) {

@@ -27,6 +27,21 @@
 //   exit hooks run (tables move to their heirs), the registered name is freed, and only then
 //   links and monitors fire (OTP's order).
 //
+// Fairness (time slices, work stealing)
+// - Every suspension point of the process API that finds what it waits for already there (a
+//   Receive with a message queued) charges the running process one reduction, as do the
+//   manager's table calls; past its slice (RuntimeOptions::slice_reductions charges or
+//   RuntimeOptions::slice of time, whichever first) the process yields to the back of its
+//   scheduler's queue, so a busy process cannot freeze the others on its scheduler (timers, the
+//   manager, supervisors). Plain tasks get the same budget at their WaitSlot waits.
+//   Deterministic mode counts charges only, so seeds still replay exactly.
+// - Table operations and Send do not suspend and are not charged. A process in a tight loop
+//   that never suspends is beyond any scheduler's reach: give it suspension points
+//   (`co_await self.Yield()`).
+// - An idle scheduler takes runnable processes (and tasks not yet started) from a busy one; a
+//   process runs on one thread at a time and its messages keep their order wherever it runs.
+//   SpawnOptions::pin keeps a process on its scheduler.
+//
 // gcc 12 caveat (see task.h): receive aggregates with non-trivial members into a named variable,
 // `Down d = co_await self.Receive<Down>();`, not as a temporary inside a larger expression such
 // as `(co_await self.Receive<Down>()).pid`, which gcc 12 destroys twice.
@@ -62,7 +77,11 @@ class Process;
 using ProcessBody = std::function<Task<void>(Process&)>;
 
 struct SpawnOptions {
-  int scheduler = -1;  // -1: the least loaded.
+  int scheduler = -1;  // Where it starts; -1: the least loaded.
+  // Pinned: it stays on that scheduler. Otherwise an idle scheduler may take it (work stealing)
+  // while it waits in a ready queue; its execution stays single-threaded and its messages stay
+  // in order either way.
+  bool pin = false;
   bool trap_exit = false;
   std::string name;  // Registered before the body starts; the spawn fails if it is taken.
 };
@@ -127,6 +146,10 @@ class Process {
 
   // Exits with `reason` (untrappable for this process: it is its own decision).
   ReceiveAwaiter Exit(ExitReason reason);
+  // Lets every other ready process and task of this scheduler run first (signals act here). A
+  // process in a long computation that never suspends is beyond any scheduler's reach: give it
+  // such points (see "Fairness" below).
+  ReceiveAwaiter Yield();
 
   // --- Links, monitors, flags.
   // Links to `other`; if it has exited, this process gets an exit signal noproc (as Erlang).
@@ -170,9 +193,23 @@ class Process::ReceiveAwaiter {
   bool await_ready() {
     if (control_->exit_pending()) return false;  // Suspend: Run() terminates the process.
     wait_.result = control_->TakeMatch(wait_.matcher);
-    return wait_.result != nullptr;
+    if (wait_.result == nullptr) return false;
+    // A message was waiting: no suspension needed, but it costs a reduction of the time slice;
+    // past the slice the process yields with the message in hand (fairness).
+    control_->set_busy();
+    if (Scheduler::Current()->Charge()) {
+      yield_ = true;
+      return false;
+    }
+    return true;
   }
-  void await_suspend(std::coroutine_handle<> h) { control_->Suspend(h, &wait_, deadline_ns_); }
+  void await_suspend(std::coroutine_handle<> h) {
+    if (yield_) {
+      control_->YieldWith(h, &wait_);
+    } else {
+      control_->Suspend(h, &wait_, deadline_ns_);
+    }
+  }
   std::optional<Message> await_resume() {
     if (wait_.result == nullptr) return std::nullopt;
     return Message(std::move(wait_.result));
@@ -183,6 +220,7 @@ class Process::ReceiveAwaiter {
   ProcessControl* control_;
   WaitRecord wait_;
   int64_t deadline_ns_;
+  bool yield_ = false;
 };
 
 // A receive with a predicate: owns the predicate the matcher points at (kept out of the plain

@@ -4,6 +4,7 @@
 // error, also in --smoke runs, where every loop is about 50 times shorter.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdio>
@@ -191,6 +192,96 @@ void BM_SupervisorRestart(benchmark::State& state) {
 }
 BENCHMARK(BM_SupervisorRestart)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// --- Fairness. A server on one scheduler works through requests of ~1 ms each (a feeder keeps
+// its queue full); a neighbour on the same scheduler sleeps 1 ms, 1,000 times. How long each sleep
+// really lasts (p99): without time slices, until the server's queue is empty.
+void BusyFor(absl::Duration d) {
+  auto end = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(d);
+  while (std::chrono::steady_clock::now() < end) {
+  }
+}
+struct Request {};
+
+void BM_NeighbourWakeUnderLoad(benchmark::State& state) {
+  const int wakeups = static_cast<int>(bench::Scaled(1'000, 20));
+  std::vector<int64_t> slept;
+  for (auto _ : state) {
+    auto node = MakeNode(1);
+    auto stop = std::make_shared<std::atomic<bool>>(false);
+    Pid server = node->Spawn([stop](Process& self) -> Task<void> {
+                       while (!stop->load()) {
+                         co_await self.Receive<Request>();
+                         BusyFor(absl::Milliseconds(1));
+                       }
+                     })
+                     .value();
+    for (int i = 0; i < 50; ++i) Send(server, Request{});
+    std::thread feeder([&] {  // Keeps ~50 requests queued.
+      while (!stop->load()) {
+        absl::StatusOr<ProcessInfo> info = GetProcessInfo(server);
+        if (info.ok() && info->mailbox_length < 50) Send(server, Request{});
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    });
+    slept.clear();
+    RunInProcess(*node, [&](Process& self) -> Task<void> {
+      for (int i = 0; i < wakeups; ++i) {
+        int64_t t0 = Scheduler::Current()->NowNanos();
+        co_await self.Sleep(absl::Milliseconds(1));
+        slept.push_back(Scheduler::Current()->NowNanos() - t0);
+      }
+    });
+    stop->store(true);
+    Send(server, Request{});
+    feeder.join();
+  }
+  state.counters["sleep_1ms_p50_ms"] = bench::Percentile(slept, 0.5) / 1e6;
+  state.counters["sleep_1ms_p90_ms"] = bench::Percentile(slept, 0.9) / 1e6;
+  state.counters["sleep_1ms_p99_ms"] = bench::Percentile(slept, 0.99) / 1e6;
+}
+BENCHMARK(BM_NeighbourWakeUnderLoad)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Work stealing: 8 CPU-bound processes (chunks of 50 us, yielding between them) all started on
+// scheduler 0. Throughput on a 2-scheduler node over a 1-scheduler node.
+double CpuBoundSeconds(int schedulers) {
+  auto node = MakeNode(schedulers);
+  const int chunks = static_cast<int>(bench::Scaled(400, 20));
+  constexpr int kProcesses = 8;
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<Pid> pids;
+  for (int p = 0; p < kProcesses; ++p) {
+    pids.push_back(node->Spawn(
+                           [chunks](Process& self) -> Task<void> {
+                             for (int c = 0; c < chunks; ++c) {
+                               BusyFor(absl::Microseconds(50));
+                               co_await self.Yield();
+                             }
+                           },
+                           {.scheduler = 0})
+                       .value());
+  }
+  RunInProcess(*node, [&pids](Process& self) -> Task<void> {
+    for (const Pid& p : pids) {
+      uint64_t ref = self.Monitor(p);
+      co_await self.ReceiveIf([ref](const Envelope& e) {
+        const Down* d = e.As<Down>();
+        return d != nullptr && d->ref == ref;
+      });
+    }
+  });
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void BM_StealingSpeedup(benchmark::State& state) {
+  double one = 0, two = 0;
+  for (auto _ : state) {
+    one = CpuBoundSeconds(1);
+    two = CpuBoundSeconds(2);
+  }
+  state.counters["speedup_2_over_1"] = one / two;
+}
+BENCHMARK(BM_StealingSpeedup)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 }  // namespace
 }  // namespace etsmgr
 
@@ -213,5 +304,9 @@ int main(int argc, char** argv) {
            "supervisor restart, p99 (no OTP p99 measured; target = OTP's late p50)"},
           {"BM_SupervisorRestart*", "drift_last_over_first", 1.5, Better::kLower, "x",
            "no slowdown over 100k restarts (last 10k p50 / first 10k p50)"},
+          {"BM_NeighbourWakeUnderLoad*", "sleep_1ms_p99_ms", 2, Better::kLower, "ms",
+           "a 1 ms sleep beside a server busy with 1 ms requests, p99 (time slices)"},
+          {"BM_StealingSpeedup*", "speedup_2_over_1", 1.8, Better::kHigher, "x",
+           "8 CPU-bound processes started on scheduler 0: 2 schedulers over 1 (stealing)"},
       });
 }

@@ -225,7 +225,7 @@ TEST_P(ProcessTest, SignalThenMessageKeepOrderOnOneScheduler) {
                                }
                                Send(probe, Note{order});
                              },
-                             {.scheduler = 0, .trap_exit = true})
+                             {.scheduler = 0, .pin = true, .trap_exit = true})
                          .value();
         co_await self.Receive<Note>();
         Send(target, Note{"a"});
@@ -234,7 +234,7 @@ TEST_P(ProcessTest, SignalThenMessageKeepOrderOnOneScheduler) {
         Note order = co_await self.Receive<Note>();
         report(order.text);
       },
-      {.scheduler = 0});
+      {.scheduler = 0, .pin = true});
   EXPECT_EQ(got, "aSb");
 }
 
@@ -326,8 +326,8 @@ TEST_P(ProcessTest, MonitorsAndDemonitorFlush) {
         // `quick` lives until both monitors are in place: its exit then sends both Downs, in
         // monitor order (a monitor set after its death would get a noproc Down at once, which
         // can overtake the first).
-        Pid quick = self.Spawn([](Process& q) -> Task<void> { co_await q.Receive<Ping>(); })
-                        .value();
+        Pid quick =
+            self.Spawn([](Process& q) -> Task<void> { co_await q.Receive<Ping>(); }).value();
         uint64_t r3 = self.Monitor(quick);
         uint64_t r4 = self.Monitor(quick);
         Send(quick, Ping{});

@@ -370,8 +370,8 @@ struct Driver {
       bool settled = false;
       if (st != nullptr) {
         std::lock_guard<AdaptiveMutex> lock(st->mu);
-        settled = st->vault.alive() && st->manager == *manager &&
-                  st->State() == InstanceState::kRunning;
+        settled =
+            st->vault.alive() && st->manager == *manager && st->State() == InstanceState::kRunning;
       }
       if (settled) co_return Check(*manager);
       if (Now() > deadline) co_return absl::DeadlineExceededError("the instance did not settle");

@@ -150,7 +150,14 @@ class ProcessControl final : public process_internal::PidTarget,
 
   // Reference counting and serial(): PidTarget (pid.h).
   Node* node() const { return node_; }
-  Scheduler* scheduler() const { return scheduler_; }
+  // The scheduler the process runs on; it changes only when an idle scheduler steals the process
+  // while it waits in a ready queue (never while it runs or waits for a timer).
+  Scheduler* scheduler() const { return scheduler_.load(std::memory_order_acquire); }
+  // Stays on its scheduler (spawned on a given one): never stolen.
+  void set_pinned(bool pinned) { pinned_ = pinned; }
+  // Owner thread: the process charged its time slice (it found work waiting); its next run
+  // starts the slice's clock when it starts.
+  void set_busy() { busy_ = true; }
   bool alive() const { return !dead_.load(std::memory_order_acquire); }
 
   // --- Any thread.
@@ -177,6 +184,9 @@ class ProcessControl final : public process_internal::PidTarget,
   // Suspends `h` until a match for `wait->matcher` arrives or `deadline_ns` (scheduler clock)
   // passes. On resumption `wait->result` holds the match, or null on timeout.
   void Suspend(std::coroutine_handle<> h, WaitRecord* wait, int64_t deadline_ns);
+  // Fairness: the process used up its time slice with `wait->result` already in hand; it goes to
+  // the back of its scheduler's queue and resumes with it (signals act first, as always).
+  void YieldWith(std::coroutine_handle<> h, WaitRecord* wait);
   size_t mailbox_size() const { return mailbox_size_.load(std::memory_order_relaxed); }
 
   // --- Links and monitors (any thread; see the class comment for locking).
@@ -228,6 +238,8 @@ class ProcessControl final : public process_internal::PidTarget,
 
   // Runnable: the owner-thread entry point for every resumption.
   void Run() noexcept override;
+  // Work stealing: moves to `to` when not pinned and not waiting for a timer.
+  bool MigrateTo(Scheduler* to) noexcept override;
   // Root: runtime shutdown destroys the frame without signalling anyone.
   void DestroyAtShutdown() noexcept override;
 
@@ -266,11 +278,15 @@ class ProcessControl final : public process_internal::PidTarget,
   bool timed_out_ = false;
   bool resources_closed_ = false;  // Guarded by mu_: set when the exit procedure begins.
   bool hooks_closed_ = false;      // Guarded by mu_: set when the exit hooks are taken to run.
+  bool pinned_ = false;            // Immutable once launched.
+  bool busy_ = false;              // Owner thread: see set_busy().
   std::atomic<uint32_t> mailbox_size_{0};
 
   // --- Immutable after construction / Bind.
   Node* const node_;
-  Scheduler* const scheduler_;
+  // Written by the thread of the scheduler that gives the process away (see MigrateTo), while
+  // the process sits in that scheduler's ready queue: read with acquire everywhere.
+  std::atomic<Scheduler*> scheduler_;
   Pid self_;  // Set by Bind; dropped at exit (the process's own reference).
   ProcessBody_ body_;
   // The Process& handed to the body: one pointer, constructed in place (process.cc).
