@@ -172,8 +172,9 @@ class Scheduler {
     slice_start_ns_ = SliceClock();
     slice_stamped_ = true;
   }
-  // Times the running runnable yielded because its slice was used up (tests, benchmarks).
-  uint64_t slices_used() const { return slices_used_; }
+  // Times the running runnable yielded because its slice was used up (tests, benchmarks; any
+  // thread may read it while the scheduler runs).
+  uint64_t slices_used() const { return slices_used_.load(std::memory_order_relaxed); }
 
   // Driving thread only.
   void AddTimer(TimerNode* timer, int64_t deadline_ns);
@@ -215,7 +216,8 @@ class Scheduler {
   }
   bool SliceUsed() {
     slice_expired_ = true;
-    ++slices_used_;
+    // Only the driving thread writes: a load and a store, no read-modify-write.
+    slices_used_.store(slices_used_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return true;
   }
   int64_t SliceClock() const { return deterministic_ ? 0 : MonotonicNanosNow(); }
@@ -282,7 +284,7 @@ class Scheduler {
   bool slice_stamped_ = false;
   int64_t slice_start_ns_ = 0;
   bool slice_expired_ = false;
-  uint64_t slices_used_ = 0;
+  std::atomic<uint64_t> slices_used_{0};
 };
 
 // Awaitables for code running on a scheduler. Each must be awaited from a coroutine running on a
