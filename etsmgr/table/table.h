@@ -90,6 +90,10 @@ concept TableKey = std::equality_comparable<K> && std::totally_ordered<K> &&
 template <TableKey K, typename V>
 class Table;
 
+namespace table_internal {
+struct TableAccess;  // Table files (table_file.h) reach the storage through it.
+}  // namespace table_internal
+
 // Where a chunked select stopped (ETS's continuation): give it back to Table::Select for the next
 // chunk. It carries the predicate, the limit and the position (hash types: also the rest of the
 // current shard's matches). A default one is done. It belongs to the table that made it.
@@ -253,6 +257,7 @@ class Table {
   }
 
  private:
+  friend struct table_internal::TableAccess;
   using Core = table_internal::TypedCore<K, V>;
   using SetCore = table_internal::MapCore<K, V, table_internal::FlatMapOf<K, V>, false>;
   using OrderedCore = table_internal::MapCore<K, V, table_internal::BtreeMapOf<K, V>, false>;
