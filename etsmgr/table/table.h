@@ -18,8 +18,46 @@
 // default and for Next on unordered tables.
 //
 // Threads: any handle may be used from any thread or process at the same time. ForEach, Fold and
-// Select copy entries out shard by shard and run the callback without a lock held, so callbacks
-// may use the table; they see each shard as it was at one moment, not the whole table.
+// Select(pred) copy entries out shard by shard and run the callback without a lock held, so
+// callbacks may use the table; they see each shard as it was at one moment, not the whole table.
+//
+// The select family and the element operations run the caller's function *under the shard's
+// lock* instead, which is how they avoid copying: SelectCount, SelectDelete, SelectReplace, the
+// chunked Select / SelectReverse / SelectRange, Update and LookupElement. Such a function must be
+// short and must not call this table (the locks are not reentrant: it would deadlock) nor block;
+// a write's function runs under the write lock, so it sees and changes its object atomically.
+// Lambdas take the place of ETS match specifications:
+//
+//   size_t gone = t.SelectDelete([&](const std::string&, const Entry& e) {
+//     return e.expires < now;                                  // ets:select_delete/2
+//   }).value();
+//   t.SelectReplace([](const std::string&, const int64_t& v) -> std::optional<int64_t> {
+//     if (v < 0) return 0;                                     // ets:select_replace/2
+//     return std::nullopt;                                     // (no change)
+//   }).IgnoreError();
+//   auto chunk = t.Select(pred, 100).value();                  // ets:select/3
+//   while (true) {
+//     Use(chunk.objects);
+//     if (chunk.next.done()) break;
+//     chunk = t.Select(std::move(chunk.next)).value();         // ets:select/1
+//   }
+//
+// Chunked scans (ETS select/3 and select/1) are safe while the table changes: each object is
+// returned at most once, and every object present from the first call to the last is returned
+// exactly once; objects inserted or deleted meanwhile may or may not be. ordered_set scans walk
+// the tree in key order (SelectReverse: descending) from where the last chunk stopped, by key, so
+// a chunk costs what it returns (plus the non-matching keys it passes). Hash types scan one shard
+// at a time: the continuation takes a shard's matches as of one moment and hands them out
+// `limit` at a time, so it holds at most one shard's matches (1/16 of the table with
+// write_concurrency, all of it without). A chunk holds at most `limit` objects; only the last one
+// may be empty.
+//
+// Traversal with First/Next: on an ordered_set, Next and Prev take any key, present or not, so a
+// walk stays correct when the key it stands on is deleted meanwhile (each key present for the
+// whole walk is visited once, in order). Hash types have no key order: Next needs a key that is
+// still present (NotFound otherwise, like ETS's next/2 on a table that is not safe_fixtable'd),
+// and a walk that races inserts may skip or repeat keys when a shard grows. ETS's safe_fixtable
+// guarantee for hash types is what the chunked Select gives: use it to traverse a changing table.
 #ifndef ETSMGR_TABLE_TABLE_H_
 #define ETSMGR_TABLE_TABLE_H_
 
@@ -33,6 +71,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -49,9 +88,51 @@ concept TableKey = std::equality_comparable<K> && std::totally_ordered<K> &&
 };
 
 template <TableKey K, typename V>
+class Table;
+
+namespace table_internal {
+struct TableAccess;  // Table files (table_file.h) reach the storage through it.
+}  // namespace table_internal
+
+// Where a chunked select stopped (ETS's continuation): give it back to Table::Select for the next
+// chunk. It carries the predicate, the limit and the position (hash types: also the rest of the
+// current shard's matches). A default one is done. It belongs to the table that made it.
+template <typename K, typename V>
+class SelectContinuation {
+ public:
+  SelectContinuation() = default;
+  bool done() const { return done_; }
+
+ private:
+  template <TableKey, typename>
+  friend class Table;
+  uint64_t table_id_ = 0;
+  std::function<bool(const K&, const V&)> pred_;  // Empty: every object.
+  size_t limit_ = 0;
+  bool done_ = true;
+  bool ordered_ = false;
+  bool reverse_ = false;
+  KeyRange<K> range_;                     // ordered_set: what is left to scan.
+  size_t next_shard_ = 0;                 // Hash types: the next shard to take.
+  std::vector<std::pair<K, V>> pending_;  // Hash types: matches taken, not yet returned.
+  size_t pending_at_ = 0;
+};
+
+// One chunk of a select: at most `limit` objects, and where to go on.
+template <typename K, typename V>
+struct SelectChunk {
+  std::vector<std::pair<K, V>> objects;
+  SelectContinuation<K, V> next;  // next.done(): no more chunks.
+};
+
+template <TableKey K, typename V>
 class Table {
  public:
   using Entry = std::pair<K, V>;
+  using Pred = std::function<bool(const K&, const V&)>;
+  using Chunk = SelectChunk<K, V>;
+  using Continuation = SelectContinuation<K, V>;
+  static constexpr size_t kNoLimit = ~size_t{0};
 
   Table() = default;  // A null handle: every call answers FailedPrecondition.
 
@@ -89,6 +170,33 @@ class Table {
   absl::Status Clear();
   // Deletes the table (owner, or anyone for a public table).
   absl::Status Delete();
+  // ets:rename/2 (a write; see table_core.h).
+  absl::Status Rename(std::string name) const { return any().Rename(std::move(name)); }
+
+  // --- Writes by predicate, one pass over the table, one shard at a time under its write lock,
+  // with no copy of the table (the function rules above apply). Each yields how many objects it
+  // deleted or replaced. Not atomic across shards: a concurrent writer may change a shard already
+  // passed or not yet reached.
+  // ets:select_delete/2: deletes every object `pred(key, value)` accepts.
+  template <typename P>
+  requires std::predicate<P&, const K&, const V&> absl::StatusOr<size_t> SelectDelete(P&& pred);
+  // ets:select_replace/2: `fn(key, value)` yields the object's new value, or std::nullopt to leave
+  // it; the object changes atomically (the value is computed and stored under the write lock).
+  // The key cannot change (fn yields a value only). A bag keeps one copy of identical objects:
+  // replacements that make two objects of a key identical keep the first.
+  template <typename F>
+  requires std::invocable<F&, const K&, const V&> &&
+      std::convertible_to<std::invoke_result_t<F&, const K&, const V&>, std::optional<V>>
+          absl::StatusOr<size_t> SelectReplace(F&& fn);
+  // ets:update_element/3: `fn(value)` changes the value of `key` in place under the write lock (an
+  // atomic read-modify-write; copy out what you need inside `fn`). Yields false, changing
+  // nothing, when the key is absent. set and ordered_set (InvalidArgument on bags, as ETS).
+  template <typename F>
+  requires std::invocable<F&, V&> absl::StatusOr<bool> Update(const K& key, F&& fn);
+  // ets:update_element/4: as above, but an absent key is first inserted with `default_value`.
+  template <typename F>
+  requires std::invocable<F&, V&> absl::StatusOr<bool> Update(const K& key, F&& fn,
+                                                              V default_value);
 
   // --- Reads.
   absl::StatusOr<std::vector<V>> Lookup(const K& key) const;
@@ -98,6 +206,36 @@ class Table {
   absl::StatusOr<size_t> Size() const;
   absl::StatusOr<std::vector<Entry>> ToList() const;
   absl::StatusOr<std::vector<Entry>> Select(std::function<bool(const K&, const V&)> pred) const;
+  // ets:lookup_element: `project(value)` for each value of `key` (empty when absent), run under the
+  // read lock, so only what it returns is copied (a field of a large value, say).
+  template <typename F>
+  requires std::invocable<F&, const V&>
+  auto LookupElement(const K& key, F&& project) const
+      -> absl::StatusOr<std::vector<std::invoke_result_t<F&, const V&>>>;
+
+  // --- Reads by predicate (the function rules above apply; a null `pred` accepts everything).
+  // ets:select_count/2: one pass under read locks, nothing copied.
+  template <typename P>
+  requires std::predicate<P&, const K&, const V&> absl::StatusOr<size_t> SelectCount(P&& pred)
+  const;
+  // ets:select/3: the first chunk of at most `limit` (> 0) matching objects; ordered_set in key
+  // order. InvalidArgument for a zero limit.
+  absl::StatusOr<Chunk> Select(Pred pred, size_t limit) const;
+  // ets:select_reverse/3: ordered_set in descending key order; other types as Select.
+  absl::StatusOr<Chunk> SelectReverse(Pred pred, size_t limit) const;
+  // ordered_set only: the matching objects with keys in `range`, in key order, walking the tree
+  // from the range's start (a chunk costs what it passes, not the table's size).
+  // InvalidArgument on other types.
+  absl::StatusOr<Chunk> SelectRange(KeyRange<K> range, Pred pred = {},
+                                    size_t limit = kNoLimit) const;
+  // The closed range [lo, hi] (KeyRange has the half-open and one-sided forms).
+  absl::StatusOr<Chunk> SelectRange(const K& lo, const K& hi, Pred pred = {},
+                                    size_t limit = kNoLimit) const {
+    return SelectRange(KeyRange<K>::Closed(lo, hi), std::move(pred), limit);
+  }
+  // ets:select/1: the next chunk. InvalidArgument for another table's continuation; a done one
+  // yields an empty, done chunk.
+  absl::StatusOr<Chunk> Select(Continuation next) const;
   absl::Status ForEach(std::function<void(const K&, const V&)> fn) const;
   template <typename Acc>
   absl::StatusOr<Acc> Fold(Acc acc, std::function<Acc(Acc, const K&, const V&)> fn) const;
@@ -119,6 +257,7 @@ class Table {
   }
 
  private:
+  friend struct table_internal::TableAccess;
   using Core = table_internal::TypedCore<K, V>;
   using SetCore = table_internal::MapCore<K, V, table_internal::FlatMapOf<K, V>, false>;
   using OrderedCore = table_internal::MapCore<K, V, table_internal::BtreeMapOf<K, V>, false>;
@@ -158,6 +297,9 @@ class Table {
     if (core_ == nullptr) return NullTableHandle(what);
     return core_->Check(op, what);
   }
+  absl::StatusOr<Chunk> StartSelect(Pred pred, size_t limit, bool reverse, bool ordered,
+                                    KeyRange<K> range, const char* what) const;
+  absl::Status Fill(Continuation& c, std::vector<Entry>* out, const char* what) const;
 
   std::shared_ptr<Core> core_;
 };
@@ -372,6 +514,164 @@ absl::StatusOr<std::vector<typename Table<K, V>::Entry>> Table<K, V>::Select(
       "select");
   if (!st.ok()) return st;
   return out;
+}
+
+template <TableKey K, typename V>
+template <typename P>
+requires std::predicate<P&, const K&, const V&> absl::StatusOr<size_t> Table<K, V>::SelectCount(
+    P&& pred)
+const {
+  if (absl::Status st = Check(TableCore::Op::kRead, "select_count"); !st.ok()) return st;
+  auto call = [&pred](const K& k, const V& v) -> bool { return pred(k, v); };
+  const typename Core::Match match(call);
+  return core_->SelectCount(&match);
+}
+
+template <TableKey K, typename V>
+template <typename P>
+requires std::predicate<P&, const K&, const V&> absl::StatusOr<size_t> Table<K, V>::SelectDelete(
+    P&& pred) {
+  if (absl::Status st = Check(TableCore::Op::kWrite, "select_delete"); !st.ok()) return st;
+  auto call = [&pred](const K& k, const V& v) -> bool { return pred(k, v); };
+  const typename Core::Match match(call);
+  return core_->SelectDelete(&match);
+}
+
+template <TableKey K, typename V>
+template <typename F>
+requires std::invocable<F&, const K&, const V&> &&
+    std::convertible_to<std::invoke_result_t<F&, const K&, const V&>, std::optional<V>>
+        absl::StatusOr<size_t> Table<K, V>::SelectReplace(F&& fn) {
+  if (absl::Status st = Check(TableCore::Op::kWrite, "select_replace"); !st.ok()) return st;
+  auto call = [&fn](const K& k, const V& v) -> std::optional<V> { return fn(k, v); };
+  return core_->SelectReplace(typename Core::Replace(call));
+}
+
+template <TableKey K, typename V>
+template <typename F>
+requires std::invocable<F&, V&> absl::StatusOr<bool> Table<K, V>::Update(const K& key, F&& fn) {
+  if (absl::Status st = Check(TableCore::Op::kWrite, "update"); !st.ok()) return st;
+  auto call = [&fn](V& v) { fn(v); };
+  return core_->Update(key, absl::FunctionRef<void(V&)>(call), nullptr);
+}
+
+template <TableKey K, typename V>
+template <typename F>
+requires std::invocable<F&, V&> absl::StatusOr<bool> Table<K, V>::Update(const K& key, F&& fn,
+                                                                         V default_value) {
+  if (absl::Status st = Check(TableCore::Op::kWrite, "update"); !st.ok()) return st;
+  auto call = [&fn](V& v) { fn(v); };
+  return core_->Update(key, absl::FunctionRef<void(V&)>(call), &default_value);
+}
+
+template <TableKey K, typename V>
+template <typename F>
+requires std::invocable<F&, const V&>
+auto Table<K, V>::LookupElement(const K& key, F&& project) const
+    -> absl::StatusOr<std::vector<std::invoke_result_t<F&, const V&>>> {
+  if (absl::Status st = Check(TableCore::Op::kRead, "lookup_element"); !st.ok()) return st;
+  std::vector<std::invoke_result_t<F&, const V&>> out;
+  auto call = [&](const V& v) { out.push_back(project(v)); };
+  absl::Status st =
+      core_->ReadValues(key, absl::FunctionRef<void(const V&)>(call), "lookup_element");
+  if (!st.ok()) return st;
+  return out;
+}
+
+template <TableKey K, typename V>
+absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::Select(Pred pred, size_t limit) const {
+  return StartSelect(std::move(pred), limit, false,
+                     core_ != nullptr && core_->type() == TableType::kOrderedSet, {}, "select");
+}
+
+template <TableKey K, typename V>
+absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::SelectReverse(Pred pred,
+                                                                       size_t limit) const {
+  return StartSelect(std::move(pred), limit, true,
+                     core_ != nullptr && core_->type() == TableType::kOrderedSet, {},
+                     "select_reverse");
+}
+
+template <TableKey K, typename V>
+absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::SelectRange(KeyRange<K> range, Pred pred,
+                                                                     size_t limit) const {
+  return StartSelect(std::move(pred), limit, false, true, std::move(range), "select_range");
+}
+
+template <TableKey K, typename V>
+absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::StartSelect(Pred pred, size_t limit,
+                                                                     bool reverse, bool ordered,
+                                                                     KeyRange<K> range,
+                                                                     const char* what) const {
+  if (absl::Status st = Check(TableCore::Op::kRead, what); !st.ok()) return st;
+  if (limit == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " on ", core_->ToString(), ": the limit must be at least 1"));
+  }
+  Continuation c;
+  c.table_id_ = core_->id();
+  c.pred_ = std::move(pred);
+  c.limit_ = limit;
+  c.done_ = false;
+  c.ordered_ = ordered;
+  c.reverse_ = reverse;
+  c.range_ = std::move(range);
+  Chunk chunk;
+  if (absl::Status st = Fill(c, &chunk.objects, what); !st.ok()) return st;
+  chunk.next = std::move(c);
+  return chunk;
+}
+
+template <TableKey K, typename V>
+absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::Select(Continuation next) const {
+  if (absl::Status st = Check(TableCore::Op::kRead, "select"); !st.ok()) return st;
+  // Matches already taken are not handed out from a table deleted since.
+  if (core_->deleted()) return core_->DeletedError("select");
+  Chunk chunk;
+  if (!next.done()) {
+    if (next.table_id_ != core_->id()) {
+      return absl::InvalidArgumentError(absl::StrCat("select on ", core_->ToString(),
+                                                     ": the continuation belongs to table #",
+                                                     next.table_id_));
+    }
+    if (absl::Status st = Fill(next, &chunk.objects, "select"); !st.ok()) return st;
+  }
+  chunk.next = std::move(next);
+  return chunk;
+}
+
+template <TableKey K, typename V>
+absl::Status Table<K, V>::Fill(Continuation& c, std::vector<Entry>* out, const char* what) const {
+  std::optional<typename Core::Match> match;
+  if (c.pred_) match.emplace(c.pred_);
+  const typename Core::Match* pred = match ? &*match : nullptr;
+  if (c.ordered_) {
+    bool done = true;
+    absl::Status st = core_->ScanOrdered(&c.range_, c.reverse_, pred, c.limit_, out, &done, what);
+    if (!st.ok()) return st;
+    c.done_ = done;
+    return absl::OkStatus();
+  }
+  while (true) {
+    const size_t pending = c.pending_.size() - c.pending_at_;
+    const size_t room = c.limit_ - out->size();
+    const size_t take = std::min(pending, room);
+    auto from = c.pending_.begin() + static_cast<ptrdiff_t>(c.pending_at_);
+    out->insert(out->end(), std::make_move_iterator(from),
+                std::make_move_iterator(from + static_cast<ptrdiff_t>(take)));
+    c.pending_at_ += take;
+    if (out->size() == c.limit_ && c.pending_at_ < c.pending_.size()) return absl::OkStatus();
+    c.pending_.clear();
+    c.pending_at_ = 0;
+    absl::StatusOr<size_t> shards = core_->SnapshotShard(c.next_shard_, pred, &c.pending_, what);
+    if (!shards.ok()) return shards.status();
+    if (c.next_shard_ >= *shards) {
+      c.done_ = true;
+      return absl::OkStatus();
+    }
+    ++c.next_shard_;
+    if (out->size() == c.limit_) return absl::OkStatus();  // Full; the next call goes on.
+  }
 }
 
 template <TableKey K, typename V>

@@ -4,17 +4,21 @@
 // Sanity checks (a failed insert, a missed lookup of a present key, a failed update, a wrong
 // size) stop the run with an error, also in --smoke runs, where the 1M-key tables have 20k keys.
 #include <malloc.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <future>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/table/table.h"
+#include "etsmgr/table/table_file.h"
 #include "tools/bench/memory.h"
 #include "tools/bench/process_helpers.h"
 #include "tools/bench/report.h"
@@ -267,6 +271,109 @@ void BM_HeirTransferOnKill(benchmark::State& state) {
 }
 BENCHMARK(BM_HeirTransferOnKill)->Iterations(1)->Unit(benchmark::kMillisecond);
 
+// --- The select family, ranges, save and load (issue 18).
+
+// select_delete of half of a 1M-entry set: one pass, each shard under its write lock. Items are
+// the objects examined (the whole table); half of them are deleted.
+void BM_SelectDeleteHalf1M(benchmark::State& state) {
+  const std::vector<int64_t>& keys = RandomKeys();
+  bool right = true;
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto t = NewTable(TableType::kSet);
+    for (size_t i = 0; i < keys.size(); ++i)
+      (void)t->table.Insert(keys[i], static_cast<int64_t>(i));
+    state.ResumeTiming();
+    absl::StatusOr<size_t> deleted =
+        t->table.SelectDelete([](const int64_t&, const int64_t& v) { return v % 2 == 0; });
+    state.PauseTiming();
+    right = right && deleted.ok() && *deleted == keys.size() / 2 &&
+            t->table.Size().value_or(0) == keys.size() - keys.size() / 2;
+    t.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(state.iterations() * Keys());
+  if (!right) state.SkipWithError("select_delete deleted the wrong number of objects");
+}
+BENCHMARK(BM_SelectDeleteHalf1M)->Iterations(5)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// select on a range of 1,000 consecutive keys of a 1M-key ordered_set (keys 0..1M-1), at random
+// places: the walk starts at the range's first key.
+void BM_SelectRange1000(benchmark::State& state) {
+  auto t = NewTable(TableType::kOrderedSet);
+  std::vector<std::pair<int64_t, int64_t>> all;
+  for (int64_t k = 0; k < Keys(); ++k) all.emplace_back(k, k);
+  (void)t->table.Insert(std::move(all));
+  std::mt19937_64 rng(3);
+  std::vector<int64_t> starts(4096);
+  for (int64_t& s : starts) s = static_cast<int64_t>(rng() % static_cast<uint64_t>(Keys() - 1000));
+  size_t i = 0;
+  bool right = true;
+  for (auto _ : state) {
+    const int64_t lo = starts[i++ % starts.size()];
+    absl::StatusOr<IntTable::Chunk> chunk = t->table.SelectRange(lo, lo + 999);
+    right =
+        right && chunk.ok() && chunk->objects.size() == 1000 && chunk->objects.front().first == lo;
+    benchmark::DoNotOptimize(chunk);
+  }
+  if (!right) state.SkipWithError("a range did not hold its 1,000 keys");
+}
+BENCHMARK(BM_SelectRange1000)->Unit(benchmark::kMicrosecond)->UseRealTime()->Apply(Median5);
+
+std::string BenchFile() {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return std::string(dir != nullptr ? dir : "/tmp") + "/etsmgr_table_benchmark_" +
+         std::to_string(getpid()) + ".tab";
+}
+
+// tab2file of 1M int64 -> int64 entries, fsync and rename included (to the file system of
+// $TEST_TMPDIR or /tmp).
+void BM_Save1M(benchmark::State& state) {
+  auto t = FilledTable(TableType::kSet);
+  const std::string path = BenchFile();
+  bool right = true;
+  for (auto _ : state) {
+    absl::Status saved = SaveTable(t->table, path);
+    right = right && saved.ok();
+  }
+  absl::StatusOr<TableFileInfo> info = TabFileInfo(path);
+  right = right && info.ok() && info->objects == RandomKeys().size();
+  unlink(path.c_str());
+  state.SetItemsProcessed(state.iterations() * Keys());
+  if (!right) state.SkipWithError("a save failed or the file lacks objects");
+}
+BENCHMARK(BM_Save1M)->Unit(benchmark::kMillisecond)->UseRealTime()->Apply(Median5);
+
+// file2tab of the same file (from the page cache): read, check, decode, create and fill.
+void BM_Load1M(benchmark::State& state) {
+  const std::string path = BenchFile();
+  {
+    auto t = FilledTable(TableType::kSet);
+    if (!SaveTable(t->table, path).ok()) {
+      state.SkipWithError("the save to load from failed");
+      return;
+    }
+  }
+  bool right = true;
+  for (auto _ : state) {
+    double seconds = 0;
+    bench::RunInProcess(SharedNode(), [&](Process&) -> Task<void> {
+      const auto start = std::chrono::steady_clock::now();
+      absl::StatusOr<IntTable> loaded = LoadTable<int64_t, int64_t>(path);
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      right = right && loaded.ok() && loaded->Size().value_or(0) == RandomKeys().size();
+      if (loaded.ok()) (void)loaded->Delete();
+      co_return;
+    });
+    state.SetIterationTime(seconds);
+    malloc_trim(0);
+  }
+  unlink(path.c_str());
+  state.SetItemsProcessed(state.iterations() * Keys());
+  if (!right) state.SkipWithError("a load failed or lost objects");
+}
+BENCHMARK(BM_Load1M)->Unit(benchmark::kMillisecond)->UseManualTime()->Apply(Median5);
+
 }  // namespace
 }  // namespace etsmgr
 
@@ -297,5 +404,13 @@ int main(int argc, char** argv) {
            "heap per empty table [ETS 2456 B]"},
           {"BM_HeirTransferOnKill*", "p50_us", 1, Better::kLower, "us",
            "owner killed -> heir holds TableTransfer, p50"},
+          {"BM_SelectDeleteHalf1M*", "items_per_second", 20e6, Better::kHigher, "/s",
+           "select_delete of half of a 1M-entry set, objects examined (half deleted)"},
+          {"BM_SelectRange1000*", "real_time", 20, Better::kLower, "us",
+           "select_range of 1,000 keys of a 1M-key ordered_set, median of 5"},
+          {"BM_Save1M*", "items_per_second", 10e6, Better::kHigher, "/s",
+           "tab2file, 1M int64->int64, fsync + rename included, median of 5"},
+          {"BM_Load1M*", "items_per_second", 5e6, Better::kHigher, "/s",
+           "file2tab, 1M int64->int64 from the page cache, median of 5"},
       });
 }

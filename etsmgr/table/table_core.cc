@@ -3,6 +3,8 @@
 #include <cxxabi.h>
 
 #include <cstdlib>
+#include <typeindex>
+#include <unordered_map>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -16,11 +18,68 @@ namespace {
 
 std::atomic<uint64_t> g_next_table_id{1};
 
-// Named tables of one node (Node::Service).
-struct TableNames {
+}  // namespace
+
+namespace table_internal {
+
+// One node's tables: the named ones by name, and every live one on an intrusive list (linking a
+// table costs no allocation). Cores hold it by shared_ptr, so a core that outlives its node can
+// still unlink itself.
+struct TableDirectory {
   std::mutex mu;
-  absl::flat_hash_map<std::string, std::shared_ptr<TableCore>> tables;
+  absl::flat_hash_map<std::string, std::shared_ptr<TableCore>> names;
+  TableCore* head = nullptr;
+  TableCore* tail = nullptr;
+  size_t count = 0;
+
+  void LinkLocked(TableCore* core) {
+    core->dir_prev_ = tail;
+    core->dir_next_ = nullptr;
+    (tail != nullptr ? tail->dir_next_ : head) = core;
+    tail = core;
+    core->listed_ = true;
+    ++count;
+  }
+  void UnlinkLocked(TableCore* core) {
+    if (!core->listed_) return;
+    (core->dir_prev_ != nullptr ? core->dir_prev_->dir_next_ : head) = core->dir_next_;
+    (core->dir_next_ != nullptr ? core->dir_next_->dir_prev_ : tail) = core->dir_prev_;
+    core->dir_prev_ = core->dir_next_ = nullptr;
+    core->listed_ = false;
+    --count;
+  }
 };
+
+}  // namespace table_internal
+
+namespace {
+
+using table_internal::TableDirectory;
+
+// The node's directory (Node::Service). When the node goes, named tables still registered (a
+// parked table, say) are let go, so the directory and its cores do not keep each other alive.
+struct TableDirectoryService {
+  std::shared_ptr<TableDirectory> dir = std::make_shared<TableDirectory>();
+  ~TableDirectoryService() {
+    absl::flat_hash_map<std::string, std::shared_ptr<TableCore>> names;  // Dropped unlocked.
+    std::lock_guard<std::mutex> lock(dir->mu);
+    names.swap(dir->names);
+  }
+};
+
+TableDirectory& DirectoryOf(Node& node) { return *node.Service<TableDirectoryService>().dir; }
+
+// Demangled type names, cached: Info() over many tables would otherwise demangle twice a table.
+std::string Demangle(const char* mangled);
+
+std::string CachedTypeName(std::type_index type) {
+  static std::mutex mu;
+  static auto* names = new std::unordered_map<std::type_index, std::string>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = names->find(type);
+  if (it == names->end()) it = names->emplace(type, Demangle(type.name())).first;
+  return it->second;
+}
 
 std::string CallerName(ProcessControl* me) {
   return me != nullptr ? me->self().ToString() : std::string("a thread outside any process");
@@ -54,10 +113,12 @@ const char* ToString(Access access) {
   return "?";
 }
 
-std::string TypeName(const std::type_info& type) {
+namespace {
+
+std::string Demangle(const char* mangled) {
   int status = 0;
-  char* demangled = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
-  if (demangled == nullptr) return type.name();
+  char* demangled = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  if (demangled == nullptr) return mangled;
   std::string name = demangled;
   std::free(demangled);
   // The common long spelling of std::string, kept readable in messages.
@@ -68,6 +129,10 @@ std::string TypeName(const std::type_info& type) {
   }
   return name;
 }
+
+}  // namespace
+
+std::string TypeName(const std::type_info& type) { return Demangle(type.name()); }
 
 // --- TableCore.
 
@@ -81,12 +146,24 @@ TableCore::TableCore(const TableOptions& options, const std::type_info& key_type
       value_type_(value_type) {}
 
 std::string TableCore::type_names() const {
-  return absl::StrCat("<", TypeName(key_type_), ", ", TypeName(value_type_), ">");
+  return absl::StrCat("<", CachedTypeName(std::type_index(key_type_)), ", ",
+                      CachedTypeName(std::type_index(value_type_)), ">");
 }
 
-TableCore::~TableCore() = default;
+TableCore::~TableCore() {
+  if (directory_ != nullptr) {
+    std::lock_guard<std::mutex> lock(directory_->mu);
+    directory_->UnlinkLocked(this);
+  }
+}
+
+std::string TableCore::name() const {
+  std::lock_guard<SpinLock> lock(name_mu_);
+  return name_;
+}
 
 std::string TableCore::ToString() const {
+  std::lock_guard<SpinLock> lock(name_mu_);
   if (name_.empty()) return absl::StrCat("table #", id_);
   return absl::StrCat("table #", id_, " \"", name_, "\"");
 }
@@ -165,15 +242,18 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableO
         "new table: tables are owned by processes; create it from a process body");
   }
   // A dead heir is accepted (as ETS does): it simply never inherits.
-  core->node_ = me->node();
-  if (!options.name.empty()) {
-    auto& names = core->node_->Service<TableNames>();
-    std::lock_guard<std::mutex> lock(names.mu);
-    auto [it, inserted] = names.tables.emplace(options.name, core);
-    if (!inserted) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "new table \"", options.name, "\": the name is taken by ", it->second->ToString()));
+  core->directory_ = me->node()->Service<TableDirectoryService>().dir;
+  {
+    TableDirectory& dir = *core->directory_;
+    std::lock_guard<std::mutex> lock(dir.mu);
+    if (!options.name.empty()) {
+      auto [it, inserted] = dir.names.emplace(options.name, core);
+      if (!inserted) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "new table \"", options.name, "\": the name is taken by ", it->second->ToString()));
+      }
     }
+    dir.LinkLocked(core.get());
   }
   {
     std::lock_guard<SpinLock> lock(core->meta_mu_);
@@ -195,7 +275,7 @@ absl::StatusOr<TableInfo> TableCore::Info() const {
   if (deleted()) return DeletedError("info");
   TableInfo info;
   info.id = id_;
-  info.name = name_;
+  info.name = name();
   info.type = type_;
   info.access = access_;
   info.owner = owner();
@@ -205,8 +285,8 @@ absl::StatusOr<TableInfo> TableCore::Info() const {
   if (!size.ok()) return size.status();
   info.size = *size;
   info.memory = StorageMemory();
-  info.key_type = TypeName(key_type_);
-  info.value_type = TypeName(value_type_);
+  info.key_type = CachedTypeName(std::type_index(key_type_));
+  info.value_type = CachedTypeName(std::type_index(value_type_));
   return info;
 }
 
@@ -251,6 +331,40 @@ absl::Status TableCore::SetHeir(const Pid& heir, std::any data) {
   return absl::OkStatus();
 }
 
+absl::Status TableCore::Rename(std::string name) {
+  absl::Status allowed = Check(Op::kWrite, "rename");
+  if (!allowed.ok()) return allowed;
+  if (name.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rename of ", ToString(), ": the new name is empty"));
+  }
+  if (directory_ == nullptr) return DeletedError("rename");  // Never established.
+  std::shared_ptr<TableCore> old_entry;  // Dropped after the lock (the caller holds the table).
+  std::lock_guard<std::mutex> lock(directory_->mu);
+  // Checked under the directory's lock: DeleteNow sets deleted() before it takes that lock to
+  // remove the name, so a rename either precedes the removal or sees the table deleted.
+  if (deleted()) return DeletedError("rename");
+  std::string old_name = this->name();
+  if (old_name == name) return absl::OkStatus();
+  auto [it, inserted] = directory_->names.emplace(name, nullptr);
+  if (!inserted) {
+    return absl::AlreadyExistsError(absl::StrCat("rename of ", ToString(), " to \"", name,
+                                                 "\": the name is taken by ",
+                                                 it->second->ToString()));
+  }
+  it->second = shared_from_this();
+  if (!old_name.empty()) {
+    auto old = directory_->names.find(old_name);
+    if (old != directory_->names.end() && old->second.get() == this) {
+      old_entry = std::move(old->second);
+      directory_->names.erase(old);
+    }
+  }
+  std::lock_guard<SpinLock> name_lock(name_mu_);
+  name_ = std::move(name);
+  return absl::OkStatus();
+}
+
 absl::Status TableCore::Delete(const char* what) {
   absl::Status allowed = Check(Op::kWrite, what);
   if (!allowed.ok()) return allowed;
@@ -281,14 +395,15 @@ void TableCore::DeleteNow() {
   }
   std::shared_ptr<TableCore> keep = shared_from_this();  // The owner's reference may be the last.
   if (owner.valid()) owner.control()->ReleaseResource(this);
-  if (!name_.empty() && node_ != nullptr) {
-    auto& names = node_->Service<TableNames>();
-    std::shared_ptr<TableCore> registered;  // Dropped after the registry lock.
-    std::lock_guard<std::mutex> lock(names.mu);
-    auto it = names.tables.find(name_);
-    if (it != names.tables.end() && it->second.get() == this) {
+  if (directory_ != nullptr) {
+    std::shared_ptr<TableCore> registered;  // Dropped after the directory's lock.
+    std::lock_guard<std::mutex> lock(directory_->mu);
+    directory_->UnlinkLocked(this);
+    std::string name = this->name();
+    auto it = name.empty() ? directory_->names.end() : directory_->names.find(name);
+    if (it != directory_->names.end() && it->second.get() == this) {
       registered = std::move(it->second);
-      names.tables.erase(it);
+      directory_->names.erase(it);
     }
   }
   DropStorage();
@@ -386,19 +501,60 @@ absl::Status AnyTable::SetHeir(const Pid& heir, std::any data) const {
   return core_->SetHeir(heir, std::move(data));
 }
 
+absl::Status AnyTable::Rename(std::string name) const {
+  if (!core_) return NullTableHandle("rename");
+  return core_->Rename(std::move(name));
+}
+
 absl::Status AnyTable::Delete() const {
   if (!core_) return NullTableHandle("delete");
   return core_->Delete();
 }
 
 absl::StatusOr<AnyTable> FindTable(Node& node, std::string_view name) {
-  auto& names = node.Service<TableNames>();
-  std::lock_guard<std::mutex> lock(names.mu);
-  auto it = names.tables.find(std::string(name));
-  if (it == names.tables.end()) {
+  TableDirectory& dir = DirectoryOf(node);
+  std::lock_guard<std::mutex> lock(dir.mu);
+  auto it = dir.names.find(std::string(name));
+  if (it == dir.names.end()) {
     return absl::NotFoundError(absl::StrCat("no table named \"", std::string(name), "\""));
   }
   return AnyTable(it->second);
+}
+
+std::vector<AnyTable> AllTables(Node& node) {
+  TableDirectory& dir = DirectoryOf(node);
+  std::vector<AnyTable> out;
+  std::lock_guard<std::mutex> lock(dir.mu);
+  out.reserve(dir.count);
+  for (TableCore* core = dir.head; core != nullptr; core = core->dir_next_) {
+    // A core whose last handle is going (its destructor waits for this lock to unlink it) is
+    // skipped: lock() fails once no shared_ptr is left.
+    if (std::shared_ptr<TableCore> held = core->weak_from_this().lock()) {
+      out.emplace_back(std::move(held));
+    }
+  }
+  return out;
+}
+
+std::vector<TableInfo> AllTablesInfo(Node& node) {
+  std::vector<AnyTable> tables = AllTables(node);
+  std::vector<TableInfo> out;
+  out.reserve(tables.size());
+  for (const AnyTable& t : tables) {
+    const TableCore& core = *t.core();
+    TableInfo info;
+    if (!core.Footprint(&info.size, &info.memory)) continue;  // Deleted meanwhile.
+    info.id = core.id();
+    info.name = core.name();
+    info.type = core.type();
+    info.access = core.access();
+    info.owner = core.owner();
+    info.heir = core.heir();
+    info.key_type = CachedTypeName(core.key_type());
+    info.value_type = CachedTypeName(core.value_type());
+    out.push_back(std::move(info));
+  }
+  return out;
 }
 
 }  // namespace etsmgr

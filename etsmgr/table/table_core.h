@@ -14,6 +14,10 @@
 //     receives TableTransfer{table, from, data}.
 // Deleting (owner, or anyone for a public table) frees the storage at once; every handle then
 // answers NotFound on every call; the small core goes when the last handle does.
+// Rename (a write: the owner, or anyone for a public table) moves a table to another name, or
+// names an unnamed one. The manager keeps its entries under the name they were registered with.
+// Every live table of a node, named or not, is listed by AllTables / AllTablesInfo (ets:all()
+// and ets:i()).
 //
 // Thread safety: every function may be called from any thread and any process.
 #ifndef ETSMGR_TABLE_TABLE_CORE_H_
@@ -90,7 +94,7 @@ class AnyTable {
   // True when the table was deleted because its owner exited with no live heir.
   bool lost_with_owner() const;
   uint64_t id() const;
-  std::string name() const;
+  std::string name() const;      // The current name (Rename changes it).
   std::string ToString() const;  // "table #12 \"counters\"" or "table #12".
 
   absl::StatusOr<TableInfo> Info() const;  // Any process may ask, whatever the access mode.
@@ -99,6 +103,9 @@ class AnyTable {
   absl::Status Clear() const;           // A write.
   absl::Status GiveAway(const Pid& to, std::any data = {}) const;
   absl::Status SetHeir(const Pid& heir, std::any data = {}) const;
+  // ETS rename/2: a write. AlreadyExists when another table has the name, InvalidArgument for an
+  // empty name.
+  absl::Status Rename(std::string name) const;
   absl::Status Delete() const;
 
   const std::shared_ptr<TableCore>& core() const { return core_; }
@@ -126,6 +133,19 @@ absl::Status NullTableHandle(const char* what);
 // The table named `name` on `node`: NotFound when there is none.
 absl::StatusOr<AnyTable> FindTable(Node& node, std::string_view name);
 
+// ets:all(): every live table of `node`, named or not, in creation order. One lock held while
+// the handles are copied; tables created or deleted meanwhile may or may not be in the list.
+std::vector<AnyTable> AllTables(Node& node);
+// ets:i(): Info() of every live table of `node` (name, type, access, owner, heir, size, memory,
+// key and value types), whatever the access mode. Each table is looked at under its own locks,
+// one at a time (a read lock per shard, nothing held across tables), so it is cheap enough for a
+// monitoring loop: about as much work per table as Size().
+std::vector<TableInfo> AllTablesInfo(Node& node);
+
+namespace table_internal {
+struct TableDirectory;
+}  // namespace table_internal
+
 // The shared state of one table. Typed storage derives from it (internal/storage.h); users hold
 // AnyTable or Table<K, V>.
 class TableCore : public ExitResource, public std::enable_shared_from_this<TableCore> {
@@ -135,7 +155,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   ~TableCore() override;
 
   uint64_t id() const { return id_; }
-  const std::string& name() const { return name_; }
+  std::string name() const;
   TableType type() const { return type_; }
   Access access() const { return access_; }
   bool deleted() const { return deleted_.load(std::memory_order_acquire); }
@@ -184,6 +204,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   }
   absl::Status GiveAway(const Pid& to, std::any data);
   absl::Status SetHeir(const Pid& heir, std::any data);
+  absl::Status Rename(std::string name);
   absl::Status Delete(const char* what = "delete");
 
   // ExitResource: the owner exited (runs on its thread, before its links fire).
@@ -193,6 +214,8 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   virtual absl::StatusOr<size_t> Size(const char* what) const = 0;
   virtual absl::Status Clear(const char* what) = 0;
   virtual size_t StorageMemory() const = 0;  // 0 once deleted.
+  // Size and memory (as Info() reports them) in one pass; false once deleted.
+  virtual bool Footprint(size_t* size, size_t* memory) const = 0;
 
   // Creates the core's ownership: the calling process becomes the owner; registers the name.
   // Used by Table<K, V>::New.
@@ -250,11 +273,19 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   std::atomic<uint64_t> owner_serial_{0};
 
   const uint64_t id_;
-  const std::string name_;
+  mutable SpinLock name_mu_;  // Guards name_ (Rename also holds the directory's lock).
+  std::string name_;
   // Demangled only when a message or Info() needs the names (demangling costs a microsecond).
   const std::type_info& key_type_;
   const std::type_info& value_type_;
-  Node* node_ = nullptr;  // For the name registry; set by Establish.
+  // The node's directory of tables (names and the list of all tables); set by Establish.
+  // dir_prev_, dir_next_ and listed_ are guarded by the directory's lock.
+  friend struct table_internal::TableDirectory;
+  friend std::vector<AnyTable> AllTables(Node& node);
+  std::shared_ptr<table_internal::TableDirectory> directory_;
+  TableCore* dir_prev_ = nullptr;
+  TableCore* dir_next_ = nullptr;
+  bool listed_ = false;
   std::any heir_data_;
   // The keeper (see TableKeeper) and its tag, guarded by meta_mu_. `kept_`: the keeper has the
   // table (its holder owns it, or it is parked with no owner).

@@ -9,6 +9,9 @@
 // it, and never calls user code other than K's and V's own constructors, hashing and comparison
 // while holding it. Multi-key writes lock their shards in index order, so they are atomic.
 // Memory is counted exactly by a per-shard counting allocator.
+// The select family (SelectCount, SelectDelete, SelectReplace, the chunked scans), Update,
+// ReadValues and SaveScan are the exception: they run the caller's function on each object under
+// the shard's lock, which is how they avoid copying the table (table.h states the rule for users).
 #ifndef ETSMGR_TABLE_INTERNAL_STORAGE_H_
 #define ETSMGR_TABLE_INTERNAL_STORAGE_H_
 
@@ -28,6 +31,7 @@
 
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -47,6 +51,24 @@ struct CounterOptions {
   V set_value{};
   // When set: a missing key is first inserted with this value (else NotFound).
   std::optional<V> default_value;
+};
+
+// A key range of an ordered_set scan (SelectRange): each end open (absent) or bounded, inclusive
+// or not.
+template <typename K>
+struct KeyRange {
+  std::optional<K> lo;
+  bool lo_inclusive = true;
+  std::optional<K> hi;
+  bool hi_inclusive = true;
+
+  static KeyRange All() { return {}; }
+  static KeyRange Closed(K lo, K hi) { return {std::move(lo), true, std::move(hi), true}; }
+  static KeyRange HalfOpen(K lo, K hi) { return {std::move(lo), true, std::move(hi), false}; }
+  static KeyRange AtLeast(K lo) { return {std::move(lo), true, std::nullopt, true}; }
+  static KeyRange GreaterThan(K lo) { return {std::move(lo), false, std::nullopt, true}; }
+  static KeyRange AtMost(K hi) { return {std::nullopt, true, std::move(hi), true}; }
+  static KeyRange LessThan(K hi) { return {std::nullopt, true, std::move(hi), false}; }
 };
 
 namespace table_internal {
@@ -105,6 +127,42 @@ class TypedCore : public TableCore {
   virtual absl::StatusOr<std::optional<K>> First(bool last) const = 0;
   virtual absl::StatusOr<std::optional<K>> Next(const K& key, bool previous) const = 0;
 
+  // --- The select family. A null `pred` matches every object. Each runs `pred` / `fn` under the
+  // shard's lock (read lock for reads, write lock for writes), one shard at a time.
+  using Match = absl::FunctionRef<bool(const K&, const V&)>;
+  using Replace = absl::FunctionRef<std::optional<V>(const K&, const V&)>;
+  virtual absl::StatusOr<size_t> SelectCount(const Match* pred) const = 0;
+  virtual absl::StatusOr<size_t> SelectDelete(const Match* pred) = 0;
+  virtual absl::StatusOr<size_t> SelectReplace(Replace fn) = 0;
+  // Hash types: appends the matches of shard `shard` (as of one moment) to `out` and yields the
+  // number of shards (0 while the table has no storage).
+  virtual absl::StatusOr<size_t> SnapshotShard(size_t shard, const Match* pred,
+                                               std::vector<Entry>* out, const char* what) const = 0;
+  // ordered_set: appends up to `limit` matches within `range` in key order (descending when
+  // `reverse`), then narrows `range` to what is left after the last key looked at; `*done` once
+  // the range is exhausted. InvalidArgument on other types.
+  virtual absl::Status ScanOrdered(KeyRange<K>* range, bool reverse, const Match* pred,
+                                   size_t limit, std::vector<Entry>* out, bool* done,
+                                   const char* what) const = 0;
+  // Applies `fn` to the value of `key` under the write lock (set, ordered_set). A missing key is
+  // first inserted with `*default_value` when given; yields false when the key is missing and
+  // there is no default.
+  virtual absl::StatusOr<bool> Update(const K& key, absl::FunctionRef<void(V&)> fn,
+                                      const V* default_value) = 0;
+  // Calls `fn` on each value of `key` under the read lock.
+  virtual absl::Status ReadValues(const K& key, absl::FunctionRef<void(const V&)> fn,
+                                  const char* what) const = 0;
+  // Calls `fn` on every object under a read lock held for one shard at a time (ordered_set: for
+  // one run of kSaveRun keys at a time), and `between` with no lock held after each; stops at the
+  // first error `between` returns.
+  static constexpr size_t kSaveRun = 4096;
+  virtual absl::Status SaveScan(absl::FunctionRef<void(const K&, const V&)> fn,
+                                absl::FunctionRef<absl::Status()> between,
+                                const char* what) const = 0;
+  // Inserts many objects shard by shard (not atomic: for filling a table nobody else uses yet);
+  // yields how many objects were added (a set's repeated key, a bag's identical object: none).
+  virtual absl::StatusOr<size_t> InsertBulk(std::vector<Entry> entries, const char* what) = 0;
+
  protected:
   using TableCore::TableCore;
 };
@@ -141,6 +199,7 @@ class MapCore final : public TypedCore<K, V> {
   using Slot = std::conditional_t<kBag, Values, V>;
   using Map = typename MapOf::template Map<Slot>;
   using Visitor = typename TypedCore<K, V>::Visitor;
+  using Match = typename TypedCore<K, V>::Match;
 
   explicit MapCore(const TableOptions& options)
       : TypedCore<K, V>(options, typeid(K), typeid(V)),
@@ -454,6 +513,305 @@ class MapCore final : public TypedCore<K, V> {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<size_t> SelectCount(const Match* pred) const override {
+    size_t count = 0;
+    absl::Status st = ForShards<false>("select_count", [&](Shard& s) {
+      if (pred == nullptr) {
+        count += s.objects;
+        return;
+      }
+      for (const auto& [key, slot] : s.map) {
+        if constexpr (kBag) {
+          for (const V& v : slot) count += (*pred)(key, v);
+        } else {
+          count += (*pred)(key, slot);
+        }
+      }
+    });
+    if (!st.ok()) return st;
+    return count;
+  }
+
+  absl::StatusOr<size_t> SelectDelete(const Match* pred) override {
+    size_t removed = 0;
+    absl::Status st = ForShards<true>("select_delete", [&](Shard& s) {
+      if (pred == nullptr) {
+        removed += s.objects;
+        EmptyLocked(s);
+        return;
+      }
+      size_t before = s.objects;
+      for (auto it = s.map.begin(); it != s.map.end();) {
+        bool erase;
+        if constexpr (kBag) {
+          Values& values = it->second;
+          const K& key = it->first;
+          auto end = std::remove_if(values.begin(), values.end(),
+                                    [&](const V& v) { return (*pred)(key, v); });
+          s.objects -= static_cast<size_t>(values.end() - end);
+          values.erase(end, values.end());
+          erase = values.empty();
+        } else {
+          erase = (*pred)(it->first, it->second);
+          s.objects -= erase;
+        }
+        it = EraseAndAdvance(s.map, it, erase);
+      }
+      removed += before - s.objects;
+    });
+    if (!st.ok()) return st;
+    return removed;
+  }
+
+  absl::StatusOr<size_t> SelectReplace(typename TypedCore<K, V>::Replace fn) override {
+    size_t replaced = 0;
+    absl::Status st = ForShards<true>("select_replace", [&](Shard& s) {
+      for (auto it = s.map.begin(); it != s.map.end(); ++it) {
+        const K& key = it->first;
+        if constexpr (kBag) {
+          Values& values = it->second;
+          bool changed = false;
+          for (V& v : values) {
+            std::optional<V> fresh = fn(key, std::as_const(v));
+            if (!fresh) continue;
+            v = std::move(*fresh);
+            ++replaced;
+            changed = true;
+          }
+          if constexpr (std::equality_comparable<V>) {
+            // A bag keeps one copy of identical objects: replacements that made two of a key's
+            // objects identical leave the first (the key's other objects keep their order).
+            if (changed && !duplicates_) {
+              size_t kept = 0;
+              for (size_t i = 0; i < values.size(); ++i) {
+                if (std::find(values.begin(), values.begin() + kept, values[i]) !=
+                    values.begin() + kept) {
+                  continue;
+                }
+                if (kept != i) values[kept] = std::move(values[i]);
+                ++kept;
+              }
+              s.objects -= values.size() - kept;
+              values.erase(values.begin() + kept, values.end());
+            }
+          }
+        } else {
+          std::optional<V> fresh = fn(key, std::as_const(it->second));
+          if (!fresh) continue;
+          it->second = std::move(*fresh);
+          ++replaced;
+        }
+      }
+    });
+    if (!st.ok()) return st;
+    return replaced;
+  }
+
+  absl::StatusOr<size_t> SnapshotShard(size_t shard, const Match* pred, std::vector<Entry>* out,
+                                       const char* what) const override {
+    Shard* shards = ShardArray();
+    if (shards == nullptr) {
+      if (this->deleted()) return this->DeletedError(what);
+      return size_t{0};
+    }
+    if (shard >= shard_count()) return shard_count();
+    const Shard& s = shards[shard];
+    std::shared_lock<RwSpinLock> lock(s.lock);
+    if (this->deleted()) return this->DeletedError(what);
+    if (pred == nullptr) out->reserve(out->size() + s.objects);
+    for (const auto& [key, slot] : s.map) {
+      if constexpr (kBag) {
+        for (const V& v : slot) {
+          if (pred == nullptr || (*pred)(key, v)) out->emplace_back(key, v);
+        }
+      } else {
+        if (pred == nullptr || (*pred)(key, slot)) out->emplace_back(key, slot);
+      }
+    }
+    return shard_count();
+  }
+
+  absl::Status ScanOrdered(KeyRange<K>* range, bool reverse, const Match* pred, size_t limit,
+                           std::vector<Entry>* out, bool* done, const char* what) const override {
+    *done = true;
+    if constexpr (!MapOf::kOrdered) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " on ", this->ToString(),
+                                                     ": key ranges need an ordered_set (this is a ",
+                                                     etsmgr::ToString(this->type()), ")"));
+    } else {
+      Shard* shards = ShardArray();
+      if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
+      const Shard& s = shards[0];
+      std::shared_lock<RwSpinLock> lock(s.lock);
+      if (this->deleted()) return this->DeletedError(what);
+      if (range->lo && range->hi &&
+          (*range->hi < *range->lo ||
+           (!(*range->lo < *range->hi) && !(range->lo_inclusive && range->hi_inclusive)))) {
+        return absl::OkStatus();  // Empty (and lo above hi would put `first` past `last`).
+      }
+      const Map& map = s.map;
+      // [first, last): the range's objects in key order.
+      auto first = !range->lo            ? map.begin()
+                   : range->lo_inclusive ? map.lower_bound(*range->lo)
+                                         : map.upper_bound(*range->lo);
+      auto last = !range->hi            ? map.end()
+                  : range->hi_inclusive ? map.upper_bound(*range->hi)
+                                        : map.lower_bound(*range->hi);
+      size_t matched = 0;
+      if (!reverse) {
+        for (auto it = first; it != last; ++it) {
+          if (pred == nullptr || (*pred)(it->first, it->second)) {
+            out->emplace_back(it->first, it->second);
+            if (++matched == limit) {
+              if (std::next(it) != last) {
+                range->lo = it->first;
+                range->lo_inclusive = false;
+                *done = false;
+              }
+              break;
+            }
+          }
+        }
+      } else {
+        for (auto it = last; it != first;) {
+          --it;
+          if (pred == nullptr || (*pred)(it->first, it->second)) {
+            out->emplace_back(it->first, it->second);
+            if (++matched == limit) {
+              if (it != first) {
+                range->hi = it->first;
+                range->hi_inclusive = false;
+                *done = false;
+              }
+              break;
+            }
+          }
+        }
+      }
+      return absl::OkStatus();
+    }
+  }
+
+  absl::StatusOr<bool> Update(const K& key, absl::FunctionRef<void(V&)> fn,
+                              const V* default_value) override {
+    if constexpr (kBag) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "update on ", this->ToString(),
+          ": needs a set or ordered_set (a bag's objects are not addressed by key alone)"));
+    } else {
+      Shard* shards = default_value != nullptr ? WritableShards() : ShardArray();
+      if (shards == nullptr) {
+        if (this->deleted()) return this->DeletedError("update");
+        return false;
+      }
+      size_t hash = HashOf(key);
+      Shard& s = shards[ShardOfHash(hash)];
+      std::lock_guard<RwSpinLock> lock(s.lock);
+      if (this->deleted()) return this->DeletedError("update");
+      auto it = FindIn(s.map, key, hash);
+      if (it == s.map.end()) {
+        if (default_value == nullptr) return false;
+        it = s.map.try_emplace(key, *default_value).first;
+        ++s.objects;
+      }
+      fn(it->second);
+      return true;
+    }
+  }
+
+  absl::Status ReadValues(const K& key, absl::FunctionRef<void(const V&)> fn,
+                          const char* what) const override {
+    return ReadKey(key, what, [&](const Slot* slot) {
+      if (slot == nullptr) return;
+      if constexpr (kBag) {
+        for (const V& v : *slot) fn(v);
+      } else {
+        fn(*slot);
+      }
+    });
+  }
+
+  absl::Status SaveScan(absl::FunctionRef<void(const K&, const V&)> fn,
+                        absl::FunctionRef<absl::Status()> between,
+                        const char* what) const override {
+    Shard* shards = ShardArray();
+    if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
+    if constexpr (MapOf::kOrdered) {
+      const Shard& s = shards[0];
+      std::optional<K> after;  // The last key written: the next run starts above it.
+      while (true) {
+        bool more = false;
+        {
+          std::shared_lock<RwSpinLock> lock(s.lock);
+          if (this->deleted()) return this->DeletedError(what);
+          auto it = after ? s.map.upper_bound(*after) : s.map.begin();
+          for (size_t n = 0; it != s.map.end() && n < this->kSaveRun; ++it, ++n)
+            fn(it->first, it->second);
+          if (it != s.map.end()) {
+            after = std::prev(it)->first;
+            more = true;
+          }
+        }
+        if (absl::Status st = between(); !st.ok()) return st;
+        if (!more) return absl::OkStatus();
+      }
+    } else {
+      for (size_t i = 0; i < shard_count(); ++i) {
+        {
+          const Shard& s = shards[i];
+          std::shared_lock<RwSpinLock> lock(s.lock);
+          if (this->deleted()) return this->DeletedError(what);
+          for (const auto& [key, slot] : s.map) {
+            if constexpr (kBag) {
+              for (const V& v : slot) fn(key, v);
+            } else {
+              fn(key, slot);
+            }
+          }
+        }
+        if (absl::Status st = between(); !st.ok()) return st;
+      }
+      return absl::OkStatus();
+    }
+  }
+
+  absl::StatusOr<size_t> InsertBulk(std::vector<Entry> entries, const char* what) override {
+    Shard* shards = WritableShards();
+    if (shards == nullptr) return this->DeletedError(what);
+    std::vector<std::vector<Entry>> parts(shard_count());
+    if (shard_count() == 1) {
+      parts[0] = std::move(entries);
+    } else {
+      for (Entry& e : entries) parts[ShardOf(e.first)].push_back(std::move(e));
+    }
+    size_t added = 0;
+    for (size_t i = 0; i < shard_count(); ++i) {
+      Shard& s = shards[i];
+      std::lock_guard<RwSpinLock> lock(s.lock);
+      if (this->deleted()) return this->DeletedError(what);
+      const size_t before = s.objects;
+      if constexpr (!MapOf::kOrdered) s.map.reserve(s.map.size() + parts[i].size());
+      for (Entry& e : parts[i]) InsertLocked(s, std::move(e.first), std::move(e.second));
+      added += s.objects - before;
+    }
+    return added;
+  }
+
+  bool Footprint(size_t* size, size_t* memory) const override {
+    *size = 0;
+    *memory = sizeof(*this);
+    Shard* shards = ShardArray();
+    if (shards == nullptr) return !this->deleted();
+    *memory += shard_count() * sizeof(Shard);
+    for (size_t i = 0; i < shard_count(); ++i) {
+      std::shared_lock<RwSpinLock> lock(shards[i].lock);
+      if (this->deleted()) return false;
+      *size += shards[i].objects;
+      *memory += shards[i].bytes;
+    }
+    return true;
+  }
+
   size_t StorageMemory() const override {
     size_t bytes = sizeof(*this);
     Shard* shards = ShardArray();
@@ -591,6 +949,38 @@ class MapCore final : public TypedCore<K, V> {
       return slot.size();
     } else {
       return 1;
+    }
+  }
+
+  // Runs f(shard) on every shard in turn under its lock (exclusive when kWrite).
+  template <bool kWrite, typename F>
+  absl::Status ForShards(const char* what, F&& f) const {
+    Shard* shards = ShardArray();
+    if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
+    for (size_t i = 0; i < shard_count(); ++i) {
+      Shard& s = shards[i];
+      if constexpr (kWrite) {
+        std::lock_guard<RwSpinLock> lock(s.lock);
+        if (this->deleted()) return this->DeletedError(what);
+        f(s);
+      } else {
+        std::shared_lock<RwSpinLock> lock(s.lock);
+        if (this->deleted()) return this->DeletedError(what);
+        f(s);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Erases `it` when `erase` and yields the iterator after it (absl's flat maps keep iterators to
+  // other elements valid on erase; its btree hands back the next one).
+  static typename Map::iterator EraseAndAdvance(Map& map, typename Map::iterator it, bool erase) {
+    if (!erase) return ++it;
+    if constexpr (MapOf::kOrdered) {
+      return map.erase(it);
+    } else {
+      map.erase(it++);
+      return it;
     }
   }
 

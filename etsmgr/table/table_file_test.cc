@@ -1,0 +1,458 @@
+// Save and load (tab2file / file2tab / tabfile_info): round trips for every table type and the
+// built-in and user codecs, and damaged, cut short and foreign files (every truncation and every
+// byte flipped of a small file, plus crafted files with valid checksums), which must answer
+// DataLoss or InvalidArgument and create no table.
+#include "etsmgr/table/table_file.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/process/node.h"
+#include "etsmgr/table/internal/test_owner.h"
+#include "etsmgr/table/table.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr {
+
+struct Point {
+  int32_t x = 0;
+  int32_t y = 0;
+  bool operator==(const Point&) const = default;
+  auto operator<=>(const Point&) const = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const Point& p) {
+    return H::combine(std::move(h), p.x, p.y);
+  }
+};
+
+template <>
+struct TableCodec<Point> {
+  static std::string Tag() { return "test.Point/1"; }
+  static void Encode(const Point& p, TableEncoder& out) {
+    out.Put(p.x);
+    out.Put(p.y);
+  }
+  static bool Decode(TableDecoder& in, Point* p) { return in.Get(&p->x) && in.Get(&p->y); }
+};
+
+namespace {
+
+using IntTable = Table<int64_t, int64_t>;
+using Entries = std::vector<std::pair<int64_t, int64_t>>;
+
+bool IsBag(TableType t) { return t == TableType::kBag || t == TableType::kDuplicateBag; }
+
+std::string TestDir() {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return dir != nullptr ? dir : "/tmp";
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void Spit(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << bytes;
+}
+
+// Files in `dir` whose name starts with `prefix`.
+std::vector<std::string> FilesStartingWith(const std::string& dir, const std::string& prefix) {
+  std::vector<std::string> out;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) out.push_back(e->d_name);
+  }
+  closedir(d);
+  return out;
+}
+
+absl::StatusOr<IntTable> LoadInts(const std::string& path, LoadOptions options = {}) {
+  return LoadTable<int64_t, int64_t>(path, std::move(options));
+}
+
+template <typename E>
+std::vector<E> Sorted(std::vector<E> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+class TableFileTest : public ::testing::TestWithParam<TableType> {
+ protected:
+  void SetUp() override { node_ = Node::Create({.schedulers = 1}).value(); }
+  void Run(std::function<void(Process&)> fn) { RunInProcess(*node_, std::move(fn)); }
+  std::string Path(const std::string& name) {
+    return TestDir() + "/" + name + "_" + std::to_string(static_cast<int>(GetParam())) + ".tab";
+  }
+  std::unique_ptr<Node> node_;
+};
+
+TEST_P(TableFileTest, RoundTrip) {
+  const std::string path = Path("round_trip");
+  Entries saved;
+  Run([&](Process&) {
+    TableOptions options;
+    options.type = GetParam();
+    options.access = Access::kPublic;
+    options.name = "scores";
+    IntTable t = IntTable::New(options).value();
+    for (int64_t k = 0; k < 10000; ++k) {
+      ASSERT_TRUE(t.Insert(k * 7919 % 100003 - 500, k).ok());
+      if (IsBag(GetParam()) && k % 3 == 0) {
+        ASSERT_TRUE(t.Insert(k * 7919 % 100003 - 500, -k).ok());
+      }
+    }
+    if (GetParam() == TableType::kDuplicateBag) {
+      ASSERT_TRUE(t.Insert(-500, 0).ok());  // A twin.
+    }
+    saved = t.ToList().value();
+    ASSERT_TRUE(SaveTable(t, path).ok());
+    // The info answers from the header alone.
+    TableFileInfo info = TabFileInfo(path).value();
+    EXPECT_EQ(info.name, "scores");
+    EXPECT_EQ(info.type, GetParam());
+    EXPECT_EQ(info.access, Access::kPublic);
+    EXPECT_EQ(info.key_tag, "i64");
+    EXPECT_EQ(info.value_tag, "i64");
+    EXPECT_EQ(info.objects, saved.size());
+    EXPECT_EQ(info.body_bytes, saved.size() * 16);
+    EXPECT_EQ(info.version, 1u);
+    ASSERT_TRUE(t.Delete().ok());  // Frees the name for the load.
+  });
+  EXPECT_TRUE(
+      FilesStartingWith(TestDir(),
+                        "round_trip_" + std::to_string(static_cast<int>(GetParam())) + ".tab.tmp")
+          .empty())
+      << "a temporary file was left behind";
+  Run([&](Process& self) {
+    IntTable t = LoadInts(path).value();
+    TableInfo info = t.Info().value();
+    EXPECT_EQ(info.name, "scores");
+    EXPECT_EQ(info.type, GetParam());
+    EXPECT_EQ(info.access, Access::kPublic);
+    EXPECT_EQ(info.owner, self.self());
+    EXPECT_EQ(Sorted(t.ToList().value()), Sorted(saved));
+    if (GetParam() == TableType::kOrderedSet) {
+      EXPECT_EQ(t.ToList().value(), saved);  // In order.
+    }
+    // The name is taken now: a second load fails cleanly, unless renamed by the options.
+    EXPECT_EQ(LoadInts(path).status().code(), absl::StatusCode::kAlreadyExists);
+    LoadOptions options;
+    options.name = "";
+    options.access = Access::kPrivate;
+    IntTable copy = LoadInts(path, options).value();
+    EXPECT_EQ(copy.Info().value().name, "");
+    EXPECT_EQ(copy.Info().value().access, Access::kPrivate);
+    EXPECT_EQ(copy.Size().value(), saved.size());
+  });
+}
+
+TEST_P(TableFileTest, EmptyTableAndOverwrite) {
+  const std::string path = Path("empty");
+  Run([&](Process&) {
+    TableOptions options;
+    options.type = GetParam();
+    IntTable t = IntTable::New(options).value();
+    ASSERT_TRUE(SaveTable(t, path).ok());
+    EXPECT_EQ(TabFileInfo(path).value().objects, 0u);
+    EXPECT_EQ(LoadInts(path).value().Size().value(), 0u);
+    ASSERT_TRUE(t.Insert(1, 2).ok());
+    ASSERT_TRUE(SaveTable(t, path).ok());  // Replaces the old file.
+    EXPECT_EQ(LoadInts(path).value().Get(1).value(), 2);
+  });
+}
+
+TEST_P(TableFileTest, StringsAndUserTypes) {
+  const std::string path = Path("types");
+  Run([&](Process&) {
+    TableOptions options;
+    options.type = GetParam();
+    auto strings = Table<std::string, std::string>::New(options).value();
+    std::string binary("a\0b\xff", 4);
+    ASSERT_TRUE(strings.Insert("", "empty key").ok());
+    ASSERT_TRUE(strings.Insert("binary", binary).ok());
+    ASSERT_TRUE(strings.Insert(std::string(100000, 'x'), "").ok());
+    ASSERT_TRUE(SaveTable(strings, path).ok());
+    EXPECT_EQ(TabFileInfo(path).value().key_tag, "string");
+    auto loaded = LoadTable<std::string, std::string>(path).value();
+    EXPECT_EQ(Sorted(loaded.ToList().value()), Sorted(strings.ToList().value()));
+    EXPECT_EQ(loaded.Get("binary").value(), binary);
+
+    auto points = Table<Point, std::vector<std::pair<double, bool>>>::New(options).value();
+    ASSERT_TRUE(points.Insert(Point{1, -2}, {{0.5, true}, {-1e300, false}}).ok());
+    ASSERT_TRUE(points.Insert(Point{3, 4}, {}).ok());
+    ASSERT_TRUE(SaveTable(points, path).ok());
+    TableFileInfo info = TabFileInfo(path).value();
+    EXPECT_EQ(info.key_tag, "test.Point/1");
+    EXPECT_EQ(info.value_tag, "vector<pair<f64,bool>>");
+    auto loaded_points = LoadTable<Point, std::vector<std::pair<double, bool>>>(path).value();
+    EXPECT_EQ(Sorted(loaded_points.ToList().value()), Sorted(points.ToList().value()));
+    // The same file read as other types: refused, naming both.
+    absl::StatusOr<IntTable> wrong = LoadInts(path);
+    EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument) << wrong.status();
+    EXPECT_NE(wrong.status().message().find("test.Point/1"), std::string::npos) << wrong.status();
+    EXPECT_NE(wrong.status().message().find("<i64, i64>"), std::string::npos) << wrong.status();
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, TableFileTest,
+                         ::testing::Values(TableType::kSet, TableType::kOrderedSet, TableType::kBag,
+                                           TableType::kDuplicateBag),
+                         [](const ::testing::TestParamInfo<TableType>& info) {
+                           std::string name = ToString(info.param);
+                           name.erase(std::remove(name.begin(), name.end(), '_'), name.end());
+                           return name;
+                         });
+
+// Saving needs read access; a deleted table, a null handle and a missing directory are errors.
+TEST(TableFileErrorsTest, AccessAndPaths) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  const std::string path = TestDir() + "/access.tab";
+  TableOptions options;
+  options.access = Access::kPrivate;
+  OwnedTable owned = SpawnOwner(*node, options, /*seed=*/10);
+  IntTable t = IntTable::Attach(owned.table).value();
+  RunInProcess(*node, [&](Process&) {
+    absl::Status denied = SaveTable(t, path);
+    EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied) << denied;
+    EXPECT_NE(denied.message().find("tab2file"), std::string::npos) << denied;
+    EXPECT_EQ(SaveTable(IntTable(), path).code(), absl::StatusCode::kFailedPrecondition);
+    IntTable mine = IntTable::New().value();
+    absl::Status no_dir = SaveTable(mine, TestDir() + "/no/such/dir/x.tab");
+    EXPECT_EQ(no_dir.code(), absl::StatusCode::kNotFound) << no_dir;
+    EXPECT_NE(no_dir.message().find("no/such/dir/x.tab"), std::string::npos) << no_dir;
+    ASSERT_TRUE(mine.Delete().ok());
+    EXPECT_EQ(SaveTable(mine, path).code(), absl::StatusCode::kNotFound);
+    absl::StatusOr<IntTable> missing = LoadInts(TestDir() + "/missing.tab");
+    EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+    EXPECT_EQ(TabFileInfo(TestDir() + "/missing.tab").status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(LoadInts(TestDir()).status().code(),
+              absl::StatusCode::kInvalidArgument);  // A directory.
+  });
+  // Outside a process a file can be saved (a read) but not loaded (nobody would own the table).
+  absl::Status from_thread = SaveTable(t, path);
+  EXPECT_EQ(from_thread.code(), absl::StatusCode::kPermissionDenied);  // Private.
+  Send(owned.owner, StopOwner{});
+}
+
+// --- Damaged files: a small valid file, then every way of breaking it.
+
+class DamagedFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    node_ = Node::Create({.schedulers = 1}).value();
+    path_ = TestDir() + "/damaged.tab";
+    good_path_ = TestDir() + "/good.tab";
+    RunInProcess(*node_, [&](Process&) {
+      TableOptions options;
+      options.name = "victim";
+      auto t = Table<int64_t, std::string>::New(options).value();
+      ASSERT_TRUE(t.Insert(1, "one").ok());
+      ASSERT_TRUE(t.Insert(2, "two").ok());
+      ASSERT_TRUE(t.Insert(3, "three").ok());
+      ASSERT_TRUE(SaveTable(t, good_path_).ok());
+    });
+    good_ = Slurp(good_path_);
+    ASSERT_GT(good_.size(), 64u);
+  }
+
+  // Loads `bytes` as a file and expects `code` (or any of DataLoss / InvalidArgument when
+  // `code` is kUnknown), and that no table was created.
+  void ExpectRefused(const std::string& bytes, absl::StatusCode code, const std::string& why) {
+    Spit(path_, bytes);
+    RunInProcess(*node_, [&](Process&) {
+      absl::StatusOr<Table<int64_t, std::string>> t =
+          LoadTable<int64_t, std::string>(path_, LoadOptions{.name = "loaded"});
+      ASSERT_FALSE(t.ok()) << why;
+      if (code == absl::StatusCode::kUnknown) {
+        EXPECT_TRUE(t.status().code() == absl::StatusCode::kDataLoss ||
+                    t.status().code() == absl::StatusCode::kInvalidArgument)
+            << why << ": " << t.status();
+      } else {
+        EXPECT_EQ(t.status().code(), code) << why << ": " << t.status();
+      }
+      EXPECT_NE(t.status().message().find("file2tab"), std::string::npos) << t.status();
+      EXPECT_EQ(FindTable(*node_, "loaded").status().code(), absl::StatusCode::kNotFound) << why;
+    });
+  }
+
+  template <typename T>
+  std::string With(size_t at, T value, bool reseal = true) {
+    std::string bytes = good_;
+    std::memcpy(bytes.data() + at, &value, sizeof value);
+    if (reseal) table_file_internal::Reseal(&bytes);
+    return bytes;
+  }
+
+  std::unique_ptr<Node> node_;
+  std::string path_;
+  std::string good_path_;
+  std::string good_;
+};
+
+TEST_F(DamagedFileTest, TheGoodFileLoads) {
+  Spit(path_, good_);
+  RunInProcess(*node_, [&](Process&) {
+    auto t = LoadTable<int64_t, std::string>(path_, LoadOptions{.name = "loaded"}).value();
+    EXPECT_EQ(t.Get(3).value(), "three");
+  });
+  std::string resealed = good_;
+  table_file_internal::Reseal(&resealed);
+  EXPECT_EQ(resealed, good_);
+}
+
+TEST_F(DamagedFileTest, EveryTruncation) {
+  for (size_t n = 0; n < good_.size(); ++n) {
+    ExpectRefused(good_.substr(0, n), absl::StatusCode::kUnknown,
+                  "cut to " + std::to_string(n) + " bytes");
+    if (n >= 8) {
+      Spit(path_, good_.substr(0, n));
+      absl::StatusOr<TableFileInfo> info = TabFileInfo(path_);
+      EXPECT_EQ(info.status().code(), absl::StatusCode::kDataLoss) << n << ": " << info.status();
+    }
+  }
+  ExpectRefused(good_ + "x", absl::StatusCode::kDataLoss, "a byte appended");
+}
+
+TEST_F(DamagedFileTest, EveryByteFlipped) {
+  for (size_t i = 0; i < good_.size(); ++i) {
+    std::string bytes = good_;
+    bytes[i] = static_cast<char>(bytes[i] ^ 0x5a);
+    // The magic and the version: not a table file of this format; anything else: damaged.
+    ExpectRefused(bytes, i < 12 ? absl::StatusCode::kInvalidArgument : absl::StatusCode::kDataLoss,
+                  "byte " + std::to_string(i) + " flipped");
+  }
+}
+
+// Files whose checksums are right but whose contents are not: what the checks behind the
+// checksums catch.
+TEST_F(DamagedFileTest, ConsistentChecksumsWrongContents) {
+  const auto kDataLoss = absl::StatusCode::kDataLoss;
+  const auto kInvalid = absl::StatusCode::kInvalidArgument;
+  ExpectRefused(With<uint64_t>(24, 4), kDataLoss, "count one too high");
+  ExpectRefused(With<uint64_t>(24, 2), kDataLoss, "count one too low (bytes left over)");
+  ExpectRefused(With<uint64_t>(24, ~uint64_t{0}), kDataLoss, "count absurd");
+  ExpectRefused(With<uint64_t>(32, 1), kDataLoss, "body size disagrees with the file");
+  ExpectRefused(With<uint8_t>(16, 9), kDataLoss, "unknown table type");
+  ExpectRefused(With<uint8_t>(17, 9), kDataLoss, "unknown access");
+  ExpectRefused(With<uint32_t>(8, 2), kInvalid, "another format version");
+  ExpectRefused(With<uint32_t>(44, 0xffffff), kDataLoss, "a huge name length");
+  ExpectRefused("this is a text file, not a table\n", kInvalid, "a foreign file");
+  ExpectRefused("", kInvalid, "an empty file");
+  // The first object's string length made huge: the object no longer decodes.
+  const size_t header =
+      TabFileInfo(good_path_).value().file_bytes - TabFileInfo(good_path_).value().body_bytes;
+  ExpectRefused(With<uint8_t>(header + 8, 0x7f), kDataLoss, "a string runs past the end");
+  // A set file with a repeated key (made from scratch, checksums right).
+  {
+    TableFileInfo info = TabFileInfo(good_path_).value();
+    std::string body;
+    TableEncoder out(&body);
+    for (int64_t k : {5, 6, 5}) {
+      out.Put(k);
+      out.Put(std::string("v"));
+    }
+    info.objects = 3;
+    info.body_bytes = body.size();
+    info.body_crc = table_file_internal::Crc32c(0, body.data(), body.size());
+    const std::string crafted = table_file_internal::EncodeHeader(info) + body;
+    ExpectRefused(crafted, kDataLoss, "a set with a repeated key");
+    info.type = TableType::kDuplicateBag;  // The same objects are fine in a duplicate_bag.
+    Spit(path_, table_file_internal::EncodeHeader(info) + body);
+    RunInProcess(*node_, [&](Process&) {
+      auto t = LoadTable<int64_t, std::string>(path_, LoadOptions{.name = "loaded"});
+      ASSERT_TRUE(t.ok()) << t.status();
+      EXPECT_EQ(t->Size().value(), 3u);
+    });
+  }
+  // A file of other types: InvalidArgument, naming the types.
+  RunInProcess(*node_, [&](Process&) {
+    absl::StatusOr<Table<std::string, std::string>> other =
+        LoadTable<std::string, std::string>(good_path_, LoadOptions{.name = "loaded"});
+    EXPECT_EQ(other.status().code(), kInvalid) << other.status();
+  });
+}
+
+// A save while writers run: every object present throughout is in the file exactly once (the
+// file is decoded as it is, repeats included), and the file loads.
+class ConcurrentSaveTest : public ::testing::TestWithParam<TableType> {};
+
+TEST_P(ConcurrentSaveTest, ObjectsPresentThroughoutAreSavedOnce) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  TableOptions options;
+  options.type = GetParam();
+  options.access = Access::kPublic;
+  OwnedTable owned = SpawnOwner(*node, options);
+  IntTable t = IntTable::Attach(owned.table).value();
+  constexpr int64_t kStable = 20000;  // Keys 0..kStable-1 stay; writers churn keys above.
+  for (int64_t k = 0; k < kStable; ++k) ASSERT_TRUE(t.Insert(k, k).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> churned{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 2; ++w) {
+    writers.emplace_back([&, w] {
+      for (int64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        const int64_t k = kStable + (i * 2 + w) % 5000;
+        ASSERT_TRUE(t.Insert(k, k).ok());
+        if (i % 3 == 0) {
+          ASSERT_TRUE(t.Erase(kStable + (i * 7 + w) % 5000).ok());
+        }
+        churned.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  const std::string path =
+      TestDir() + "/concurrent_" + std::to_string(static_cast<int>(GetParam())) + ".tab";
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(SaveTable(t, path).ok());
+    TableFileInfo info;
+    std::vector<std::pair<int64_t, int64_t>> objects =
+        table_file_internal::DecodeFile<int64_t, int64_t>(Slurp(path), path, &info).value();
+    std::map<int64_t, int> seen;
+    for (const auto& [k, v] : objects) {
+      ASSERT_EQ(v, k);
+      ++seen[k];
+    }
+    for (int64_t k = 0; k < kStable; ++k) ASSERT_EQ(seen[k], 1) << "key " << k;
+    if (GetParam() != TableType::kDuplicateBag) {  // (There the churned keys have twins.)
+      for (const auto& [k, n] : seen) ASSERT_EQ(n, 1) << "key " << k << " saved twice";
+    }
+  }
+  stop = true;
+  for (auto& w : writers) w.join();
+  EXPECT_GT(churned.load(), 0);
+  RunInProcess(
+      *node, [&](Process&) { EXPECT_GE(LoadInts(path).value().Size().value(), size_t{kStable}); });
+  Send(owned.owner, StopOwner{});
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, ConcurrentSaveTest,
+                         ::testing::Values(TableType::kSet, TableType::kOrderedSet, TableType::kBag,
+                                           TableType::kDuplicateBag),
+                         [](const ::testing::TestParamInfo<TableType>& info) {
+                           std::string name = ToString(info.param);
+                           name.erase(std::remove(name.begin(), name.end(), '_'), name.end());
+                           return name;
+                         });
+
+}  // namespace
+}  // namespace etsmgr
