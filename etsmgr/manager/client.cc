@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -232,7 +233,24 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
         if (entry != nullptr) call.Erase(name, /*release=*/false);  // Its table was deleted.
         options.heir = Pid();                                       // The instance is the heir.
         options.heir_data.reset();
-        absl::StatusOr<AnyTable> table = factory.create(std::move(options));
+        bool loaded = false;
+        absl::StatusOr<AnyTable> table = absl::NotFoundError("");
+        if (factory.load != nullptr && !factory.load_path.empty()) {
+          table = factory.load(factory.load_path, options);
+          // No file: a first start; the table starts empty. Any other failure is the caller's
+          // to see (a damaged file is never silently replaced by an empty table).
+          loaded = table.ok();
+          if (!table.ok() && table.status().code() == absl::StatusCode::kNotFound &&
+              access(factory.load_path.c_str(), F_OK) != 0 && errno == ENOENT) {
+            table = absl::NotFoundError("");
+          } else if (!table.ok()) {
+            result = absl::Status(
+                table.status().code(),
+                absl::StrCat(Describe("new_table", name), ": ", table.status().message()));
+            break;
+          }
+        }
+        if (!loaded) table = factory.create(std::move(options));
         if (!table.ok()) {
           result = absl::Status(
               table.status().code(),
@@ -253,7 +271,13 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
         }
         call.Add(name, Entry{*table, Pid(), std::move(managed)});
         ++st->dir.counters.tables_created;
-        result = ManagedTableRef{st->manager, *std::move(table), true};
+        if (loaded) {
+          // Its data came from the file: initialised already.
+          table->core()->SetInitialised(true);
+          result = ManagedTableRef{st->manager, *std::move(table), false, true};
+        } else {
+          result = ManagedTableRef{st->manager, *std::move(table), true};
+        }
         break;
       }
     }

@@ -28,6 +28,17 @@
 //   by the instance -> handed back to the caller (its data intact); already the caller's -> OK;
 //   held by another live process -> AlreadyExists (table_exists). The reply says whether the
 //   table was created (`created`), so a client initialises only then.
+// - NewTableFromFile<K, V>(name, path, options): as NewTable, but a table created (first
+//   creation: unknown name or a deleted table) is filled from `path`, a file SaveTable wrote, so
+//   a restarted machine finds its data. The reply then has `loaded` set and `created` false (the
+//   data is there: do not initialise). No file at `path`: an empty table, `created` as NewTable.
+//   A file that cannot be loaded (damaged: DataLoss; other types or not a table file:
+//   InvalidArgument; unreadable: PermissionDenied...) or of another table type than
+//   `options.type`: the error, naming the file, and no table -- move the file aside to start
+//   empty; nothing is overwritten. The table takes `options`' name, access and write
+//   concurrency, the file's objects. A table the instance holds is handed back as by NewTable
+//   (the file is not read). The load runs in the caller under the directory's lock: other
+//   calls on the instance wait for it (~60 ms per million int64 entries here).
 // - AddTable(name, table): manage a table the caller owns, or re-register after a manager
 //   restart (idempotent); the same checks; PermissionDenied (not_owner) when the caller does not
 //   own the table; AlreadyExists when the table is managed under another name. Registration and
@@ -56,11 +67,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "etsmgr/process/call.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/process/supervisor.h"
 #include "etsmgr/table/table.h"
+#include "etsmgr/table/table_file.h"
 
 namespace etsmgr {
 
@@ -126,6 +139,8 @@ struct ManagedTableRef {
   // initialise it); false: it was initialised before and comes back with its data. Reported
   // true once per table: initialise it before your next suspension point.
   bool created = false;
+  // NewTableFromFile: the table was created and filled from the file (`created` is false).
+  bool loaded = false;
 };
 
 struct ManagedTableInfo {
@@ -165,11 +180,31 @@ struct TableFactory {
   // NewTable<K, V> sets this to `create` (its own CreateTable<K, V>): what it makes needs no
   // check. Any other create function's table is checked (owner, types).
   absl::StatusOr<AnyTable> (*trusted)(TableOptions options) = nullptr;
+  // NewTableFromFile<K, V>: loads a created table from `load_path` (LoadTableFor<K, V>).
+  absl::StatusOr<AnyTable> (*load)(const std::string& path, TableOptions options) = nullptr;
+  std::string load_path;
 };
 template <typename K, typename V>
 absl::StatusOr<AnyTable> CreateTable(TableOptions options) {
   absl::StatusOr<Table<K, V>> t = Table<K, V>::New(std::move(options));
   if (!t.ok()) return t.status();
+  return t->any();
+}
+template <typename K, typename V>
+absl::StatusOr<AnyTable> LoadTableFor(const std::string& path, TableOptions options) {
+  LoadOptions load;
+  load.name = options.name;
+  load.access = options.access;
+  load.write_concurrency = options.write_concurrency;
+  absl::StatusOr<Table<K, V>> t = LoadTable<K, V>(path, std::move(load));
+  if (!t.ok()) return t.status();
+  TableType found = t->Info().value().type;
+  if (found != options.type) {
+    (void)t->Delete();
+    return absl::InvalidArgumentError(absl::StrCat("file \"", path, "\" holds a ", ToString(found),
+                                                   ", not the ", ToString(options.type),
+                                                   " asked for"));
+  }
   return t->any();
 }
 }  // namespace manager_internal
@@ -193,6 +228,16 @@ class Etsmgr {
   template <TableKey K, typename V>
   Task<absl::StatusOr<ManagedTableRef>> NewTable(
       Process& self, std::string name, absl::Duration timeout = kDefaultCallTimeout) const;
+  template <TableKey K, typename V>
+  requires TableSerializable<K> && TableSerializable<V> Task<absl::StatusOr<ManagedTableRef>>
+  NewTableFromFile(Process& self, std::string name, std::string path, TableOptions options)
+  const;
+  // (An overload, not a default argument: gcc 12 destroys a defaulted temporary in a co_await
+  // expression twice.)
+  template <TableKey K, typename V>
+  requires TableSerializable<K> && TableSerializable<V> Task<absl::StatusOr<ManagedTableRef>>
+  NewTableFromFile(Process& self, std::string name, std::string path)
+  const { return NewTableFromFile<K, V>(self, std::move(name), std::move(path), TableOptions()); }
   Task<absl::StatusOr<ManagedTableRef>> AddTable(
       Process& self, std::string name, AnyTable table,
       absl::Duration timeout = kDefaultCallTimeout) const;
@@ -237,6 +282,21 @@ template <TableKey K, typename V>
 Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTable(Process& self, std::string name,
                                                        absl::Duration timeout) const {
   return NewTable<K, V>(self, std::move(name), TableOptions(), timeout);
+}
+
+template <TableKey K, typename V>
+requires TableSerializable<K> && TableSerializable<V> Task<absl::StatusOr<ManagedTableRef>>
+Etsmgr::NewTableFromFile(Process& self, std::string name, std::string path, TableOptions options)
+const {
+  manager_internal::TableFactory factory;
+  factory.key_type = &typeid(K);
+  factory.value_type = &typeid(V);
+  factory.create = &manager_internal::CreateTable<K, V>;
+  factory.trusted = factory.create;
+  factory.load = &manager_internal::LoadTableFor<K, V>;
+  factory.load_path = std::move(path);
+  return NewTableErased(self, std::move(name), std::move(options), std::move(factory),
+                        kDefaultCallTimeout);
 }
 
 }  // namespace etsmgr

@@ -3,6 +3,8 @@
 #include "etsmgr/manager/manager.h"
 
 #include <cstdint>
+#include <cstdlib>
+#include <fstream>
 #include <future>
 #include <memory>
 #include <string>
@@ -10,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/table/table_file.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -95,6 +98,110 @@ TEST_F(ManagerTest, NewTable) {
             "heir_after_del=0 delete=OK");
 }
 
+struct Go {};
+
+std::string TempPath(const std::string& leaf) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return absl::StrCat(dir != nullptr ? dir : "/tmp", "/", leaf);
+}
+
+// A restarted machine finds its data: the first creation loads the file SaveTable wrote; a
+// missing file gives an empty table; a damaged file or one of another type is an error that
+// creates and overwrites nothing; a table the instance holds comes back without reading the file.
+TEST_F(ManagerTest, NewTableFromFileLoadsOnFirstCreationOnly) {
+  const std::string path = TempPath("from_file.tab");
+  const std::string damaged = TempPath("from_file_damaged.tab");
+  std::remove(path.c_str());
+  std::string saved = Probe([&](Process&, Report report) -> Task<void> {
+    IntTable t = IntTable::New().value();
+    for (int64_t k = 0; k < 1000; ++k) t.Insert(k, k * 10).IgnoreError();
+    absl::Status st = SaveTable(t, path);
+    if (st.ok()) st = SaveTable(t, damaged);
+    (void)t.Delete();
+    report(st.ToString());
+    co_return;
+  });
+  ASSERT_EQ(saved, "OK");
+  {  // Flip one byte of the body.
+    std::fstream f(damaged, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-3, std::ios::end);
+    f.put('\x7f');
+  }
+  ASSERT_TRUE(StartManager(*node_).ok());
+  auto owner = std::make_shared<std::promise<void>>();
+  Pid first = node_
+                  ->Spawn([&, owner](Process& self) -> Task<void> {
+                    Etsmgr mgr;
+                    absl::StatusOr<ManagedTableRef> r =
+                        co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "t", path);
+                    EXPECT_TRUE(r.ok()) << r.status();
+                    if (r.ok()) {
+                      EXPECT_TRUE(r->loaded);
+                      EXPECT_FALSE(r->created);
+                      IntTable t = IntTable::Attach(r->table).value();
+                      EXPECT_EQ(t.Size().value(), 1000u);
+                      EXPECT_EQ(t.Get(999).value().value(), 9990);
+                      EXPECT_EQ(t.Info().value().heir, self.node().Whereis(mgr.vault_name()));
+                      t.Insert(5000, 1).IgnoreError();  // A write after the load.
+                      absl::StatusOr<ManagedTableRef> again =
+                          co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "t", path);
+                      EXPECT_TRUE(again.ok() && !again->loaded && !again->created);
+                    }
+                    owner->set_value();
+                    co_await self.Receive<Go>();
+                  })
+                  .value();
+  owner->get_future().get();
+  std::remove(path.c_str());  // The hand-back must not need the file.
+  std::string got = Probe([&](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr;
+    SendExit(first, ExitReason::Kill());
+    co_await AwaitDown(self, first);
+    absl::StatusOr<ManagedTableRef> back =
+        co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "t", path);
+    if (!back.ok()) co_return report(back.status().ToString());
+    IntTable t = IntTable::Attach(back->table).value();
+    std::string out =
+        absl::StrCat("back: loaded=", back->loaded, " created=", back->created,
+                     " size=", t.Size().value(), " write_kept=", t.Get(5000).value().value());
+    // No file: an empty table, to initialise.
+    absl::StatusOr<ManagedTableRef> fresh =
+        co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "fresh", path);
+    if (!fresh.ok()) co_return report(out + " fresh: " + fresh.status().ToString());
+    out += absl::StrCat(" fresh: loaded=", fresh->loaded, " created=", fresh->created,
+                        " size=", fresh->table.Info().value().size);
+    // A damaged file: DataLoss naming the file, no table, the file left as it was.
+    absl::StatusOr<ManagedTableRef> bad =
+        co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "bad", damaged);
+    out += absl::StrCat(" bad: ", absl::StatusCodeToString(bad.status().code()),
+                        " names_file=", bad.status().message().find(damaged) != std::string::npos,
+                        " names_table=", bad.status().message().find("bad") != std::string::npos);
+    // Another key type, or another table type: InvalidArgument.
+    std::string good = TempPath("from_file_good.tab");
+    IntTable src = IntTable::New().value();
+    src.Insert(1, 1).IgnoreError();
+    (void)SaveTable(src, good);
+    (void)src.Delete();
+    absl::StatusOr<ManagedTableRef> types =
+        co_await mgr.NewTableFromFile<std::string, int64_t>(self, "types", good);
+    out += absl::StrCat(" types: ", absl::StatusCodeToString(types.status().code()));
+    TableOptions ordered;
+    ordered.type = TableType::kOrderedSet;
+    absl::StatusOr<ManagedTableRef> kind =
+        co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "kind", good, ordered);
+    out += absl::StrCat(" kind: ", absl::StatusCodeToString(kind.status().code()));
+    absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+    out += absl::StrCat(" managed=", info.ok() ? info->tables.size() : 0);
+    report(out);
+  });
+  EXPECT_EQ(got,
+            "back: loaded=0 created=0 size=1001 write_kept=1 fresh: loaded=0 created=1 size=0 "
+            "bad: DATA_LOSS names_file=1 names_table=1 types: INVALID_ARGUMENT kind: "
+            "INVALID_ARGUMENT managed=2");
+  std::ifstream still(damaged, std::ios::binary);
+  EXPECT_TRUE(still.good());
+}
+
 TEST_F(ManagerTest, AddTable) {
   ASSERT_TRUE(StartManager(*node_).ok());
   std::string got = Probe([](Process& self, Report report) -> Task<void> {
@@ -141,8 +248,6 @@ TEST_F(ManagerTest, DelTableUnknownAndOneOfSeveralKeepsTheLink) {
   });
   EXPECT_EQ(got, "unknown=NOT_FOUND1 linked=1 del1=1 still_linked=1 del2=1 unlinked=1");
 }
-
-struct Go {};
 
 // A process that owns a managed table and waits (until Go, or until killed).
 Pid SpawnHolder(Node& node, std::string name, std::promise<ManagedTableRef>* made) {
