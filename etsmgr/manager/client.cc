@@ -1,6 +1,7 @@
 // The client API: every table call runs in the calling process, under the instance's lock, with
 // no suspension point (so the caller cannot die half-way and nothing can time out half-way).
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -188,6 +189,17 @@ bool Etsmgr::IsManager(Node& node, const Pid& pid) const {
   return std::find(seen.begin(), seen.end(), pid.serial()) != seen.end();
 }
 
+// True when `path` does not exist but its directory does: a first start. A missing directory
+// (an unmounted volume, a typo) is an error for the caller to see, not an empty table.
+static bool NoFileInExistingDirectory(const std::string& path) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0 || errno != ENOENT) return false;
+  const size_t slash = path.rfind('/');
+  const std::string dir =
+      slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1));
+  return stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std::string name,
                                                              TableOptions options,
                                                              manager_internal::TableFactory factory,
@@ -241,7 +253,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
           // to see (a damaged file is never silently replaced by an empty table).
           loaded = table.ok();
           if (!table.ok() && table.status().code() == absl::StatusCode::kNotFound &&
-              access(factory.load_path.c_str(), F_OK) != 0 && errno == ENOENT) {
+              NoFileInExistingDirectory(factory.load_path)) {
             table = absl::NotFoundError("");
           } else if (!table.ok()) {
             result = absl::Status(

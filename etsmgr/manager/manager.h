@@ -192,19 +192,20 @@ absl::StatusOr<AnyTable> CreateTable(TableOptions options) {
 }
 template <typename K, typename V>
 absl::StatusOr<AnyTable> LoadTableFor(const std::string& path, TableOptions options) {
+  // The header first: a table of another type is refused before anything is read or created.
+  absl::StatusOr<TableFileInfo> header = TabFileInfo(path);
+  if (!header.ok()) return header.status();
+  if (header->type != options.type) {
+    return absl::InvalidArgumentError(absl::StrCat("file \"", path, "\" holds a ",
+                                                   ToString(header->type), ", not the ",
+                                                   ToString(options.type), " asked for"));
+  }
   LoadOptions load;
   load.name = options.name;
   load.access = options.access;
   load.write_concurrency = options.write_concurrency;
   absl::StatusOr<Table<K, V>> t = LoadTable<K, V>(path, std::move(load));
   if (!t.ok()) return t.status();
-  TableType found = t->Info().value().type;
-  if (found != options.type) {
-    (void)t->Delete();
-    return absl::InvalidArgumentError(absl::StrCat("file \"", path, "\" holds a ", ToString(found),
-                                                   ", not the ", ToString(options.type),
-                                                   " asked for"));
-  }
   return t->any();
 }
 }  // namespace manager_internal

@@ -190,6 +190,10 @@ TEST_F(ManagerTest, NewTableFromFileLoadsOnFirstCreationOnly) {
     absl::StatusOr<ManagedTableRef> kind =
         co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "kind", good, ordered);
     out += absl::StrCat(" kind: ", absl::StatusCodeToString(kind.status().code()));
+    // A missing directory is not a first start: NotFound, no table.
+    absl::StatusOr<ManagedTableRef> no_dir = co_await mgr.NewTableFromFile<int64_t, int64_t>(
+        self, "no_dir", TempPath("no/such/dir/t.tab"));
+    out += absl::StrCat(" no_dir: ", absl::StatusCodeToString(no_dir.status().code()));
     absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
     out += absl::StrCat(" managed=", info.ok() ? info->tables.size() : 0);
     report(out);
@@ -197,7 +201,7 @@ TEST_F(ManagerTest, NewTableFromFileLoadsOnFirstCreationOnly) {
   EXPECT_EQ(got,
             "back: loaded=0 created=0 size=1001 write_kept=1 fresh: loaded=0 created=1 size=0 "
             "bad: DATA_LOSS names_file=1 names_table=1 types: INVALID_ARGUMENT kind: "
-            "INVALID_ARGUMENT managed=2");
+            "INVALID_ARGUMENT no_dir: NOT_FOUND managed=2");
   std::ifstream still(damaged, std::ios::binary);
   EXPECT_TRUE(still.good());
 }

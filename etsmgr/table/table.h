@@ -26,6 +26,9 @@
 // chunked Select / SelectReverse / SelectRange, Update and LookupElement. Such a function must be
 // short and must not call this table (the locks are not reentrant: it would deadlock) nor block;
 // a write's function runs under the write lock, so it sees and changes its object atomically.
+// A function that throws stops the call and the exception reaches the caller: objects handled
+// before it stay handled (each one atomically), a bag key's objects are all handled or none, the
+// rest are untouched. A null std::function predicate accepts every object.
 // Lambdas take the place of ETS match specifications:
 //
 //   size_t gone = t.SelectDelete([&](const std::string&, const Entry& e) {
@@ -262,6 +265,13 @@ class Table {
   using SetCore = table_internal::MapCore<K, V, table_internal::FlatMapOf<K, V>, false>;
   using OrderedCore = table_internal::MapCore<K, V, table_internal::BtreeMapOf<K, V>, false>;
   explicit Table(std::shared_ptr<Core> core) : core_(std::move(core)) {}
+  // The core for `options`, not yet established (no owner, name or listing).
+  static absl::StatusOr<std::shared_ptr<Core>> MakeCore(const TableOptions& options);
+  // New, filled with `entries` before anyone can see it (file2tab); `check(objects stored)`
+  // may refuse it, and then it never was visible.
+  static absl::StatusOr<Table> NewFilled(TableOptions options, std::vector<Entry> entries,
+                                         const char* what,
+                                         absl::FunctionRef<absl::Status(size_t)> check);
 
   // The hottest calls: Get and UpdateCounter on a set or ordered_set inline their common case
   // into the caller (the cores' TryGetFast / TryUpdateCounterFast) and make a call only for the
@@ -309,6 +319,31 @@ class Table {
 
 template <TableKey K, typename V>
 absl::StatusOr<Table<K, V>> Table<K, V>::New(TableOptions options) {
+  absl::StatusOr<std::shared_ptr<Core>> core = MakeCore(options);
+  if (!core.ok()) return core.status();
+  absl::Status established = TableCore::Establish(*core, std::move(options));
+  if (!established.ok()) return established;
+  return Table(*std::move(core));
+}
+
+template <TableKey K, typename V>
+absl::StatusOr<Table<K, V>> Table<K, V>::NewFilled(TableOptions options, std::vector<Entry> entries,
+                                                   const char* what,
+                                                   absl::FunctionRef<absl::Status(size_t)> check) {
+  absl::StatusOr<std::shared_ptr<Core>> core = MakeCore(options);
+  if (!core.ok()) return core.status();
+  // Filled before it is established: nobody can find it (by name or in a listing) half full.
+  absl::StatusOr<size_t> n = (*core)->InsertBulk(std::move(entries), what);
+  if (!n.ok()) return n.status();
+  if (absl::Status st = check(*n); !st.ok()) return st;
+  absl::Status established = TableCore::Establish(*core, std::move(options));
+  if (!established.ok()) return established;
+  return Table(*std::move(core));
+}
+
+template <TableKey K, typename V>
+absl::StatusOr<std::shared_ptr<typename Table<K, V>::Core>> Table<K, V>::MakeCore(
+    const TableOptions& options) {
   using table_internal::BtreeMapOf;
   using table_internal::FlatMapOf;
   using table_internal::MapCore;
@@ -339,9 +374,7 @@ absl::StatusOr<Table<K, V>> Table<K, V>::New(TableOptions options) {
     return absl::InvalidArgumentError(
         absl::StrCat("new table: unknown access mode ", static_cast<int>(options.access)));
   }
-  absl::Status established = TableCore::Establish(core, std::move(options));
-  if (!established.ok()) return established;
-  return Table(std::move(core));
+  return core;
 }
 
 template <TableKey K, typename V>
@@ -522,6 +555,10 @@ requires std::predicate<P&, const K&, const V&> absl::StatusOr<size_t> Table<K, 
     P&& pred)
 const {
   if (absl::Status st = Check(TableCore::Op::kRead, "select_count"); !st.ok()) return st;
+  // A null predicate (an empty std::function) accepts every object.
+  if constexpr (std::is_constructible_v<bool, const std::remove_cvref_t<P>&>) {
+    if (!static_cast<bool>(pred)) return core_->SelectCount(nullptr);
+  }
   auto call = [&pred](const K& k, const V& v) -> bool { return pred(k, v); };
   const typename Core::Match match(call);
   return core_->SelectCount(&match);
@@ -532,6 +569,10 @@ template <typename P>
 requires std::predicate<P&, const K&, const V&> absl::StatusOr<size_t> Table<K, V>::SelectDelete(
     P&& pred) {
   if (absl::Status st = Check(TableCore::Op::kWrite, "select_delete"); !st.ok()) return st;
+  // A null predicate (an empty std::function) accepts every object.
+  if constexpr (std::is_constructible_v<bool, const std::remove_cvref_t<P>&>) {
+    if (!static_cast<bool>(pred)) return core_->SelectDelete(nullptr);
+  }
   auto call = [&pred](const K& k, const V& v) -> bool { return pred(k, v); };
   const typename Core::Match match(call);
   return core_->SelectDelete(&match);

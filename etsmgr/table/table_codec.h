@@ -22,6 +22,7 @@
 #ifndef ETSMGR_TABLE_TABLE_CODEC_H_
 #define ETSMGR_TABLE_TABLE_CODEC_H_
 
+#include <algorithm>
 #include <bit>
 #include <concepts>
 #include <cstddef>
@@ -199,7 +200,10 @@ struct TableCodec<std::vector<T>> {
     uint64_t n;
     if (!in.GetVarint(&n) || n > in.remaining()) return false;
     v->clear();
-    v->reserve(n);
+    // Reserved up to a few thousand: each element takes at least one byte of the input, but may
+    // take far more memory than that once decoded (a string, a nested vector), so a count that
+    // is a lie must not reserve much; the rest grows as elements really decode.
+    v->reserve(static_cast<size_t>(std::min<uint64_t>(n, 4096)));
     for (uint64_t i = 0; i < n; ++i) {
       T e{};
       if (!in.Get(&e)) return false;

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <new>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -225,7 +226,9 @@ absl::Status ReadAll(int fd, char* out, size_t n, uint64_t offset, const std::st
 absl::StatusOr<std::string> Read(const std::string& path, size_t limit, const char* what,
                                  uint64_t* file_bytes) {
   const std::string where = Where(what, path);
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Non-blocking for the open alone: opening a FIFO to read would wait for a writer (for ever);
+  // anything but a regular file is refused below.
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) return ErrnoToStatus(errno, absl::StrCat(where, ": open"));
   struct stat st;
   if (fstat(fd, &st) != 0) {
@@ -237,8 +240,16 @@ absl::StatusOr<std::string> Read(const std::string& path, size_t limit, const ch
     close(fd);
     return absl::InvalidArgumentError(absl::StrCat(where, ": not a regular file"));
   }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   *file_bytes = static_cast<uint64_t>(st.st_size);
-  std::string out(std::min<uint64_t>(limit, *file_bytes), '\0');
+  std::string out;
+  try {
+    out.assign(std::min<uint64_t>(limit, *file_bytes), '\0');
+  } catch (const std::bad_alloc&) {
+    close(fd);
+    return absl::ResourceExhaustedError(
+        absl::StrCat(where, ": no memory for the file's ", *file_bytes, " bytes"));
+  }
   size_t got = 0;
   absl::Status read = ReadAll(fd, out.data(), out.size(), 0, where, &got);
   close(fd);
@@ -251,6 +262,16 @@ absl::StatusOr<std::string> Read(const std::string& path, size_t limit, const ch
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
   uint64_t file_bytes = 0;
+  // The header first: a file that is not a table file, or whose length disagrees with its
+  // header (a huge or sparse foreign file), is refused before its bytes are read or allocated.
+  {
+    absl::StatusOr<std::string> prefix =
+        Read(path, kFixedHeader + 3 * size_t{kMaxHeaderString}, what, &file_bytes);
+    if (!prefix.ok()) return prefix.status();
+    TableFileInfo info;
+    absl::StatusOr<size_t> header = ParseHeader(*prefix, file_bytes, what, path, &info);
+    if (!header.ok()) return header.status();
+  }
   absl::StatusOr<std::string> bytes = Read(path, ~size_t{0}, what, &file_bytes);
   if (bytes.ok() && bytes->size() != file_bytes) {
     return absl::DataLossError(absl::StrCat(Where(what, path), ": the file shrank while read"));
@@ -278,15 +299,18 @@ absl::Status AtomicFile::Error(const char* step, int err) const {
 }
 
 absl::Status AtomicFile::Open() {
-  temp_ = absl::StrCat(path_, ".tmp.", getpid(), ".",
-                       g_temp_counter.fetch_add(1, std::memory_order_relaxed));
-  fd_ = open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd_ < 0) {
+  // A stray temporary file of a save cut short by a crash may hold the name (a restarted
+  // program often has the same pid): take the next one. Mode 0600: a table's contents are its
+  // owner's (a private table's too).
+  for (int attempt = 0;; ++attempt) {
+    temp_ = absl::StrCat(path_, ".tmp.", getpid(), ".",
+                         g_temp_counter.fetch_add(1, std::memory_order_relaxed));
+    fd_ = open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd_ >= 0) return absl::OkStatus();
     const int err = errno;
     temp_.clear();  // Nothing of ours to remove.
-    return Error("create the temporary file", err);
+    if (err != EEXIST || attempt >= 1000) return Error("create the temporary file", err);
   }
-  return absl::OkStatus();
 }
 
 absl::Status AtomicFile::Append(std::string_view bytes) {

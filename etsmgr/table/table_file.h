@@ -91,6 +91,13 @@ struct TableAccess {
   static TypedCore<K, V>* Core(const Table<K, V>& table) {
     return table.core_.get();
   }
+  template <TableKey K, typename V>
+  static absl::StatusOr<Table<K, V>> NewFilled(TableOptions options,
+                                               std::vector<std::pair<K, V>> entries,
+                                               const char* what,
+                                               absl::FunctionRef<absl::Status(size_t)> check) {
+    return Table<K, V>::NewFilled(std::move(options), std::move(entries), what, check);
+  }
 };
 }  // namespace table_internal
 
@@ -113,8 +120,10 @@ absl::StatusOr<std::vector<std::pair<K, V>>> DecodeFile(std::string_view bytes,
                      info->value_tag, "> objects, the table is <", key_tag, ", ", value_tag, ">"));
   }
   std::vector<std::pair<K, V>> out;
-  // Never more than the body's size (checked), and grown as objects decode, not taken on trust.
-  out.reserve(static_cast<size_t>(std::min<uint64_t>(info->objects, uint64_t{1} << 20)));
+  // Reserved for what the body's bytes could hold at most and at most 64 MiB of objects; beyond
+  // that the vector grows as objects really decode: the header's count is not taken on trust.
+  out.reserve(static_cast<size_t>(std::min<uint64_t>(
+      {info->objects, body.size(), (uint64_t{64} << 20) / sizeof(std::pair<K, V>)})));
   TableDecoder in(body);
   for (uint64_t i = 0; i < info->objects; ++i) {
     K key{};
@@ -207,18 +216,15 @@ requires TableSerializable<K> && TableSerializable<V> absl::StatusOr<Table<K, V>
   table_options.heir = std::move(options.heir);
   table_options.heir_data = std::move(options.heir_data);
   table_options.write_concurrency = options.write_concurrency;
-  absl::StatusOr<Table<K, V>> table = Table<K, V>::New(std::move(table_options));
-  if (!table.ok()) return table.status();
-  absl::StatusOr<size_t> added =
-      table_internal::TableAccess::Core(*table)->InsertBulk(std::move(*objects), "file2tab");
-  if (!added.ok() || *added != info.objects) {
-    (void)table->Delete();
-    if (!added.ok()) return added.status();
-    return absl::DataLossError(absl::StrCat(
-        "file2tab(\"", path, "\"): the header counts ", info.objects, " objects but only ", *added,
-        " are distinct (a ", ToString(info.type), " cannot hold them all: the file is damaged)"));
-  }
-  return table;
+  const uint64_t expected = info.objects;
+  const TableType type = info.type;
+  return table_internal::TableAccess::NewFilled<K, V>(
+      std::move(table_options), std::move(*objects), "file2tab", [&](size_t added) {
+        if (added == expected) return absl::OkStatus();
+        return absl::DataLossError(absl::StrCat(
+            "file2tab(\"", path, "\"): the header counts ", expected, " objects but only ", added,
+            " are distinct (a ", ToString(type), " cannot hold them all: the file is damaged)"));
+      });
 }
 
 }  // namespace etsmgr

@@ -5,6 +5,7 @@
 #include "etsmgr/table/table_file.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -252,6 +253,41 @@ TEST(TableFileErrorsTest, AccessAndPaths) {
   absl::Status from_thread = SaveTable(t, path);
   EXPECT_EQ(from_thread.code(), absl::StatusCode::kPermissionDenied);  // Private.
   Send(owned.owner, StopOwner{});
+}
+
+// Review findings: a FIFO does not hang a load, a huge foreign file is refused before it is read
+// (no allocation of its size), a saved file is its owner's alone (0600).
+TEST(TableFileErrorsTest, FifoHugeFileAndMode) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  const std::string fifo = TestDir() + "/fifo.tab";
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string huge = TestDir() + "/huge.tab";
+  {
+    std::ofstream out(huge, std::ios::binary | std::ios::trunc);
+    out << "not a table file";
+  }
+  ASSERT_EQ(::truncate(huge.c_str(), off_t{1} << 40), 0);  // 1 TiB, sparse.
+  const std::string saved = TestDir() + "/mode.tab";
+  RunInProcess(*node, [&](Process&) {
+    absl::StatusOr<IntTable> from_fifo = LoadInts(fifo);
+    EXPECT_EQ(from_fifo.status().code(), absl::StatusCode::kInvalidArgument) << from_fifo.status();
+    EXPECT_NE(from_fifo.status().message().find("not a regular file"), std::string::npos);
+    EXPECT_EQ(TabFileInfo(fifo).status().code(), absl::StatusCode::kInvalidArgument);
+    absl::StatusOr<IntTable> from_huge = LoadInts(huge);
+    EXPECT_FALSE(from_huge.ok());
+    EXPECT_NE(from_huge.status().code(), absl::StatusCode::kResourceExhausted)
+        << "read before its header was checked: " << from_huge.status();
+    IntTable t = IntTable::New().value();
+    ASSERT_TRUE(t.Insert(1, 2).ok());
+    ASSERT_TRUE(SaveTable(t, saved).ok());
+    struct stat st;
+    ASSERT_EQ(::stat(saved.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    ASSERT_TRUE(t.Delete().ok());
+  });
+  ::unlink(fifo.c_str());
+  ::unlink(huge.c_str());
 }
 
 // --- Damaged files: a small valid file, then every way of breaking it.

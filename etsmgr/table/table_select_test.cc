@@ -96,6 +96,52 @@ TEST_P(TableSelectTest, SelectCount) {
   });
 }
 
+// A predicate that throws stops the call with its exception; a bag key's objects are all
+// handled or none (no object lost or duplicated half-way). A null std::function accepts all.
+TEST_P(TableSelectTest, ThrowingAndNullPredicates) {
+  Run([&](Process&) {
+    IntTable t = NewTable();
+    const size_t size = t.Size().value();
+    std::function<bool(const int64_t&, const int64_t&)> none;
+    EXPECT_EQ(t.SelectCount(none).value(), size);
+    std::vector<std::pair<int64_t, int64_t>> before = Sorted(t.ToList().value());
+    int calls = 0;
+    EXPECT_THROW((void)t.SelectDelete([&](const int64_t& k, const int64_t&) {
+      if (++calls == 2) throw std::runtime_error("boom");
+      return k < 0;  // Deletes nothing before the throw.
+    }),
+                 std::runtime_error);
+    EXPECT_EQ(Sorted(t.ToList().value()), before);
+    calls = 0;
+    EXPECT_THROW(
+        (void)t.SelectReplace([&](const int64_t&, const int64_t& v) -> std::optional<int64_t> {
+          if (++calls == 2) throw std::runtime_error("boom");
+          return v;  // The same value: nothing changes before the throw.
+        }),
+        std::runtime_error);
+    EXPECT_EQ(Sorted(t.ToList().value()), before);
+    if (IsBag(GetParam())) {
+      // Both objects of a key judged, the second throws: the first must not be gone.
+      IntTable b = NewTable();
+      ASSERT_TRUE(b.Clear().ok());
+      ASSERT_TRUE(b.Insert({{7, 1}, {7, 2}}).ok());
+      EXPECT_THROW((void)b.SelectDelete([](const int64_t&, const int64_t& v) {
+        if (v == 2) throw std::runtime_error("boom");
+        return true;
+      }),
+                   std::runtime_error);
+      EXPECT_EQ(b.SelectCount(none).value(), 2u);
+      std::vector<int64_t> values = b.Lookup(7).value();
+      std::sort(values.begin(), values.end());
+      EXPECT_EQ(values, (std::vector<int64_t>{1, 2}));
+      EXPECT_EQ(b.SelectDelete(none).value(), 2u);
+      EXPECT_EQ(b.Size().value(), 0u);
+      ASSERT_TRUE(b.Delete().ok());
+    }
+    ASSERT_TRUE(t.Delete().ok());
+  });
+}
+
 TEST_P(TableSelectTest, SelectDelete) {
   Run([&](Process&) {
     IntTable t = NewTable();

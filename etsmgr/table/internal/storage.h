@@ -31,6 +31,7 @@
 
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/functional/function_ref.h"
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
@@ -546,10 +547,19 @@ class MapCore final : public TypedCore<K, V> {
         if constexpr (kBag) {
           Values& values = it->second;
           const K& key = it->first;
-          auto end = std::remove_if(values.begin(), values.end(),
-                                    [&](const V& v) { return (*pred)(key, v); });
-          s.objects -= static_cast<size_t>(values.end() - end);
-          values.erase(end, values.end());
+          // Every value is judged before any moves: a predicate that throws leaves the key's
+          // objects as they were.
+          absl::InlinedVector<bool, 16> drop;
+          drop.reserve(values.size());
+          for (const V& v : values) drop.push_back((*pred)(key, v));
+          size_t kept = 0;
+          for (size_t i = 0; i < values.size(); ++i) {
+            if (drop[i]) continue;
+            if (kept != i) values[kept] = std::move(values[i]);
+            ++kept;
+          }
+          s.objects -= values.size() - kept;
+          values.erase(values.begin() + static_cast<ptrdiff_t>(kept), values.end());
           erase = values.empty();
         } else {
           erase = (*pred)(it->first, it->second);
@@ -571,10 +581,14 @@ class MapCore final : public TypedCore<K, V> {
         if constexpr (kBag) {
           Values& values = it->second;
           bool changed = false;
-          for (V& v : values) {
-            std::optional<V> fresh = fn(key, std::as_const(v));
-            if (!fresh) continue;
-            v = std::move(*fresh);
+          // Every replacement is computed before any is stored: a function that throws leaves
+          // the key's objects as they were (and no duplicates behind).
+          absl::InlinedVector<std::optional<V>, 4> fresh;
+          fresh.reserve(values.size());
+          for (const V& v : values) fresh.push_back(fn(key, v));
+          for (size_t i = 0; i < values.size(); ++i) {
+            if (!fresh[i]) continue;
+            values[i] = std::move(*fresh[i]);
             ++replaced;
             changed = true;
           }
