@@ -328,6 +328,18 @@ absl::StatusOr<size_t> Finish(const IoSpec& spec, const IoOp* op, bool timed_out
   return n;
 }
 
+void Release(IoOp* op, bool consumed) {
+  if (!consumed) {
+    if (op->Abandon()) {
+      // Still in flight: it finishes unseen (the poller closes what an accept brings).
+      op->owner->CancelIo(op);
+    } else if (op->kind == IoKind::kAccept && op->result >= 0) {
+      ::close(op->result);  // Completed, but its awaiter is gone before taking it.
+    }
+  }
+  op->Unref();
+}
+
 absl::Status CheckScheduler(const Scheduler* s, IoKind kind) {
   if (s == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -347,12 +359,7 @@ absl::Status CheckScheduler(const Scheduler* s, IoKind kind) {
 IoAwaiter::~IoAwaiter() {
   if (op_ == nullptr) return;
   if (armed()) scheduler_->CancelTimer(this);
-  if (!op_->done) {
-    // The frame goes while the kernel still has the operation: it finishes unseen.
-    op_->abandoned.store(true, std::memory_order_release);
-    scheduler_->CancelIo(op_);
-  }
-  op_->Unref();
+  io_internal::Release(op_, consumed_);
 }
 
 bool IoAwaiter::await_ready() noexcept { return !spec_.error.ok(); }
@@ -378,6 +385,7 @@ bool IoAwaiter::await_suspend(std::coroutine_handle<> h) noexcept {
 
 absl::StatusOr<size_t> IoAwaiter::await_resume() {
   if (!spec_.error.ok()) return spec_.error;
+  consumed_ = true;
   return io_internal::Finish(spec_, op_, timed_out_);
 }
 
@@ -420,12 +428,20 @@ Task<absl::StatusOr<int>> ConnectTcp(std::string host, uint16_t port, absl::Time
   if (!address.ok()) co_return address.status();
   absl::StatusOr<int> fd = TcpSocket(address->storage.ss_family);
   if (!fd.ok()) co_return fd.status();
+  // Closed unless connected, also when the frame is destroyed while connecting.
+  struct Closer {
+    int fd;
+    bool keep = false;
+    ~Closer() {
+      if (!keep) ::close(fd);
+    }
+  } closer{*fd};
   absl::Status connected = co_await Connect(*fd, *address, deadline);
   if (!connected.ok()) {
-    ::close(*fd);
     co_return absl::Status(connected.code(),
                            absl::StrCat(connected.message(), " (", address->ToString(), ")"));
   }
+  closer.keep = true;
   co_return *fd;
 }
 

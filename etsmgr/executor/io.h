@@ -106,6 +106,10 @@ void Fill(const IoSpec& spec, IoOp* op);
 // The operation's result: bytes, or the accepted descriptor; copies received data into the
 // spec's spans. `timed_out`: cancelled by its deadline.
 absl::StatusOr<size_t> Finish(const IoSpec& spec, const IoOp* op, bool timed_out);
+// Drops the awaiter's reference to a submitted `op`. Not `consumed` (the awaiter is destroyed
+// before reading the result): the operation is abandoned and cancelled, or if it completed
+// first, what it produced is disposed of (an accepted descriptor is closed). Any thread.
+void Release(IoOp* op, bool consumed);
 // FailedPrecondition unless I/O can run on `s` (a real scheduler's thread).
 absl::Status CheckScheduler(const Scheduler* s, IoKind kind);
 }  // namespace io_internal
@@ -131,6 +135,7 @@ class IoAwaiter : private IoWaker, private TimerNode {
   Scheduler* scheduler_ = nullptr;
   IoOp* op_ = nullptr;
   bool timed_out_ = false;
+  bool consumed_ = false;
   std::coroutine_handle<> handle_;
   ResumeRunnable resume_;
 };

@@ -91,9 +91,24 @@ class IoOp {
   // cancelled before it completed).
   int32_t result = 0;
   bool done = false;  // The result is in (the scheduler's thread).
-  // Its awaiter is gone: nobody reads the result, an accepted fd is closed.
-  std::atomic<bool> abandoned{false};
   IoWaker* waker = nullptr;
+
+  // Who disposes of the result, decided once across threads: the completion (which wakes the
+  // awaiter) or the awaiter giving up (whose operation then finishes unseen: an accepted
+  // connection is closed).
+  enum Outcome : uint8_t { kWaiting, kCompleted, kAbandoned };
+  std::atomic<uint8_t> outcome{kWaiting};
+  // The awaiter gives up. True: the operation had not completed, its result will be dropped
+  // (cancel it). False: it completed first, and the result is the caller's to dispose of.
+  bool Abandon() {
+    uint8_t waiting = kWaiting;
+    return outcome.compare_exchange_strong(waiting, kAbandoned, std::memory_order_acq_rel);
+  }
+  // The poller records the result. True: the awaiter still waits (wake it); false: abandoned.
+  bool MarkCompleted() {
+    uint8_t waiting = kWaiting;
+    return outcome.compare_exchange_strong(waiting, kCompleted, std::memory_order_acq_rel);
+  }
   Scheduler* owner = nullptr;  // Set at submission.
 
   // --- The poller's bookkeeping.

@@ -90,7 +90,7 @@ class IoPoller : public Poller {
     --in_flight_;
     op->result = result;
     op->done = true;
-    if (op->abandoned.load(std::memory_order_acquire)) {
+    if (!op->MarkCompleted()) {
       // Nobody takes what it produced: an accepted connection is closed, not leaked.
       if (op->kind == IoKind::kAccept && result >= 0) ::close(result);
     } else if (op->waker != nullptr) {
@@ -141,9 +141,7 @@ class UringPoller final : public IoPoller {
     if (!ring_ready_) return;
     // The kernel may write into an operation's buffer until it completes: cancel everything in
     // flight and wait for each completion before the buffers go. Nobody takes the results.
-    for (IoOp* op = head_; op != nullptr; op = op->next_in_flight) {
-      op->abandoned.store(true, std::memory_order_release);
-    }
+    for (IoOp* op = head_; op != nullptr; op = op->next_in_flight) op->Abandon();
     for (IoOp* op = head_; op != nullptr;) {
       IoOp* next = op->next_in_flight;
       Cancel(op);
@@ -219,7 +217,13 @@ class UringPoller final : public IoPoller {
       Defer(op, -ECANCELED);
       return;
     }
-    if (!pending_cancels_.empty() || !PrepareCancel(op)) pending_cancels_.push_back(op);
+    if (!pending_cancels_.empty() || !PrepareCancel(op)) {
+      pending_cancels_.push_back(op);
+      return;
+    }
+    // At once, not at the next reap: a cancelled receive must not take data that arrives after
+    // its awaiter is gone (a killed process's socket may be read by another).
+    io_uring_submit(&ring_);
   }
 
   void CancelFd(int fd) override {
@@ -390,9 +394,7 @@ class EpollPoller final : public IoPoller {
 
   ~EpollPoller() override {
     // Nothing is in the kernel: waiting operations just end, unseen.
-    for (IoOp* op = head_; op != nullptr; op = op->next_in_flight) {
-      op->abandoned.store(true, std::memory_order_release);
-    }
+    for (IoOp* op = head_; op != nullptr; op = op->next_in_flight) op->Abandon();
     for (auto& [fd, waiters] : fds_) {
       for (IoOp* op : {waiters.readers, waiters.writers}) {
         while (op != nullptr) {
@@ -440,6 +442,7 @@ class EpollPoller final : public IoPoller {
       int rc = ::close(op->fd);
       op->result = rc < 0 ? -errno : 0;
       op->done = true;
+      op->MarkCompleted();
       return true;
     }
     int32_t result;
@@ -447,6 +450,7 @@ class EpollPoller final : public IoPoller {
     if (interest == Interest::kNone) {
       op->result = result;
       op->done = true;
+      op->MarkCompleted();
       return true;
     }
     Track(op);
@@ -671,8 +675,13 @@ class EpollPoller final : public IoPoller {
   // Retries the queue's operations in order until one must wait again.
   static void RunReady(IoOp*& head, std::vector<std::pair<IoOp*, int32_t>>* finished) {
     while (IoOp* op = head) {
-      int32_t result;
-      if (Attempt(op, &result) != Interest::kNone) break;
+      int32_t result = -ECANCELED;
+      // An abandoned operation (its process died on another thread; the cancellation is on its
+      // way) makes no system call: its descriptor may already be closed and its number reused.
+      if (op->outcome.load(std::memory_order_acquire) != IoOp::kAbandoned &&
+          Attempt(op, &result) != Interest::kNone) {
+        break;
+      }
       head = op->next_waiting;
       op->next_waiting = nullptr;
       finished->emplace_back(op, result);
