@@ -36,6 +36,10 @@
 //
 // Threading: an operation completes on the scheduler it was started on; the awaiting task resumes
 // there.
+//
+// Side effect to know: the kernel's io_uring task work may interrupt a blocking system call with
+// a timeout (say a recv with SO_RCVTIMEO) in the thread that created or destroyed a runtime, which
+// then fails with EINTR, as POSIX allows any time: retry such calls on EINTR.
 #ifndef ETSMGR_EXECUTOR_IO_H_
 #define ETSMGR_EXECUTOR_IO_H_
 
