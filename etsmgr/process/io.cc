@@ -65,7 +65,11 @@ Task<absl::StatusOr<size_t>> RunIo(Process& self, IoSpec spec, absl::Time deadli
   if (spec.kind == IoKind::kClose) scheduler->CancelIoOnFd(spec.fd);
   if (scheduler->SubmitIo(op)) {
     guard.set_consumed();
-    co_return io_internal::Finish(spec, op, /*timed_out=*/false);
+    absl::StatusOr<size_t> result = io_internal::Finish(spec, op, /*timed_out=*/false);
+    // Done without waiting: still a reduction, so a connection that always finds data ready
+    // yields like any other busy process.
+    if (scheduler->Charge()) co_await self.Yield();
+    co_return result;
   }
   const uint64_t tag = op->tag();
   auto completes = [tag](const Envelope& e) {
