@@ -45,16 +45,15 @@ void CheckPieces(IoSpec& spec, size_t count) {
   if (count == 0) {
     spec.error = absl::InvalidArgumentError(absl::StrCat(IoKindName(spec.kind), ": no buffers"));
   } else if (count > IOV_MAX) {
-    spec.error = absl::InvalidArgumentError(absl::StrCat(IoKindName(spec.kind), ": ", count,
-                                                         " buffers (at most ", IOV_MAX, ")"));
+    spec.error = absl::InvalidArgumentError(
+        absl::StrCat(IoKindName(spec.kind), ": ", count, " buffers (at most ", IOV_MAX, ")"));
   }
 }
 
 void CheckRoom(IoSpec& spec, size_t room) {
   if (spec.error.ok() && room == 0) {
     // A zero-length read would "succeed" with 0, indistinguishable from the end of the stream.
-    spec.error =
-        absl::InvalidArgumentError(absl::StrCat(IoKindName(spec.kind), ": empty buffer"));
+    spec.error = absl::InvalidArgumentError(absl::StrCat(IoKindName(spec.kind), ": empty buffer"));
   }
 }
 
@@ -131,8 +130,7 @@ absl::StatusOr<int> ListenTcp(const ListenOptions& options) {
   absl::StatusOr<int> fd = TcpSocket(address->storage.ss_family);
   if (!fd.ok()) return fd.status();
   int one = 1;
-  if (options.reuse_address &&
-      ::setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) {
+  if (options.reuse_address && ::setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) {
     absl::Status status = ErrnoToStatus(errno, "setsockopt(SO_REUSEADDR)");
     ::close(*fd);
     return status;

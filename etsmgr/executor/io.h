@@ -96,12 +96,12 @@ struct IoSpec {
   IoKind kind = IoKind::kRecv;
   int fd = -1;
   int64_t offset = -1;
-  std::span<char> into;                   // recv, read
-  std::string_view from;                  // send, write
-  std::vector<std::span<char>> intos;     // recvmsg, readv
-  std::vector<std::string_view> froms;    // sendmsg, writev
-  SocketAddress address;                  // connect
-  absl::Status error;                     // A bad argument: the operation does not start.
+  std::span<char> into;                 // recv, read
+  std::string_view from;                // send, write
+  std::vector<std::span<char>> intos;   // recvmsg, readv
+  std::vector<std::string_view> froms;  // sendmsg, writev
+  SocketAddress address;                // connect
+  absl::Status error;                   // A bad argument: the operation does not start.
 };
 
 namespace io_internal {

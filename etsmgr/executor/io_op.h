@@ -81,7 +81,7 @@ class IoOp {
   std::unique_ptr<char[]> buffer;
   size_t length = 0;
   std::vector<iovec> iov;
-  msghdr msg{};        // recvmsg / sendmsg: points at `iov`.
+  msghdr msg{};         // recvmsg / sendmsg: points at `iov`.
   int64_t offset = -1;  // Reads and writes of files: the offset (-1: the file position).
   // connect: the address to connect to; accept: the peer's.
   sockaddr_storage addr{};

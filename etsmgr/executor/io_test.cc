@@ -151,13 +151,13 @@ TEST_P(IoTest, BlockingPipeDoesNotBlockTheScheduler) {
   rt->BlockOn([](int rfd, int wfd, std::atomic<bool>* other_ran) -> Task<void> {
     // The reader starts first and waits; the writer task on the same scheduler must still run.
     WaitSlot wrote;
-    Scheduler::Current()->Spawn([](int wfd, std::atomic<bool>* other_ran,
-                                   WaitSlot* wrote) -> Task<void> {
-      other_ran->store(true);
-      absl::StatusOr<size_t> n = co_await Write(wfd, "ping");
-      EXPECT_EQ(n.value_or(0), 4u);
-      wrote->Notify();
-    }(wfd, other_ran, &wrote));
+    Scheduler::Current()->Spawn(
+        [](int wfd, std::atomic<bool>* other_ran, WaitSlot* wrote) -> Task<void> {
+          other_ran->store(true);
+          absl::StatusOr<size_t> n = co_await Write(wfd, "ping");
+          EXPECT_EQ(n.value_or(0), 4u);
+          wrote->Notify();
+        }(wfd, other_ran, &wrote));
     char buf[8];
     absl::StatusOr<size_t> n = co_await Read(rfd, buf, -1, Deadline(absl::Seconds(30)));
     EXPECT_EQ(std::string(buf, n.value_or(0)), "ping");
@@ -207,15 +207,15 @@ TEST_P(IoTest, CloseCancelsAReceiveInFlight) {
     WaitSlot started;
     WaitSlot done;
     absl::Status result;
-    Scheduler::Current()->Spawn([](int fd, absl::Status* result, WaitSlot* started,
-                                   WaitSlot* done) -> Task<void> {
-      char buf[8];
-      // The notified waiter resumes only after this task suspends in the receive (one thread).
-      started->Notify();
-      absl::StatusOr<size_t> n = co_await Recv(fd, buf);
-      *result = n.status();
-      done->Notify();
-    }(pair->server, &result, &started, &done));
+    Scheduler::Current()->Spawn(
+        [](int fd, absl::Status* result, WaitSlot* started, WaitSlot* done) -> Task<void> {
+          char buf[8];
+          // The notified waiter resumes only after this task suspends in the receive (one thread).
+          started->Notify();
+          absl::StatusOr<size_t> n = co_await Recv(fd, buf);
+          *result = n.status();
+          done->Notify();
+        }(pair->server, &result, &started, &done));
     EXPECT_TRUE(co_await started.Wait(Deadline(absl::Seconds(30))));
     EXPECT_TRUE((co_await Close(pair->server)).ok());
     EXPECT_TRUE(co_await done.Wait(Deadline(absl::Seconds(30))));
@@ -295,17 +295,17 @@ TEST_P(IoTest, ManyConnectionsAtOnce) {
     std::atomic<int> echoed{0};
     WaitSlot all;
     for (int i = 0; i < kPairs; ++i) {
-      Scheduler::Current()->Spawn([](Pair p, std::atomic<int>* echoed,
-                                     WaitSlot* all) -> Task<void> {
-        char buf[32];
-        absl::StatusOr<size_t> n = co_await Recv(p.server, buf, Deadline(absl::Seconds(60)));
-        EXPECT_TRUE(n.ok()) << n.status();
-        if (n.ok()) {
-          absl::Status sent = co_await SendAll(p.server, std::string_view(buf, *n));
-          EXPECT_TRUE(sent.ok()) << sent;
-        }
-        if (echoed->fetch_add(1) + 1 == kPairs) all->Notify();
-      }(pairs[i], &echoed, &all));
+      Scheduler::Current()->Spawn(
+          [](Pair p, std::atomic<int>* echoed, WaitSlot* all) -> Task<void> {
+            char buf[32];
+            absl::StatusOr<size_t> n = co_await Recv(p.server, buf, Deadline(absl::Seconds(60)));
+            EXPECT_TRUE(n.ok()) << n.status();
+            if (n.ok()) {
+              absl::Status sent = co_await SendAll(p.server, std::string_view(buf, *n));
+              EXPECT_TRUE(sent.ok()) << sent;
+            }
+            if (echoed->fetch_add(1) + 1 == kPairs) all->Notify();
+          }(pairs[i], &echoed, &all));
     }
     co_await Yield();
     for (int i = 0; i < kPairs; ++i) {
@@ -333,18 +333,19 @@ TEST_P(IoTest, ShutdownWithOperationsInFlightLeaksNothing) {
     SocketAddress address = *LocalAddress(*listener);
     std::atomic<int> waiting{0};
     for (int i = 0; i < 8; ++i) {
-      ASSERT_TRUE(rt->Spawn([](int fd, std::atomic<int>* waiting) -> Task<void> {
-                      waiting->fetch_add(1);
-                      absl::StatusOr<int> c = co_await Accept(fd);
-                      if (c.ok()) ::close(*c);
-                    }(*listener, &waiting), i % 2)
+      ASSERT_TRUE(rt->Spawn(
+                        [](int fd, std::atomic<int>* waiting) -> Task<void> {
+                          waiting->fetch_add(1);
+                          absl::StatusOr<int> c = co_await Accept(fd);
+                          if (c.ok()) ::close(*c);
+                        }(*listener, &waiting),
+                        i % 2)
                       .ok());
     }
     int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     // Connections the pending accepts may or may not take before the shutdown.
-    ASSERT_EQ(::connect(client, reinterpret_cast<const sockaddr*>(&address.storage),
-                        address.length),
-              0);
+    ASSERT_EQ(
+        ::connect(client, reinterpret_cast<const sockaddr*>(&address.storage), address.length), 0);
     while (waiting.load() < 8) std::this_thread::yield();
     rt.reset();  // Destroys the accepting frames with their accepts in flight.
     ::close(client);

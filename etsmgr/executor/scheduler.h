@@ -39,9 +39,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "etsmgr/executor/backend.h"
-#include "etsmgr/executor/io_op.h"
 #include "etsmgr/executor/internal/run_queue.h"
 #include "etsmgr/executor/internal/timer_heap.h"
+#include "etsmgr/executor/io_op.h"
 #include "etsmgr/executor/runnable.h"
 #include "etsmgr/executor/task.h"
 

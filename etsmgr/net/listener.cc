@@ -30,7 +30,7 @@ struct Shared {
   // The running connections supervisor, set by its start (rest_for_one: the acceptor starts
   // after it, and again after each restart of it).
   std::mutex mu;
-  Pid connections;  // Guarded by mu.
+  Pid connections;       // Guarded by mu.
   uint64_t next_id = 0;  // Acceptor only.
 };
 
@@ -79,9 +79,7 @@ Task<void> Acceptor(Process& self, std::shared_ptr<Shared> shared) {
     ConnectionBody body = shared->body;
     ChildSpec spec = WorkerChild(
         absl::StrCat("connection-", ++shared->next_id),
-        [connection, body](Process& conn) -> Task<void> {
-          co_await body(conn, connection->fd);
-        },
+        [connection, body](Process& conn) -> Task<void> { co_await body(conn, connection->fd); },
         RestartType::kTemporary, shared->options.connection_shutdown);
     absl::StatusOr<Pid> started =
         co_await StartChild(self, ConnectionsSupervisor(*shared), std::move(spec));
@@ -100,8 +98,8 @@ absl::StatusOr<Listener> MakeListener(std::string id, ListenerOptions options,
                                       ConnectionBody body) {
   if (!body) return absl::InvalidArgumentError("listener: no connection body");
   if (options.max_connections <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "listener: max_connections ", options.max_connections, " (must be positive)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("listener: max_connections ", options.max_connections, " (must be positive)"));
   }
   if (absl::Status flags = ValidateFlags(options.flags); !flags.ok()) return flags;
   absl::StatusOr<int> fd = ListenTcp(options.listen);

@@ -59,8 +59,7 @@ struct Listener {
 };
 
 // Binds and listens now (errors name the address); the processes start with the spec.
-absl::StatusOr<Listener> MakeListener(std::string id, ListenerOptions options,
-                                      ConnectionBody body);
+absl::StatusOr<Listener> MakeListener(std::string id, ListenerOptions options, ConnectionBody body);
 
 }  // namespace etsmgr
 

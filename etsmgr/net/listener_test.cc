@@ -107,16 +107,15 @@ class ListenerTest : public BackendTest {
     EXPECT_TRUE(l.ok()) << l.status();
     address_ = l->address;
     stats_ = l->stats;
-    absl::StatusOr<Pid> sup = StartSupervisor(*node_, {RestartStrategy::kOneForOne, 5,
-                                                        absl::Seconds(5)},
-                                              {l->spec});
+    absl::StatusOr<Pid> sup =
+        StartSupervisor(*node_, {RestartStrategy::kOneForOne, 5, absl::Seconds(5)}, {l->spec});
     EXPECT_TRUE(sup.ok()) << sup.status();
     return *sup;
   }
 
   Pid Child(const Pid& sup, const std::string& id) {
-    absl::StatusOr<Pid> pid = node_->Run<absl::StatusOr<Pid>>(
-        [sup, id](Process& self) -> Task<absl::StatusOr<Pid>> {
+    absl::StatusOr<Pid> pid =
+        node_->Run<absl::StatusOr<Pid>>([sup, id](Process& self) -> Task<absl::StatusOr<Pid>> {
           absl::StatusOr<std::vector<ChildInfo>> children = co_await WhichChildren(self, sup);
           if (!children.ok()) co_return children.status();
           for (const ChildInfo& c : *children) {
@@ -234,9 +233,8 @@ TEST_P(ListenerTest, StoppingTheListenerClosesEverything) {
   Pid sup = Start({});
   int a = Dial(address_);
   EXPECT_EQ(Exchange(a, "x"), "x");
-  absl::Status stopped = node_->Run<absl::Status>([sup](Process& self) -> Task<absl::Status> {
-    co_return co_await StopSupervisor(self, sup);
-  });
+  absl::Status stopped = node_->Run<absl::Status>(
+      [sup](Process& self) -> Task<absl::Status> { co_return co_await StopSupervisor(self, sup); });
   EXPECT_TRUE(stopped.ok()) << stopped;
   EXPECT_EQ(RecvSome(a), "");  // The connection was stopped and closed.
   ::close(a);
@@ -249,12 +247,10 @@ TEST_P(ListenerTest, StoppingTheListenerClosesEverything) {
 TEST_P(ListenerTest, BadOptionsAreRejected) {
   ListenerOptions options;
   options.max_connections = 0;
-  EXPECT_EQ(MakeListener("l", options, Echo).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeListener("l", options, Echo).status().code(), absl::StatusCode::kInvalidArgument);
   options = {};
   options.listen.host = "not-an-address";
-  EXPECT_EQ(MakeListener("l", options, Echo).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeListener("l", options, Echo).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(MakeListener("l", {}, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
   // A port already in use.
   absl::StatusOr<Listener> first = MakeListener("l", {}, Echo);

@@ -20,9 +20,7 @@ struct IoCompleted {
 // process drops the message, so a completion racing the process's death is harmless.
 class ProcessIoOp final : public IoOp, private IoWaker {
  public:
-  ProcessIoOp(IoKind kind, int fd, Pid pid) : IoOp(kind, fd), pid_(std::move(pid)) {
-    waker = this;
-  }
+  ProcessIoOp(IoKind kind, int fd, Pid pid) : IoOp(kind, fd), pid_(std::move(pid)) { waker = this; }
   uint64_t tag() const { return reinterpret_cast<uint64_t>(this); }
 
  private:

@@ -56,8 +56,7 @@ inline Task<absl::StatusOr<size_t>> Send(Process& self, int fd, std::string_view
                                          absl::Time deadline = absl::InfiniteFuture()) {
   return RunIo(self, SendSpec(fd, data), deadline);
 }
-inline Task<absl::StatusOr<size_t>> RecvV(Process& self, int fd,
-                                          std::vector<std::span<char>> into,
+inline Task<absl::StatusOr<size_t>> RecvV(Process& self, int fd, std::vector<std::span<char>> into,
                                           absl::Time deadline = absl::InfiniteFuture()) {
   return RunIo(self, RecvVSpec(fd, std::move(into)), deadline);
 }

@@ -66,8 +66,7 @@ TEST_P(ProcessIoTest, EchoServerAndClientProcesses) {
                       while (true) {
                         absl::StatusOr<size_t> n = co_await Recv(self, *c, buf);
                         if (!n.ok() || *n == 0) break;
-                        absl::Status sent =
-                            co_await SendAll(self, *c, std::string_view(buf, *n));
+                        absl::Status sent = co_await SendAll(self, *c, std::string_view(buf, *n));
                         if (!sent.ok()) break;
                       }
                       co_await Close(self, *c);
@@ -75,25 +74,27 @@ TEST_P(ProcessIoTest, EchoServerAndClientProcesses) {
                   })
                   .ok());
   for (int client = 0; client < 20; ++client) {
-    absl::Status result = node->Run<absl::Status>([port, client](Process& self) -> Task<absl::Status> {
-      absl::StatusOr<int> fd = co_await ConnectTcp(self, "127.0.0.1", port, Deadline(absl::Seconds(30)));
-      if (!fd.ok()) co_return fd.status();
-      std::string text = "message " + std::to_string(client);
-      std::vector<std::string_view> pieces = {"[", text, "]"};
-      absl::Status sent = co_await SendAllV(self, *fd, pieces);
-      if (!sent.ok()) co_return sent;
-      std::string got;
-      char buf[64];
-      while (got.size() < text.size() + 2) {
-        absl::StatusOr<size_t> n = co_await Recv(self, *fd, buf, Deadline(absl::Seconds(30)));
-        if (!n.ok()) co_return n.status();
-        if (*n == 0) break;
-        got.append(buf, *n);
-      }
-      co_await Close(self, *fd);
-      if (got != "[" + text + "]") co_return absl::InternalError("echo was: " + got);
-      co_return absl::OkStatus();
-    });
+    absl::Status result =
+        node->Run<absl::Status>([port, client](Process& self) -> Task<absl::Status> {
+          absl::StatusOr<int> fd =
+              co_await ConnectTcp(self, "127.0.0.1", port, Deadline(absl::Seconds(30)));
+          if (!fd.ok()) co_return fd.status();
+          std::string text = "message " + std::to_string(client);
+          std::vector<std::string_view> pieces = {"[", text, "]"};
+          absl::Status sent = co_await SendAllV(self, *fd, pieces);
+          if (!sent.ok()) co_return sent;
+          std::string got;
+          char buf[64];
+          while (got.size() < text.size() + 2) {
+            absl::StatusOr<size_t> n = co_await Recv(self, *fd, buf, Deadline(absl::Seconds(30)));
+            if (!n.ok()) co_return n.status();
+            if (*n == 0) break;
+            got.append(buf, *n);
+          }
+          co_await Close(self, *fd);
+          if (got != "[" + text + "]") co_return absl::InternalError("echo was: " + got);
+          co_return absl::OkStatus();
+        });
     EXPECT_TRUE(result.ok()) << result;
   }
   node.reset();
@@ -135,12 +136,10 @@ TEST_P(ProcessIoTest, KilledWhileReceivingDiesAndTakesNoData) {
     // acted: the data then died with the process that had it (as a message in a dead Erlang
     // process's mailbox). In even rounds nobody had it: it is all there for the next reader.
     if (round % 2 == 0) {
-      absl::StatusOr<std::string> got =
-          node->Run<absl::StatusOr<std::string>>([fd = pair.a](Process& self)
-                                                     -> Task<absl::StatusOr<std::string>> {
+      absl::StatusOr<std::string> got = node->Run<absl::StatusOr<std::string>>(
+          [fd = pair.a](Process& self) -> Task<absl::StatusOr<std::string>> {
             char buf[64];
-            absl::StatusOr<size_t> n =
-                co_await Recv(self, fd, buf, Deadline(absl::Seconds(10)));
+            absl::StatusOr<size_t> n = co_await Recv(self, fd, buf, Deadline(absl::Seconds(10)));
             if (!n.ok()) co_return n.status();
             co_return std::string(buf, *n);
           });
@@ -180,9 +179,8 @@ TEST_P(ProcessIoTest, ExitSignalsActWhileWaiting) {
   absl::StatusOr<std::string> trapped = node->Run<absl::StatusOr<std::string>>(
       [fd = pair.a, fdb = pair.b](Process& self) -> Task<absl::StatusOr<std::string>> {
         self.set_trap_exit(true);
-        absl::StatusOr<Pid> crasher = self.SpawnLink([](Process& p) -> Task<void> {
-          co_await p.Exit(ExitReason::Custom("boom"));
-        });
+        absl::StatusOr<Pid> crasher = self.SpawnLink(
+            [](Process& p) -> Task<void> { co_await p.Exit(ExitReason::Custom("boom")); });
         if (!crasher.ok()) co_return crasher.status();
         ::send(fdb, "ok", 2, MSG_NOSIGNAL);
         char buf[8];
@@ -217,21 +215,21 @@ TEST_P(ProcessIoTest, KilledAcceptorsLeakNoDescriptors) {
     while (!waiting.load()) std::this_thread::yield();
     int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (round % 2 == 0) SendExit(*acceptor, ExitReason::Kill());
-    ASSERT_EQ(::connect(client, reinterpret_cast<const sockaddr*>(&address.storage),
-                        address.length),
-              0);
+    ASSERT_EQ(
+        ::connect(client, reinterpret_cast<const sockaddr*>(&address.storage), address.length), 0);
     if (round % 2 == 1) SendExit(*acceptor, ExitReason::Kill());
     AwaitDeath(*node, *acceptor);
     ::close(client);
   }
   // Connections still in the backlog are drained by one last acceptor.
-  absl::Status drained = node->Run<absl::Status>([fd = *listener](Process& self) -> Task<absl::Status> {
-    while (true) {
-      absl::StatusOr<int> c = co_await Accept(self, fd, Deadline(absl::Milliseconds(100)));
-      if (!c.ok()) co_return absl::OkStatus();
-      ::close(*c);
-    }
-  });
+  absl::Status drained =
+      node->Run<absl::Status>([fd = *listener](Process& self) -> Task<absl::Status> {
+        while (true) {
+          absl::StatusOr<int> c = co_await Accept(self, fd, Deadline(absl::Milliseconds(100)));
+          if (!c.ok()) co_return absl::OkStatus();
+          ::close(*c);
+        }
+      });
   EXPECT_TRUE(drained.ok());
   EXPECT_EQ(OpenFds(), fds_before);
   node.reset();
@@ -279,9 +277,8 @@ TEST_P(ProcessIoTest, CompletionsFindMigratedProcesses) {
                           if (side == 0) {
                             if (!(co_await SendAll(self, fd, "p")).ok()) ++failures;
                           }
-                          absl::StatusOr<size_t> n =
-                              co_await Recv(self, fd, std::span<char>(buf, 1),
-                                            Deadline(absl::Seconds(60)));
+                          absl::StatusOr<size_t> n = co_await Recv(
+                              self, fd, std::span<char>(buf, 1), Deadline(absl::Seconds(60)));
                           if (!n.ok() || *n != 1) ++failures;
                           if (side == 1) {
                             if (!(co_await SendAll(self, fd, "q")).ok()) ++failures;
@@ -292,12 +289,13 @@ TEST_P(ProcessIoTest, CompletionsFindMigratedProcesses) {
                       .ok());
     }
   }
-  std::string done = RunProbe(*node, [&finished](Process& self,
-                                                std::function<void(std::string)> report)
-                                         -> Task<void> {
-    while (finished.load() < 2 * kPairs) co_await self.Sleep(absl::Milliseconds(1));
-    report("done");
-  }, {}, std::chrono::seconds(120));
+  std::string done = RunProbe(
+      *node,
+      [&finished](Process& self, std::function<void(std::string)> report) -> Task<void> {
+        while (finished.load() < 2 * kPairs) co_await self.Sleep(absl::Milliseconds(1));
+        report("done");
+      },
+      {}, std::chrono::seconds(120));
   EXPECT_EQ(done, "done");
   EXPECT_EQ(failures.load(), 0);
   node.reset();

@@ -1,14 +1,13 @@
 #include "etsmgr/executor/internal/poller.h"
 
+#include <fcntl.h>
 #include <liburing.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <fcntl.h>
-#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -17,7 +16,6 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-
 #include "etsmgr/base/errno_status.h"
 #include "etsmgr/base/log.h"
 
@@ -62,7 +60,6 @@ class EventFd {
   explicit EventFd(int fd) : fd_(fd) {}
   int fd_;
 };
-
 
 // What both backends share: the list of operations in flight and completion.
 class IoPoller : public Poller {
@@ -158,8 +155,8 @@ class UringPoller final : public IoPoller {
     }
     if (in_flight_ > 0) {
       // Freeing their buffers now could let the kernel write into freed memory: leak them.
-      Logf(LogLevel::kError, "io_uring: %zu operations did not finish their cancellation; leaking them",
-           in_flight_);
+      Logf(LogLevel::kError,
+           "io_uring: %zu operations did not finish their cancellation; leaking them", in_flight_);
     }
     io_uring_queue_exit(&ring_);  // Also cancels the armed eventfd read.
   }
@@ -229,7 +226,8 @@ class UringPoller final : public IoPoller {
         return false;
     }
     // Not a socket (ENOTSOCK): the ring does it as a plain read or write. EINTR: the ring too.
-    if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOTSOCK || errno == EINTR)) {
+    if (rc < 0 &&
+        (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOTSOCK || errno == EINTR)) {
       return false;
     }
     op->result = rc < 0 ? -errno : static_cast<int32_t>(rc);
