@@ -279,7 +279,7 @@ void Info(const Args& a, CommandContext& c, std::string& out) {
                     "# Stats\r\ntotal_connections_received:", c.stats->total_connections.load(),
                     "\r\ntotal_commands_processed:", c.stats->total_commands.load(),
                     "\r\nrejected_connections:", c.stats->rejected_connections.load(),
-                    "\r\netsredis_shard_restarts:", c.stats->shard_restarts.load(), "\r\n\r\n");
+                    "\r\netsredis_shard_opens:", c.stats->shard_opens.load(), "\r\n\r\n");
   }
   if (want("keyspace")) {
     absl::StatusOr<size_t> n = c.keyspace->Size();

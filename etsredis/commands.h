@@ -61,7 +61,7 @@ struct ServerStats {
   std::atomic<uint64_t> total_connections{0};
   std::atomic<uint64_t> rejected_connections{0};
   std::atomic<uint64_t> total_commands{0};
-  std::atomic<uint64_t> shard_restarts{0};
+  std::atomic<uint64_t> shard_opens{0};  // Times a shard got its table (start or restart).
 };
 
 struct CommandContext {

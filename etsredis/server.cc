@@ -216,6 +216,7 @@ Task<void> ShardBody(Process& self, std::shared_ptr<ServerState> st, int shard) 
   Logf(LogLevel::kInfo, "etsredis: %s %s its table (%d keys)", Server::ShardName(shard),
        opened->created() ? "created" : "got back", size.ok() ? *size : 0);
   st->shards.Publish(shard, opened->table().any());
+  st->stats.shard_opens.fetch_add(1, std::memory_order_relaxed);
   while (true) {
     Message m = co_await self.Receive();
     absl::StatusOr<bool> handled = co_await opened->Handle(self, m);
@@ -362,8 +363,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(etsmgr::Node& node, Server
   top.push_back(listener->spec);
   etsmgr::SpawnOptions spawn;
   spawn.name = kSupervisorName;
+  // one_for_one: connections do not depend on the shards' processes (they use the tables), so
+  // the shards' supervisor giving up and restarting does not close any connection.
   absl::StatusOr<Pid> sup = etsmgr::StartSupervisor(
-      node, {etsmgr::RestartStrategy::kRestForOne, 10, absl::Seconds(10)}, std::move(top), spawn);
+      node, {etsmgr::RestartStrategy::kOneForOne, 10, absl::Seconds(10)}, std::move(top), spawn);
   if (!sup.ok()) return sup.status();
   std::unique_ptr<Server> server(new Server(node, st));
   server->supervisor_ = *sup;

@@ -6,7 +6,7 @@
 //   ... redis-cli -p 6379 set k v ...
 //   server->Stop();
 //
-// Shape (one supervision tree, registered "etsredis_sup", rest_for_one):
+// Shape (one supervision tree, registered "etsredis_sup", one_for_one):
 //   - "shards": a supervisor of `shards` processes "etsredis_shard_<i>". Each owns one managed
 //     table (a public set of string -> string, the instance its heir) for the keys that hash to
 //     it. A shard that crashes is restarted and gets its table back from the manager, with every

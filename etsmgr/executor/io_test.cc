@@ -198,6 +198,42 @@ TEST_P(IoTest, DeadlinePassesWithNothingToReceive) {
   }());
 }
 
+// A descriptor closed by plain close() after an operation on it was cancelled, whose number is
+// then reused by a new socket: operations on the new one are woken (epoll forgets a closed
+// descriptor's registration; the poller must not believe it still armed).
+TEST_P(IoTest, ADescriptorNumberReusedAfterCloseIsArmedAfresh) {
+  auto rt = MakeRuntime();
+  rt->BlockOn([]() -> Task<void> {
+    for (int round = 0; round < 20; ++round) {
+      absl::StatusOr<Pair> old = co_await Connected();
+      EXPECT_TRUE(old.ok()) << old.status();
+      if (!old.ok()) co_return;
+      char buf[8];
+      absl::StatusOr<size_t> n = co_await Recv(old->server, buf, Deadline(absl::Milliseconds(1)));
+      EXPECT_EQ(n.status().code(), absl::StatusCode::kDeadlineExceeded) << n.status();
+      const int number = old->server;
+      ::close(old->server);
+      ::close(old->client);
+      absl::StatusOr<Pair> fresh = co_await Connected();
+      EXPECT_TRUE(fresh.ok()) << fresh.status();
+      if (!fresh.ok()) co_return;
+      // The lowest free numbers are reused: one of the new pair has the old server's number.
+      int reused = fresh->server == number ? fresh->server : fresh->client;
+      int peer = reused == fresh->server ? fresh->client : fresh->server;
+      EXPECT_EQ(reused, number);
+      // The sender runs once the receive below waits (nothing is there before): the receive
+      // must be woken by the data.
+      Scheduler::Current()->Spawn(
+          [](int fd) -> Task<void> { EXPECT_TRUE((co_await SendAll(fd, "new")).ok()); }(peer));
+      absl::StatusOr<size_t> got = co_await Recv(reused, buf, Deadline(absl::Seconds(5)));
+      EXPECT_EQ(std::string(buf, got.value_or(0)), "new") << got.status();
+      if (!got.ok()) co_return;  // Never woken: the bug this test is for.
+      ::close(fresh->server);
+      ::close(fresh->client);
+    }
+  }());
+}
+
 TEST_P(IoTest, CloseCancelsAReceiveInFlight) {
   auto rt = MakeRuntime();
   rt->BlockOn([]() -> Task<void> {

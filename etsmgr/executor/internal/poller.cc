@@ -488,6 +488,9 @@ class EpollPoller final : public IoPoller {
     }
     Track(op);
     Waiters& w = fds_[op->fd];
+    // With no operation waiting, the descriptor may have been closed since it was armed (the
+    // kernel then dropped its registration) and its number reused: arm it afresh.
+    if (w.readers == nullptr && w.writers == nullptr) w.armed = 0;
     Append(interest == Interest::kRead ? w.readers : w.writers, op);
     Arm(op->fd, w);
     return false;
