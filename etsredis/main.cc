@@ -2,10 +2,14 @@
 // SIGTERM or SIGINT stops it cleanly. `--help` lists the flags.
 #include <signal.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
+#include <random>
 #include <string>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -28,6 +32,9 @@ constexpr char kUsage[] =
     "  --timeout=SECONDS         close a connection idle this long (0: never)\n"
     "  --proto-max-bulk-len=N    largest bulk string in a request, bytes (536870912)\n"
     "  --max-request-buffer=N    bytes buffered for one incomplete request (67108864)\n"
+    "  --spin-us=N               how long an idle scheduler spins before it sleeps (50)\n"
+    "  --kill-shard-every=MS     crash injection: kill a random shard every MS milliseconds\n"
+    "                            (0: never); the count is logged at the stop\n"
     "  --log=debug|info|notice|warning|error   (notice)\n";
 
 bool Flag(const std::string& arg, const char* name, std::string* value) {
@@ -49,6 +56,7 @@ int main(int argc, char** argv) {
   options.listen.port = 6379;
   etsmgr::RuntimeOptions runtime;
   etsmgr::LogLevel level = etsmgr::LogLevel::kNotice;
+  absl::Duration kill_every = absl::ZeroDuration();
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i], v;
     uint64_t n = 0;
@@ -92,6 +100,15 @@ int main(int argc, char** argv) {
         return Fail("--max-request-buffer: 1024 to 1073741824 bytes, not " + v);
       }
       options.limits.max_buffer = n;
+    } else if (Flag(arg, "spin-us", &v)) {
+      if (!absl::SimpleAtoi(v, &n) || n > 1'000'000)
+        return Fail("--spin-us: 0 to 1000000, not " + v);
+      runtime.spin = absl::Microseconds(n);
+    } else if (Flag(arg, "kill-shard-every", &v)) {
+      if (!absl::SimpleAtoi(v, &n) || n > 3'600'000) {
+        return Fail("--kill-shard-every: milliseconds (0: never), not " + v);
+      }
+      kill_every = absl::Milliseconds(n);
     } else if (Flag(arg, "log", &v)) {
       const char* names[] = {"debug", "info", "notice", "warning", "error"};
       bool found = false;
@@ -130,8 +147,38 @@ int main(int argc, char** argv) {
   }
   // The port chosen, on stdout, for scripts that asked for port 0.
   std::cout << "etsredis listening on " << (*server)->address().ToString() << std::endl;
+  // Crash injection: a thread that kills a random shard at a steady pace until the stop.
+  std::mutex chaos_mu;
+  std::condition_variable chaos_cv;
+  bool stopping = false;
+  uint64_t kills = 0;
+  std::thread chaos;
+  if (kill_every > absl::ZeroDuration()) {
+    chaos = std::thread([&] {
+      std::mt19937 rng(static_cast<uint32_t>(getpid()));
+      std::unique_lock<std::mutex> lock(chaos_mu);
+      while (!chaos_cv.wait_for(lock, absl::ToChronoNanoseconds(kill_every),
+                                [&] { return stopping; })) {
+        std::string name = etsredis::Server::ShardName(
+            static_cast<int>(rng() % static_cast<uint32_t>((*server)->shards())));
+        etsmgr::Pid shard = (*node)->Whereis(name);
+        if (!shard.valid()) continue;  // Restarting.
+        etsmgr::SendExit(shard, etsmgr::ExitReason::Kill());
+        ++kills;
+      }
+    });
+  }
   int sig = 0;
   sigwait(&stop, &sig);
+  if (chaos.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(chaos_mu);
+      stopping = true;
+    }
+    chaos_cv.notify_all();
+    chaos.join();
+    etsmgr::Logf(etsmgr::LogLevel::kNotice, "etsredis: crash injection killed %d shard(s)", kills);
+  }
   etsmgr::Logf(etsmgr::LogLevel::kNotice, "etsredis: %s received: stopping",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");
   absl::Status stopped = (*server)->Stop();
