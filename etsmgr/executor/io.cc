@@ -373,7 +373,14 @@ bool IoAwaiter::await_suspend(std::coroutine_handle<> h) noexcept {
   io_internal::Fill(spec_, op_);
   op_->waker = this;
   if (spec_.kind == IoKind::kClose) scheduler_->CancelIoOnFd(spec_.fd);
-  if (scheduler_->SubmitIo(op_)) return false;  // Done at once.
+  if (scheduler_->SubmitIo(op_)) {
+    // Done at once. Still a reduction: a task that always finds its data ready yields when its
+    // slice is used up, like any busy runnable.
+    if (!scheduler_->Charge()) return false;
+    resume_.set_handle(h);
+    scheduler_->Post(&resume_);
+    return true;
+  }
   handle_ = h;
   if (deadline_ != absl::InfiniteFuture()) {
     scheduler_->AddTimer(this, scheduler_->ToSchedulerNanos(deadline_));
