@@ -3,10 +3,12 @@
 #include "etsmgr/process/io.h"
 
 #include <dirent.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -253,6 +255,53 @@ TEST_P(ProcessIoTest, DeadlineLeavesTheSocketUsable) {
       });
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, "after");
+  ::close(pair.a);
+  ::close(pair.b);
+}
+
+// A reader that always finds data ready (its receives complete at once) still yields when its
+// slice is used up: a neighbour on its scheduler runs before the reader has drained the socket.
+// (Without the charge it never suspends until the data runs out.)
+TEST_P(ProcessIoTest, AReaderWithDataAlwaysReadyLetsItsNeighbourRun) {
+  auto node = MakeNode(1);
+  Pair pair = MakePair();
+  // Fill the socket: tens of thousands of 8-byte receives, each ready at once.
+  size_t filled = 0;
+  std::string chunk(4096, 'x');
+  while (true) {
+    ssize_t n = ::send(pair.b, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n <= 0) break;
+    filled += static_cast<size_t>(n);
+  }
+  ASSERT_GT(filled, size_t{64} << 10);
+  auto reader_done = std::make_shared<std::promise<uint64_t>>();
+  auto neighbour_saw = std::make_shared<std::promise<uint64_t>>();
+  auto reads = std::make_shared<std::atomic<uint64_t>>(0);
+  ASSERT_TRUE(node->Spawn([fd = pair.a, filled, reads, reader_done](Process& self) -> Task<void> {
+                    char buf[8];
+                    size_t got = 0;
+                    while (got < filled) {
+                      absl::StatusOr<size_t> n = co_await Recv(self, fd, buf);
+                      if (!n.ok() || *n == 0) break;
+                      got += *n;
+                      reads->fetch_add(1);
+                    }
+                    reader_done->set_value(reads->load());
+                  })
+                  .ok());
+  ASSERT_TRUE(node->Spawn([reads, neighbour_saw](Process&) -> Task<void> {
+                    co_await Sleep(absl::Milliseconds(1));
+                    neighbour_saw->set_value(reads->load());
+                  })
+                  .ok());
+  auto saw = neighbour_saw->get_future();
+  auto done = reader_done->get_future();
+  ASSERT_EQ(saw.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  ASSERT_EQ(done.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  const uint64_t at_neighbour = saw.get(), total = done.get();
+  EXPECT_LT(at_neighbour, total) << "the neighbour ran only once the reader had drained " << filled
+                                 << " bytes in " << total << " receives";
+  node.reset();
   ::close(pair.a);
   ::close(pair.b);
 }
