@@ -3,7 +3,8 @@
 #
 # Idempotent: a second run installs nothing and takes about a second.
 # Debian packages come from apt (Bazel 4.2.3 from bazel-bootstrap, Abseil, GoogleTest, Benchmark,
-# liburing, clang-14 for the clang/fuzz configs, clang-format for lint); buildifier comes from npm
+# liburing, hiredis and the Redis tools for etsredis, clang-14 for the clang/fuzz configs,
+# clang-format for lint); buildifier comes from npm
 # into a cache directory outside the source tree.
 set -euo pipefail
 
@@ -15,6 +16,9 @@ DEBIAN_PACKAGES=(
   libgmock-dev
   libbenchmark-dev
   liburing-dev
+  libhiredis-dev
+  redis-tools
+  redis-server
   clang-14
   libclang-rt-14-dev
   clang-format

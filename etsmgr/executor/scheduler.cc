@@ -198,6 +198,27 @@ void Scheduler::AddTimer(TimerNode* timer, int64_t deadline_ns) {
 
 int Scheduler::wake_fd() const { return poller_->wake_fd(); }
 
+int Scheduler::io_fd() const { return poller_->io_fd(); }
+
+bool Scheduler::SubmitIo(IoOp* op) {
+  op->owner = this;
+  return poller_->Submit(op);
+}
+
+void Scheduler::CancelIo(IoOp* op) {
+  if (t_current == this) {
+    poller_->Cancel(op);
+    return;
+  }
+  if (op->cancel_posted.exchange(true, std::memory_order_acq_rel)) return;
+  op->Ref();  // Held by the posted node until it runs or is discarded.
+  Post(&op->cancel_node);
+}
+
+void Scheduler::CancelIoOnFd(int fd) { poller_->CancelFd(fd); }
+
+size_t Scheduler::io_in_flight() const { return poller_->in_flight(); }
+
 absl::Duration Scheduler::TimeUntilNextTimer() const {
   TimerNode* top = timers_.top();
   if (top == nullptr) return absl::InfiniteDuration();
@@ -234,6 +255,7 @@ size_t Scheduler::RunReady() {
   CurrentScope scope(this);
   parked_.store(false, std::memory_order_seq_cst);
   poller_->Drain();
+  if (poller_->in_flight() > 0) poller_->Reap();
   remote_.DrainInto(ready_);
   size_t ran = FireExpiredTimers(NowNanos());
   // Run only what is ready on entry (plus what timers made ready), so this step ends even when
@@ -293,10 +315,14 @@ bool Scheduler::SpinForWork() {
                                   : std::thread::hardware_concurrency() < 2) {
     return false;
   }
+  // With I/O in flight, epoll learns of completions only in epoll_wait: park at once.
+  bool io = poller_->in_flight() > 0;
+  if (io && backend_ == Backend::kEpoll) return false;
   int64_t deadline = MonotonicNanos() + spin_ns_;
   if (TimerNode* top = timers_.top()) deadline = std::min(deadline, top->deadline_ns());
   for (unsigned i = 0;; ++i) {
     if (!remote_.IsEmpty() || stop_.load(std::memory_order_relaxed)) return true;
+    if (io && poller_->HasCompletions()) return true;
     if ((i & 63) == 63 && MonotonicNanos() >= deadline) return !timers_.empty();
     CpuRelax();
   }
@@ -319,7 +345,8 @@ void Scheduler::Park(int64_t limit_ns) {
 
 size_t Scheduler::Poll() {
   slice_expired_ = false;
-  size_t got = remote_.DrainInto(ready_);
+  size_t got = poller_->in_flight() > 0 ? poller_->Reap() : 0;
+  got += remote_.DrainInto(ready_);
   if (!timers_.empty()) got += FireExpiredTimers(MonotonicNanos());
   if (!siblings_.empty()) {
     if (steal_request_.load(std::memory_order_relaxed) != nullptr) {

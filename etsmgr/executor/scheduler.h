@@ -41,6 +41,7 @@
 #include "etsmgr/executor/backend.h"
 #include "etsmgr/executor/internal/run_queue.h"
 #include "etsmgr/executor/internal/timer_heap.h"
+#include "etsmgr/executor/io_op.h"
 #include "etsmgr/executor/runnable.h"
 #include "etsmgr/executor/task.h"
 
@@ -175,6 +176,21 @@ class Scheduler {
   // Times the running runnable yielded because its slice was used up (tests, benchmarks; any
   // thread may read it while the scheduler runs).
   uint64_t slices_used() const { return slices_used_.load(std::memory_order_relaxed); }
+
+  // --- Asynchronous I/O (see io.h for the awaitables built on these).
+  // Driving thread: starts `op` on this scheduler's poller. True when it completed at once (its
+  // result is in; no waker call follows). FailedPrecondition-worthy misuse (deterministic mode,
+  // which has no kernel waits) is the caller's to check.
+  bool SubmitIo(IoOp* op);
+  // Any thread: asks `op` (submitted here) to finish early; from another thread the request is
+  // forwarded to this scheduler's thread.
+  void CancelIo(IoOp* op);
+  // Driving thread: cancels every operation in flight here on `fd` (before it is closed).
+  void CancelIoOnFd(int fd);
+  // Operations in flight on this scheduler.
+  size_t io_in_flight() const;
+  // For embedding with I/O in flight: readable when completions are waiting.
+  int io_fd() const;
 
   // Driving thread only.
   void AddTimer(TimerNode* timer, int64_t deadline_ns);

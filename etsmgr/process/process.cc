@@ -126,7 +126,7 @@ void ProcessControl::Launch() {
 
 bool ProcessControl::MigrateTo(Scheduler* to) noexcept {
   // Queued, so not running. A process waiting for a deadline keeps its timer where it is.
-  if (pinned_ || armed()) return false;
+  if (pinned_ || armed() || io_waits_ > 0) return false;
   Scheduler* from = scheduler();
   from->RemoveRoot(this);
   to->AddRoot(this);
@@ -259,6 +259,9 @@ void ProcessControl::HandleSignal(ExitSignalEnvelope* signal) {
 
 std::unique_ptr<Envelope> ProcessControl::TakeMatch(const Matcher& matcher) {
   TakeIncoming();
+  // A signal that just arrived acts before any message is taken (it may have been sent before
+  // the message: the process dies at this suspension point, as in Erlang).
+  if (pending_exit_) return nullptr;
   for (Envelope* e = mailbox_head_; e != nullptr; e = e->next_) {
     if (matcher.Matches(*e)) {
       UnlinkFromMailbox(e);

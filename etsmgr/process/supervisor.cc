@@ -211,6 +211,12 @@ class Supervisor {
     Child& child = children_[index];
     child.pid = Pid();
     if (!ShouldRestart(child, reason)) {
+      // An abnormal end is reported even when nothing restarts (as OTP's child_terminated).
+      if (!reason.is_normal() && reason.kind() != ExitReason::Kind::kShutdown &&
+          LogEnabled(LogLevel::kWarning)) {
+        Logf(LogLevel::kWarning, "supervisor %s: child \"%s\" exited (%s), not restarted",
+             self_.self().ToString(), child.spec.id, reason.ToString());
+      }
       if (child.spec.restart == RestartType::kTemporary) {
         children_.erase(children_.begin() + static_cast<ptrdiff_t>(index));
       }

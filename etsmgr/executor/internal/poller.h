@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "etsmgr/executor/backend.h"
+#include "etsmgr/executor/io_op.h"
 
 namespace etsmgr {
 
@@ -30,12 +31,38 @@ class Poller {
   virtual Backend backend() const = 0;
   // Readable when a wake-up is pending (for event loops that embed a scheduler).
   virtual int wake_fd() const = 0;
+  // Readable when I/O completions are waiting (the ring's or the epoll descriptor), for event
+  // loops that embed a scheduler with I/O in flight.
+  virtual int io_fd() const = 0;
   // Any thread: makes a current or the next Wait() return.
   virtual void Wake() = 0;
   // Blocks until woken or `timeout_ns` passes (-1: no timeout). Consumes pending wake-ups.
   virtual void Wait(int64_t timeout_ns) = 0;
   // Consumes pending wake-ups without blocking.
   virtual void Drain() = 0;
+
+  // --- Asynchronous I/O (owner thread). Wait() and Reap() complete operations: each finished
+  // one gets its result, `done`, and its waker's IoDone (unless abandoned), then the poller drops
+  // its reference.
+  // Starts `op`. Returns true when it completed at once (the epoll backend tries the system call
+  // first): the result is in, the waker is not called and the poller keeps no reference.
+  // Otherwise the poller takes a reference and the operation completes later; io_uring batches
+  // submissions until the next Reap() or Wait().
+  virtual bool Submit(IoOp* op) = 0;
+  // Asks for `op` to finish early: it completes with -ECANCELED, or with its own result if that
+  // came first. A no-op for an operation that is done.
+  virtual void Cancel(IoOp* op) = 0;
+  // Cancels every operation in flight on `fd` (before closing it: io_uring keeps a receive on a
+  // closed socket waiting).
+  virtual void CancelFd(int fd) = 0;
+  // Without blocking: submits what is queued and completes what is finished. Returns how many
+  // operations completed.
+  virtual size_t Reap() = 0;
+  // Operations submitted and not completed yet.
+  virtual size_t in_flight() const = 0;
+  // Cheap check (no system call) for completions a Reap() would deliver now; false when the
+  // backend cannot tell without one.
+  virtual bool HasCompletions() const = 0;
 };
 
 // Monotonic clock in nanoseconds (CLOCK_MONOTONIC).

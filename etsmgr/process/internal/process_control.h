@@ -155,6 +155,10 @@ class ProcessControl final : public process_internal::PidTarget,
   Scheduler* scheduler() const { return scheduler_.load(std::memory_order_acquire); }
   // Stays on its scheduler (spawned on a given one): never stolen.
   void set_pinned(bool pinned) { pinned_ = pinned; }
+  // Owner thread: the process has I/O in flight on its scheduler (process/io.h). It is not stolen
+  // meanwhile, so that it dies, and cancels the operation, on the operation's scheduler: the
+  // cancellation is done before anyone sees the death.
+  void AddIoWait(int delta) { io_waits_ += delta; }
   // Owner thread: the process charged its time slice (it found work waiting); its next run
   // starts the slice's clock when it starts.
   void set_busy() { busy_ = true; }
@@ -279,6 +283,7 @@ class ProcessControl final : public process_internal::PidTarget,
   bool resources_closed_ = false;  // Guarded by mu_: set when the exit procedure begins.
   bool hooks_closed_ = false;      // Guarded by mu_: set when the exit hooks are taken to run.
   bool pinned_ = false;            // Immutable once launched.
+  int io_waits_ = 0;               // Owner thread: see AddIoWait().
   bool busy_ = false;              // Owner thread: see set_busy().
   std::atomic<uint32_t> mailbox_size_{0};
 

@@ -1,0 +1,139 @@
+#include "etsmgr/net/listener.h"
+
+#include <unistd.h>
+
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/base/log.h"
+#include "etsmgr/process/io.h"
+
+namespace etsmgr {
+namespace {
+
+// The listening socket, closed with the last spec that refers to it.
+struct ListenSocket {
+  explicit ListenSocket(int f) : fd(f) {}
+  ~ListenSocket() { ::close(fd); }
+  ListenSocket(const ListenSocket&) = delete;
+  ListenSocket& operator=(const ListenSocket&) = delete;
+  const int fd;
+};
+
+struct Shared {
+  std::shared_ptr<ListenSocket> socket;
+  ListenerOptions options;
+  ConnectionBody body;
+  std::shared_ptr<ListenerStats> stats = std::make_shared<ListenerStats>();
+  // The running connections supervisor, set by its start (rest_for_one: the acceptor starts
+  // after it, and again after each restart of it).
+  std::mutex mu;
+  Pid connections;       // Guarded by mu.
+  uint64_t next_id = 0;  // Acceptor only.
+};
+
+// One accepted connection: its descriptor is closed, and the live count dropped, when the last
+// holder lets go: the connection's process (its body function) and the supervisor's spec.
+struct Connection {
+  Connection(int f, std::shared_ptr<ListenerStats> s) : fd(f), stats(std::move(s)) {}
+  ~Connection() {
+    ::close(fd);
+    stats->live.fetch_sub(1, std::memory_order_relaxed);
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  const int fd;
+  std::shared_ptr<ListenerStats> stats;
+};
+
+Pid ConnectionsSupervisor(Shared& shared) {
+  std::lock_guard<std::mutex> lock(shared.mu);
+  return shared.connections;
+}
+
+Task<void> Acceptor(Process& self, std::shared_ptr<Shared> shared) {
+  const int listen_fd = shared->socket->fd;
+  while (true) {
+    absl::StatusOr<int> fd = co_await Accept(self, listen_fd);
+    if (!fd.ok()) {
+      // EMFILE and friends: the backlog waits; try again shortly rather than spin.
+      Logf(LogLevel::kWarning, "listener: %s", fd.status().ToString().c_str());
+      co_await self.Sleep(absl::Milliseconds(10));
+      continue;
+    }
+    shared->stats->accepted.fetch_add(1, std::memory_order_relaxed);
+    if (shared->stats->live.load(std::memory_order_relaxed) >= shared->options.max_connections) {
+      shared->stats->rejected.fetch_add(1, std::memory_order_relaxed);
+      if (!shared->options.reject_message.empty()) {
+        // Best effort, without waiting: a full socket buffer just loses the message.
+        (void)!::send(*fd, shared->options.reject_message.data(),
+                      shared->options.reject_message.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      }
+      ::close(*fd);
+      continue;
+    }
+    shared->stats->live.fetch_add(1, std::memory_order_relaxed);
+    auto connection = std::make_shared<Connection>(*fd, shared->stats);
+    ConnectionBody body = shared->body;
+    ChildSpec spec = WorkerChild(
+        absl::StrCat("connection-", ++shared->next_id),
+        [connection, body](Process& conn) -> Task<void> { co_await body(conn, connection->fd); },
+        RestartType::kTemporary, shared->options.connection_shutdown);
+    absl::StatusOr<Pid> started =
+        co_await StartChild(self, ConnectionsSupervisor(*shared), std::move(spec));
+    if (!started.ok()) {
+      // The connections supervisor is gone (it is being restarted, and so will this acceptor):
+      // the connection is closed with the last reference to it.
+      Logf(LogLevel::kWarning, "listener: connection not started: %s",
+           started.status().ToString().c_str());
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<Listener> MakeListener(std::string id, ListenerOptions options,
+                                      ConnectionBody body) {
+  if (!body) return absl::InvalidArgumentError("listener: no connection body");
+  if (options.max_connections <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listener: max_connections ", options.max_connections, " (must be positive)"));
+  }
+  if (absl::Status flags = ValidateFlags(options.flags); !flags.ok()) return flags;
+  absl::StatusOr<int> fd = ListenTcp(options.listen);
+  if (!fd.ok()) return fd.status();
+  auto shared = std::make_shared<Shared>();
+  shared->socket = std::make_shared<ListenSocket>(*fd);
+  shared->options = std::move(options);
+  shared->body = std::move(body);
+  absl::StatusOr<SocketAddress> address = LocalAddress(*fd);
+  if (!address.ok()) return address.status();
+
+  // "connections": many temporary children; their exits never count against the intensity.
+  SupervisorFlags connection_flags{RestartStrategy::kOneForOne, 0, absl::Seconds(1)};
+  ChildSpec connections =
+      SupervisorChild("connections", connection_flags, std::vector<ChildSpec>{});
+  auto start_connections = std::move(connections.start);
+  connections.start = [shared, start_connections](Process& sup) -> Task<absl::StatusOr<Pid>> {
+    absl::StatusOr<Pid> pid = co_await start_connections(sup);
+    if (pid.ok()) {
+      std::lock_guard<std::mutex> lock(shared->mu);
+      shared->connections = *pid;
+    }
+    co_return pid;
+  };
+  std::vector<ChildSpec> children;
+  children.push_back(std::move(connections));
+  children.push_back(WorkerChild(
+      "acceptor", [shared](Process& self) -> Task<void> { return Acceptor(self, shared); },
+      RestartType::kPermanent, absl::ZeroDuration()));
+  Listener listener;
+  listener.spec = SupervisorChild(std::move(id), shared->options.flags, std::move(children));
+  listener.address = *address;
+  listener.stats = shared->stats;
+  return listener;
+}
+
+}  // namespace etsmgr

@@ -1,0 +1,270 @@
+// The supervised listener on both backends: connections served by their own processes, the
+// descriptor closed whatever ends the connection, an acceptor restarted on the same socket,
+// the connection cap, and a stop that closes everything.
+#include "etsmgr/net/listener.h"
+
+#include <dirent.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "etsmgr/executor/internal/test_backends.h"
+#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/process/io.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr {
+namespace {
+
+int OpenFds() {
+  int n = 0;
+  DIR* dir = ::opendir("/proc/self/fd");
+  while (dirent* e = ::readdir(dir)) n += e->d_name[0] != '.';
+  ::closedir(dir);
+  return n - 1;
+}
+
+// Waits for `condition` (checked between short naps) until a 30 s deadline.
+template <typename F>
+bool WaitFor(F condition) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return true;
+}
+
+// A blocking client socket connected to `address`, with a receive timeout so a test cannot hang.
+int Dial(const SocketAddress& address) {
+  int fd = ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  int rc;
+  do {
+    rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address.storage), address.length);
+  } while (rc < 0 && errno == EINTR);
+  EXPECT_EQ(rc, 0) << strerror(errno);
+  return fd;
+}
+
+std::string RecvSome(int fd) {
+  char buf[256];
+  ssize_t n;
+  // EINTR: a blocking call with a timeout is interrupted by any pending notification, io_uring's
+  // task work included (rings torn down by earlier tests): retry.
+  do {
+    n = ::recv(fd, buf, sizeof buf, 0);
+  } while (n < 0 && errno == EINTR);
+  return n > 0 ? std::string(buf, n) : std::string();
+}
+
+std::string Exchange(int fd, const std::string& text) {
+  ssize_t sent;
+  do {
+    sent = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  EXPECT_EQ(sent, static_cast<ssize_t>(text.size()));
+  std::string got;
+  while (got.size() < text.size()) {
+    std::string part = RecvSome(fd);
+    if (part.empty()) break;
+    got += part;
+  }
+  return got;
+}
+
+Task<void> Echo(Process& self, int fd) {
+  char buf[256];
+  while (true) {
+    absl::StatusOr<size_t> n = co_await Recv(self, fd, buf);
+    if (!n.ok() || *n == 0) co_return;
+    if (!(co_await SendAll(self, fd, std::string_view(buf, *n))).ok()) co_return;
+  }
+}
+
+class ListenerTest : public BackendTest {
+ protected:
+  void SetUp() override {
+    BackendTest::SetUp();
+    if (IsSkipped()) return;
+    fds_before_ = OpenFds();
+    RuntimeOptions options;
+    options.schedulers = 2;
+    options.backend = backend();
+    node_ = std::move(*Node::Create(options));
+  }
+
+  Pid Start(ListenerOptions options, ConnectionBody body = Echo) {
+    absl::StatusOr<Listener> l = MakeListener("listener", std::move(options), std::move(body));
+    EXPECT_TRUE(l.ok()) << l.status();
+    address_ = l->address;
+    stats_ = l->stats;
+    absl::StatusOr<Pid> sup =
+        StartSupervisor(*node_, {RestartStrategy::kOneForOne, 5, absl::Seconds(5)}, {l->spec});
+    EXPECT_TRUE(sup.ok()) << sup.status();
+    return *sup;
+  }
+
+  Pid Child(const Pid& sup, const std::string& id) {
+    absl::StatusOr<Pid> pid =
+        node_->Run<absl::StatusOr<Pid>>([sup, id](Process& self) -> Task<absl::StatusOr<Pid>> {
+          absl::StatusOr<std::vector<ChildInfo>> children = co_await WhichChildren(self, sup);
+          if (!children.ok()) co_return children.status();
+          for (const ChildInfo& c : *children) {
+            if (c.id == id) co_return c.pid;
+          }
+          co_return absl::NotFoundError(id);
+        });
+    EXPECT_TRUE(pid.ok()) << pid.status();
+    return pid.value_or(Pid());
+  }
+
+  std::unique_ptr<Node> node_;
+  SocketAddress address_;
+  std::shared_ptr<const ListenerStats> stats_;
+  int fds_before_ = 0;
+};
+
+TEST_P(ListenerTest, ServesEachConnectionInItsOwnProcessAndClosesIt) {
+  Start({});
+  std::vector<int> clients;
+  for (int i = 0; i < 20; ++i) clients.push_back(Dial(address_));
+  for (int i = 0; i < 20; ++i) {
+    std::string text = "hello " + std::to_string(i);
+    EXPECT_EQ(Exchange(clients[i], text), text);
+  }
+  EXPECT_TRUE(WaitFor([&] { return stats_->live.load() == 20; }));
+  for (int fd : clients) ::close(fd);
+  // Each connection's process ends at end of stream; its descriptor goes with it.
+  EXPECT_TRUE(WaitFor([&] { return stats_->live.load() == 0; }));
+  EXPECT_EQ(stats_->accepted.load(), 20u);
+}
+
+TEST_P(ListenerTest, AKilledConnectionIsClosedAndOthersGoOn) {
+  std::atomic<int> started{0};
+  std::mutex mu;
+  std::vector<Pid> pids;
+  Start({}, [&](Process& self, int fd) -> Task<void> {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      pids.push_back(self.self());
+    }
+    ++started;
+    co_await Echo(self, fd);
+  });
+  int a = Dial(address_);
+  int b = Dial(address_);
+  ASSERT_TRUE(WaitFor([&] { return started.load() == 2; }));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    SendExit(pids[0], ExitReason::Kill());
+  }
+  // One of the two sees the end of its stream; the other still echoes.
+  char c;
+  pollfd p[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+  int ready;
+  do {
+    ready = ::poll(p, 2, 30'000);
+  } while (ready < 0 && errno == EINTR);
+  ASSERT_EQ(ready, 1);
+  int dead = (p[0].revents & POLLIN) ? a : b;
+  int alive = dead == a ? b : a;
+  ssize_t eof;
+  do {
+    eof = ::recv(dead, &c, 1, 0);
+  } while (eof < 0 && errno == EINTR);
+  EXPECT_EQ(eof, 0);
+  EXPECT_EQ(Exchange(alive, "still here"), "still here");
+  ::close(a);
+  ::close(b);
+  EXPECT_TRUE(WaitFor([&] { return stats_->live.load() == 0; }));
+}
+
+TEST_P(ListenerTest, ACrashedAcceptorIsRestartedOnTheSameSocket) {
+  Pid sup = Start({});
+  Pid listener = Child(sup, "listener");
+  Pid acceptor = Child(listener, "acceptor");
+  ASSERT_TRUE(acceptor.valid());
+  int before = Dial(address_);
+  EXPECT_EQ(Exchange(before, "one"), "one");
+  SendExit(acceptor, ExitReason::Kill());
+  AwaitDeath(*node_, acceptor);
+  // Connections made while it restarts wait in the backlog of the same socket.
+  int after = Dial(address_);
+  EXPECT_EQ(Exchange(after, "two"), "two");
+  EXPECT_EQ(Exchange(before, "three"), "three");  // rest_for_one: connections were not touched.
+  ::close(before);
+  ::close(after);
+  EXPECT_TRUE(WaitFor([&] { return stats_->live.load() == 0; }));
+}
+
+TEST_P(ListenerTest, BeyondTheCapANewConnectionIsRefused) {
+  ListenerOptions options;
+  options.max_connections = 2;
+  options.reject_message = "-ERR max number of clients reached\r\n";
+  Start(options);
+  int a = Dial(address_);
+  int b = Dial(address_);
+  EXPECT_EQ(Exchange(a, "a"), "a");
+  EXPECT_EQ(Exchange(b, "b"), "b");
+  int c = Dial(address_);
+  EXPECT_EQ(RecvSome(c), "-ERR max number of clients reached\r\n");
+  EXPECT_EQ(RecvSome(c), "");  // Closed.
+  ::close(c);
+  EXPECT_EQ(stats_->rejected.load(), 1u);
+  ::close(a);
+  ASSERT_TRUE(WaitFor([&] { return stats_->live.load() == 1; }));
+  int d = Dial(address_);
+  EXPECT_EQ(Exchange(d, "d"), "d");
+  ::close(b);
+  ::close(d);
+  EXPECT_TRUE(WaitFor([&] { return stats_->live.load() == 0; }));
+}
+
+TEST_P(ListenerTest, StoppingTheListenerClosesEverything) {
+  Pid sup = Start({});
+  int a = Dial(address_);
+  EXPECT_EQ(Exchange(a, "x"), "x");
+  absl::Status stopped = node_->Run<absl::Status>(
+      [sup](Process& self) -> Task<absl::Status> { co_return co_await StopSupervisor(self, sup); });
+  EXPECT_TRUE(stopped.ok()) << stopped;
+  EXPECT_EQ(RecvSome(a), "");  // The connection was stopped and closed.
+  ::close(a);
+  EXPECT_EQ(stats_->live.load(), 0);
+  node_.reset();
+  stats_.reset();
+  EXPECT_EQ(OpenFds(), fds_before_);  // The listening socket too.
+}
+
+TEST_P(ListenerTest, BadOptionsAreRejected) {
+  ListenerOptions options;
+  options.max_connections = 0;
+  EXPECT_EQ(MakeListener("l", options, Echo).status().code(), absl::StatusCode::kInvalidArgument);
+  options = {};
+  options.listen.host = "not-an-address";
+  EXPECT_EQ(MakeListener("l", options, Echo).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeListener("l", {}, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  // A port already in use.
+  absl::StatusOr<Listener> first = MakeListener("l", {}, Echo);
+  ASSERT_TRUE(first.ok());
+  options = {};
+  options.listen.port = first->address.port();
+  options.listen.reuse_address = false;
+  absl::StatusOr<Listener> second = MakeListener("l", options, Echo);
+  EXPECT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find("bind 127.0.0.1:"), std::string::npos)
+      << second.status();
+}
+
+ETSMGR_INSTANTIATE_ON_ALL_BACKENDS(ListenerTest);
+
+}  // namespace
+}  // namespace etsmgr

@@ -1,0 +1,397 @@
+#include "etsredis/server.h"
+
+#include <functional>
+#include <mutex>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/base/adaptive_mutex.h"
+#include "etsmgr/base/log.h"
+#include "etsmgr/executor/backend.h"
+#include "etsmgr/manager/managed_table.h"
+#include "etsmgr/net/listener.h"
+#include "etsmgr/process/io.h"
+#include "etsmgr/process/supervisor.h"
+
+namespace etsredis {
+
+using etsmgr::AnyTable;
+using etsmgr::Logf;
+using etsmgr::LogLevel;
+using etsmgr::Message;
+using etsmgr::Pid;
+using etsmgr::Process;
+using etsmgr::Task;
+using StringTable = etsmgr::Table<std::string, std::string>;
+
+namespace {
+
+constexpr char kSupervisorName[] = "etsredis_sup";
+constexpr size_t kReadSize = 16 << 10;
+constexpr size_t kFlushAt = 64 << 10;
+
+// Which shard a key belongs to: a fixed function of the key (libstdc++'s std::hash of a string
+// is not seeded), so the same key always lands on the same shard.
+size_t ShardOf(const std::string& key, size_t shards) {
+  return std::hash<std::string>{}(key) % shards;
+}
+
+}  // namespace
+
+// The shards' current tables. A shard publishes its table when it has it; a connection keeps
+// handles and looks again only when a shard published anew (one atomic load per key).
+class ShardSet {
+ public:
+  explicit ShardSet(int n) {
+    for (int i = 0; i < n; ++i) slots_.push_back(std::make_unique<Slot>());
+  }
+  size_t size() const { return slots_.size(); }
+
+  void Publish(int shard, AnyTable table) {
+    Slot& s = *slots_[shard];
+    {
+      std::lock_guard<etsmgr::AdaptiveMutex> lock(s.mu);
+      s.table = std::move(table);
+    }
+    s.generation.fetch_add(1, std::memory_order_release);
+    std::lock_guard<std::mutex> lock(ready_mu_);
+    ready_cv_.notify_all();
+  }
+  uint64_t generation(size_t shard) const {
+    return slots_[shard]->generation.load(std::memory_order_acquire);
+  }
+  AnyTable Current(size_t shard) const {
+    Slot& s = *slots_[shard];
+    std::lock_guard<etsmgr::AdaptiveMutex> lock(s.mu);
+    return s.table;
+  }
+  // True once every shard has published (from a plain thread).
+  bool WaitAllPublished(absl::Duration limit) {
+    std::unique_lock<std::mutex> lock(ready_mu_);
+    return ready_cv_.wait_for(lock, absl::ToChronoNanoseconds(limit), [&] {
+      for (const auto& s : slots_) {
+        if (s->generation.load(std::memory_order_acquire) == 0) return false;
+      }
+      return true;
+    });
+  }
+
+ private:
+  struct Slot {
+    mutable etsmgr::AdaptiveMutex mu;
+    AnyTable table;
+    std::atomic<uint64_t> generation{0};
+  };
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::mutex ready_mu_;
+  std::condition_variable ready_cv_;
+};
+
+struct ServerState {
+  ServerOptions options;
+  ServerConfig config;
+  ServerStats stats;
+  ShardSet shards;
+  etsmgr::SocketAddress address;
+  std::atomic<int64_t> next_client_id{1};
+  std::atomic<bool> stopped{false};
+  std::mutex stop_mu;
+
+  ServerState(ServerOptions o, int n) : options(std::move(o)), shards(n) {}
+};
+
+namespace {
+
+const absl::Status& StatusOf(const absl::Status& st) { return st; }
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& st) {
+  return st.status();
+}
+
+// One connection's view of the keyspace: a handle per shard, refreshed when the shard
+// publishes a table again.
+class ConnectionKeyspace final : public Keyspace {
+ public:
+  explicit ConnectionKeyspace(ShardSet& shards)
+      : shards_(shards), tables_(shards.size()), seen_(shards.size(), 0) {}
+
+  absl::StatusOr<std::optional<std::string>> Get(const std::string& key) override {
+    return Run(key, [&](StringTable& t) { return t.Get(key); });
+  }
+  absl::Status Set(const std::string& key, std::string value) override {
+    return Run(key, [&](StringTable& t) { return t.Insert(key, value); });
+  }
+  absl::StatusOr<bool> SetNew(const std::string& key, std::string value) override {
+    return Run(key, [&](StringTable& t) { return t.InsertNew(key, value); });
+  }
+  absl::StatusOr<bool> Modify(const std::string& key, const std::function<void(std::string&)>& fn,
+                              std::optional<std::string> if_absent) override {
+    return Run(key, [&](StringTable& t) -> absl::StatusOr<bool> {
+      if (if_absent.has_value()) return t.Update(key, fn, *if_absent);
+      return t.Update(key, fn);
+    });
+  }
+  absl::StatusOr<bool> Erase(const std::string& key) override {
+    return Run(key, [&](StringTable& t) -> absl::StatusOr<bool> {
+      absl::StatusOr<size_t> n = t.Erase(key);
+      if (!n.ok()) return n.status();
+      return *n > 0;
+    });
+  }
+  absl::StatusOr<bool> Exists(const std::string& key) override {
+    return Run(key, [&](StringTable& t) { return t.Member(key); });
+  }
+  absl::StatusOr<size_t> Size() override {
+    size_t total = 0;
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      absl::StatusOr<size_t> n = RunOn(i, [](StringTable& t) { return t.Size(); });
+      if (!n.ok()) return n.status();
+      total += *n;
+    }
+    return total;
+  }
+  absl::Status Clear() override {
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      absl::Status st = RunOn(i, [](StringTable& t) { return t.Clear(); });
+      if (!st.ok()) return st;
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  template <typename F>
+  auto Run(const std::string& key, F&& op) -> decltype(op(std::declval<StringTable&>())) {
+    return RunOn(ShardOf(key, shards_.size()), std::forward<F>(op));
+  }
+  // Runs `op` on the shard's table; on a failure, once more if the shard has published another
+  // table meanwhile. A failure names the shard.
+  template <typename F>
+  auto RunOn(size_t shard, F&& op) -> decltype(op(std::declval<StringTable&>())) {
+    for (int attempt = 0;; ++attempt) {
+      StringTable* t = Table(shard);
+      if (t == nullptr) {
+        return absl::UnavailableError(absl::StrCat("shard ", shard, " has no table yet"));
+      }
+      auto result = op(*t);
+      if (result.ok() || attempt > 0 || shards_.generation(shard) == seen_[shard]) {
+        if (!result.ok()) {
+          const absl::Status& st = StatusOf(result);
+          return absl::Status(st.code(), absl::StrCat("shard ", shard, ": ", st.message()));
+        }
+        return result;
+      }
+    }
+  }
+  StringTable* Table(size_t shard) {
+    uint64_t g = shards_.generation(shard);
+    if (g != seen_[shard]) {
+      seen_[shard] = g;
+      absl::StatusOr<StringTable> t = StringTable::Attach(shards_.Current(shard));
+      tables_[shard] = t.ok() ? std::optional<StringTable>(*std::move(t)) : std::nullopt;
+    }
+    return tables_[shard].has_value() ? &*tables_[shard] : nullptr;
+  }
+
+  ShardSet& shards_;
+  std::vector<std::optional<StringTable>> tables_;
+  std::vector<uint64_t> seen_;
+};
+
+// A shard: owns its managed table (the instance is its heir) and rides out manager restarts.
+Task<void> ShardBody(Process& self, std::shared_ptr<ServerState> st, int shard) {
+  etsmgr::TableOptions options;
+  options.access = etsmgr::Access::kPublic;
+  absl::StatusOr<etsmgr::ManagedTable<std::string, std::string>> opened =
+      co_await etsmgr::ManagedTable<std::string, std::string>::Open(
+          self, etsmgr::Etsmgr(st->options.instance), Server::ShardName(shard), options,
+          [](StringTable&) { return absl::OkStatus(); }, st->options.start_timeout);
+  if (!opened.ok()) {
+    Logf(LogLevel::kError, "etsredis: %s has no table: %s", Server::ShardName(shard),
+         opened.status().ToString());
+    co_await self.Exit(etsmgr::ExitReason::Custom(std::string(opened.status().message())));
+  }
+  absl::StatusOr<size_t> size = opened->table().Size();
+  Logf(LogLevel::kInfo, "etsredis: %s %s its table (%d keys)", Server::ShardName(shard),
+       opened->created() ? "created" : "got back", size.ok() ? *size : 0);
+  st->shards.Publish(shard, opened->table().any());
+  st->stats.shard_opens.fetch_add(1, std::memory_order_relaxed);
+  while (true) {
+    Message m = co_await self.Receive();
+    absl::StatusOr<bool> handled = co_await opened->Handle(self, m);
+    if (!handled.ok()) {
+      // The manager did not come back in time: crash, and let the supervisor retry.
+      co_await self.Exit(etsmgr::ExitReason::Custom(std::string(handled.status().message())));
+    }
+    if (*handled) continue;
+    if (const auto* x = m.As<etsmgr::ExitSignal>()) {
+      // The supervisor's shutdown (nothing else is linked to a shard).
+      etsmgr::ExitReason reason = x->reason;
+      co_await self.Exit(std::move(reason));
+    }
+  }
+}
+
+Task<void> ConnectionBody(Process& self, int fd, std::shared_ptr<ServerState> st) {
+  struct Counted {
+    ServerStats& stats;
+    explicit Counted(ServerStats& s) : stats(s) {
+      stats.connected_clients.fetch_add(1, std::memory_order_relaxed);
+      stats.total_connections.fetch_add(1, std::memory_order_relaxed);
+    }
+    ~Counted() { stats.connected_clients.fetch_sub(1, std::memory_order_relaxed); }
+  } counted(st->stats);
+  RequestParser parser(st->options.limits);
+  ConnectionKeyspace keyspace(st->shards);
+  CommandContext context;
+  context.keyspace = &keyspace;
+  context.config = &st->config;
+  context.stats = &st->stats;
+  context.client_id = st->next_client_id.fetch_add(1, std::memory_order_relaxed);
+  const absl::Duration idle = st->options.idle_timeout;
+  std::vector<char> buffer(kReadSize);
+  std::string out;
+  auto flush = [&]() -> Task<absl::Status> {
+    absl::Status sent = co_await etsmgr::SendAll(
+        self, fd, out,
+        idle > absl::ZeroDuration() ? etsmgr::Deadline(idle) : absl::InfiniteFuture());
+    out.clear();
+    if (out.capacity() > (size_t{1} << 20)) out.shrink_to_fit();
+    co_return sent;
+  };
+  while (true) {
+    absl::StatusOr<size_t> got = co_await etsmgr::Recv(
+        self, fd, std::span<char>(buffer),
+        idle > absl::ZeroDuration() ? etsmgr::Deadline(idle) : absl::InfiniteFuture());
+    if (!got.ok()) {
+      if (got.status().code() == absl::StatusCode::kDeadlineExceeded) {
+        Logf(LogLevel::kDebug, "etsredis: client %d idle for %s: closed", context.client_id,
+             absl::FormatDuration(idle));
+      }
+      co_return;
+    }
+    if (*got == 0) co_return;  // The client closed.
+    parser.Feed(std::string_view(buffer.data(), *got));
+    bool close = false;
+    while (!close) {
+      RequestParser::Result r = parser.Next();
+      if (r == RequestParser::Result::kNeedMore) break;
+      if (r == RequestParser::Result::kError) {
+        AppendError(out, absl::StrCat("ERR ", parser.error()));
+        Logf(LogLevel::kInfo, "etsredis: client %d: %s: closed", context.client_id, parser.error());
+        close = true;
+        break;
+      }
+      close = Execute(parser.args(), context, out) == AfterCommand::kClose;
+      if (out.size() >= kFlushAt) {
+        if (!(co_await flush()).ok()) co_return;
+      }
+    }
+    if (!out.empty() && !(co_await flush()).ok()) co_return;
+    if (close) co_return;
+  }
+}
+
+}  // namespace
+
+std::string Server::ShardName(int shard) { return absl::StrCat("etsredis_shard_", shard); }
+
+Server::Server(etsmgr::Node& node, std::shared_ptr<ServerState> state)
+    : node_(node), state_(std::move(state)) {}
+
+Server::~Server() { Stop().IgnoreError(); }
+
+const etsmgr::SocketAddress& Server::address() const { return state_->address; }
+const ServerStats& Server::stats() const { return state_->stats; }
+int Server::shards() const { return static_cast<int>(state_->shards.size()); }
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(etsmgr::Node& node, ServerOptions options) {
+  int n = options.shards > 0 ? options.shards : node.runtime().size();
+  if (options.shards < 0 || options.shards > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "etsredis: shards must be 0 (one per scheduler) to 1024, not ", options.shards));
+  }
+  if (options.max_clients < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("etsredis: max_clients must be at least 1, not ", options.max_clients));
+  }
+  if (options.idle_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("etsredis: idle_timeout must not be negative");
+  }
+  if (options.limits.max_bulk == 0 || options.limits.max_buffer < 1024 ||
+      options.limits.max_inline < 16 || options.limits.max_args == 0) {
+    return absl::InvalidArgumentError(
+        "etsredis: request limits too small (max_bulk > 0, max_buffer >= 1024, max_inline >= 16, "
+        "max_args > 0)");
+  }
+  auto st = std::make_shared<ServerState>(options, n);
+  st->config.bind = options.listen.host;
+  st->config.max_clients = options.max_clients;
+  st->config.timeout_seconds = absl::ToInt64Seconds(options.idle_timeout);
+  st->config.proto_max_bulk_len = options.limits.max_bulk;
+  st->config.shards = n;
+  st->config.backend = std::string(etsmgr::BackendName(node.runtime().backend()));
+
+  std::vector<etsmgr::ChildSpec> shard_children;
+  for (int i = 0; i < n; ++i) {
+    shard_children.push_back(etsmgr::ChildSpec{
+        .id = ShardName(i), .start = [st, i](Process& sup) -> Task<absl::StatusOr<Pid>> {
+          etsmgr::SpawnOptions spawn;
+          spawn.name = ShardName(i);
+          co_return sup.SpawnLink(
+              [st, i](Process& self) -> Task<void> { return ShardBody(self, st, i); }, spawn);
+        }});
+  }
+  etsmgr::ListenerOptions lo;
+  lo.listen = options.listen;
+  lo.max_connections = options.max_clients;
+  lo.reject_message = "-ERR max number of clients reached\r\n";
+  absl::StatusOr<etsmgr::Listener> listener = etsmgr::MakeListener(
+      "listener", lo,
+      [st](Process& self, int fd) -> Task<void> { return ConnectionBody(self, fd, st); });
+  if (!listener.ok()) return listener.status();
+  st->address = listener->address;
+  st->config.port = listener->address.port();
+
+  // Shards crash and come back often under chaos: a high intensity keeps their supervisor up
+  // (their tables are safe either way).
+  std::vector<etsmgr::ChildSpec> top;
+  top.push_back(etsmgr::SupervisorChild(
+      "shards", {etsmgr::RestartStrategy::kOneForOne, 1000, absl::Seconds(1)},
+      std::move(shard_children)));
+  top.push_back(listener->spec);
+  etsmgr::SpawnOptions spawn;
+  spawn.name = kSupervisorName;
+  // one_for_one: connections do not depend on the shards' processes (they use the tables), so
+  // the shards' supervisor giving up and restarting does not close any connection.
+  absl::StatusOr<Pid> sup = etsmgr::StartSupervisor(
+      node, {etsmgr::RestartStrategy::kOneForOne, 10, absl::Seconds(10)}, std::move(top), spawn);
+  if (!sup.ok()) return sup.status();
+  std::unique_ptr<Server> server(new Server(node, st));
+  server->supervisor_ = *sup;
+  if (!st->shards.WaitAllPublished(options.start_timeout)) {
+    server->Stop().IgnoreError();
+    return absl::DeadlineExceededError(
+        absl::StrCat("etsredis: the shards did not get their tables within ",
+                     absl::FormatDuration(options.start_timeout), " (is the manager instance '",
+                     options.instance, "' running?)"));
+  }
+  Logf(LogLevel::kNotice, "etsredis: ready to accept connections on %s (%d shards, %s)",
+       st->address.ToString(), n, st->config.backend);
+  return server;
+}
+
+absl::Status Server::Stop() {
+  std::lock_guard<std::mutex> lock(state_->stop_mu);
+  if (state_->stopped.exchange(true)) return absl::OkStatus();
+  Pid sup = supervisor_;
+  if (!sup.alive()) return absl::OkStatus();
+  absl::Status stopped = node_.Run<absl::Status>([sup](Process& self) -> Task<absl::Status> {
+    co_return co_await etsmgr::StopSupervisor(self, sup);
+  });
+  Logf(LogLevel::kNotice, "etsredis: stopped (%s)", stopped.ToString());
+  return stopped;
+}
+
+}  // namespace etsredis

@@ -1,0 +1,84 @@
+// etsredis: a Redis-protocol (RESP2) key-value server on managed tables.
+//
+//   std::unique_ptr<Node> node = Node::Create({}).value();
+//   StartManager(*node);                                  // the table manager's instance
+//   auto server = etsredis::Server::Start(*node, {.listen = {.port = 6379}}).value();
+//   ... redis-cli -p 6379 set k v ...
+//   server->Stop();
+//
+// Shape (one supervision tree, registered "etsredis_sup", one_for_one):
+//   - "shards": a supervisor of `shards` processes "etsredis_shard_<i>". Each owns one managed
+//     table (a public set of string -> string, the instance its heir) for the keys that hash to
+//     it. A shard that crashes is restarted and gets its table back from the manager, with every
+//     write that was acknowledged; a manager restart is ridden out (ManagedTable::Handle).
+//   - the listener (etsmgr/net/listener.h): an acceptor and one process per connection.
+// A connection parses requests (resp.h), routes each key to its shard's table and runs the
+// command on that table itself: the table is public, and table calls run in the calling process,
+// as ETS services do. So a request never waits for a shard process, and a shard's crash does not
+// interrupt one: the table is not touched by the crash (the instance holds it until the shard is
+// back), so every reply is the table's truth, and no request fails because of it. Should a
+// table be unreachable (say, deleted from outside), the request gets "-ERR" with the reason,
+// never a wrong value, and the connection stays usable.
+//
+// Limits: `max_clients` live connections (the next gets "-ERR max number of clients reached"
+// and is closed); an idle connection is closed after `idle_timeout` (0: never, as Redis's
+// `timeout 0`); request limits in ParserLimits (a protocol error is replied, then the
+// connection closed, as Redis does). Replies are sent once a read's requests are done (or
+// every 64 KB): a client that does not read its replies stops being read (TCP pushes back), so a
+// connection's memory stays bounded.
+#ifndef ETSREDIS_SERVER_H_
+#define ETSREDIS_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "etsmgr/executor/io.h"
+#include "etsmgr/process/node.h"
+#include "etsredis/commands.h"
+#include "etsredis/resp.h"
+
+namespace etsredis {
+
+struct ServerOptions {
+  etsmgr::ListenOptions listen;     // 127.0.0.1 by default; port 0: any free port.
+  int shards = 0;                   // 0: one per scheduler.
+  std::string instance = "etsmgr";  // The manager instance that keeps the shards' tables.
+  int max_clients = 10'000;
+  absl::Duration idle_timeout = absl::ZeroDuration();
+  ParserLimits limits;
+  absl::Duration start_timeout = absl::Seconds(10);  // For every shard to have its table.
+};
+
+struct ServerState;
+
+class Server {
+ public:
+  // Starts the shards and the listener on `node`, whose manager instance `options.instance`
+  // should be running (the shards wait for it up to start_timeout). From a plain thread.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(etsmgr::Node& node, ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Stops accepting, closes every connection and stops the shards (their tables stay with the
+  // manager's instance). Idempotent. From a plain thread.
+  absl::Status Stop();
+
+  const etsmgr::SocketAddress& address() const;
+  const ServerStats& stats() const;
+  static std::string ShardName(int shard);
+  int shards() const;
+
+ private:
+  explicit Server(etsmgr::Node& node, std::shared_ptr<ServerState> state);
+  etsmgr::Node& node_;
+  std::shared_ptr<ServerState> state_;
+  etsmgr::Pid supervisor_;
+};
+
+}  // namespace etsredis
+
+#endif  // ETSREDIS_SERVER_H_

@@ -1,0 +1,423 @@
+// etsredis with real clients: redis-cli for every command, raw sockets for malformed input and
+// limits, and redis-benchmark's load while shards (and the manager) are killed, with a check that
+// every INCR a client saw acknowledged is in the final values. On both executor backends.
+#include "etsredis/server.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "etsmgr/executor/internal/test_backends.h"
+#include "etsmgr/manager/manager.h"
+#include "gtest/gtest.h"
+
+namespace etsredis {
+namespace {
+
+using etsmgr::BackendTest;
+
+// Waits for `condition` (checked between short naps) until a 30 s deadline.
+template <typename F>
+bool WaitFor(F condition) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return true;
+}
+
+// A blocking client socket with a receive timeout, so a test cannot hang.
+int Dial(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int rc;
+  do {
+    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  } while (rc < 0 && errno == EINTR);
+  EXPECT_EQ(rc, 0) << strerror(errno);
+  return fd;
+}
+
+void SendText(int fd, const std::string& text) {
+  size_t sent = 0;
+  while (sent < text.size()) {
+    ssize_t n = ::send(fd, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    sent += static_cast<size_t>(n);
+  }
+}
+
+// Reads until `want` bytes came, the peer closed (sets *closed) or the 30 s timeout.
+std::string RecvUpTo(int fd, size_t want, bool* closed = nullptr) {
+  std::string got;
+  char buf[4096];
+  while (got.size() < want) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      // A peer that closes with bytes of ours unread resets the connection (TCP's rule).
+      if (closed != nullptr) *closed = n == 0 || errno == ECONNRESET;
+      break;
+    }
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
+
+// Reads one line ("...\r\n") of a reply.
+std::string RecvLine(int fd) {
+  std::string line;
+  char c;
+  while (true) {
+    ssize_t n = ::recv(fd, &c, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return line;
+    line.push_back(c);
+    if (line.size() >= 2 && line.compare(line.size() - 2, 2, "\r\n") == 0) return line;
+  }
+}
+
+// Runs a command line, and yields its output (stdout and stderr) and exit status.
+std::pair<std::string, int> Shell(const std::string& command) {
+  std::string out;
+  FILE* f = ::popen((command + " 2>&1").c_str(), "r");
+  if (f == nullptr) return {"popen failed", -1};
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  int status = ::pclose(f);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+class EtsredisTest : public BackendTest {
+ protected:
+  void SetUp() override {
+    BackendTest::SetUp();
+    if (IsSkipped()) return;
+    ASSERT_EQ(::access("/usr/bin/redis-cli", X_OK), 0)
+        << "redis-cli is missing: tools/setup.sh installs redis-tools";
+    etsmgr::RuntimeOptions options;
+    options.schedulers = 2;
+    options.backend = backend();
+    node_ = etsmgr::Node::Create(options).value();
+    ASSERT_TRUE(etsmgr::StartManager(*node_).ok());
+  }
+  void TearDown() override {
+    if (server_ != nullptr) {
+      EXPECT_TRUE(server_->Stop().ok());
+    }
+    server_.reset();
+    if (node_ != nullptr) etsmgr::StopManager(*node_).IgnoreError();
+  }
+  void StartServer(ServerOptions options = {}) {
+    if (options.shards == 0) options.shards = 4;
+    absl::StatusOr<std::unique_ptr<Server>> s = Server::Start(*node_, options);
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = *std::move(s);
+    port_ = server_->address().port();
+  }
+  std::string Cli(const std::string& args) {
+    auto [out, status] = Shell(absl::StrCat("/usr/bin/redis-cli -p ", port_, " ", args));
+    EXPECT_EQ(status, 0) << args << ": " << out;
+    return out;
+  }
+
+  std::unique_ptr<etsmgr::Node> node_;
+  std::unique_ptr<Server> server_;
+  int port_ = 0;
+};
+
+TEST_P(EtsredisTest, EveryCommandThroughRedisCli) {
+  StartServer();
+  EXPECT_EQ(Cli("PING"), "PONG\n");
+  EXPECT_EQ(Cli("PING hello"), "hello\n");
+  EXPECT_EQ(Cli("ECHO 'a b'"), "a b\n");
+  EXPECT_EQ(Cli("SET k v"), "OK\n");
+  EXPECT_EQ(Cli("GET k"), "v\n");
+  EXPECT_EQ(Cli("GET missing"), "\n");
+  EXPECT_EQ(Cli("SET k w NX"), "\n");
+  EXPECT_EQ(Cli("SET k w XX GET"), "v\n");
+  EXPECT_EQ(Cli("INCR n"), "1\n");
+  EXPECT_EQ(Cli("INCRBY n 41"), "42\n");
+  EXPECT_EQ(Cli("DECR n"), "41\n");
+  EXPECT_EQ(Cli("DECRBY n 40"), "1\n");
+  EXPECT_EQ(Cli("INCR k"), "ERR value is not an integer or out of range\n\n");
+  EXPECT_EQ(Cli("MSET a 1 b 2 c 3"), "OK\n");
+  EXPECT_EQ(Cli("MGET a b nope c"), "1\n2\n\n3\n");
+  EXPECT_EQ(Cli("EXISTS a b nope"), "2\n");
+  EXPECT_EQ(Cli("DEL a nope"), "1\n");
+  EXPECT_EQ(Cli("DBSIZE"), "4\n");
+  EXPECT_EQ(Cli("FLUSHALL"), "OK\n");
+  EXPECT_EQ(Cli("DBSIZE"), "0\n");
+  EXPECT_EQ(Cli("CONFIG GET save"), "save\n\n");
+  EXPECT_NE(Cli("INFO").find("redis_version:"), std::string::npos);
+  // (redis-cli prints an error reply with a blank line after it.)
+  EXPECT_EQ(Cli("FOO bar"), "ERR unknown command 'FOO', with args beginning with: 'bar' \n\n");
+  EXPECT_EQ(Cli("GET"), "ERR wrong number of arguments for 'get' command\n\n");
+  // Piped commands (redis-cli sends them pipelined) and a binary-safe value.
+  EXPECT_EQ(
+      Shell(absl::StrCat("printf 'SET x 1\\nINCR x\\nGET x\\n' | /usr/bin/redis-cli -p ", port_))
+          .first,
+      "OK\n2\n2\n");
+  // A binary value, through redis-cli's quoting.
+  EXPECT_EQ(Shell(absl::StrCat("printf 'SET bin \"a\\\\x00b\"\\nGET bin\\n' | /usr/bin/redis-cli "
+                               "--no-raw -p ",
+                               port_))
+                .first,
+            "OK\n\"a\\x00b\"\n");
+}
+
+TEST_P(EtsredisTest, MalformedInputGetsAProtocolErrorAndOnlyThatConnectionCloses) {
+  StartServer();
+  int bystander = Dial(port_);
+  SendText(bystander, "PING\r\n");
+  ASSERT_EQ(RecvLine(bystander), "+PONG\r\n");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"*x\r\n", "-ERR Protocol error: invalid multibulk length\r\n"},
+      {"*1\r\n:1\r\n", "-ERR Protocol error: expected '$', got ':'\r\n"},
+      {"*2\r\n$3\r\nGET\r\n$-5\r\n", "-ERR Protocol error: invalid bulk length\r\n"},
+      {"*1\r\n$999999999999\r\n", "-ERR Protocol error: invalid bulk length\r\n"},
+      {"ECHO \"unbalanced\r\n", "-ERR Protocol error: unbalanced quotes in request\r\n"},
+      // Requests before the bad one are answered first.
+      {"PING\r\n*1\r\n*1\r\n", "+PONG\r\n-ERR Protocol error: expected '$', got '*'\r\n"},
+  };
+  for (const auto& [input, reply] : cases) {
+    SCOPED_TRACE(input);
+    int fd = Dial(port_);
+    SendText(fd, input);
+    bool closed = false;
+    EXPECT_EQ(RecvUpTo(fd, 1 << 20, &closed), reply);
+    EXPECT_TRUE(closed);
+    ::close(fd);
+  }
+  SendText(bystander, "*2\r\n$4\r\nECHO\r\n$2\r\nok\r\n");
+  EXPECT_EQ(RecvUpTo(bystander, 8), "$2\r\nok\r\n");
+  ::close(bystander);
+}
+
+TEST_P(EtsredisTest, LimitsOnBulksAndBuffersKeepMemoryBounded) {
+  ServerOptions options;
+  options.limits.max_bulk = 1 << 20;
+  options.limits.max_buffer = 256 << 10;
+  StartServer(options);
+  // A bulk over the limit is refused from its header, before any of its bytes.
+  int fd = Dial(port_);
+  SendText(fd, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1048577\r\n");
+  bool closed = false;
+  EXPECT_EQ(RecvUpTo(fd, 1 << 20, &closed), "-ERR Protocol error: invalid bulk length\r\n");
+  EXPECT_TRUE(closed);
+  ::close(fd);
+  // One within the bulk limit but over the buffer cap: refused once the cap is passed.
+  fd = Dial(port_);
+  SendText(fd, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\n");
+  SendText(fd, std::string(300 << 10, 'x'));
+  closed = false;
+  EXPECT_EQ(RecvUpTo(fd, 1 << 20, &closed),
+            "-ERR Protocol error: request buffer limit of 262144 bytes exceeded\r\n");
+  EXPECT_TRUE(closed);
+  ::close(fd);
+  // Within both: stored.
+  fd = Dial(port_);
+  std::string value(200 << 10, 'v');
+  SendText(fd, absl::StrCat("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$", value.size(), "\r\n", value,
+                            "\r\n*2\r\n$6\r\nSTRLEN\r\n$1\r\nk\r\n*1\r\n$6\r\nDBSIZE\r\n"));
+  EXPECT_EQ(RecvLine(fd), "+OK\r\n");
+  EXPECT_EQ(RecvLine(fd).substr(0, 24), "-ERR unknown command 'ST");
+  EXPECT_EQ(RecvLine(fd), ":1\r\n");
+  ::close(fd);
+}
+
+TEST_P(EtsredisTest, TooManyClientsAreRefusedAndIdleOnesClosed) {
+  ServerOptions options;
+  options.max_clients = 2;
+  options.idle_timeout = absl::Milliseconds(300);
+  StartServer(options);
+  int a = Dial(port_), b = Dial(port_);
+  SendText(a, "PING\r\n");
+  SendText(b, "PING\r\n");
+  ASSERT_EQ(RecvLine(a), "+PONG\r\n");
+  ASSERT_EQ(RecvLine(b), "+PONG\r\n");
+  int c = Dial(port_);
+  bool closed = false;
+  EXPECT_EQ(RecvUpTo(c, 1 << 10, &closed), "-ERR max number of clients reached\r\n");
+  EXPECT_TRUE(closed);
+  ::close(c);
+  // Idle ones are closed (without a reply, as Redis does): both go, then a new one is served.
+  closed = false;
+  EXPECT_EQ(RecvUpTo(a, 1, &closed), "");
+  EXPECT_TRUE(closed);
+  closed = false;
+  EXPECT_EQ(RecvUpTo(b, 1, &closed), "");
+  EXPECT_TRUE(closed);
+  ::close(a);
+  ::close(b);
+  ASSERT_TRUE(WaitFor([&] { return server_->stats().connected_clients.load() == 0; }));
+  int d = Dial(port_);
+  SendText(d, "PING\r\n");
+  EXPECT_EQ(RecvLine(d), "+PONG\r\n");
+  ::close(d);
+}
+
+// The promise under load: shards (and the manager) are killed again and again while
+// redis-benchmark and counting clients run; every INCR a client saw acknowledged is in the final
+// values, no reply is an error, and every connection stays usable.
+TEST_P(EtsredisTest, ShardCrashesUnderLoadLoseNoAcknowledgedWrite) {
+  StartServer();
+  std::atomic<bool> stop{false};
+  // redis-benchmark in the background for the whole run.
+  std::thread bench([&] {
+    while (!stop.load()) {
+      auto [out, status] = Shell(absl::StrCat("/usr/bin/redis-benchmark -p ", port_,
+                                              " -q -t set,get,incr -n 20000 -c 10 -P 4 -r 1000"));
+      EXPECT_EQ(status, 0) << out;
+    }
+  });
+  constexpr int kClients = 3, kKeys = 32, kBatch = 8;
+  std::vector<std::map<std::string, int64_t>> acked(kClients);
+  std::atomic<int> errors{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      int fd = Dial(port_);
+      std::map<std::string, int64_t> last;
+      uint64_t i = 0;
+      while (!stop.load()) {
+        std::string batch;
+        std::vector<std::string> keys;
+        for (int j = 0; j < kBatch; ++j, ++i) {
+          keys.push_back(absl::StrCat("counter:", (i * 7 + c) % kKeys));
+          batch += absl::StrCat("*2\r\n$4\r\nINCR\r\n$", keys.back().size(), "\r\n", keys.back(),
+                                "\r\n");
+        }
+        SendText(fd, batch);
+        for (const std::string& key : keys) {
+          std::string line = RecvLine(fd);
+          int64_t v = 0;
+          if (line.size() < 3 || line[0] != ':' ||
+              !absl::SimpleAtoi(line.substr(1, line.size() - 3), &v)) {
+            ADD_FAILURE() << "INCR " << key << " got '" << line << "'";
+            errors.fetch_add(1);
+            stop.store(true);
+            break;
+          }
+          // Values a client sees for a key only grow.
+          EXPECT_GT(v, last[key]) << key;
+          last[key] = v;
+          ++acked[c][key];
+        }
+      }
+      ::close(fd);
+    });
+  }
+  int kills = 0, manager_kills = 0;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  for (int round = 0; std::chrono::steady_clock::now() < end && !stop.load(); ++round) {
+    // The manager now and then, within its instance's restart intensity (10 in 10 s).
+    std::string name = round % 25 == 24 && manager_kills < 5
+                           ? std::string("etsmgr_srv")
+                           : Server::ShardName(round % server_->shards());
+    etsmgr::Pid victim = node_->Whereis(name);
+    if (!victim.valid()) {
+      ASSERT_TRUE(WaitFor([&] { return node_->Whereis(name).valid(); })) << name;
+      continue;
+    }
+    const uint64_t opens = server_->stats().shard_opens.load();
+    etsmgr::SendExit(victim, etsmgr::ExitReason::Kill());
+    (name == "etsmgr_srv" ? manager_kills : kills)++;
+    ASSERT_TRUE(WaitFor([&] {
+      etsmgr::Pid now = node_->Whereis(name);
+      return now.valid() && now != victim;
+    })) << name;
+    // A shard is killed again once its replacement has its table back (a restart cycle, not a
+    // crash loop the shards' supervisor would give up on).
+    if (name != "etsmgr_srv") {
+      ASSERT_TRUE(WaitFor([&] { return server_->stats().shard_opens.load() > opens; })) << name;
+    }
+  }
+  stop.store(true);
+  for (std::thread& t : clients) t.join();
+  bench.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_GE(kills, 20);
+  EXPECT_GE(manager_kills, 2);
+  std::map<std::string, int64_t> total;
+  for (const auto& m : acked) {
+    for (const auto& [k, n] : m) total[k] += n;
+  }
+  ASSERT_FALSE(total.empty());
+  int fd = Dial(port_);
+  for (const auto& [key, n] : total) {
+    SendText(fd, absl::StrCat("GET ", key, "\r\n"));
+    std::string header = RecvLine(fd);
+    std::string value = RecvLine(fd);
+    EXPECT_EQ(value, absl::StrCat(n, "\r\n")) << key << " after " << kills << " shard kills";
+  }
+  ::close(fd);
+  absl::StatusOr<etsmgr::ManagerInfo> info = node_->Run<absl::StatusOr<etsmgr::ManagerInfo>>(
+      [](etsmgr::Process& self) -> etsmgr::Task<absl::StatusOr<etsmgr::ManagerInfo>> {
+        etsmgr::Etsmgr mgr;  // Alive until the call is done.
+        co_return co_await mgr.Info(self);
+      });
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->counters.tables_lost, 0u);
+  EXPECT_GE(info->counters.hand_backs, static_cast<uint64_t>(kills) / 2);
+}
+
+TEST_P(EtsredisTest, StopClosesConnectionsAndKeepsTheTablesWithTheManager) {
+  StartServer();
+  EXPECT_EQ(Cli("SET kept 1"), "OK\n");
+  int fd = Dial(port_);
+  ASSERT_TRUE(server_->Stop().ok());
+  bool closed = false;
+  EXPECT_EQ(RecvUpTo(fd, 1, &closed), "");
+  EXPECT_TRUE(closed);
+  ::close(fd);
+  server_.reset();
+  // A new server on the same instance finds the data.
+  StartServer();
+  EXPECT_EQ(Cli("GET kept"), "1\n");
+}
+
+TEST_P(EtsredisTest, BadOptionsAreInvalidArgument) {
+  for (auto change : std::vector<std::function<void(ServerOptions&)>>{
+           [](ServerOptions& o) { o.shards = -1; },
+           [](ServerOptions& o) { o.shards = 5000; },
+           [](ServerOptions& o) { o.max_clients = 0; },
+           [](ServerOptions& o) { o.idle_timeout = absl::Seconds(-1); },
+           [](ServerOptions& o) { o.limits.max_buffer = 10; },
+       }) {
+    ServerOptions o;
+    change(o);
+    absl::StatusOr<std::unique_ptr<Server>> s = Server::Start(*node_, o);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << s.status();
+  }
+  ServerOptions taken;
+  taken.listen.port = 1;  // Privileged or taken: a clear error naming the address.
+  taken.listen.host = "256.0.0.1";
+  absl::StatusOr<std::unique_ptr<Server>> s = Server::Start(*node_, taken);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("256.0.0.1"), std::string::npos) << s.status();
+}
+
+ETSMGR_INSTANTIATE_ON_ALL_BACKENDS(EtsredisTest);
+
+}  // namespace
+}  // namespace etsredis
