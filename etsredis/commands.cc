@@ -135,7 +135,8 @@ void IncrByCommand(const Args& a, CommandContext& c, std::string& out) {
 }
 void DecrByCommand(const Args& a, CommandContext& c, std::string& out) {
   int64_t delta = 0;
-  if (!ParseInt64(a[2], &delta) || delta == INT64_MIN) return AppendError(out, kNotInteger);
+  if (!ParseInt64(a[2], &delta)) return AppendError(out, kNotInteger);
+  if (delta == INT64_MIN) return AppendError(out, "ERR decrement would overflow");
   IncrBy(a[1], -delta, c, out);
 }
 
@@ -163,9 +164,15 @@ void MGet(const Args& a, CommandContext& c, std::string& out) {
   // Read every key first: a failure is one error reply, not half an array.
   std::vector<std::optional<std::string>> values;
   values.reserve(a.size() - 1);
+  uint64_t reply_bytes = 16;
   for (size_t i = 1; i < a.size(); ++i) {
     absl::StatusOr<std::optional<std::string>> v = c.keyspace->Get(a[i]);
     if (!v.ok()) return AppendFailure(out, v.status());
+    reply_bytes += 16 + (v->has_value() ? (*v)->size() : 0);
+    if (reply_bytes > c.config->max_reply_bytes) {
+      return AppendError(out, absl::StrCat("ERR the reply would exceed max-reply-bytes (",
+                                           c.config->max_reply_bytes, " bytes)"));
+    }
     values.push_back(*std::move(v));
   }
   AppendArrayHeader(out, values.size());
@@ -247,7 +254,6 @@ void Config(const Args& a, CommandContext& c, std::string& out) {
   if (sub == "resetstat") {
     c.stats->total_commands = 0;
     c.stats->total_connections = 0;
-    c.stats->rejected_connections = 0;
     return AppendSimple(out, "OK");
   }
   if (sub == "set") return AppendError(out, "ERR CONFIG SET is not supported by etsredis");
@@ -275,11 +281,11 @@ void Info(const Args& a, CommandContext& c, std::string& out) {
                     "# Persistence\r\naof_enabled:0\r\nrdb_changes_since_last_save:0\r\n\r\n");
   }
   if (want("stats")) {
-    absl::StrAppend(&info,
-                    "# Stats\r\ntotal_connections_received:", c.stats->total_connections.load(),
-                    "\r\ntotal_commands_processed:", c.stats->total_commands.load(),
-                    "\r\nrejected_connections:", c.stats->rejected_connections.load(),
-                    "\r\netsredis_shard_opens:", c.stats->shard_opens.load(), "\r\n\r\n");
+    absl::StrAppend(
+        &info, "# Stats\r\ntotal_connections_received:", c.stats->total_connections.load(),
+        "\r\ntotal_commands_processed:", c.stats->total_commands.load(),
+        "\r\nrejected_connections:", c.rejected_connections ? c.rejected_connections() : 0,
+        "\r\netsredis_shard_opens:", c.stats->shard_opens.load(), "\r\n\r\n");
   }
   if (want("keyspace")) {
     absl::StatusOr<size_t> n = c.keyspace->Size();

@@ -9,7 +9,9 @@
 // Not supported: key expiry (SET's EX/PX/EXAT/PXAT/KEEPTTL are refused with an error rather than
 // ignored), other databases than 0, other data types. MSET sets every key, each atomically, but
 // not all at once: a concurrent reader may see some keys set before the others (Redis's MSET is
-// atomic). An unknown command gets Redis's "ERR unknown command 'x', with args beginning with:".
+// atomic); likewise MGET reads each key atomically, not all at one moment. A reply larger than
+// ServerConfig::max_reply_bytes is refused with an error. An unknown command gets Redis's "ERR
+// unknown command 'x', with args beginning with:".
 #ifndef ETSREDIS_COMMANDS_H_
 #define ETSREDIS_COMMANDS_H_
 
@@ -53,13 +55,15 @@ struct ServerConfig {
   int max_clients = 10000;
   int64_t timeout_seconds = 0;
   uint64_t proto_max_bulk_len = uint64_t{512} << 20;
+  // The largest reply one request may build (MGET of many big values): beyond it the request
+  // gets an error instead, so one request cannot take unbounded memory.
+  uint64_t max_reply_bytes = (uint64_t{512} << 20) + (uint64_t{1} << 20);
   int shards = 1;
   std::string backend;
 };
 struct ServerStats {
   std::atomic<int64_t> connected_clients{0};
   std::atomic<uint64_t> total_connections{0};
-  std::atomic<uint64_t> rejected_connections{0};
   std::atomic<uint64_t> total_commands{0};
   std::atomic<uint64_t> shard_opens{0};  // Times a shard got its table (start or restart).
 };
@@ -70,6 +74,8 @@ struct CommandContext {
   ServerStats* stats = nullptr;
   std::string client_name;  // CLIENT SETNAME, per connection.
   int64_t client_id = 0;
+  // Connections the listener refused (max clients), for INFO; unset: 0.
+  std::function<uint64_t()> rejected_connections;
 };
 
 enum class AfterCommand { kContinue, kClose };

@@ -76,8 +76,7 @@ TEST_F(CommandsTest, Counters) {
   EXPECT_EQ(Run({"INCR", "max"}), "-ERR increment or decrement would overflow\r\n");
   EXPECT_EQ(Run({"SET", "min", "-9223372036854775808"}), "+OK\r\n");
   EXPECT_EQ(Run({"DECR", "min"}), "-ERR increment or decrement would overflow\r\n");
-  EXPECT_EQ(Run({"DECRBY", "c", "-9223372036854775808"}),
-            "-ERR value is not an integer or out of range\r\n");
+  EXPECT_EQ(Run({"DECRBY", "c", "-9223372036854775808"}), "-ERR decrement would overflow\r\n");
 }
 
 TEST_F(CommandsTest, MultiKeyAndKeyspace) {
@@ -85,6 +84,13 @@ TEST_F(CommandsTest, MultiKeyAndKeyspace) {
   EXPECT_EQ(Run({"MSET", "a", "1", "b"}), "-ERR wrong number of arguments for 'mset' command\r\n");
   EXPECT_EQ(Run({"MGET", "a", "x", "b"}), "*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n");
   EXPECT_EQ(Run({"DBSIZE"}), ":2\r\n");
+  // A reply past max_reply_bytes is refused, not built.
+  config_.max_reply_bytes = 1000;
+  EXPECT_EQ(Run({"SET", "big", std::string(600, 'x')}), "+OK\r\n");
+  EXPECT_EQ(Run({"MGET", "big"}).size(), 600u + 12);
+  EXPECT_EQ(Run({"MGET", "big", "a", "big"}),
+            "-ERR the reply would exceed max-reply-bytes (1000 bytes)\r\n");
+  ASSERT_EQ(Run({"DEL", "big"}), ":1\r\n");
   EXPECT_EQ(Run({"FLUSHALL", "bogus"}), "-ERR syntax error\r\n");
   EXPECT_EQ(Run({"FLUSHALL", "ASYNC"}), "+OK\r\n");
   EXPECT_EQ(Run({"DBSIZE"}), ":0\r\n");

@@ -1,7 +1,9 @@
 // etsredis: `bazel run -c opt //etsredis -- --port=6379` starts the server (logs on stderr);
 // SIGTERM or SIGINT stops it cleanly. `--help` lists the flags.
 #include <signal.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +34,7 @@ constexpr char kUsage[] =
     "  --timeout=SECONDS         close a connection idle this long (0: never)\n"
     "  --proto-max-bulk-len=N    largest bulk string in a request, bytes (536870912)\n"
     "  --max-request-buffer=N    bytes buffered for one incomplete request (67108864)\n"
+    "  --max-reply-bytes=N       largest reply one request may build (537919488)\n"
     "  --spin-us=N               how long an idle scheduler spins before it sleeps (50)\n"
     "  --kill-shard-every=MS     crash injection: kill a random shard every MS milliseconds\n"
     "                            (0: never); the count is logged at the stop\n"
@@ -100,6 +103,9 @@ int main(int argc, char** argv) {
         return Fail("--max-request-buffer: 1024 to 1073741824 bytes, not " + v);
       }
       options.limits.max_buffer = n;
+    } else if (Flag(arg, "max-reply-bytes", &v)) {
+      if (!absl::SimpleAtoi(v, &n) || n < 1024) return Fail("--max-reply-bytes: bytes, not " + v);
+      options.max_reply_bytes = n;
     } else if (Flag(arg, "spin-us", &v)) {
       if (!absl::SimpleAtoi(v, &n) || n > 1'000'000)
         return Fail("--spin-us: 0 to 1000000, not " + v);
@@ -133,6 +139,24 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Descriptors for every client (as Redis does): raise the soft limit to the hard one, and
+  // take fewer clients than asked when even that is short (32 kept for the rest).
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
+    const rlim_t want = static_cast<rlim_t>(options.max_clients) + 32;
+    if (files.rlim_cur < want) {
+      files.rlim_cur = std::min(want, files.rlim_max);
+      setrlimit(RLIMIT_NOFILE, &files);
+      getrlimit(RLIMIT_NOFILE, &files);
+    }
+    if (files.rlim_cur < want) {
+      const int fit = files.rlim_cur > 64 ? static_cast<int>(files.rlim_cur - 32) : 32;
+      etsmgr::Logf(etsmgr::LogLevel::kWarning,
+                   "etsredis: only %d file descriptors: maxclients lowered from %d to %d",
+                   static_cast<int>(files.rlim_cur), options.max_clients, fit);
+      options.max_clients = fit;
+    }
+  }
   absl::StatusOr<std::unique_ptr<etsmgr::Node>> node = etsmgr::Node::Create(runtime);
   if (!node.ok()) return Fail(std::string(node.status().message()));
   if (absl::Status st = etsmgr::StartManager(**node); !st.ok()) {
@@ -168,8 +192,20 @@ int main(int argc, char** argv) {
       }
     });
   }
+  // Until SIGTERM or SIGINT; a server whose supervision tree gave up exits with status 1.
   int sig = 0;
-  sigwait(&stop, &sig);
+  bool gone = false;
+  while (true) {
+    timespec second{1, 0};
+    sig = sigtimedwait(&stop, nullptr, &second);
+    if (sig > 0) break;
+    if (!(*server)->running()) {
+      etsmgr::Logf(etsmgr::LogLevel::kError,
+                   "etsredis: the server's supervisor is gone (it gave up restarting): exiting");
+      gone = true;
+      break;
+    }
+  }
   if (chaos.joinable()) {
     {
       std::lock_guard<std::mutex> lock(chaos_mu);
@@ -179,11 +215,13 @@ int main(int argc, char** argv) {
     chaos.join();
     etsmgr::Logf(etsmgr::LogLevel::kNotice, "etsredis: crash injection killed %d shard(s)", kills);
   }
-  etsmgr::Logf(etsmgr::LogLevel::kNotice, "etsredis: %s received: stopping",
-               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  if (!gone) {
+    etsmgr::Logf(etsmgr::LogLevel::kNotice, "etsredis: %s received: stopping",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  }
   absl::Status stopped = (*server)->Stop();
   server->reset();
   etsmgr::StopManager(**node).IgnoreError();
   node->reset();
-  return stopped.ok() ? 0 : 1;
+  return stopped.ok() && !gone ? 0 : 1;
 }

@@ -58,20 +58,11 @@ struct ParserCallbacks {
       return Refuse(task, absl::StrCat("Protocol error: expected '$', got '",
                                        task->type == REDIS_REPLY_STATUS ? "+" : "-", "'"));
     }
-    // Check the header hiredis read ("$<len>\r\n" just before the data): digits only, equal
-    // to the length, within the limit.
-    const char* buf = p->reader_->buf;
-    const char* end = str - 2;  // The header's "\r".
-    const char* begin = end;
-    while (begin > buf && end - begin <= static_cast<ptrdiff_t>(kMaxHeaderLine) &&
-           begin[-1] != '$') {
-      --begin;
-    }
-    int64_t header = 0;
-    if (begin == buf || !ParseLength(std::string_view(begin, end - begin), &header) ||
-        static_cast<size_t>(header) != len || len > p->limits_.max_bulk) {
-      return Refuse(task, "Protocol error: invalid bulk length");
-    }
+    // hiredis checked the header's syntax (string2ll); the length is checked against the limit
+    // before the data is awaited (CheckPendingHeader), and here for a bulk that came whole.
+    // (hiredis drops consumed bytes even in the middle of a request: the header may no longer
+    // be in its buffer.)
+    if (len > p->limits_.max_bulk) return Refuse(task, "Protocol error: invalid bulk length");
     p->args_.emplace_back(str, len);
     return Token(task);
   }
@@ -112,6 +103,8 @@ size_t RequestParser::buffered() const {
   return reader_ == nullptr ? 0 : reader_->len - reader_->pos;
 }
 
+size_t RequestParser::held() const { return reader_ == nullptr ? 0 : reader_->len; }
+
 void RequestParser::Feed(std::string_view bytes) {
   if (reader_ == nullptr || !error_.empty() || bytes.empty()) return;
   if (redisReaderFeed(reader_, bytes.data(), bytes.size()) != REDIS_OK) {
@@ -129,7 +122,14 @@ RequestParser::Result RequestParser::Next() {
   if (!error_.empty()) return Result::kError;
   while (true) {
     if (reader_->ridx == -1) {
-      // Between requests: hiredis holds no part of one.
+      // Between requests: hiredis holds no part of one. Consumed bytes are dropped here too
+      // (empty requests and inline ones advance the position without hiredis), so the buffer
+      // holds only what is still to be parsed.
+      if (reader_->pos >= 1024 && reader_->pos < reader_->len) {
+        sdsrange(reader_->buf, static_cast<int>(reader_->pos), -1);
+        reader_->pos = 0;
+        reader_->len = sdslen(reader_->buf);
+      }
       if (reader_->pos == reader_->len) {
         if (reader_->len > 0) {
           sdsclear(reader_->buf);
@@ -179,6 +179,9 @@ RequestParser::Result RequestParser::Next() {
                                    ? std::string_view("?")
                                    : why.substr(open + 1, close - open - 1);
         return Fail(absl::StrCat("Protocol error: expected '$', got '", std::string(got), "'"));
+      }
+      if (why.find("integer value") != std::string_view::npos) {
+        return Fail("Protocol error: expected '$', got ':'");
       }
       if (why.find("ulk string length") != std::string_view::npos) {
         return Fail("Protocol error: invalid bulk length");

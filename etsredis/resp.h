@@ -56,6 +56,8 @@ class RequestParser {
   const std::string& error() const { return error_; }
   // Bytes received and not yet consumed by a complete request.
   size_t buffered() const;
+  // Bytes the parser holds for input (consumed ones not yet dropped included).
+  size_t held() const;
 
  private:
   friend struct ParserCallbacks;

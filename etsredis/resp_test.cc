@@ -1,5 +1,6 @@
 #include "etsredis/resp.h"
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -157,6 +158,58 @@ TEST(RequestParserTest, TooManyArguments) {
   limits.max_args = 3;
   EXPECT_EQ(ParseAll("*4\r\n", 0, limits)[0][0], "ERR:Protocol error: invalid multibulk length");
   EXPECT_EQ(ParseAll("*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n", 0, limits)[0].size(), 3u);
+}
+
+// Valid requests of every size, cut at random points (as TCP delivers them): every request
+// parses to exactly its arguments. (hiredis drops consumed bytes in the middle of a request, so
+// nothing may rely on what came before the current element.)
+TEST(RequestParserTest, RandomRequestsCutAtRandomPoints) {
+  std::mt19937_64 rng(17);
+  for (int trial = 0; trial < 300; ++trial) {
+    std::vector<Args> sent;
+    std::string wire;
+    for (int r = 0; r < 40; ++r) {
+      Args args;
+      const int n = 1 + static_cast<int>(rng() % (rng() % 4 == 0 ? 200 : 5));
+      for (int i = 0; i < n; ++i) {
+        std::string a(rng() % (rng() % 8 == 0 ? 3000 : 24), '\0');
+        for (char& c : a) c = static_cast<char>(rng());
+        args.push_back(std::move(a));
+      }
+      wire += "*" + std::to_string(args.size()) + "\r\n";
+      for (const std::string& a : args)
+        wire += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+      sent.push_back(std::move(args));
+    }
+    RequestParser p;
+    std::vector<Args> got;
+    for (size_t at = 0; at < wire.size();) {
+      size_t piece = 1 + rng() % (rng() % 2 == 0 ? 20000 : 64);
+      p.Feed(std::string_view(wire).substr(at, piece));
+      at += piece;
+      Result r;
+      while ((r = p.Next()) == Result::kRequest) got.push_back(p.args());
+      ASSERT_EQ(r, Result::kNeedMore) << p.error() << " (trial " << trial << ")";
+    }
+    ASSERT_EQ(got, sent) << "trial " << trial;
+  }
+}
+
+// Empty requests and inline ones are consumed without hiredis: the input buffer still shrinks.
+TEST(RequestParserTest, EmptyRequestsDoNotGrowTheBuffer) {
+  ParserLimits limits;
+  limits.max_buffer = 4096;
+  RequestParser p(limits);
+  // Every piece ends in the start of the next request, so the parser is never empty.
+  std::string chunk = "0\r\n";
+  for (int i = 0; i < 999; ++i) chunk += "*0\r\n";
+  chunk += "*";
+  p.Feed("*");
+  for (int round = 0; round < 200; ++round) {
+    p.Feed(chunk);
+    ASSERT_EQ(p.Next(), Result::kNeedMore);
+    ASSERT_LT(p.held(), 2 * chunk.size() + 1024) << "round " << round;
+  }
 }
 
 TEST(RespTest, Encoders) {

@@ -95,6 +95,7 @@ struct ServerState {
   ServerStats stats;
   ShardSet shards;
   etsmgr::SocketAddress address;
+  std::shared_ptr<const etsmgr::ListenerStats> listener_stats;
   std::atomic<int64_t> next_client_id{1};
   std::atomic<bool> stopped{false};
   std::mutex stop_mu;
@@ -205,7 +206,8 @@ Task<void> ShardBody(Process& self, std::shared_ptr<ServerState> st, int shard) 
   options.access = etsmgr::Access::kPublic;
   absl::StatusOr<etsmgr::ManagedTable<std::string, std::string>> opened =
       co_await etsmgr::ManagedTable<std::string, std::string>::Open(
-          self, etsmgr::Etsmgr(st->options.instance), Server::ShardName(shard), options,
+          self, etsmgr::Etsmgr(st->options.instance),
+          Server::TableName(shard, static_cast<int>(st->shards.size())), options,
           [](StringTable&) { return absl::OkStatus(); }, st->options.start_timeout);
   if (!opened.ok()) {
     Logf(LogLevel::kError, "etsredis: %s has no table: %s", Server::ShardName(shard),
@@ -249,6 +251,9 @@ Task<void> ConnectionBody(Process& self, int fd, std::shared_ptr<ServerState> st
   context.config = &st->config;
   context.stats = &st->stats;
   context.client_id = st->next_client_id.fetch_add(1, std::memory_order_relaxed);
+  context.rejected_connections = [st] {
+    return st->listener_stats == nullptr ? 0 : st->listener_stats->rejected.load();
+  };
   const absl::Duration idle = st->options.idle_timeout;
   std::vector<char> buffer(kReadSize);
   std::string out;
@@ -296,6 +301,41 @@ Task<void> ConnectionBody(Process& self, int fd, std::shared_ptr<ServerState> st
 }  // namespace
 
 std::string Server::ShardName(int shard) { return absl::StrCat("etsredis_shard_", shard); }
+std::string Server::TableName(int shard, int shards) {
+  return absl::StrCat("etsredis/", shard, "-of-", shards);
+}
+
+namespace {
+// FailedPrecondition when the instance holds the tables of a server with another shard count
+// (its keys were placed by that count: read with this one, they would look missing).
+absl::Status CheckShardCount(etsmgr::Node& node, const ServerOptions& options, int shards) {
+  absl::StatusOr<etsmgr::ManagerInfo> info = node.Run<absl::StatusOr<etsmgr::ManagerInfo>>(
+      [&options](Process& self) -> Task<absl::StatusOr<etsmgr::ManagerInfo>> {
+        etsmgr::Etsmgr mgr(options.instance);
+        absl::StatusOr<Pid> up =
+            co_await mgr.WaitForManager(self, etsmgr::Deadline(options.start_timeout));
+        if (!up.ok()) co_return up.status();
+        co_return co_await mgr.Info(self);
+      });
+  if (!info.ok()) {
+    return absl::Status(info.status().code(),
+                        absl::StrCat("etsredis: the manager instance '", options.instance,
+                                     "': ", info.status().message()));
+  }
+  const std::string suffix = absl::StrCat("-of-", shards);
+  for (const etsmgr::ManagedTableInfo& t : info->tables) {
+    if (t.alive && t.name.rfind("etsredis/", 0) == 0 &&
+        (t.name.size() < suffix.size() ||
+         t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) != 0)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "etsredis: the manager instance '", options.instance, "' holds the table \"", t.name,
+          "\" of a server with another shard count than ", shards,
+          " (keys are placed by the shard count: start with that count, or delete its tables)"));
+    }
+  }
+  return absl::OkStatus();
+}
+}  // namespace
 
 Server::Server(etsmgr::Node& node, std::shared_ptr<ServerState> state)
     : node_(node), state_(std::move(state)) {}
@@ -325,11 +365,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(etsmgr::Node& node, Server
         "etsredis: request limits too small (max_bulk > 0, max_buffer >= 1024, max_inline >= 16, "
         "max_args > 0)");
   }
+  if (absl::Status same = CheckShardCount(node, options, n); !same.ok()) return same;
   auto st = std::make_shared<ServerState>(options, n);
   st->config.bind = options.listen.host;
   st->config.max_clients = options.max_clients;
   st->config.timeout_seconds = absl::ToInt64Seconds(options.idle_timeout);
   st->config.proto_max_bulk_len = options.limits.max_bulk;
+  st->config.max_reply_bytes = options.max_reply_bytes;
   st->config.shards = n;
   st->config.backend = std::string(etsmgr::BackendName(node.runtime().backend()));
 
@@ -352,6 +394,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(etsmgr::Node& node, Server
       [st](Process& self, int fd) -> Task<void> { return ConnectionBody(self, fd, st); });
   if (!listener.ok()) return listener.status();
   st->address = listener->address;
+  st->listener_stats = listener->stats;
   st->config.port = listener->address.port();
 
   // Shards crash and come back often under chaos: a high intensity keeps their supervisor up

@@ -8,9 +8,11 @@
 //
 // Shape (one supervision tree, registered "etsredis_sup", one_for_one):
 //   - "shards": a supervisor of `shards` processes "etsredis_shard_<i>". Each owns one managed
-//     table (a public set of string -> string, the instance its heir) for the keys that hash to
-//     it. A shard that crashes is restarted and gets its table back from the manager, with every
-//     write that was acknowledged; a manager restart is ridden out (ManagedTable::Handle).
+//     table "etsredis/<i>-of-<shards>" (a public set of string -> string, the instance its heir)
+//     for the keys that hash to it. Start refuses (FailedPrecondition) an instance holding the
+//     tables of another shard count. A shard that crashes is restarted and gets its table back from
+//     the manager, with every write that was acknowledged; a manager restart is ridden out
+//     (ManagedTable::Handle).
 //   - the listener (etsmgr/net/listener.h): an acceptor and one process per connection.
 // A connection parses requests (resp.h), routes each key to its shard's table and runs the
 // command on that table itself: the table is public, and table calls run in the calling process,
@@ -49,6 +51,7 @@ struct ServerOptions {
   int max_clients = 10'000;
   absl::Duration idle_timeout = absl::ZeroDuration();
   ParserLimits limits;
+  uint64_t max_reply_bytes = (uint64_t{512} << 20) + (uint64_t{1} << 20);  // See commands.h.
   absl::Duration start_timeout = absl::Seconds(10);  // For every shard to have its table.
 };
 
@@ -67,9 +70,15 @@ class Server {
   // manager's instance). Idempotent. From a plain thread.
   absl::Status Stop();
 
+  // False once the server's supervision tree is gone (stopped, or it gave up restarting).
+  bool running() const { return supervisor_.alive(); }
   const etsmgr::SocketAddress& address() const;
   const ServerStats& stats() const;
+  // The shard's registered process name, and its managed table's name (which carries the shard
+  // count: a server started with another count on the same instance is refused, as its keys
+  // would be looked for in the wrong shards).
   static std::string ShardName(int shard);
+  static std::string TableName(int shard, int shards);
   int shards() const;
 
  private:

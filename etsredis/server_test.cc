@@ -396,6 +396,21 @@ TEST_P(EtsredisTest, StopClosesConnectionsAndKeepsTheTablesWithTheManager) {
   EXPECT_EQ(Cli("GET kept"), "1\n");
 }
 
+TEST_P(EtsredisTest, AnotherShardCountOnTheSameInstanceIsRefused) {
+  StartServer();  // 4 shards.
+  EXPECT_EQ(Cli("SET k 1"), "OK\n");
+  ASSERT_TRUE(server_->Stop().ok());
+  server_.reset();
+  ServerOptions two;
+  two.shards = 2;
+  absl::StatusOr<std::unique_ptr<Server>> s = Server::Start(*node_, two);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition) << s.status();
+  EXPECT_NE(s.status().message().find("another shard count than 2"), std::string::npos)
+      << s.status();
+  StartServer();  // The same count: the data is there.
+  EXPECT_EQ(Cli("GET k"), "1\n");
+}
+
 TEST_P(EtsredisTest, BadOptionsAreInvalidArgument) {
   for (auto change : std::vector<std::function<void(ServerOptions&)>>{
            [](ServerOptions& o) { o.shards = -1; },

@@ -65,8 +65,18 @@ Task<absl::StatusOr<size_t>> RunIo(Process& self, IoSpec spec, absl::Time deadli
     guard.set_consumed();
     absl::StatusOr<size_t> result = io_internal::Finish(spec, op, /*timed_out=*/false);
     // Done without waiting: still a reduction, so a connection that always finds data ready
-    // yields like any other busy process.
-    if (scheduler->Charge()) co_await self.Yield();
+    // yields like any other busy process. An accepted descriptor is closed should the process
+    // die at that yield (nobody else knows of it yet).
+    if (scheduler->Charge()) {
+      struct CloseUnlessReturned {
+        int fd;
+        ~CloseUnlessReturned() {
+          if (fd >= 0) ::close(fd);
+        }
+      } accepted{spec.kind == IoKind::kAccept && result.ok() ? static_cast<int>(*result) : -1};
+      co_await self.Yield();
+      accepted.fd = -1;
+    }
     co_return result;
   }
   const uint64_t tag = op->tag();

@@ -20,7 +20,8 @@
 //   descriptor the process was using is not closed for it: whoever owns it does that (a
 //   connection process closes its socket in a destructor or a supervisor's cleanup).
 // - The completion arrives as a message only this wait matches; other messages stay queued in
-//   order. A process stolen by another scheduler while it waits still gets its completion.
+//   order. A process waiting on I/O stays on its scheduler (work stealing skips it), so the
+//   completion and a cancellation always find it there.
 #ifndef ETSMGR_PROCESS_IO_H_
 #define ETSMGR_PROCESS_IO_H_
 

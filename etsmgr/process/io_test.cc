@@ -71,7 +71,7 @@ TEST_P(ProcessIoTest, EchoServerAndClientProcesses) {
                         absl::Status sent = co_await SendAll(self, *c, std::string_view(buf, *n));
                         if (!sent.ok()) break;
                       }
-                      co_await Close(self, *c);
+                      (void)co_await Close(self, *c);
                     }
                   })
                   .ok());
@@ -93,7 +93,7 @@ TEST_P(ProcessIoTest, EchoServerAndClientProcesses) {
             if (*n == 0) break;
             got.append(buf, *n);
           }
-          co_await Close(self, *fd);
+          (void)co_await Close(self, *fd);
           if (got != "[" + text + "]") co_return absl::InternalError("echo was: " + got);
           co_return absl::OkStatus();
         });
@@ -163,7 +163,7 @@ TEST_P(ProcessIoTest, ExitSignalsActWhileWaiting) {
   absl::StatusOr<Pid> waiter = node->Spawn([fd = pair.a, &stage](Process& self) -> Task<void> {
     char buf[8];
     stage.store(1);
-    co_await Recv(self, fd, buf);
+    (void)co_await Recv(self, fd, buf);
     stage.store(99);
   });
   ASSERT_TRUE(waiter.ok());

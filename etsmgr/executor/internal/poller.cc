@@ -157,6 +157,10 @@ class UringPoller final : public IoPoller {
       // Freeing their buffers now could let the kernel write into freed memory: leak them.
       Logf(LogLevel::kError,
            "io_uring: %zu operations did not finish their cancellation; leaking them", in_flight_);
+    } else {
+      // The queue's references (their operations are done).
+      for (IoOp* op : pending_cancels_) op->Unref();
+      pending_cancels_.clear();
     }
     io_uring_queue_exit(&ring_);  // Also cancels the armed eventfd read.
   }
@@ -225,11 +229,9 @@ class UringPoller final : public IoPoller {
       default:
         return false;
     }
-    // Not a socket (ENOTSOCK): the ring does it as a plain read or write. EINTR: the ring too.
-    if (rc < 0 &&
-        (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOTSOCK || errno == EINTR)) {
-      return false;
-    }
+    // EAGAIN: the ring waits for it; EINTR: the ring does it. Any other error (ENOTSOCK
+    // included) is the operation's result, as the ring's would be.
+    if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
     op->result = rc < 0 ? -errno : static_cast<int32_t>(rc);
     op->done = true;
     op->MarkCompleted();
@@ -251,6 +253,7 @@ class UringPoller final : public IoPoller {
       return;
     }
     if (!pending_cancels_.empty() || !PrepareCancel(op)) {
+      op->Ref();  // Held by the queue: the operation may complete and go before its turn.
       pending_cancels_.push_back(op);
       return;
     }
@@ -361,6 +364,7 @@ class UringPoller final : public IoPoller {
       IoOp* op = pending_cancels_.front();
       if (!op->done && !PrepareCancel(op)) break;
       pending_cancels_.pop_front();
+      op->Unref();
     }
   }
 
