@@ -12,6 +12,7 @@ namespace etsmgr::shared_internal {
 enum class Crash : int {
   kSlotIntent,       // intent record written, slot untouched
   kSlotOdd,          // seqlock odd, slot untouched
+  kSlotHalf,         // half of a multi-word value written (torn without the rollback)
   kSlotWritten,      // slot and counts written, seqlock still odd
   kSlotEven,         // seqlock even, intent not cleared
   kResizeIntent,     // resize intent written, nothing allocated

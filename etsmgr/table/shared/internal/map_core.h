@@ -363,7 +363,12 @@ absl::Status MapCore::Mutate(const uint64_t* key, const char* what, Decide&& dec
   if (found != kNone) {  // replace the value
     uint64_t* slot = r.slots + found * kSW;
     BeginSlotOp<kSW>(sh, r, found);
-    for (size_t j = 0; j < VW; ++j) Store(slot + 1 + KW + j, next[j]);
+    for (size_t j = 0; j < VW; ++j) {
+      if constexpr (VW > 1) {
+        if (j == VW / 2) CrashPoint(Crash::kSlotHalf);
+      }
+      Store(slot + 1 + KW + j, next[j]);
+    }
     EndSlotOp(sh);
     return absl::OkStatus();
   }
