@@ -920,6 +920,10 @@ absl::StatusOr<std::shared_ptr<MapCore>> MapCore::Open(std::string_view name_vie
       return core;
     }
     const int error = errno;
+    if (error == EISDIR) {
+      return absl::FailedPreconditionError(absl::StrCat("shared map \"", name, "\": ", core->path_,
+                                                        " is a directory, not a regular file"));
+    }
     if (error == ELOOP) {
       return absl::FailedPreconditionError(absl::StrCat("shared map \"", name, "\": ", core->path_,
                                                         " is a symbolic link (not followed)"));
