@@ -223,7 +223,7 @@ absl::Status MapCore::RepairSegment() const {
   const uint64_t limit = mapped_.load(std::memory_order_acquire);
   for (uint64_t i = count; i-- > 0;) {
     const uint64_t offset = Load(&log.offset[i]);
-    if (offset % 8 != 0 || offset < kMutableOffset || offset + 8 > limit ||
+    if (offset % 8 != 0 || offset < kMutableOffset || limit < 8 || offset > limit - 8 ||
         (offset >= kMutableOffset + offsetof(MutableHeader, log) &&
          offset < kMutableOffset + offsetof(MutableHeader, log) + sizeof(SegmentLog))) {
       return Corrupt(absl::StrCat("the segment log names offset ", offset));
@@ -406,7 +406,7 @@ absl::StatusOr<uint64_t> MapCore::AllocRegion(size_t s, uint32_t log2cap) const 
 absl::Status MapCore::Rebuild(size_t s, uint64_t live_after) const {
   ShardHeader* sh = Shard(s);
   uint32_t log2cap = kMinLog2Capacity;
-  while ((uint64_t{1} << log2cap) / 2 < live_after) ++log2cap;
+  while (log2cap <= kMaxLog2Capacity && (uint64_t{1} << log2cap) / 2 < live_after) ++log2cap;
   if (log2cap > kMaxLog2Capacity || RegionBytes(log2cap, slot_words_) > max_bytes_) {
     return absl::ResourceExhaustedError(absl::StrCat("shared map \"", name_, "\": shard ", s,
                                                      " cannot hold ", live_after, " entries"));
@@ -532,6 +532,7 @@ absl::StatusOr<uint64_t> MapCore::Size() const {
       if (word != 0) {
         if (!View(word, &r)) continue;
         count = Load(&r.header->count);
+        if (count > r.mask) continue;  // torn or corrupt: the locked path decides
       }
       if (LoadRelaxed(&sh->seq) == seq) {
         total += count;
@@ -545,7 +546,9 @@ absl::StatusOr<uint64_t> MapCore::Size() const {
       RegionView r;
       if (word != 0) {
         if (!View(word, &r)) return CorruptShard(s, "the region word is out of bounds");
-        total += LoadRelaxed(&r.header->count);
+        const uint64_t count = LoadRelaxed(&r.header->count);
+        if (count > r.mask) return CorruptShard(s, "its region counts more entries than slots");
+        total += count;
       }
     }
   }
@@ -565,7 +568,9 @@ absl::Status MapCore::ForEach(const std::function<void(const uint64_t*, const ui
       if (word == 0) continue;
       RegionView r;
       if (!View(word, &r)) return CorruptShard(s, "the region word is out of bounds");
-      chunk.reserve(LoadRelaxed(&r.header->count) * entry_words);
+      const uint64_t count = LoadRelaxed(&r.header->count);
+      if (count > r.mask) return CorruptShard(s, "its region counts more entries than slots");
+      chunk.reserve(count * entry_words);
       for (uint64_t i = 0; i <= r.mask; ++i) {
         const uint64_t* slot = r.slots + i * slot_words_;
         if (LoadRelaxed(slot) <= kTombstone) continue;
