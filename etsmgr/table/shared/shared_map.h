@@ -137,6 +137,9 @@ class SharedMap {
   absl::StatusOr<bool> InsertNew(const K& key, const V& value);
   // Removes the key; yields how many entries went (0 or 1).
   absl::StatusOr<size_t> Erase(const K& key);
+  // Removes the key only if it holds `value` (V's ==); yields how many entries went (0 or 1).
+  absl::StatusOr<size_t> EraseObject(const K& key,
+                                     const V& value) requires std::equality_comparable<V>;
   // Removes the key and yields its value (std::nullopt when absent).
   absl::StatusOr<std::optional<V>> Take(const K& key);
   // Adds `incr` atomically and yields the new value. NotFound for a missing key unless
@@ -251,6 +254,22 @@ absl::StatusOr<size_t> SharedMap<K, V>::Erase(const K& key) {
   absl::Status st =
       core_->template Mutate<KW, VW>(k.w, "erase", [&](const uint64_t* cur, uint64_t*) {
         erased = cur != nullptr;
+        return Action::kErase;
+      });
+  if (!st.ok()) return st;
+  return erased;
+}
+
+template <SharedKey K, SharedStorable V>
+absl::StatusOr<size_t> SharedMap<K, V>::EraseObject(
+    const K& key, const V& value) requires std::equality_comparable<V> {
+  if (core_ == nullptr) return Null("erase_object");
+  KeyWords k(key);
+  size_t erased = 0;
+  absl::Status st =
+      core_->template Mutate<KW, VW>(k.w, "erase_object", [&](const uint64_t* cur, uint64_t*) {
+        if (cur == nullptr || !(FromWords<V>(cur) == value)) return Action::kKeep;
+        erased = 1;
         return Action::kErase;
       });
   if (!st.ok()) return st;

@@ -83,6 +83,10 @@ TEST_P(SharedMapTest, EraseAndTake) {
   EXPECT_EQ(m.Erase(1).value(), 1u);
   EXPECT_EQ(m.Erase(1).value(), 0u);
   EXPECT_EQ(m.Get(1).value(), std::nullopt);
+  ASSERT_TRUE(m.Insert(3, 30).ok());
+  EXPECT_EQ(m.EraseObject(3, 31).value(), 0u);
+  EXPECT_EQ(m.EraseObject(3, 30).value(), 1u);
+  EXPECT_EQ(m.Get(3).value(), std::nullopt);
   EXPECT_EQ(m.Take(2).value(), 20);
   EXPECT_EQ(m.Take(2).value(), std::nullopt);
   EXPECT_EQ(m.Size().value(), 0u);
