@@ -148,6 +148,14 @@ class SharedMap {
       const K& key, V incr, const SharedCounterOptions<V>& options = {}) requires std::integral<V>;
   // Empties the map: atomic as a whole (readers see every shard before or after it).
   absl::Status Clear();
+  // A read-modify-write of one key, crash-atomic like every write: under the shard's lock,
+  // `decide(current, next)` sees the key's value (null when absent) and answers kKeep, kPut (with
+  // *next filled in) or kErase. `decide` must be short and must not call this map (the lock is
+  // not reentrant) nor block. `what` names the operation in errors.
+  using Action = shared_internal::MapCore::Action;
+  template <typename F>
+  requires std::is_invocable_r_v<Action, F&, const V*, V*> absl::Status Mutate(
+      const K& key, F&& decide, const char* what = "mutate");
 
   // --- Reads.
   absl::StatusOr<std::optional<V>> Get(const K& key) const;
@@ -170,7 +178,6 @@ class SharedMap {
   static constexpr size_t KW = (sizeof(K) + 7) / 8;
   static constexpr size_t VW = (sizeof(V) + 7) / 8;
   using Core = shared_internal::MapCore;
-  using Action = Core::Action;
 
   struct KeyWords {
     explicit KeyWords(const K& key) { std::memcpy(static_cast<void*>(w), &key, sizeof(K)); }
@@ -332,6 +339,22 @@ absl::StatusOr<V> SharedMap<K, V>::UpdateCounter(
                                               "\": the counter would overflow; left at ", old));
   }
   return result;
+}
+
+template <SharedKey K, SharedStorable V>
+template <typename F>
+requires std::is_invocable_r_v<typename SharedMap<K, V>::Action, F&, const V*, V*> absl::Status
+SharedMap<K, V>::Mutate(const K& key, F&& decide, const char* what) {
+  if (core_ == nullptr) return Null(what);
+  KeyWords k(key);
+  return core_->template Mutate<KW, VW>(k.w, what, [&](const uint64_t* cur, uint64_t* next) {
+    std::optional<V> current;
+    if (cur != nullptr) current = FromWords<V>(cur);
+    V out{};
+    const Action action = decide(current ? &*current : nullptr, &out);
+    if (action == Action::kPut) ToWords(out, next);
+    return action;
+  });
 }
 
 template <SharedKey K, SharedStorable V>

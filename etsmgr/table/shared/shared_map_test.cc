@@ -76,6 +76,31 @@ TEST_P(SharedMapTest, InsertNew) {
   EXPECT_EQ(m.Get(5).value(), 50);
 }
 
+TEST_P(SharedMapTest, MutateSeesTheValueAndPutsKeepsOrErases) {
+  IntMap m = IntMap::Open(seg_.name(), seg_.options()).value();
+  using Action = IntMap::Action;
+  bool saw_absent = false;
+  ASSERT_TRUE(m.Mutate(4, [&](const int64_t* cur, int64_t* next) {
+                 saw_absent = cur == nullptr;
+                 *next = 40;
+                 return Action::kPut;
+               }).ok());
+  EXPECT_TRUE(saw_absent);
+  EXPECT_EQ(m.Get(4).value(), 40);
+  ASSERT_TRUE(m.Mutate(4, [](const int64_t* cur, int64_t* next) {
+                 *next = *cur + 2;
+                 return Action::kPut;
+               }).ok());
+  EXPECT_EQ(m.Get(4).value(), 42);
+  ASSERT_TRUE(m.Mutate(4, [](const int64_t*, int64_t*) { return Action::kKeep; }).ok());
+  EXPECT_EQ(m.Get(4).value(), 42);
+  ASSERT_TRUE(m.Mutate(4, [](const int64_t*, int64_t*) { return Action::kErase; }).ok());
+  EXPECT_EQ(m.Get(4).value(), std::nullopt);
+  EXPECT_TRUE(m.Check().ok());
+  EXPECT_EQ(IntMap().Mutate(1, [](const int64_t*, int64_t*) { return Action::kKeep; }).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_P(SharedMapTest, EraseAndTake) {
   IntMap m = IntMap::Open(seg_.name(), seg_.options()).value();
   ASSERT_TRUE(m.Insert(1, 10).ok());
