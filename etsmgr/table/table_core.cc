@@ -140,6 +140,10 @@ TableCore::TableCore(const TableOptions& options, const std::type_info& key_type
                      const std::type_info& value_type)
     : type_(options.type),
       access_(options.access),
+      fast_path_(options.shared                           ? FastPath::kNone
+                 : options.type == TableType::kSet        ? FastPath::kSet
+                 : options.type == TableType::kOrderedSet ? FastPath::kOrderedSet
+                                                          : FastPath::kNone),
       id_(g_next_table_id.fetch_add(1, std::memory_order_relaxed)),
       name_(options.name),
       key_type_(key_type),
@@ -287,6 +291,7 @@ absl::StatusOr<TableInfo> TableCore::Info() const {
   info.memory = StorageMemory();
   info.key_type = CachedTypeName(std::type_index(key_type_));
   info.value_type = CachedTypeName(std::type_index(value_type_));
+  info.storage = storage_description();
   return info;
 }
 
@@ -369,6 +374,7 @@ absl::Status TableCore::Delete(const char* what) {
   absl::Status allowed = Check(Op::kWrite, what);
   if (!allowed.ok()) return allowed;
   if (deleted()) return DeletedError(what);
+  discarded_.store(true, std::memory_order_release);
   DeleteNow();
   return absl::OkStatus();
 }
