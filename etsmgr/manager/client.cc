@@ -287,6 +287,11 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
           // Its data came from the file: initialised already.
           table->core()->SetInitialised(true);
           result = ManagedTableRef{st->manager, *std::move(table), false, true};
+        } else if (table->core()->storage_existed()) {
+          // A shared segment a previous program left (it died holding it): its data is there,
+          // mapped, not copied; initialised already.
+          table->core()->SetInitialised(true);
+          result = ManagedTableRef{st->manager, *std::move(table), false};
         } else {
           result = ManagedTableRef{st->manager, *std::move(table), true};
         }
@@ -379,6 +384,7 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
   if (t_in_call) co_return NestedCall("del_table", name);
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("del_table", name), nullptr, inst_);
+  AnyTable shared;  // A table with shared storage, deleted after the instance's lock.
   {
     ClientCall call(self, st);  // The instance's lock, until the end of this scope.
     if (!st->manager.alive()) co_return NotRunning(Describe("del_table", name), st.get(), inst_);
@@ -387,7 +393,17 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
         name, entry, st->View(entry != nullptr ? entry->table : AnyTable()), call.me());
     if (!allowed.ok()) co_return allowed;
     // After the lock: one the instance holds is deleted; one a process owns stays with it.
+    if (entry != nullptr && entry->table.core()->storage_is_shared()) shared = entry->table;
     call.Erase(name, /*release=*/true);
+  }
+  // A shared table's object is removed too: its segment would otherwise outlive the program
+  // with nobody to claim it (one the instance held went with the release above).
+  if (shared.valid() && !shared.core()->deleted()) {
+    absl::Status deleted = shared.core()->Delete("del_table");
+    if (!deleted.ok()) {
+      Logf(LogLevel::kWarning, "etsmgr %s: del_table(\"%s\"): the shared table stays: %s", inst_,
+           name, deleted.ToString());
+    }
   }
   if (Scheduler::Current()->Charge()) co_await self.Yield();
   co_return absl::OkStatus();

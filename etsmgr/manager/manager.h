@@ -27,7 +27,10 @@
 //   caller owns it; the instance is its heir) and links the caller to the manager; a table held
 //   by the instance -> handed back to the caller (its data intact); already the caller's -> OK;
 //   held by another live process -> AlreadyExists (table_exists). The reply says whether the
-//   table was created (`created`), so a client initialises only then.
+//   table was created (`created`), so a client initialises only then. A table with shared
+//   storage (TableOptions::shared, see table.h) whose segment a previous program left -- it died
+//   holding it: killed, crashed, or exited -- comes back with its data, mapped, not copied, and
+//   `created` false; while another live program holds the segment: AlreadyExists, naming its pid.
 // - NewTableFromFile<K, V>(name, path, options): as NewTable, but a table created (first
 //   creation: unknown name or a deleted table) is filled from `path`, a file SaveTable wrote, so
 //   a restarted machine finds its data. The reply then has `loaded` set and `created` false (the
@@ -46,7 +49,8 @@
 // - DelTable(name): only the registered client or the table's owner; NotFound
 //   (no_such_table_entry) for an unknown name. The caller is unlinked from the manager with its
 //   last table. A table the caller owns stays with it, with no heir (delete it if you are done);
-//   one the instance holds is deleted, as nobody could claim it any more.
+//   one the instance holds is deleted, as nobody could claim it any more. A shared table is
+//   deleted in both cases, and its segment removed (it would outlive the program otherwise).
 // - Info(): every managed table with its client, owner, heir and size, and the counters.
 // - WaitForManager(deadline): woken by the manager's registration, no polling.
 // Errors: Unavailable when the instance's manager is not running (starting, restarting, stopped:

@@ -144,6 +144,7 @@ TableCore::TableCore(const TableOptions& options, const std::type_info& key_type
                  : options.type == TableType::kSet        ? FastPath::kSet
                  : options.type == TableType::kOrderedSet ? FastPath::kOrderedSet
                                                           : FastPath::kNone),
+      shared_storage_(options.shared.has_value()),
       id_(g_next_table_id.fetch_add(1, std::memory_order_relaxed)),
       name_(options.name),
       key_type_(key_type),

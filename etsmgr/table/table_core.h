@@ -190,6 +190,8 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   // True once the table was deleted on purpose (Delete, or released by its keeper), as opposed to
   // lost with its owner: shared storage then removes its segment.
   bool discarded() const { return discarded_.load(std::memory_order_acquire); }
+  // The table keeps its data in a shared segment (TableOptions::shared).
+  bool storage_is_shared() const { return shared_storage_; }
   // Shared storage: the segment existed before this table was made (a previous program's data).
   virtual bool storage_existed() const { return false; }
   // "heap", or where shared storage keeps the data.
@@ -296,6 +298,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   const TableType type_;
   const Access access_;
   const FastPath fast_path_;
+  const bool shared_storage_;
   std::atomic<bool> discarded_{false};
   Pid owner_;
   Pid heir_;

@@ -1,0 +1,223 @@
+// Shared tables through the manager, across programs (each program a fork()ed child with its own
+// runtime): a table whose program was SIGKILLed comes back to the next program's NewTable with
+// its data (created == false, mapped, not copied); two live programs claiming one table:
+// AlreadyExists; DelTable removes the segment.
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/manager/manager.h"
+#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/table/shared/shared_map.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr {
+namespace {
+
+using IntTable = Table<int64_t, int64_t>;
+using Report = std::function<void(std::string)>;
+
+constexpr int64_t kCounter = 1;
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+
+// Reads one int64 from `fd`, waiting at most `limit`; nullopt at EOF or past the deadline.
+std::optional<int64_t> ReadValue(int fd, std::chrono::milliseconds limit) {
+  int64_t v;
+  char* p = reinterpret_cast<char*>(&v);
+  size_t got = 0;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (got < sizeof(v)) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    pollfd pfd{fd, POLLIN, 0};
+    if (poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
+    ssize_t n = read(fd, p + got, sizeof(v) - got);
+    if (n <= 0) return std::nullopt;
+    got += static_cast<size_t>(n);
+  }
+  return v;
+}
+
+void WriteValue(int fd, int64_t v) {
+  if (write(fd, &v, sizeof(v)) != sizeof(v)) _exit(5);
+}
+
+class SharedManagedTableTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    options_.shared = SharedStorage();
+    options_.shared->segment =
+        absl::StrCat("etsmgr-mgr-test-", getpid(), "-", counter.fetch_add(1));
+    options_.shared->map.shards = 4;
+    options_.shared->map.max_bytes = uint64_t{1} << 26;
+  }
+  void TearDown() override {
+    if (child_ > 0) {
+      kill(child_, SIGKILL);
+      waitpid(child_, nullptr, 0);
+    }
+    if (node_ != nullptr) StopManager(*node_).IgnoreError();
+    node_.reset();
+    (void)SharedMap<int64_t, int64_t>::Remove(options_.shared->segment);
+    unlink(ClaimPath().c_str());
+  }
+  std::string SegmentPath() const { return "/dev/shm/" + options_.shared->segment; }
+  std::string ClaimPath() const { return "/dev/shm/." + options_.shared->segment + ".owner"; }
+
+  // Forks a program with its own runtime and manager whose client process takes the shared table
+  // "counter" (acknowledging -1 for created, -2 for found), then bumps it `writes` times (-1: for
+  // ever), acknowledging each returned value, then acknowledges -3 and waits to be killed.
+  void ForkProgram(int64_t writes) {
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    child_ = fork();
+    if (child_ == 0) {
+      close(fds[0]);
+      const int ack = fds[1];
+      std::unique_ptr<Node> node = Node::Create({.schedulers = 1}).value();
+      if (!StartManager(*node).ok()) _exit(3);
+      TableOptions options = options_;
+      absl::StatusOr<Pid> client = node->Spawn([ack, writes, options](Process& self) -> Task<void> {
+        absl::StatusOr<ManagedTableRef> r =
+            co_await Etsmgr().NewTable<int64_t, int64_t>(self, "counter", options);
+        if (!r.ok()) _exit(4);
+        WriteValue(ack, r->created ? -1 : -2);
+        IntTable t = IntTable::Attach(r->table).value();
+        for (int64_t i = 0; writes < 0 || i < writes; ++i) {
+          absl::StatusOr<int64_t> v = t.UpdateCounter(kCounter, 1, {.default_value = 0});
+          if (!v.ok()) _exit(6);
+          WriteValue(ack, *v);
+        }
+        WriteValue(ack, -3);
+        co_await self.Receive();  // Until killed.
+      });
+      if (!client.ok()) _exit(7);
+      pause();
+      _exit(0);
+    }
+    close(fds[1]);
+    ack_ = fds[0];
+  }
+  void KillProgram() {
+    ASSERT_EQ(kill(child_, SIGKILL), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(child_, &status, 0), child_);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+    child_ = -1;
+    close(ack_);
+  }
+  // In this program: NewTable of "counter" from a fresh process, which then exits (the instance
+  // holds the table); yields "created=<0|1> value=<v>" or the error.
+  std::string NewTableHere() {
+    if (node_ == nullptr) {
+      node_ = Node::Create({.schedulers = 1}).value();
+      EXPECT_TRUE(StartManager(*node_).ok());
+    }
+    TableOptions options = options_;
+    return RunProbe(*node_, [options](Process& self, Report report) -> Task<void> {
+      absl::StatusOr<ManagedTableRef> r =
+          co_await Etsmgr().NewTable<int64_t, int64_t>(self, "counter", options);
+      if (!r.ok()) {
+        report(r.status().ToString());
+        co_return;
+      }
+      IntTable t = IntTable::Attach(r->table).value();
+      report(absl::StrCat("created=", r->created, " value=", t.Get(kCounter).value().value_or(-1)));
+    });  // The client exits: the instance holds the table.
+  }
+
+  TableOptions options_;
+  pid_t child_ = -1;
+  int ack_ = -1;
+  std::unique_ptr<Node> node_;
+};
+
+TEST_F(SharedManagedTableTest, AKilledProgramsTableComesBackWithItsData) {
+  ForkProgram(/*writes=*/-1);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);  // Created by the first program.
+  // Kill it at a moment the acknowledgements choose: after at least 1000 returned writes.
+  int64_t acked = 0;
+  while (acked < 1000) {
+    std::optional<int64_t> v = ReadValue(ack_, std::chrono::seconds(20));
+    ASSERT_TRUE(v.has_value());
+    acked = *v;
+  }
+  KillProgram();
+  {
+    SharedMap<int64_t, int64_t> map =
+        SharedMap<int64_t, int64_t>::Open(options_.shared->segment, options_.shared->map).value();
+    EXPECT_TRUE(map.Check().ok());
+    const int64_t value = map.Get(kCounter).value().value();
+    EXPECT_GE(value, acked);  // Every returned write is there.
+  }
+  const std::string got = NewTableHere();
+  EXPECT_EQ(got.substr(0, 10), "created=0 ") << got;  // Found, not created.
+  EXPECT_GE(std::stoll(got.substr(got.find("value=") + 6)), acked) << got;
+}
+
+TEST_F(SharedManagedTableTest, TwoLiveProgramsCannotBothHoldIt) {
+  ForkProgram(/*writes=*/3);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);
+  for (int64_t i = 1; i <= 3; ++i) ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), i);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -3);  // Alive, holding it.
+  const pid_t holder = child_;
+  const std::string refused = NewTableHere();
+  EXPECT_NE(refused.find("ALREADY_EXISTS"), std::string::npos) << refused;
+  EXPECT_NE(refused.find(absl::StrCat("pid ", holder)), std::string::npos) << refused;
+  KillProgram();
+  // The holder is dead: the kernel released its claim, and the table comes back.
+  EXPECT_EQ(NewTableHere(), "created=0 value=3");
+}
+
+TEST_F(SharedManagedTableTest, ANewTableIsCreatedAndDelTableRemovesIt) {
+  node_ = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*node_).ok());
+  TableOptions options = options_;
+  std::string got = RunProbe(*node_, [options](Process& self, Report report) -> Task<void> {
+    absl::StatusOr<ManagedTableRef> r =
+        co_await Etsmgr().NewTable<int64_t, int64_t>(self, "counter", options);
+    if (!r.ok()) {
+      report(r.status().ToString());
+      co_return;
+    }
+    std::string out = absl::StrCat("created=", r->created);
+    IntTable t = IntTable::Attach(r->table).value();
+    (void)t.Insert(kCounter, 5);
+    absl::Status del = co_await Etsmgr().DelTable(self, "counter");
+    absl::StrAppend(&out, " del=", del.ToString(), " alive=", t.alive());
+    report(out);
+  });
+  EXPECT_EQ(got, "created=1 del=OK alive=0");
+  EXPECT_FALSE(Exists(SegmentPath()));
+  EXPECT_FALSE(Exists(ClaimPath()));
+  EXPECT_EQ(NewTableHere(), "created=1 value=-1");  // A fresh, empty table.
+}
+
+TEST_F(SharedManagedTableTest, AClientCrashInsideTheProgramIsTheUsualHandBack) {
+  ForkProgram(/*writes=*/0);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -3);
+  KillProgram();
+  // In this program: a client takes it, is killed, and the next client gets it from the
+  // instance (the in-process heir), with no second claim.
+  EXPECT_EQ(NewTableHere(), "created=0 value=-1");
+  EXPECT_EQ(NewTableHere().substr(0, 10), "created=0 ");
+}
+
+}  // namespace
+}  // namespace etsmgr
