@@ -36,13 +36,29 @@ void SharedClaim::Remove() {
   Release();
 }
 
+namespace {
+std::string LockPath(std::string_view name, const SharedMapOptions& options) {
+  const std::string dir = options.directory.empty() ? std::string("/dev/shm") : options.directory;
+  return absl::StrCat(dir, "/.", std::string(name), ".owner");
+}
+}  // namespace
+
+absl::Status SharedClaim::RemoveFile(std::string_view name, const SharedMapOptions& options) {
+  if (absl::Status st = shared_internal::MapCore::ValidateName(name); !st.ok()) return st;
+  const std::string path = LockPath(name, options);
+  if (unlink(path.c_str()) != 0) {
+    return ErrnoToStatus(errno,
+                         absl::StrCat("shared table \"", std::string(name), "\": remove ", path));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SharedClaim> SharedClaim::Acquire(std::string_view name_view,
                                                  const SharedMapOptions& options) {
   if (absl::Status st = shared_internal::MapCore::ValidateName(name_view); !st.ok()) return st;
   const std::string name(name_view);
-  const std::string dir = options.directory.empty() ? std::string("/dev/shm") : options.directory;
   SharedClaim claim;
-  claim.path_ = absl::StrCat(dir, "/.", name, ".owner");
+  claim.path_ = LockPath(name, options);
   const std::string what = absl::StrCat("shared table \"", name, "\": claim ", claim.path_);
   // Another program may unlink the file (Remove) between our open and our lock: then we locked an
   // orphan, and must try again on the file now at the path.

@@ -41,6 +41,10 @@ class SharedClaim {
   static absl::StatusOr<SharedClaim> Acquire(std::string_view name,
                                              const SharedMapOptions& options);
 
+  // Unlinks the lock file of `name` whoever holds it (for cleaning up after a segment was
+  // removed by SharedMap::Remove). NotFound when there is none.
+  static absl::Status RemoveFile(std::string_view name, const SharedMapOptions& options);
+
   bool held() const { return fd_ >= 0; }
   const std::string& path() const { return path_; }
   // Gives the claim up (idempotent).

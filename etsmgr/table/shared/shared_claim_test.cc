@@ -90,6 +90,12 @@ TEST_F(SharedClaimTest, RemoveUnlinksTheLockFile) {
   claim->Remove();
   EXPECT_NE(stat(Path().c_str(), &st), 0);
   EXPECT_FALSE(claim->held());
+  ASSERT_TRUE(SharedClaim::Acquire(name_, options_).ok());  // Made again, released at once.
+  ASSERT_EQ(stat(Path().c_str(), &st), 0);
+  EXPECT_TRUE(SharedClaim::RemoveFile(name_, options_).ok());
+  EXPECT_NE(stat(Path().c_str(), &st), 0);
+  EXPECT_EQ(SharedClaim::RemoveFile(name_, options_).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(SharedClaim::RemoveFile("../x", options_).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(SharedClaimTest, BadNamesAndPlantedFilesAreRefused) {
