@@ -1,18 +1,26 @@
 // The demo as a test (the counter at every step, after kill-manager too), a kill during a manager
-// restart, and the shell fed bad and empty input.
+// restart, the shell fed bad and empty input, and shared mode: the count survives a restart of
+// the app and a kill -9 of the whole program (the demo's last step, with the real binary).
+#include <unistd.h>
+
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <functional>
 #include <future>
+#include <iostream>
 #include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
 #include <string_view>
 
+#include "absl/strings/str_cat.h"
 #include "etscounter/shell.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/supervisor.h"
+#include "etsmgr/table/shared/shared_claim.h"
+#include "etsmgr/table/shared/shared_map.h"
 #include "gtest/gtest.h"
 
 namespace etscounter {
@@ -159,6 +167,58 @@ TEST(EtscounterTest, ShellEndsCleanlyOnEmptyInputAndQuit) {
   std::istringstream quit("count\nquit\ncount\n");
   EXPECT_EQ(RunShell(*app, quit, false), 0);
   EXPECT_EQ(out.str().find("Counter 2."), std::string::npos) << "nothing runs after quit";
+}
+
+// A shared segment name for one test, removed at the end.
+class Segment {
+ public:
+  Segment() : name_(absl::StrCat("etscounter-test-", getpid(), "-", counter_++)) {}
+  ~Segment() {
+    (void)etsmgr::SharedMap<CounterKey, int64_t>::Remove(name_);
+    (void)etsmgr::SharedClaim::RemoveFile(name_, {});
+  }
+  const std::string& name() const { return name_; }
+
+ private:
+  static inline int counter_ = 0;
+  std::string name_;
+};
+
+TEST(EtscounterSharedTest, TheCountSurvivesARestartOfTheWholeApp) {
+  Segment segment;
+  std::ostringstream out;
+  {
+    auto app = App::Start(out, {.shared_segment = segment.name()}).value();
+    ASSERT_EQ(app->client().Count().value(), 1);
+    ASSERT_EQ(app->client().Count().value(), 2);
+    ASSERT_TRUE(app->client().Die().ok());  // The in-program hand-back still works.
+    ASSERT_EQ(app->client().Count().value(), 3);
+  }  // The runtime, the manager and the counter all stop.
+  auto app = App::Start(out, {.shared_segment = segment.name()}).value();
+  auto contents = app->client().Check();
+  ASSERT_TRUE(contents.ok()) << contents.status() << "\n" << out.str();
+  EXPECT_EQ(FormatContents(*contents), "[{count,3}]");
+  EXPECT_NE(out.str().find("(not new: its data kept), data [{count,3}], storage shared segment"),
+            std::string::npos)
+      << out.str();
+}
+
+TEST(EtscounterSharedTest, AKillNineOfTheWholeProgramKeepsTheCount) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  ASSERT_TRUE(srcdir != nullptr && workspace != nullptr);
+  const std::string shell = absl::StrCat(srcdir, "/", workspace, "/etscounter/shell");
+  Segment segment;
+  std::ostringstream log;
+  StreamLogSink out(log);
+  absl::StatusOr<ProgramKillResult> r = RunProgramKill(out, shell, segment.name(), 3);
+  ASSERT_TRUE(r.ok()) << r.status() << "\n" << log.str();
+  EXPECT_EQ(r->before, 3);
+  EXPECT_EQ(r->after, 3);
+  EXPECT_NE(log.str().find("program 2 | "), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("Data [{count,3}]"), std::string::npos) << log.str();
+  std::cout << "kill -9 -> restarted -> count back: " << absl::FormatDuration(r->kill_to_check)
+            << "\n";
 }
 
 }  // namespace

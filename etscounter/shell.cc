@@ -86,14 +86,14 @@ void StreamLogSink::Prompt(const std::string& prompt) {
   out_ << prompt << std::flush;
 }
 
-absl::StatusOr<std::unique_ptr<App>> App::Start(std::ostream& out) {
+absl::StatusOr<std::unique_ptr<App>> App::Start(std::ostream& out, const StorageOptions& storage) {
   std::unique_ptr<App> app(new App(out));
   app->previous_sink_ = etsmgr::SetLogSink(&app->sink_);
   absl::StatusOr<std::unique_ptr<etsmgr::Node>> node = etsmgr::Node::Create({});
   if (!node.ok()) return node.status();
   app->node_ = std::move(*node);
   if (absl::Status st = etsmgr::StartManager(*app->node_); !st.ok()) return st;
-  if (absl::Status st = StartCounter(*app->node_); !st.ok()) return st;
+  if (absl::Status st = StartCounter(*app->node_, storage); !st.ok()) return st;
   app->client_ = std::make_unique<CounterClient>(*app->node_);
   return app;
 }
