@@ -208,6 +208,22 @@ TEST_F(SharedManagedTableTest, ANewTableIsCreatedAndDelTableRemovesIt) {
   EXPECT_EQ(NewTableHere(), "created=1 value=-1");  // A fresh, empty table.
 }
 
+TEST_F(SharedManagedTableTest, ADiscardRemovesTheSegmentsOfHeldTables) {
+  EXPECT_EQ(NewTableHere(), "created=1 value=-1");  // The client exits: the instance holds it.
+  EXPECT_TRUE(Exists(SegmentPath()));
+  ASSERT_TRUE(StopManager(*node_, kDefaultInstance, {.discard_tables = true}).ok());
+  EXPECT_FALSE(Exists(SegmentPath()));
+  EXPECT_FALSE(Exists(ClaimPath()));
+}
+
+TEST_F(SharedManagedTableTest, AStopWithoutDiscardKeepsTheSegment) {
+  EXPECT_EQ(NewTableHere(), "created=1 value=-1");
+  ASSERT_TRUE(StopManager(*node_).ok());
+  node_.reset();  // The whole runtime goes, as at a normal exit of the program.
+  EXPECT_TRUE(Exists(SegmentPath()));
+  EXPECT_EQ(NewTableHere(), "created=0 value=-1");
+}
+
 TEST_F(SharedManagedTableTest, AClientCrashInsideTheProgramIsTheUsualHandBack) {
   ForkProgram(/*writes=*/0);
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);
