@@ -21,6 +21,7 @@
 #include "etsmgr/process/supervisor.h"
 #include "etsmgr/table/shared/shared_claim.h"
 #include "etsmgr/table/shared/shared_map.h"
+#include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
 
 namespace etscounter {
@@ -172,7 +173,7 @@ TEST(EtscounterTest, ShellEndsCleanlyOnEmptyInputAndQuit) {
 // A shared segment name for one test, removed at the end.
 class Segment {
  public:
-  Segment() : name_(absl::StrCat("etscounter-test-", getpid(), "-", counter_++)) {}
+  Segment() : name_(etsmgr::shared_testing::UniqueSegmentName("etscounter-test")) {}
   ~Segment() {
     (void)etsmgr::SharedMap<CounterKey, int64_t>::Remove(name_);
     (void)etsmgr::SharedClaim::RemoveFile(name_, {});
@@ -180,7 +181,6 @@ class Segment {
   const std::string& name() const { return name_; }
 
  private:
-  static inline int counter_ = 0;
   std::string name_;
 };
 

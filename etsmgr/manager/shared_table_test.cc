@@ -18,6 +18,7 @@
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/table/shared/shared_map.h"
+#include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -59,10 +60,8 @@ void WriteValue(int fd, int64_t v) {
 class SharedManagedTableTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    static std::atomic<int> counter{0};
     options_.shared = SharedStorage();
-    options_.shared->segment =
-        absl::StrCat("etsmgr-mgr-test-", getpid(), "-", counter.fetch_add(1));
+    options_.shared->segment = shared_testing::UniqueSegmentName("etsmgr-mgr-test");
     options_.shared->map.shards = 4;
     options_.shared->map.max_bytes = uint64_t{1} << 26;
   }

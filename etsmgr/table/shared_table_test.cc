@@ -15,6 +15,7 @@
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/table/shared/shared_map.h"
+#include "etsmgr/table/shared/test_names.h"
 #include "etsmgr/table/table.h"
 #include "gtest/gtest.h"
 
@@ -48,8 +49,7 @@ bool Exists(const std::string& path) {
 class SharedTableTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    static std::atomic<int> counter{0};
-    storage_.segment = absl::StrCat("etsmgr-table-test-", getpid(), "-", counter.fetch_add(1));
+    storage_.segment = shared_testing::UniqueSegmentName("etsmgr-table-test");
     storage_.map.shards = 4;
     storage_.map.max_bytes = uint64_t{1} << 26;
     node_ = Node::Create({.schedulers = 1}).value();

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/table/shared/shared_map.h"
+#include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -23,12 +24,11 @@ struct Wide {
 
 class ConcurrencyTest : public ::testing::Test {
  protected:
-  ConcurrencyTest() : name_(absl::StrCat("etsmgr-conc-", getpid(), "-", counter_++)) {
+  ConcurrencyTest() : name_(shared_testing::UniqueSegmentName("etsmgr-conc")) {
     options_.shards = 4;
     options_.max_bytes = uint64_t{1} << 30;
   }
   ~ConcurrencyTest() override { (void)SharedMap<int64_t, int64_t>::Remove(name_, options_); }
-  static inline int counter_ = 0;
   std::string name_;
   SharedMapOptions options_;
 };

@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/table/shared/shared_map.h"
+#include "etsmgr/table/shared/test_names.h"
 
 namespace etsmgr::shared_testing {
 namespace {
@@ -206,8 +207,7 @@ int64_t Differences(const Model& a, const Model& b) {
 
 KillRunResult RunKills(const KillRunOptions& o) {
   KillRunResult result;
-  static int run_counter = 0;
-  const std::string name = absl::StrCat("etsmgr-kills-", getpid(), "-", run_counter++);
+  const std::string name = UniqueSegmentName("etsmgr-kills");
   SharedMapOptions options = MapOptions(o);
   (void)Map::Remove(name, options);
   options.mode = SharedMapOptions::Mode::kCreate;

@@ -19,6 +19,7 @@
 #include "etsmgr/table/shared/crash_harness.h"
 #include "etsmgr/table/shared/internal/crash_point.h"
 #include "etsmgr/table/shared/shared_map.h"
+#include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -65,7 +66,7 @@ bool RunChildKilledAt(int n, int kind, const std::function<bool()>& body) {
 class CrashTest : public ::testing::Test {
  protected:
   CrashTest() {
-    name_ = absl::StrCat("etsmgr-crash-", getpid(), "-", counter_++);
+    name_ = shared_testing::UniqueSegmentName("etsmgr-crash");
     options_.shards = 2;
     options_.max_bytes = uint64_t{1} << 28;
   }
@@ -152,7 +153,6 @@ class CrashTest : public ::testing::Test {
     return found;
   }
 
-  static inline int counter_ = 0;
   static inline int kills_ = 0;
   std::string name_;
   SharedMapOptions options_;

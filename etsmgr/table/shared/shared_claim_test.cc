@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -20,8 +21,7 @@ namespace {
 class SharedClaimTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    static std::atomic<int> counter{0};
-    name_ = absl::StrCat("etsmgr-claim-test-", getpid(), "-", counter.fetch_add(1));
+    name_ = shared_testing::UniqueSegmentName("etsmgr-claim-test");
     const char* dir = std::getenv("TEST_TMPDIR");
     options_.directory = dir != nullptr ? dir : "/tmp";
   }

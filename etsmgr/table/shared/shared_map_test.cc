@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -26,8 +27,7 @@ using IntMap = SharedMap<int64_t, int64_t>;
 class Segment {
  public:
   explicit Segment(bool file = false) {
-    static std::atomic<int> counter{0};
-    name_ = absl::StrCat("etsmgr-test-", getpid(), "-", counter.fetch_add(1));
+    name_ = shared_testing::UniqueSegmentName("etsmgr-test");
     if (file) {
       const char* dir = std::getenv("TEST_TMPDIR");
       options_.directory = dir != nullptr ? dir : "/tmp";
