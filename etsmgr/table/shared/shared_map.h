@@ -155,7 +155,18 @@ class SharedMap {
   using Action = shared_internal::MapCore::Action;
   template <typename F>
   requires std::is_invocable_r_v<Action, F&, const V*, V*> absl::Status Mutate(
-      const K& key, F&& decide, const char* what = "mutate");
+      const K& key, F&& decide, const char* what = "mutate") {
+    if (core_ == nullptr) return Null(what);
+    KeyWords k(key);
+    return core_->template Mutate<KW, VW>(k.w, what, [&](const uint64_t* cur, uint64_t* next) {
+      std::optional<V> current;
+      if (cur != nullptr) current = FromWords<V>(cur);
+      V out{};
+      const Action action = decide(current ? &*current : nullptr, &out);
+      if (action == Action::kPut) ToWords(out, next);
+      return action;
+    });
+  }
 
   // --- Reads.
   absl::StatusOr<std::optional<V>> Get(const K& key) const;
@@ -339,22 +350,6 @@ absl::StatusOr<V> SharedMap<K, V>::UpdateCounter(
                                               "\": the counter would overflow; left at ", old));
   }
   return result;
-}
-
-template <SharedKey K, SharedStorable V>
-template <typename F>
-requires std::is_invocable_r_v<typename SharedMap<K, V>::Action, F&, const V*, V*> absl::Status
-SharedMap<K, V>::Mutate(const K& key, F&& decide, const char* what) {
-  if (core_ == nullptr) return Null(what);
-  KeyWords k(key);
-  return core_->template Mutate<KW, VW>(k.w, what, [&](const uint64_t* cur, uint64_t* next) {
-    std::optional<V> current;
-    if (cur != nullptr) current = FromWords<V>(cur);
-    V out{};
-    const Action action = decide(current ? &*current : nullptr, &out);
-    if (action == Action::kPut) ToWords(out, next);
-    return action;
-  });
 }
 
 template <SharedKey K, SharedStorable V>
