@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <utility>
@@ -95,6 +96,26 @@ TEST_F(SharedTableTest, TheTableApiOnASharedSegment) {
     ASSERT_TRUE(t.Clear().ok());
     EXPECT_EQ(t.Size().value(), 0u);
   });
+}
+
+TEST_F(SharedTableTest, SyncAndCheckStorage) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  storage_.map.directory = tmp != nullptr ? tmp : "/tmp";
+  Run([&](Process&) {
+    IntTable t = IntTable::NewShared(storage_).value();
+    for (int64_t k = 0; k < 1000; ++k) ASSERT_TRUE(t.Insert(k, k).ok());
+    EXPECT_TRUE(t.Sync().ok());
+    EXPECT_TRUE(t.CheckStorage().ok());
+    EXPECT_EQ(t.Info().value().storage,
+              absl::StrCat("shared segment ", storage_.map.directory, "/", storage_.segment));
+    ASSERT_TRUE(t.Delete().ok());
+    EXPECT_EQ(t.Sync().code(), absl::StatusCode::kNotFound);
+    IntTable heap = IntTable::New().value();
+    EXPECT_EQ(heap.Sync().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(heap.CheckStorage().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(heap.Info().value().storage, "heap");
+  });
+  EXPECT_FALSE(Exists(absl::StrCat(storage_.map.directory, "/", storage_.segment)));
 }
 
 TEST_F(SharedTableTest, SelectFamilyUpdateAndTraversal) {

@@ -201,6 +201,12 @@ class Table {
   absl::StatusOr<V> UpdateCounter(const K& key, V incr,
                                   const CounterOptions<V>& options = {}) requires std::integral<V>;
   absl::Status Clear();
+  // Shared storage in a file (SharedStorage::map.directory): msync + fsync, what a reboot will
+  // find; in /dev/shm nothing to do. FailedPrecondition for a heap table. Anyone who may read.
+  absl::Status Sync() const;
+  // Shared storage: walks the whole segment and answers DataLoss naming the first inconsistency
+  // (SharedMap::Check). FailedPrecondition for a heap table. Anyone who may read.
+  absl::Status CheckStorage() const;
   // Deletes the table (owner, or anyone for a public table).
   absl::Status Delete();
   // ets:rename/2 (a write; see table_core.h).
@@ -541,6 +547,18 @@ template <TableKey K, typename V>
 absl::Status Table<K, V>::Clear() {
   if (absl::Status st = Check(TableCore::Op::kWrite, "clear"); !st.ok()) return st;
   return core_->Clear("clear");
+}
+
+template <TableKey K, typename V>
+absl::Status Table<K, V>::Sync() const {
+  if (absl::Status st = Check(TableCore::Op::kRead, "sync"); !st.ok()) return st;
+  return core_->SyncStorage("sync");
+}
+
+template <TableKey K, typename V>
+absl::Status Table<K, V>::CheckStorage() const {
+  if (absl::Status st = Check(TableCore::Op::kRead, "check_storage"); !st.ok()) return st;
+  return core_->CheckStorage("check_storage");
 }
 
 template <TableKey K, typename V>

@@ -371,6 +371,18 @@ absl::Status TableCore::Rename(std::string name) {
   return absl::OkStatus();
 }
 
+absl::Status TableCore::SyncStorage(const char* what) const {
+  if (deleted()) return DeletedError(what);
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, " on ", ToString(), ": a heap table has no storage to sync"));
+}
+
+absl::Status TableCore::CheckStorage(const char* what) const {
+  if (deleted()) return DeletedError(what);
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, " on ", ToString(), ": a heap table has no shared storage to check"));
+}
+
 absl::Status TableCore::Delete(const char* what) {
   absl::Status allowed = Check(Op::kWrite, what);
   if (!allowed.ok()) return allowed;

@@ -196,6 +196,10 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   virtual bool storage_existed() const { return false; }
   // "heap", or where shared storage keeps the data.
   virtual std::string storage_description() const { return "heap"; }
+  // Shared storage: Sync (msync + fsync of a file-backed segment) and Check (a walk of the whole
+  // segment). A heap table: FailedPrecondition.
+  virtual absl::Status SyncStorage(const char* what) const;
+  virtual absl::Status CheckStorage(const char* what) const;
   std::type_index key_type() const { return key_type_; }
   std::type_index value_type() const { return value_type_; }
   std::string type_names() const;  // "<K, V>", demangled.

@@ -60,6 +60,15 @@ class SharedCore final : public TypedCore<K, V> {
     return absl::StrCat("shared segment ", info.ok() ? info->path : segment_);
   }
 
+  absl::Status SyncStorage(const char* what) const override {
+    if (this->deleted()) return this->DeletedError(what);
+    return map_.Sync();
+  }
+  absl::Status CheckStorage(const char* what) const override {
+    if (this->deleted()) return this->DeletedError(what);
+    return map_.Check();
+  }
+
   absl::Status Insert(K key, V value) override {
     if (this->deleted()) return this->DeletedError("insert");
     return map_.Insert(key, value);
