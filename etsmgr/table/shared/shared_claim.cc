@@ -53,6 +53,24 @@ absl::Status SharedClaim::RemoveFile(std::string_view name, const SharedMapOptio
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> SharedClaim::HeldByAnyone(std::string_view name,
+                                               const SharedMapOptions& options) {
+  if (absl::Status st = shared_internal::MapCore::ValidateName(name); !st.ok()) return st;
+  const std::string path = LockPath(name, options);
+  const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return false;
+    return ErrnoToStatus(errno, absl::StrCat("shared table \"", std::string(name), "\": ", path));
+  }
+  const bool free = flock(fd, LOCK_EX | LOCK_NB) == 0;
+  const int error = errno;
+  close(fd);  // Releases the probe's lock, if it got it.
+  if (!free && error != EWOULDBLOCK) {
+    return ErrnoToStatus(error, absl::StrCat("shared table \"", std::string(name), "\": ", path));
+  }
+  return !free;
+}
+
 absl::StatusOr<SharedClaim> SharedClaim::Acquire(std::string_view name_view,
                                                  const SharedMapOptions& options) {
   if (absl::Status st = shared_internal::MapCore::ValidateName(name_view); !st.ok()) return st;

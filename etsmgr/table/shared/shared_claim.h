@@ -45,6 +45,11 @@ class SharedClaim {
   // removed by SharedMap::Remove). NotFound when there is none.
   static absl::Status RemoveFile(std::string_view name, const SharedMapOptions& options);
 
+  // Whether a live program (this one included) holds `name` now, without creating anything:
+  // false when there is no lock file. The probe holds a free lock for a moment, so an Acquire
+  // racing it may answer AlreadyExists.
+  static absl::StatusOr<bool> HeldByAnyone(std::string_view name, const SharedMapOptions& options);
+
   bool held() const { return fd_ >= 0; }
   const std::string& path() const { return path_; }
   // Gives the claim up (idempotent).

@@ -66,7 +66,11 @@ TEST_F(SharedClaimTest, OneHolderAtATimeInOneProgram) {
 }
 
 TEST_F(SharedClaimTest, ALiveProgramHoldsItAKilledOneLetsGo) {
+  EXPECT_FALSE(SharedClaim::HeldByAnyone(name_, options_).value());  // No lock file yet...
+  struct stat st;
+  EXPECT_NE(stat(Path().c_str(), &st), 0);  // ... and the probe made none.
   pid_t holder = ForkHolder();
+  EXPECT_TRUE(SharedClaim::HeldByAnyone(name_, options_).value());
   absl::StatusOr<SharedClaim> taken = SharedClaim::Acquire(name_, options_);
   EXPECT_EQ(taken.status().code(), absl::StatusCode::kAlreadyExists) << taken.status();
   EXPECT_NE(taken.status().message().find(absl::StrCat("pid ", holder)), std::string::npos)
@@ -77,8 +81,11 @@ TEST_F(SharedClaimTest, ALiveProgramHoldsItAKilledOneLetsGo) {
   ASSERT_TRUE(WIFSIGNALED(status));
   // The kernel released the dead program's lock: no pid is consulted, so a reused pid is
   // harmless.
+  EXPECT_FALSE(SharedClaim::HeldByAnyone(name_, options_).value());
   absl::StatusOr<SharedClaim> mine = SharedClaim::Acquire(name_, options_);
   EXPECT_TRUE(mine.ok()) << mine.status();
+  EXPECT_TRUE(SharedClaim::HeldByAnyone(name_, options_).value());  // This program, too.
+  EXPECT_TRUE(mine->held());  // The probe did not take it away.
 }
 
 TEST_F(SharedClaimTest, RemoveUnlinksTheLockFile) {
