@@ -64,15 +64,17 @@ class SharedManagedTableTest : public ::testing::Test {
     options_.shared->segment = shared_testing::UniqueSegmentName("etsmgr-mgr-test");
     options_.shared->map.shards = 4;
     options_.shared->map.max_bytes = uint64_t{1} << 26;
+    inst_ = shared_testing::UniqueSegmentName("t");  // Its own directory of shared tables.
   }
   void TearDown() override {
     if (child_ > 0) {
       kill(child_, SIGKILL);
       waitpid(child_, nullptr, 0);
     }
-    if (node_ != nullptr) StopManager(*node_).IgnoreError();
+    if (node_ != nullptr) StopManager(*node_, inst_).IgnoreError();
     node_.reset();
     (void)SharedMap<int64_t, int64_t>::Remove(options_.shared->segment);
+    (void)SharedMap<int64_t, int64_t>::Remove("etsmgr-directory-" + inst_);
     unlink(ClaimPath().c_str());
   }
   std::string SegmentPath() const { return "/dev/shm/" + options_.shared->segment; }
@@ -89,22 +91,24 @@ class SharedManagedTableTest : public ::testing::Test {
       close(fds[0]);
       const int ack = fds[1];
       std::unique_ptr<Node> node = Node::Create({.schedulers = 1}).value();
-      if (!StartManager(*node).ok()) _exit(3);
+      if (!StartManager(*node, inst_).ok()) _exit(3);
       TableOptions options = options_;
-      absl::StatusOr<Pid> client = node->Spawn([ack, writes, options](Process& self) -> Task<void> {
-        absl::StatusOr<ManagedTableRef> r =
-            co_await Etsmgr().NewTable<int64_t, int64_t>(self, "counter", options);
-        if (!r.ok()) _exit(4);
-        WriteValue(ack, r->created ? -1 : -2);
-        IntTable t = IntTable::Attach(r->table).value();
-        for (int64_t i = 0; writes < 0 || i < writes; ++i) {
-          absl::StatusOr<int64_t> v = t.UpdateCounter(kCounter, 1, {.default_value = 0});
-          if (!v.ok()) _exit(6);
-          WriteValue(ack, *v);
-        }
-        WriteValue(ack, -3);
-        co_await self.Receive();  // Until killed.
-      });
+      Etsmgr mgr(inst_);
+      absl::StatusOr<Pid> client =
+          node->Spawn([ack, writes, options, mgr](Process& self) -> Task<void> {
+            absl::StatusOr<ManagedTableRef> r =
+                co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+            if (!r.ok()) _exit(4);
+            WriteValue(ack, r->created ? -1 : -2);
+            IntTable t = IntTable::Attach(r->table).value();
+            for (int64_t i = 0; writes < 0 || i < writes; ++i) {
+              absl::StatusOr<int64_t> v = t.UpdateCounter(kCounter, 1, {.default_value = 0});
+              if (!v.ok()) _exit(6);
+              WriteValue(ack, *v);
+            }
+            WriteValue(ack, -3);
+            co_await self.Receive();  // Until killed.
+          });
       if (!client.ok()) _exit(7);
       pause();
       _exit(0);
@@ -125,12 +129,13 @@ class SharedManagedTableTest : public ::testing::Test {
   std::string NewTableHere() {
     if (node_ == nullptr) {
       node_ = Node::Create({.schedulers = 1}).value();
-      EXPECT_TRUE(StartManager(*node_).ok());
+      EXPECT_TRUE(StartManager(*node_, inst_).ok());
     }
     TableOptions options = options_;
-    return RunProbe(*node_, [options](Process& self, Report report) -> Task<void> {
+    Etsmgr mgr(inst_);
+    return RunProbe(*node_, [options, mgr](Process& self, Report report) -> Task<void> {
       absl::StatusOr<ManagedTableRef> r =
-          co_await Etsmgr().NewTable<int64_t, int64_t>(self, "counter", options);
+          co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
       if (!r.ok()) {
         report(r.status().ToString());
         co_return;
@@ -140,7 +145,39 @@ class SharedManagedTableTest : public ::testing::Test {
     });  // The client exits: the instance holds the table.
   }
 
+  // In this program: the instance's shared tables, as "name:exists:held" (or the error).
+  std::string SharedTablesHere() {
+    if (node_ == nullptr) {
+      node_ = Node::Create({.schedulers = 1}).value();
+      EXPECT_TRUE(StartManager(*node_, inst_).ok());
+    }
+    Etsmgr mgr(inst_);
+    const std::string segment = options_.shared->segment;
+    return RunProbe(*node_, [mgr, segment](Process& self, Report report) -> Task<void> {
+      absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+      if (!info.ok()) {
+        report(info.status().ToString());
+        co_return;
+      }
+      std::string out;
+      for (const SharedTableRecord& r : info->shared_tables) {
+        absl::StrAppend(&out, out.empty() ? "" : " ", r.name, ":", r.exists, ":", r.held,
+                        r.segment == segment ? "" : ":other-segment",
+                        r.key_type == "long" ? "" : ":key-" + r.key_type);
+      }
+      report(out.empty() ? "none" : out);
+    });
+  }
+  std::string DelTableHere() {
+    Etsmgr mgr(inst_);
+    return RunProbe(*node_, [mgr](Process& self, Report report) -> Task<void> {
+      absl::Status del = co_await mgr.DelTable(self, "counter");
+      report(del.ToString());
+    });
+  }
+
   TableOptions options_;
+  std::string inst_;
   pid_t child_ = -1;
   int ack_ = -1;
   std::unique_ptr<Node> node_;
@@ -169,6 +206,56 @@ TEST_F(SharedManagedTableTest, AKilledProgramsTableComesBackWithItsData) {
   EXPECT_GE(std::stoll(got.substr(got.find("value=") + 6)), acked) << got;
 }
 
+TEST_F(SharedManagedTableTest, TheDirectoryOfSharedTablesOutlivesTheProgram) {
+  ForkProgram(/*writes=*/2);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);
+  for (int64_t i = 1; i <= 2; ++i) ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), i);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -3);
+  // Another program's manager of the same instance sees it, held by a live program...
+  EXPECT_EQ(SharedTablesHere(), "counter:1:1");
+  const std::string refused = DelTableHere();
+  EXPECT_NE(refused.find("ALREADY_EXISTS"), std::string::npos) << refused;
+  EXPECT_TRUE(Exists(SegmentPath()));
+  KillProgram();
+  // ... and, once that program is dead, as a table nobody holds, which DelTable removes
+  // although nobody here asked for it.
+  EXPECT_EQ(SharedTablesHere(), "counter:1:0");
+  EXPECT_EQ(DelTableHere(), "OK");
+  EXPECT_FALSE(Exists(SegmentPath()));
+  EXPECT_FALSE(Exists(ClaimPath()));
+  EXPECT_EQ(SharedTablesHere(), "none");
+  EXPECT_NE(DelTableHere().find("no_such_table_entry"), std::string::npos);
+}
+
+TEST_F(SharedManagedTableTest, NewTableRecordsItAndDelTableForgetsIt) {
+  EXPECT_EQ(SharedTablesHere(), "none");
+  TableOptions options = options_;
+  Etsmgr mgr(inst_);
+  std::string got = RunProbe(*node_, [options, mgr](Process& self, Report report) -> Task<void> {
+    absl::StatusOr<ManagedTableRef> r =
+        co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+    if (!r.ok()) {
+      report(r.status().ToString());
+      co_return;
+    }
+    absl::StatusOr<ManagerInfo> before = co_await mgr.Info(self);
+    absl::Status del = co_await mgr.DelTable(self, "counter");
+    absl::StatusOr<ManagerInfo> after = co_await mgr.Info(self);
+    if (!before.ok() || !after.ok()) {
+      report("info failed");
+      co_return;
+    }
+    std::string out = absl::StrCat("before=", before->shared_tables.size());
+    for (const SharedTableRecord& t : before->shared_tables) {
+      absl::StrAppend(&out, " ", t.name, " ", t.key_type, "->", t.value_type, " held=", t.held);
+    }
+    absl::StrAppend(&out, " del=", del.ToString(), " after=", after->shared_tables.size());
+    report(out);
+  });
+  EXPECT_EQ(got, "before=1 counter long->long held=1 del=OK after=0");
+  EXPECT_FALSE(Exists(SegmentPath()));
+}
+
 TEST_F(SharedManagedTableTest, TwoLiveProgramsCannotBothHoldIt) {
   ForkProgram(/*writes=*/3);
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);
@@ -185,11 +272,12 @@ TEST_F(SharedManagedTableTest, TwoLiveProgramsCannotBothHoldIt) {
 
 TEST_F(SharedManagedTableTest, ANewTableIsCreatedAndDelTableRemovesIt) {
   node_ = Node::Create({.schedulers = 1}).value();
-  ASSERT_TRUE(StartManager(*node_).ok());
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
   TableOptions options = options_;
-  std::string got = RunProbe(*node_, [options](Process& self, Report report) -> Task<void> {
+  Etsmgr mgr(inst_);
+  std::string got = RunProbe(*node_, [options, mgr](Process& self, Report report) -> Task<void> {
     absl::StatusOr<ManagedTableRef> r =
-        co_await Etsmgr().NewTable<int64_t, int64_t>(self, "counter", options);
+        co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
     if (!r.ok()) {
       report(r.status().ToString());
       co_return;
@@ -197,7 +285,7 @@ TEST_F(SharedManagedTableTest, ANewTableIsCreatedAndDelTableRemovesIt) {
     std::string out = absl::StrCat("created=", r->created);
     IntTable t = IntTable::Attach(r->table).value();
     (void)t.Insert(kCounter, 5);
-    absl::Status del = co_await Etsmgr().DelTable(self, "counter");
+    absl::Status del = co_await mgr.DelTable(self, "counter");
     absl::StrAppend(&out, " del=", del.ToString(), " alive=", t.alive());
     report(out);
   });
@@ -210,14 +298,14 @@ TEST_F(SharedManagedTableTest, ANewTableIsCreatedAndDelTableRemovesIt) {
 TEST_F(SharedManagedTableTest, ADiscardRemovesTheSegmentsOfHeldTables) {
   EXPECT_EQ(NewTableHere(), "created=1 value=-1");  // The client exits: the instance holds it.
   EXPECT_TRUE(Exists(SegmentPath()));
-  ASSERT_TRUE(StopManager(*node_, kDefaultInstance, {.discard_tables = true}).ok());
+  ASSERT_TRUE(StopManager(*node_, inst_, {.discard_tables = true}).ok());
   EXPECT_FALSE(Exists(SegmentPath()));
   EXPECT_FALSE(Exists(ClaimPath()));
 }
 
 TEST_F(SharedManagedTableTest, AStopWithoutDiscardKeepsTheSegment) {
   EXPECT_EQ(NewTableHere(), "created=1 value=-1");
-  ASSERT_TRUE(StopManager(*node_).ok());
+  ASSERT_TRUE(StopManager(*node_, inst_).ok());
   node_.reset();  // The whole runtime goes, as at a normal exit of the program.
   EXPECT_TRUE(Exists(SegmentPath()));
   EXPECT_EQ(NewTableHere(), "created=0 value=-1");
