@@ -141,6 +141,11 @@ class SharedManagedTableTest : public ::testing::Test {
         co_return;
       }
       IntTable t = IntTable::Attach(r->table).value();
+      absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+      if (!info.ok() || info->tables.size() != 1 || info->tables[0].size != t.Size().value()) {
+        report("info() disagrees with the table's size");
+        co_return;
+      }
       report(absl::StrCat("created=", r->created, " value=", t.Get(kCounter).value().value_or(-1)));
     });  // The client exits: the instance holds the table.
   }

@@ -217,7 +217,7 @@ Pid TableCore::owner() const {
 }
 
 bool TableCore::Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size, bool* kept) const {
-  if (storage() != nullptr) {
+  if (storage() != nullptr || shared_storage_) {  // Shared storage has no heap root.
     absl::StatusOr<size_t> stored = Size("info");
     if (!stored.ok()) return false;
     *size = *stored;
