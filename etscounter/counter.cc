@@ -46,7 +46,7 @@ Task<void> CounterServer(Process& self, StorageOptions storage) {
     options.shared->map.max_bytes = uint64_t{1} << 20;
   }
   absl::StatusOr<CounterTable> opened = co_await CounterTable::Open(
-      self, etsmgr::Etsmgr(), kTableName, options,
+      self, etsmgr::Etsmgr(storage.instance), kTableName, options,
       [](etsmgr::Table<CounterKey, int64_t>& fresh) { return fresh.Insert("count", 0); });
   if (!opened.ok()) {
     Logf(LogLevel::kError, "%s: no table: %s", kServerName, opened.status().ToString().c_str());
@@ -173,7 +173,7 @@ absl::StatusOr<Contents> CounterClient::Check() {
 absl::Status CounterClient::Die() { return KillAndAwaitRestart(kServerName, true); }
 absl::Status CounterClient::Kill() { return KillAndAwaitRestart(kServerName, false); }
 absl::Status CounterClient::KillManager() {
-  return KillAndAwaitRestart(etsmgr::Etsmgr().server_name(), false);
+  return KillAndAwaitRestart(etsmgr::Etsmgr(instance_).server_name(), false);
 }
 
 absl::Status CounterClient::KillAndAwaitRestart(const std::string& name, bool ask_to_die) {
@@ -205,9 +205,11 @@ absl::Status CounterClient::KillAndAwaitRestart(const std::string& name, bool as
 
 absl::StatusOr<etsmgr::ManagerInfo> CounterClient::Info() {
   absl::Duration timeout = timeout_;
+  std::string instance = instance_;
   return InProcess<etsmgr::ManagerInfo>(
-      node_, timeout, [timeout](Process& self) -> Task<absl::StatusOr<etsmgr::ManagerInfo>> {
-        etsmgr::Etsmgr mgr;
+      node_, timeout,
+      [timeout, instance](Process& self) -> Task<absl::StatusOr<etsmgr::ManagerInfo>> {
+        etsmgr::Etsmgr mgr(instance);
         absl::StatusOr<etsmgr::ManagerInfo> info = co_await mgr.Info(self, timeout);
         co_return info;
       });

@@ -45,6 +45,9 @@ struct StorageOptions {
   std::string shared_segment;
   // Shared mode: where the segment lives (empty: /dev/shm; a directory: a file there).
   std::string shared_directory;
+  // The manager instance the counter's table is managed by (its directory of shared tables is
+  // /dev/shm/etsmgr-directory-<instance>).
+  std::string instance = etsmgr::kDefaultInstance;
 };
 
 // Starts the counter's supervisor (and so the server) on `node`; the manager should run (the
@@ -54,8 +57,9 @@ absl::Status StartCounter(etsmgr::Node& node, const StorageOptions& storage = {}
 // Operations on a running counter, from a plain thread, each bounded by `timeout`.
 class CounterClient {
  public:
-  explicit CounterClient(etsmgr::Node& node, absl::Duration timeout = absl::Seconds(10))
-      : node_(node), timeout_(timeout) {}
+  explicit CounterClient(etsmgr::Node& node, std::string instance = etsmgr::kDefaultInstance,
+                         absl::Duration timeout = absl::Seconds(10))
+      : node_(node), instance_(std::move(instance)), timeout_(timeout) {}
 
   // count: the new value.
   absl::StatusOr<int64_t> Count();
@@ -78,6 +82,7 @@ class CounterClient {
   absl::Status KillAndAwaitRestart(const std::string& name, bool ask_to_die);
 
   etsmgr::Node& node_;
+  const std::string instance_;
   absl::Duration timeout_;
 };
 

@@ -177,6 +177,7 @@ class Segment {
   ~Segment() {
     (void)etsmgr::SharedMap<CounterKey, int64_t>::Remove(name_);
     (void)etsmgr::SharedClaim::RemoveFile(name_, {});
+    (void)etsmgr::shared_internal::MapCore::Remove("etsmgr-directory-" + name_, {});
   }
   const std::string& name() const { return name_; }
 
@@ -188,13 +189,20 @@ TEST(EtscounterSharedTest, TheCountSurvivesARestartOfTheWholeApp) {
   Segment segment;
   std::ostringstream out;
   {
-    auto app = App::Start(out, {.shared_segment = segment.name()}).value();
+    auto app =
+        App::Start(out, {.shared_segment = segment.name(), .instance = segment.name()}).value();
     ASSERT_EQ(app->client().Count().value(), 1);
     ASSERT_EQ(app->client().Count().value(), 2);
     ASSERT_TRUE(app->client().Die().ok());  // The in-program hand-back still works.
     ASSERT_EQ(app->client().Count().value(), 3);
   }  // The runtime, the manager and the counter all stop.
-  auto app = App::Start(out, {.shared_segment = segment.name()}).value();
+  auto app =
+      App::Start(out, {.shared_segment = segment.name(), .instance = segment.name()}).value();
+  absl::StatusOr<etsmgr::ManagerInfo> info = app->client().Info();
+  ASSERT_TRUE(info.ok()) << info.status();
+  ASSERT_EQ(info->shared_tables.size(), 1u);  // Known before the counter asked (it may have).
+  EXPECT_EQ(info->shared_tables[0].name, "etscounter");
+  EXPECT_EQ(info->shared_tables[0].segment, segment.name());
   auto contents = app->client().Check();
   ASSERT_TRUE(contents.ok()) << contents.status() << "\n" << out.str();
   EXPECT_EQ(FormatContents(*contents), "[{count,3}]");

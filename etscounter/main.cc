@@ -4,6 +4,7 @@
 //   --shared[=SEGMENT]   keep the counter's table in a shared-memory segment (default name
 //                        "etscounter"): it survives a kill -9 of this program
 //   --shared_dir=DIR     ... in a file in DIR instead of /dev/shm
+//   --instance=NAME      the manager instance (default "etsmgr")
 //   --demo / --shell     run the demo / the shell (the default depends on the target)
 #include <unistd.h>
 
@@ -34,9 +35,11 @@ int main(int argc, char** argv) {
       storage.shared_segment = std::string(arg.substr(9));
     } else if (arg.substr(0, 13) == "--shared_dir=") {
       storage.shared_directory = std::string(arg.substr(13));
+    } else if (arg.substr(0, 11) == "--instance=") {
+      storage.instance = std::string(arg.substr(11));
     } else {
       std::cerr << "usage: " << argv[0]
-                << " [--demo|--shell] [--shared[=SEGMENT]] [--shared_dir=DIR]\n";
+                << " [--demo|--shell] [--shared[=SEGMENT]] [--shared_dir=DIR] [--instance=NAME]\n";
       return 2;
     }
   }

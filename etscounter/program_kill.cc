@@ -157,7 +157,9 @@ absl::StatusOr<ProgramKillResult> RunProgramKill(StreamLogSink& out, const std::
                                                  const std::string& segment, int counts,
                                                  absl::Duration timeout) {
   ProgramKillResult result;
-  const std::vector<std::string> args = {"--shell", "--shared=" + segment};
+  // The children's manager instance is named after the segment: its directory of shared tables
+  // (/dev/shm/etsmgr-directory-<segment>) goes at the end with the segment.
+  const std::vector<std::string> args = {"--shell", "--shared=" + segment, "--instance=" + segment};
   {
     ChildProgram first(out, "program 1");
     if (absl::Status st = first.Start(program, args); !st.ok()) return st;
@@ -192,6 +194,7 @@ absl::StatusOr<ProgramKillResult> RunProgramKill(StreamLogSink& out, const std::
   etsmgr::SharedMapOptions where;
   (void)etsmgr::SharedMap<CounterKey, int64_t>::Remove(segment, where);
   (void)etsmgr::SharedClaim::RemoveFile(segment, where);
+  (void)etsmgr::shared_internal::MapCore::Remove("etsmgr-directory-" + segment, where);
   if (result.after != result.before) {
     return absl::DataLossError(absl::StrCat("etscounter: the count was ", result.before,
                                             " before the kill and ", result.after, " after"));
