@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -209,6 +210,38 @@ TEST_F(SharedManagedTableTest, AKilledProgramsTableComesBackWithItsData) {
   const std::string got = NewTableHere();
   EXPECT_EQ(got.substr(0, 10), "created=0 ") << got;  // Found, not created.
   EXPECT_GE(std::stoll(got.substr(got.find("value=") + 6)), acked) << got;
+}
+
+// Program after program is killed at a seeded point of its stream of update_counter calls: each
+// finds the count the last one left (every acknowledged increment, plus any whose
+// acknowledgement was still in the pipe), and continues from exactly there.
+TEST_F(SharedManagedTableTest, RepeatedProgramKillsLoseNoAcknowledgedWrite) {
+  std::mt19937_64 rng(20261130);
+  int64_t acked = 0;
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    ForkProgram(/*writes=*/-1);
+    ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), round == 0 ? -1 : -2);
+    // The first increment of this program continues from what the last one left.
+    std::optional<int64_t> first = ReadValue(ack_, std::chrono::seconds(20));
+    ASSERT_TRUE(first.has_value());
+    ASSERT_GT(*first, acked);
+    acked = *first;
+    const int64_t target = acked + static_cast<int64_t>(rng() % 2000);
+    while (acked < target) {
+      std::optional<int64_t> v = ReadValue(ack_, std::chrono::seconds(20));
+      ASSERT_TRUE(v.has_value());
+      ASSERT_EQ(*v, acked + 1);  // One program counts alone: no gap, no repeat.
+      acked = *v;
+    }
+    KillProgram();
+    SharedMap<int64_t, int64_t> map =
+        SharedMap<int64_t, int64_t>::Open(options_.shared->segment, options_.shared->map).value();
+    ASSERT_TRUE(map.Check().ok());
+    const int64_t left = map.Get(kCounter).value().value();
+    ASSERT_GE(left, acked);
+    acked = left;  // Increments acknowledged into the pipe but not read count too.
+  }
 }
 
 TEST_F(SharedManagedTableTest, TheDirectoryOfSharedTablesOutlivesTheProgram) {
