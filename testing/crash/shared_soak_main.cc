@@ -37,10 +37,15 @@ bool ParseFlag(std::string_view arg, std::string_view name, int64_t* value) {
 int main(int argc, char** argv) {
   int64_t kills = 1000, first_seed = 0, one_seed = -1, per_seed = 50;
   std::string directory;
+  bool lose_a_write = false;
   for (int a = 1; a < argc; ++a) {
     std::string_view arg = argv[a];
     if (ParseFlag(arg, "kills", &kills) || ParseFlag(arg, "first_seed", &first_seed) ||
         ParseFlag(arg, "seed", &one_seed) || ParseFlag(arg, "kills_per_seed", &per_seed)) {
+      continue;
+    }
+    if (arg == "--lose_a_write_for_test") {  // Tests of the failure report only.
+      lose_a_write = true;
       continue;
     }
     if (arg.substr(0, 12) == "--directory=") {
@@ -77,6 +82,7 @@ int main(int argc, char** argv) {
     o.writers = seed % 2 == 0 ? 1 : 2;
     o.kills = static_cast<int>(std::min<int64_t>(per_seed, kills - total_kills));
     o.directory = directory;
+    o.lose_a_write_for_test = lose_a_write;
     etsmgr::shared_testing::KillRunResult r = etsmgr::shared_testing::RunKills(o);
     total_kills += r.kills;
     checked += r.writes_checked;

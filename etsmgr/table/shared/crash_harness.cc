@@ -332,6 +332,14 @@ KillRunResult RunKills(const KillRunOptions& o) {
         ++result.writes_checked;
       }
     }
+    if (o.lose_a_write_for_test && round == 0) {
+      // Pretend the segment lost an acknowledged write: writer 0's smallest key that the model
+      // has and the in-flight write does not touch.
+      const int64_t in_flight = OpAt(o, 0, first_unacked[0]).key;
+      for (const auto& [k, v] : models[0]) {
+        if (k != in_flight && actual[0].erase(k) > 0) break;
+      }
+    }
     Model shared_upper = shared;
     for (int w = 0; w < o.writers; ++w) {
       const Op maybe = OpAt(o, w, first_unacked[w]);

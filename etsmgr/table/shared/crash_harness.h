@@ -38,6 +38,9 @@ struct KillRunOptions {
   int max_acks = 3000;              // a writer is killed after 0..max_acks acknowledged writes
   int max_delay_us = 30;            // ... plus a random busy delay
   int64_t clear_per_million = 300;  // single writer: how often a write is a Clear()
+  // For tests of the reporting only: the first round's verification pretends that one
+  // acknowledged write is missing.
+  bool lose_a_write_for_test = false;
   // Called after each verified round with a progress line (may be empty).
   std::function<void(const std::string&)> progress;
 };
