@@ -210,6 +210,24 @@ TEST_F(SharedTableTest, OneTablePerSegmentAtATime) {
   });
 }
 
+TEST_F(SharedTableTest, AFailedCreationLeavesNoSegmentBehind) {
+  Run([&](Process&) {
+    IntTable named = IntTable::New({.name = "taken"}).value();
+    absl::StatusOr<IntTable> t = IntTable::NewShared(storage_, {.name = "taken"});
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kAlreadyExists) << t.status();
+    EXPECT_FALSE(Exists(SegmentPath()));  // It made the segment, then removed it.
+    EXPECT_FALSE(Exists(ClaimPath()));
+  });
+  Run([&](Process&) { ASSERT_TRUE(IntTable::NewShared(storage_).value().Insert(1, 1).ok()); });
+  Run([&](Process&) {
+    // A segment that existed stays, data and all.
+    IntTable named = IntTable::New({.name = "taken"}).value();
+    EXPECT_FALSE(IntTable::NewShared(storage_, {.name = "taken"}).ok());
+    EXPECT_TRUE(Exists(SegmentPath()));
+    EXPECT_EQ(IntTable::NewShared(storage_).value().Get(1).value(), 1);
+  });
+}
+
 TEST_F(SharedTableTest, RefusedWithTypedErrors) {
   Run([&](Process&) {
     TableOptions options;

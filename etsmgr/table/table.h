@@ -360,7 +360,10 @@ absl::StatusOr<Table<K, V>> Table<K, V>::New(TableOptions options) {
   absl::StatusOr<std::shared_ptr<Core>> core = MakeCore(options);
   if (!core.ok()) return core.status();
   absl::Status established = TableCore::Establish(*core, std::move(options));
-  if (!established.ok()) return established;
+  if (!established.ok()) {
+    (*core)->AbandonNewStorage();  // A shared segment this call created goes again.
+    return established;
+  }
   return Table(*std::move(core));
 }
 
@@ -372,10 +375,12 @@ absl::StatusOr<Table<K, V>> Table<K, V>::NewFilled(TableOptions options, std::ve
   if (!core.ok()) return core.status();
   // Filled before it is established: nobody can find it (by name or in a listing) half full.
   absl::StatusOr<size_t> n = (*core)->InsertBulk(std::move(entries), what);
-  if (!n.ok()) return n.status();
-  if (absl::Status st = check(*n); !st.ok()) return st;
-  absl::Status established = TableCore::Establish(*core, std::move(options));
-  if (!established.ok()) return established;
+  absl::Status st = n.ok() ? check(*n) : n.status();
+  if (st.ok()) st = TableCore::Establish(*core, std::move(options));
+  if (!st.ok()) {
+    (*core)->AbandonNewStorage();  // A shared segment this call created goes again.
+    return st;
+  }
   return Table(*std::move(core));
 }
 

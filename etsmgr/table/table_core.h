@@ -194,6 +194,9 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   bool storage_is_shared() const { return shared_storage_; }
   // Shared storage: the segment existed before this table was made (a previous program's data).
   virtual bool storage_existed() const { return false; }
+  // A table whose creation failed after its storage was made: shared storage removes a segment
+  // it created (one that existed stays). Heap storage: nothing to do.
+  virtual void AbandonNewStorage() {}
   // "heap", or where shared storage keeps the data.
   virtual std::string storage_description() const { return "heap"; }
   // Shared storage: Sync (msync + fsync of a file-backed segment) and Check (a walk of the whole

@@ -60,6 +60,13 @@ class SharedCore final : public TypedCore<K, V> {
     return absl::StrCat("shared segment ", info.ok() ? info->path : segment_);
   }
 
+  void AbandonNewStorage() override {
+    if (map_.created()) {
+      (void)Map::Remove(segment_, map_options_);
+      (void)SharedClaim::RemoveFile(segment_, map_options_);
+    }
+    claim_.Release();
+  }
   absl::Status SyncStorage(const char* what) const override {
     if (this->deleted()) return this->DeletedError(what);
     return map_.Sync();
