@@ -71,7 +71,9 @@ Task<void> CounterServer(Process& self, StorageOptions storage) {
     }
     if (*handled) continue;
     if (const auto* r = m.As<CallRequest<CountRequest>>()) {
-      absl::StatusOr<int64_t> n = t.table().UpdateCounter("count", 1);
+      // With a default: a shared table whose first program died between creating the segment
+      // and initialising it comes back (created == false) without the key.
+      absl::StatusOr<int64_t> n = t.table().UpdateCounter("count", 1, {.default_value = 0});
       if (n.ok()) Logf(LogLevel::kNotice, "%s: Counter %d.", kServerName, *n);
       etsmgr::ReplyTo(*r, n);
     } else if (const auto* c = m.As<CallRequest<CheckRequest>>()) {

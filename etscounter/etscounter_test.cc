@@ -211,6 +211,22 @@ TEST(EtscounterSharedTest, TheCountSurvivesARestartOfTheWholeApp) {
       << out.str();
 }
 
+// A program killed after its segment was made but before the counter initialised it: the next
+// one gets the table back (created == false, so no initialisation) without the key, and counts
+// from zero all the same.
+TEST(EtscounterSharedTest, ASegmentLeftUninitialisedStillCounts) {
+  Segment segment;
+  using Map = etsmgr::SharedMap<CounterKey, int64_t>;
+  ASSERT_TRUE(Map::Open(segment.name()).ok());
+  std::ostringstream out;
+  auto app =
+      App::Start(out, {.shared_segment = segment.name(), .instance = segment.name()}).value();
+  absl::StatusOr<int64_t> n = app->client().Count();
+  ASSERT_TRUE(n.ok()) << n.status() << "\n" << out.str();
+  EXPECT_EQ(*n, 1);
+  EXPECT_NE(out.str().find("(not new: its data kept), data []"), std::string::npos) << out.str();
+}
+
 TEST(EtscounterSharedTest, AKillNineOfTheWholeProgramKeepsTheCount) {
   const char* srcdir = std::getenv("TEST_SRCDIR");
   const char* workspace = std::getenv("TEST_WORKSPACE");
