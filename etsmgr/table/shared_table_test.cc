@@ -5,10 +5,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <future>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -62,7 +65,20 @@ class SharedTableTest : public ::testing::Test {
   }
   std::string SegmentPath() const { return "/dev/shm/" + storage_.segment; }
   std::string ClaimPath() const { return "/dev/shm/." + storage_.segment + ".owner"; }
-  void Run(std::function<void(Process&)> fn) { RunInProcess(*node_, std::move(fn)); }
+  // Runs `fn` in a process and returns once that process has exited (its tables deleted or
+  // passed on, their claims released): the next Run may claim the same segment.
+  void Run(std::function<void(Process&)> fn) {
+    auto ran = std::make_shared<std::promise<void>>();
+    std::future<void> done = ran->get_future();
+    absl::StatusOr<Pid> pid = node_->Spawn([fn = std::move(fn), ran](Process& self) -> Task<void> {
+      fn(self);
+      ran->set_value();
+      co_return;
+    });
+    ASSERT_TRUE(pid.ok()) << pid.status();
+    ASSERT_EQ(done.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+    AwaitDeath(*node_, *pid);
+  }
 
   SharedStorage storage_;
   std::unique_ptr<Node> node_;
@@ -164,14 +180,41 @@ TEST_F(SharedTableTest, SelectFamilyUpdateAndTraversal) {
   });
 }
 
+TEST_F(SharedTableTest, ThreadsShareAPublicSharedTable) {
+  std::atomic<bool> done{false};
+  Run([&](Process&) {
+    IntTable shared = IntTable::NewShared(storage_, {.access = Access::kPublic}).value();
+    constexpr int kThreads = 4, kEach = 5000;
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([shared, i]() mutable {
+        for (int n = 0; n < kEach; ++n) {
+          ASSERT_TRUE(shared.UpdateCounter(0, 1, {.default_value = 0}).ok());
+          ASSERT_TRUE(shared.Insert(1000 + i * kEach + n, n).ok());
+          ASSERT_TRUE(shared.Get(1000 + i * kEach + n).value().has_value());
+        }
+      });
+    }
+    for (std::thread& th : threads) th.join();
+    EXPECT_EQ(shared.Get(0).value(), kThreads * kEach);
+    EXPECT_EQ(shared.Size().value(), size_t{kThreads * kEach + 1});
+    EXPECT_TRUE(shared.CheckStorage().ok());
+    done = true;
+  });
+  EXPECT_TRUE(done);
+}
+
 TEST_F(SharedTableTest, TheDataOutlivesTheOwnerAndComesBackWithoutCopying) {
+  IntTable kept;  // A handle that outlives the owner.
   Run([&](Process&) {
     IntTable t = IntTable::NewShared(storage_).value();
     ASSERT_TRUE(t.Insert(1, 100).ok());
     EXPECT_FALSE(t.any().core()->storage_existed());
+    kept = t;
   });
-  // The owner exited with no heir: the table was deleted in this program (lost), but the segment
-  // and its data stay for whoever comes next, and the claim is free again.
+  EXPECT_EQ(kept.Get(1).status().code(), absl::StatusCode::kNotFound);  // Deleted here...
+  // ... the owner exited with no heir: the table was deleted in this program (lost), but the
+  // segment and its data stay for whoever comes next, and the claim is free again.
   EXPECT_TRUE(Exists(SegmentPath()));
   Run([&](Process&) {
     IntTable t = IntTable::NewShared(storage_).value();
