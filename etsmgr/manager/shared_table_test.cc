@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <random>
 #include <string>
@@ -125,6 +126,20 @@ class SharedManagedTableTest : public ::testing::Test {
     child_ = -1;
     close(ack_);
   }
+  // RunProbe, returning once the probe process has exited (so a table it took has gone to the
+  // instance before the next step asks for it).
+  std::string RunToExit(ProbeBody body) {
+    auto pid = std::make_shared<std::promise<Pid>>();
+    std::future<Pid> got_pid = pid->get_future();
+    std::string out =
+        RunProbe(*node_, [body = std::move(body), pid](Process& self, Report report) -> Task<void> {
+          pid->set_value(self.self());
+          co_await body(self, std::move(report));
+        });
+    AwaitDeath(*node_, got_pid.get());
+    return out;
+  }
+
   // In this program: NewTable of "counter" from a fresh process, which then exits (the instance
   // holds the table); yields "created=<0|1> value=<v>" or the error.
   std::string NewTableHere() {
@@ -134,7 +149,7 @@ class SharedManagedTableTest : public ::testing::Test {
     }
     TableOptions options = options_;
     Etsmgr mgr(inst_);
-    return RunProbe(*node_, [options, mgr](Process& self, Report report) -> Task<void> {
+    return RunToExit([options, mgr](Process& self, Report report) -> Task<void> {
       absl::StatusOr<ManagedTableRef> r =
           co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
       if (!r.ok()) {
@@ -159,7 +174,7 @@ class SharedManagedTableTest : public ::testing::Test {
     }
     Etsmgr mgr(inst_);
     const std::string segment = options_.shared->segment;
-    return RunProbe(*node_, [mgr, segment](Process& self, Report report) -> Task<void> {
+    return RunToExit([mgr, segment](Process& self, Report report) -> Task<void> {
       absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
       if (!info.ok()) {
         report(info.status().ToString());
@@ -176,7 +191,7 @@ class SharedManagedTableTest : public ::testing::Test {
   }
   std::string DelTableHere() {
     Etsmgr mgr(inst_);
-    return RunProbe(*node_, [mgr](Process& self, Report report) -> Task<void> {
+    return RunToExit([mgr](Process& self, Report report) -> Task<void> {
       absl::Status del = co_await mgr.DelTable(self, "counter");
       report(del.ToString());
     });
