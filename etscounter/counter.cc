@@ -23,22 +23,31 @@ using etsmgr::Pid;
 using etsmgr::Process;
 using etsmgr::Task;
 using Contents = std::vector<std::pair<std::string, int64_t>>;
-using CounterTable = etsmgr::ManagedTable<std::string, int64_t>;
+using CounterTable = etsmgr::ManagedTable<CounterKey, int64_t>;
 
 struct CountRequest {};
 struct CheckRequest {};
 struct DieRequest {};
 
 absl::StatusOr<Contents> ReadAll(CounterTable& t) {
-  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> all = t.table().ToList();
+  absl::StatusOr<std::vector<std::pair<CounterKey, int64_t>>> all = t.table().ToList();
   if (!all.ok()) return all.status();
-  return Contents(all->begin(), all->end());
+  Contents out;
+  for (const auto& [key, value] : *all) out.emplace_back(key.str(), value);
+  return out;
 }
 
-Task<void> CounterServer(Process& self) {
+Task<void> CounterServer(Process& self, StorageOptions storage) {
+  etsmgr::TableOptions options;
+  if (!storage.shared_segment.empty()) {
+    options.shared = etsmgr::SharedStorage{.segment = storage.shared_segment};
+    options.shared->map.directory = storage.shared_directory;
+    options.shared->map.shards = 1;  // One key.
+    options.shared->map.max_bytes = uint64_t{1} << 20;
+  }
   absl::StatusOr<CounterTable> opened = co_await CounterTable::Open(
-      self, etsmgr::Etsmgr(), kTableName, etsmgr::TableOptions(),
-      [](etsmgr::Table<std::string, int64_t>& fresh) { return fresh.Insert("count", 0); });
+      self, etsmgr::Etsmgr(storage.instance), kTableName, options,
+      [](etsmgr::Table<CounterKey, int64_t>& fresh) { return fresh.Insert("count", 0); });
   if (!opened.ok()) {
     Logf(LogLevel::kError, "%s: no table: %s", kServerName, opened.status().ToString().c_str());
     ExitReason reason = ExitReason::Custom(std::string(opened.status().message()));
@@ -46,10 +55,12 @@ Task<void> CounterServer(Process& self) {
   }
   CounterTable& t = *opened;
   absl::StatusOr<Contents> contents = ReadAll(t);
-  Logf(LogLevel::kNotice, "%s: got %s from the manager %s (%s), data %s", kServerName,
+  absl::StatusOr<etsmgr::TableInfo> info = t.table().Info();
+  Logf(LogLevel::kNotice, "%s: got %s from the manager %s (%s), data %s, storage %s", kServerName,
        t.table().any().ToString().c_str(), t.manager().ToString().c_str(),
-       t.created() ? "new" : "handed back",
-       contents.ok() ? FormatContents(*contents).c_str() : "?");
+       t.created() ? "new" : "not new: its data kept",
+       contents.ok() ? FormatContents(*contents).c_str() : "?",
+       info.ok() ? info->storage.c_str() : "?");
   while (true) {
     Message m = co_await self.Receive();
     absl::StatusOr<bool> handled = co_await t.Handle(self, m);
@@ -60,7 +71,9 @@ Task<void> CounterServer(Process& self) {
     }
     if (*handled) continue;
     if (const auto* r = m.As<CallRequest<CountRequest>>()) {
-      absl::StatusOr<int64_t> n = t.table().UpdateCounter("count", 1);
+      // With a default: a shared table whose first program died between creating the segment
+      // and initialising it comes back (created == false) without the key.
+      absl::StatusOr<int64_t> n = t.table().UpdateCounter("count", 1, {.default_value = 0});
       if (n.ok()) Logf(LogLevel::kNotice, "%s: Counter %d.", kServerName, *n);
       etsmgr::ReplyTo(*r, n);
     } else if (const auto* c = m.As<CallRequest<CheckRequest>>()) {
@@ -131,15 +144,16 @@ std::string FormatContents(const Contents& contents) {
   return absl::StrCat("[", absl::StrJoin(items, ","), "]");
 }
 
-absl::Status StartCounter(etsmgr::Node& node) {
+absl::Status StartCounter(etsmgr::Node& node, const StorageOptions& storage) {
   std::vector<etsmgr::ChildSpec> children;
-  children.push_back(
-      etsmgr::ChildSpec{.id = kServerName, .start = [](Process& sup) -> Task<absl::StatusOr<Pid>> {
-                          etsmgr::SpawnOptions options;
-                          options.name = kServerName;
-                          options.trap_exit = true;
-                          co_return sup.SpawnLink(CounterServer, options);
-                        }});
+  children.push_back(etsmgr::ChildSpec{
+      .id = kServerName, .start = [storage](Process& sup) -> Task<absl::StatusOr<Pid>> {
+        etsmgr::SpawnOptions options;
+        options.name = kServerName;
+        options.trap_exit = true;
+        co_return sup.SpawnLink([storage](Process& self) { return CounterServer(self, storage); },
+                                options);
+      }});
   etsmgr::SupervisorFlags flags;
   flags.strategy = etsmgr::RestartStrategy::kOneForOne;
   flags.intensity = 10;
@@ -161,7 +175,7 @@ absl::StatusOr<Contents> CounterClient::Check() {
 absl::Status CounterClient::Die() { return KillAndAwaitRestart(kServerName, true); }
 absl::Status CounterClient::Kill() { return KillAndAwaitRestart(kServerName, false); }
 absl::Status CounterClient::KillManager() {
-  return KillAndAwaitRestart(etsmgr::Etsmgr().server_name(), false);
+  return KillAndAwaitRestart(etsmgr::Etsmgr(instance_).server_name(), false);
 }
 
 absl::Status CounterClient::KillAndAwaitRestart(const std::string& name, bool ask_to_die) {
@@ -193,9 +207,11 @@ absl::Status CounterClient::KillAndAwaitRestart(const std::string& name, bool as
 
 absl::StatusOr<etsmgr::ManagerInfo> CounterClient::Info() {
   absl::Duration timeout = timeout_;
+  std::string instance = instance_;
   return InProcess<etsmgr::ManagerInfo>(
-      node_, timeout, [timeout](Process& self) -> Task<absl::StatusOr<etsmgr::ManagerInfo>> {
-        etsmgr::Etsmgr mgr;
+      node_, timeout,
+      [timeout, instance](Process& self) -> Task<absl::StatusOr<etsmgr::ManagerInfo>> {
+        etsmgr::Etsmgr mgr(instance);
         absl::StatusOr<etsmgr::ManagerInfo> info = co_await mgr.Info(self, timeout);
         co_return info;
       });

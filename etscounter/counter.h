@@ -9,6 +9,11 @@
 // The manager's exit is handled by waiting for the restarted manager and re-adding the table —
 // where the Erlang example crashes (its add_table match fails), this one goes on counting.
 //
+// Storage: by default the table lives on the heap (it survives crashes of the counter and of the
+// manager, not of the program). With StorageOptions::shared_segment it lives in a shared-memory
+// segment (TableOptions::shared), so it survives the crash of the whole program too: a restarted
+// program's counter gets it back through new_table with its count (created == false).
+//
 // CounterClient drives it from a plain thread (the shell, the demo, tests): every operation
 // waits for its effect, so steps are ordered without sleeping.
 #ifndef ETSCOUNTER_COUNTER_H_
@@ -24,6 +29,7 @@
 #include "absl/time/time.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/node.h"
+#include "etsmgr/table/shared/shared_string.h"
 
 namespace etscounter {
 
@@ -31,15 +37,29 @@ inline constexpr char kServerName[] = "etscounter_srv";
 inline constexpr char kSupervisorName[] = "etscounter_sup";
 inline constexpr char kTableName[] = "etscounter";
 
+// The counter's key: a fixed-size string, so the table can live in shared memory.
+using CounterKey = etsmgr::SharedString<16>;
+
+struct StorageOptions {
+  // Empty: the heap. Otherwise the shared segment's name (see etsmgr::SharedStorage).
+  std::string shared_segment;
+  // Shared mode: where the segment lives (empty: /dev/shm; a directory: a file there).
+  std::string shared_directory;
+  // The manager instance the counter's table is managed by (its directory of shared tables is
+  // /dev/shm/etsmgr-directory-<instance>).
+  std::string instance = etsmgr::kDefaultInstance;
+};
+
 // Starts the counter's supervisor (and so the server) on `node`; the manager should run (the
 // server waits for it). From a plain thread.
-absl::Status StartCounter(etsmgr::Node& node);
+absl::Status StartCounter(etsmgr::Node& node, const StorageOptions& storage = {});
 
 // Operations on a running counter, from a plain thread, each bounded by `timeout`.
 class CounterClient {
  public:
-  explicit CounterClient(etsmgr::Node& node, absl::Duration timeout = absl::Seconds(10))
-      : node_(node), timeout_(timeout) {}
+  explicit CounterClient(etsmgr::Node& node, std::string instance = etsmgr::kDefaultInstance,
+                         absl::Duration timeout = absl::Seconds(10))
+      : node_(node), instance_(std::move(instance)), timeout_(timeout) {}
 
   // count: the new value.
   absl::StatusOr<int64_t> Count();
@@ -62,6 +82,7 @@ class CounterClient {
   absl::Status KillAndAwaitRestart(const std::string& name, bool ask_to_die);
 
   etsmgr::Node& node_;
+  const std::string instance_;
   absl::Duration timeout_;
 };
 

@@ -1,18 +1,27 @@
 // The demo as a test (the counter at every step, after kill-manager too), a kill during a manager
-// restart, and the shell fed bad and empty input.
+// restart, the shell fed bad and empty input, and shared mode: the count survives a restart of
+// the app and a kill -9 of the whole program (the demo's last step, with the real binary).
+#include <unistd.h>
+
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <functional>
 #include <future>
+#include <iostream>
 #include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
 #include <string_view>
 
+#include "absl/strings/str_cat.h"
 #include "etscounter/shell.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/supervisor.h"
+#include "etsmgr/table/shared/shared_claim.h"
+#include "etsmgr/table/shared/shared_map.h"
+#include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
 
 namespace etscounter {
@@ -159,6 +168,81 @@ TEST(EtscounterTest, ShellEndsCleanlyOnEmptyInputAndQuit) {
   std::istringstream quit("count\nquit\ncount\n");
   EXPECT_EQ(RunShell(*app, quit, false), 0);
   EXPECT_EQ(out.str().find("Counter 2."), std::string::npos) << "nothing runs after quit";
+}
+
+// A shared segment name for one test, removed at the end.
+class Segment {
+ public:
+  Segment() : name_(etsmgr::shared_testing::UniqueSegmentName("etscounter-test")) {}
+  ~Segment() {
+    (void)etsmgr::SharedMap<CounterKey, int64_t>::Remove(name_);
+    (void)etsmgr::SharedClaim::RemoveFile(name_, {});
+    (void)etsmgr::shared_internal::MapCore::Remove("etsmgr-directory-" + name_, {});
+  }
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
+
+TEST(EtscounterSharedTest, TheCountSurvivesARestartOfTheWholeApp) {
+  Segment segment;
+  std::ostringstream out;
+  {
+    auto app =
+        App::Start(out, {.shared_segment = segment.name(), .instance = segment.name()}).value();
+    ASSERT_EQ(app->client().Count().value(), 1);
+    ASSERT_EQ(app->client().Count().value(), 2);
+    ASSERT_TRUE(app->client().Die().ok());  // The in-program hand-back still works.
+    ASSERT_EQ(app->client().Count().value(), 3);
+  }  // The runtime, the manager and the counter all stop.
+  auto app =
+      App::Start(out, {.shared_segment = segment.name(), .instance = segment.name()}).value();
+  absl::StatusOr<etsmgr::ManagerInfo> info = app->client().Info();
+  ASSERT_TRUE(info.ok()) << info.status();
+  ASSERT_EQ(info->shared_tables.size(), 1u);  // Known before the counter asked (it may have).
+  EXPECT_EQ(info->shared_tables[0].name, "etscounter");
+  EXPECT_EQ(info->shared_tables[0].segment, segment.name());
+  auto contents = app->client().Check();
+  ASSERT_TRUE(contents.ok()) << contents.status() << "\n" << out.str();
+  EXPECT_EQ(FormatContents(*contents), "[{count,3}]");
+  EXPECT_NE(out.str().find("(not new: its data kept), data [{count,3}], storage shared segment"),
+            std::string::npos)
+      << out.str();
+}
+
+// A program killed after its segment was made but before the counter initialised it: the next
+// one gets the table back (created == false, so no initialisation) without the key, and counts
+// from zero all the same.
+TEST(EtscounterSharedTest, ASegmentLeftUninitialisedStillCounts) {
+  Segment segment;
+  using Map = etsmgr::SharedMap<CounterKey, int64_t>;
+  ASSERT_TRUE(Map::Open(segment.name()).ok());
+  std::ostringstream out;
+  auto app =
+      App::Start(out, {.shared_segment = segment.name(), .instance = segment.name()}).value();
+  absl::StatusOr<int64_t> n = app->client().Count();
+  ASSERT_TRUE(n.ok()) << n.status() << "\n" << out.str();
+  EXPECT_EQ(*n, 1);
+  EXPECT_NE(out.str().find("(not new: its data kept), data []"), std::string::npos) << out.str();
+}
+
+TEST(EtscounterSharedTest, AKillNineOfTheWholeProgramKeepsTheCount) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  ASSERT_TRUE(srcdir != nullptr && workspace != nullptr);
+  const std::string shell = absl::StrCat(srcdir, "/", workspace, "/etscounter/shell");
+  Segment segment;
+  std::ostringstream log;
+  StreamLogSink out(log);
+  absl::StatusOr<ProgramKillResult> r = RunProgramKill(out, shell, segment.name(), 3);
+  ASSERT_TRUE(r.ok()) << r.status() << "\n" << log.str();
+  EXPECT_EQ(r->before, 3);
+  EXPECT_EQ(r->after, 3);
+  EXPECT_NE(log.str().find("program 2 | "), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("Data [{count,3}]"), std::string::npos) << log.str();
+  std::cout << "kill -9 -> restarted -> count back: " << absl::FormatDuration(r->kill_to_check)
+            << "\n";
 }
 
 }  // namespace

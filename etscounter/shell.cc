@@ -21,6 +21,10 @@ std::string DescribeInfo(const etsmgr::ManagerInfo& info) {
                     t.client.valid() ? t.client.ToString() : std::string("none"), ", owner ",
                     t.owner.ToString(), ", heir ", t.heir.ToString(), ", size ", t.size);
   }
+  for (const etsmgr::SharedTableRecord& t : info.shared_tables) {
+    absl::StrAppend(&out, "; shared table ", t.name, ": ", t.path, t.exists ? "" : " (missing)",
+                    t.held ? ", held by a live program" : ", held by none");
+  }
   const etsmgr::ManagerCounters& c = info.counters;
   absl::StrAppend(&out, "; created ", c.tables_created, ", transfers to the manager ",
                   c.transfers_to_manager, ", hand-backs ", c.hand_backs,
@@ -86,15 +90,15 @@ void StreamLogSink::Prompt(const std::string& prompt) {
   out_ << prompt << std::flush;
 }
 
-absl::StatusOr<std::unique_ptr<App>> App::Start(std::ostream& out) {
+absl::StatusOr<std::unique_ptr<App>> App::Start(std::ostream& out, const StorageOptions& storage) {
   std::unique_ptr<App> app(new App(out));
   app->previous_sink_ = etsmgr::SetLogSink(&app->sink_);
   absl::StatusOr<std::unique_ptr<etsmgr::Node>> node = etsmgr::Node::Create({});
   if (!node.ok()) return node.status();
   app->node_ = std::move(*node);
-  if (absl::Status st = etsmgr::StartManager(*app->node_); !st.ok()) return st;
-  if (absl::Status st = StartCounter(*app->node_); !st.ok()) return st;
-  app->client_ = std::make_unique<CounterClient>(*app->node_);
+  if (absl::Status st = etsmgr::StartManager(*app->node_, storage.instance); !st.ok()) return st;
+  if (absl::Status st = StartCounter(*app->node_, storage); !st.ok()) return st;
+  app->client_ = std::make_unique<CounterClient>(*app->node_, storage.instance);
   return app;
 }
 

@@ -13,6 +13,8 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "etscounter/counter.h"
 #include "etsmgr/base/log.h"
 #include "etsmgr/process/node.h"
@@ -36,10 +38,12 @@ class StreamLogSink : public etsmgr::LogSink {
 };
 
 // A node running the manager (standalone, default instance) and the counter, with a log sink
-// writing to `out`. The sink is installed for the node's lifetime.
+// writing to `out`. The sink is installed for the node's lifetime. `storage`: where the counter's
+// table lives (counter.h).
 class App {
  public:
-  static absl::StatusOr<std::unique_ptr<App>> Start(std::ostream& out);
+  static absl::StatusOr<std::unique_ptr<App>> Start(std::ostream& out,
+                                                    const StorageOptions& storage = {});
   ~App();
 
   CounterClient& client() { return *client_; }
@@ -61,6 +65,19 @@ int RunShell(App& app, std::istream& in, bool interactive);
 // The seed's example run as a script; prints each step, what crashed and what recovered, and a
 // final summary line. Returns the final count, or an error naming the step that went wrong.
 absl::StatusOr<int64_t> RunDemo(App& app);
+
+// The demo's last step, the crash of the whole program: runs `program` (this etscounter binary)
+// as a child in shared mode on `segment`, counts `counts` times, kills it with SIGKILL, starts it
+// again and asks `check`, which must show the count it had. Prints each step to `out` (the child's
+// lines prefixed with "  | "). Each wait is bounded by `timeout`. Removes the segment at the end.
+struct ProgramKillResult {
+  int64_t before = -1;           // the count the killed program had acknowledged
+  int64_t after = -1;            // what `check` showed after the restart
+  absl::Duration kill_to_check;  // from the SIGKILL to the restarted program's check answer
+};
+absl::StatusOr<ProgramKillResult> RunProgramKill(StreamLogSink& out, const std::string& program,
+                                                 const std::string& segment, int counts,
+                                                 absl::Duration timeout = absl::Seconds(20));
 
 }  // namespace etscounter
 

@@ -262,6 +262,13 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
             break;
           }
         }
+        const std::optional<SharedStorage> shared = options.shared;
+        if (shared && name.size() > kMaxSharedTableName) {
+          result = absl::InvalidArgumentError(absl::StrCat(Describe("new_table", name),
+                                                           ": a shared table's name has at most ",
+                                                           kMaxSharedTableName, " bytes"));
+          break;
+        }
         if (!loaded) table = factory.create(std::move(options));
         if (!table.ok()) {
           result = absl::Status(
@@ -283,10 +290,24 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
         }
         call.Add(name, Entry{*table, Pid(), std::move(managed)});
         ++st->dir.counters.tables_created;
+        if (shared) {
+          // Across programs: a restarted program's manager lists it, and can delete it.
+          absl::Status bound = st->shared_dir->Bind(name, *shared, TypeName(*factory.key_type),
+                                                    TypeName(*factory.value_type));
+          if (!bound.ok()) {
+            Logf(LogLevel::kWarning, "etsmgr %s: new_table(\"%s\"): not recorded in %s: %s", inst_,
+                 name, st->shared_dir->segment(), bound.ToString());
+          }
+        }
         if (loaded) {
           // Its data came from the file: initialised already.
           table->core()->SetInitialised(true);
           result = ManagedTableRef{st->manager, *std::move(table), false, true};
+        } else if (table->core()->storage_existed()) {
+          // A shared segment a previous program left (it died holding it): its data is there,
+          // mapped, not copied; initialised already.
+          table->core()->SetInitialised(true);
+          result = ManagedTableRef{st->manager, *std::move(table), false};
         } else {
           result = ManagedTableRef{st->manager, *std::move(table), true};
         }
@@ -379,16 +400,37 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
   if (t_in_call) co_return NestedCall("del_table", name);
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("del_table", name), nullptr, inst_);
+  AnyTable shared;       // A table with shared storage, deleted after the instance's lock.
+  absl::Status unknown;  // NotFound for a name the instance does not manage here.
   {
     ClientCall call(self, st);  // The instance's lock, until the end of this scope.
     if (!st->manager.alive()) co_return NotRunning(Describe("del_table", name), st.get(), inst_);
     Entry* entry = st->dir.Find(name);
     absl::Status allowed = manager_internal::DecideDelTable(
         name, entry, st->View(entry != nullptr ? entry->table : AnyTable()), call.me());
-    if (!allowed.ok()) co_return allowed;
+    if (entry == nullptr) unknown = allowed;
+    if (!allowed.ok() && entry != nullptr) co_return allowed;
     // After the lock: one the instance holds is deleted; one a process owns stays with it.
-    call.Erase(name, /*release=*/true);
+    if (entry != nullptr && entry->table.core()->storage_is_shared()) shared = entry->table;
+    if (entry != nullptr) call.Erase(name, /*release=*/true);
   }
+  if (!unknown.ok()) {
+    // Perhaps a shared table a program that died left behind: the directory of shared tables
+    // knows it; removed unless a live program holds it.
+    absl::StatusOr<std::optional<SharedTableRecord>> record = st->shared_dir->Find(name);
+    if (!record.ok() || !*record) co_return unknown;
+    co_return st->shared_dir->RemoveUnheld(name);
+  }
+  // A shared table's object is removed too: its segment would otherwise outlive the program
+  // with nobody to claim it (one the instance held went with the release above).
+  if (shared.valid() && !shared.core()->deleted()) {
+    absl::Status deleted = shared.core()->Delete("del_table");
+    if (!deleted.ok()) {
+      Logf(LogLevel::kWarning, "etsmgr %s: del_table(\"%s\"): the shared table stays: %s", inst_,
+           name, deleted.ToString());
+    }
+  }
+  if (shared.valid()) (void)st->shared_dir->Unbind(name);
   if (Scheduler::Current()->Charge()) co_await self.Yield();
   co_return absl::OkStatus();
 }
@@ -452,6 +494,14 @@ Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) co
     }
   }
   pids.Flush();
+  // The shared tables across programs (one openat while the instance has none).
+  absl::StatusOr<std::vector<SharedTableRecord>> shared = st->shared_dir->List();
+  if (shared.ok()) {
+    info.shared_tables = *std::move(shared);
+  } else {
+    Logf(LogLevel::kWarning, "etsmgr %s: info: the directory of shared tables %s: %s", inst_,
+         st->shared_dir->segment(), shared.status().ToString());
+  }
   // A large reply is a slice of its own.
   if (Scheduler::Current()->Charge(1 + static_cast<uint32_t>(cores.size() / 256))) {
     co_await self.Yield();

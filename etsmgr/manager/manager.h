@@ -27,7 +27,16 @@
 //   caller owns it; the instance is its heir) and links the caller to the manager; a table held
 //   by the instance -> handed back to the caller (its data intact); already the caller's -> OK;
 //   held by another live process -> AlreadyExists (table_exists). The reply says whether the
-//   table was created (`created`), so a client initialises only then.
+//   table was created (`created`), so a client initialises only then. A table with shared
+//   storage (TableOptions::shared, see table.h) whose segment a previous program left -- it died
+//   holding it: killed, crashed, or exited -- comes back with its data, mapped, not copied, and
+//   `created` false; while another live program holds the segment: AlreadyExists, naming its pid.
+//   Shared tables: the instance's directory of shared tables lives in a shared segment too
+//   (/dev/shm/etsmgr-directory-<inst>): NewTable records name -> segment there, Info() lists the
+//   records (`shared_tables`, with whether a live program holds each), and DelTable of a name
+//   only that directory knows (a dead program's table nobody asked for again) removes the segment
+//   unless a live program holds it (AlreadyExists). A shared table's name is at most
+//   kMaxSharedTableName bytes.
 // - NewTableFromFile<K, V>(name, path, options): as NewTable, but a table created (first
 //   creation: unknown name or a deleted table) is filled from `path`, a file SaveTable wrote, so
 //   a restarted machine finds its data. The reply then has `loaded` set and `created` false (the
@@ -46,7 +55,8 @@
 // - DelTable(name): only the registered client or the table's owner; NotFound
 //   (no_such_table_entry) for an unknown name. The caller is unlinked from the manager with its
 //   last table. A table the caller owns stays with it, with no heir (delete it if you are done);
-//   one the instance holds is deleted, as nobody could claim it any more.
+//   one the instance holds is deleted, as nobody could claim it any more. A shared table is
+//   deleted in both cases, and its segment removed (it would outlive the program otherwise).
 // - Info(): every managed table with its client, owner, heir and size, and the counters.
 // - WaitForManager(deadline): woken by the manager's registration, no polling.
 // Errors: Unavailable when the instance's manager is not running (starting, restarting, stopped:
@@ -163,10 +173,26 @@ struct ManagerCounters {
   uint64_t tables_lost = 0;           // Managed tables deleted other than by del_table/discard.
 };
 
+// A shared table the instance's directory of shared tables knows (see "Shared tables" above).
+inline constexpr size_t kMaxSharedTableName = 200;  // bytes of a shared table's managed name
+struct SharedTableRecord {
+  std::string name;       // the managed name
+  std::string segment;    // SharedStorage::segment
+  std::string directory;  // SharedStorage::map.directory (empty: /dev/shm)
+  std::string path;       // where the segment is
+  std::string key_type;
+  std::string value_type;
+  bool exists = false;  // the segment is there
+  bool held = false;    // a live program (this one or another) holds it
+};
+
 struct ManagerInfo {
   Pid manager;
   Pid vault;
   std::vector<ManagedTableInfo> tables;  // In no particular order.
+  // The instance's directory of shared tables, across programs: also the tables a program that
+  // died left behind, before anyone asks for them again. In no particular order.
+  std::vector<SharedTableRecord> shared_tables;
   // Read in the same step as the list of tables; each table's owner and size just after.
   ManagerCounters counters;
 };

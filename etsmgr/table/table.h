@@ -61,6 +61,28 @@
 // still present (NotFound otherwise, like ETS's next/2 on a table that is not safe_fixtable'd),
 // and a walk that races inserts may skip or repeat keys when a shard grows. ETS's safe_fixtable
 // guarantee for hash types is what the chunked Select gives: use it to traverse a changing table.
+//
+// Shared storage. With TableOptions::shared (or NewShared, which checks the types at compile
+// time) the table keeps its data in a named shared-memory segment (/dev/shm/<segment>, or a file
+// in SharedStorage::map.directory) instead of the heap, and the data survives the crash of the
+// whole program: the next program's NewShared of the same segment gets it back, mapped, not
+// copied (TableCore::storage_existed() says so; the manager answers created == false). Each
+// single-key write is atomic against a SIGKILL at any instruction and stays once it returned
+// (etsmgr/table/shared/shared_map.h has the design). What differs from the heap table:
+//   - set only (ordered_set, bag, duplicate_bag: InvalidArgument); keys SharedKey (integers,
+//     enums, padding-free structs, arrays, SharedString<N>), values SharedStorable (fixed-size,
+//     trivially copyable, no pointers, at most 4096 bytes). Other types: NewShared does not
+//     compile, New with options.shared is InvalidArgument.
+//   - A multi-object Insert is a sequence of single writes (readers may see part of it, a kill
+//     may leave part of it); a multi-object InsertNew is InvalidArgument.
+//   - Reads and select predicates run on copies; Update, SelectReplace and SelectDelete change
+//     each key in one atomic read-modify-write; First/Next and chunked selects walk a snapshot.
+//   - One live program holds a segment (a flock on <dir>/.<segment>.owner, released by the kernel
+//     when the program dies): another's NewShared is AlreadyExists, as is a second table on the
+//     same segment in one program. Within the program, owner, heir, give_away and access work
+//     as for any table.
+//   - Delete (and the manager's DelTable or discard) removes the segment. A table lost with its
+//     owner, and a program's exit or crash, only unmap it: the segment stays for the next program.
 #ifndef ETSMGR_TABLE_TABLE_H_
 #define ETSMGR_TABLE_TABLE_H_
 
@@ -79,6 +101,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "etsmgr/table/internal/shared_core.h"
 #include "etsmgr/table/internal/storage.h"
 #include "etsmgr/table/table_core.h"
 
@@ -142,6 +165,13 @@ class Table {
   // Creates a table owned by the calling process. Errors: FailedPrecondition outside a process,
   // AlreadyExists for a taken name, InvalidArgument for a bag whose V has no ==.
   static absl::StatusOr<Table> New(TableOptions options = {});
+  // New with TableOptions::shared set to `storage` (see "Shared storage" above), checked at
+  // compile time: K must be a SharedKey and V SharedStorable.
+  static absl::StatusOr<Table> NewShared(
+      SharedStorage storage, TableOptions options = {}) requires SharedKey<K> && SharedStorable<V> {
+    options.shared = std::move(storage);
+    return New(std::move(options));
+  }
   // A typed handle on a type-erased one: InvalidArgument naming both types when they differ.
   static absl::StatusOr<Table> Attach(const AnyTable& table);
   // The named table on `node` (FindTable + Attach).
@@ -171,6 +201,12 @@ class Table {
   absl::StatusOr<V> UpdateCounter(const K& key, V incr,
                                   const CounterOptions<V>& options = {}) requires std::integral<V>;
   absl::Status Clear();
+  // Shared storage in a file (SharedStorage::map.directory): msync + fsync, what a reboot will
+  // find; in /dev/shm nothing to do. FailedPrecondition for a heap table. Anyone who may read.
+  absl::Status Sync() const;
+  // Shared storage: walks the whole segment and answers DataLoss naming the first inconsistency
+  // (SharedMap::Check). FailedPrecondition for a heap table. Anyone who may read.
+  absl::Status CheckStorage() const;
   // Deletes the table (owner, or anyone for a public table).
   absl::Status Delete();
   // ets:rename/2 (a write; see table_core.h).
@@ -277,28 +313,30 @@ class Table {
   // into the caller (the cores' TryGetFast / TryUpdateCounterFast) and make a call only for the
   // rest (GetCall / UpdateCounterCall); Insert on a set skips the virtual call (SetCore is final).
   SetCore* AsSet() const {
-    return core_->type() == TableType::kSet ? static_cast<SetCore*>(core_.get()) : nullptr;
+    return core_->fast_path() == TableCore::FastPath::kSet ? static_cast<SetCore*>(core_.get())
+                                                           : nullptr;
   }
   __attribute__((always_inline)) bool TryGetFast(const K& key, std::optional<V>* out) const {
-    switch (core_->type()) {
-      case TableType::kSet:
+    switch (core_->fast_path()) {
+      case TableCore::FastPath::kSet:
         return static_cast<const SetCore*>(core_.get())->TryGetFast(key, out);
-      case TableType::kOrderedSet:
+      case TableCore::FastPath::kOrderedSet:
         return static_cast<const OrderedCore*>(core_.get())->TryGetFast(key, out);
       default:
         return false;
     }
   }
   __attribute__((always_inline)) bool TryUpdateCounterFast(const K& key, V incr, V* result) {
-    switch (core_->type()) {
-      case TableType::kSet:
+    switch (core_->fast_path()) {
+      case TableCore::FastPath::kSet:
         return static_cast<SetCore*>(core_.get())->TryUpdateCounterFast(key, incr, result);
-      case TableType::kOrderedSet:
+      case TableCore::FastPath::kOrderedSet:
         return static_cast<OrderedCore*>(core_.get())->TryUpdateCounterFast(key, incr, result);
       default:
         return false;
     }
   }
+  static absl::StatusOr<std::shared_ptr<Core>> NewSharedCore(const TableOptions& options);
   absl::StatusOr<std::optional<V>> GetCall(const K& key) const;
   absl::StatusOr<V> UpdateCounterCall(const K& key, V incr,
                                       const CounterOptions<V>& options) requires std::integral<V>;
@@ -322,7 +360,10 @@ absl::StatusOr<Table<K, V>> Table<K, V>::New(TableOptions options) {
   absl::StatusOr<std::shared_ptr<Core>> core = MakeCore(options);
   if (!core.ok()) return core.status();
   absl::Status established = TableCore::Establish(*core, std::move(options));
-  if (!established.ok()) return established;
+  if (!established.ok()) {
+    (*core)->AbandonNewStorage();  // A shared segment this call created goes again.
+    return established;
+  }
   return Table(*std::move(core));
 }
 
@@ -334,10 +375,12 @@ absl::StatusOr<Table<K, V>> Table<K, V>::NewFilled(TableOptions options, std::ve
   if (!core.ok()) return core.status();
   // Filled before it is established: nobody can find it (by name or in a listing) half full.
   absl::StatusOr<size_t> n = (*core)->InsertBulk(std::move(entries), what);
-  if (!n.ok()) return n.status();
-  if (absl::Status st = check(*n); !st.ok()) return st;
-  absl::Status established = TableCore::Establish(*core, std::move(options));
-  if (!established.ok()) return established;
+  absl::Status st = n.ok() ? check(*n) : n.status();
+  if (st.ok()) st = TableCore::Establish(*core, std::move(options));
+  if (!st.ok()) {
+    (*core)->AbandonNewStorage();  // A shared segment this call created goes again.
+    return st;
+  }
   return Table(*std::move(core));
 }
 
@@ -348,26 +391,32 @@ absl::StatusOr<std::shared_ptr<typename Table<K, V>::Core>> Table<K, V>::MakeCor
   using table_internal::FlatMapOf;
   using table_internal::MapCore;
   std::shared_ptr<Core> core;
-  switch (options.type) {
-    case TableType::kSet:
-      core = std::make_shared<MapCore<K, V, FlatMapOf<K, V>, false>>(options);
-      break;
-    case TableType::kOrderedSet:
-      core = std::make_shared<MapCore<K, V, BtreeMapOf<K, V>, false>>(options);
-      break;
-    case TableType::kBag:
-      if constexpr (!std::equality_comparable<V>) {
-        return absl::InvalidArgumentError(absl::StrCat("new table: a bag compares values, and ",
-                                                       TypeName(typeid(V)),
-                                                       " has no operator== (use duplicate_bag)"));
-      }
-      [[fallthrough]];
-    case TableType::kDuplicateBag:
-      core = std::make_shared<MapCore<K, V, FlatMapOf<K, V>, true>>(options);
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("new table: unknown table type ", static_cast<int>(options.type)));
+  if (options.shared) {
+    absl::StatusOr<std::shared_ptr<Core>> shared = NewSharedCore(options);
+    if (!shared.ok()) return shared.status();
+    core = *std::move(shared);
+  } else {
+    switch (options.type) {
+      case TableType::kSet:
+        core = std::make_shared<MapCore<K, V, FlatMapOf<K, V>, false>>(options);
+        break;
+      case TableType::kOrderedSet:
+        core = std::make_shared<MapCore<K, V, BtreeMapOf<K, V>, false>>(options);
+        break;
+      case TableType::kBag:
+        if constexpr (!std::equality_comparable<V>) {
+          return absl::InvalidArgumentError(absl::StrCat("new table: a bag compares values, and ",
+                                                         TypeName(typeid(V)),
+                                                         " has no operator== (use duplicate_bag)"));
+        }
+        [[fallthrough]];
+      case TableType::kDuplicateBag:
+        core = std::make_shared<MapCore<K, V, FlatMapOf<K, V>, true>>(options);
+        break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("new table: unknown table type ", static_cast<int>(options.type)));
+    }
   }
   if (options.access != Access::kPrivate && options.access != Access::kProtected &&
       options.access != Access::kPublic) {
@@ -375,6 +424,38 @@ absl::StatusOr<std::shared_ptr<typename Table<K, V>::Core>> Table<K, V>::MakeCor
         absl::StrCat("new table: unknown access mode ", static_cast<int>(options.access)));
   }
   return core;
+}
+
+template <TableKey K, typename V>
+absl::StatusOr<std::shared_ptr<table_internal::TypedCore<K, V>>> Table<K, V>::NewSharedCore(
+    const TableOptions& options) {
+  if constexpr (SharedKey<K> && SharedStorable<V>) {
+    const std::string& segment = options.shared->segment;
+    if (options.type != TableType::kSet) {
+      return absl::InvalidArgumentError(absl::StrCat("new table on shared segment \"", segment,
+                                                     "\": shared storage holds a set, ", "not an ",
+                                                     ToString(options.type)));
+    }
+    SharedMapOptions map_options = options.shared->map;
+    map_options.mode = SharedMapOptions::Mode::kOpenOrCreate;
+    absl::StatusOr<SharedClaim> claim = SharedClaim::Acquire(segment, map_options);
+    if (!claim.ok()) {
+      return absl::Status(claim.status().code(),
+                          absl::StrCat("new table: ", claim.status().message()));
+    }
+    absl::StatusOr<SharedMap<K, V>> map = SharedMap<K, V>::Open(segment, map_options);
+    if (!map.ok()) {
+      return absl::Status(map.status().code(), absl::StrCat("new table: ", map.status().message()));
+    }
+    return std::shared_ptr<Core>(std::make_shared<table_internal::SharedCore<K, V>>(
+        options, *std::move(map), *std::move(claim)));
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "new table on shared segment \"", options.shared->segment, "\": Table<",
+        TypeName(typeid(K)), ", ", TypeName(typeid(V)),
+        "> cannot be shared (keys must be SharedKey and values ",
+        "SharedStorable: fixed-size, trivially copyable, no pointers; see shared_map.h)"));
+  }
 }
 
 template <TableKey K, typename V>
@@ -471,6 +552,18 @@ template <TableKey K, typename V>
 absl::Status Table<K, V>::Clear() {
   if (absl::Status st = Check(TableCore::Op::kWrite, "clear"); !st.ok()) return st;
   return core_->Clear("clear");
+}
+
+template <TableKey K, typename V>
+absl::Status Table<K, V>::Sync() const {
+  if (absl::Status st = Check(TableCore::Op::kRead, "sync"); !st.ok()) return st;
+  return core_->SyncStorage("sync");
+}
+
+template <TableKey K, typename V>
+absl::Status Table<K, V>::CheckStorage() const {
+  if (absl::Status st = Check(TableCore::Op::kRead, "check_storage"); !st.ok()) return st;
+  return core_->CheckStorage("check_storage");
 }
 
 template <TableKey K, typename V>

@@ -140,6 +140,11 @@ TableCore::TableCore(const TableOptions& options, const std::type_info& key_type
                      const std::type_info& value_type)
     : type_(options.type),
       access_(options.access),
+      fast_path_(options.shared                           ? FastPath::kNone
+                 : options.type == TableType::kSet        ? FastPath::kSet
+                 : options.type == TableType::kOrderedSet ? FastPath::kOrderedSet
+                                                          : FastPath::kNone),
+      shared_storage_(options.shared.has_value()),
       id_(g_next_table_id.fetch_add(1, std::memory_order_relaxed)),
       name_(options.name),
       key_type_(key_type),
@@ -212,7 +217,7 @@ Pid TableCore::owner() const {
 }
 
 bool TableCore::Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size, bool* kept) const {
-  if (storage() != nullptr) {
+  if (storage() != nullptr || shared_storage_) {  // Shared storage has no heap root.
     absl::StatusOr<size_t> stored = Size("info");
     if (!stored.ok()) return false;
     *size = *stored;
@@ -287,6 +292,7 @@ absl::StatusOr<TableInfo> TableCore::Info() const {
   info.memory = StorageMemory();
   info.key_type = CachedTypeName(std::type_index(key_type_));
   info.value_type = CachedTypeName(std::type_index(value_type_));
+  info.storage = storage_description();
   return info;
 }
 
@@ -365,10 +371,23 @@ absl::Status TableCore::Rename(std::string name) {
   return absl::OkStatus();
 }
 
+absl::Status TableCore::SyncStorage(const char* what) const {
+  if (deleted()) return DeletedError(what);
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, " on ", ToString(), ": a heap table has no storage to sync"));
+}
+
+absl::Status TableCore::CheckStorage(const char* what) const {
+  if (deleted()) return DeletedError(what);
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, " on ", ToString(), ": a heap table has no shared storage to check"));
+}
+
 absl::Status TableCore::Delete(const char* what) {
   absl::Status allowed = Check(Op::kWrite, what);
   if (!allowed.ok()) return allowed;
   if (deleted()) return DeletedError(what);
+  discarded_.store(true, std::memory_order_release);
   DeleteNow();
   return absl::OkStatus();
 }

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -41,6 +42,7 @@
 #include "etsmgr/process/internal/process_control.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/process/pid.h"
+#include "etsmgr/table/shared/shared_options.h"
 
 namespace etsmgr {
 
@@ -48,6 +50,17 @@ enum class TableType : uint8_t { kSet, kOrderedSet, kBag, kDuplicateBag };
 enum class Access : uint8_t { kPrivate, kProtected, kPublic };
 const char* ToString(TableType type);  // "set", "ordered_set", "bag", "duplicate_bag"
 const char* ToString(Access access);   // "private", "protected", "public"
+
+// Where a table with shared storage keeps its data (TableOptions::shared).
+struct SharedStorage {
+  // The segment's name: 1 to 200 of [A-Za-z0-9._-], not starting with '.'. One live program at a
+  // time may hold it (AlreadyExists otherwise).
+  std::string segment;
+  // directory (empty: /dev/shm; a directory: a file there, which survives a reboot as of the last
+  // Sync()), and, when the segment is created, shards and max_bytes; lock_timeout. `mode` is
+  // ignored: the segment is opened, or created when there is none.
+  SharedMapOptions map;
+};
 
 struct TableOptions {
   TableType type = TableType::kSet;
@@ -61,6 +74,9 @@ struct TableOptions {
   // (allocated on the first write, so empty tables stay small); false keeps one lock.
   // ordered_set always has one reader-writer lock.
   bool write_concurrency = true;
+  // Set: the table keeps its data in a named shared-memory segment (or a file) instead of the
+  // heap, and the data survives the crash of the whole program (see table.h, "Shared storage").
+  std::optional<SharedStorage> shared;
 };
 
 struct TableInfo {
@@ -76,6 +92,7 @@ struct TableInfo {
   size_t memory = 0;
   std::string key_type;
   std::string value_type;
+  std::string storage;  // "heap", or "shared segment <path>" (TableOptions::shared)
 };
 
 class TableCore;
@@ -166,6 +183,26 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   // set. Any thread.
   bool initialised() const { return initialised_.load(std::memory_order_acquire); }
   void SetInitialised(bool done) { initialised_.store(done, std::memory_order_release); }
+  // Which inlined fast path of Table<K, V> applies: the in-process set and ordered_set cores
+  // have one; every other core (bags, shared storage) answers kNone.
+  enum class FastPath : uint8_t { kSet, kOrderedSet, kNone };
+  FastPath fast_path() const { return fast_path_; }
+  // True once the table was deleted on purpose (Delete, or released by its keeper), as opposed to
+  // lost with its owner: shared storage then removes its segment.
+  bool discarded() const { return discarded_.load(std::memory_order_acquire); }
+  // The table keeps its data in a shared segment (TableOptions::shared).
+  bool storage_is_shared() const { return shared_storage_; }
+  // Shared storage: the segment existed before this table was made (a previous program's data).
+  virtual bool storage_existed() const { return false; }
+  // A table whose creation failed after its storage was made: shared storage removes a segment
+  // it created (one that existed stays). Heap storage: nothing to do.
+  virtual void AbandonNewStorage() {}
+  // "heap", or where shared storage keeps the data.
+  virtual std::string storage_description() const { return "heap"; }
+  // Shared storage: Sync (msync + fsync of a file-backed segment) and Check (a walk of the whole
+  // segment). A heap table: FailedPrecondition.
+  virtual absl::Status SyncStorage(const char* what) const;
+  virtual absl::Status CheckStorage(const char* what) const;
   std::type_index key_type() const { return key_type_; }
   std::type_index value_type() const { return value_type_; }
   std::string type_names() const;  // "<K, V>", demangled.
@@ -267,6 +304,9 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   bool has_keeper_ = false;  // Guarded by meta_mu_: a keeper was set (what Glance reports).
   const TableType type_;
   const Access access_;
+  const FastPath fast_path_;
+  const bool shared_storage_;
+  std::atomic<bool> discarded_{false};
   Pid owner_;
   Pid heir_;
   std::atomic<void*> storage_{nullptr};

@@ -192,7 +192,10 @@ absl::StatusOr<bool> TableKeeper::Release(const AnyTable& table) {
   }
   // Nobody could ask for it any more. (Its holder may exit meanwhile: then it was deleted for
   // want of an heir, which is the same end.)
-  if (had_it) core.DeleteNow();
+  if (had_it) {
+    core.discarded_.store(true, std::memory_order_release);
+    core.DeleteNow();
+  }
   return had_it;
 }
 

@@ -36,7 +36,8 @@ std::atomic<uint64_t> g_next_instance_id{1};
 Instance::Instance(std::string name)
     : inst(std::move(name)),
       id(g_next_instance_id.fetch_add(1, std::memory_order_relaxed)),
-      keeper(std::make_shared<InstanceKeeper>(inst)) {}
+      keeper(std::make_shared<InstanceKeeper>(inst)),
+      shared_dir(std::make_unique<SharedDirectory>(inst)) {}
 
 Instance::~Instance() = default;
 

@@ -23,6 +23,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "etsmgr/base/adaptive_mutex.h"
 #include "etsmgr/manager/internal/directory.h"
+#include "etsmgr/manager/internal/shared_directory.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/table/table_keeper.h"
@@ -57,6 +58,8 @@ struct Instance {
   const std::string inst;
   const uint64_t id;  // Unique for the life of the program.
   const std::shared_ptr<InstanceKeeper> keeper;
+  // The directory of shared tables (its own lock; shared with other programs).
+  const std::unique_ptr<SharedDirectory> shared_dir;
 
   AdaptiveMutex mu;
   Directory dir;

@@ -1,0 +1,147 @@
+#include "etsmgr/manager/internal/shared_directory.h"
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <utility>
+
+#include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
+#include "etsmgr/table/shared/shared_claim.h"
+
+namespace etsmgr::manager_internal {
+namespace {
+
+std::string DirectorySegment(const std::string& inst) {
+  std::string name = absl::StrCat("etsmgr-directory-", inst);
+  if (!shared_internal::MapCore::ValidateName(name).ok()) {
+    name = absl::StrCat("etsmgr-directory-",
+                        absl::Hex(absl::Hash<std::string>{}(inst), absl::kZeroPad16));
+  }
+  return name;
+}
+
+template <size_t N>
+SharedString<N> Truncated(const std::string& s) {
+  return SharedString<N>::Make(s.size() <= N ? s : s.substr(0, N)).value();
+}
+
+}  // namespace
+
+SharedDirectory::SharedDirectory(const std::string& inst) : segment_(DirectorySegment(inst)) {}
+
+absl::StatusOr<SharedDirectory::Map*> SharedDirectory::Open(bool create) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (map_) return &*map_;
+  SharedMapOptions options;
+  options.mode = create ? SharedMapOptions::Mode::kOpenOrCreate : SharedMapOptions::Mode::kOpen;
+  options.shards = 4;
+  options.max_bytes = uint64_t{256} << 20;
+  absl::StatusOr<Map> map = Map::Open(segment_, options);
+  if (!map.ok()) {
+    if (!create && map.status().code() == absl::StatusCode::kNotFound) return nullptr;
+    return map.status();
+  }
+  map_ = *std::move(map);
+  return &*map_;
+}
+
+SharedTableRecord SharedDirectory::ToRecord(const std::string& name,
+                                            const SharedDirectoryEntry& e) {
+  SharedTableRecord r;
+  r.name = name;
+  r.segment = e.segment.str();
+  r.directory = e.directory.str();
+  r.path =
+      absl::StrCat(r.directory.empty() ? std::string("/dev/shm") : r.directory, "/", r.segment);
+  r.key_type = e.key_type.str();
+  r.value_type = e.value_type.str();
+  return r;
+}
+
+SharedMapOptions SharedDirectory::MapOptions(const SharedTableRecord& record) {
+  SharedMapOptions options;
+  options.directory = record.directory;
+  return options;
+}
+
+absl::Status SharedDirectory::Bind(const std::string& name, const SharedStorage& storage,
+                                   const std::string& key_type, const std::string& value_type) {
+  absl::StatusOr<Key> key = Key::Make(name);
+  if (!key.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("shared table \"", name, "\": a managed name ",
+                                                   "of a shared table has at most ",
+                                                   kMaxSharedTableName, " bytes"));
+  }
+  absl::StatusOr<SharedString<1020>> dir = SharedString<1020>::Make(storage.map.directory);
+  if (!dir.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared table \"", name, "\": its directory path is over 1020 bytes"));
+  }
+  SharedDirectoryEntry e;
+  e.segment = Truncated<200>(storage.segment);
+  e.directory = *dir;
+  e.key_type = Truncated<252>(key_type);
+  e.value_type = Truncated<252>(value_type);
+  absl::StatusOr<Map*> map = Open(/*create=*/true);
+  if (!map.ok()) return map.status();
+  return (*map)->Insert(*key, e);
+}
+
+absl::Status SharedDirectory::Unbind(const std::string& name) {
+  absl::StatusOr<Key> key = Key::Make(name);
+  if (!key.ok()) return absl::OkStatus();  // Never bound.
+  absl::StatusOr<Map*> map = Open(/*create=*/false);
+  if (!map.ok()) return map.status();
+  if (*map == nullptr) return absl::OkStatus();
+  return (*map)->Erase(*key).status();
+}
+
+absl::StatusOr<std::optional<SharedTableRecord>> SharedDirectory::Find(const std::string& name) {
+  absl::StatusOr<Key> key = Key::Make(name);
+  if (!key.ok()) return std::optional<SharedTableRecord>();
+  absl::StatusOr<Map*> map = Open(/*create=*/false);
+  if (!map.ok()) return map.status();
+  if (*map == nullptr) return std::optional<SharedTableRecord>();
+  absl::StatusOr<std::optional<SharedDirectoryEntry>> e = (*map)->Get(*key);
+  if (!e.ok()) return e.status();
+  if (!*e) return std::optional<SharedTableRecord>();
+  return std::optional<SharedTableRecord>(ToRecord(name, **e));
+}
+
+absl::StatusOr<std::vector<SharedTableRecord>> SharedDirectory::List() {
+  absl::StatusOr<Map*> map = Open(/*create=*/false);
+  if (!map.ok()) return map.status();
+  std::vector<SharedTableRecord> out;
+  if (*map == nullptr) return out;
+  absl::Status st = (*map)->ForEach(
+      [&](const Key& k, const SharedDirectoryEntry& e) { out.push_back(ToRecord(k.str(), e)); });
+  if (!st.ok()) return st;
+  for (SharedTableRecord& r : out) {
+    struct stat info;
+    r.exists = stat(r.path.c_str(), &info) == 0;
+    r.held = SharedClaim::HeldByAnyone(r.segment, MapOptions(r)).value_or(false);
+  }
+  return out;
+}
+
+absl::Status SharedDirectory::RemoveUnheld(const std::string& name) {
+  absl::StatusOr<std::optional<SharedTableRecord>> record = Find(name);
+  if (!record.ok()) return record.status();
+  if (!*record) {
+    return absl::NotFoundError(absl::StrCat("del_table \"", name, "\": no_such_table_entry"));
+  }
+  const SharedMapOptions where = MapOptions(**record);
+  absl::StatusOr<SharedClaim> claim = SharedClaim::Acquire((*record)->segment, where);
+  if (!claim.ok()) {
+    return absl::Status(claim.status().code(),
+                        absl::StrCat("del_table \"", name, "\": ", claim.status().message()));
+  }
+  // Holding the claim, nobody else can open it as a table meanwhile.
+  absl::Status removed = shared_internal::MapCore::Remove((*record)->segment, where);
+  if (!removed.ok() && removed.code() != absl::StatusCode::kNotFound) return removed;
+  claim->Remove();
+  return Unbind(name);
+}
+
+}  // namespace etsmgr::manager_internal

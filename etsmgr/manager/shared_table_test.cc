@@ -1,0 +1,379 @@
+// Shared tables through the manager, across programs (each program a fork()ed child with its own
+// runtime): a table whose program was SIGKILLed comes back to the next program's NewTable with
+// its data (created == false, mapped, not copied); two live programs claiming one table:
+// AlreadyExists; DelTable removes the segment.
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/manager/manager.h"
+#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/table/shared/shared_map.h"
+#include "etsmgr/table/shared/test_names.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr {
+namespace {
+
+using IntTable = Table<int64_t, int64_t>;
+using Report = std::function<void(std::string)>;
+
+constexpr int64_t kCounter = 1;
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+
+// Reads one int64 from `fd`, waiting at most `limit`; nullopt at EOF or past the deadline.
+std::optional<int64_t> ReadValue(int fd, std::chrono::milliseconds limit) {
+  int64_t v;
+  char* p = reinterpret_cast<char*>(&v);
+  size_t got = 0;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (got < sizeof(v)) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    pollfd pfd{fd, POLLIN, 0};
+    if (poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
+    ssize_t n = read(fd, p + got, sizeof(v) - got);
+    if (n <= 0) return std::nullopt;
+    got += static_cast<size_t>(n);
+  }
+  return v;
+}
+
+void WriteValue(int fd, int64_t v) {
+  if (write(fd, &v, sizeof(v)) != sizeof(v)) _exit(5);
+}
+
+class SharedManagedTableTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    options_.shared = SharedStorage();
+    options_.shared->segment = shared_testing::UniqueSegmentName("etsmgr-mgr-test");
+    options_.shared->map.shards = 4;
+    options_.shared->map.max_bytes = uint64_t{1} << 26;
+    inst_ = shared_testing::UniqueSegmentName("t");  // Its own directory of shared tables.
+  }
+  void TearDown() override {
+    if (child_ > 0) {
+      kill(child_, SIGKILL);
+      waitpid(child_, nullptr, 0);
+    }
+    if (node_ != nullptr) StopManager(*node_, inst_).IgnoreError();
+    node_.reset();
+    (void)SharedMap<int64_t, int64_t>::Remove(options_.shared->segment);
+    (void)SharedMap<int64_t, int64_t>::Remove("etsmgr-directory-" + inst_);
+    unlink(ClaimPath().c_str());
+  }
+  std::string SegmentPath() const { return "/dev/shm/" + options_.shared->segment; }
+  std::string ClaimPath() const { return "/dev/shm/." + options_.shared->segment + ".owner"; }
+
+  // Forks a program with its own runtime and manager whose client process takes the shared table
+  // "counter" (acknowledging -1 for created, -2 for found), then bumps it `writes` times (-1: for
+  // ever), acknowledging each returned value, then acknowledges -3 and waits to be killed.
+  void ForkProgram(int64_t writes) {
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    child_ = fork();
+    if (child_ == 0) {
+      close(fds[0]);
+      const int ack = fds[1];
+      std::unique_ptr<Node> node = Node::Create({.schedulers = 1}).value();
+      if (!StartManager(*node, inst_).ok()) _exit(3);
+      TableOptions options = options_;
+      Etsmgr mgr(inst_);
+      absl::StatusOr<Pid> client =
+          node->Spawn([ack, writes, options, mgr](Process& self) -> Task<void> {
+            absl::StatusOr<ManagedTableRef> r =
+                co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+            if (!r.ok()) _exit(4);
+            WriteValue(ack, r->created ? -1 : -2);
+            IntTable t = IntTable::Attach(r->table).value();
+            for (int64_t i = 0; writes < 0 || i < writes; ++i) {
+              absl::StatusOr<int64_t> v = t.UpdateCounter(kCounter, 1, {.default_value = 0});
+              if (!v.ok()) _exit(6);
+              WriteValue(ack, *v);
+            }
+            WriteValue(ack, -3);
+            co_await self.Receive();  // Until killed.
+          });
+      if (!client.ok()) _exit(7);
+      pause();
+      _exit(0);
+    }
+    close(fds[1]);
+    ack_ = fds[0];
+  }
+  void KillProgram() {
+    ASSERT_EQ(kill(child_, SIGKILL), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(child_, &status, 0), child_);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+    child_ = -1;
+    close(ack_);
+  }
+  // RunProbe, returning once the probe process has exited (so a table it took has gone to the
+  // instance before the next step asks for it).
+  std::string RunToExit(ProbeBody body) {
+    auto pid = std::make_shared<std::promise<Pid>>();
+    std::future<Pid> got_pid = pid->get_future();
+    std::string out =
+        RunProbe(*node_, [body = std::move(body), pid](Process& self, Report report) -> Task<void> {
+          pid->set_value(self.self());
+          co_await body(self, std::move(report));
+        });
+    AwaitDeath(*node_, got_pid.get());
+    return out;
+  }
+
+  // In this program: NewTable of "counter" from a fresh process, which then exits (the instance
+  // holds the table); yields "created=<0|1> value=<v>" or the error.
+  std::string NewTableHere() {
+    if (node_ == nullptr) {
+      node_ = Node::Create({.schedulers = 1}).value();
+      EXPECT_TRUE(StartManager(*node_, inst_).ok());
+    }
+    TableOptions options = options_;
+    Etsmgr mgr(inst_);
+    return RunToExit([options, mgr](Process& self, Report report) -> Task<void> {
+      absl::StatusOr<ManagedTableRef> r =
+          co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+      if (!r.ok()) {
+        report(r.status().ToString());
+        co_return;
+      }
+      IntTable t = IntTable::Attach(r->table).value();
+      absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+      if (!info.ok() || info->tables.size() != 1 || info->tables[0].size != t.Size().value()) {
+        report("info() disagrees with the table's size");
+        co_return;
+      }
+      report(absl::StrCat("created=", r->created, " value=", t.Get(kCounter).value().value_or(-1)));
+    });  // The client exits: the instance holds the table.
+  }
+
+  // In this program: the instance's shared tables, as "name:exists:held" (or the error).
+  std::string SharedTablesHere() {
+    if (node_ == nullptr) {
+      node_ = Node::Create({.schedulers = 1}).value();
+      EXPECT_TRUE(StartManager(*node_, inst_).ok());
+    }
+    Etsmgr mgr(inst_);
+    const std::string segment = options_.shared->segment;
+    return RunToExit([mgr, segment](Process& self, Report report) -> Task<void> {
+      absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+      if (!info.ok()) {
+        report(info.status().ToString());
+        co_return;
+      }
+      std::string out;
+      for (const SharedTableRecord& r : info->shared_tables) {
+        absl::StrAppend(&out, out.empty() ? "" : " ", r.name, ":", r.exists, ":", r.held,
+                        r.segment == segment ? "" : ":other-segment",
+                        r.key_type == "long" ? "" : ":key-" + r.key_type);
+      }
+      report(out.empty() ? "none" : out);
+    });
+  }
+  std::string DelTableHere() {
+    Etsmgr mgr(inst_);
+    return RunToExit([mgr](Process& self, Report report) -> Task<void> {
+      absl::Status del = co_await mgr.DelTable(self, "counter");
+      report(del.ToString());
+    });
+  }
+
+  TableOptions options_;
+  std::string inst_;
+  pid_t child_ = -1;
+  int ack_ = -1;
+  std::unique_ptr<Node> node_;
+};
+
+TEST_F(SharedManagedTableTest, AKilledProgramsTableComesBackWithItsData) {
+  ForkProgram(/*writes=*/-1);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);  // Created by the first program.
+  // Kill it at a moment the acknowledgements choose: after at least 1000 returned writes.
+  int64_t acked = 0;
+  while (acked < 1000) {
+    std::optional<int64_t> v = ReadValue(ack_, std::chrono::seconds(20));
+    ASSERT_TRUE(v.has_value());
+    acked = *v;
+  }
+  KillProgram();
+  {
+    SharedMap<int64_t, int64_t> map =
+        SharedMap<int64_t, int64_t>::Open(options_.shared->segment, options_.shared->map).value();
+    EXPECT_TRUE(map.Check().ok());
+    const int64_t value = map.Get(kCounter).value().value();
+    EXPECT_GE(value, acked);  // Every returned write is there.
+  }
+  const std::string got = NewTableHere();
+  EXPECT_EQ(got.substr(0, 10), "created=0 ") << got;  // Found, not created.
+  EXPECT_GE(std::stoll(got.substr(got.find("value=") + 6)), acked) << got;
+}
+
+// Program after program is killed at a seeded point of its stream of update_counter calls: each
+// finds the count the last one left (every acknowledged increment, plus any whose
+// acknowledgement was still in the pipe), and continues from exactly there.
+TEST_F(SharedManagedTableTest, RepeatedProgramKillsLoseNoAcknowledgedWrite) {
+  std::mt19937_64 rng(20261130);
+  int64_t acked = 0;
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    ForkProgram(/*writes=*/-1);
+    ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), round == 0 ? -1 : -2);
+    // The first increment of this program continues from what the last one left.
+    std::optional<int64_t> first = ReadValue(ack_, std::chrono::seconds(20));
+    ASSERT_TRUE(first.has_value());
+    ASSERT_GT(*first, acked);
+    acked = *first;
+    const int64_t target = acked + static_cast<int64_t>(rng() % 2000);
+    while (acked < target) {
+      std::optional<int64_t> v = ReadValue(ack_, std::chrono::seconds(20));
+      ASSERT_TRUE(v.has_value());
+      ASSERT_EQ(*v, acked + 1);  // One program counts alone: no gap, no repeat.
+      acked = *v;
+    }
+    KillProgram();
+    SharedMap<int64_t, int64_t> map =
+        SharedMap<int64_t, int64_t>::Open(options_.shared->segment, options_.shared->map).value();
+    ASSERT_TRUE(map.Check().ok());
+    const int64_t left = map.Get(kCounter).value().value();
+    ASSERT_GE(left, acked);
+    acked = left;  // Increments acknowledged into the pipe but not read count too.
+  }
+}
+
+TEST_F(SharedManagedTableTest, TheDirectoryOfSharedTablesOutlivesTheProgram) {
+  ForkProgram(/*writes=*/2);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);
+  for (int64_t i = 1; i <= 2; ++i) ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), i);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -3);
+  // Another program's manager of the same instance sees it, held by a live program...
+  EXPECT_EQ(SharedTablesHere(), "counter:1:1");
+  const std::string refused = DelTableHere();
+  EXPECT_NE(refused.find("ALREADY_EXISTS"), std::string::npos) << refused;
+  EXPECT_TRUE(Exists(SegmentPath()));
+  KillProgram();
+  // ... and, once that program is dead, as a table nobody holds, which DelTable removes
+  // although nobody here asked for it.
+  EXPECT_EQ(SharedTablesHere(), "counter:1:0");
+  EXPECT_EQ(DelTableHere(), "OK");
+  EXPECT_FALSE(Exists(SegmentPath()));
+  EXPECT_FALSE(Exists(ClaimPath()));
+  EXPECT_EQ(SharedTablesHere(), "none");
+  EXPECT_NE(DelTableHere().find("no_such_table_entry"), std::string::npos);
+}
+
+TEST_F(SharedManagedTableTest, NewTableRecordsItAndDelTableForgetsIt) {
+  EXPECT_EQ(SharedTablesHere(), "none");
+  TableOptions options = options_;
+  Etsmgr mgr(inst_);
+  std::string got = RunProbe(*node_, [options, mgr](Process& self, Report report) -> Task<void> {
+    absl::StatusOr<ManagedTableRef> r =
+        co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+    if (!r.ok()) {
+      report(r.status().ToString());
+      co_return;
+    }
+    absl::StatusOr<ManagerInfo> before = co_await mgr.Info(self);
+    absl::Status del = co_await mgr.DelTable(self, "counter");
+    absl::StatusOr<ManagerInfo> after = co_await mgr.Info(self);
+    if (!before.ok() || !after.ok()) {
+      report("info failed");
+      co_return;
+    }
+    std::string out = absl::StrCat("before=", before->shared_tables.size());
+    for (const SharedTableRecord& t : before->shared_tables) {
+      absl::StrAppend(&out, " ", t.name, " ", t.key_type, "->", t.value_type, " held=", t.held);
+    }
+    absl::StrAppend(&out, " del=", del.ToString(), " after=", after->shared_tables.size());
+    report(out);
+  });
+  EXPECT_EQ(got, "before=1 counter long->long held=1 del=OK after=0");
+  EXPECT_FALSE(Exists(SegmentPath()));
+}
+
+TEST_F(SharedManagedTableTest, TwoLiveProgramsCannotBothHoldIt) {
+  ForkProgram(/*writes=*/3);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);
+  for (int64_t i = 1; i <= 3; ++i) ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), i);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -3);  // Alive, holding it.
+  const pid_t holder = child_;
+  const std::string refused = NewTableHere();
+  EXPECT_NE(refused.find("ALREADY_EXISTS"), std::string::npos) << refused;
+  EXPECT_NE(refused.find(absl::StrCat("pid ", holder)), std::string::npos) << refused;
+  KillProgram();
+  // The holder is dead: the kernel released its claim, and the table comes back.
+  EXPECT_EQ(NewTableHere(), "created=0 value=3");
+}
+
+TEST_F(SharedManagedTableTest, ANewTableIsCreatedAndDelTableRemovesIt) {
+  node_ = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  TableOptions options = options_;
+  Etsmgr mgr(inst_);
+  std::string got = RunProbe(*node_, [options, mgr](Process& self, Report report) -> Task<void> {
+    absl::StatusOr<ManagedTableRef> r =
+        co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+    if (!r.ok()) {
+      report(r.status().ToString());
+      co_return;
+    }
+    std::string out = absl::StrCat("created=", r->created);
+    IntTable t = IntTable::Attach(r->table).value();
+    (void)t.Insert(kCounter, 5);
+    absl::Status del = co_await mgr.DelTable(self, "counter");
+    absl::StrAppend(&out, " del=", del.ToString(), " alive=", t.alive());
+    report(out);
+  });
+  EXPECT_EQ(got, "created=1 del=OK alive=0");
+  EXPECT_FALSE(Exists(SegmentPath()));
+  EXPECT_FALSE(Exists(ClaimPath()));
+  EXPECT_EQ(NewTableHere(), "created=1 value=-1");  // A fresh, empty table.
+}
+
+TEST_F(SharedManagedTableTest, ADiscardRemovesTheSegmentsOfHeldTables) {
+  EXPECT_EQ(NewTableHere(), "created=1 value=-1");  // The client exits: the instance holds it.
+  EXPECT_TRUE(Exists(SegmentPath()));
+  ASSERT_TRUE(StopManager(*node_, inst_, {.discard_tables = true}).ok());
+  EXPECT_FALSE(Exists(SegmentPath()));
+  EXPECT_FALSE(Exists(ClaimPath()));
+}
+
+TEST_F(SharedManagedTableTest, AStopWithoutDiscardKeepsTheSegment) {
+  EXPECT_EQ(NewTableHere(), "created=1 value=-1");
+  ASSERT_TRUE(StopManager(*node_, inst_).ok());
+  node_.reset();  // The whole runtime goes, as at a normal exit of the program.
+  EXPECT_TRUE(Exists(SegmentPath()));
+  EXPECT_EQ(NewTableHere(), "created=0 value=-1");
+}
+
+TEST_F(SharedManagedTableTest, AClientCrashInsideTheProgramIsTheUsualHandBack) {
+  ForkProgram(/*writes=*/0);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -3);
+  KillProgram();
+  // In this program: a client takes it, is killed, and the next client gets it from the
+  // instance (the in-process heir), with no second claim.
+  EXPECT_EQ(NewTableHere(), "created=0 value=-1");
+  EXPECT_EQ(NewTableHere().substr(0, 10), "created=0 ");
+}
+
+}  // namespace
+}  // namespace etsmgr

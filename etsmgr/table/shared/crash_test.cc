@@ -1,0 +1,339 @@
+// Crash consistency of SharedMap under SIGKILL, from forked writer processes:
+//  - every crash point of every kind of write, and of the repair of each (a kill in the middle of
+//    repairing a kill), one at a time: the re-opened map shows the write done or not done;
+//  - long write sequences killed at the n-th passage of each crash point: a prefix of them done;
+//  - seeded random kills of one writer, and of two writers at once (crash_harness.h).
+// The parent is single-threaded (gtest's main thread, no runtime) and forks each writer.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/table/shared/crash_harness.h"
+#include "etsmgr/table/shared/internal/crash_point.h"
+#include "etsmgr/table/shared/shared_map.h"
+#include "etsmgr/table/shared/test_names.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr {
+namespace {
+
+using shared_internal::Crash;
+using IntMap = SharedMap<int64_t, int64_t>;
+using List = std::vector<std::pair<int64_t, int64_t>>;
+
+// How many kills the random runs make (fewer under the sanitizers: see BUILD).
+int KillsFor(const char* var, int fallback) {
+  const char* v = std::getenv(var);
+  return v != nullptr ? std::atoi(v) : fallback;
+}
+
+// The child's crash hook: SIGKILL at the n-th crash point (of one kind, or of any kind).
+int g_target = 0;
+int g_seen = 0;
+int g_kind = -1;
+void KillAtTarget(Crash point) {
+  if (g_kind >= 0 && static_cast<int>(point) != g_kind) return;
+  if (++g_seen == g_target) raise(SIGKILL);
+}
+
+// Runs `body` in a child that kills itself at its n-th crash point (`kind` < 0: any kind).
+// True when the child was killed; false when it finished (fewer than n points). A failing body
+// fails the test.
+bool RunChildKilledAt(int n, int kind, const std::function<bool()>& body) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    g_target = n;
+    g_seen = 0;
+    g_kind = kind;
+    shared_internal::g_crash_hook.store(&KillAtTarget);
+    _exit(body() ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) return true;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  return false;
+}
+
+class CrashTest : public ::testing::Test {
+ protected:
+  CrashTest() {
+    name_ = shared_testing::UniqueSegmentName("etsmgr-crash");
+    options_.shards = 2;
+    options_.max_bytes = uint64_t{1} << 28;
+  }
+  ~CrashTest() override { (void)IntMap::Remove(name_, options_); }
+
+  IntMap Fresh() {
+    (void)IntMap::Remove(name_, options_);
+    return IntMap::Open(name_, options_).value();
+  }
+  absl::StatusOr<IntMap> Reopen() { return IntMap::Open(name_, options_); }
+  static List Sorted(const IntMap& m) {
+    List l = m.ToList().value();
+    std::sort(l.begin(), l.end());
+    return l;
+  }
+
+  // Sweeps every crash point of `op` (applied to a map prepared by `setup`), and for each, every
+  // crash point of the first re-open (the repair): the map is `before` or `after`, never else.
+  void SweepOp(const std::string& what, const std::function<void(IntMap&)>& setup,
+               const std::function<bool(IntMap&)>& op) {
+    List before;
+    List after;
+    {
+      IntMap m = Fresh();
+      setup(m);
+      before = Sorted(m);
+      ASSERT_TRUE(op(m));
+      after = Sorted(m);
+    }
+    ASSERT_NE(before, after) << what;
+    int points = 0;
+    for (int n = 1;; ++n) {
+      {
+        IntMap m = Fresh();
+        setup(m);
+      }
+      bool killed = RunChildKilledAt(n, -1, [&] {
+        absl::StatusOr<IntMap> m = Reopen();
+        return m.ok() && op(*m);
+      });
+      if (!killed) {
+        absl::StatusOr<IntMap> m = Reopen();
+        ASSERT_TRUE(m.ok()) << m.status();
+        EXPECT_EQ(Sorted(*m), after) << what << ": finished";
+        break;
+      }
+      ++points;
+      ++kills_;
+      // A kill of the repairer: every crash point of the re-open that repairs.
+      for (int k = 1;; ++k) {
+        bool repair_killed = RunChildKilledAt(k, -1, [&] {
+          absl::StatusOr<IntMap> m = Reopen();
+          return m.ok() && m->Check().ok();
+        });
+        if (!repair_killed) break;
+        ++kills_;
+      }
+      absl::StatusOr<IntMap> m = Reopen();
+      ASSERT_TRUE(m.ok()) << what << " killed at point " << n << ": " << m.status();
+      absl::Status check = m->Check();
+      ASSERT_TRUE(check.ok()) << what << " killed at point " << n << ": " << check;
+      List now = Sorted(*m);
+      EXPECT_TRUE(now == before || now == after)
+          << what << " killed at crash point " << n << ": neither before nor after";
+    }
+    EXPECT_GE(points, 4) << what;
+    RecordProperty(what, points);
+  }
+
+  // The smallest k such that inserting key k into a map holding [0, k) rebuilds a region after
+  // the first few (counted in this process with a hook that only counts).
+  int64_t FindGrowingInsert() {
+    IntMap m = Fresh();
+    static int resizes = 0;
+    shared_internal::g_crash_hook.store(
+        +[](Crash point) { resizes += point == Crash::kResizeIntent; });
+    int64_t found = -1;
+    for (int64_t k = 0; k < 10'000 && found < 0; ++k) {
+      resizes = 0;
+      if (!m.Insert(k, k * 10).ok()) break;
+      if (k > 10 && resizes > 0) found = k;
+    }
+    shared_internal::g_crash_hook.store(nullptr);
+    return found;
+  }
+
+  static inline int kills_ = 0;
+  std::string name_;
+  SharedMapOptions options_;
+};
+
+void InsertKeys(IntMap& m, int64_t from, int64_t to) {
+  for (int64_t k = from; k < to; ++k) ASSERT_TRUE(m.Insert(k, k * 10).ok());
+}
+
+TEST_F(CrashTest, EveryPointOfEveryWrite) {
+  auto few = [](IntMap& m) { InsertKeys(m, 0, 6); };
+  SweepOp(
+      "insert (first of its shard)", [](IntMap&) {}, [](IntMap& m) { return m.Insert(1, 1).ok(); });
+  SweepOp("insert", few, [](IntMap& m) { return m.Insert(100, 1).ok(); });
+  SweepOp("replace", few, [](IntMap& m) { return m.Insert(3, -3).ok(); });
+  SweepOp("insert_new", few, [](IntMap& m) { return m.InsertNew(101, 7).value_or(false); });
+  SweepOp("update_counter", few, [](IntMap& m) { return m.UpdateCounter(2, 5).ok(); });
+  SweepOp("update_counter default", few,
+          [](IntMap& m) { return m.UpdateCounter(102, 5, {.default_value = 1}).ok(); });
+  SweepOp("erase", few, [](IntMap& m) { return m.Erase(4).ok(); });
+  SweepOp("take", few, [](IntMap& m) { return m.Take(5).ok(); });
+  SweepOp(
+      "clear", [](IntMap& m) { InsertKeys(m, 0, 40); }, [](IntMap& m) { return m.Clear().ok(); });
+  SweepOp(
+      "insert after clear (reuses a free region)",
+      [](IntMap& m) {
+        InsertKeys(m, 0, 40);
+        ASSERT_TRUE(m.Clear().ok());
+      },
+      [](IntMap& m) { return m.Insert(1, 1).ok(); });
+  // Growth: the first key whose insert rebuilds a full region (found with a counting hook).
+  const int64_t grows = FindGrowingInsert();
+  ASSERT_GT(grows, 10);
+  SweepOp(
+      "insert that grows a region", [&](IntMap& m) { InsertKeys(m, 0, grows); },
+      [&](IntMap& m) { return m.Insert(grows, 1).ok(); });
+}
+
+// A value of several words: a write killed half-way through it is rolled back from the intent
+// record's image, never left torn.
+struct Wide {
+  int64_t w[4];
+};
+
+TEST_F(CrashTest, HalfWrittenValuesAreRolledBack) {
+  using WideMap = SharedMap<int64_t, Wide>;
+  const std::string name = absl::StrCat(name_, "-wide");
+  for (int kind : {static_cast<int>(Crash::kSlotHalf), static_cast<int>(Crash::kSlotWritten)}) {
+    (void)WideMap::Remove(name, options_);
+    {
+      WideMap m = WideMap::Open(name, options_).value();
+      for (int64_t k = 0; k < 10; ++k) ASSERT_TRUE(m.Insert(k, Wide{{k, k, k, k}}).ok());
+    }
+    ASSERT_TRUE(RunChildKilledAt(1, kind, [&] {
+      absl::StatusOr<WideMap> m = WideMap::Open(name, options_);
+      return m.ok() && m->Insert(3, Wide{{-1, -1, -1, -1}}).ok();
+    }));
+    ++kills_;
+    WideMap m = WideMap::Open(name, options_).value();
+    ASSERT_TRUE(m.Check().ok()) << m.Check();
+    Wide v = m.Get(3).value().value();
+    EXPECT_TRUE(v.w[0] == v.w[1] && v.w[1] == v.w[2] && v.w[2] == v.w[3])
+        << "torn: " << v.w[0] << " " << v.w[1] << " " << v.w[2] << " " << v.w[3];
+    EXPECT_EQ(v.w[0], 3);  // killed before the write returned: rolled back
+    EXPECT_EQ(m.Info()->slot_rollbacks, 1u);
+  }
+  (void)WideMap::Remove(name, options_);
+}
+
+// A long sequence killed at the n-th passage of each kind of crash point: what the re-opened map
+// holds is a state the sequence passes through (every write before the kill, maybe the one in
+// flight), and Check() holds. The sequence grows the file, rebuilds regions, leaves tombstones,
+// clears and reuses free regions.
+constexpr int64_t kKeys = 6000;
+
+bool SequenceBody(IntMap& m) {
+  for (int64_t k = 0; k < kKeys; ++k) {
+    if (!m.Insert(k, k).ok()) return false;
+  }
+  for (int64_t k = 0; k < kKeys; k += 2) {
+    if (!m.Erase(k).ok()) return false;
+  }
+  for (int64_t k = kKeys; k < 2 * kKeys; ++k) {
+    if (!m.UpdateCounter(k, 1, {.default_value = 0}).ok()) return false;
+  }
+  return m.Clear().ok() && m.Insert(1, 1).ok();
+}
+
+// Whether `l` (sorted) is a state SequenceBody passes through.
+std::string SequenceStateError(const List& l) {
+  if (l.empty() || l == List{{1, 1}}) return "";  // cleared (or not started), then the last insert
+  std::vector<int64_t> low;
+  std::vector<int64_t> high;
+  for (const auto& [k, v] : l) {
+    if (k < kKeys) {
+      if (v != k) return absl::StrCat("key ", k, " holds ", v);
+      low.push_back(k);
+    } else {
+      if (v != 1) return absl::StrCat("counter ", k, " holds ", v);
+      high.push_back(k);
+    }
+  }
+  for (size_t i = 0; i < high.size(); ++i) {
+    if (high[i] != kKeys + static_cast<int64_t>(i)) return "the counters are not a prefix";
+  }
+  // Phase 1: [0, n). Phase 2: every odd key, and the even keys from some point on.
+  bool prefix = true;
+  for (size_t i = 0; i < low.size(); ++i) prefix = prefix && low[i] == static_cast<int64_t>(i);
+  if (prefix && high.empty()) return "";
+  int64_t first_even = kKeys;
+  for (int64_t k : low) {
+    if (k % 2 == 0) {
+      first_even = k;
+      break;
+    }
+  }
+  size_t expect = 0;
+  for (int64_t k = 1; k < kKeys; k += 2) ++expect;
+  for (int64_t k = first_even; k < kKeys; k += 2) ++expect;
+  if (low.size() != expect) return absl::StrCat(low.size(), " low keys, expected ", expect);
+  if (!high.empty() && first_even != kKeys) return "counters before every even key was erased";
+  return "";
+}
+
+TEST_F(CrashTest, LongSequencesKilledAtEachKindOfPoint) {
+  const int last_kind = static_cast<int>(Crash::kGrowTruncated);
+  int killed_runs = 0;
+  for (int kind = 0; kind <= last_kind; ++kind) {
+    if (kind == static_cast<int>(Crash::kRepairStarted) ||
+        kind == static_cast<int>(Crash::kRepairRestored)) {
+      continue;  // nothing to repair in these runs
+    }
+    for (int n : {1, 2, 7, 40, 300}) {
+      Fresh();
+      bool killed = RunChildKilledAt(n, kind, [&] {
+        absl::StatusOr<IntMap> m = Reopen();
+        return m.ok() && SequenceBody(*m);
+      });
+      if (!killed) continue;
+      ++killed_runs;
+      ++kills_;
+      absl::StatusOr<IntMap> m = Reopen();
+      ASSERT_TRUE(m.ok()) << m.status();
+      absl::Status check = m->Check();
+      ASSERT_TRUE(check.ok()) << "crash point kind " << kind << ", passage " << n << ": " << check;
+      std::string error = SequenceStateError(Sorted(*m));
+      EXPECT_EQ(error, "") << "crash point kind " << kind << ", passage " << n;
+    }
+  }
+  EXPECT_GT(killed_runs, 40);
+}
+
+TEST_F(CrashTest, SingleWriterRandomKills) {
+  shared_testing::KillRunOptions o;
+  o.seed = 16;
+  o.kills = KillsFor("SHARED_CRASH_KILLS", 400);
+  o.writers = 1;
+  shared_testing::KillRunResult r = shared_testing::RunKills(o);
+  EXPECT_TRUE(r.ok()) << r.first_failure << " (replay: seed " << o.seed << ")";
+  EXPECT_EQ(r.kills, o.kills);
+  EXPECT_GT(r.writes_checked, o.kills);
+  std::cout << "single writer: " << r.kills << " kills, " << r.writes_checked
+            << " acknowledged writes checked; repairs: slot " << r.info.slot_rollbacks
+            << ", resize rollback " << r.info.resize_rollbacks << ", resize completion "
+            << r.info.resize_completions << ", clear " << r.info.clears_completed << ", log "
+            << r.info.log_rollbacks << "\n";
+}
+
+TEST_F(CrashTest, TwoWritersKilledIndependently) {
+  shared_testing::KillRunOptions o;
+  o.seed = 1616;
+  o.kills = KillsFor("SHARED_CRASH_KILLS_TWO", 200);
+  o.writers = 2;
+  shared_testing::KillRunResult r = shared_testing::RunKills(o);
+  EXPECT_TRUE(r.ok()) << r.first_failure << " (replay: seed " << o.seed << ")";
+  EXPECT_GE(r.kills, o.kills);
+  std::cout << "two writers: " << r.kills << " kills, " << r.writes_checked
+            << " acknowledged writes checked; repairs: slot " << r.info.slot_rollbacks
+            << ", resize rollback " << r.info.resize_rollbacks << ", resize completion "
+            << r.info.resize_completions << ", log " << r.info.log_rollbacks << "\n";
+}
+
+}  // namespace
+}  // namespace etsmgr

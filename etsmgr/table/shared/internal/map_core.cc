@@ -1,0 +1,1180 @@
+#include "etsmgr/table/shared/internal/map_core.h"
+
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "etsmgr/base/errno_status.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define ETSMGR_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ETSMGR_TSAN 1
+#endif
+#endif
+#ifndef ETSMGR_TSAN
+#define ETSMGR_TSAN 0
+#endif
+#if ETSMGR_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
+namespace etsmgr::shared_internal {
+namespace {
+
+constexpr size_t kMaxNameBytes = 200;
+
+// A file descriptor closed on scope exit unless released.
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_;
+};
+
+std::string Demangled(const char* mangled) {
+  int status = 0;
+  char* text = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  std::string out = status == 0 && text != nullptr ? text : mangled;
+  std::free(text);
+  return out;
+}
+
+uint64_t TypeTag(const TypeDesc& t) {
+  std::string s = absl::StrCat(t.mangled, "/", t.size, "/", t.align);
+  return HashBytes(s.data(), s.size());
+}
+
+// The stored, printable name of a type: its demangled name, cut to fit with a NUL.
+void PutTypeName(const TypeDesc& t, char (&out)[kTypeNameBytes]) {
+  std::string name = Demangled(t.mangled);
+  std::memset(out, 0, kTypeNameBytes);
+  std::memcpy(out, name.data(), std::min<size_t>(name.size(), kTypeNameBytes - 1));
+}
+
+std::string StoredName(const char (&name)[kTypeNameBytes]) {
+  return std::string(name, strnlen(name, kTypeNameBytes));
+}
+
+uint32_t WordsOf(uint32_t bytes) { return (bytes + 7) / 8; }
+
+void InitRobustMutex(pthread_mutex_t* m) {
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(m, &attr);
+  pthread_mutexattr_destroy(&attr);
+}
+
+// glibc's kind word of a robust, process-shared, error-checking mutex: an open compares every
+// lock in the segment with it, so a corrupted lock (a priority-inheritance kind, say) is refused
+// before any pthread call sees it.
+int ExpectedMutexKind() {
+  static const int kind = [] {
+    pthread_mutex_t m;
+    InitRobustMutex(&m);
+    int k = m.__data.__kind;
+    pthread_mutex_destroy(&m);
+    return k;
+  }();
+  return kind;
+}
+
+timespec DeadlineAfter(absl::Duration d) {
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return absl::ToTimespec(absl::TimeFromTimespec(now) + d);
+}
+
+uint64_t ImmutableChecksum(const ImmutableHeader& h) {
+  return HashBytes(&h, offsetof(ImmutableHeader, checksum));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Locks.
+
+class MapCore::SegmentLock {
+ public:
+  explicit SegmentLock(const MapCore* core) : core_(core), status_(core->LockSegment()) {}
+  ~SegmentLock() {
+    if (status_.ok()) pthread_mutex_unlock(&core_->Mut()->lock);
+  }
+  SegmentLock(const SegmentLock&) = delete;
+  SegmentLock& operator=(const SegmentLock&) = delete;
+  bool ok() const { return status_.ok(); }
+  const absl::Status& status() const { return status_; }
+
+ private:
+  const MapCore* core_;
+  absl::Status status_;
+};
+
+// pthread_mutex_timedlock, telling ThreadSanitizer about a lock taken over from a dead owner:
+// its interceptor records only a 0 result (trylock's and lock's also record EOWNERDEAD), so the
+// repairing thread's unlock was reported as "unlock of an unlocked mutex" (two writer processes,
+// one killed holding a lock the other waited for).
+namespace {
+int TimedLock(pthread_mutex_t* m, const timespec* deadline) {
+  const int rc = pthread_mutex_timedlock(m, deadline);
+#if ETSMGR_TSAN
+  if (rc == EOWNERDEAD) {  // A successful try-lock, annotated after the fact.
+    __tsan_mutex_pre_lock(m, __tsan_mutex_try_lock);
+    __tsan_mutex_post_lock(m, __tsan_mutex_try_lock, 0);
+  }
+#endif
+  return rc;
+}
+}  // namespace
+
+absl::Status MapCore::LockShardSlow(size_t s, int rc, const char* what) const {
+  pthread_mutex_t* m = &Shard(s)->lock;
+  if (rc == EBUSY) {
+    timespec deadline = DeadlineAfter(lock_timeout_);
+    rc = TimedLock(m, &deadline);
+  }
+  switch (rc) {
+    case 0:
+      return absl::OkStatus();
+    case EOWNERDEAD: {
+      absl::Status st = RepairShard(s);
+      if (st.ok()) {
+        pthread_mutex_consistent(m);
+        return absl::OkStatus();
+      }
+      pthread_mutex_unlock(m);  // unrepaired: the lock becomes unrecoverable
+      return st;
+    }
+    case ENOTRECOVERABLE:
+      return CorruptShard(s, absl::StrCat(what, ": the lock is unrecoverable (an earlier repair ",
+                                          "of a killed writer's change failed)"));
+    case ETIMEDOUT:
+      return absl::DeadlineExceededError(absl::StrCat(
+          "shared map \"", name_, "\": ", what, ": shard ", s, " stayed locked for ",
+          absl::FormatDuration(lock_timeout_), " by thread ", Shard(s)->lock.__data.__owner,
+          " (alive: a dead holder would have been repaired)"));
+    case EDEADLK:
+      return CorruptShard(s, absl::StrCat(what, ": the lock names this thread as its holder"));
+    default:
+      return ErrnoToStatus(rc,
+                           absl::StrCat("shared map \"", name_, "\": ", what, ": lock shard ", s));
+  }
+}
+
+absl::Status MapCore::RepairHeld(size_t s) const {
+  absl::Status st = RepairShard(s);
+  if (!st.ok()) pthread_mutex_unlock(&Shard(s)->lock);
+  return st;
+}
+
+absl::Status MapCore::LockSegment() const {
+  pthread_mutex_t* m = &Mut()->lock;
+  int rc = pthread_mutex_trylock(m);
+  if (rc == EBUSY) {
+    timespec deadline = DeadlineAfter(lock_timeout_);
+    rc = TimedLock(m, &deadline);
+  }
+  return AfterSegmentLock(rc);
+}
+
+absl::Status MapCore::AfterSegmentLock(int rc) const {
+  pthread_mutex_t* m = &Mut()->lock;
+  switch (rc) {
+    case 0:
+      return absl::OkStatus();
+    case EOWNERDEAD: {
+      absl::Status st = RepairSegment();
+      if (st.ok()) {
+        pthread_mutex_consistent(m);
+        return absl::OkStatus();
+      }
+      pthread_mutex_unlock(m);
+      return st;
+    }
+    case ENOTRECOVERABLE:
+      return Corrupt("the segment lock is unrecoverable (an earlier repair failed)");
+    case ETIMEDOUT:
+      return absl::DeadlineExceededError(absl::StrCat(
+          "shared map \"", name_, "\": the segment lock stayed locked for ",
+          absl::FormatDuration(lock_timeout_), " by thread ", Mut()->lock.__data.__owner));
+    case EDEADLK:
+      return Corrupt("the segment lock names this thread as its holder");
+    default:
+      return ErrnoToStatus(rc, absl::StrCat("shared map \"", name_, "\": lock the segment"));
+  }
+}
+
+absl::Status MapCore::Corrupt(const std::string& what) const {
+  return absl::DataLossError(absl::StrCat("shared map \"", name_, "\" (", path_, "): ", what));
+}
+
+absl::Status MapCore::CorruptShard(size_t s, const std::string& what) const {
+  return Corrupt(absl::StrCat("shard ", s, ": ", what));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repair. Each runs with the lock it repairs held (acquired as EOWNERDEAD) and is idempotent: a
+// repairer killed half-way leaves the lock owner-dead again, and the next one starts over.
+
+absl::Status MapCore::RepairSegment() const {
+  MutableHeader* m = Mut();
+  SegmentLog& log = m->log;
+  const uint64_t state = Load(&log.state);
+  if (state == kLogIdle) return absl::OkStatus();
+  if (state != kLogActive) return Corrupt(absl::StrCat("the segment log's state is ", state));
+  const uint64_t count = Load(&log.count);
+  if (count > kLogEntries) return Corrupt(absl::StrCat("the segment log has ", count, " entries"));
+  const uint64_t limit = mapped_.load(std::memory_order_acquire);
+  for (uint64_t i = count; i-- > 0;) {
+    const uint64_t offset = Load(&log.offset[i]);
+    if (offset % 8 != 0 || offset < kMutableOffset || limit < 8 || offset > limit - 8 ||
+        (offset >= kMutableOffset + offsetof(MutableHeader, log) &&
+         offset < kMutableOffset + offsetof(MutableHeader, log) + sizeof(SegmentLog))) {
+      return Corrupt(absl::StrCat("the segment log names offset ", offset));
+    }
+  }
+  for (uint64_t i = count; i-- > 0;) Store(At<uint64_t>(Load(&log.offset[i])), Load(&log.old[i]));
+  Store(&log.state, kLogIdle);
+  __atomic_fetch_add(&m->log_rollbacks, 1, __ATOMIC_RELAXED);
+  return absl::OkStatus();
+}
+
+absl::Status MapCore::RepairShard(size_t s) const {
+  CrashPoint(Crash::kRepairStarted);
+  ShardHeader* sh = Shard(s);
+  {
+    // First the segment lock: a killed allocator transaction of this shard is undone before its
+    // intent record is read (the transaction writes the record's region fields).
+    SegmentLock seg(this);
+    if (!seg.ok()) return seg.status();
+    const uint64_t state = Load(&sh->intent_state);
+    if (state == kIntentSlot) {
+      RegionView r;
+      const uint64_t word = LoadRelaxed(&sh->region);
+      const uint64_t index = Load(&sh->intent_slot);
+      if (word == 0 || !View(word, &r) || index > r.mask) {
+        return CorruptShard(s, "the intent record names a slot outside the shard's region");
+      }
+      if (!(LoadRelaxed(&sh->seq) & 1)) Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
+      uint64_t* slot = r.slots + index * slot_words_;
+      const uint64_t* image = Image(sh);
+      const uint64_t ctrl = Load(image);
+      if (ctrl > kTombstone) {
+        for (uint32_t i = 0; i < slot_words_; ++i) Store(slot + i, Load(image + i));
+      } else {
+        Store(slot, ctrl);
+      }
+      Store(&r.header->count, Load(&sh->intent_count));
+      Store(&r.header->tombstones, Load(&sh->intent_tombstones));
+      CrashPoint(Crash::kRepairRestored);
+      Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
+      Store(&sh->intent_state, kIntentIdle);
+      __atomic_fetch_add(&Mut()->slot_rollbacks, 1, __ATOMIC_RELAXED);
+    } else if (state == kIntentResize) {
+      const bool published = LoadRelaxed(&sh->region) == Load(&sh->intent_new_region) &&
+                             Load(&sh->intent_new_region) != Load(&sh->intent_old_region);
+      if (absl::Status st = FinishResizeLocked(s); !st.ok()) return st;
+      __atomic_fetch_add(published ? &Mut()->resize_completions : &Mut()->resize_rollbacks, 1,
+                         __ATOMIC_RELAXED);
+    } else if (state != kIntentIdle) {
+      return CorruptShard(s, absl::StrCat("unknown intent record state ", state));
+    }
+  }
+  // A Clear() killed after its commit: finish it on this shard (it held every shard's lock, so
+  // the shards it had not reached are all owner-dead and come through here).
+  const uint64_t epoch = Load(&Mut()->clear_epoch);
+  const uint64_t cleared = Load(&sh->cleared_epoch);
+  if (cleared > epoch) return CorruptShard(s, "its clear epoch is ahead of the segment's");
+  if (cleared < epoch) {
+    if (absl::Status st = ClearShardLocked(s, epoch); !st.ok()) return st;
+    __atomic_fetch_add(&Mut()->clears_completed, 1, __ATOMIC_RELAXED);
+  }
+  if (LoadRelaxed(&sh->seq) & 1) Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
+  return absl::OkStatus();
+}
+
+// After a resize published or not: frees whichever of the old and new regions is not the
+// shard's, and clears the intent, in one logged transaction.
+absl::Status MapCore::FinishResizeLocked(size_t s) const {
+  ShardHeader* sh = Shard(s);
+  const uint64_t current = LoadRelaxed(&sh->region);
+  const uint64_t old_word = Load(&sh->intent_old_region);
+  const uint64_t new_word = Load(&sh->intent_new_region);
+  uint64_t unused;
+  if (current == new_word) {
+    unused = old_word;
+  } else if (current == old_word) {
+    unused = new_word;
+  } else {
+    return CorruptShard(s, "the resize intent names neither the shard's region nor its successor");
+  }
+  if (unused == 0 || unused == current) {
+    Store(&sh->intent_state, kIntentIdle);
+    return absl::OkStatus();
+  }
+  RegionView r;
+  if (!View(unused, &r)) return CorruptShard(s, "the resize intent names a region out of bounds");
+  const uint32_t log2cap = RegionLog2(unused);
+  if (Load(&r.header->magic) != (kRegionMagic | log2cap) || Load(&r.header->owner) != s + 1) {
+    return CorruptShard(s, "the region to free is not this shard's");
+  }
+  MutableHeader* m = Mut();
+  RunLogged({{&r.header->next, Load(&m->free_head[log2cap])},
+             {&r.header->owner, 0},
+             {&m->free_head[log2cap], RegionOffset(unused)},
+             {&sh->intent_state, kIntentIdle}},
+            /*freeing=*/true);
+  if (current == old_word) __atomic_fetch_add(&m->regions_reclaimed, 1, __ATOMIC_RELAXED);
+  return absl::OkStatus();
+}
+
+void MapCore::RunLogged(std::initializer_list<LoggedWrite> writes, bool freeing) const {
+  SegmentLog& log = Mut()->log;
+  uint64_t i = 0;
+  for (const LoggedWrite& w : writes) {
+    Store(&log.offset[i], static_cast<uint64_t>(reinterpret_cast<char*>(w.word) - base_));
+    Store(&log.old[i], LoadRelaxed(w.word));
+    ++i;
+  }
+  Store(&log.count, i);
+  Store(&log.state, kLogActive);
+  CrashPoint(freeing ? Crash::kFreeLogged : Crash::kAllocLogged);
+  for (const LoggedWrite& w : writes) Store(w.word, w.value);
+  CrashPoint(freeing ? Crash::kFreeApplied : Crash::kAllocApplied);
+  Store(&log.state, kLogIdle);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The allocator and resizing.
+
+absl::Status MapCore::GrowFile(uint64_t end) const {
+  MutableHeader* m = Mut();
+  const uint64_t size = Load(&m->file_size);
+  if (end <= size) return absl::OkStatus();
+  if (end > max_bytes_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("shared map \"", name_, "\": the segment would need ", end,
+                     " bytes, more than its max_bytes (", max_bytes_, ")"));
+  }
+  const uint64_t target =
+      std::min(max_bytes_, RoundUp(std::max(end, size + size / 2), kGrowQuantum));
+  struct stat st;
+  if (fstat(fd_, &st) != 0) return ErrnoToStatus(errno, "shared map: fstat");
+  if (static_cast<uint64_t>(st.st_size) < target) {
+    // Allocate now (tmpfs and disks): a full /dev/shm is an error here, not a SIGBUS later.
+    int rc = posix_fallocate(fd_, static_cast<off_t>(size), static_cast<off_t>(target - size));
+    if (rc == EOPNOTSUPP || rc == EINVAL) {
+      rc = ftruncate(fd_, static_cast<off_t>(target)) == 0 ? 0 : errno;
+    }
+    if (rc == ENOSPC) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "shared map \"", name_, "\": no space to grow ", path_, " to ", target, " bytes"));
+    }
+    if (rc != 0) return ErrnoToStatus(rc, absl::StrCat("shared map \"", name_, "\": grow"));
+  }
+  CrashPoint(Crash::kGrowTruncated);
+  Store(&m->file_size, target);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> MapCore::AllocRegion(size_t s, uint32_t log2cap) const {
+  MutableHeader* m = Mut();
+  ShardHeader* sh = Shard(s);
+  const uint64_t head = Load(&m->free_head[log2cap]);
+  if (head != 0) {
+    RegionView r;
+    if (!View(RegionWord(head, log2cap), &r) || head % 64 != 0 ||
+        Load(&r.header->magic) != (kRegionMagic | log2cap) || Load(&r.header->owner) != 0) {
+      return Corrupt(absl::StrCat("free list ", log2cap, " starts with a bad region at ", head));
+    }
+    const uint64_t word = RegionWord(head, log2cap);
+    RunLogged({{&m->free_head[log2cap], Load(&r.header->next)},
+               {&r.header->owner, s + 1},
+               {&sh->intent_new_region, word}},
+              /*freeing=*/false);
+    return word;
+  }
+  const uint64_t offset = Load(&m->alloc_end);
+  const uint64_t end = offset + RegionBytes(log2cap, slot_words_);
+  if (absl::Status st = GrowFile(end); !st.ok()) return st;
+  if (!EnsureMapped(end)) return Corrupt("cannot map the grown segment");
+  RegionHeader* header = At<RegionHeader>(offset);  // beyond alloc_end: nobody else looks here
+  Store(&header->magic, kRegionMagic | log2cap);
+  Store(&header->owner, s + 1);
+  Store(&header->next, 0);
+  const uint64_t word = RegionWord(offset, log2cap);
+  RunLogged({{&m->alloc_end, end}, {&sh->intent_new_region, word}}, /*freeing=*/false);
+  return word;
+}
+
+absl::Status MapCore::Rebuild(size_t s, uint64_t live_after) const {
+  ShardHeader* sh = Shard(s);
+  uint32_t log2cap = kMinLog2Capacity;
+  while (log2cap <= kMaxLog2Capacity && (uint64_t{1} << log2cap) / 2 < live_after) ++log2cap;
+  if (log2cap > kMaxLog2Capacity || RegionBytes(log2cap, slot_words_) > max_bytes_) {
+    return absl::ResourceExhaustedError(absl::StrCat("shared map \"", name_, "\": shard ", s,
+                                                     " cannot hold ", live_after, " entries"));
+  }
+  const uint64_t old_word = LoadRelaxed(&sh->region);
+  Store(&sh->intent_old_region, old_word);
+  Store(&sh->intent_new_region, 0);
+  Store(&sh->intent_state, kIntentResize);
+  CrashPoint(Crash::kResizeIntent);
+  absl::StatusOr<uint64_t> fresh;
+  {
+    SegmentLock seg(this);
+    if (!seg.ok()) {
+      Store(&sh->intent_state, kIntentIdle);
+      return seg.status();
+    }
+    fresh = AllocRegion(s, log2cap);
+    if (!fresh.ok()) {
+      Store(&sh->intent_state, kIntentIdle);
+      return fresh.status();
+    }
+  }
+  CrashPoint(Crash::kRegionAllocated);
+  RegionView to;
+  if (!View(*fresh, &to)) return CorruptShard(s, "the new region is out of bounds");
+  for (uint64_t i = 0; i <= to.mask; ++i) StoreRelaxed(to.slots + i * slot_words_, kEmpty);
+  uint64_t count = 0;
+  if (old_word != 0) {
+    RegionView from;
+    if (!View(old_word, &from)) return CorruptShard(s, "the region word is out of bounds");
+    for (uint64_t i = 0; i <= from.mask; ++i) {
+      const uint64_t* src = from.slots + i * slot_words_;
+      const uint64_t ctrl = LoadRelaxed(src);
+      if (ctrl <= kTombstone) continue;
+      uint64_t j = ctrl & to.mask;
+      for (uint64_t n = 0; LoadRelaxed(to.slots + j * slot_words_) != kEmpty; ++n) {
+        if (n > to.mask) return CorruptShard(s, "more entries than its region's count");
+        j = (j + 1) & to.mask;
+      }
+      uint64_t* dst = to.slots + j * slot_words_;
+      for (uint32_t w = 1; w < slot_words_; ++w) StoreRelaxed(dst + w, LoadRelaxed(src + w));
+      StoreRelaxed(dst, ctrl);
+      ++count;
+    }
+  }
+  Store(&to.header->count, count);
+  Store(&to.header->tombstones, 0);
+  CrashPoint(Crash::kRegionFilled);
+  Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
+  Store(&sh->region, *fresh);
+  Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
+  CrashPoint(Crash::kRegionPublished);
+  SegmentLock seg(this);
+  if (!seg.ok()) return seg.status();  // the intent stays: the next repair frees the old region
+  return FinishResizeLocked(s);
+}
+
+// Empties one shard (lock held; its seq may already be odd, as Clear() leaves it): publishes "no
+// region", frees the old one, records the epoch.
+absl::Status MapCore::ClearShardLocked(size_t s, uint64_t epoch) const {
+  ShardHeader* sh = Shard(s);
+  const uint64_t old_word = LoadRelaxed(&sh->region);
+  if (old_word != 0) {
+    Store(&sh->intent_old_region, old_word);
+    Store(&sh->intent_new_region, 0);
+    Store(&sh->intent_state, kIntentResize);
+    if (!(LoadRelaxed(&sh->seq) & 1)) Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
+    Store(&sh->region, 0);
+    SegmentLock seg(this);
+    if (!seg.ok()) return seg.status();
+    if (absl::Status st = FinishResizeLocked(s); !st.ok()) return st;
+  }
+  Store(&sh->cleared_epoch, epoch);
+  if (LoadRelaxed(&sh->seq) & 1) Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
+  CrashPoint(Crash::kClearShardDone);
+  return absl::OkStatus();
+}
+
+absl::Status MapCore::Clear() {
+  // Every shard locked (in index order, as Check), every one marked odd, then one store commits
+  // the clear: a kill after it is finished by the repair of each shard still locked.
+  std::vector<std::unique_ptr<ShardLock>> locks;
+  locks.reserve(shard_count_);
+  for (size_t s = 0; s < shard_count_; ++s) {
+    locks.push_back(std::make_unique<ShardLock>(this, s, "clear"));
+    if (!locks.back()->ok()) return locks.back()->status();
+  }
+  MutableHeader* m = Mut();
+  const uint64_t epoch = Load(&m->clear_epoch) + 1;
+  for (size_t s = 0; s < shard_count_; ++s) {
+    ShardHeader* sh = Shard(s);
+    if (!(LoadRelaxed(&sh->seq) & 1)) Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
+  }
+  CrashPoint(Crash::kClearOdd);
+  Store(&m->clear_epoch, epoch);
+  CrashPoint(Crash::kClearCommitted);
+  absl::Status result;
+  for (size_t s = 0; s < shard_count_; ++s) {
+    absl::Status st = ClearShardLocked(s, epoch);
+    if (!st.ok() && result.ok()) result = st;
+    locks[s].reset();
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads over the whole map.
+
+absl::StatusOr<uint64_t> MapCore::Size() const {
+  uint64_t total = 0;
+  for (size_t s = 0; s < shard_count_; ++s) {
+    ShardHeader* sh = Shard(s);
+    bool done = false;
+    for (int tries = 0; tries < kReadTries && !done; ++tries) {
+      const uint64_t seq = Load(&sh->seq);
+      if (seq & 1) {
+        Pause();
+        continue;
+      }
+      const uint64_t word = Load(&sh->region);
+      uint64_t count = 0;
+      RegionView r;
+      if (word != 0) {
+        if (!View(word, &r)) continue;
+        count = Load(&r.header->count);
+        if (count > r.mask) continue;  // torn or corrupt: the locked path decides
+      }
+      if (LoadRelaxed(&sh->seq) == seq) {
+        total += count;
+        done = true;
+      }
+    }
+    if (!done) {
+      ShardLock lock(this, s, "size");
+      if (!lock.ok()) return lock.status();
+      const uint64_t word = LoadRelaxed(&sh->region);
+      RegionView r;
+      if (word != 0) {
+        if (!View(word, &r)) return CorruptShard(s, "the region word is out of bounds");
+        const uint64_t count = LoadRelaxed(&r.header->count);
+        if (count > r.mask) return CorruptShard(s, "its region counts more entries than slots");
+        total += count;
+      }
+    }
+  }
+  return total;
+}
+
+absl::Status MapCore::ForEach(const std::function<void(const uint64_t*, const uint64_t*)>& fn,
+                              const char* what) const {
+  std::vector<uint64_t> chunk;
+  const uint32_t entry_words = key_words_ + value_words_;
+  for (size_t s = 0; s < shard_count_; ++s) {
+    chunk.clear();
+    {
+      ShardLock lock(this, s, what);
+      if (!lock.ok()) return lock.status();
+      const uint64_t word = LoadRelaxed(&Shard(s)->region);
+      if (word == 0) continue;
+      RegionView r;
+      if (!View(word, &r)) return CorruptShard(s, "the region word is out of bounds");
+      const uint64_t count = LoadRelaxed(&r.header->count);
+      if (count > r.mask) return CorruptShard(s, "its region counts more entries than slots");
+      chunk.reserve(count * entry_words);
+      for (uint64_t i = 0; i <= r.mask; ++i) {
+        const uint64_t* slot = r.slots + i * slot_words_;
+        if (LoadRelaxed(slot) <= kTombstone) continue;
+        for (uint32_t w = 1; w < slot_words_; ++w) chunk.push_back(LoadRelaxed(slot + w));
+      }
+    }
+    for (size_t i = 0; i < chunk.size(); i += entry_words) {
+      fn(&chunk[i], &chunk[i + key_words_]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Check(): every lock taken (repairing what killed writers left), then every word validated.
+
+absl::Status MapCore::Check() const {
+  std::vector<std::unique_ptr<ShardLock>> locks;
+  locks.reserve(shard_count_);
+  for (size_t s = 0; s < shard_count_; ++s) {
+    locks.push_back(std::make_unique<ShardLock>(this, s, "check"));
+    if (!locks.back()->ok()) return locks.back()->status();
+  }
+  SegmentLock seg(this);
+  if (!seg.ok()) return seg.status();
+  return CheckLocked();
+}
+
+absl::Status MapCore::CheckLocked() const {
+  const ImmutableHeader* h = Fixed();
+  if (ImmutableChecksum(*h) != h->checksum) {
+    return Corrupt("the header's checksum no longer matches its immutable fields");
+  }
+  MutableHeader* m = Mut();
+  const uint64_t file_size = Load(&m->file_size);
+  const uint64_t alloc_end = Load(&m->alloc_end);
+  if (file_size > max_bytes_ || alloc_end > file_size || alloc_end < data_offset_ ||
+      alloc_end % 64 != 0) {
+    return Corrupt(absl::StrCat("allocator bounds: alloc_end ", alloc_end, ", file_size ",
+                                file_size, ", max_bytes ", max_bytes_));
+  }
+  if (Load(&m->log.state) != kLogIdle) return Corrupt("the segment log is still active");
+  if (!EnsureMapped(alloc_end)) return Corrupt("cannot map the whole segment");
+
+  struct Region {
+    uint64_t offset;
+    uint32_t log2cap;
+    uint64_t owner;
+    bool seen;
+  };
+  std::vector<Region> regions;
+  for (uint64_t offset = data_offset_; offset < alloc_end;) {
+    if (offset + kRegionHeaderBytes > alloc_end) {
+      return Corrupt(absl::StrCat("a region header at ", offset, " crosses alloc_end"));
+    }
+    const RegionHeader* r = At<RegionHeader>(offset);
+    const uint64_t magic = Load(&r->magic);
+    const uint32_t log2cap = static_cast<uint32_t>(magic & 0xffffffff);
+    if ((magic & ~uint64_t{0xffffffff}) != kRegionMagic || log2cap < kMinLog2Capacity ||
+        log2cap > kMaxLog2Capacity) {
+      return Corrupt(absl::StrCat("no region header at ", offset));
+    }
+    const uint64_t bytes = RegionBytes(log2cap, slot_words_);
+    if (offset + bytes > alloc_end) {
+      return Corrupt(absl::StrCat("the region at ", offset, " crosses alloc_end"));
+    }
+    const uint64_t owner = Load(&r->owner);
+    if (owner > shard_count_) {
+      return Corrupt(absl::StrCat("the region at ", offset, " names owner ", owner));
+    }
+    regions.push_back({offset, log2cap, owner, false});
+    offset += bytes;
+  }
+  auto find = [&](uint64_t offset) -> Region* {
+    auto it = std::lower_bound(regions.begin(), regions.end(), offset,
+                               [](const Region& r, uint64_t o) { return r.offset < o; });
+    return it != regions.end() && it->offset == offset ? &*it : nullptr;
+  };
+  for (uint32_t log2cap = 0; log2cap < kFreeLists; ++log2cap) {
+    uint64_t p = Load(&m->free_head[log2cap]);
+    for (size_t steps = 0; p != 0; ++steps) {
+      Region* r = find(p);
+      if (r == nullptr || steps > regions.size()) {
+        return Corrupt(absl::StrCat("free list ", log2cap, " leads to ", p,
+                                    r == nullptr ? ", no region" : ", a cycle"));
+      }
+      if (r->log2cap != log2cap || r->owner != 0 || r->seen) {
+        return Corrupt(absl::StrCat("free list ", log2cap, " holds the region at ", p, " (2^",
+                                    r->log2cap, " slots, owner ", r->owner,
+                                    r->seen ? ", listed twice)" : ")"));
+      }
+      r->seen = true;
+      p = Load(&At<RegionHeader>(p)->next);
+    }
+  }
+  std::vector<uint64_t> shard_region(shard_count_, 0);
+  for (size_t s = 0; s < shard_count_; ++s) {
+    const uint64_t word = LoadRelaxed(&Shard(s)->region);
+    if (word == 0) continue;
+    Region* r = find(RegionOffset(word));
+    if (r == nullptr || r->log2cap != RegionLog2(word) || r->owner != s + 1) {
+      return CorruptShard(s, absl::StrCat("its region word ", word, " names no region of its own"));
+    }
+    shard_region[s] = r->offset;
+  }
+  for (const Region& r : regions) {
+    if (r.owner == 0 && !r.seen) {
+      return Corrupt(absl::StrCat("the free region at ", r.offset, " is on no free list"));
+    }
+    if (r.owner != 0 && shard_region[r.owner - 1] != r.offset) {
+      return Corrupt(absl::StrCat("the region at ", r.offset, " belongs to shard ", r.owner - 1,
+                                  ", which does not use it (leaked)"));
+    }
+  }
+  for (size_t s = 0; s < shard_count_; ++s) {
+    if (absl::Status st = CheckShard(s); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MapCore::CheckShard(size_t s) const {
+  ShardHeader* sh = Shard(s);
+  if (LoadRelaxed(&sh->seq) & 1) return CorruptShard(s, "its sequence is odd while unlocked");
+  if (Load(&sh->intent_state) != kIntentIdle) return CorruptShard(s, "its intent is not idle");
+  if (Load(&sh->cleared_epoch) != Load(&Mut()->clear_epoch)) {
+    return CorruptShard(s, "it missed a Clear()");
+  }
+  const uint64_t word = LoadRelaxed(&sh->region);
+  if (word == 0) return absl::OkStatus();
+  RegionView r;
+  if (!View(word, &r)) return CorruptShard(s, "the region word is out of bounds");
+  uint64_t full = 0;
+  uint64_t tombstones = 0;
+  for (uint64_t i = 0; i <= r.mask; ++i) {
+    const uint64_t* slot = r.slots + i * slot_words_;
+    const uint64_t ctrl = LoadRelaxed(slot);
+    if (ctrl == kEmpty) continue;
+    if (ctrl == kTombstone) {
+      ++tombstones;
+      continue;
+    }
+    ++full;
+    const uint64_t* key = slot + 1;
+    if (CtrlOf(HashWords(key, key_words_)) != ctrl) {
+      return CorruptShard(s,
+                          absl::StrCat("slot ", i, ": the key does not hash to its control word"));
+    }
+    if (ShardOf(ctrl) != s)
+      return CorruptShard(s, absl::StrCat("slot ", i, ": another shard's key"));
+    // Reachable from its home slot, and the first copy of its key on the way.
+    for (uint64_t j = ctrl & r.mask; j != i; j = (j + 1) & r.mask) {
+      const uint64_t* other = r.slots + j * slot_words_;
+      const uint64_t c = LoadRelaxed(other);
+      if (c == kEmpty) {
+        return CorruptShard(
+            s, absl::StrCat("slot ", i, ": unreachable (empty slot ", j, " on its probe path)"));
+      }
+      if (c == ctrl && std::memcmp(other + 1, key, 8ull * key_words_) == 0) {
+        return CorruptShard(s, absl::StrCat("slots ", j, " and ", i, " hold the same key"));
+      }
+    }
+    if (layout_.key.valid != nullptr && !layout_.key.valid(key)) {
+      return CorruptShard(
+          s, absl::StrCat("slot ", i, ": the key is not a valid ", Demangled(layout_.key.mangled)));
+    }
+    if (layout_.value.valid != nullptr && !layout_.value.valid(key + key_words_)) {
+      return CorruptShard(s, absl::StrCat("slot ", i, ": the value is not a valid ",
+                                          Demangled(layout_.value.mangled)));
+    }
+  }
+  if (full != Load(&r.header->count) || tombstones != Load(&r.header->tombstones)) {
+    return CorruptShard(s, absl::StrCat("its region counts ", Load(&r.header->count),
+                                        " entries and ", Load(&r.header->tombstones),
+                                        " tombstones; its slots hold ", full, " and ", tombstones));
+  }
+  if (full + tombstones > MaxLoad(r.log2cap)) {
+    return CorruptShard(s, "its region is fuller than the load limit");
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segments: names, files, mapping.
+
+absl::Status MapCore::ValidateName(std::string_view name_view) {
+  const std::string name(name_view);
+  if (name.empty() || name.size() > kMaxNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("shared map name \"", name, "\": ", name.size(),
+                                                   " bytes; names have 1 to ", kMaxNameBytes));
+  }
+  if (name[0] == '.') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared map name \"", name, "\": must not start with '.'"));
+  }
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "shared map name \"", name, "\": only letters, digits, '.', '_' and '-' are allowed (",
+          absl::StrFormat("byte 0x%02x", static_cast<unsigned char>(c)), " is not)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+std::string DirectoryOf(const SharedMapOptions& options) {
+  return options.directory.empty() ? std::string("/dev/shm") : options.directory;
+}
+
+absl::StatusOr<int> OpenDirectory(const std::string& dir) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("shared map: open directory ", dir));
+  return fd;
+}
+
+absl::Status ValidateOptions(const SharedMapOptions& options) {
+  if (options.shards == 0 || options.shards > kMaxShards ||
+      (options.shards & (options.shards - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("shared map options: shards = ", options.shards,
+                                                   "; a power of two, 1 to ", kMaxShards));
+  }
+  if (options.max_bytes < kMinMaxBytes || options.max_bytes > kMaxMaxBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared map options: max_bytes = ", options.max_bytes, "; 1 MiB to 1 TiB"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status MapCore::Remove(std::string_view name, const SharedMapOptions& options) {
+  if (absl::Status st = ValidateName(name); !st.ok()) return st;
+  absl::StatusOr<int> dir = OpenDirectory(DirectoryOf(options));
+  if (!dir.ok()) return dir.status();
+  Fd dirfd(*dir);
+  std::string n(name);
+  if (unlinkat(dirfd.get(), n.c_str(), 0) != 0) {
+    return ErrnoToStatus(errno, absl::StrCat("shared map \"", n, "\": remove"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Creates a complete segment under a hidden temporary name and links it in place: another
+// process sees no segment or a whole one, never a half-written header. False (and no error)
+// when the name was taken meanwhile.
+absl::StatusOr<bool> CreateSegment(int dirfd, const std::string& name,
+                                   const SharedMapOptions& options, const LayoutDesc& layout) {
+  static std::atomic<uint64_t> counter{0};
+  const std::string temp = absl::StrCat(".", name, ".", getpid(), ".",
+                                        counter.fetch_add(1, std::memory_order_relaxed), ".tmp");
+  Fd fd(openat(dirfd, temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (fd.get() < 0) return ErrnoToStatus(errno, absl::StrCat("shared map \"", name, "\": create"));
+  auto fail = [&](absl::Status st) {
+    unlinkat(dirfd, temp.c_str(), 0);
+    return st;
+  };
+  const uint32_t key_words = WordsOf(layout.key.size);
+  const uint32_t value_words = WordsOf(layout.value.size);
+  const uint32_t slot_words = 1 + key_words + value_words;
+  const uint64_t stride = ShardStride(slot_words);
+  const uint64_t data_offset = RoundUp(kShardsOffset + options.shards * stride, 64);
+  const uint64_t file_size = RoundUp(data_offset, kGrowQuantum);
+  if (file_size > options.max_bytes) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("shared map \"", name, "\": max_bytes ", options.max_bytes, " is below the ",
+                     file_size, " bytes its shard headers need")));
+  }
+  if (int rc = posix_fallocate(fd.get(), 0, static_cast<off_t>(file_size)); rc != 0) {
+    if (ftruncate(fd.get(), static_cast<off_t>(file_size)) != 0) {
+      return fail(ErrnoToStatus(rc, absl::StrCat("shared map \"", name, "\": size")));
+    }
+  }
+  void* mem = mmap(nullptr, data_offset, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (mem == MAP_FAILED) {
+    return fail(ErrnoToStatus(errno, absl::StrCat("shared map \"", name, "\": map")));
+  }
+  char* base = static_cast<char*>(mem);
+  auto* h = reinterpret_cast<ImmutableHeader*>(base);
+  std::memset(h, 0, sizeof(*h));
+  h->magic = kMagic;
+  h->version = kFormatVersion;
+  h->kind = static_cast<uint32_t>(layout.kind);
+  h->shard_count = options.shards;
+  h->shard_stride = static_cast<uint32_t>(stride);
+  h->key_size = layout.key.size;
+  h->key_align = layout.key.align;
+  h->value_size = layout.value.size;
+  h->value_align = layout.value.align;
+  h->key_words = key_words;
+  h->value_words = value_words;
+  h->key_tag = TypeTag(layout.key);
+  h->value_tag = TypeTag(layout.value);
+  PutTypeName(layout.key, h->key_name);
+  PutTypeName(layout.value, h->value_name);
+  h->data_offset = data_offset;
+  h->max_bytes = options.max_bytes;
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  h->created_unix_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+  h->checksum = ImmutableChecksum(*h);
+  auto* m = reinterpret_cast<MutableHeader*>(base + kMutableOffset);
+  InitRobustMutex(&m->lock);
+  m->file_size = file_size;
+  m->alloc_end = data_offset;
+  for (uint32_t s = 0; s < options.shards; ++s) {
+    InitRobustMutex(&reinterpret_cast<ShardHeader*>(base + kShardsOffset + s * stride)->lock);
+  }
+  munmap(mem, data_offset);
+  if (linkat(dirfd, temp.c_str(), dirfd, name.c_str(), 0) != 0) {
+    const int error = errno;
+    unlinkat(dirfd, temp.c_str(), 0);
+    if (error == EEXIST) return false;
+    return ErrnoToStatus(error, absl::StrCat("shared map \"", name, "\": link"));
+  }
+  unlinkat(dirfd, temp.c_str(), 0);
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<MapCore>> MapCore::Open(std::string_view name_view,
+                                                       const SharedMapOptions& options,
+                                                       const LayoutDesc& layout) {
+  if (absl::Status st = ValidateName(name_view); !st.ok()) return st;
+  if (absl::Status st = ValidateOptions(options); !st.ok()) return st;
+  const std::string name(name_view);
+  const std::string dir = DirectoryOf(options);
+  absl::StatusOr<int> dir_fd = OpenDirectory(dir);
+  if (!dir_fd.ok()) return dir_fd.status();
+  Fd dirfd(*dir_fd);
+  std::shared_ptr<MapCore> core(new MapCore());
+  core->name_ = name;
+  core->path_ = absl::StrCat(dir, "/", name);
+  core->file_backed_ = !options.directory.empty();
+  core->lock_timeout_ = options.lock_timeout;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    int fd = openat(dirfd.get(), name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+      Fd owned(fd);
+      if (options.mode == SharedMapOptions::Mode::kCreate && !core->created_) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("shared map \"", name, "\": ", core->path_, " exists"));
+      }
+      if (absl::Status st = core->Attach(owned.release(), core->created_, layout); !st.ok()) {
+        return st;
+      }
+      return core;
+    }
+    const int error = errno;
+    if (error == EISDIR) {
+      return absl::FailedPreconditionError(absl::StrCat("shared map \"", name, "\": ", core->path_,
+                                                        " is a directory, not a regular file"));
+    }
+    if (error == ELOOP) {
+      return absl::FailedPreconditionError(absl::StrCat("shared map \"", name, "\": ", core->path_,
+                                                        " is a symbolic link (not followed)"));
+    }
+    if (error != ENOENT) {
+      return ErrnoToStatus(error, absl::StrCat("shared map \"", name, "\": open ", core->path_));
+    }
+    if (options.mode == SharedMapOptions::Mode::kOpen) {
+      return absl::NotFoundError(
+          absl::StrCat("shared map \"", name, "\": no segment ", core->path_));
+    }
+    absl::StatusOr<bool> made = CreateSegment(dirfd.get(), name, options, layout);
+    if (!made.ok()) return made.status();
+    core->created_ = *made;
+    if (!*made && options.mode == SharedMapOptions::Mode::kCreate) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("shared map \"", name, "\": ", core->path_, " exists"));
+    }
+  }
+  return absl::UnavailableError(
+      absl::StrCat("shared map \"", name, "\": ", core->path_, " keeps appearing and vanishing"));
+}
+
+absl::Status MapCore::Attach(int fd, bool created, const LayoutDesc& layout) {
+  fd_ = fd;
+  created_ = created;
+  layout_ = layout;
+  struct stat st;
+  if (fstat(fd_, &st) != 0) return ErrnoToStatus(errno, absl::StrCat("shared map: fstat ", path_));
+  if (!S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("shared map \"", name_, "\": ", path_, " is not a regular file"));
+  }
+  if (st.st_uid != geteuid()) {
+    return absl::FailedPreconditionError(absl::StrCat("shared map \"", name_, "\": ", path_,
+                                                      " is owned by uid ", st.st_uid,
+                                                      ", not by this process's uid ", geteuid()));
+  }
+  if ((st.st_mode & 022) != 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "shared map \"%s\": %s has mode 0%o: other users may write it (segments are 0600)", name_,
+        path_, st.st_mode & 07777));
+  }
+  if (static_cast<uint64_t>(st.st_size) < kHeaderBytes) {
+    return Corrupt(
+        absl::StrCat("truncated: ", st.st_size, " bytes, the header alone needs ", kHeaderBytes));
+  }
+  alignas(64) char page[kHeaderBytes];
+  if (pread(fd_, page, kHeaderBytes, 0) != static_cast<ssize_t>(kHeaderBytes)) {
+    return Corrupt("the header cannot be read");
+  }
+  ImmutableHeader h;
+  std::memcpy(&h, page, sizeof(h));
+  if (h.magic != kMagic) {
+    return Corrupt(absl::StrFormat("not a shared-map segment (magic 0x%016x)", h.magic));
+  }
+  if (h.version != kFormatVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("shared map \"", name_, "\" (", path_, "): format version ", h.version,
+                     "; this build reads version ", kFormatVersion));
+  }
+  if (ImmutableChecksum(h) != h.checksum) return Corrupt("the header's checksum does not match");
+  // The checksum held: the fields below are as their creator wrote them, unless a writer of
+  // another build forged them. They are validated all the same (no open trusts a file).
+  const uint32_t slot_words = 1 + h.key_words + h.value_words;
+  if (h.shard_count == 0 || h.shard_count > kMaxShards ||
+      (h.shard_count & (h.shard_count - 1)) != 0 || h.key_size == 0 ||
+      h.key_size > kMaxStorableBytes || h.value_size == 0 || h.value_size > kMaxStorableBytes ||
+      h.key_words != WordsOf(h.key_size) || h.value_words != WordsOf(h.value_size) ||
+      h.shard_stride != ShardStride(slot_words) ||
+      h.data_offset != RoundUp(kShardsOffset + uint64_t{h.shard_count} * h.shard_stride, 64) ||
+      h.max_bytes < kMinMaxBytes || h.max_bytes > kMaxMaxBytes ||
+      h.key_name[kTypeNameBytes - 1] != 0 || h.value_name[kTypeNameBytes - 1] != 0) {
+    return Corrupt("the header's layout fields are inconsistent");
+  }
+  if (h.kind != static_cast<uint32_t>(layout.kind)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared map \"", name_, "\" (", path_, "): holds a table of kind ", h.kind,
+                     ", opened as kind ", static_cast<uint32_t>(layout.kind)));
+  }
+  const std::string want_key = Demangled(layout.key.mangled);
+  const std::string want_value = Demangled(layout.value.mangled);
+  if (h.key_tag != TypeTag(layout.key) || h.key_size != layout.key.size ||
+      h.key_align != layout.key.align || h.value_tag != TypeTag(layout.value) ||
+      h.value_size != layout.value.size || h.value_align != layout.value.align) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared map \"", name_, "\" (", path_, "): holds <", StoredName(h.key_name),
+                     " (", h.key_size, " bytes), ", StoredName(h.value_name), " (", h.value_size,
+                     " bytes)>, opened as <", want_key, " (", layout.key.size, " bytes), ",
+                     want_value, " (", layout.value.size, " bytes)>"));
+  }
+  MutableHeader m;
+  std::memcpy(static_cast<void*>(&m), page + kMutableOffset, sizeof(m));
+  if (fstat(fd_, &st) != 0) return ErrnoToStatus(errno, absl::StrCat("shared map: fstat ", path_));
+  if (m.file_size % kPageBytes != 0 || m.file_size < h.data_offset || m.file_size > h.max_bytes ||
+      m.alloc_end < h.data_offset || m.alloc_end > m.file_size || m.alloc_end % 64 != 0) {
+    return Corrupt(absl::StrCat("the allocator's bounds are inconsistent (file_size ", m.file_size,
+                                ", alloc_end ", m.alloc_end, ", max_bytes ", h.max_bytes, ")"));
+  }
+  if (static_cast<uint64_t>(st.st_size) < m.file_size) {
+    return Corrupt(
+        absl::StrCat("truncated: the file has ", st.st_size, " bytes, the segment ", m.file_size));
+  }
+  shard_count_ = h.shard_count;
+  shard_bits_ = static_cast<uint32_t>(__builtin_ctz(h.shard_count));
+  shard_stride_ = h.shard_stride;
+  key_words_ = h.key_words;
+  value_words_ = h.value_words;
+  slot_words_ = slot_words;
+  data_offset_ = h.data_offset;
+  max_bytes_ = h.max_bytes;
+
+  void* reserved =
+      mmap(nullptr, max_bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reserved == MAP_FAILED) {
+    return absl::ResourceExhaustedError(absl::StrCat("shared map \"", name_, "\": cannot reserve ",
+                                                     max_bytes_, " bytes of address space"));
+  }
+  base_ = static_cast<char*>(reserved);
+  reserved_ = max_bytes_;
+  if (mmap(base_, m.file_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_, 0) ==
+      MAP_FAILED) {
+    return ErrnoToStatus(errno, absl::StrCat("shared map \"", name_, "\": map ", path_));
+  }
+  mapped_.store(m.file_size, std::memory_order_release);
+
+  const int kind = ExpectedMutexKind();
+  if (Mut()->lock.__data.__kind != kind) return Corrupt("the segment lock is not a robust mutex");
+  for (size_t s = 0; s < shard_count_; ++s) {
+    if (Shard(s)->lock.__data.__kind != kind) {
+      return CorruptShard(s, "its lock is not a robust process-shared mutex");
+    }
+  }
+  if (absl::Status st = Reclaim(); !st.ok()) return st;
+  __atomic_fetch_add(&Mut()->opens, 1, __ATOMIC_RELAXED);
+  return absl::OkStatus();
+}
+
+// Repairs whatever killed processes left locked (a try-lock each: a live holder is left alone
+// and repairs nothing, a dead one's lock answers EOWNERDEAD). This is where the space a killed
+// resize held returns to the free lists.
+absl::Status MapCore::Reclaim() {
+  {
+    pthread_mutex_t* m = &Mut()->lock;
+    const int rc = pthread_mutex_trylock(m);
+    if (rc != EBUSY) {
+      if (absl::Status st = AfterSegmentLock(rc); !st.ok()) return st;
+      pthread_mutex_unlock(m);
+    }
+  }
+  for (size_t s = 0; s < shard_count_; ++s) {
+    pthread_mutex_t* m = &Shard(s)->lock;
+    const int rc = pthread_mutex_trylock(m);
+    if (rc == EBUSY) continue;
+    if (rc != 0) {
+      if (absl::Status st = LockShardSlow(s, rc, "open"); !st.ok()) return st;
+    } else if (LoadRelaxed(&Shard(s)->intent_state) != kIntentIdle) {
+      if (absl::Status st = RepairHeld(s); !st.ok()) return st;
+    }
+    pthread_mutex_unlock(m);
+  }
+  return absl::OkStatus();
+}
+
+MapCore::~MapCore() {
+  if (base_ != nullptr) munmap(base_, reserved_);
+  if (fd_ >= 0) close(fd_);
+}
+
+bool MapCore::EnsureMapped(uint64_t end) const {
+  if (end <= mapped_.load(std::memory_order_acquire)) return true;
+  std::lock_guard<std::mutex> lock(map_mu_);
+  const uint64_t mapped = mapped_.load(std::memory_order_relaxed);
+  if (end <= mapped) return true;
+  const uint64_t size = Load(&Mut()->file_size);
+  if (end > size || size > reserved_ || size % kPageBytes != 0) return false;
+  struct stat st;
+  if (fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) < size) return false;
+  if (mmap(base_ + mapped, size - mapped, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_,
+           static_cast<off_t>(mapped)) == MAP_FAILED) {
+    return false;
+  }
+  mapped_.store(size, std::memory_order_release);
+  return true;
+}
+
+absl::Status MapCore::Sync() const {
+  if (!file_backed_) return absl::OkStatus();
+  if (msync(base_, mapped_.load(std::memory_order_acquire), MS_SYNC) != 0) {
+    return ErrnoToStatus(errno, absl::StrCat("shared map \"", name_, "\": msync"));
+  }
+  if (fsync(fd_) != 0)
+    return ErrnoToStatus(errno, absl::StrCat("shared map \"", name_, "\": fsync"));
+  return absl::OkStatus();
+}
+
+SharedMapInfo MapCore::Info() const {
+  const MutableHeader* m = Mut();
+  SharedMapInfo info;
+  info.name = name_;
+  info.path = path_;
+  info.file_backed = file_backed_;
+  info.created = created_;
+  info.shards = shard_count_;
+  info.file_bytes = Load(&m->file_size);
+  info.allocated_bytes = Load(&m->alloc_end);
+  info.max_bytes = max_bytes_;
+  info.opens = Load(&m->opens);
+  info.slot_rollbacks = Load(&m->slot_rollbacks);
+  info.resize_rollbacks = Load(&m->resize_rollbacks);
+  info.resize_completions = Load(&m->resize_completions);
+  info.clears_completed = Load(&m->clears_completed);
+  info.log_rollbacks = Load(&m->log_rollbacks);
+  info.regions_reclaimed = Load(&m->regions_reclaimed);
+  return info;
+}
+
+}  // namespace etsmgr::shared_internal

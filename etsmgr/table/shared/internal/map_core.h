@@ -1,0 +1,423 @@
+// The type-erased engine of SharedMap<K, V> (internal): one open segment in this process, its
+// locks, repair, resize, allocator and validator. The hot operations (Find, Mutate) are templates
+// on the key's and value's word counts, so SharedMap<int64_t, int64_t> probes with constants;
+// everything else works from the layout stored in the segment. See shared_map.h for the design.
+#ifndef ETSMGR_TABLE_SHARED_INTERNAL_MAP_CORE_H_
+#define ETSMGR_TABLE_SHARED_INTERNAL_MAP_CORE_H_
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "etsmgr/table/shared/internal/crash_point.h"
+#include "etsmgr/table/shared/internal/layout.h"
+#include "etsmgr/table/shared/shared_options.h"
+
+namespace etsmgr::shared_internal {
+
+// A key or value type as the segment records it.
+struct TypeDesc {
+  const char* mangled;  // typeid(T).name(): stable across programs of one ABI
+  uint32_t size;
+  uint32_t align;
+  // Validates a stored value (Check()); null: every bit pattern is valid.
+  bool (*valid)(const uint64_t* words);
+};
+
+struct LayoutDesc {
+  SharedKind kind;
+  TypeDesc key;
+  TypeDesc value;
+};
+
+inline void Pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+class MapCore {
+ public:
+  enum class Action { kKeep, kPut, kErase };
+
+  static absl::StatusOr<std::shared_ptr<MapCore>> Open(std::string_view name,
+                                                       const SharedMapOptions& options,
+                                                       const LayoutDesc& layout);
+  // Unlinks the segment's name (processes that have it open keep using it).
+  static absl::Status Remove(std::string_view name, const SharedMapOptions& options);
+  // The name rule: 1..200 of [A-Za-z0-9._-], not starting with '.'.
+  static absl::Status ValidateName(std::string_view name);
+
+  ~MapCore();
+  MapCore(const MapCore&) = delete;
+  MapCore& operator=(const MapCore&) = delete;
+
+  // --- Reads: optimistic under the shard's seqlock, locked after kReadTries failed tries (which
+  // also repairs a shard whose writer was killed). True when the key is present; `value` (VW
+  // words, may be null) receives its value.
+  template <size_t KW, size_t VW>
+  absl::StatusOr<bool> Find(const uint64_t* key, uint64_t* value, const char* what) const;
+
+  // --- Writes: under the shard's lock, `decide(current, next)` sees the key's value (null when
+  // absent) and answers kKeep, kPut (with `next` filled in) or kErase. The change is one slot and
+  // the region's counts, made crash-atomic by the shard's intent record; a resize that a new key
+  // needs happens first, as its own atomic step.
+  template <size_t KW, size_t VW, typename Decide>
+  absl::Status Mutate(const uint64_t* key, const char* what, Decide&& decide);
+
+  absl::StatusOr<uint64_t> Size() const;
+  // Calls fn(key words, value words) for every entry, shard by shard: each shard's entries are
+  // copied under its lock, fn runs without it.
+  absl::Status ForEach(const std::function<void(const uint64_t*, const uint64_t*)>& fn,
+                       const char* what) const;
+  absl::Status Clear();
+  absl::Status Check() const;
+  absl::Status Sync() const;
+  SharedMapInfo Info() const;
+
+  const std::string& name() const { return name_; }
+  bool created() const { return created_; }
+
+ private:
+  struct RegionView {
+    RegionHeader* header;
+    uint64_t* slots;
+    uint32_t log2cap;
+    uint64_t mask;
+  };
+
+  class ShardLock {
+   public:
+    ShardLock(const MapCore* core, size_t s, const char* what) : core_(core), s_(s) {
+      ShardHeader* sh = core->Shard(s);
+      int rc = pthread_mutex_trylock(&sh->lock);
+      if (rc != 0) [[unlikely]] {
+        status_ = core->LockShardSlow(s, rc, what);
+      } else if (LoadRelaxed(&sh->intent_state) != kIntentIdle) [[unlikely]] {
+        // A live writer's operation failed half-way (its segment lock timed out): finish it.
+        status_ = core->RepairHeld(s);
+      }
+    }
+    ~ShardLock() {
+      if (status_.ok()) pthread_mutex_unlock(&core_->Shard(s_)->lock);
+    }
+    ShardLock(const ShardLock&) = delete;
+    ShardLock& operator=(const ShardLock&) = delete;
+    bool ok() const { return status_.ok(); }
+    const absl::Status& status() const { return status_; }
+
+   private:
+    const MapCore* core_;
+    size_t s_;
+    absl::Status status_;
+  };
+
+  class SegmentLock;
+  struct LoggedWrite {
+    uint64_t* word;
+    uint64_t value;
+  };
+
+  MapCore() = default;
+  absl::Status Attach(int fd, bool created, const LayoutDesc& layout);
+  absl::Status Reclaim();
+
+  ShardHeader* Shard(size_t s) const {
+    return reinterpret_cast<ShardHeader*>(base_ + kShardsOffset + s * shard_stride_);
+  }
+  static uint64_t* Image(ShardHeader* sh) { return reinterpret_cast<uint64_t*>(sh + 1); }
+  ImmutableHeader* Fixed() const { return reinterpret_cast<ImmutableHeader*>(base_); }
+  MutableHeader* Mut() const { return reinterpret_cast<MutableHeader*>(base_ + kMutableOffset); }
+  size_t ShardOf(uint64_t ctrl) const {
+    return shard_bits_ == 0 ? 0 : static_cast<size_t>(ctrl >> (64 - shard_bits_));
+  }
+  template <typename T>
+  T* At(uint64_t offset) const {
+    return reinterpret_cast<T*>(base_ + offset);
+  }
+
+  // Validates a region word (bounds, mapping it in when another process grew the segment).
+  bool View(uint64_t word, RegionView* r) const {
+    uint32_t log2cap = RegionLog2(word);
+    uint64_t offset = RegionOffset(word);
+    if (log2cap < kMinLog2Capacity || log2cap > kMaxLog2Capacity || offset < data_offset_) {
+      return false;
+    }
+    const uint64_t bytes = RegionBytes(log2cap, slot_words_);
+    if (offset > reserved_ || bytes > reserved_ - offset) return false;  // no overflow below
+    const uint64_t end = offset + bytes;
+    if (end > mapped_.load(std::memory_order_acquire) && !EnsureMapped(end)) return false;
+    r->header = At<RegionHeader>(offset);
+    r->slots = At<uint64_t>(offset + kRegionHeaderBytes);
+    r->log2cap = log2cap;
+    r->mask = (uint64_t{1} << log2cap) - 1;
+    return true;
+  }
+  bool EnsureMapped(uint64_t end) const;
+
+  absl::Status LockShardSlow(size_t s, int rc, const char* what) const;
+  absl::Status RepairHeld(size_t s) const;  // repairs a shard locked normally; unlocks on error
+  absl::Status LockSegment() const;
+  absl::Status AfterSegmentLock(int rc) const;
+  absl::Status RepairShard(size_t s) const;
+  absl::Status RepairSegment() const;
+  absl::Status FinishResizeLocked(size_t s) const;  // caller holds the shard and segment locks
+  absl::Status Rebuild(size_t s, uint64_t live_after) const;
+  absl::Status ClearShardLocked(size_t s, uint64_t epoch) const;
+  absl::StatusOr<uint64_t> AllocRegion(size_t s, uint32_t log2cap) const;  // segment lock held
+  absl::Status GrowFile(uint64_t end) const;                               // segment lock held
+  void RunLogged(std::initializer_list<LoggedWrite> writes,                // segment lock held
+                 bool freeing) const;
+  absl::Status CheckLocked() const;
+  absl::Status CheckShard(size_t s) const;
+
+  absl::Status Corrupt(const std::string& what) const;
+  absl::Status CorruptShard(size_t s, const std::string& what) const;
+  template <size_t KW, size_t VW>
+  absl::StatusOr<bool> FindLocked(const uint64_t* key, uint64_t* value, const char* what) const;
+
+  template <size_t KW>
+  static bool KeyEquals(const uint64_t* stored, const uint64_t* key) {
+    for (size_t i = 0; i < KW; ++i) {
+      if (Load(stored + i) != key[i]) return false;
+    }
+    return true;
+  }
+
+  // The intent record, the odd sequence and the even one around a single-slot change.
+  template <size_t kSW>
+  static void BeginSlotOp(ShardHeader* sh, const RegionView& r, uint64_t index) {
+    const uint64_t* slot = r.slots + index * kSW;
+    uint64_t* image = Image(sh);
+    Store(&sh->intent_slot, index);
+    Store(&sh->intent_count, LoadRelaxed(&r.header->count));
+    Store(&sh->intent_tombstones, LoadRelaxed(&r.header->tombstones));
+    uint64_t ctrl = LoadRelaxed(slot);
+    if (ctrl > kTombstone) {
+      for (size_t i = 0; i < kSW; ++i) Store(&image[i], LoadRelaxed(&slot[i]));
+    } else {
+      Store(&image[0], ctrl);
+    }
+    Store(&sh->intent_state, kIntentSlot);
+    CrashPoint(Crash::kSlotIntent);
+    Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
+    CrashPoint(Crash::kSlotOdd);
+  }
+  static void EndSlotOp(ShardHeader* sh) {
+    CrashPoint(Crash::kSlotWritten);
+    Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
+    CrashPoint(Crash::kSlotEven);
+    Store(&sh->intent_state, kIntentIdle);
+  }
+
+  static constexpr int kReadTries = 128;
+
+  std::string name_;
+  std::string path_;
+  bool file_backed_ = false;
+  bool created_ = false;
+  int fd_ = -1;
+  char* base_ = nullptr;
+  uint64_t reserved_ = 0;
+  mutable std::atomic<uint64_t> mapped_{0};
+  mutable std::mutex map_mu_;  // serialises mapping growth in this process
+  uint32_t shard_count_ = 0;
+  uint32_t shard_bits_ = 0;
+  uint64_t shard_stride_ = 0;
+  uint32_t key_words_ = 0;
+  uint32_t value_words_ = 0;
+  uint32_t slot_words_ = 0;
+  uint64_t data_offset_ = 0;
+  uint64_t max_bytes_ = 0;
+  absl::Duration lock_timeout_;
+  LayoutDesc layout_{};
+};
+
+// ---------------------------------------------------------------------------------------------
+// Templates.
+
+template <size_t KW, size_t VW>
+absl::StatusOr<bool> MapCore::Find(const uint64_t* key, uint64_t* value, const char* what) const {
+  constexpr size_t kSW = 1 + KW + VW;
+  const uint64_t ctrl = CtrlOf(HashWordsFixed<KW>(key));
+  ShardHeader* sh = Shard(ShardOf(ctrl));
+  for (int tries = 0; tries < kReadTries; ++tries) {
+    const uint64_t seq = Load(&sh->seq);
+    if (seq & 1) {
+      Pause();
+      continue;
+    }
+    const uint64_t word = Load(&sh->region);
+    bool found = false;
+    if (word != 0) {
+      RegionView r;
+      if (!View(word, &r)) continue;  // corrupt: the locked path says so
+      uint64_t i = ctrl & r.mask;
+      for (uint64_t n = 0; n <= r.mask; ++n, i = (i + 1) & r.mask) {
+        const uint64_t* slot = r.slots + i * kSW;
+        const uint64_t c = Load(slot);
+        if (c == kEmpty) break;
+        if (c == ctrl && KeyEquals<KW>(slot + 1, key)) {
+          found = true;
+          if (value != nullptr) {
+            for (size_t j = 0; j < VW; ++j) value[j] = Load(slot + 1 + KW + j);
+          }
+          break;
+        }
+      }
+    }
+    if (LoadRelaxed(&sh->seq) == seq) return found;
+  }
+  return FindLocked<KW, VW>(key, value, what);
+}
+
+template <size_t KW, size_t VW>
+absl::StatusOr<bool> MapCore::FindLocked(const uint64_t* key, uint64_t* value,
+                                         const char* what) const {
+  constexpr size_t kSW = 1 + KW + VW;
+  const uint64_t ctrl = CtrlOf(HashWordsFixed<KW>(key));
+  const size_t s = ShardOf(ctrl);
+  ShardHeader* sh = Shard(s);
+  ShardLock lock(this, s, what);
+  if (!lock.ok()) return lock.status();
+  const uint64_t word = LoadRelaxed(&sh->region);
+  if (word == 0) return false;
+  RegionView r;
+  if (!View(word, &r)) return CorruptShard(s, "the region word is out of bounds");
+  uint64_t i = ctrl & r.mask;
+  for (uint64_t n = 0; n <= r.mask; ++n, i = (i + 1) & r.mask) {
+    const uint64_t* slot = r.slots + i * kSW;
+    const uint64_t c = LoadRelaxed(slot);
+    if (c == kEmpty) return false;
+    if (c == ctrl && KeyEquals<KW>(slot + 1, key)) {
+      if (value != nullptr) {
+        for (size_t j = 0; j < VW; ++j) value[j] = LoadRelaxed(slot + 1 + KW + j);
+      }
+      return true;
+    }
+  }
+  return CorruptShard(s, "a probe found no empty slot");
+}
+
+template <size_t KW, size_t VW, typename Decide>
+absl::Status MapCore::Mutate(const uint64_t* key, const char* what, Decide&& decide) {
+  constexpr size_t kSW = 1 + KW + VW;
+  constexpr uint64_t kNone = ~uint64_t{0};
+  const uint64_t ctrl = CtrlOf(HashWordsFixed<KW>(key));
+  const size_t s = ShardOf(ctrl);
+  ShardHeader* sh = Shard(s);
+  // Start the slot's cache (and TLB) miss before the lock: a robust lock and unlock cost ~40 ns,
+  // which then overlap the miss instead of adding to it. A hint only: the region may change.
+  if (const uint64_t hint = Load(&sh->region); hint != 0) [[likely]] {
+    RegionView h;
+    if (View(hint, &h)) [[likely]] {
+      const uint64_t* home = h.slots + (ctrl & h.mask) * kSW;
+      __builtin_prefetch(home, 1);
+      __builtin_prefetch(home + kSW - 1, 1);
+    }
+  }
+  ShardLock lock(this, s, what);
+  if (!lock.ok()) return lock.status();
+
+  RegionView r{};
+  uint64_t word = LoadRelaxed(&sh->region);
+  uint64_t found = kNone;
+  uint64_t free_slot = kNone;  // the first tombstone or the empty slot ending the probe
+  if (word != 0) {
+    if (!View(word, &r)) return CorruptShard(s, "the region word is out of bounds");
+    const uint64_t count = LoadRelaxed(&r.header->count);
+    const uint64_t tombstones = LoadRelaxed(&r.header->tombstones);
+    if (count > r.mask || tombstones > r.mask || count + tombstones > r.mask) {
+      return CorruptShard(s, "its region counts more entries than it has slots");
+    }
+    uint64_t i = ctrl & r.mask;
+    for (uint64_t n = 0; n <= r.mask; ++n, i = (i + 1) & r.mask) {
+      const uint64_t c = LoadRelaxed(r.slots + i * kSW);
+      if (c == kEmpty) {
+        if (free_slot == kNone) free_slot = i;
+        break;
+      }
+      if (c == kTombstone) {
+        if (free_slot == kNone) free_slot = i;
+      } else if (c == ctrl && KeyEquals<KW>(r.slots + i * kSW + 1, key)) {
+        found = i;
+        break;
+      }
+    }
+    if (found == kNone && free_slot == kNone) return CorruptShard(s, "a probe found no free slot");
+  }
+
+  uint64_t current[VW];
+  uint64_t next[VW] = {};
+  if (found != kNone) {
+    for (size_t j = 0; j < VW; ++j) current[j] = LoadRelaxed(r.slots + found * kSW + 1 + KW + j);
+  }
+  const Action action = decide(found != kNone ? current : nullptr, next);
+  if (action == Action::kKeep) return absl::OkStatus();
+
+  if (action == Action::kErase) {
+    if (found == kNone) return absl::OkStatus();
+    uint64_t* slot = r.slots + found * kSW;
+    const bool next_empty = LoadRelaxed(r.slots + ((found + 1) & r.mask) * kSW) == kEmpty;
+    BeginSlotOp<kSW>(sh, r, found);
+    Store(slot, next_empty ? kEmpty : kTombstone);
+    Store(&r.header->count, LoadRelaxed(&r.header->count) - 1);
+    if (!next_empty) Store(&r.header->tombstones, LoadRelaxed(&r.header->tombstones) + 1);
+    EndSlotOp(sh);
+    return absl::OkStatus();
+  }
+
+  if (found != kNone) {  // replace the value
+    uint64_t* slot = r.slots + found * kSW;
+    BeginSlotOp<kSW>(sh, r, found);
+    for (size_t j = 0; j < VW; ++j) {
+      if constexpr (VW > 1) {
+        if (j == VW / 2) CrashPoint(Crash::kSlotHalf);
+      }
+      Store(slot + 1 + KW + j, next[j]);
+    }
+    EndSlotOp(sh);
+    return absl::OkStatus();
+  }
+
+  // A new key: into the first tombstone of its probe, or the empty slot if the region has room
+  // for one more entry; otherwise rebuild the region (bigger, or just without tombstones) first.
+  bool into_tombstone = word != 0 && LoadRelaxed(r.slots + free_slot * kSW) == kTombstone;
+  if (word == 0 ||
+      (!into_tombstone && LoadRelaxed(&r.header->count) + LoadRelaxed(&r.header->tombstones) + 1 >
+                              MaxLoad(r.log2cap))) {
+    const uint64_t live = word == 0 ? 0 : LoadRelaxed(&r.header->count);
+    if (absl::Status st = Rebuild(s, live + 1); !st.ok()) return st;
+    word = LoadRelaxed(&sh->region);
+    if (!View(word, &r)) return CorruptShard(s, "the rebuilt region word is out of bounds");
+    free_slot = ctrl & r.mask;
+    for (uint64_t n = 0; LoadRelaxed(r.slots + free_slot * kSW) != kEmpty; ++n) {
+      if (n > r.mask) return CorruptShard(s, "the rebuilt region has no empty slot");
+      free_slot = (free_slot + 1) & r.mask;
+    }
+    into_tombstone = false;
+  }
+  uint64_t* slot = r.slots + free_slot * kSW;
+  BeginSlotOp<kSW>(sh, r, free_slot);
+  for (size_t j = 0; j < KW; ++j) Store(slot + 1 + j, key[j]);
+  for (size_t j = 0; j < VW; ++j) Store(slot + 1 + KW + j, next[j]);
+  Store(slot, ctrl);
+  Store(&r.header->count, LoadRelaxed(&r.header->count) + 1);
+  if (into_tombstone) Store(&r.header->tombstones, LoadRelaxed(&r.header->tombstones) - 1);
+  EndSlotOp(sh);
+  return absl::OkStatus();
+}
+
+}  // namespace etsmgr::shared_internal
+
+#endif  // ETSMGR_TABLE_SHARED_INTERNAL_MAP_CORE_H_

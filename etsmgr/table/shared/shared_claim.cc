@@ -1,0 +1,125 @@
+#include "etsmgr/table/shared/shared_claim.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "etsmgr/base/errno_status.h"
+#include "etsmgr/table/shared/internal/map_core.h"
+
+namespace etsmgr {
+
+SharedClaim::SharedClaim(SharedClaim&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
+
+SharedClaim& SharedClaim::operator=(SharedClaim&& other) noexcept {
+  if (this != &other) {
+    Release();
+    fd_ = std::exchange(other.fd_, -1);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+void SharedClaim::Release() {
+  if (fd_ >= 0) close(std::exchange(fd_, -1));
+}
+
+void SharedClaim::Remove() {
+  if (fd_ >= 0) unlink(path_.c_str());
+  Release();
+}
+
+namespace {
+std::string LockPath(std::string_view name, const SharedMapOptions& options) {
+  const std::string dir = options.directory.empty() ? std::string("/dev/shm") : options.directory;
+  return absl::StrCat(dir, "/.", std::string(name), ".owner");
+}
+}  // namespace
+
+absl::Status SharedClaim::RemoveFile(std::string_view name, const SharedMapOptions& options) {
+  if (absl::Status st = shared_internal::MapCore::ValidateName(name); !st.ok()) return st;
+  const std::string path = LockPath(name, options);
+  if (unlink(path.c_str()) != 0) {
+    return ErrnoToStatus(errno,
+                         absl::StrCat("shared table \"", std::string(name), "\": remove ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> SharedClaim::HeldByAnyone(std::string_view name,
+                                               const SharedMapOptions& options) {
+  if (absl::Status st = shared_internal::MapCore::ValidateName(name); !st.ok()) return st;
+  const std::string path = LockPath(name, options);
+  const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return false;
+    return ErrnoToStatus(errno, absl::StrCat("shared table \"", std::string(name), "\": ", path));
+  }
+  const bool free = flock(fd, LOCK_EX | LOCK_NB) == 0;
+  const int error = errno;
+  close(fd);  // Releases the probe's lock, if it got it.
+  if (!free && error != EWOULDBLOCK) {
+    return ErrnoToStatus(error, absl::StrCat("shared table \"", std::string(name), "\": ", path));
+  }
+  return !free;
+}
+
+absl::StatusOr<SharedClaim> SharedClaim::Acquire(std::string_view name_view,
+                                                 const SharedMapOptions& options) {
+  if (absl::Status st = shared_internal::MapCore::ValidateName(name_view); !st.ok()) return st;
+  const std::string name(name_view);
+  SharedClaim claim;
+  claim.path_ = LockPath(name, options);
+  const std::string what = absl::StrCat("shared table \"", name, "\": claim ", claim.path_);
+  // Another program may unlink the file (Remove) between our open and our lock: then we locked an
+  // orphan, and must try again on the file now at the path.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    claim.Release();
+    claim.fd_ = open(claim.path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (claim.fd_ < 0) {
+      if (errno == ELOOP) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(what, ": a symbolic link (not followed)"));
+      }
+      return ErrnoToStatus(errno, what);
+    }
+    struct stat st;
+    if (fstat(claim.fd_, &st) != 0) return ErrnoToStatus(errno, what);
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0077) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          what, ": not a regular file of this user with mode 0600 (refusing to use it)"));
+    }
+    if (flock(claim.fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      if (error != EWOULDBLOCK) return ErrnoToStatus(error, what);
+      char buf[32] = {};
+      const ssize_t n = pread(claim.fd_, buf, sizeof(buf) - 1, 0);
+      const long holder = n > 0 ? std::strtol(buf, nullptr, 10) : 0;
+      return absl::AlreadyExistsError(absl::StrCat(
+          "shared table \"", name, "\": held by another live program",
+          holder > 0 ? absl::StrCat(" (pid ", holder, ", per ", claim.path_, ")") : std::string(),
+          holder == getpid() ? " -- this program, through another table" : ""));
+    }
+    struct stat now;
+    if (stat(claim.path_.c_str(), &now) != 0 || now.st_ino != st.st_ino ||
+        now.st_dev != st.st_dev) {
+      continue;  // Unlinked or replaced meanwhile.
+    }
+    const std::string pid = absl::StrCat(getpid(), "\n");
+    if (ftruncate(claim.fd_, 0) != 0 ||
+        pwrite(claim.fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+      return ErrnoToStatus(errno, what);
+    }
+    return claim;
+  }
+  return absl::UnavailableError(absl::StrCat(what, ": the lock file keeps being replaced"));
+}
+
+}  // namespace etsmgr

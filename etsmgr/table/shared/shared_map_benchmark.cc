@@ -1,0 +1,334 @@
+// Shared-map benchmarks against the in-process table, in one run:
+// `bazel run -c opt //etsmgr/table/shared:shared_map_benchmark`.
+//
+// 1M random int64 keys, one thread: insert (into a fresh table / segment), lookup and
+// update_counter (in a shuffled order) on Table<int64_t, int64_t> (set) and on
+// SharedMap<int64_t, int64_t> in /dev/shm. Each shared figure carries `ratio_to_table`: its rate
+// over the median rate of the in-process table measured just before in this run (target >= 2/3).
+// Attach: a writer process (a fresh copy of this binary) fills a 1M-entry segment, keeps
+// updating counters and is SIGKILLed; the figure is the time of the next Open (open, map,
+// validate the header, try-lock and repair what the writer left), not of Check().
+// Sanity checks (a failed write, a missed lookup, a wrong size, a failed Check() after the kill)
+// stop the run with an error, also in --smoke runs (20k keys).
+#include <fcntl.h>
+#include <malloc.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <future>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "benchmark/benchmark.h"
+#include "etsmgr/process/node.h"
+#include "etsmgr/table/shared/shared_map.h"
+#include "etsmgr/table/table.h"
+#include "tools/bench/report.h"
+
+extern char** environ;
+
+namespace etsmgr {
+namespace {
+
+using IntTable = Table<int64_t, int64_t>;
+using IntShared = SharedMap<int64_t, int64_t>;
+
+int64_t Keys() { return bench::Scaled(1'000'000, 20'000); }
+
+const std::vector<int64_t>& RandomKeys() {
+  static const std::vector<int64_t> keys = [] {
+    std::mt19937_64 rng(42);
+    std::vector<int64_t> v(static_cast<size_t>(Keys()));
+    for (int64_t& k : v) k = static_cast<int64_t>(rng());
+    return v;
+  }();
+  return keys;
+}
+
+const std::vector<int64_t>& ShuffledKeys() {
+  static const std::vector<int64_t> keys = [] {
+    std::vector<int64_t> v = RandomKeys();
+    std::shuffle(v.begin(), v.end(), std::mt19937_64(7));
+    return v;
+  }();
+  return keys;
+}
+
+std::string SegmentName(const char* what) {
+  return absl::StrCat("etsmgr-bench-", getpid(), "-", what);
+}
+
+// --- The in-process table (as etsmgr/table/table_benchmark.cc sets it up).
+
+struct Stop {};
+
+Node& SharedNode() {
+  static Node* node = [] {
+    RuntimeOptions options;
+    options.schedulers = 1;
+    return Node::Create(options).value().release();
+  }();
+  return *node;
+}
+
+struct BenchTable {
+  IntTable table;
+  Pid owner;
+  ~BenchTable() {
+    (void)table.Delete();
+    Send(owner, Stop{});
+    malloc_trim(0);
+  }
+};
+
+std::unique_ptr<BenchTable> NewTable() {
+  auto made = std::make_shared<std::promise<IntTable>>();
+  TableOptions options;
+  options.access = Access::kPublic;
+  Pid owner = SharedNode()
+                  .Spawn([made, options](Process& self) -> Task<void> {
+                    made->set_value(IntTable::New(options).value());
+                    co_await self.Receive<Stop>();
+                  })
+                  .value();
+  auto t = std::make_unique<BenchTable>();
+  t->table = made->get_future().get();
+  t->owner = owner;
+  return t;
+}
+
+// A fresh shared map, removed (unlinked and unmapped) with the handle.
+struct BenchShared {
+  explicit BenchShared(const char* what) : name(SegmentName(what)) {
+    (void)IntShared::Remove(name);
+    SharedMapOptions options;
+    options.mode = SharedMapOptions::Mode::kCreate;
+    map = IntShared::Open(name, options).value();
+  }
+  ~BenchShared() { (void)IntShared::Remove(name); }
+  std::string name;
+  IntShared map;
+};
+
+// Rates of the in-process table in this run, per figure; the shared figure divides by the median.
+std::vector<double> g_table_rates[3];
+enum Figure { kInsert, kLookup, kUpdate };
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[(v.size() - 1) / 2];
+}
+
+void Median5(benchmark::internal::Benchmark* b) { b->Repetitions(5)->ReportAggregatesOnly(true); }
+
+template <typename Body>
+double Rate(int64_t n, Body&& body) {
+  const auto start = std::chrono::steady_clock::now();
+  body();
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+  return static_cast<double>(n) / took.count();
+}
+
+void Report(benchmark::State& state, Figure figure, bool shared, double rate) {
+  state.counters["rate_per_s"] = rate;
+  if (!shared) {
+    g_table_rates[figure].push_back(rate);
+  } else if (double table = Median(g_table_rates[figure]); table > 0) {
+    state.counters["ratio_to_table"] = rate / table;
+  }
+}
+
+// --- Insert: a fresh table each iteration.
+
+template <bool kShared>
+void Insert1M(benchmark::State& state) {
+  int64_t failed = 0;
+  bool complete = true;
+  for (auto _ : state) {
+    double rate = 0;
+    if constexpr (kShared) {
+      BenchShared s("insert");
+      rate = Rate(Keys(), [&] {
+        for (int64_t k : RandomKeys()) failed += !s.map.Insert(k, k).ok();
+      });
+      complete = complete && s.map.Size().value_or(0) == RandomKeys().size();
+    } else {
+      auto t = NewTable();
+      rate = Rate(Keys(), [&] {
+        for (int64_t k : RandomKeys()) failed += !t->table.Insert(k, k).ok();
+      });
+      complete = complete && t->table.Size().value_or(0) == RandomKeys().size();
+    }
+    state.SetIterationTime(static_cast<double>(Keys()) / rate);
+    Report(state, kInsert, kShared, rate);
+  }
+  state.SetItemsProcessed(state.iterations() * Keys());
+  if (failed > 0 || !complete) state.SkipWithError("an insert failed or a key is missing");
+}
+void BM_TableInsert1M(benchmark::State& state) { Insert1M<false>(state); }
+void BM_SharedInsert1M(benchmark::State& state) { Insert1M<true>(state); }
+BENCHMARK(BM_TableInsert1M)->Iterations(1)->UseManualTime()->Apply(Median5);
+BENCHMARK(BM_SharedInsert1M)->Iterations(1)->UseManualTime()->Apply(Median5);
+
+// --- Lookup and update_counter over a filled table, one pass over the shuffled keys.
+
+template <bool kShared, Figure kFigure>
+void Pass1M(benchmark::State& state) {
+  std::unique_ptr<BenchTable> t;
+  std::unique_ptr<BenchShared> s;
+  if constexpr (kShared) {
+    s = std::make_unique<BenchShared>("pass");
+    for (int64_t k : RandomKeys()) (void)s->map.Insert(k, 0);
+  } else {
+    t = NewTable();
+    for (int64_t k : RandomKeys()) (void)t->table.Insert(k, 0);
+  }
+  int64_t bad = 0;
+  for (auto _ : state) {
+    const std::vector<int64_t>& keys = ShuffledKeys();
+    double rate = Rate(Keys(), [&] {
+      for (int64_t k : keys) {
+        if constexpr (kFigure == kLookup) {
+          absl::StatusOr<std::optional<int64_t>> v = kShared ? s->map.Get(k) : t->table.Get(k);
+          bad += !(v.ok() && v->has_value());
+        } else {
+          absl::StatusOr<int64_t> v =
+              kShared ? s->map.UpdateCounter(k, 1) : t->table.UpdateCounter(k, 1);
+          bad += !v.ok();
+          benchmark::DoNotOptimize(v);
+        }
+      }
+    });
+    state.SetIterationTime(static_cast<double>(Keys()) / rate);
+    Report(state, kFigure, kShared, rate);
+  }
+  state.SetItemsProcessed(state.iterations() * Keys());
+  if (bad > 0) state.SkipWithError("a lookup or update of a present key failed");
+}
+void BM_TableLookup1M(benchmark::State& state) { Pass1M<false, kLookup>(state); }
+void BM_SharedLookup1M(benchmark::State& state) { Pass1M<true, kLookup>(state); }
+void BM_TableUpdateCounter1M(benchmark::State& state) { Pass1M<false, kUpdate>(state); }
+void BM_SharedUpdateCounter1M(benchmark::State& state) { Pass1M<true, kUpdate>(state); }
+BENCHMARK(BM_TableLookup1M)->Iterations(1)->UseManualTime()->Apply(Median5);
+BENCHMARK(BM_SharedLookup1M)->Iterations(1)->UseManualTime()->Apply(Median5);
+BENCHMARK(BM_TableUpdateCounter1M)->Iterations(1)->UseManualTime()->Apply(Median5);
+BENCHMARK(BM_SharedUpdateCounter1M)->Iterations(1)->UseManualTime()->Apply(Median5);
+
+// --- Attach after the writer was killed.
+
+constexpr char kWriterFlag[] = "--shared_writer=";
+
+// The writer process: fills the segment, says so on stdout, then updates counters until killed.
+[[noreturn]] void WriterMain(const std::string& name) {
+  SharedMapOptions options;
+  options.mode = SharedMapOptions::Mode::kCreate;
+  absl::StatusOr<IntShared> m = IntShared::Open(name, options);
+  if (!m.ok()) _exit(2);
+  for (int64_t k : RandomKeys()) {
+    if (!m->Insert(k, 0).ok()) _exit(3);
+  }
+  if (write(1, "r", 1) != 1) _exit(4);
+  for (uint64_t i = 0;; ++i) (void)m->UpdateCounter(RandomKeys()[i % RandomKeys().size()], 1);
+}
+
+void BM_SharedAttachAfterKill(benchmark::State& state) {
+  const std::string name = SegmentName("attach");
+  std::string error;
+  double first_us = 0;
+  std::vector<double> again_us;
+  for (auto _ : state) {
+    (void)IntShared::Remove(name);
+    int out[2];
+    if (pipe(out) != 0) {
+      error = "pipe";
+      break;
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_addclose(&actions, out[0]);
+    std::string flag = absl::StrCat(kWriterFlag, name);
+    std::string smoke = bench::Smoke() ? "--smoke" : "--nosmoke";
+    char* argv[] = {const_cast<char*>("/proc/self/exe"), flag.data(), smoke.data(), nullptr};
+    pid_t pid = -1;
+    int rc = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(out[1]);
+    char ready = 0;
+    if (rc != 0 || read(out[0], &ready, 1) != 1) {
+      error = "the writer did not start or fill the segment";
+      close(out[0]);
+      break;
+    }
+    close(out[0]);
+    // Let it update for a moment, then kill it (mid-write more often than not).
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(300);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+
+    SharedMapOptions options;
+    options.mode = SharedMapOptions::Mode::kOpen;
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<IntShared> m = IntShared::Open(name, options);
+    const std::chrono::duration<double, std::micro> took = std::chrono::steady_clock::now() - start;
+    state.SetIterationTime(took.count() / 1e6);
+    first_us = took.count();
+    if (!m.ok() || m->Size().value_or(0) != RandomKeys().size() || !m->Check().ok()) {
+      error =
+          absl::StrCat("after the kill: ", m.ok() ? m->Check().ToString() : m.status().ToString());
+      break;
+    }
+    for (int i = 0; i < 9; ++i) {
+      const auto again = std::chrono::steady_clock::now();
+      absl::StatusOr<IntShared> m2 = IntShared::Open(name, options);
+      again_us.push_back(
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - again)
+              .count());
+    }
+  }
+  (void)IntShared::Remove(name);
+  state.counters["attach_us"] = first_us;
+  state.counters["reattach_us"] = Median(again_us);
+  if (!error.empty()) state.SkipWithError(error.c_str());
+}
+BENCHMARK(BM_SharedAttachAfterKill)->Iterations(1)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace etsmgr
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], etsmgr::kWriterFlag, std::strlen(etsmgr::kWriterFlag)) == 0) {
+      for (int j = 1; j < argc; ++j) {
+        if (std::strcmp(argv[j], "--smoke") == 0) etsmgr::bench::EnableSmoke();
+      }
+      etsmgr::WriterMain(argv[i] + std::strlen(etsmgr::kWriterFlag));
+    }
+  }
+  using etsmgr::bench::Better;
+  return etsmgr::bench::RunWithTargets(
+      argc, argv,
+      {
+          {"BM_SharedInsert1M*", "ratio_to_table", 2.0 / 3, Better::kHigher, "x",
+           "shared set insert, 1M random int64 keys, vs in-process table"},
+          {"BM_SharedLookup1M*", "ratio_to_table", 2.0 / 3, Better::kHigher, "x",
+           "shared set lookup, 1M keys, vs in-process table"},
+          {"BM_SharedUpdateCounter1M*", "ratio_to_table", 2.0 / 3, Better::kHigher, "x",
+           "shared set update_counter, 1M keys, vs in-process table"},
+          {"BM_SharedAttachAfterKill*", "attach_us", 1000, Better::kLower, "us",
+           "attach a 1M-entry segment after its writer was killed"},
+      });
+}
