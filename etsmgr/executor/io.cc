@@ -239,6 +239,10 @@ IoSpec CloseSpec(int fd) { return MakeSpec(IoKind::kClose, fd); }
 
 namespace io_internal {
 
+FdGuard::~FdGuard() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
 void Fill(const IoSpec& spec, IoOp* op) {
   op->offset = spec.offset;
   switch (spec.kind) {
@@ -434,19 +438,13 @@ Task<absl::StatusOr<int>> ConnectTcp(std::string host, uint16_t port, absl::Time
   absl::StatusOr<int> fd = TcpSocket(address->storage.ss_family);
   if (!fd.ok()) co_return fd.status();
   // Closed unless connected, also when the frame is destroyed while connecting.
-  struct Closer {
-    int fd;
-    bool keep = false;
-    ~Closer() {
-      if (!keep) ::close(fd);
-    }
-  } closer{*fd};
+  io_internal::FdGuard closer(*fd);
   absl::Status connected = co_await Connect(*fd, *address, deadline);
   if (!connected.ok()) {
     co_return absl::Status(connected.code(),
                            absl::StrCat(connected.message(), " (", address->ToString(), ")"));
   }
-  closer.keep = true;
+  closer.Release();
   co_return *fd;
 }
 

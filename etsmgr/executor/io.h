@@ -118,6 +118,23 @@ absl::StatusOr<size_t> Finish(const IoSpec& spec, const IoOp* op, bool timed_out
 void Release(IoOp* op, bool consumed);
 // FailedPrecondition unless I/O can run on `s` (a real scheduler's thread).
 absl::Status CheckScheduler(const Scheduler* s, IoKind kind);
+// Closes a descriptor nobody has taken yet when it goes out of scope (also when a coroutine
+// frame holding it is destroyed at a suspension point); Release() hands it on.
+class FdGuard {
+ public:
+  explicit FdGuard(int fd) : fd_(fd) {}
+  ~FdGuard();
+  FdGuard(const FdGuard&) = delete;
+  FdGuard& operator=(const FdGuard&) = delete;
+  int Release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_;
+};
 }  // namespace io_internal
 
 // The awaitable under every task-side operation.

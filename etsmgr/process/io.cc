@@ -68,14 +68,10 @@ Task<absl::StatusOr<size_t>> RunIo(Process& self, IoSpec spec, absl::Time deadli
     // yields like any other busy process. An accepted descriptor is closed should the process
     // die at that yield (nobody else knows of it yet).
     if (scheduler->Charge()) {
-      struct CloseUnlessReturned {
-        int fd;
-        ~CloseUnlessReturned() {
-          if (fd >= 0) ::close(fd);
-        }
-      } accepted{spec.kind == IoKind::kAccept && result.ok() ? static_cast<int>(*result) : -1};
+      io_internal::FdGuard accepted(
+          spec.kind == IoKind::kAccept && result.ok() ? static_cast<int>(*result) : -1);
       co_await self.Yield();
-      accepted.fd = -1;
+      accepted.Release();
     }
     co_return result;
   }
@@ -152,19 +148,13 @@ Task<absl::StatusOr<int>> ConnectTcp(Process& self, std::string host, uint16_t p
   absl::StatusOr<int> fd = TcpSocket(address->storage.ss_family);
   if (!fd.ok()) co_return fd.status();
   // Closed unless connected, also when the frame is destroyed while connecting.
-  struct Closer {
-    int fd;
-    bool keep = false;
-    ~Closer() {
-      if (!keep) ::close(fd);
-    }
-  } closer{*fd};
+  io_internal::FdGuard closer(*fd);
   absl::Status connected = co_await Connect(self, *fd, *address, deadline);
   if (!connected.ok()) {
     co_return absl::Status(connected.code(),
                            absl::StrCat(connected.message(), " (", address->ToString(), ")"));
   }
-  closer.keep = true;
+  closer.Release();
   co_return *fd;
 }
 
