@@ -19,41 +19,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "etsmgr/executor/internal/test_backends.h"
+#include "etsmgr/executor/internal/test_sockets.h"
 #include "etsmgr/manager/manager.h"
 #include "gtest/gtest.h"
 
 namespace etsredis {
 namespace {
 
+using ::etsmgr::test_sockets::Dial;
+using ::etsmgr::test_sockets::WaitFor;
+
 using etsmgr::BackendTest;
-
-// Waits for `condition` (checked between short naps) until a 30 s deadline.
-template <typename F>
-bool WaitFor(F condition) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  return true;
-}
-
-// A blocking client socket with a receive timeout, so a test cannot hang.
-int Dial(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{30, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int rc;
-  do {
-    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  } while (rc < 0 && errno == EINTR);
-  EXPECT_EQ(rc, 0) << strerror(errno);
-  return fd;
-}
 
 void SendText(int fd, const std::string& text) {
   size_t sent = 0;
@@ -187,7 +163,7 @@ TEST_P(EtsredisTest, EveryCommandThroughRedisCli) {
 
 TEST_P(EtsredisTest, MalformedInputGetsAProtocolErrorAndOnlyThatConnectionCloses) {
   StartServer();
-  int bystander = Dial(port_);
+  int bystander = Dial(server_->address());
   SendText(bystander, "PING\r\n");
   ASSERT_EQ(RecvLine(bystander), "+PONG\r\n");
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -201,7 +177,7 @@ TEST_P(EtsredisTest, MalformedInputGetsAProtocolErrorAndOnlyThatConnectionCloses
   };
   for (const auto& [input, reply] : cases) {
     SCOPED_TRACE(input);
-    int fd = Dial(port_);
+    int fd = Dial(server_->address());
     SendText(fd, input);
     bool closed = false;
     EXPECT_EQ(RecvUpTo(fd, 1 << 20, &closed), reply);
@@ -219,14 +195,14 @@ TEST_P(EtsredisTest, LimitsOnBulksAndBuffersKeepMemoryBounded) {
   options.limits.max_buffer = 256 << 10;
   StartServer(options);
   // A bulk over the limit is refused from its header, before any of its bytes.
-  int fd = Dial(port_);
+  int fd = Dial(server_->address());
   SendText(fd, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1048577\r\n");
   bool closed = false;
   EXPECT_EQ(RecvUpTo(fd, 1 << 20, &closed), "-ERR Protocol error: invalid bulk length\r\n");
   EXPECT_TRUE(closed);
   ::close(fd);
   // One within the bulk limit but over the buffer cap: refused once the cap is passed.
-  fd = Dial(port_);
+  fd = Dial(server_->address());
   SendText(fd, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\n");
   SendText(fd, std::string(300 << 10, 'x'));
   closed = false;
@@ -235,7 +211,7 @@ TEST_P(EtsredisTest, LimitsOnBulksAndBuffersKeepMemoryBounded) {
   EXPECT_TRUE(closed);
   ::close(fd);
   // Within both: stored.
-  fd = Dial(port_);
+  fd = Dial(server_->address());
   std::string value(200 << 10, 'v');
   SendText(fd, absl::StrCat("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$", value.size(), "\r\n", value,
                             "\r\n*2\r\n$6\r\nSTRLEN\r\n$1\r\nk\r\n*1\r\n$6\r\nDBSIZE\r\n"));
@@ -250,12 +226,12 @@ TEST_P(EtsredisTest, TooManyClientsAreRefusedAndIdleOnesClosed) {
   options.max_clients = 2;
   options.idle_timeout = absl::Milliseconds(300);
   StartServer(options);
-  int a = Dial(port_), b = Dial(port_);
+  int a = Dial(server_->address()), b = Dial(server_->address());
   SendText(a, "PING\r\n");
   SendText(b, "PING\r\n");
   ASSERT_EQ(RecvLine(a), "+PONG\r\n");
   ASSERT_EQ(RecvLine(b), "+PONG\r\n");
-  int c = Dial(port_);
+  int c = Dial(server_->address());
   bool closed = false;
   EXPECT_EQ(RecvUpTo(c, 1 << 10, &closed), "-ERR max number of clients reached\r\n");
   EXPECT_TRUE(closed);
@@ -270,7 +246,7 @@ TEST_P(EtsredisTest, TooManyClientsAreRefusedAndIdleOnesClosed) {
   ::close(a);
   ::close(b);
   ASSERT_TRUE(WaitFor([&] { return server_->stats().connected_clients.load() == 0; }));
-  int d = Dial(port_);
+  int d = Dial(server_->address());
   SendText(d, "PING\r\n");
   EXPECT_EQ(RecvLine(d), "+PONG\r\n");
   ::close(d);
@@ -296,7 +272,7 @@ TEST_P(EtsredisTest, ShardCrashesUnderLoadLoseNoAcknowledgedWrite) {
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&, c] {
-      int fd = Dial(port_);
+      int fd = Dial(server_->address());
       std::map<std::string, int64_t> last;
       uint64_t i = 0;
       while (!stop.load()) {
@@ -363,7 +339,7 @@ TEST_P(EtsredisTest, ShardCrashesUnderLoadLoseNoAcknowledgedWrite) {
     for (const auto& [k, n] : m) total[k] += n;
   }
   ASSERT_FALSE(total.empty());
-  int fd = Dial(port_);
+  int fd = Dial(server_->address());
   for (const auto& [key, n] : total) {
     SendText(fd, absl::StrCat("GET ", key, "\r\n"));
     std::string header = RecvLine(fd);
@@ -384,7 +360,7 @@ TEST_P(EtsredisTest, ShardCrashesUnderLoadLoseNoAcknowledgedWrite) {
 TEST_P(EtsredisTest, StopClosesConnectionsAndKeepsTheTablesWithTheManager) {
   StartServer();
   EXPECT_EQ(Cli("SET kept 1"), "OK\n");
-  int fd = Dial(port_);
+  int fd = Dial(server_->address());
   ASSERT_TRUE(server_->Stop().ok());
   bool closed = false;
   EXPECT_EQ(RecvUpTo(fd, 1, &closed), "");

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "etsmgr/executor/internal/test_backends.h"
+#include "etsmgr/executor/internal/test_sockets.h"
 #include "etsmgr/executor/runtime.h"
 #include "etsmgr/executor/wait_slot.h"
 #include "gtest/gtest.h"
@@ -22,13 +23,7 @@
 namespace etsmgr {
 namespace {
 
-int OpenFds() {
-  int n = 0;
-  DIR* dir = ::opendir("/proc/self/fd");
-  while (dirent* e = ::readdir(dir)) n += e->d_name[0] != '.';
-  ::closedir(dir);
-  return n - 1;  // The directory's own descriptor.
-}
+using ::etsmgr::test_sockets::OpenFds;
 
 class IoTest : public BackendTest {
  protected:

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "etsmgr/executor/internal/test_backends.h"
+#include "etsmgr/executor/internal/test_sockets.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/io.h"
 #include "gtest/gtest.h"
@@ -23,37 +24,9 @@
 namespace etsmgr {
 namespace {
 
-int OpenFds() {
-  int n = 0;
-  DIR* dir = ::opendir("/proc/self/fd");
-  while (dirent* e = ::readdir(dir)) n += e->d_name[0] != '.';
-  ::closedir(dir);
-  return n - 1;
-}
-
-// Waits for `condition` (checked between short naps) until a 30 s deadline.
-template <typename F>
-bool WaitFor(F condition) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  return true;
-}
-
-// A blocking client socket connected to `address`, with a receive timeout so a test cannot hang.
-int Dial(const SocketAddress& address) {
-  int fd = ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{30, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  int rc;
-  do {
-    rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address.storage), address.length);
-  } while (rc < 0 && errno == EINTR);
-  EXPECT_EQ(rc, 0) << strerror(errno);
-  return fd;
-}
+using ::etsmgr::test_sockets::Dial;
+using ::etsmgr::test_sockets::OpenFds;
+using ::etsmgr::test_sockets::WaitFor;
 
 std::string RecvSome(int fd) {
   char buf[256];

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "etsmgr/executor/internal/test_backends.h"
+#include "etsmgr/executor/internal/test_sockets.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/node.h"
 #include "gtest/gtest.h"
@@ -21,13 +22,7 @@
 namespace etsmgr {
 namespace {
 
-int OpenFds() {
-  int n = 0;
-  DIR* dir = ::opendir("/proc/self/fd");
-  while (dirent* e = ::readdir(dir)) n += e->d_name[0] != '.';
-  ::closedir(dir);
-  return n - 1;
-}
+using ::etsmgr::test_sockets::OpenFds;
 
 // A connected loopback pair, made synchronously (blocking connect to a listening socket).
 struct Pair {

@@ -1,0 +1,56 @@
+// Test helpers for socket tests (executor, process and listener I/O, etsredis): the process's
+// open descriptors, a condition awaited with a deadline, and a blocking client connection.
+#ifndef ETSMGR_EXECUTOR_INTERNAL_TEST_SOCKETS_H_
+#define ETSMGR_EXECUTOR_INTERNAL_TEST_SOCKETS_H_
+
+#include <dirent.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "etsmgr/executor/io.h"
+#include "gtest/gtest.h"
+
+namespace etsmgr::test_sockets {
+
+// Descriptors the process has open now.
+inline int OpenFds() {
+  int n = 0;
+  DIR* dir = ::opendir("/proc/self/fd");
+  while (dirent* e = ::readdir(dir)) n += e->d_name[0] != '.';
+  ::closedir(dir);
+  return n - 1;  // The directory's own descriptor.
+}
+
+// Waits for `condition` (checked between short naps) until a 30 s deadline: for states no event
+// announces to a test (a descriptor closed by a process's exit, a name registered again).
+template <typename F>
+bool WaitFor(F condition) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return true;
+}
+
+// A blocking client socket connected to `address`, with a receive timeout so a test cannot hang.
+inline int Dial(const SocketAddress& address) {
+  int fd = ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  int rc;
+  do {
+    rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address.storage), address.length);
+  } while (rc < 0 && errno == EINTR);
+  EXPECT_EQ(rc, 0) << strerror(errno);
+  return fd;
+}
+
+}  // namespace etsmgr::test_sockets
+
+#endif  // ETSMGR_EXECUTOR_INTERNAL_TEST_SOCKETS_H_
