@@ -25,5 +25,6 @@ expect_report() {  # config target pattern
 expect_report tsan //testing/sanitizers:data_race "WARNING: ThreadSanitizer: data race"
 expect_report asan //testing/sanitizers:use_after_free "ERROR: AddressSanitizer: heap-use-after-free"
 expect_report asan //testing/sanitizers:leak "ERROR: LeakSanitizer: detected memory leaks"
+expect_report asan //testing/sanitizers:signed_overflow "runtime error: signed integer overflow"
 echo "sanitizers: ${passed} passed, ${failed} failed"
 [[ ${failed} -eq 0 ]]

@@ -6,15 +6,15 @@
 #   3. a smoke run of every benchmark binary (default config, already built by step 2):
 #      `<binary> --smoke` shrinks the workloads, runs each benchmark once and judges no target
 #      (this machine is noisy), but fails on any benchmark's sanity check
-#   4. bazel test //... --config=asan       (the block cache on, its cached blocks poisoned)
+#   4. bazel test //... --config=asan       (ASan and UBSan in one build; the block cache on, its
+#      cached blocks poisoned)
 #   5. bazel test //... --config=asan with ETSMGR_BLOCK_CACHE=off (tests only, no rebuild: every
 #      block goes through ASan's allocator and quarantine)
 #   6. bazel test //... --config=tsan
-#   7. bazel test //... --config=ubsan
-#   8. bazel test //... --config=clang      (clang-14 with libstdc++)
-#   9. the sanitizer self-check (deliberate bugs must be reported)
-#  10. bazel coverage of one test gives a real lcov report (the offline lcov merger works)
-#  11. the consumer workspace (etsmgr used as a Bazel dependency) builds and runs
+#   7. bazel test //... --config=clang      (clang-14 with libstdc++)
+#   8. the sanitizer self-check (deliberate bugs must be reported, UBSan's under the asan config)
+#   9. bazel coverage of one test gives a real lcov report (the offline lcov merger works)
+#  10. the consumer workspace (etsmgr used as a Bazel dependency) builds and runs
 #
 # Prints an "N passed, N failed" line per step and a final total line, counted from Bazel's
 # per-target results (and one per benchmark binary); exits non-zero when anything failed. Extra
@@ -88,7 +88,6 @@ run_benchmark_smoke
 run_tests asan --config=asan
 run_tests asan-nocache --config=asan --test_env=ETSMGR_BLOCK_CACHE=off
 run_tests tsan --config=tsan
-run_tests ubsan --config=ubsan
 run_tests clang --config=clang
 
 echo "== sanitizer self-check"
