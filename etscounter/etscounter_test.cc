@@ -212,9 +212,9 @@ TEST(EtscounterSharedTest, TheCountSurvivesARestartOfTheWholeApp) {
 }
 
 // A program killed after its segment was made but before the counter initialised it: the next
-// one gets the table back (created == false, so no initialisation) without the key, and counts
-// from zero all the same.
-TEST(EtscounterSharedTest, ASegmentLeftUninitialisedStillCounts) {
+// one is told the table is new (the segment was never marked initialised), initialises it, and
+// counts from zero.
+TEST(EtscounterSharedTest, ASegmentLeftUninitialisedIsInitialisedAgain) {
   Segment segment;
   using Map = etsmgr::SharedMap<CounterKey, int64_t>;
   ASSERT_TRUE(Map::Open(segment.name()).ok());
@@ -224,7 +224,7 @@ TEST(EtscounterSharedTest, ASegmentLeftUninitialisedStillCounts) {
   absl::StatusOr<int64_t> n = app->client().Count();
   ASSERT_TRUE(n.ok()) << n.status() << "\n" << out.str();
   EXPECT_EQ(*n, 1);
-  EXPECT_NE(out.str().find("(not new: its data kept), data []"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("(new), data [{count,0}]"), std::string::npos) << out.str();
 }
 
 TEST(EtscounterSharedTest, AKillNineOfTheWholeProgramKeepsTheCount) {

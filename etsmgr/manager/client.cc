@@ -303,12 +303,20 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
           // Its data came from the file: initialised already.
           table->core()->SetInitialised(true);
           result = ManagedTableRef{st->manager, *std::move(table), false, true};
-        } else if (table->core()->storage_existed()) {
+        } else if (table->core()->storage_existed() && table->core()->storage_initialised()) {
           // A shared segment a previous program left (it died holding it): its data is there,
           // mapped, not copied; initialised already.
           table->core()->SetInitialised(true);
           result = ManagedTableRef{st->manager, *std::move(table), false};
         } else {
+          if (table->core()->storage_existed()) {
+            // The program that created the segment died before its client had initialised it:
+            // "created" again, so this client initialises it (over what the other left).
+            Logf(LogLevel::kWarning,
+                 "etsmgr %s: new_table(\"%s\"): %s was never initialised (its "
+                 "program died first): handed out as created",
+                 inst_, name, table->core()->storage_description());
+          }
           result = ManagedTableRef{st->manager, *std::move(table), true};
         }
         break;
@@ -327,6 +335,12 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
     if (result.ok() && result->created) result->table.core()->SetInitialised(false);
     co_await self.Yield();
     if (result.ok() && result->created) result->table.core()->SetInitialised(true);
+  }
+  // Shared storage: the segment's own mark, for the next program. ManagedTable::Open sets it
+  // after its init function returned OK; a plain NewTable caller is taken to have initialised
+  // the table once it has it (as the in-process flag above).
+  if (result.ok() && result->created && !factory.caller_marks_initialised) {
+    result->table.core()->MarkStorageInitialised(true);
   }
   co_return result;
 }

@@ -57,7 +57,11 @@ class ManagedTable {
     while (true) {
       absl::StatusOr<Pid> manager = co_await mgr.WaitForManager(self, deadline);
       if (!manager.ok()) co_return manager.status();
-      ref = co_await mgr.NewTable<K, V>(self, name, options, wait);
+      // With an init function, the segment of a shared table is marked initialised only once
+      // init returned OK (a program killed during init leaves it "created" for the next).
+      manager_internal::TableFactory factory = manager_internal::FactoryFor<K, V>();
+      factory.caller_marks_initialised = static_cast<bool>(init);
+      ref = co_await mgr.NewTableErased(self, name, options, std::move(factory), wait);
       // Unavailable: the manager died as we asked; wait for the next one (WaitForManager
       // suspends until it is running, so this never spins).
       if (ref.ok() || ref.status().code() != absl::StatusCode::kUnavailable) break;
@@ -82,6 +86,7 @@ class ManagedTable {
                                absl::StrCat("initialising table \"", name, "\": ", st.message()));
       }
       undo.done = true;
+      ref->table.core()->MarkStorageInitialised(true);
     }
     co_return ManagedTable(std::move(mgr), std::move(name), std::move(*table), ref->manager,
                            ref->created);

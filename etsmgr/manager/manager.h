@@ -30,7 +30,10 @@
 //   table was created (`created`), so a client initialises only then. A table with shared
 //   storage (TableOptions::shared, see table.h) whose segment a previous program left -- it died
 //   holding it: killed, crashed, or exited -- comes back with its data, mapped, not copied, and
-//   `created` false; while another live program holds the segment: AlreadyExists, naming its pid.
+//   `created` false, once the segment was marked initialised (ManagedTable::Open marks it when
+//   its init function returned OK, a plain NewTable as it answers `created`); a segment whose
+//   program was killed before that comes back `created` again. While another live program holds
+//   the segment: AlreadyExists, naming its pid.
 //   Shared tables: the instance's directory of shared tables lives in a shared segment too
 //   (/dev/shm/etsmgr-directory-<inst>): NewTable records name -> segment there, Info() lists the
 //   records (`shared_tables`, with whether a live program holds each), and DelTable of a name
@@ -209,7 +212,23 @@ struct TableFactory {
   // NewTableFromFile<K, V>: loads a created table from `load_path` (LoadTableFor<K, V>).
   absl::StatusOr<AnyTable> (*load)(const std::string& path, TableOptions options) = nullptr;
   std::string load_path;
+  // Shared storage: the caller marks the segment initialised itself once its initialisation
+  // succeeded (ManagedTable::Open with an init function); otherwise NewTable marks it as it
+  // replies "created".
+  bool caller_marks_initialised = false;
 };
+template <typename K, typename V>
+absl::StatusOr<AnyTable> CreateTable(TableOptions options);
+// The factory of NewTable<K, V>.
+template <typename K, typename V>
+TableFactory FactoryFor() {
+  TableFactory factory;
+  factory.key_type = &typeid(K);
+  factory.value_type = &typeid(V);
+  factory.create = &CreateTable<K, V>;
+  factory.trusted = factory.create;
+  return factory;
+}
 template <typename K, typename V>
 absl::StatusOr<AnyTable> CreateTable(TableOptions options) {
   absl::StatusOr<Table<K, V>> t = Table<K, V>::New(std::move(options));
@@ -297,12 +316,8 @@ template <TableKey K, typename V>
 Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTable(Process& self, std::string name,
                                                        TableOptions options,
                                                        absl::Duration timeout) const {
-  manager_internal::TableFactory factory;
-  factory.key_type = &typeid(K);
-  factory.value_type = &typeid(V);
-  factory.create = &manager_internal::CreateTable<K, V>;
-  factory.trusted = factory.create;
-  return NewTableErased(self, std::move(name), std::move(options), std::move(factory), timeout);
+  return NewTableErased(self, std::move(name), std::move(options),
+                        manager_internal::FactoryFor<K, V>(), timeout);
 }
 
 template <TableKey K, typename V>
@@ -315,11 +330,7 @@ template <TableKey K, typename V>
 requires TableSerializable<K> && TableSerializable<V> Task<absl::StatusOr<ManagedTableRef>>
 Etsmgr::NewTableFromFile(Process& self, std::string name, std::string path, TableOptions options)
 const {
-  manager_internal::TableFactory factory;
-  factory.key_type = &typeid(K);
-  factory.value_type = &typeid(V);
-  factory.create = &manager_internal::CreateTable<K, V>;
-  factory.trusted = factory.create;
+  manager_internal::TableFactory factory = manager_internal::FactoryFor<K, V>();
   factory.load = &manager_internal::LoadTableFor<K, V>;
   factory.load_path = std::move(path);
   return NewTableErased(self, std::move(name), std::move(options), std::move(factory),

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/manager/managed_table.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/table/shared/shared_map.h"
@@ -109,6 +110,42 @@ class SharedManagedTableTest : public ::testing::Test {
               WriteValue(ack, *v);
             }
             WriteValue(ack, -3);
+            co_await self.Receive();  // Until killed.
+          });
+      if (!client.ok()) _exit(7);
+      pause();
+      _exit(0);
+    }
+    close(fds[1]);
+    ack_ = fds[0];
+  }
+  // Forks a program whose client opens "counter" with ManagedTable::Open and an init function
+  // that inserts kCounter = 100 and acknowledges -4; then, if `hang_in_init`, it never returns
+  // (the program is killed while initialising); otherwise Open returns and the client
+  // acknowledges -1 (created) or -2 (found) and waits to be killed.
+  void ForkOpenProgram(bool hang_in_init) {
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    child_ = fork();
+    if (child_ == 0) {
+      close(fds[0]);
+      const int ack = fds[1];
+      std::unique_ptr<Node> node = Node::Create({.schedulers = 1}).value();
+      if (!StartManager(*node, inst_).ok()) _exit(3);
+      TableOptions options = options_;
+      Etsmgr mgr(inst_);
+      absl::StatusOr<Pid> client =
+          node->Spawn([ack, hang_in_init, options, mgr](Process& self) -> Task<void> {
+            auto init = [ack, hang_in_init](IntTable& fresh) {
+              absl::Status st = fresh.Insert(kCounter, 100);
+              WriteValue(ack, -4);
+              while (hang_in_init) pause();  // Killed here.
+              return st;
+            };
+            absl::StatusOr<ManagedTable<int64_t, int64_t>> t =
+                co_await ManagedTable<int64_t, int64_t>::Open(self, mgr, "counter", options, init);
+            if (!t.ok()) _exit(4);
+            WriteValue(ack, t->created() ? -1 : -2);
             co_await self.Receive();  // Until killed.
           });
       if (!client.ok()) _exit(7);
@@ -225,6 +262,26 @@ TEST_F(SharedManagedTableTest, AKilledProgramsTableComesBackWithItsData) {
   const std::string got = NewTableHere();
   EXPECT_EQ(got.substr(0, 10), "created=0 ") << got;  // Found, not created.
   EXPECT_GE(std::stoll(got.substr(got.find("value=") + 6)), acked) << got;
+}
+
+// The segment remembers whether its first client finished initialising it: a program killed
+// inside ManagedTable::Open's init function leaves a table the next program is told to
+// initialise again (created), not one it would take as filled.
+TEST_F(SharedManagedTableTest, AProgramKilledWhileInitialisingLeavesTheTableCreated) {
+  ForkOpenProgram(/*hang_in_init=*/true);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -4);  // Inside init.
+  KillProgram();
+  EXPECT_TRUE(Exists(SegmentPath()));
+  EXPECT_EQ(NewTableHere(), "created=1 value=100");  // What the killed init wrote stays.
+  EXPECT_EQ(NewTableHere(), "created=0 value=100");  // This client initialised it.
+}
+
+TEST_F(SharedManagedTableTest, AnOpenWhoseInitReturnedLeavesAFilledTable) {
+  ForkOpenProgram(/*hang_in_init=*/false);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -4);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);  // Open returned: created.
+  KillProgram();
+  EXPECT_EQ(NewTableHere(), "created=0 value=100");
 }
 
 // Program after program is killed at a seeded point of its stream of update_counter calls: each

@@ -66,7 +66,8 @@
 // time) the table keeps its data in a named shared-memory segment (/dev/shm/<segment>, or a file
 // in SharedStorage::map.directory) instead of the heap, and the data survives the crash of the
 // whole program: the next program's NewShared of the same segment gets it back, mapped, not
-// copied (TableCore::storage_existed() says so; the manager answers created == false). Each
+// copied (TableCore::storage_existed() says so; the manager answers created == false once the
+// segment was marked initialised, TableCore::storage_initialised()). Each
 // single-key write is atomic against a SIGKILL at any instruction and stays once it returned
 // (etsmgr/table/shared/shared_map.h has the design). What differs from the heap table:
 //   - set only (ordered_set, bag, duplicate_bag: InvalidArgument); keys SharedKey (integers,

@@ -194,6 +194,11 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   bool storage_is_shared() const { return shared_storage_; }
   // Shared storage: the segment existed before this table was made (a previous program's data).
   virtual bool storage_existed() const { return false; }
+  // Shared storage: the segment's own "initialised" mark (SharedMap::initialised), which outlives
+  // the program: false while the program that created the segment had not finished filling it.
+  // Heap storage: true (the in-process flag above is all there is).
+  virtual bool storage_initialised() const { return true; }
+  virtual void MarkStorageInitialised(bool /*done*/) {}
   // A table whose creation failed after its storage was made: shared storage removes a segment
   // it created (one that existed stays). Heap storage: nothing to do.
   virtual void AbandonNewStorage() {}

@@ -55,6 +55,8 @@ class SharedCore final : public TypedCore<K, V> {
         map_options_(options.shared->map) {}
 
   bool storage_existed() const override { return !map_.created(); }
+  bool storage_initialised() const override { return map_.initialised(); }
+  void MarkStorageInitialised(bool done) override { map_.SetInitialised(done); }
   std::string storage_description() const override {
     absl::StatusOr<SharedMapInfo> info = map_.Info();
     return absl::StrCat("shared segment ", info.ok() ? info->path : segment_);

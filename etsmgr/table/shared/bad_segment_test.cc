@@ -24,6 +24,7 @@ namespace etsmgr {
 namespace {
 
 using shared_internal::ImmutableHeader;
+using shared_internal::kFormatVersion;
 using shared_internal::kMutableOffset;
 using shared_internal::kShardsOffset;
 using shared_internal::MutableHeader;
@@ -166,10 +167,10 @@ TEST_F(BadSegmentTest, BadMagic) {
 
 TEST_F(BadSegmentTest, OtherFormatVersion) {
   Populate();
-  Write<uint32_t>(offsetof(ImmutableHeader, version), 2);
+  Write<uint32_t>(offsetof(ImmutableHeader, version), kFormatVersion + 1);
   absl::Status st = OpenStatus();
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
-  EXPECT_THAT(st.message(), HasSubstr("format version 2"));
+  EXPECT_THAT(st.message(), HasSubstr(absl::StrCat("format version ", kFormatVersion + 1)));
 }
 
 TEST_F(BadSegmentTest, CorruptedHeaderChecksum) {

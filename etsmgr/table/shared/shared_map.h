@@ -129,6 +129,14 @@ class SharedMap {
 
   bool valid() const { return core_ != nullptr; }
   bool created() const { return core_ != nullptr && core_->created(); }
+  // The user's "initialised" mark, kept in the segment: false in a new segment until
+  // SetInitialised(true). A program that creates a segment and fills it sets the mark when done,
+  // so the next program can tell a segment that was filled from one whose filler was killed
+  // half-way (created() is false for both). One atomic store; survives what the data survives.
+  bool initialised() const { return core_ != nullptr && core_->initialised(); }
+  void SetInitialised(bool done) const {
+    if (core_ != nullptr) core_->SetInitialised(done);
+  }
 
   // --- Writes: each is atomic with respect to a kill of the caller at any instruction.
   // Inserts, or replaces the value of an existing key.

@@ -84,6 +84,10 @@ class MapCore {
   absl::Status Check() const;
   absl::Status Sync() const;
   SharedMapInfo Info() const;
+  bool initialised() const { return Load(&Mut()->initialised) == kInitialisedMark; }
+  void SetInitialised(bool done) const {
+    Store(&Mut()->initialised, done ? kInitialisedMark : uint64_t{0});
+  }
 
   const std::string& name() const { return name_; }
   bool created() const { return created_; }
