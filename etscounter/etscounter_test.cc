@@ -211,13 +211,15 @@ TEST(EtscounterSharedTest, TheCountSurvivesARestartOfTheWholeApp) {
       << out.str();
 }
 
-// A program killed after its segment was made but before the counter initialised it: the next
-// one is told the table is new (the segment was never marked initialised), initialises it, and
-// counts from zero.
+// A program killed after the manager made its segment but before the counter initialised it
+// (the segment still says "not initialised", as the manager creates it): the next one is told
+// the table is new, initialises it, and counts from zero.
 TEST(EtscounterSharedTest, ASegmentLeftUninitialisedIsInitialisedAgain) {
   Segment segment;
   using Map = etsmgr::SharedMap<CounterKey, int64_t>;
-  ASSERT_TRUE(Map::Open(segment.name()).ok());
+  etsmgr::SharedMapOptions made_by_the_manager;
+  made_by_the_manager.create_uninitialised = true;
+  ASSERT_TRUE(Map::Open(segment.name(), made_by_the_manager).ok());
   std::ostringstream out;
   auto app =
       App::Start(out, {.shared_segment = segment.name(), .instance = segment.name()}).value();

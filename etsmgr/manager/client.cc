@@ -269,6 +269,10 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
                                                            kMaxSharedTableName, " bytes"));
           break;
         }
+        // A segment made here says "not initialised" from its first byte on, until the client
+        // has initialised it (below for a plain NewTable; after its init for ManagedTable::Open):
+        // a program killed between the two leaves a segment the next one initialises again.
+        if (shared) options.shared->map.create_uninitialised = true;
         if (!loaded) table = factory.create(std::move(options));
         if (!table.ok()) {
           result = absl::Status(
@@ -336,11 +340,11 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
     co_await self.Yield();
     if (result.ok() && result->created) result->table.core()->SetInitialised(true);
   }
-  // Shared storage: the segment's own mark, for the next program. ManagedTable::Open sets it
+  // Shared storage: the segment's own mark, for the next program. ManagedTable::Open clears it
   // after its init function returned OK; a plain NewTable caller is taken to have initialised
   // the table once it has it (as the in-process flag above).
-  if (result.ok() && result->created && !factory.caller_marks_initialised) {
-    result->table.core()->MarkStorageInitialised(true);
+  if (result.ok() && result->created) {
+    result->table.core()->MarkStorageInitialised(!factory.caller_marks_initialised);
   }
   co_return result;
 }

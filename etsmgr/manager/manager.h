@@ -30,9 +30,10 @@
 //   table was created (`created`), so a client initialises only then. A table with shared
 //   storage (TableOptions::shared, see table.h) whose segment a previous program left -- it died
 //   holding it: killed, crashed, or exited -- comes back with its data, mapped, not copied, and
-//   `created` false, once the segment was marked initialised (ManagedTable::Open marks it when
-//   its init function returned OK, a plain NewTable as it answers `created`); a segment whose
-//   program was killed before that comes back `created` again. While another live program holds
+//   `created` false -- unless the segment is one this manager made and its client had not
+//   initialised yet (a segment made here says so until ManagedTable::Open's init function
+//   returned OK, or a plain NewTable answered `created`): a program killed before that leaves
+//   it `created` for the next. A segment the manager did not make counts as initialised. While another live program holds
 //   the segment: AlreadyExists, naming its pid.
 //   Shared tables: the instance's directory of shared tables lives in a shared segment too
 //   (/dev/shm/etsmgr-directory-<inst>): NewTable records name -> segment there, Info() lists the

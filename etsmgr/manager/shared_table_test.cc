@@ -155,6 +155,38 @@ class SharedManagedTableTest : public ::testing::Test {
     close(fds[1]);
     ack_ = fds[0];
   }
+  // Forks a program whose client makes the shared table itself (Table::New with the shared
+  // options), puts kCounter = 42 in it, and, if `add`, hands it to the manager with AddTable;
+  // acknowledges -6 and waits to be killed.
+  void ForkFillerProgram(bool add) {
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    child_ = fork();
+    if (child_ == 0) {
+      close(fds[0]);
+      const int ack = fds[1];
+      std::unique_ptr<Node> node = Node::Create({.schedulers = 1}).value();
+      if (!StartManager(*node, inst_).ok()) _exit(3);
+      TableOptions options = options_;
+      Etsmgr mgr(inst_);
+      absl::StatusOr<Pid> client =
+          node->Spawn([ack, add, options, mgr](Process& self) -> Task<void> {
+            absl::StatusOr<IntTable> t = IntTable::New(options);
+            if (!t.ok() || !t->Insert(kCounter, 42).ok()) _exit(4);
+            if (add) {
+              absl::StatusOr<ManagedTableRef> r = co_await mgr.AddTable(self, "counter", t->any());
+              if (!r.ok()) _exit(6);
+            }
+            WriteValue(ack, -6);
+            co_await self.Receive();  // Until killed.
+          });
+      if (!client.ok()) _exit(7);
+      pause();
+      _exit(0);
+    }
+    close(fds[1]);
+    ack_ = fds[0];
+  }
   void KillProgram() {
     ASSERT_EQ(kill(child_, SIGKILL), 0);
     int status = 0;
@@ -282,6 +314,23 @@ TEST_F(SharedManagedTableTest, AnOpenWhoseInitReturnedLeavesAFilledTable) {
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);  // Open returned: created.
   KillProgram();
   EXPECT_EQ(NewTableHere(), "created=0 value=100");
+}
+
+// A shared table the manager did not create (AddTable of the client's own table, or a table
+// made with Table::New and never managed) comes back filled, not "created": only a segment the
+// manager made and its client had not yet initialised is handed out as new.
+TEST_F(SharedManagedTableTest, AnAddedSharedTableComesBackFilled) {
+  ForkFillerProgram(/*add=*/true);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -6);
+  KillProgram();
+  EXPECT_EQ(NewTableHere(), "created=0 value=42");
+}
+
+TEST_F(SharedManagedTableTest, ASegmentFilledOutsideTheManagerComesBackFilled) {
+  ForkFillerProgram(/*add=*/false);
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -6);
+  KillProgram();
+  EXPECT_EQ(NewTableHere(), "created=0 value=42");
 }
 
 // Program after program is killed at a seeded point of its stream of update_counter calls: each

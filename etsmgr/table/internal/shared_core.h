@@ -56,7 +56,9 @@ class SharedCore final : public TypedCore<K, V> {
 
   bool storage_existed() const override { return !map_.created(); }
   bool storage_initialised() const override { return map_.initialised(); }
-  void MarkStorageInitialised(bool done) override { map_.SetInitialised(done); }
+  void MarkStorageInitialised(bool done) override {
+    if (!this->deleted()) map_.SetInitialised(done);  // (A deleted table's claim is gone.)
+  }
   std::string storage_description() const override {
     absl::StatusOr<SharedMapInfo> info = map_.Info();
     return absl::StrCat("shared segment ", info.ok() ? info->path : segment_);

@@ -262,6 +262,22 @@ TEST_F(BadSegmentTest, CorruptedSlotsAndCountsFailCheck) {
   EXPECT_THAT(st.message(), HasSubstr("hash"));
 }
 
+// The initialised mark: only the exact pending value means "not initialised" (a damaged word
+// never makes a filled segment look new), and Check() names a damaged one.
+TEST_F(BadSegmentTest, CorruptedInitialisedMark) {
+  Populate();
+  Write<uint64_t>(kMutableOffset + offsetof(MutableHeader, init_pending), 0xdead);
+  absl::StatusOr<IntMap> m = IntMap::Open("m", options_);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE(m->initialised());
+  absl::Status st = m->Check();
+  EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
+  EXPECT_THAT(st.message(), HasSubstr("initialised mark"));
+  m->SetInitialised(false);
+  EXPECT_FALSE(m->initialised());
+  EXPECT_TRUE(m->Check().ok());
+}
+
 TEST_F(BadSegmentTest, CorruptedIntentRecord) {
   Populate();
   Write<uint64_t>(ShardOffset(3) + offsetof(ShardHeader, intent_state), 77);

@@ -85,8 +85,10 @@ class CrashTest : public ::testing::Test {
 
   // Sweeps every crash point of `op` (applied to a map prepared by `setup`), and for each, every
   // crash point of the first re-open (the repair): the map is `before` or `after`, never else.
+  // `min_points`: an op that rewrites one word in place (a replace or update_counter of an
+  // int64 value) has a single point, after its store; every other write has at least four.
   void SweepOp(const std::string& what, const std::function<void(IntMap&)>& setup,
-               const std::function<bool(IntMap&)>& op) {
+               const std::function<bool(IntMap&)>& op, int min_points = 4) {
     List before;
     List after;
     {
@@ -132,7 +134,7 @@ class CrashTest : public ::testing::Test {
       EXPECT_TRUE(now == before || now == after)
           << what << " killed at crash point " << n << ": neither before nor after";
     }
-    EXPECT_GE(points, 4) << what;
+    EXPECT_GE(points, min_points) << what;
     RecordProperty(what, points);
   }
 
@@ -167,9 +169,12 @@ TEST_F(CrashTest, EveryPointOfEveryWrite) {
   SweepOp(
       "insert (first of its shard)", [](IntMap&) {}, [](IntMap& m) { return m.Insert(1, 1).ok(); });
   SweepOp("insert", few, [](IntMap& m) { return m.Insert(100, 1).ok(); });
-  SweepOp("replace", few, [](IntMap& m) { return m.Insert(3, -3).ok(); });
+  SweepOp(
+      "replace", few, [](IntMap& m) { return m.Insert(3, -3).ok(); }, /*min_points=*/1);
   SweepOp("insert_new", few, [](IntMap& m) { return m.InsertNew(101, 7).value_or(false); });
-  SweepOp("update_counter", few, [](IntMap& m) { return m.UpdateCounter(2, 5).ok(); });
+  SweepOp(
+      "update_counter", few, [](IntMap& m) { return m.UpdateCounter(2, 5).ok(); },
+      /*min_points=*/1);
   SweepOp("update_counter default", few,
           [](IntMap& m) { return m.UpdateCounter(102, 5, {.default_value = 1}).ok(); });
   SweepOp("erase", few, [](IntMap& m) { return m.Erase(4).ok(); });

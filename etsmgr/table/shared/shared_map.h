@@ -129,9 +129,10 @@ class SharedMap {
 
   bool valid() const { return core_ != nullptr; }
   bool created() const { return core_ != nullptr && core_->created(); }
-  // The user's "initialised" mark, kept in the segment: false in a new segment until
-  // SetInitialised(true). A program that creates a segment and fills it sets the mark when done,
-  // so the next program can tell a segment that was filled from one whose filler was killed
+  // The user's "initialised" mark, kept in the segment: true unless someone called
+  // SetInitialised(false) and not yet SetInitialised(true). A program that creates a segment
+  // and must fill it before it counts calls SetInitialised(false) first and SetInitialised(true)
+  // when done, so the next program can tell a filled segment from one whose filler was killed
   // half-way (created() is false for both). One atomic store; survives what the data survives.
   bool initialised() const { return core_ != nullptr && core_->initialised(); }
   void SetInitialised(bool done) const {

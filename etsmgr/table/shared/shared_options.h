@@ -28,6 +28,10 @@ struct SharedMapOptions {
   // that much address space, no memory; 1 MiB..1 TiB).
   uint32_t shards = 64;
   uint64_t max_bytes = uint64_t{16} << 30;
+  // At creation only: the new segment starts with its initialised mark false
+  // (SharedMap::initialised), in the same step as its creation, so a program killed before it
+  // filled the segment and called SetInitialised(true) leaves a segment that says so.
+  bool create_uninitialised = false;
   // How long an operation waits for a lock held by a live process before DeadlineExceeded (a
   // lock held by a dead process is repaired at once, whatever this says).
   absl::Duration lock_timeout = absl::Seconds(5);

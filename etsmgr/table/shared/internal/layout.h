@@ -33,7 +33,7 @@ inline void StoreRelaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATO
 
 // --- Constants of format version 1.
 inline constexpr uint64_t kMagic = 0x3156534752474d45ULL;  // "EMGRGSV1" little-endian
-inline constexpr uint32_t kFormatVersion = 2;              // 2: MutableHeader::initialised
+inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr uint64_t kPageBytes = 4096;
 inline constexpr uint64_t kHeaderBytes = kPageBytes;
 inline constexpr uint64_t kShardsOffset = kHeaderBytes;
@@ -152,11 +152,12 @@ struct alignas(64) MutableHeader {
   uint64_t clears_completed;
   uint64_t log_rollbacks;
   uint64_t regions_reclaimed;
-  // The user's mark (SharedMap::SetInitialised): 0 in a new segment, kInitialisedMark once its
-  // first user finished filling it. One aligned store: a kill leaves it before or after.
-  alignas(64) uint64_t initialised;
+  // The user's mark (SharedMap::SetInitialised): kInitPendingMark while a filler that said so
+  // has not finished; 0 otherwise (a new segment, and every segment of a build before the mark:
+  // these bytes were zero). One aligned store: a kill leaves it before or after.
+  alignas(64) uint64_t init_pending;
 };
-inline constexpr uint64_t kInitialisedMark = 0x494e4954;  // "INIT"
+inline constexpr uint64_t kInitPendingMark = 0x50454e44494e4954;  // "TINIDNEP"
 
 inline constexpr uint64_t kMutableOffset = 1024;
 static_assert(sizeof(ImmutableHeader) <= kMutableOffset);

@@ -636,6 +636,9 @@ absl::Status MapCore::CheckLocked() const {
     return Corrupt("the header's checksum no longer matches its immutable fields");
   }
   MutableHeader* m = Mut();
+  if (const uint64_t mark = Load(&m->init_pending); mark != 0 && mark != kInitPendingMark) {
+    return Corrupt(absl::StrCat("the initialised mark holds ", mark));
+  }
   const uint64_t file_size = Load(&m->file_size);
   const uint64_t alloc_end = Load(&m->alloc_end);
   if (file_size > max_bytes_ || alloc_end > file_size || alloc_end < data_offset_ ||
@@ -911,6 +914,7 @@ absl::StatusOr<bool> CreateSegment(int dirfd, const std::string& name,
   InitRobustMutex(&m->lock);
   m->file_size = file_size;
   m->alloc_end = data_offset;
+  m->init_pending = options.create_uninitialised ? kInitPendingMark : 0;
   for (uint32_t s = 0; s < options.shards; ++s) {
     InitRobustMutex(&reinterpret_cast<ShardHeader*>(base + kShardsOffset + s * stride)->lock);
   }

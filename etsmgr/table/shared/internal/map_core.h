@@ -84,9 +84,11 @@ class MapCore {
   absl::Status Check() const;
   absl::Status Sync() const;
   SharedMapInfo Info() const;
-  bool initialised() const { return Load(&Mut()->initialised) == kInitialisedMark; }
+  // Only the exact pending mark means "not initialised": a damaged word never makes a filled
+  // segment look empty (Check() reports it).
+  bool initialised() const { return Load(&Mut()->init_pending) != kInitPendingMark; }
   void SetInitialised(bool done) const {
-    Store(&Mut()->initialised, done ? kInitialisedMark : uint64_t{0});
+    Store(&Mut()->init_pending, done ? uint64_t{0} : kInitPendingMark);
   }
 
   const std::string& name() const { return name_; }
@@ -383,6 +385,14 @@ absl::Status MapCore::Mutate(const uint64_t* key, const char* what, Decide&& dec
 
   if (found != kNone) {  // replace the value
     uint64_t* slot = r.slots + found * kSW;
+    if constexpr (VW == 1) {
+      // One aligned word: the store itself is atomic, for a kill (done or not) and for readers
+      // (the key stays, so a reader sees the old value or the new one), and the counts do not
+      // change. No intent, no odd sequence: a counter update is a lock, a probe and a store.
+      Store(slot + 1 + KW, next[0]);
+      CrashPoint(Crash::kSlotWritten);
+      return absl::OkStatus();
+    }
     BeginSlotOp<kSW>(sh, r, found);
     for (size_t j = 0; j < VW; ++j) {
       if constexpr (VW > 1) {
