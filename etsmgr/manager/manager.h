@@ -33,9 +33,9 @@
 //   `created` false -- unless the segment is one this manager made and its client had not
 //   initialised yet (a segment made here says so until ManagedTable::Open's init function
 //   returned OK, or a plain NewTable answered `created`): a program killed before that leaves
-//   it `created` for the next. A segment the manager did not make counts as initialised. While another live program holds
-//   the segment: AlreadyExists, naming its pid.
-//   Shared tables: the instance's directory of shared tables lives in a shared segment too
+//   it `created` for the next. A segment the manager did not make counts as initialised. While
+//   another live program holds the segment: AlreadyExists, naming its pid. Shared tables: the
+//   instance's directory of shared tables lives in a shared segment too
 //   (/dev/shm/etsmgr-directory-<inst>): NewTable records name -> segment there, Info() lists the
 //   records (`shared_tables`, with whether a live program holds each), and DelTable of a name
 //   only that directory knows (a dead program's table nobody asked for again) removes the segment
