@@ -29,8 +29,8 @@ constexpr char kUsage[] =
     "  --shards=N                shard processes, each owning a managed table (0: one per\n"
     "                            scheduler)\n"
     "  --schedulers=N            scheduler threads (0: one per core)\n"
-    "  --backend=epoll|io_uring|auto   (epoll: measured ~2x faster than io_uring for this\n"
-    "                            request/response load; auto prefers io_uring)\n"
+    "  --backend=auto|io_uring|epoll   (auto: io_uring where the kernel allows it,\n"
+    "                            else epoll)\n"
     "  --maxclients=N            live connections before new ones are refused (10000)\n"
     "  --timeout=SECONDS         close a connection idle this long (0: never)\n"
     "  --proto-max-bulk-len=N    largest bulk string in a request, bytes (536870912)\n"
@@ -59,9 +59,6 @@ int main(int argc, char** argv) {
   etsredis::ServerOptions options;
   options.listen.port = 6379;
   etsmgr::RuntimeOptions runtime;
-  // epoll by default: on this workload (small requests and replies on many sockets) the
-  // executor's io_uring path measured about half epoll's throughput (etsredis_benchmark).
-  runtime.backend = etsmgr::BackendPreference::kEpoll;
   etsmgr::LogLevel level = etsmgr::LogLevel::kNotice;
   absl::Duration kill_every = absl::ZeroDuration();
   for (int i = 1; i < argc; ++i) {

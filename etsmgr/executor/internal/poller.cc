@@ -128,7 +128,11 @@ class UringPoller final : public IoPoller {
     absl::StatusOr<EventFd> efd = EventFd::Create();
     if (!efd.ok()) return efd.status();
     auto poller = std::unique_ptr<UringPoller>(new UringPoller(std::move(*efd)));
-    int rc = io_uring_queue_init(kEntries, &poller->ring_, 0);
+    // Completions wait for this thread's next entry into the kernel (COOP_TASKRUN) instead of
+    // interrupting whatever it runs; TASKRUN_FLAG says when some are waiting (Reap enters).
+    int rc = io_uring_queue_init(kEntries, &poller->ring_,
+                                 IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
+    if (rc == -EINVAL) rc = io_uring_queue_init(kEntries, &poller->ring_, 0);  // before 5.19
     if (rc < 0) return ErrnoToStatus(-rc, "io_uring_queue_init");
     poller->ring_ready_ = true;
     return std::unique_ptr<Poller>(std::move(poller));
@@ -273,13 +277,18 @@ class UringPoller final : public IoPoller {
   size_t Reap() override {
     size_t n = DeliverDeferred();
     FlushPending();
-    if (io_uring_sq_ready(&ring_) > 0) io_uring_submit(&ring_);
+    if (io_uring_sq_ready(&ring_) > 0) {
+      io_uring_submit(&ring_);
+    } else if (TaskRunPending()) {
+      io_uring_get_events(&ring_);
+    }
     n += ProcessCqes();
     return n + DeliverDeferred();
   }
 
   bool HasCompletions() const override {
-    return HasDeferred() || io_uring_cq_ready(const_cast<io_uring*>(&ring_)) > 0;
+    return HasDeferred() || io_uring_cq_ready(const_cast<io_uring*>(&ring_)) > 0 ||
+           TaskRunPending();
   }
 
  private:
@@ -288,6 +297,11 @@ class UringPoller final : public IoPoller {
   static constexpr uint64_t kCancelTag = 2;
 
   explicit UringPoller(EventFd efd) : efd_(std::move(efd)) {}
+
+  // Completions the kernel holds until this thread enters it (IORING_SETUP_TASKRUN_FLAG).
+  bool TaskRunPending() const {
+    return (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN) != 0;
+  }
 
   io_uring_sqe* GetSqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
