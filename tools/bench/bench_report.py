@@ -148,8 +148,10 @@ def fmt(value, unit=""):
         text = "%.3gM" % (value / 1e6)
     elif abs(value) >= 1e4:
         text = "%.3gk" % (value / 1e3)
+    elif abs(value) >= 1e3:
+        text = "%.0f" % value
     else:
-        text = "%.4g" % value
+        text = "%.3g" % value
     if unit in ("x", "/s"):
         return text + unit
     return text + (" " + unit if unit else "")
