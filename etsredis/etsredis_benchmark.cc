@@ -14,6 +14,10 @@
 //   lost: etsredis:server_test checks that under the same kind of load)
 // The load generator shares this machine's cores with the server, as on any 2-vCPU box: one
 // scheduler leaves it a core. Run it on a quiet machine. --smoke: 2,000 requests, no judgement.
+// --report_json=FILE also writes every figure as JSON (tools/bench.sh reads it):
+//   {"binary": "etsredis_benchmark", "requests": N, "smoke": false, "results": [{"server",
+//    "pipeline", "test", "rps", "p50_ms", "p99_ms", "rps_ratio", "p99_ratio"}, ...]}
+// with the ratios to redis-server (no persistence) as printed.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -26,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <string>
@@ -127,15 +132,18 @@ Results Benchmark(int port, int requests, int pipeline) {
 int main(int argc, char** argv) {
   int requests = 1'000'000;
   bool smoke = false;
+  std::string report_json;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--smoke") {
       smoke = true;
       requests = 2000;
+    } else if (a.rfind("--report_json=", 0) == 0 && a.size() > 14) {
+      report_json = a.substr(14);
     } else if (a.rfind("--requests=", 0) == 0 && absl::SimpleAtoi(a.substr(11), &requests) &&
                requests > 0) {
     } else {
-      std::cerr << "usage: etsredis_benchmark [--requests=N] [--smoke]\n";
+      std::cerr << "usage: etsredis_benchmark [--requests=N] [--smoke] [--report_json=FILE]\n";
       return 2;
     }
   }
@@ -201,6 +209,7 @@ int main(int argc, char** argv) {
       "redis-benchmark -c 50 -n %d, one run; ratios to redis-server (no persistence): throughput "
       "(target >= 1.00x) and p99 (target <= 1.00x)\n",
       requests);
+  std::string json;  // The "results" array's elements.
   for (int pipeline : {16, 1}) {
     std::cout << absl::StrFormat("\n-P %d\n%-58s %-11s %12s %8s %8s %8s %8s\n", pipeline, "server",
                                  "test", "requests/s", "p50 ms", "p99 ms", "rps x", "p99 x");
@@ -215,9 +224,27 @@ int main(int argc, char** argv) {
         double px = b != base.end() && b->second.p99 > 0 ? it->second.p99 / b->second.p99 : 0;
         std::cout << absl::StrFormat("%-58s %-11s %12.0f %8.3f %8.3f %7.2fx %7.2fx\n", s.name, t,
                                      it->second.rps, it->second.p50, it->second.p99, rx, px);
+        absl::StrAppend(&json, json.empty() ? "\n" : ",\n",
+                        absl::StrFormat("    {\"server\": \"%s\", \"pipeline\": %d, \"test\": "
+                                        "\"%s\", \"rps\": %.6g, \"p50_ms\": %.6g, \"p99_ms\": "
+                                        "%.6g, \"rps_ratio\": %.6g, \"p99_ratio\": %.6g}",
+                                        s.name, pipeline, t, it->second.rps, it->second.p50,
+                                        it->second.p99, rx, px));
       }
     }
   }
   if (smoke) std::cout << "\n(--smoke: tiny runs, figures not meaningful)\n";
+  if (!report_json.empty()) {
+    std::ofstream out(report_json);
+    out << absl::StrFormat(
+        "{\n  \"binary\": \"etsredis_benchmark\",\n  \"requests\": %d,\n  \"smoke\": %s,\n  "
+        "\"results\": [%s\n  ]\n}\n",
+        requests, smoke ? "true" : "false", json);
+    out.close();
+    if (!out) {
+      std::cerr << "cannot write " << report_json << "\n";
+      ++failures;
+    }
+  }
   return failures == 0 ? 0 : 1;
 }

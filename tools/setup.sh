@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing etsmgr needs, and only what is missing.
 #
+#   tools/setup.sh                 what the build and the test command need
+#   tools/setup.sh --bench         also what tools/bench.sh needs (python3-matplotlib for plots)
+#   tools/setup.sh --bench --otp   also Erlang/OTP (erlang-base: erl, erlc) for bench.sh --with-otp
+#
 # Idempotent: a second run installs nothing and takes about a second.
 # Debian packages come from apt (Bazel 4.2.3 from bazel-bootstrap, Abseil, GoogleTest, Benchmark,
 # liburing, hiredis and the Redis tools for etsredis, clang-14 for the clang/fuzz configs,
@@ -24,13 +28,27 @@ DEBIAN_PACKAGES=(
   clang-format
   python3
 )
+BENCH_PACKAGES=(python3-matplotlib)
+OTP_PACKAGES=(erlang-base)
 BUILDIFIER_VERSION=8.2.1
 TOOLS_CACHE="${ETSMGR_TOOLS_CACHE:-${HOME}/.cache/etsmgr-tools}"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
+packages=("${DEBIAN_PACKAGES[@]}")
+for arg in "$@"; do
+  case "${arg}" in
+    --bench) packages+=("${BENCH_PACKAGES[@]}") ;;
+    --otp) packages+=("${OTP_PACKAGES[@]}") ;;
+    *)
+      log "unknown option ${arg} (use --bench, --otp)"
+      exit 2
+      ;;
+  esac
+done
+
 missing=()
-for pkg in "${DEBIAN_PACKAGES[@]}"; do
+for pkg in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("${pkg}")
   fi

@@ -96,6 +96,10 @@ void BM_RecoveryAfterOwnerKill(benchmark::State& state) {
   }
   state.counters["p50_us"] = bench::Percentile(latencies, 0.5) / 1e3;
   state.counters["p99_us"] = bench::Percentile(latencies, 0.99) / 1e3;
+  // For the bench report's latency distribution (--samples_dir).
+  if (!bench::WriteSamples("recovery_after_owner_kill_ns", latencies)) {
+    state.SkipWithError("cannot write the recovery samples");
+  }
 }
 BENCHMARK(BM_RecoveryAfterOwnerKill)->Iterations(1)->Unit(benchmark::kMillisecond);
 

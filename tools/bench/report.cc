@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "benchmark/benchmark.h"
@@ -25,11 +27,17 @@ namespace {
 // Set in a run started by --benchmark_repetitions: where it writes its figures for the parent.
 constexpr char kResultsEnv[] = "ETSMGR_BENCH_RESULTS";
 constexpr char kRepetitionsFlag[] = "--benchmark_repetitions=";
+constexpr char kReportJsonFlag[] = "--report_json=";
+constexpr char kSamplesDirFlag[] = "--samples_dir=";
 
 bool g_smoke = false;
+std::string g_samples_dir;
+std::string g_binary;  // argv[0]'s last component.
 
 // Benchmark name -> counter -> value.
 using Figures = std::map<std::string, std::map<std::string, double>>;
+// Benchmark name -> counter -> its value in each run that has it.
+using Runs = std::map<std::string, std::map<std::string, std::vector<double>>>;
 
 // Forwards to the console reporter and keeps every run for the target table, and every error.
 class CapturingReporter final : public benchmark::ConsoleReporter {
@@ -111,29 +119,41 @@ Figures ReadFigures(const std::string& path) {
   return figures;
 }
 
-// Each figure's median over the runs that have it (the lower middle for an even count).
-Figures Median(const std::vector<Figures>& runs) {
-  std::map<std::string, std::map<std::string, std::vector<double>>> all;
+Runs Collect(const std::vector<Figures>& runs) {
+  Runs all;
   for (const Figures& run : runs) {
     for (const auto& [name, values] : run) {
       for (const auto& [counter, value] : values) all[name][counter].push_back(value);
     }
   }
-  Figures median;
   for (auto& [name, counters] : all) {
-    for (auto& [counter, values] : counters) {
-      std::sort(values.begin(), values.end());
-      median[name][counter] = values[(values.size() - 1) / 2];
-    }
+    for (auto& [counter, values] : counters) std::sort(values.begin(), values.end());
+  }
+  return all;
+}
+
+// The median of sorted `values` (the lower middle for an even count).
+double MedianOf(const std::vector<double>& values) { return values[(values.size() - 1) / 2]; }
+
+// Each figure's median over the runs that have it.
+Figures Median(const Runs& runs) {
+  Figures median;
+  for (const auto& [name, counters] : runs) {
+    for (const auto& [counter, values] : counters) median[name][counter] = MedianOf(values);
   }
   return median;
 }
 
-void PrintTable(const Figures& figures, const std::vector<Target>& targets, bool judge,
-                const std::string& note) {
-  std::printf("\n%-72s %14s %14s %8s  %s\n", "figure", "measured", "target", "ratio", "verdict");
-  int met = 0;
-  int missed = 0;
+// A target's figure as measured: one per benchmark the target's pattern matches.
+struct Row {
+  const Target* target;
+  std::string name;  // Empty: no benchmark gave the figure.
+  double value = 0;
+  double ratio = 0;
+};
+
+std::vector<Row> Rows(const Figures& figures, const std::vector<Target>& targets) {
+  std::vector<Row> rows;
   for (const Target& t : targets) {
     bool found = false;
     for (const auto& [name, values] : figures) {
@@ -143,31 +163,126 @@ void PrintTable(const Figures& figures, const std::vector<Target>& targets, bool
       found = true;
       double value = it->second;
       double ratio = t.better == Better::kHigher ? value / t.target : t.target / value;
-      bool ok = ratio >= 1.0;
-      if (judge) (ok ? met : missed)++;
-      std::string label = absl::StrFormat("%s [%s]", t.what, name);
-      std::printf(
-          "%-72s %14s %14s %7.2fx  %s\n", label.c_str(),
-          absl::StrFormat("%.4g %s", value, t.unit).c_str(),
-          absl::StrFormat("%s %.4g", t.better == Better::kHigher ? ">=" : "<=", t.target).c_str(),
-          ratio,
-          !judge ? "-"
-          : ok   ? "MET"
-                 : "MISSED");
+      rows.push_back({&t, name, value, ratio});
     }
-    if (!found) {
+    if (!found) rows.push_back({&t, "", 0, 0});
+  }
+  return rows;
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// A finite number, or null (JSON has no inf or nan).
+std::string JsonNumber(double v) {
+  return std::isfinite(v) ? absl::StrFormat("%.17g", v) : std::string("null");
+}
+
+// "measured", "min", "max", "rel_stddev" and "runs" of one figure's values (sorted).
+std::string JsonSpread(const std::vector<double>& values) {
+  double mean = 0;
+  for (double v : values) mean += v;
+  mean /= static_cast<double>(values.size());
+  double var = 0;
+  for (double v : values) var += (v - mean) * (v - mean);
+  var /= static_cast<double>(values.size());
+  std::string runs;
+  for (double v : values) absl::StrAppend(&runs, runs.empty() ? "" : ", ", JsonNumber(v));
+  return absl::StrFormat(
+      "\"measured\": %s, \"min\": %s, \"max\": %s, \"rel_stddev\": %s, \"runs\": [%s]",
+      JsonNumber(MedianOf(values)), JsonNumber(values.front()), JsonNumber(values.back()),
+      JsonNumber(mean != 0 ? std::sqrt(var) / std::fabs(mean) : 0), runs);
+}
+
+// The figure table (as PrintTable prints it) and every counter of every benchmark, each with the
+// spread of its runs, as JSON (see report.h). False when the file cannot be written.
+bool WriteJson(const std::string& path, const Runs& runs, const std::vector<Target>& targets,
+               int repetitions, bool judge) {
+  std::string out = absl::StrFormat(
+      "{\n  \"binary\": %s,\n  \"repetitions\": %d,\n  \"smoke\": %s,\n  \"figures\": [",
+      JsonString(g_binary), repetitions, g_smoke ? "true" : "false");
+  bool first = true;
+  for (const Row& row : Rows(Median(runs), targets)) {
+    const Target& t = *row.target;
+    absl::StrAppend(&out, first ? "\n" : ",\n",
+                    "    {\"benchmark\": ", JsonString(row.name.empty() ? t.benchmark : row.name),
+                    ", \"counter\": ", JsonString(t.counter), ", \"what\": ", JsonString(t.what),
+                    ", \"unit\": ", JsonString(t.unit),
+                    ", \"better\": ", JsonString(t.better == Better::kHigher ? "higher" : "lower"),
+                    ", \"target\": ", JsonNumber(t.target), ", ");
+    first = false;
+    if (row.name.empty()) {
+      absl::StrAppend(&out, "\"measured\": null, \"ratio\": null, \"met\": null}");
+      continue;
+    }
+    absl::StrAppend(&out, JsonSpread(runs.at(row.name).at(t.counter)),
+                    ", \"ratio\": ", JsonNumber(row.ratio),
+                    ", \"met\": ", !judge ? "null" : (row.ratio >= 1.0 ? "true" : "false"), "}");
+  }
+  absl::StrAppend(&out, "\n  ],\n  \"measurements\": [");
+  first = true;
+  for (const auto& [name, counters] : runs) {
+    for (const auto& [counter, values] : counters) {
+      absl::StrAppend(&out, first ? "\n" : ",\n", "    {\"benchmark\": ", JsonString(name),
+                      ", \"counter\": ", JsonString(counter), ", ", JsonSpread(values), "}");
+      first = false;
+    }
+  }
+  absl::StrAppend(&out, "\n  ]\n}\n");
+  std::ofstream file(path);
+  file << out;
+  file.close();
+  if (!file) std::printf("cannot write %s\n", path.c_str());
+  return static_cast<bool>(file);
+}
+
+void PrintTable(const Figures& figures, const std::vector<Target>& targets, bool judge,
+                const std::string& note) {
+  std::printf("\n%-72s %14s %14s %8s  %s\n", "figure", "measured", "target", "ratio", "verdict");
+  int met = 0;
+  int missed = 0;
+  for (const Row& row : Rows(figures, targets)) {
+    const Target& t = *row.target;
+    if (row.name.empty()) {
       std::printf("%-72s %14s %14s %8s  %s\n", t.what.c_str(), "-",
                   absl::StrFormat("%.4g", t.target).c_str(), "-", "NOT RUN");
+      continue;
     }
+    bool ok = row.ratio >= 1.0;
+    if (judge) (ok ? met : missed)++;
+    std::string label = absl::StrFormat("%s [%s]", t.what, row.name);
+    std::printf(
+        "%-72s %14s %14s %7.2fx  %s\n", label.c_str(),
+        absl::StrFormat("%.4g %s", row.value, t.unit).c_str(),
+        absl::StrFormat("%s %.4g", t.better == Better::kHigher ? ">=" : "<=", t.target).c_str(),
+        row.ratio,
+        !judge ? "-"
+        : ok   ? "MET"
+               : "MISSED");
   }
   if (!note.empty()) std::printf("%s\n", note.c_str());
   if (judge) std::printf("targets: %d met, %d missed\n", met, missed);
 }
 
 // --benchmark_repetitions=N: N runs of the whole binary, each in a fresh process; the median of
-// each figure is judged. Non-zero when a run failed.
-int RunInFreshProcesses(const std::vector<std::string>& args, int runs,
-                        const std::vector<Target>& targets) {
+// each figure is judged (a smoke run's children are smoke runs and nothing is judged). Non-zero
+// when a run failed.
+int RunInFreshProcesses(std::vector<std::string> args, int runs, const std::vector<Target>& targets,
+                        const std::string& report_json) {
+  if (g_smoke) args.push_back("--smoke");
+  if (!g_samples_dir.empty()) args.push_back(kSamplesDirFlag + g_samples_dir);
   std::vector<Figures> results;
   bool failed = false;
   const char* tmp = std::getenv("TMPDIR");
@@ -199,8 +314,11 @@ int RunInFreshProcesses(const std::vector<std::string>& args, int runs,
     results.push_back(ReadFigures(path));
     unlink(path.c_str());
   }
-  PrintTable(Median(results), targets, /*judge=*/true,
-             absl::StrFormat("each figure: the median of %d runs, each in a fresh process", runs));
+  Runs all = Collect(results);
+  PrintTable(Median(all), targets, /*judge=*/!g_smoke,
+             absl::StrFormat("each figure: the median of %d %sruns, each in a fresh process", runs,
+                             g_smoke ? "smoke " : ""));
+  if (!report_json.empty() && !WriteJson(report_json, all, targets, runs, !g_smoke)) failed = true;
   return failed ? 1 : 0;
 }
 
@@ -217,14 +335,30 @@ void EnableSmoke() { g_smoke = true; }
 
 int64_t Scaled(int64_t full, int64_t smoke) { return g_smoke ? smoke : full; }
 
+bool WriteSamples(const std::string& name, const std::vector<int64_t>& samples) {
+  if (g_samples_dir.empty()) return true;
+  std::string path = absl::StrCat(g_samples_dir, "/", name, ".samples");
+  std::ofstream out(path, std::ios::app);
+  for (int64_t v : samples) out << v << '\n';
+  out.close();
+  if (!out) std::printf("cannot write %s\n", path.c_str());
+  return static_cast<bool>(out);
+}
+
 int RunWithTargets(int argc, char** argv, const std::vector<Target>& targets) {
   SetMinLogLevel(LogLevel::kError);
   std::vector<std::string> args;
   int repetitions = 1;
+  std::string report_json;
+  if (argc > 0) g_binary = std::string(argv[0]).substr(std::string(argv[0]).rfind('/') + 1);
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
     if (i > 0 && arg == "--smoke") {
       g_smoke = true;
+    } else if (i > 0 && absl::StartsWith(arg, kReportJsonFlag)) {
+      report_json = arg.substr(sizeof(kReportJsonFlag) - 1);
+    } else if (i > 0 && absl::StartsWith(arg, kSamplesDirFlag)) {
+      g_samples_dir = arg.substr(sizeof(kSamplesDirFlag) - 1);
     } else if (i > 0 && absl::StartsWith(arg, kRepetitionsFlag) &&
                absl::SimpleAtoi(arg.substr(sizeof(kRepetitionsFlag) - 1), &repetitions)) {
       // Taken here: see RunInFreshProcesses.
@@ -233,8 +367,8 @@ int RunWithTargets(int argc, char** argv, const std::vector<Target>& targets) {
     }
   }
   const char* results = std::getenv(kResultsEnv);
-  if (results == nullptr && !g_smoke && repetitions > 1) {
-    return RunInFreshProcesses(args, repetitions, targets);
+  if (results == nullptr && repetitions > 1) {
+    return RunInFreshProcesses(std::move(args), repetitions, targets, report_json);
   }
   if (g_smoke) args.push_back("--benchmark_min_time=0");  // One iteration each.
   Figures figures;
@@ -245,6 +379,9 @@ int RunWithTargets(int argc, char** argv, const std::vector<Target>& targets) {
                  ? "smoke run: one iteration each, workloads shrunk where a benchmark sizes them "
                    "with Scaled(), targets not judged"
                  : "");
+  if (!report_json.empty() && !WriteJson(report_json, Collect({figures}), targets, 1, !g_smoke)) {
+    return 1;
+  }
   return sane ? 0 : 1;
 }
 

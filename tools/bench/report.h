@@ -18,7 +18,22 @@
 //       (a benchmark that builds 100k tables or measures memory would otherwise measure a warm
 //       heap from the second run on), and judges the median of the N runs of each figure.
 //   --smoke  a quick check that every benchmark still runs and its sanity checks hold: workloads
-//       shrink (Scaled), each benchmark runs one iteration, and no target is judged.
+//       shrink (Scaled), each benchmark runs one iteration, and no target is judged. With
+//       --benchmark_repetitions=N it makes N such runs, each in a fresh process.
+//   --report_json=FILE  also writes the table as JSON (tools/bench.sh reads it):
+//         {"binary": "table_benchmark", "repetitions": 3, "smoke": false,
+//          "figures": [{"benchmark", "counter", "what", "unit", "better": "higher"|"lower",
+//                       "target", "measured", "min", "max", "rel_stddev", "runs": [...],
+//                       "ratio", "met"}, ...],
+//          "measurements": [{"benchmark", "counter", "measured", "min", "max", "rel_stddev",
+//                            "runs": [...]}, ...]}
+//       "figures" are the targets' rows as printed; "measurements" every counter of every
+//       benchmark (those without a target too). "measured" is the median of the runs, "runs" each
+//       run's value (sorted), "rel_stddev" their standard deviation over their mean. A target no
+//       benchmark gave has null "measured", "ratio" and "met"; "met" is null when nothing is
+//       judged (--smoke). Numbers that are not finite are null.
+//   --samples_dir=DIR  benchmarks that keep latency samples append them to DIR (WriteSamples);
+//       with repetitions, every run appends to the same files.
 //
 // Sanity checks: a benchmark reports a broken result with state.SkipWithError (or aborts); the
 // exit code is then non-zero. A missed target never changes the exit code: benchmarks report,
@@ -52,6 +67,10 @@ bool Smoke();
 int64_t Scaled(int64_t full, int64_t smoke);
 // Turns smoke mode on without RunWithTargets (a fresh child process of a smoke run).
 void EnableSmoke();
+
+// With --samples_dir=DIR, appends `samples` to DIR/<name>.samples, one per line; otherwise does
+// nothing. False when the file cannot be written. Call from the benchmark's thread after timing.
+bool WriteSamples(const std::string& name, const std::vector<int64_t>& samples);
 
 int RunWithTargets(int argc, char** argv, const std::vector<Target>& targets);
 
