@@ -28,6 +28,11 @@ constexpr char kUsage[] =
     "  --port=N                  TCP port (6379; 0: any free port, printed at start)\n"
     "  --shards=N                shard processes, each owning a managed table (0: one per\n"
     "                            scheduler)\n"
+    "  --shared=PREFIX           keep the keyspace in shared memory, /dev/shm/PREFIX-<i>-of-<n>:\n"
+    "                            it survives kill -9 of the server (keys <= 200 bytes, values\n"
+    "                            <= 1020 bytes)\n"
+    "  --instance=NAME           the table manager's instance (etsmgr; its directory of shared\n"
+    "                            tables is /dev/shm/etsmgr-directory-NAME)\n"
     "  --schedulers=N            scheduler threads (0: one per core)\n"
     "  --backend=auto|io_uring|epoll   (auto: io_uring where the kernel allows it,\n"
     "                            else epoll)\n"
@@ -72,6 +77,12 @@ int main(int argc, char** argv) {
     } else if (Flag(arg, "port", &v)) {
       if (!absl::SimpleAtoi(v, &n) || n > 65535) return Fail("--port: not a port: " + v);
       options.listen.port = static_cast<uint16_t>(n);
+    } else if (Flag(arg, "shared", &v)) {
+      if (v.empty()) return Fail("--shared: a segment name prefix, e.g. --shared=etsredis");
+      options.shared = v;
+    } else if (Flag(arg, "instance", &v)) {
+      if (v.empty()) return Fail("--instance: a name");
+      options.instance = v;
     } else if (Flag(arg, "shards", &v)) {
       if (!absl::SimpleAtoi(v, &n) || n > 1024) return Fail("--shards: 0 to 1024, not " + v);
       options.shards = static_cast<int>(n);
@@ -160,7 +171,7 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<std::unique_ptr<etsmgr::Node>> node = etsmgr::Node::Create(runtime);
   if (!node.ok()) return Fail(std::string(node.status().message()));
-  if (absl::Status st = etsmgr::StartManager(**node); !st.ok()) {
+  if (absl::Status st = etsmgr::StartManager(**node, options.instance); !st.ok()) {
     std::cerr << "etsredis: " << st << "\n";
     return 1;
   }

@@ -122,9 +122,70 @@ TEST(EtsredisMainTest, ServesAndStopsCleanlyOnSigterm) {
   }
 }
 
+// Starts etsredis with `args` and --port=0; the port it listens on, or -1.
+int StartListening(Child& c, const std::vector<std::string>& args) {
+  std::vector<std::string> all = args;
+  all.push_back("--port=0");
+  c = Start(all);
+  std::string out = ReadUntil(c.out, "\n");
+  const std::string prefix = "etsredis listening on 127.0.0.1:";
+  size_t at = out.find(prefix);
+  if (at == std::string::npos) return -1;
+  return std::stoi(out.substr(at + prefix.size()));
+}
+
+// --shared: the keyspace lives in shared-memory segments, so a kill -9 of the whole server loses
+// nothing acknowledged; the restarted server (same prefix, shard count, instance) has it all.
+TEST(EtsredisMainTest, TheSharedModeSurvivesAKillNineOfTheServer) {
+  const std::string name = absl::StrCat("etsredis-test-", ::getpid());
+  const std::vector<std::string> args = {"--shared=" + name, "--instance=" + name, "--shards=2",
+                                         "--log=warning"};
+  Child c;
+  int port = StartListening(c, args);
+  ASSERT_GT(port, 0) << ReadUntil(c.err, "\x01");
+  EXPECT_EQ(Cli(port, "SET greeting hello"), "OK\n");
+  for (int i = 1; i <= 3; ++i) EXPECT_EQ(Cli(port, "INCR hits"), absl::StrCat(i, "\n"));
+  // Bounded keys and values: a clear error, nothing stored.
+  EXPECT_NE(Cli(port, "SET " + std::string(201, 'k') + " v").find("at most 200 bytes per key"),
+            std::string::npos);
+  EXPECT_NE(Cli(port, "SET k " + std::string(1021, 'v')).find("at most 1020 bytes per value"),
+            std::string::npos);
+  EXPECT_EQ(Cli(port, "DBSIZE"), "2\n");
+  ASSERT_EQ(::kill(c.pid, SIGKILL), 0);
+  EXPECT_EQ(Wait(c.pid), 128 + SIGKILL);
+  ::close(c.out);
+  ::close(c.err);
+
+  Child again;
+  port = StartListening(again, args);
+  ASSERT_GT(port, 0) << ReadUntil(again.err, "\x01");
+  EXPECT_EQ(Cli(port, "GET greeting"), "hello\n");
+  EXPECT_EQ(Cli(port, "INCR hits"), "4\n");
+  EXPECT_EQ(Cli(port, "DBSIZE"), "2\n");
+  // A server with another shard count on those tables is refused (its keys would be misplaced).
+  Child other = Start({"--shared=" + name, "--instance=" + name, "--shards=3", "--port=0"});
+  EXPECT_NE(Wait(other.pid), 0);
+  EXPECT_NE(ReadUntil(other.err, "shard count").find("another shard count"), std::string::npos);
+  ::close(other.out);
+  ::close(other.err);
+  // FLUSHALL, a clean stop, and the segments go (the test leaves nothing in /dev/shm).
+  EXPECT_EQ(Cli(port, "FLUSHALL"), "OK\n");
+  ASSERT_EQ(::kill(again.pid, SIGTERM), 0);
+  EXPECT_EQ(Wait(again.pid), 0);
+  ::close(again.out);
+  ::close(again.err);
+  for (int i = 0; i < 2; ++i) {
+    const std::string segment = absl::StrCat(name, "-", i, "-of-2");
+    ::unlink(absl::StrCat("/dev/shm/", segment).c_str());
+    ::unlink(absl::StrCat("/dev/shm/.", segment, ".owner").c_str());
+  }
+  ::unlink(absl::StrCat("/dev/shm/etsmgr-directory-", name).c_str());
+  ::unlink(absl::StrCat("/dev/shm/.etsmgr-directory-", name, ".owner").c_str());
+}
+
 TEST(EtsredisMainTest, BadFlagsExitWithTheUsage) {
   for (const char* flag : {"--port=70000", "--shards=x", "--backend=kqueue", "--nope",
-                           "--max-request-buffer=10", "--log=loud"}) {
+                           "--shared=", "--max-request-buffer=10", "--log=loud"}) {
     SCOPED_TRACE(flag);
     Child c = Start({flag});
     EXPECT_EQ(Wait(c.pid), 2);

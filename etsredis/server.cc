@@ -24,9 +24,42 @@ using etsmgr::Message;
 using etsmgr::Pid;
 using etsmgr::Process;
 using etsmgr::Task;
-using StringTable = etsmgr::Table<std::string, std::string>;
 
 namespace {
+
+// How a shard's table stores keys and values: std::string on the heap, or (--shared) bounded
+// strings in a shared-memory segment, converted at the table's edge.
+struct HeapCodec {
+  using K = std::string;
+  using V = std::string;
+  static constexpr bool kShared = false;
+  static absl::StatusOr<K> Key(const std::string& key) { return key; }
+  static absl::StatusOr<V> Value(std::string value) { return value; }
+  static std::string Str(const V& v) { return v; }
+  static bool Assign(V& v, std::string s) {
+    v = std::move(s);
+    return true;
+  }
+};
+struct SharedCodec {
+  using K = SharedKey;
+  using V = SharedValue;
+  static constexpr bool kShared = true;
+  static absl::StatusOr<K> Key(const std::string& key) {
+    if (key.size() > K::kCapacity) return TooLong("key", key.size(), K::kCapacity);
+    return K::Make(key);
+  }
+  static absl::StatusOr<V> Value(const std::string& value) {
+    if (value.size() > V::kCapacity) return TooLong("value", value.size(), V::kCapacity);
+    return V::Make(value);
+  }
+  static std::string Str(const V& v) { return v.str(); }
+  static bool Assign(V& v, const std::string& s) { return v.Assign(s); }
+  static absl::Status TooLong(const char* what, size_t size, size_t limit) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " of ", size, " bytes: the shared mode ",
+                                                   "keeps at most ", limit, " bytes per ", what));
+  }
+};
 
 constexpr char kSupervisorName[] = "etsredis_sup";
 constexpr size_t kReadSize = 16 << 10;
@@ -113,41 +146,80 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& st) {
 
 // One connection's view of the keyspace: a handle per shard, refreshed when the shard
 // publishes a table again.
+template <typename Codec>
 class ConnectionKeyspace final : public Keyspace {
  public:
+  using K = typename Codec::K;
+  using V = typename Codec::V;
+  using ShardTable = etsmgr::Table<K, V>;
+
   explicit ConnectionKeyspace(ShardSet& shards)
       : shards_(shards), tables_(shards.size()), seen_(shards.size(), 0) {}
 
   absl::StatusOr<std::optional<std::string>> Get(const std::string& key) override {
-    return Run(key, [&](StringTable& t) { return t.Get(key); });
+    return RunKey(key,
+                  [&](ShardTable& t, const K& k) -> absl::StatusOr<std::optional<std::string>> {
+                    absl::StatusOr<std::optional<V>> v = t.Get(k);
+                    if (!v.ok()) return v.status();
+                    if (!v->has_value()) return std::optional<std::string>();
+                    return std::optional<std::string>(Codec::Str(**v));
+                  });
   }
   absl::Status Set(const std::string& key, std::string value) override {
-    return Run(key, [&](StringTable& t) { return t.Insert(key, value); });
+    absl::StatusOr<V> v = Codec::Value(std::move(value));
+    if (!v.ok()) return v.status();
+    return RunKey(key, [&](ShardTable& t, const K& k) { return t.Insert(k, *v); });
   }
   absl::StatusOr<bool> SetNew(const std::string& key, std::string value) override {
-    return Run(key, [&](StringTable& t) { return t.InsertNew(key, value); });
+    absl::StatusOr<V> v = Codec::Value(std::move(value));
+    if (!v.ok()) return v.status();
+    return RunKey(key, [&](ShardTable& t, const K& k) { return t.InsertNew(k, *v); });
   }
   absl::StatusOr<bool> Modify(const std::string& key, const std::function<void(std::string&)>& fn,
                               std::optional<std::string> if_absent) override {
-    return Run(key, [&](StringTable& t) -> absl::StatusOr<bool> {
-      if (if_absent.has_value()) return t.Update(key, fn, *if_absent);
-      return t.Update(key, fn);
+    std::optional<V> initial;
+    if (if_absent.has_value()) {
+      absl::StatusOr<V> v = Codec::Value(*std::move(if_absent));
+      if (!v.ok()) return v.status();
+      initial = *std::move(v);
+    }
+    bool too_long = false;
+    auto update = [&](V& v) {
+      if constexpr (Codec::kShared) {
+        std::string s = Codec::Str(v);
+        fn(s);
+        too_long = !Codec::Assign(v, s);  // (Then the value stays as it was.)
+      } else {
+        fn(v);
+      }
+    };
+    absl::StatusOr<bool> done = RunKey(key, [&](ShardTable& t, const K& k) -> absl::StatusOr<bool> {
+      if (initial.has_value()) return t.Update(k, update, *initial);
+      return t.Update(k, update);
     });
+    if constexpr (Codec::kShared) {
+      if (done.ok() && too_long) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the new value does not fit: the shared mode keeps at most ", V::kCapacity,
+                         " bytes per value"));
+      }
+    }
+    return done;
   }
   absl::StatusOr<bool> Erase(const std::string& key) override {
-    return Run(key, [&](StringTable& t) -> absl::StatusOr<bool> {
-      absl::StatusOr<size_t> n = t.Erase(key);
+    return RunKey(key, [&](ShardTable& t, const K& k) -> absl::StatusOr<bool> {
+      absl::StatusOr<size_t> n = t.Erase(k);
       if (!n.ok()) return n.status();
       return *n > 0;
     });
   }
   absl::StatusOr<bool> Exists(const std::string& key) override {
-    return Run(key, [&](StringTable& t) { return t.Member(key); });
+    return RunKey(key, [&](ShardTable& t, const K& k) { return t.Member(k); });
   }
   absl::StatusOr<size_t> Size() override {
     size_t total = 0;
     for (size_t i = 0; i < shards_.size(); ++i) {
-      absl::StatusOr<size_t> n = RunOn(i, [](StringTable& t) { return t.Size(); });
+      absl::StatusOr<size_t> n = RunOn(i, [](ShardTable& t) { return t.Size(); });
       if (!n.ok()) return n.status();
       total += *n;
     }
@@ -155,23 +227,28 @@ class ConnectionKeyspace final : public Keyspace {
   }
   absl::Status Clear() override {
     for (size_t i = 0; i < shards_.size(); ++i) {
-      absl::Status st = RunOn(i, [](StringTable& t) { return t.Clear(); });
+      absl::Status st = RunOn(i, [](ShardTable& t) { return t.Clear(); });
       if (!st.ok()) return st;
     }
     return absl::OkStatus();
   }
 
  private:
+  // Runs op(table, key in the table's type) on the key's shard. A key the table cannot hold
+  // (too long for the shared mode) is an error reply; no shard is touched.
   template <typename F>
-  auto Run(const std::string& key, F&& op) -> decltype(op(std::declval<StringTable&>())) {
-    return RunOn(ShardOf(key, shards_.size()), std::forward<F>(op));
+  auto RunKey(const std::string& key, F&& op)
+      -> decltype(op(std::declval<ShardTable&>(), std::declval<const K&>())) {
+    absl::StatusOr<K> k = Codec::Key(key);
+    if (!k.ok()) return k.status();
+    return RunOn(ShardOf(key, shards_.size()), [&](ShardTable& t) { return op(t, *k); });
   }
   // Runs `op` on the shard's table; on a failure, once more if the shard has published another
   // table meanwhile. A failure names the shard.
   template <typename F>
-  auto RunOn(size_t shard, F&& op) -> decltype(op(std::declval<StringTable&>())) {
+  auto RunOn(size_t shard, F&& op) -> decltype(op(std::declval<ShardTable&>())) {
     for (int attempt = 0;; ++attempt) {
-      StringTable* t = Table(shard);
+      ShardTable* t = Table(shard);
       if (t == nullptr) {
         return absl::UnavailableError(absl::StrCat("shard ", shard, " has no table yet"));
       }
@@ -185,30 +262,36 @@ class ConnectionKeyspace final : public Keyspace {
       }
     }
   }
-  StringTable* Table(size_t shard) {
+  ShardTable* Table(size_t shard) {
     uint64_t g = shards_.generation(shard);
     if (g != seen_[shard]) {
       seen_[shard] = g;
-      absl::StatusOr<StringTable> t = StringTable::Attach(shards_.Current(shard));
-      tables_[shard] = t.ok() ? std::optional<StringTable>(*std::move(t)) : std::nullopt;
+      absl::StatusOr<ShardTable> t = ShardTable::Attach(shards_.Current(shard));
+      tables_[shard] = t.ok() ? std::optional<ShardTable>(*std::move(t)) : std::nullopt;
     }
     return tables_[shard].has_value() ? &*tables_[shard] : nullptr;
   }
 
   ShardSet& shards_;
-  std::vector<std::optional<StringTable>> tables_;
+  std::vector<std::optional<ShardTable>> tables_;
   std::vector<uint64_t> seen_;
 };
 
 // A shard: owns its managed table (the instance is its heir) and rides out manager restarts.
+template <typename Codec>
 Task<void> ShardBody(Process& self, std::shared_ptr<ServerState> st, int shard) {
+  using K = typename Codec::K;
+  using V = typename Codec::V;
+  const int shards = static_cast<int>(st->shards.size());
   etsmgr::TableOptions options;
   options.access = etsmgr::Access::kPublic;
-  absl::StatusOr<etsmgr::ManagedTable<std::string, std::string>> opened =
-      co_await etsmgr::ManagedTable<std::string, std::string>::Open(
-          self, etsmgr::Etsmgr(st->options.instance),
-          Server::TableName(shard, static_cast<int>(st->shards.size())), options,
-          [](StringTable&) { return absl::OkStatus(); }, st->options.start_timeout);
+  if constexpr (Codec::kShared) {
+    options.shared = etsmgr::SharedStorage();
+    options.shared->segment = Server::SegmentName(st->options.shared, shard, shards);
+  }
+  absl::StatusOr<etsmgr::ManagedTable<K, V>> opened = co_await etsmgr::ManagedTable<K, V>::Open(
+      self, etsmgr::Etsmgr(st->options.instance), Server::TableName(shard, shards), options,
+      [](etsmgr::Table<K, V>&) { return absl::OkStatus(); }, st->options.start_timeout);
   if (!opened.ok()) {
     Logf(LogLevel::kError, "etsredis: %s has no table: %s", Server::ShardName(shard),
          opened.status().ToString());
@@ -245,9 +328,14 @@ Task<void> ConnectionBody(Process& self, int fd, std::shared_ptr<ServerState> st
     ~Counted() { stats.connected_clients.fetch_sub(1, std::memory_order_relaxed); }
   } counted(st->stats);
   RequestParser parser(st->options.limits);
-  ConnectionKeyspace keyspace(st->shards);
+  std::unique_ptr<Keyspace> keyspace;
+  if (st->options.shared.empty()) {
+    keyspace = std::make_unique<ConnectionKeyspace<HeapCodec>>(st->shards);
+  } else {
+    keyspace = std::make_unique<ConnectionKeyspace<SharedCodec>>(st->shards);
+  }
   CommandContext context;
-  context.keyspace = &keyspace;
+  context.keyspace = keyspace.get();
   context.config = &st->config;
   context.stats = &st->stats;
   context.client_id = st->next_client_id.fetch_add(1, std::memory_order_relaxed);
@@ -304,6 +392,9 @@ std::string Server::ShardName(int shard) { return absl::StrCat("etsredis_shard_"
 std::string Server::TableName(int shard, int shards) {
   return absl::StrCat("etsredis/", shard, "-of-", shards);
 }
+std::string Server::SegmentName(const std::string& prefix, int shard, int shards) {
+  return absl::StrCat(prefix, "-", shard, "-of-", shards);
+}
 
 namespace {
 // FailedPrecondition when the instance holds the tables of a server with another shard count
@@ -323,8 +414,17 @@ absl::Status CheckShardCount(etsmgr::Node& node, const ServerOptions& options, i
                                      "': ", info.status().message()));
   }
   const std::string suffix = absl::StrCat("-of-", shards);
+  std::vector<std::string> names;
   for (const etsmgr::ManagedTableInfo& t : info->tables) {
-    if (t.alive && t.name.rfind("etsredis/", 0) == 0 &&
+    if (t.alive) names.push_back(t.name);
+  }
+  // The shared mode: also the tables a previous program left in the instance's directory.
+  for (const etsmgr::SharedTableRecord& r : info->shared_tables) {
+    if (r.exists) names.push_back(r.name);
+  }
+  for (const std::string& name : names) {
+    const etsmgr::ManagedTableInfo t{.name = name};
+    if (t.name.rfind("etsredis/", 0) == 0 &&
         (t.name.size() < suffix.size() ||
          t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) != 0)) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -359,6 +459,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(etsmgr::Node& node, Server
   if (options.idle_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("etsredis: idle_timeout must not be negative");
   }
+  if (!options.shared.empty() &&
+      options.shared.size() + 16 > etsmgr::kMaxSharedTableName) {  // (room for "-<i>-of-<n>")
+    return absl::InvalidArgumentError(
+        absl::StrCat("etsredis: shared segment prefix \"", options.shared, "\" is too long"));
+  }
   if (options.limits.max_bulk == 0 || options.limits.max_buffer < 1024 ||
       options.limits.max_inline < 16 || options.limits.max_args == 0) {
     return absl::InvalidArgumentError(
@@ -382,7 +487,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(etsmgr::Node& node, Server
           etsmgr::SpawnOptions spawn;
           spawn.name = ShardName(i);
           co_return sup.SpawnLink(
-              [st, i](Process& self) -> Task<void> { return ShardBody(self, st, i); }, spawn);
+              [st, i](Process& self) -> Task<void> {
+                if (st->options.shared.empty()) return ShardBody<HeapCodec>(self, st, i);
+                return ShardBody<SharedCodec>(self, st, i);
+              },
+              spawn);
         }});
   }
   etsmgr::ListenerOptions lo;

@@ -14,6 +14,9 @@
 //     the manager, with every write that was acknowledged; a manager restart is ridden out
 //     (ManagedTable::Handle).
 //   - the listener (etsmgr/net/listener.h): an acceptor and one process per connection.
+// With ServerOptions::shared the shards' tables keep their data in shared-memory segments
+// (bounded keys and values: SharedKey, SharedValue), and the keyspace survives a kill -9 of the
+// whole server process.
 // A connection parses requests (resp.h), routes each key to its shard's table and runs the
 // command on that table itself: the table is public, and table calls run in the calling process,
 // as ETS services do. So a request never waits for a shard process, and a shard's crash does not
@@ -39,6 +42,7 @@
 #include "absl/time/time.h"
 #include "etsmgr/executor/io.h"
 #include "etsmgr/process/node.h"
+#include "etsmgr/table/shared/shared_string.h"
 #include "etsredis/commands.h"
 #include "etsredis/resp.h"
 
@@ -53,7 +57,17 @@ struct ServerOptions {
   ParserLimits limits;
   uint64_t max_reply_bytes = (uint64_t{512} << 20) + (uint64_t{1} << 20);  // See commands.h.
   absl::Duration start_timeout = absl::Seconds(10);  // For every shard to have its table.
+  // Non-empty: the shared mode. Each shard's table keeps its data in the shared-memory segment
+  // /dev/shm/<shared>-<i>-of-<shards> (TableOptions::shared), so the keyspace survives a kill -9
+  // of the whole server: the next server started with the same prefix, shard count and manager
+  // instance gets it back. Keys and values are then bounded (SharedKey, SharedValue): a longer
+  // one is refused with an error reply.
+  std::string shared;
 };
+
+// The shared mode's key and value types.
+using SharedKey = etsmgr::SharedString<200>;
+using SharedValue = etsmgr::SharedString<1020>;
 
 struct ServerState;
 
@@ -79,6 +93,8 @@ class Server {
   // would be looked for in the wrong shards).
   static std::string ShardName(int shard);
   static std::string TableName(int shard, int shards);
+  // The shared mode's segment of a shard.
+  static std::string SegmentName(const std::string& prefix, int shard, int shards);
   int shards() const;
 
  private:

@@ -84,7 +84,7 @@ std::pair<std::string, int> Shell(const std::string& command) {
 }
 
 class EtsredisTest : public BackendTest {
- protected:
+ public:
   void SetUp() override {
     BackendTest::SetUp();
     if (IsSkipped()) return;
@@ -255,8 +255,42 @@ TEST_P(EtsredisTest, TooManyClientsAreRefusedAndIdleOnesClosed) {
 // The promise under load: shards (and the manager) are killed again and again while
 // redis-benchmark and counting clients run; every INCR a client saw acknowledged is in the final
 // values, no reply is an error, and every connection stays usable.
+// redis-benchmark load and counting clients while shards (and now and then the manager) are
+// killed for `seconds`: every INCR a client saw acknowledged is in the final values.
+void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int seconds);
+
 TEST_P(EtsredisTest, ShardCrashesUnderLoadLoseNoAcknowledgedWrite) {
-  StartServer();
+  ShardCrashesUnderLoad(*this, ServerOptions(), /*seconds=*/4);
+}
+
+// The same with the shared-memory tables (--shared): a shard's table is a segment.
+TEST_P(EtsredisTest, ShardCrashesInTheSharedModeLoseNoAcknowledgedWrite) {
+  ServerOptions options;
+  options.shared =
+      absl::StrCat("etsredis-test-", ::getpid(), "-",
+                   backend() == etsmgr::BackendPreference::kIoUring ? "uring" : "epoll");
+  ShardCrashesUnderLoad(*this, options, /*seconds=*/2);
+  if (server_ != nullptr) {
+    EXPECT_TRUE(server_->Stop().ok());
+  }
+  server_.reset();
+  etsmgr::StopManager(*node_, etsmgr::kDefaultInstance, {.discard_tables = true}).IgnoreError();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NE(::access(absl::StrCat("/dev/shm/", Server::SegmentName(options.shared, i, 4)).c_str(),
+                       F_OK),
+              0)
+        << "a discarded table's segment is removed";
+  }
+  ::unlink("/dev/shm/etsmgr-directory-etsmgr");  // The instance's directory of shared tables.
+  ::unlink("/dev/shm/.etsmgr-directory-etsmgr.owner");
+}
+
+void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int seconds) {
+  test.StartServer(options);
+  if (::testing::Test::HasFatalFailure()) return;
+  std::unique_ptr<etsmgr::Node>& node_ = test.node_;
+  std::unique_ptr<Server>& server_ = test.server_;
+  const int port_ = test.port_;
   std::atomic<bool> stop{false};
   // redis-benchmark in the background for the whole run.
   std::thread bench([&] {
@@ -304,7 +338,7 @@ TEST_P(EtsredisTest, ShardCrashesUnderLoadLoseNoAcknowledgedWrite) {
     });
   }
   int kills = 0, manager_kills = 0;
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   for (int round = 0; std::chrono::steady_clock::now() < end && !stop.load(); ++round) {
     // The manager now and then, within its instance's restart intensity (10 in 10 s).
     std::string name = round % 25 == 24 && manager_kills < 5
@@ -332,8 +366,8 @@ TEST_P(EtsredisTest, ShardCrashesUnderLoadLoseNoAcknowledgedWrite) {
   for (std::thread& t : clients) t.join();
   bench.join();
   EXPECT_EQ(errors.load(), 0);
-  EXPECT_GE(kills, 20);
-  EXPECT_GE(manager_kills, 2);
+  EXPECT_GE(kills, 5 * seconds);
+  EXPECT_GE(manager_kills, seconds / 2);
   std::map<std::string, int64_t> total;
   for (const auto& m : acked) {
     for (const auto& [k, n] : m) total[k] += n;
