@@ -10,6 +10,7 @@
 //   redis-server --save '' --appendonly no                      the reference
 //   redis-server --appendonly yes --appendfsync always          Redis that survives its crash
 //   etsredis (1 scheduler, epoll) / (1 scheduler, io_uring) / (2 schedulers, io_uring)
+//   etsredis (1 scheduler, io_uring, --shared: the keyspace in shared memory, surviving kill -9)
 //   etsredis (1 scheduler, epoll) killing a random shard every 10 ms (nothing acknowledged is
 //   lost: etsredis:server_test checks that under the same kind of load)
 // The load generator shares this machine's cores with the server, as on any 2-vCPU box: one
@@ -160,6 +161,17 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(aof_dir);
   std::filesystem::create_directories(aof_dir);
 
+  // The shared mode's segments and its instance's directory, removed after the run.
+  const std::string shared = absl::StrCat("etsredis-bench-", ::getpid());
+  auto remove_shared = [&shared] {
+    for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+      const std::string name = entry.path().filename().string();
+      for (const std::string& start :
+           {shared, "." + shared, "etsmgr-directory-" + shared, ".etsmgr-directory-" + shared}) {
+        if (name.rfind(start, 0) == 0) std::filesystem::remove(entry.path());
+      }
+    }
+  };
   struct Server {
     std::string name;
     std::vector<std::string> argv;  // "{port}" replaced.
@@ -176,6 +188,9 @@ int main(int argc, char** argv) {
        {etsredis, "--port={port}", "--schedulers=1", "--backend=io_uring", "--log=warning"}},
       {"etsredis (2 schedulers, io_uring)",
        {etsredis, "--port={port}", "--schedulers=2", "--backend=io_uring", "--log=warning"}},
+      {"etsredis (1 scheduler, io_uring, shared memory)",
+       {etsredis, "--port={port}", "--schedulers=1", "--backend=io_uring", "--log=warning",
+        "--shared=" + shared, "--instance=" + shared}},
       {"etsredis (1 scheduler, epoll, a shard killed every 10 ms)",
        {etsredis, "--port={port}", "--schedulers=1", "--backend=epoll", "--log=warning",
         "--kill-shard-every=10"}},
@@ -195,6 +210,7 @@ int main(int argc, char** argv) {
       pid_t pid = StartServer(argv, port);
       Results r = Benchmark(port, requests, pipeline);
       StopServer(pid);
+      remove_shared();  // (Each run starts empty, as the others do.)
       if (r.size() != tests.size()) {
         std::cerr << s.name << " -P " << pipeline << ": redis-benchmark gave " << r.size() << " of "
                   << tests.size() << " results\n";
