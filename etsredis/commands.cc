@@ -187,6 +187,11 @@ void MGet(const Args& a, CommandContext& c, std::string& out) {
 
 void MSet(const Args& a, CommandContext& c, std::string& out) {
   if (a.size() % 2 != 1) return WrongArity(out, "mset");
+  // Every pair first: a pair the keyspace cannot hold is an error with nothing written.
+  for (size_t i = 1; i + 1 < a.size(); i += 2) {
+    absl::Status st = c.keyspace->CheckWrite(a[i], a[i + 1]);
+    if (!st.ok()) return AppendFailure(out, st);
+  }
   for (size_t i = 1; i + 1 < a.size(); i += 2) {
     absl::Status st = c.keyspace->Set(a[i], a[i + 1]);
     if (!st.ok()) return AppendFailure(out, st);

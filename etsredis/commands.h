@@ -46,6 +46,11 @@ class Keyspace {
   virtual absl::StatusOr<bool> Exists(const std::string& key) = 0;
   virtual absl::StatusOr<size_t> Size() = 0;
   virtual absl::Status Clear() = 0;
+  // Whether Set(key, value) could store this pair (a keyspace with bounded keys or values says
+  // why not), so a multi-key write checks every pair before its first write.
+  virtual absl::Status CheckWrite(const std::string& /*key*/, const std::string& /*value*/) {
+    return absl::OkStatus();
+  }
 };
 
 // What CONFIG GET and INFO report.

@@ -166,9 +166,13 @@ int main(int argc, char** argv) {
   auto remove_shared = [&shared] {
     for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
       const std::string name = entry.path().filename().string();
-      for (const std::string& start :
-           {shared, "." + shared, "etsmgr-directory-" + shared, ".etsmgr-directory-" + shared}) {
-        if (name.rfind(start, 0) == 0) std::filesystem::remove(entry.path());
+      std::error_code ignored;
+      for (const std::string& start : {shared + "-", "." + shared + "-"}) {
+        if (name.rfind(start, 0) == 0) std::filesystem::remove(entry.path(), ignored);
+      }
+      for (const std::string& exact :
+           {"etsmgr-directory-" + shared, ".etsmgr-directory-" + shared + ".owner"}) {
+        if (name == exact) std::filesystem::remove(entry.path(), ignored);
       }
     }
   };

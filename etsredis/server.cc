@@ -14,6 +14,7 @@
 #include "etsmgr/net/listener.h"
 #include "etsmgr/process/io.h"
 #include "etsmgr/process/supervisor.h"
+#include "etsmgr/table/shared/internal/map_core.h"
 
 namespace etsredis {
 
@@ -33,6 +34,7 @@ struct HeapCodec {
   using K = std::string;
   using V = std::string;
   static constexpr bool kShared = false;
+  static constexpr size_t kMaxValue = ~size_t{0};
   static absl::StatusOr<K> Key(const std::string& key) { return key; }
   static absl::StatusOr<V> Value(std::string value) { return value; }
   static std::string Str(const V& v) { return v; }
@@ -45,6 +47,7 @@ struct SharedCodec {
   using K = SharedKey;
   using V = SharedValue;
   static constexpr bool kShared = true;
+  static constexpr size_t kMaxValue = V::kCapacity;
   static absl::StatusOr<K> Key(const std::string& key) {
     if (key.size() > K::kCapacity) return TooLong("key", key.size(), K::kCapacity);
     return K::Make(key);
@@ -65,10 +68,12 @@ constexpr char kSupervisorName[] = "etsredis_sup";
 constexpr size_t kReadSize = 16 << 10;
 constexpr size_t kFlushAt = 64 << 10;
 
-// Which shard a key belongs to: a fixed function of the key (libstdc++'s std::hash of a string
-// is not seeded), so the same key always lands on the same shard.
+// Which shard a key belongs to: a fixed function of the key (64-bit FNV-1a, the same in every
+// build and program: the shared mode's keys outlive the binary that placed them).
 size_t ShardOf(const std::string& key, size_t shards) {
-  return std::hash<std::string>{}(key) % shards;
+  uint64_t h = 0xcbf29ce484222325;
+  for (unsigned char c : key) h = (h ^ c) * 0x100000001b3;
+  return static_cast<size_t>(h % shards);
 }
 
 }  // namespace
@@ -157,6 +162,7 @@ class ConnectionKeyspace final : public Keyspace {
       : shards_(shards), tables_(shards.size()), seen_(shards.size(), 0) {}
 
   absl::StatusOr<std::optional<std::string>> Get(const std::string& key) override {
+    if (!Codec::Key(key).ok()) return std::optional<std::string>();  // It cannot be there.
     return RunKey(key,
                   [&](ShardTable& t, const K& k) -> absl::StatusOr<std::optional<std::string>> {
                     absl::StatusOr<std::optional<V>> v = t.Get(k);
@@ -207,6 +213,7 @@ class ConnectionKeyspace final : public Keyspace {
     return done;
   }
   absl::StatusOr<bool> Erase(const std::string& key) override {
+    if (!Codec::Key(key).ok()) return false;  // It cannot be there.
     return RunKey(key, [&](ShardTable& t, const K& k) -> absl::StatusOr<bool> {
       absl::StatusOr<size_t> n = t.Erase(k);
       if (!n.ok()) return n.status();
@@ -214,6 +221,7 @@ class ConnectionKeyspace final : public Keyspace {
     });
   }
   absl::StatusOr<bool> Exists(const std::string& key) override {
+    if (!Codec::Key(key).ok()) return false;  // It cannot be there.
     return RunKey(key, [&](ShardTable& t, const K& k) { return t.Member(k); });
   }
   absl::StatusOr<size_t> Size() override {
@@ -230,6 +238,11 @@ class ConnectionKeyspace final : public Keyspace {
       absl::Status st = RunOn(i, [](ShardTable& t) { return t.Clear(); });
       if (!st.ok()) return st;
     }
+    return absl::OkStatus();
+  }
+  absl::Status CheckWrite(const std::string& key, const std::string& value) override {
+    if (absl::StatusOr<K> k = Codec::Key(key); !k.ok()) return k.status();
+    if (value.size() > Codec::kMaxValue) return Codec::Value(value).status();
     return absl::OkStatus();
   }
 
@@ -418,9 +431,22 @@ absl::Status CheckShardCount(etsmgr::Node& node, const ServerOptions& options, i
   for (const etsmgr::ManagedTableInfo& t : info->tables) {
     if (t.alive) names.push_back(t.name);
   }
-  // The shared mode: also the tables a previous program left in the instance's directory.
+  // Shared-memory tables of a --shared server (this program's, or a dead program's that the
+  // instance's directory lists): a server must use their prefix, or it would serve a keyspace
+  // without them (and leave them unlisted).
+  constexpr std::string_view kTablePrefix = "etsredis/";
   for (const etsmgr::SharedTableRecord& r : info->shared_tables) {
-    if (r.exists) names.push_back(r.name);
+    if (!r.exists || r.name.rfind(kTablePrefix, 0) != 0) continue;
+    const std::string expected =
+        absl::StrCat(options.shared, "-", r.name.substr(kTablePrefix.size()));
+    if (options.shared.empty() || r.segment != expected) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "etsredis: the manager instance '", options.instance,
+          "' holds the shared-memory table \"", r.name, "\" (segment ", r.segment,
+          ") of a --shared server", options.shared.empty() ? "" : " with another prefix",
+          ": start with that segment's prefix, or delete its tables"));
+    }
+    names.push_back(r.name);
   }
   for (const std::string& name : names) {
     const etsmgr::ManagedTableInfo t{.name = name};
@@ -459,10 +485,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(etsmgr::Node& node, Server
   if (options.idle_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("etsredis: idle_timeout must not be negative");
   }
-  if (!options.shared.empty() &&
-      options.shared.size() + 16 > etsmgr::kMaxSharedTableName) {  // (room for "-<i>-of-<n>")
-    return absl::InvalidArgumentError(
-        absl::StrCat("etsredis: shared segment prefix \"", options.shared, "\" is too long"));
+  if (!options.shared.empty()) {
+    // Every shard's segment name must be valid (the longest is the last shard's).
+    absl::Status valid =
+        etsmgr::shared_internal::MapCore::ValidateName(SegmentName(options.shared, n - 1, n));
+    if (!valid.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("etsredis: shared segment prefix \"",
+                                                     options.shared, "\": ", valid.message()));
+    }
   }
   if (options.limits.max_bulk == 0 || options.limits.max_buffer < 1024 ||
       options.limits.max_inline < 16 || options.limits.max_args == 0) {

@@ -102,6 +102,24 @@ class EtsredisTest : public BackendTest {
     }
     server_.reset();
     if (node_ != nullptr) etsmgr::StopManager(*node_).IgnoreError();
+    if (!shared_instance_.empty()) {
+      // The shared mode's instance: its tables deleted (their segments go), then its directory.
+      etsmgr::StopManager(*node_, shared_instance_, {.discard_tables = true}).IgnoreError();
+      ::unlink(absl::StrCat("/dev/shm/etsmgr-directory-", shared_instance_).c_str());
+      ::unlink(absl::StrCat("/dev/shm/.etsmgr-directory-", shared_instance_, ".owner").c_str());
+    }
+  }
+  // Options for the shared mode, on a manager instance of this test's own (so no other test,
+  // and no real server, ever sees its directory of shared tables).
+  ServerOptions SharedOptions() {
+    shared_instance_ =
+        absl::StrCat("etsredis-test-", ::getpid(), "-",
+                     backend() == etsmgr::BackendPreference::kIoUring ? "uring" : "epoll");
+    EXPECT_TRUE(etsmgr::StartManager(*node_, shared_instance_).ok());
+    ServerOptions options;
+    options.shared = shared_instance_;
+    options.instance = shared_instance_;
+    return options;
   }
   void StartServer(ServerOptions options = {}) {
     if (options.shards == 0) options.shards = 4;
@@ -119,6 +137,7 @@ class EtsredisTest : public BackendTest {
   std::unique_ptr<etsmgr::Node> node_;
   std::unique_ptr<Server> server_;
   int port_ = 0;
+  std::string shared_instance_;
 };
 
 TEST_P(EtsredisTest, EveryCommandThroughRedisCli) {
@@ -265,30 +284,48 @@ TEST_P(EtsredisTest, ShardCrashesUnderLoadLoseNoAcknowledgedWrite) {
 
 // The same with the shared-memory tables (--shared): a shard's table is a segment.
 TEST_P(EtsredisTest, ShardCrashesInTheSharedModeLoseNoAcknowledgedWrite) {
-  ServerOptions options;
-  options.shared =
-      absl::StrCat("etsredis-test-", ::getpid(), "-",
-                   backend() == etsmgr::BackendPreference::kIoUring ? "uring" : "epoll");
+  ServerOptions options = SharedOptions();
   ShardCrashesUnderLoad(*this, options, /*seconds=*/2);
   if (server_ != nullptr) {
     EXPECT_TRUE(server_->Stop().ok());
   }
   server_.reset();
-  etsmgr::StopManager(*node_, etsmgr::kDefaultInstance, {.discard_tables = true}).IgnoreError();
+  etsmgr::StopManager(*node_, options.instance, {.discard_tables = true}).IgnoreError();
   for (int i = 0; i < 4; ++i) {
     EXPECT_NE(::access(absl::StrCat("/dev/shm/", Server::SegmentName(options.shared, i, 4)).c_str(),
                        F_OK),
               0)
         << "a discarded table's segment is removed";
   }
-  ::unlink("/dev/shm/etsmgr-directory-etsmgr");  // The instance's directory of shared tables.
-  ::unlink("/dev/shm/.etsmgr-directory-etsmgr.owner");
+}
+
+// Bounded keys and values in the shared mode: a write that cannot be stored is an error with
+// nothing written (MSET checks every pair first); a key too long to be stored reads as absent.
+TEST_P(EtsredisTest, TheSharedModeRefusesWhatItCannotStoreWithoutWritingPartOfIt) {
+  StartServer(SharedOptions());
+  const std::string long_key(201, 'k');
+  const std::string long_value(1021, 'v');
+  EXPECT_NE(Cli("MSET a 1 b " + long_value).find("at most 1020 bytes per value"),
+            std::string::npos);
+  EXPECT_NE(Cli("MSET a 1 " + long_key + " 2").find("at most 200 bytes per key"),
+            std::string::npos);
+  EXPECT_EQ(Cli("EXISTS a"), "0\n");
+  EXPECT_EQ(Cli("SET a 1"), "OK\n");
+  EXPECT_NE(Cli("SET a " + long_value + " XX").find("per value"), std::string::npos);
+  EXPECT_EQ(Cli("GET a"), "1\n");
+  EXPECT_EQ(Cli("GET " + long_key), "\n");  // nil: it cannot be there
+  EXPECT_EQ(Cli("EXISTS a " + long_key), "1\n");
+  EXPECT_EQ(Cli("DEL a " + long_key), "1\n");
+  EXPECT_EQ(Cli("SET '' empty"), "OK\n");  // The empty key, and a value of 1020 bytes.
+  EXPECT_EQ(Cli("SET big " + std::string(1020, 'v')), "OK\n");
+  EXPECT_EQ(Cli("DBSIZE"), "2\n");
 }
 
 void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int seconds) {
   test.StartServer(options);
   if (::testing::Test::HasFatalFailure()) return;
   std::unique_ptr<etsmgr::Node>& node_ = test.node_;
+  const std::string manager_name = etsmgr::Etsmgr(options.instance).server_name();
   std::unique_ptr<Server>& server_ = test.server_;
   const int port_ = test.port_;
   std::atomic<bool> stop{false};
@@ -342,7 +379,7 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
   for (int round = 0; std::chrono::steady_clock::now() < end && !stop.load(); ++round) {
     // The manager now and then, within its instance's restart intensity (10 in 10 s).
     std::string name = round % 25 == 24 && manager_kills < 5
-                           ? std::string("etsmgr_srv")
+                           ? manager_name
                            : Server::ShardName(round % server_->shards());
     etsmgr::Pid victim = node_->Whereis(name);
     if (!victim.valid()) {
@@ -351,14 +388,14 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
     }
     const uint64_t opens = server_->stats().shard_opens.load();
     etsmgr::SendExit(victim, etsmgr::ExitReason::Kill());
-    (name == "etsmgr_srv" ? manager_kills : kills)++;
+    (name == manager_name ? manager_kills : kills)++;
     ASSERT_TRUE(WaitFor([&] {
       etsmgr::Pid now = node_->Whereis(name);
       return now.valid() && now != victim;
     })) << name;
     // A shard is killed again once its replacement has its table back (a restart cycle, not a
     // crash loop the shards' supervisor would give up on).
-    if (name != "etsmgr_srv") {
+    if (name != manager_name) {
       ASSERT_TRUE(WaitFor([&] { return server_->stats().shard_opens.load() > opens; })) << name;
     }
   }
@@ -381,9 +418,10 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
     EXPECT_EQ(value, absl::StrCat(n, "\r\n")) << key << " after " << kills << " shard kills";
   }
   ::close(fd);
+  const std::string instance = options.instance;
   absl::StatusOr<etsmgr::ManagerInfo> info = node_->Run<absl::StatusOr<etsmgr::ManagerInfo>>(
-      [](etsmgr::Process& self) -> etsmgr::Task<absl::StatusOr<etsmgr::ManagerInfo>> {
-        etsmgr::Etsmgr mgr;  // Alive until the call is done.
+      [instance](etsmgr::Process& self) -> etsmgr::Task<absl::StatusOr<etsmgr::ManagerInfo>> {
+        etsmgr::Etsmgr mgr(instance);  // Alive until the call is done.
         co_return co_await mgr.Info(self);
       });
   ASSERT_TRUE(info.ok()) << info.status();

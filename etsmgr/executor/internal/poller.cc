@@ -298,9 +298,12 @@ class UringPoller final : public IoPoller {
 
   explicit UringPoller(EventFd efd) : efd_(std::move(efd)) {}
 
-  // Completions the kernel holds until this thread enters it (IORING_SETUP_TASKRUN_FLAG).
+  // Completions the kernel holds until this thread enters it: task work it defers
+  // (IORING_SETUP_TASKRUN_FLAG), and completions that overflowed a full CQ (flushed only by an
+  // entry with GETEVENTS). Either way Reap enters the kernel.
   bool TaskRunPending() const {
-    return (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN) != 0;
+    return (IO_URING_READ_ONCE(*ring_.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) !=
+           0;
   }
 
   io_uring_sqe* GetSqe() {

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <utility>
 
-#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
+#include "etsmgr/table/shared/internal/layout.h"
 #include "etsmgr/table/shared/shared_claim.h"
 
 namespace etsmgr::manager_internal {
@@ -15,8 +15,11 @@ namespace {
 std::string DirectorySegment(const std::string& inst) {
   std::string name = absl::StrCat("etsmgr-directory-", inst);
   if (!shared_internal::MapCore::ValidateName(name).ok()) {
-    name = absl::StrCat("etsmgr-directory-",
-                        absl::Hex(absl::Hash<std::string>{}(inst), absl::kZeroPad16));
+    // An instance name that is no valid segment name: a hash of it, the same in every program
+    // (absl::Hash is seeded per process, which would give each run its own directory).
+    name = absl::StrCat(
+        "etsmgr-directory-",
+        absl::Hex(shared_internal::HashBytes(inst.data(), inst.size()), absl::kZeroPad16));
   }
   return name;
 }
