@@ -3,12 +3,14 @@
 # in bench/otp/, each OTP group just before the binary it pairs with), then a Markdown report with
 # plots.
 #
-#   tools/bench.sh [--repetitions=N] [--quick] [--with-otp] [--out=DIR]
+#   tools/bench.sh [--repetitions=N] [--quick] [--with-otp] [--redis-requests=N] [--out=DIR]
 #
 #   --repetitions=N  each figure is the median of N runs, each in a fresh process (default 3)
 #   --quick          smoke-sized workloads (the binaries' --smoke, OTP's `quick`): tests the
 #                    plumbing in a few minutes; its figures mean nothing
 #   --with-otp       also run the OTP suite (installs erlang-base) and pair its figures
+#   --redis-requests=N  requests per redis-benchmark test in etsredis_benchmark (1000000, the
+#                    issue's figure; each run is 7 servers x 2 pipelines x 5 tests)
 #   --out=DIR        where the report goes (default bench-report/, replaced on each run)
 #
 # Installs what is missing first (tools/setup.sh --bench [--otp]: python3-matplotlib, and
@@ -27,18 +29,25 @@ repetitions=3
 quick=0
 with_otp=0
 out="${root}/bench-report"
+redis_requests=1000000
 for arg in "$@"; do
   case "${arg}" in
     --repetitions=*) repetitions=${arg#--repetitions=} ;;
     --quick) quick=1 ;;
     --with-otp) with_otp=1 ;;
+    --redis-requests=*) redis_requests=${arg#--redis-requests=} ;;
     --out=*) out=${arg#--out=} ;;
     *)
-      echo "usage: tools/bench.sh [--repetitions=N] [--quick] [--with-otp] [--out=DIR]" >&2
+      echo "usage: tools/bench.sh [--repetitions=N] [--quick] [--with-otp] [--redis-requests=N]" \
+        "[--out=DIR]" >&2
       exit 2
       ;;
   esac
 done
+if ! [[ ${redis_requests} =~ ^[1-9][0-9]*$ ]]; then
+  echo "bench: --redis-requests wants a positive number, not '${redis_requests}'" >&2
+  exit 2
+fi
 if ! [[ ${repetitions} =~ ^[1-9][0-9]*$ ]]; then
   echo "bench: --repetitions wants a positive number, not '${repetitions}'" >&2
   exit 2
@@ -113,7 +122,9 @@ for target in "${targets[@]}"; do
     # Its own driver (redis-benchmark against each server): one JSON per run.
     for ((i = 1; i <= repetitions; i++)); do
       log "${target}, run ${i} of ${repetitions}"
-      if ! "${binary}" "${smoke[@]}" --report_json="${raw}/${name}-${i}.json" \
+      requests=(--requests="${redis_requests}")
+      if ((quick)); then requests=(); fi
+      if ! "${binary}" "${smoke[@]}" "${requests[@]}" --report_json="${raw}/${name}-${i}.json" \
         >>"${raw}/${name}.log" 2>&1; then
         log "${target} failed: ${raw}/${name}.log"
         failures=$((failures + 1))
