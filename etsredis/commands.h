@@ -24,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "etsmgr/base/notifier.h"
 
 namespace etsredis {
 
@@ -71,6 +72,9 @@ struct ServerStats {
   std::atomic<uint64_t> total_connections{0};
   std::atomic<uint64_t> total_commands{0};
   std::atomic<uint64_t> shard_opens{0};  // Times a shard got its table (start or restart).
+  // Notified after each change of connected_clients and shard_opens (to wait for a state:
+  // changed.WaitUntil(condition, deadline)).
+  mutable etsmgr::Notifier changed;
 };
 
 struct CommandContext {

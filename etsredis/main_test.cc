@@ -6,9 +6,11 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -76,15 +78,21 @@ std::string ReadUntil(int fd, const std::string& want) {
   return got;
 }
 
-// waitpid with a 30 s deadline; the exit status, or -1 (then the child is killed).
+// waitpid with a 30 s deadline, woken by the child's exit (a pidfd turns readable); the exit
+// status, or -1 (then the child is killed).
 int Wait(pid_t pid) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   int status = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
-    pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    pollfd none{-1, 0, 0};
-    ::poll(&none, 0, 10);  // Between checks of the child's state.
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd >= 0) {
+    pollfd p{pidfd, POLLIN, 0};
+    int ready;
+    do {
+      ready = ::poll(&p, 1, 30'000);
+    } while (ready < 0 && errno == EINTR);
+    ::close(pidfd);
+    if (ready == 1 && ::waitpid(pid, &status, 0) == pid) {
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
   }
   ::kill(pid, SIGKILL);
   ::waitpid(pid, &status, 0);

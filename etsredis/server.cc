@@ -315,6 +315,7 @@ Task<void> ShardBody(Process& self, std::shared_ptr<ServerState> st, int shard) 
        opened->created() ? "created" : "got back", size.ok() ? *size : 0);
   st->shards.Publish(shard, opened->table().any());
   st->stats.shard_opens.fetch_add(1, std::memory_order_relaxed);
+  st->stats.changed.Notify();
   while (true) {
     Message m = co_await self.Receive();
     absl::StatusOr<bool> handled = co_await opened->Handle(self, m);
@@ -336,9 +337,13 @@ Task<void> ConnectionBody(Process& self, int fd, std::shared_ptr<ServerState> st
     ServerStats& stats;
     explicit Counted(ServerStats& s) : stats(s) {
       stats.connected_clients.fetch_add(1, std::memory_order_relaxed);
+      stats.changed.Notify();
       stats.total_connections.fetch_add(1, std::memory_order_relaxed);
     }
-    ~Counted() { stats.connected_clients.fetch_sub(1, std::memory_order_relaxed); }
+    ~Counted() {
+      stats.connected_clients.fetch_sub(1, std::memory_order_relaxed);
+      stats.changed.Notify();
+    }
   } counted(st->stats);
   RequestParser parser(st->options.limits);
   std::unique_ptr<Keyspace> keyspace;

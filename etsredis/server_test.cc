@@ -21,13 +21,13 @@
 #include "etsmgr/executor/internal/test_backends.h"
 #include "etsmgr/executor/internal/test_sockets.h"
 #include "etsmgr/manager/manager.h"
+#include "etsmgr/process/internal/test_util.h"
 #include "gtest/gtest.h"
 
 namespace etsredis {
 namespace {
 
 using ::etsmgr::test_sockets::Dial;
-using ::etsmgr::test_sockets::WaitFor;
 
 using etsmgr::BackendTest;
 
@@ -264,7 +264,9 @@ TEST_P(EtsredisTest, TooManyClientsAreRefusedAndIdleOnesClosed) {
   EXPECT_TRUE(closed);
   ::close(a);
   ::close(b);
-  ASSERT_TRUE(WaitFor([&] { return server_->stats().connected_clients.load() == 0; }));
+  ASSERT_TRUE(server_->stats().changed.WaitUntil(
+      [&] { return server_->stats().connected_clients.load() == 0; },
+      absl::Now() + absl::Seconds(30)));
   int d = Dial(server_->address());
   SendText(d, "PING\r\n");
   EXPECT_EQ(RecvLine(d), "+PONG\r\n");
@@ -382,21 +384,27 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
                            ? manager_name
                            : Server::ShardName(round % server_->shards());
     etsmgr::Pid victim = node_->Whereis(name);
-    if (!victim.valid()) {
-      ASSERT_TRUE(WaitFor([&] { return node_->Whereis(name).valid(); })) << name;
-      continue;
-    }
+    ASSERT_TRUE(victim.valid()) << name;  // Each restart below was waited for.
     const uint64_t opens = server_->stats().shard_opens.load();
     etsmgr::SendExit(victim, etsmgr::ExitReason::Kill());
     (name == manager_name ? manager_kills : kills)++;
-    ASSERT_TRUE(WaitFor([&] {
-      etsmgr::Pid now = node_->Whereis(name);
-      return now.valid() && now != victim;
-    })) << name;
-    // A shard is killed again once its replacement has its table back (a restart cycle, not a
-    // crash loop the shards' supervisor would give up on).
-    if (name != manager_name) {
-      ASSERT_TRUE(WaitFor([&] { return server_->stats().shard_opens.load() > opens; })) << name;
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    if (name == manager_name) {
+      // Its death, then its successor (WaitForManager wakes on the registration).
+      etsmgr::AwaitDeath(*node_, victim);
+      const std::string instance = options.instance;
+      absl::StatusOr<etsmgr::Pid> up = node_->Run<absl::StatusOr<etsmgr::Pid>>(
+          [instance](etsmgr::Process& self) -> etsmgr::Task<absl::StatusOr<etsmgr::Pid>> {
+            etsmgr::Etsmgr mgr(instance);
+            co_return co_await mgr.WaitForManager(self, etsmgr::Deadline(absl::Seconds(30)));
+          });
+      ASSERT_TRUE(up.ok() && *up != victim) << up.status();
+    } else {
+      // A shard is killed again once its replacement has its table back (a restart cycle, not
+      // a crash loop the shards' supervisor would give up on).
+      ASSERT_TRUE(server_->stats().changed.WaitUntil(
+          [&] { return server_->stats().shard_opens.load() > opens; }, deadline))
+          << name;
     }
   }
   stop.store(true);

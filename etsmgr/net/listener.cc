@@ -41,6 +41,7 @@ struct Connection {
   ~Connection() {
     ::close(fd);
     stats->live.fetch_sub(1, std::memory_order_relaxed);
+    stats->changed.Notify();
   }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -66,6 +67,7 @@ Task<void> Acceptor(Process& self, std::shared_ptr<Shared> shared) {
     shared->stats->accepted.fetch_add(1, std::memory_order_relaxed);
     if (shared->stats->live.load(std::memory_order_relaxed) >= shared->options.max_connections) {
       shared->stats->rejected.fetch_add(1, std::memory_order_relaxed);
+      shared->stats->changed.Notify();
       if (!shared->options.reject_message.empty()) {
         // Best effort, without waiting: a full socket buffer just loses the message.
         (void)!::send(*fd, shared->options.reject_message.data(),
@@ -75,6 +77,7 @@ Task<void> Acceptor(Process& self, std::shared_ptr<Shared> shared) {
       continue;
     }
     shared->stats->live.fetch_add(1, std::memory_order_relaxed);
+    shared->stats->changed.Notify();
     auto connection = std::make_shared<Connection>(*fd, shared->stats);
     ConnectionBody body = shared->body;
     ChildSpec spec = WorkerChild(

@@ -29,6 +29,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "etsmgr/base/notifier.h"
 #include "etsmgr/executor/io.h"
 #include "etsmgr/process/process.h"
 #include "etsmgr/process/supervisor.h"
@@ -50,6 +51,10 @@ struct ListenerStats {
   std::atomic<int> live{0};
   std::atomic<uint64_t> accepted{0};
   std::atomic<uint64_t> rejected{0};
+  // Notified after each change of `live` and `rejected`: wait for a state with
+  //   stats->changed.WaitUntil([&] { return stats->live == 0; }, deadline)
+  // (say, connections drained before a shutdown goes on).
+  mutable Notifier changed;
 };
 
 struct Listener {

@@ -26,7 +26,6 @@ namespace {
 
 using ::etsmgr::test_sockets::Dial;
 using ::etsmgr::test_sockets::OpenFds;
-using ::etsmgr::test_sockets::WaitFor;
 
 std::string RecvSome(int fd) {
   char buf[256];
@@ -100,6 +99,12 @@ class ListenerTest : public BackendTest {
     return pid.value_or(Pid());
   }
 
+  // Waits (30 s at most) until `n` connections are live: each change is announced.
+  bool Live(int n) {
+    return stats_->changed.WaitUntil([&] { return stats_->live.load() == n; },
+                                     absl::Now() + absl::Seconds(30));
+  }
+
   std::unique_ptr<Node> node_;
   SocketAddress address_;
   std::shared_ptr<const ListenerStats> stats_;
@@ -114,15 +119,16 @@ TEST_P(ListenerTest, ServesEachConnectionInItsOwnProcessAndClosesIt) {
     std::string text = "hello " + std::to_string(i);
     EXPECT_EQ(Exchange(clients[i], text), text);
   }
-  EXPECT_TRUE(WaitFor([&] { return stats_->live.load() == 20; }));
+  EXPECT_TRUE(Live(20));
   for (int fd : clients) ::close(fd);
   // Each connection's process ends at end of stream; its descriptor goes with it.
-  EXPECT_TRUE(WaitFor([&] { return stats_->live.load() == 0; }));
+  EXPECT_TRUE(Live(0));
   EXPECT_EQ(stats_->accepted.load(), 20u);
 }
 
 TEST_P(ListenerTest, AKilledConnectionIsClosedAndOthersGoOn) {
   std::atomic<int> started{0};
+  Notifier started_changed;
   std::mutex mu;
   std::vector<Pid> pids;
   Start({}, [&](Process& self, int fd) -> Task<void> {
@@ -131,11 +137,13 @@ TEST_P(ListenerTest, AKilledConnectionIsClosedAndOthersGoOn) {
       pids.push_back(self.self());
     }
     ++started;
+    started_changed.Notify();
     co_await Echo(self, fd);
   });
   int a = Dial(address_);
   int b = Dial(address_);
-  ASSERT_TRUE(WaitFor([&] { return started.load() == 2; }));
+  ASSERT_TRUE(started_changed.WaitUntil([&] { return started.load() == 2; },
+                                        absl::Now() + absl::Seconds(30)));
   {
     std::lock_guard<std::mutex> lock(mu);
     SendExit(pids[0], ExitReason::Kill());
@@ -158,7 +166,7 @@ TEST_P(ListenerTest, AKilledConnectionIsClosedAndOthersGoOn) {
   EXPECT_EQ(Exchange(alive, "still here"), "still here");
   ::close(a);
   ::close(b);
-  EXPECT_TRUE(WaitFor([&] { return stats_->live.load() == 0; }));
+  EXPECT_TRUE(Live(0));
 }
 
 TEST_P(ListenerTest, ACrashedAcceptorIsRestartedOnTheSameSocket) {
@@ -176,7 +184,7 @@ TEST_P(ListenerTest, ACrashedAcceptorIsRestartedOnTheSameSocket) {
   EXPECT_EQ(Exchange(before, "three"), "three");  // rest_for_one: connections were not touched.
   ::close(before);
   ::close(after);
-  EXPECT_TRUE(WaitFor([&] { return stats_->live.load() == 0; }));
+  EXPECT_TRUE(Live(0));
 }
 
 TEST_P(ListenerTest, BeyondTheCapANewConnectionIsRefused) {
@@ -194,12 +202,12 @@ TEST_P(ListenerTest, BeyondTheCapANewConnectionIsRefused) {
   ::close(c);
   EXPECT_EQ(stats_->rejected.load(), 1u);
   ::close(a);
-  ASSERT_TRUE(WaitFor([&] { return stats_->live.load() == 1; }));
+  ASSERT_TRUE(Live(1));
   int d = Dial(address_);
   EXPECT_EQ(Exchange(d, "d"), "d");
   ::close(b);
   ::close(d);
-  EXPECT_TRUE(WaitFor([&] { return stats_->live.load() == 0; }));
+  EXPECT_TRUE(Live(0));
 }
 
 TEST_P(ListenerTest, StoppingTheListenerClosesEverything) {

@@ -1,5 +1,6 @@
 // Test helpers for socket tests (executor, process and listener I/O, etsredis): the process's
-// open descriptors, a condition awaited with a deadline, and a blocking client connection.
+// open descriptors and a blocking client connection (states are awaited through events: see
+// etsmgr/base/notifier.h).
 #ifndef ETSMGR_EXECUTOR_INTERNAL_TEST_SOCKETS_H_
 #define ETSMGR_EXECUTOR_INTERNAL_TEST_SOCKETS_H_
 
@@ -8,9 +9,7 @@
 #include <sys/time.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstring>
-#include <thread>
 
 #include "etsmgr/executor/io.h"
 #include "gtest/gtest.h"
@@ -24,18 +23,6 @@ inline int OpenFds() {
   while (dirent* e = ::readdir(dir)) n += e->d_name[0] != '.';
   ::closedir(dir);
   return n - 1;  // The directory's own descriptor.
-}
-
-// Waits for `condition` (checked between short naps) until a 30 s deadline: for states no event
-// announces to a test (a descriptor closed by a process's exit, a name registered again).
-template <typename F>
-bool WaitFor(F condition) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  return true;
 }
 
 // A blocking client socket connected to `address`, with a receive timeout so a test cannot hang.
