@@ -35,7 +35,11 @@ struct HeapCodec {
   using V = std::string;
   static constexpr bool kShared = false;
   static constexpr size_t kMaxValue = ~size_t{0};
-  static absl::StatusOr<K> Key(const std::string& key) { return key; }
+  static bool Fits(const std::string&) { return true; }
+  // The key as the table takes it: the request's own string, not a copy.
+  static absl::StatusOr<std::reference_wrapper<const K>> Key(const std::string& key) {
+    return std::cref(key);
+  }
   static absl::StatusOr<V> Value(std::string value) { return value; }
   static std::string Str(const V& v) { return v; }
   static bool Assign(V& v, std::string s) {
@@ -48,6 +52,7 @@ struct SharedCodec {
   using V = SharedValue;
   static constexpr bool kShared = true;
   static constexpr size_t kMaxValue = V::kCapacity;
+  static bool Fits(const std::string& key) { return key.size() <= K::kCapacity; }
   static absl::StatusOr<K> Key(const std::string& key) {
     if (key.size() > K::kCapacity) return TooLong("key", key.size(), K::kCapacity);
     return K::Make(key);
@@ -162,7 +167,7 @@ class ConnectionKeyspace final : public Keyspace {
       : shards_(shards), tables_(shards.size()), seen_(shards.size(), 0) {}
 
   absl::StatusOr<std::optional<std::string>> Get(const std::string& key) override {
-    if (!Codec::Key(key).ok()) return std::optional<std::string>();  // It cannot be there.
+    if (!Codec::Fits(key)) return std::optional<std::string>();  // It cannot be there.
     return RunKey(key,
                   [&](ShardTable& t, const K& k) -> absl::StatusOr<std::optional<std::string>> {
                     absl::StatusOr<std::optional<V>> v = t.Get(k);
@@ -213,7 +218,7 @@ class ConnectionKeyspace final : public Keyspace {
     return done;
   }
   absl::StatusOr<bool> Erase(const std::string& key) override {
-    if (!Codec::Key(key).ok()) return false;  // It cannot be there.
+    if (!Codec::Fits(key)) return false;  // It cannot be there.
     return RunKey(key, [&](ShardTable& t, const K& k) -> absl::StatusOr<bool> {
       absl::StatusOr<size_t> n = t.Erase(k);
       if (!n.ok()) return n.status();
@@ -221,7 +226,7 @@ class ConnectionKeyspace final : public Keyspace {
     });
   }
   absl::StatusOr<bool> Exists(const std::string& key) override {
-    if (!Codec::Key(key).ok()) return false;  // It cannot be there.
+    if (!Codec::Fits(key)) return false;  // It cannot be there.
     return RunKey(key, [&](ShardTable& t, const K& k) { return t.Member(k); });
   }
   absl::StatusOr<size_t> Size() override {
@@ -241,7 +246,7 @@ class ConnectionKeyspace final : public Keyspace {
     return absl::OkStatus();
   }
   absl::Status CheckWrite(const std::string& key, const std::string& value) override {
-    if (absl::StatusOr<K> k = Codec::Key(key); !k.ok()) return k.status();
+    if (auto k = Codec::Key(key); !k.ok()) return k.status();
     if (value.size() > Codec::kMaxValue) return Codec::Value(value).status();
     return absl::OkStatus();
   }
@@ -252,9 +257,10 @@ class ConnectionKeyspace final : public Keyspace {
   template <typename F>
   auto RunKey(const std::string& key, F&& op)
       -> decltype(op(std::declval<ShardTable&>(), std::declval<const K&>())) {
-    absl::StatusOr<K> k = Codec::Key(key);
+    auto k = Codec::Key(key);
     if (!k.ok()) return k.status();
-    return RunOn(ShardOf(key, shards_.size()), [&](ShardTable& t) { return op(t, *k); });
+    const K& table_key = *k;
+    return RunOn(ShardOf(key, shards_.size()), [&](ShardTable& t) { return op(t, table_key); });
   }
   // Runs `op` on the shard's table; on a failure, once more if the shard has published another
   // table meanwhile. A failure names the shard.
