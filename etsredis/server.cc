@@ -1,5 +1,7 @@
 #include "etsredis/server.h"
 
+#include <sys/socket.h>
+
 #include <functional>
 #include <mutex>
 #include <span>
@@ -72,6 +74,10 @@ struct SharedCodec {
 constexpr char kSupervisorName[] = "etsredis_sup";
 constexpr size_t kReadSize = 16 << 10;
 constexpr size_t kFlushAt = 64 << 10;
+// A connection closed by the server (a protocol error, QUIT) reads and drops the client's input
+// for at most this long and this much (see ConnectionBody).
+constexpr absl::Duration kLingerTime = absl::Seconds(2);
+constexpr size_t kLingerBytes = 4 << 20;
 
 // Which shard a key belongs to: a fixed function of the key (64-bit FNV-1a, the same in every
 // build and program: the shared mode's keys outlive the binary that placed them).
@@ -406,7 +412,21 @@ Task<void> ConnectionBody(Process& self, int fd, std::shared_ptr<ServerState> st
       }
     }
     if (!out.empty() && !(co_await flush()).ok()) co_return;
-    if (close) co_return;
+    if (close) {
+      // A lingering close: our side ends with a FIN after the last reply, then what the client
+      // still sends is read and dropped (for a while, up to a cap) before the descriptor closes.
+      // Closing with unread input would send a reset, which can make the client's kernel drop
+      // the error reply it has not read yet.
+      ::shutdown(fd, SHUT_WR);
+      const absl::Time until = etsmgr::Deadline(kLingerTime);
+      for (size_t dropped = 0; dropped < kLingerBytes;) {
+        absl::StatusOr<size_t> more =
+            co_await etsmgr::Recv(self, fd, std::span<char>(buffer), until);
+        if (!more.ok() || *more == 0) break;
+        dropped += *more;
+      }
+      co_return;
+    }
   }
 }
 

@@ -28,7 +28,8 @@
 // Limits: `max_clients` live connections (the next gets "-ERR max number of clients reached"
 // and is closed); an idle connection is closed after `idle_timeout` (0: never, as Redis's
 // `timeout 0`); request limits in ParserLimits (a protocol error is replied, then the
-// connection closed, as Redis does). Replies are sent once a read's requests are done (or
+// connection closed, as Redis does: with a FIN after the reply, the client's further input read
+// and dropped for up to 2 s, so the close never resets a client that has not read its error). Replies are sent once a read's requests are done (or
 // every 64 KB): a client that does not read its replies stops being read (TCP pushes back), so a
 // connection's memory stays bounded.
 #ifndef ETSREDIS_SERVER_H_

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <string>
 #include <thread>
@@ -206,6 +207,28 @@ TEST_P(EtsredisTest, MalformedInputGetsAProtocolErrorAndOnlyThatConnectionCloses
   SendText(bystander, "*2\r\n$4\r\nECHO\r\n$2\r\nok\r\n");
   EXPECT_EQ(RecvUpTo(bystander, 8), "$2\r\nok\r\n");
   ::close(bystander);
+}
+
+// After a protocol error the server half-closes (the client reads the reply, then end of stream)
+// and goes on reading what the client still sends for a while, so its close does not reset a
+// client that has not read its error yet: the client's later writes do not fail.
+TEST_P(EtsredisTest, AProtocolErrorEndsWithAFinNotAReset) {
+  StartServer();
+  int fd = Dial(server_->address());
+  SendText(fd, "*x\r\n");
+  bool closed = false;
+  EXPECT_EQ(RecvUpTo(fd, 1 << 20, &closed), "-ERR Protocol error: invalid multibulk length\r\n");
+  EXPECT_TRUE(closed);
+  // Still sending after the end of stream: a server that had closed would answer with a reset,
+  // and the second write would fail (EPIPE or ECONNRESET).
+  const std::string more(1000, 'x');
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(::send(fd, more.data(), more.size(), MSG_NOSIGNAL), static_cast<ssize_t>(more.size()))
+        << "write " << i << ": " << std::strerror(errno);
+    char c;
+    EXPECT_EQ(::recv(fd, &c, 1, 0), 0);  // Still the end of stream, not a reset.
+  }
+  ::close(fd);
 }
 
 TEST_P(EtsredisTest, LimitsOnBulksAndBuffersKeepMemoryBounded) {
