@@ -29,9 +29,9 @@
 // and is closed); an idle connection is closed after `idle_timeout` (0: never, as Redis's
 // `timeout 0`); request limits in ParserLimits (a protocol error is replied, then the
 // connection closed, as Redis does: with a FIN after the reply, the client's further input read
-// and dropped for up to 2 s, so the close never resets a client that has not read its error). Replies are sent once a read's requests are done (or
-// every 64 KB): a client that does not read its replies stops being read (TCP pushes back), so a
-// connection's memory stays bounded.
+// and dropped for up to 2 s, so the close never resets a client that has not read its error).
+// Replies are sent once a read's requests are done (or every 64 KB): a client that does not read
+// its replies stops being read (TCP pushes back), so a connection's memory stays bounded.
 #ifndef ETSREDIS_SERVER_H_
 #define ETSREDIS_SERVER_H_
 
