@@ -44,6 +44,10 @@ Child Start(const std::vector<std::string>& args) {
   EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
   Child c;
   c.pid = ::fork();
+  if (c.pid < 0) {  // (Never go on with -1: a kill(-1, ...) would signal every process.)
+    std::perror("fork");
+    std::abort();
+  }
   if (c.pid == 0) {
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
@@ -81,8 +85,22 @@ std::string ReadUntil(int fd, const std::string& want) {
 // waitpid with a 30 s deadline, woken by the child's exit (a pidfd turns readable); the exit
 // status, or -1 (then the child is killed).
 int Wait(pid_t pid) {
+  if (pid <= 0) {
+    ADD_FAILURE() << "no child to wait for (fork failed)";
+    return -1;
+  }
   int status = 0;
   const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    // No pidfd here (an old kernel or a sandbox): check the child's state between short naps.
+    for (int i = 0; i < 3000; ++i) {
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      pollfd none{-1, 0, 0};
+      ::poll(&none, 0, 10);
+    }
+  }
   if (pidfd >= 0) {
     pollfd p{pidfd, POLLIN, 0};
     int ready;

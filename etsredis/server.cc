@@ -501,6 +501,7 @@ Server::~Server() { Stop().IgnoreError(); }
 
 const etsmgr::SocketAddress& Server::address() const { return state_->address; }
 const ServerStats& Server::stats() const { return state_->stats; }
+const etsmgr::ListenerStats& Server::listener_stats() const { return *state_->listener_stats; }
 int Server::shards() const { return static_cast<int>(state_->shards.size()); }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(etsmgr::Node& node, ServerOptions options) {

@@ -42,6 +42,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "etsmgr/executor/io.h"
+#include "etsmgr/net/listener.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/table/shared/shared_string.h"
 #include "etsredis/commands.h"
@@ -89,6 +90,8 @@ class Server {
   bool running() const { return supervisor_.alive(); }
   const etsmgr::SocketAddress& address() const;
   const ServerStats& stats() const;
+  // The listener's counts (live connections: what max_clients is held against).
+  const etsmgr::ListenerStats& listener_stats() const;
   // The shard's registered process name, and its managed table's name (which carries the shard
   // count: a server started with another count on the same instance is refused, as its keys
   // would be looked for in the wrong shards).

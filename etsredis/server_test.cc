@@ -287,9 +287,11 @@ TEST_P(EtsredisTest, TooManyClientsAreRefusedAndIdleOnesClosed) {
   EXPECT_TRUE(closed);
   ::close(a);
   ::close(b);
-  ASSERT_TRUE(server_->stats().changed.WaitUntil(
-      [&] { return server_->stats().connected_clients.load() == 0; },
-      absl::Now() + absl::Seconds(30)));
+  // The listener's count (what max_clients is held against) drops when a connection's process
+  // has gone, a little after the connection's own count.
+  const etsmgr::ListenerStats& listener = server_->listener_stats();
+  ASSERT_TRUE(listener.changed.WaitUntil([&] { return listener.live.load() == 0; },
+                                         absl::Now() + absl::Seconds(30)));
   int d = Dial(server_->address());
   SendText(d, "PING\r\n");
   EXPECT_EQ(RecvLine(d), "+PONG\r\n");
@@ -353,6 +355,13 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
   const std::string manager_name = etsmgr::Etsmgr(options.instance).server_name();
   std::unique_ptr<Server>& server_ = test.server_;
   const int port_ = test.port_;
+  // Every shard's first open counted (Start returns once each has published, which comes just
+  // before its count), so each wait below is for a restart.
+  ASSERT_TRUE(server_->stats().changed.WaitUntil(
+      [&] {
+        return server_->stats().shard_opens.load() >= static_cast<uint64_t>(server_->shards());
+      },
+      absl::Now() + absl::Seconds(30)));
   std::atomic<bool> stop{false};
   // redis-benchmark in the background for the whole run.
   std::thread bench([&] {
@@ -399,6 +408,19 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
       ::close(fd);
     });
   }
+  // A failed assertion below returns early: the threads are stopped and joined all the same.
+  struct JoinAll {
+    std::atomic<bool>& stop;
+    std::thread& bench;
+    std::vector<std::thread>& clients;
+    ~JoinAll() {
+      stop.store(true);
+      for (std::thread& t : clients) {
+        if (t.joinable()) t.join();
+      }
+      if (bench.joinable()) bench.join();
+    }
+  } join_all{stop, bench, clients};
   int kills = 0, manager_kills = 0;
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   for (int round = 0; std::chrono::steady_clock::now() < end && !stop.load(); ++round) {

@@ -12,6 +12,7 @@
 #ifndef ETSMGR_BASE_NOTIFIER_H_
 #define ETSMGR_BASE_NOTIFIER_H_
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 
@@ -33,7 +34,8 @@ class Notifier {
     while (!condition()) {
       const absl::Duration left = deadline - absl::Now();
       if (left <= absl::ZeroDuration()) return false;
-      cv_.wait_for(lock, absl::ToChronoNanoseconds(left));
+      // In steps of at most a second (an infinite deadline would overflow the clock's arithmetic).
+      cv_.wait_for(lock, absl::ToChronoNanoseconds(std::min(left, absl::Seconds(1))));
     }
     return true;
   }
