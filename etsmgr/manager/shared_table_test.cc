@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <memory>
 #include <random>
@@ -83,109 +84,88 @@ class SharedManagedTableTest : public ::testing::Test {
   std::string SegmentPath() const { return "/dev/shm/" + options_.shared->segment; }
   std::string ClaimPath() const { return "/dev/shm/." + options_.shared->segment + ".owner"; }
 
-  // Forks a program with its own runtime and manager whose client process takes the shared table
-  // "counter" (acknowledging -1 for created, -2 for found), then bumps it `writes` times (-1: for
-  // ever), acknowledging each returned value, then acknowledges -3 and waits to be killed.
+  // Forks a program with its own runtime and manager (instance inst_) whose one client process
+  // runs `client(self, ack, options, mgr)`: `ack` is the pipe the test reads (ack_), `options`
+  // the test's shared table options. The program then waits to be killed.
+  using ClientBody =
+      std::function<Task<void>(Process& self, int ack, TableOptions options, Etsmgr mgr)>;
+  void ForkWithClient(ClientBody client) {
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    child_ = fork();
+    ASSERT_GE(child_, 0);
+    if (child_ == 0) {
+      close(fds[0]);
+      const int ack = fds[1];
+      std::unique_ptr<Node> node = Node::Create({.schedulers = 1}).value();
+      if (!StartManager(*node, inst_).ok()) _exit(3);
+      TableOptions options = options_;
+      Etsmgr mgr(inst_);
+      absl::StatusOr<Pid> pid =
+          node->Spawn([client, ack, options, mgr](Process& self) -> Task<void> {
+            co_await client(self, ack, options, mgr);
+          });
+      if (!pid.ok()) _exit(7);
+      pause();
+      _exit(0);
+    }
+    close(fds[1]);
+    ack_ = fds[0];
+  }
+  // A client that takes the shared table "counter" (acknowledging -1 for created, -2 for
+  // found), then bumps it `writes` times (-1: for ever), acknowledging each returned value, then
+  // acknowledges -3 and waits to be killed.
   void ForkProgram(int64_t writes) {
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    child_ = fork();
-    if (child_ == 0) {
-      close(fds[0]);
-      const int ack = fds[1];
-      std::unique_ptr<Node> node = Node::Create({.schedulers = 1}).value();
-      if (!StartManager(*node, inst_).ok()) _exit(3);
-      TableOptions options = options_;
-      Etsmgr mgr(inst_);
-      absl::StatusOr<Pid> client =
-          node->Spawn([ack, writes, options, mgr](Process& self) -> Task<void> {
-            absl::StatusOr<ManagedTableRef> r =
-                co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
-            if (!r.ok()) _exit(4);
-            WriteValue(ack, r->created ? -1 : -2);
-            IntTable t = IntTable::Attach(r->table).value();
-            for (int64_t i = 0; writes < 0 || i < writes; ++i) {
-              absl::StatusOr<int64_t> v = t.UpdateCounter(kCounter, 1, {.default_value = 0});
-              if (!v.ok()) _exit(6);
-              WriteValue(ack, *v);
-            }
-            WriteValue(ack, -3);
-            co_await self.Receive();  // Until killed.
-          });
-      if (!client.ok()) _exit(7);
-      pause();
-      _exit(0);
-    }
-    close(fds[1]);
-    ack_ = fds[0];
+    ForkWithClient(
+        [writes](Process& self, int ack, TableOptions options, Etsmgr mgr) -> Task<void> {
+          absl::StatusOr<ManagedTableRef> r =
+              co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+          if (!r.ok()) _exit(4);
+          WriteValue(ack, r->created ? -1 : -2);
+          IntTable t = IntTable::Attach(r->table).value();
+          for (int64_t i = 0; writes < 0 || i < writes; ++i) {
+            absl::StatusOr<int64_t> v = t.UpdateCounter(kCounter, 1, {.default_value = 0});
+            if (!v.ok()) _exit(6);
+            WriteValue(ack, *v);
+          }
+          WriteValue(ack, -3);
+          co_await self.Receive();  // Until killed.
+        });
   }
-  // Forks a program whose client opens "counter" with ManagedTable::Open and an init function
-  // that inserts kCounter = 100 and acknowledges -4; then, if `hang_in_init`, it never returns
-  // (the program is killed while initialising); otherwise Open returns and the client
-  // acknowledges -1 (created) or -2 (found) and waits to be killed.
+  // A client that opens "counter" with ManagedTable::Open and an init function that inserts
+  // kCounter = 100 and acknowledges -4; then, if `hang_in_init`, it never returns (the program
+  // is killed while initialising); otherwise Open returns and the client acknowledges -1
+  // (created) or -2 (found) and waits to be killed.
   void ForkOpenProgram(bool hang_in_init) {
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    child_ = fork();
-    if (child_ == 0) {
-      close(fds[0]);
-      const int ack = fds[1];
-      std::unique_ptr<Node> node = Node::Create({.schedulers = 1}).value();
-      if (!StartManager(*node, inst_).ok()) _exit(3);
-      TableOptions options = options_;
-      Etsmgr mgr(inst_);
-      absl::StatusOr<Pid> client =
-          node->Spawn([ack, hang_in_init, options, mgr](Process& self) -> Task<void> {
-            auto init = [ack, hang_in_init](IntTable& fresh) {
-              absl::Status st = fresh.Insert(kCounter, 100);
-              WriteValue(ack, -4);
-              while (hang_in_init) pause();  // Killed here.
-              return st;
-            };
-            absl::StatusOr<ManagedTable<int64_t, int64_t>> t =
-                co_await ManagedTable<int64_t, int64_t>::Open(self, mgr, "counter", options, init);
-            if (!t.ok()) _exit(4);
-            WriteValue(ack, t->created() ? -1 : -2);
-            co_await self.Receive();  // Until killed.
-          });
-      if (!client.ok()) _exit(7);
-      pause();
-      _exit(0);
-    }
-    close(fds[1]);
-    ack_ = fds[0];
+    ForkWithClient(
+        [hang_in_init](Process& self, int ack, TableOptions options, Etsmgr mgr) -> Task<void> {
+          auto init = [ack, hang_in_init](IntTable& fresh) {
+            absl::Status st = fresh.Insert(kCounter, 100);
+            WriteValue(ack, -4);
+            while (hang_in_init) pause();  // Killed here.
+            return st;
+          };
+          absl::StatusOr<ManagedTable<int64_t, int64_t>> t =
+              co_await ManagedTable<int64_t, int64_t>::Open(self, mgr, "counter", options, init);
+          if (!t.ok()) _exit(4);
+          WriteValue(ack, t->created() ? -1 : -2);
+          co_await self.Receive();  // Until killed.
+        });
   }
-  // Forks a program whose client makes the shared table itself (Table::New with the shared
-  // options), puts kCounter = 42 in it, and, if `add`, hands it to the manager with AddTable;
-  // acknowledges -6 and waits to be killed.
+  // A client that makes the shared table itself (Table::New with the shared options), puts
+  // kCounter = 42 in it, and, if `add`, hands it to the manager with AddTable; acknowledges -6
+  // and waits to be killed.
   void ForkFillerProgram(bool add) {
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    child_ = fork();
-    if (child_ == 0) {
-      close(fds[0]);
-      const int ack = fds[1];
-      std::unique_ptr<Node> node = Node::Create({.schedulers = 1}).value();
-      if (!StartManager(*node, inst_).ok()) _exit(3);
-      TableOptions options = options_;
-      Etsmgr mgr(inst_);
-      absl::StatusOr<Pid> client =
-          node->Spawn([ack, add, options, mgr](Process& self) -> Task<void> {
-            absl::StatusOr<IntTable> t = IntTable::New(options);
-            if (!t.ok() || !t->Insert(kCounter, 42).ok()) _exit(4);
-            if (add) {
-              absl::StatusOr<ManagedTableRef> r = co_await mgr.AddTable(self, "counter", t->any());
-              if (!r.ok()) _exit(6);
-            }
-            WriteValue(ack, -6);
-            co_await self.Receive();  // Until killed.
-          });
-      if (!client.ok()) _exit(7);
-      pause();
-      _exit(0);
-    }
-    close(fds[1]);
-    ack_ = fds[0];
+    ForkWithClient([add](Process& self, int ack, TableOptions options, Etsmgr mgr) -> Task<void> {
+      absl::StatusOr<IntTable> t = IntTable::New(options);
+      if (!t.ok() || !t->Insert(kCounter, 42).ok()) _exit(4);
+      if (add) {
+        absl::StatusOr<ManagedTableRef> r = co_await mgr.AddTable(self, "counter", t->any());
+        if (!r.ok()) _exit(6);
+      }
+      WriteValue(ack, -6);
+      co_await self.Receive();  // Until killed.
+    });
   }
   void KillProgram() {
     ASSERT_EQ(kill(child_, SIGKILL), 0);
