@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "etsmgr/base/adaptive_mutex.h"
+#include "etsmgr/base/mutex.h"
 #include "etsmgr/base/log.h"
 #include "etsmgr/executor/backend.h"
 #include "etsmgr/manager/managed_table.h"

@@ -7,6 +7,7 @@
 
 #include "etsmgr/base/exception_text.h"
 #include "etsmgr/base/log.h"
+#include "etsmgr/base/spin_lock.h"
 #include "etsmgr/executor/internal/poller.h"
 
 namespace etsmgr {
@@ -23,12 +24,6 @@ class CurrentScope {
  private:
   Scheduler* previous_;
 };
-
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
 
 // Runs every 64 runnables: pick up remote work and expired timers so a busy local queue cannot
 // starve them.

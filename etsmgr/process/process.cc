@@ -239,7 +239,7 @@ void ProcessControl::HandleSignal(ExitSignalEnvelope* signal) {
   std::unique_ptr<ExitSignalEnvelope> owned(signal);
   if (pending_exit_) return;  // Already dying.
   if (signal->from_link) {
-    std::lock_guard<SpinLock> lock(mu_);
+    ExclusiveLock lock(mu_);
     Links& links = extras().links;
     auto it = std::find(links.begin(), links.end(), signal->from);
     if (it == links.end()) return;  // Unlinked since: the signal has no effect.
@@ -395,7 +395,7 @@ void ProcessControl::BodyFinished() {
 }
 
 bool ProcessControl::HasExitHook(const void* key) const {
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   if (hooks_closed_ || !extras_) return false;
   for (const auto& [k, h] : extras_->exit_hooks) {
     if (k == key) return true;
@@ -404,7 +404,7 @@ bool ProcessControl::HasExitHook(const void* key) const {
 }
 
 bool ProcessControl::AddExitHook(ExitHook hook, const void* key) {
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   if (hooks_closed_) return false;
   auto& hooks = extras().exit_hooks;
   if (key != nullptr) {
@@ -438,7 +438,7 @@ void ProcessControl::UnlinkResource(ExitResource* r) {
 }
 
 std::shared_ptr<ExitResource> ProcessControl::PopResource() {
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   if (!extras_ || extras_->resources == nullptr) return nullptr;
   return DetachResource(extras_->resources);
 }
@@ -465,7 +465,7 @@ bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource
     SpinLock* first = &mu_;
     SpinLock* second = from != nullptr ? &from->mu_ : nullptr;
     if (second != nullptr && second < first) std::swap(first, second);
-    std::lock_guard<SpinLock> lock1(*first);
+    ExclusiveLock lock1(*first);
     std::unique_lock<SpinLock> lock2;
     if (second != nullptr) lock2 = std::unique_lock<SpinLock>(*second);
     // Its holder's exit procedure may have taken it off meanwhile: look again.
@@ -484,13 +484,13 @@ bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource
 
 void ProcessControl::ReleaseResource(ExitResource* resource) {
   std::shared_ptr<ExitResource> dropped;  // Destroyed after the lock is released.
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   if (resource->holder_.load(std::memory_order_relaxed) != this) return;
   dropped = DetachResource(resource);
 }
 
 size_t ProcessControl::resource_count() const {
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   return extras_ ? extras_->resource_count : 0;
 }
 
@@ -502,14 +502,14 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
   // exit. Closing the resource set first means nothing can be handed to us from now on.
   decltype(Extras::exit_hooks) hooks;
   {
-    std::lock_guard<SpinLock> lock(mu_);
+    ExclusiveLock lock(mu_);
     hooks_closed_ = true;
     if (extras_) hooks.swap(extras_->exit_hooks);
   }
   for (auto& [key, hook] : hooks) hook(self_, reason);
   hooks.clear();
   {
-    std::lock_guard<SpinLock> lock(mu_);
+    ExclusiveLock lock(mu_);
     resources_closed_ = true;
   }
   // One at a time, each taken off under the lock: while we run one's OnOwnerExit, another
@@ -523,7 +523,7 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
   std::vector<MonitorEntry> watching;
   std::string name;
   {
-    std::lock_guard<SpinLock> lock(mu_);
+    ExclusiveLock lock(mu_);
     dead_.store(true, std::memory_order_release);
     if (extras_) {
       links.swap(extras_->links);
@@ -548,7 +548,7 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
             [](const MonitorEntry& a, const MonitorEntry& b) { return a.ref < b.ref; });
   for (const MonitorEntry& m : down) Send(m.other, Down{m.ref, self_, seen});
   for (const MonitorEntry& m : watching) {
-    std::lock_guard<SpinLock> lock(m.other.control()->mu_);
+    ExclusiveLock lock(m.other.control()->mu_);
     m.other.control()->extras().monitored_by.erase(m.ref);
   }
   status_.store(Status::kDead, std::memory_order_release);
@@ -565,7 +565,7 @@ void ProcessControl::DestroyAtShutdown() noexcept {
   // as owner): drop them, or the cycle outlives the runtime.
   CloseMailbox();
   {
-    std::lock_guard<SpinLock> lock(mu_);
+    ExclusiveLock lock(mu_);
     dead_.store(true, std::memory_order_release);
     resources_closed_ = true;
     hooks_closed_ = true;
@@ -574,7 +574,7 @@ void ProcessControl::DestroyAtShutdown() noexcept {
   DropResources();
   std::unique_ptr<Extras> extras;
   {
-    std::lock_guard<SpinLock> lock(mu_);
+    ExclusiveLock lock(mu_);
     extras = std::move(extras_);
   }
   extras.reset();
@@ -589,7 +589,7 @@ bool ProcessControl::Link(const Pid& other, bool signal_if_dead) {
   ProcessControl* o = other.control();
   bool other_dead;
   {
-    std::lock_guard<SpinLock> lock(o->mu_);
+    ExclusiveLock lock(o->mu_);
     other_dead = o->dead_.load(std::memory_order_relaxed);
     if (!other_dead) {
       Links& theirs = o->extras().links;
@@ -602,7 +602,7 @@ bool ProcessControl::Link(const Pid& other, bool signal_if_dead) {
     }
     return false;
   }
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   Links& mine = extras().links;
   if (std::find(mine.begin(), mine.end(), other) == mine.end()) mine.push_back(other);
   return true;
@@ -611,10 +611,10 @@ bool ProcessControl::Link(const Pid& other, bool signal_if_dead) {
 void ProcessControl::Unlink(const Pid& other) {
   if (!other.valid()) return;
   {
-    std::lock_guard<SpinLock> lock(mu_);
+    ExclusiveLock lock(mu_);
     if (extras_) RemoveEntry(extras_->links, other);
   }
-  std::lock_guard<SpinLock> lock(other.control()->mu_);
+  ExclusiveLock lock(other.control()->mu_);
   if (other.control()->extras_) RemoveEntry(other.control()->extras_->links, self_);
 }
 
@@ -626,14 +626,14 @@ uint64_t ProcessControl::Monitor(const Pid& target) {
   }
   bool dead;
   {
-    std::lock_guard<SpinLock> lock(target.control()->mu_);
+    ExclusiveLock lock(target.control()->mu_);
     dead = target.control()->dead_.load(std::memory_order_relaxed);
     if (!dead) target.control()->extras().monitored_by.emplace(ref, self_);
   }
   if (dead) {
     Send(self_, Down{ref, target, ExitReason::NoProc()});
   } else {
-    std::lock_guard<SpinLock> lock(mu_);
+    ExclusiveLock lock(mu_);
     extras().monitoring.push_back({ref, target});
   }
   return ref;
@@ -642,7 +642,7 @@ uint64_t ProcessControl::Monitor(const Pid& target) {
 void ProcessControl::Demonitor(uint64_t ref, bool flush) {
   Pid target;
   {
-    std::lock_guard<SpinLock> lock(mu_);
+    ExclusiveLock lock(mu_);
     std::vector<MonitorEntry>& monitoring = extras().monitoring;
     auto it = std::find_if(monitoring.begin(), monitoring.end(),
                            [&](const MonitorEntry& m) { return m.ref == ref; });
@@ -652,7 +652,7 @@ void ProcessControl::Demonitor(uint64_t ref, bool flush) {
     }
   }
   if (target.valid()) {
-    std::lock_guard<SpinLock> lock(target.control()->mu_);
+    ExclusiveLock lock(target.control()->mu_);
     target.control()->extras().monitored_by.erase(ref);
   }
   if (flush) {
@@ -670,25 +670,25 @@ void ProcessControl::Demonitor(uint64_t ref, bool flush) {
 }
 
 bool ProcessControl::SetRegisteredName(const std::string& name) {
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   if (dead_.load(std::memory_order_relaxed) || !extras().registered_name.empty()) return false;
   extras_->registered_name = name;
   return true;
 }
 
 void ProcessControl::ClearRegisteredName() {
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   if (extras_) extras_->registered_name.clear();
 }
 
 std::string ProcessControl::registered_name() const {
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   return extras_ ? extras_->registered_name : std::string();
 }
 
 ProcessControl::Snapshot ProcessControl::Info() const {
   Snapshot s;
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   s.status = status_.load(std::memory_order_acquire);
   s.mailbox_length = mailbox_size();  // Owner-written; a snapshot from other threads.
   s.trap_exit = trap_exit();

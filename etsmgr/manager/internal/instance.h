@@ -21,7 +21,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "etsmgr/base/adaptive_mutex.h"
+#include "etsmgr/base/mutex.h"
 #include "etsmgr/manager/internal/directory.h"
 #include "etsmgr/manager/internal/shared_directory.h"
 #include "etsmgr/manager/manager.h"

@@ -35,6 +35,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "etsmgr/base/block_cache.h"
+#include "etsmgr/base/mutex.h"
 #include "etsmgr/executor/internal/timer_heap.h"
 #include "etsmgr/executor/runnable.h"
 #include "etsmgr/executor/scheduler.h"
@@ -48,25 +49,6 @@ namespace etsmgr {
 class Node;
 class Process;
 using ProcessBody_ = std::function<Task<void>(Process&)>;  // = ProcessBody (process.h).
-
-// A test-and-test-and-set lock for the rarely contended link/monitor state: one byte instead of
-// std::mutex's forty, which matters at a million processes. Visible to TSan (plain atomics).
-class SpinLock {
- public:
-  void lock() {
-    while (locked_.exchange(true, std::memory_order_acquire)) {
-      while (locked_.load(std::memory_order_relaxed)) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-      }
-    }
-  }
-  void unlock() { locked_.store(false, std::memory_order_release); }
-
- private:
-  std::atomic<bool> locked_{false};
-};
 
 // Something a process owns that must be released when it exits (tables): the exit procedure
 // calls OnOwnerExit after the process's frame is destroyed and before its links and monitors

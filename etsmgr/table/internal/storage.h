@@ -38,7 +38,6 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/large_block.h"
-#include "etsmgr/table/internal/rw_spin_lock.h"
 #include "etsmgr/table/table_core.h"
 
 namespace etsmgr {
@@ -215,7 +214,7 @@ class MapCore final : public TypedCore<K, V> {
     Shard* shards = WritableShards();
     if (shards == nullptr) return this->DeletedError("insert");
     Shard& s = shards[ShardOf(key)];
-    std::lock_guard<RwSpinLock> lock(s.lock);
+    ExclusiveLock lock(s.lock);
     if (this->deleted()) return this->DeletedError("insert");
     InsertLocked(s, std::move(key), std::move(value));
     return absl::OkStatus();
@@ -389,7 +388,7 @@ class MapCore final : public TypedCore<K, V> {
         return this->DeletedError("update_counter");
       size_t hash = HashOf(key);
       Shard& s = shards[ShardOfHash(hash)];
-      std::lock_guard<RwSpinLock> lock(s.lock);
+      ExclusiveLock lock(s.lock);
       if (this->deleted()) [[unlikely]]
         return this->DeletedError("update_counter");
       auto it = FindIn(s.map, key, hash);
@@ -412,7 +411,7 @@ class MapCore final : public TypedCore<K, V> {
     for (size_t i = 0; i < shard_count(); ++i) {
       chunk.clear();
       {
-        std::shared_lock<RwSpinLock> lock(shards[i].lock);
+        SharedLock lock(shards[i].lock);
         if (this->deleted()) return this->DeletedError(what);
         chunk.reserve(shards[i].objects);
         for (const auto& [key, slot] : shards[i].map) {
@@ -436,7 +435,7 @@ class MapCore final : public TypedCore<K, V> {
       return std::optional<K>();
     }
     for (size_t i = 0; i < shard_count(); ++i) {
-      std::shared_lock<RwSpinLock> lock(shards[i].lock);
+      SharedLock lock(shards[i].lock);
       if (this->deleted()) return this->DeletedError(what);
       if (shards[i].map.empty()) continue;
       if constexpr (MapOf::kOrdered) {
@@ -457,7 +456,7 @@ class MapCore final : public TypedCore<K, V> {
     }
     if constexpr (MapOf::kOrdered) {
       const Shard& s = shards[0];
-      std::shared_lock<RwSpinLock> lock(s.lock);
+      SharedLock lock(s.lock);
       if (this->deleted()) return this->DeletedError(what);
       if (previous) {
         auto it = s.map.lower_bound(key);
@@ -472,14 +471,14 @@ class MapCore final : public TypedCore<K, V> {
       size_t i = ShardOf(key);
       {
         const Shard& s = shards[i];
-        std::shared_lock<RwSpinLock> lock(s.lock);
+        SharedLock lock(s.lock);
         if (this->deleted()) return this->DeletedError(what);
         auto it = s.map.find(key);
         if (it == s.map.end()) return MissingKey(key, what);
         if (++it != s.map.end()) return std::optional<K>(it->first);
       }
       for (++i; i < shard_count(); ++i) {
-        std::shared_lock<RwSpinLock> lock(shards[i].lock);
+        SharedLock lock(shards[i].lock);
         if (this->deleted()) return this->DeletedError(what);
         if (!shards[i].map.empty()) return std::optional<K>(shards[i].map.begin()->first);
       }
@@ -495,7 +494,7 @@ class MapCore final : public TypedCore<K, V> {
     }
     size_t total = 0;
     for (size_t i = 0; i < shard_count(); ++i) {
-      std::shared_lock<RwSpinLock> lock(shards[i].lock);
+      SharedLock lock(shards[i].lock);
       if (this->deleted()) return this->DeletedError(what);
       total += shards[i].objects;
     }
@@ -507,7 +506,7 @@ class MapCore final : public TypedCore<K, V> {
     if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
     // One shard at a time (as ETS delete_all_objects with write_concurrency).
     for (size_t i = 0; i < shard_count(); ++i) {
-      std::lock_guard<RwSpinLock> lock(shards[i].lock);
+      ExclusiveLock lock(shards[i].lock);
       if (this->deleted()) return this->DeletedError(what);
       EmptyLocked(shards[i]);
     }
@@ -630,7 +629,7 @@ class MapCore final : public TypedCore<K, V> {
     }
     if (shard >= shard_count()) return shard_count();
     const Shard& s = shards[shard];
-    std::shared_lock<RwSpinLock> lock(s.lock);
+    SharedLock lock(s.lock);
     if (this->deleted()) return this->DeletedError(what);
     if (pred == nullptr) out->reserve(out->size() + s.objects);
     for (const auto& [key, slot] : s.map) {
@@ -656,7 +655,7 @@ class MapCore final : public TypedCore<K, V> {
       Shard* shards = ShardArray();
       if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
       const Shard& s = shards[0];
-      std::shared_lock<RwSpinLock> lock(s.lock);
+      SharedLock lock(s.lock);
       if (this->deleted()) return this->DeletedError(what);
       if (range->lo && range->hi &&
           (*range->hi < *range->lo ||
@@ -720,7 +719,7 @@ class MapCore final : public TypedCore<K, V> {
       }
       size_t hash = HashOf(key);
       Shard& s = shards[ShardOfHash(hash)];
-      std::lock_guard<RwSpinLock> lock(s.lock);
+      ExclusiveLock lock(s.lock);
       if (this->deleted()) return this->DeletedError("update");
       auto it = FindIn(s.map, key, hash);
       if (it == s.map.end()) {
@@ -756,7 +755,7 @@ class MapCore final : public TypedCore<K, V> {
       while (true) {
         bool more = false;
         {
-          std::shared_lock<RwSpinLock> lock(s.lock);
+          SharedLock lock(s.lock);
           if (this->deleted()) return this->DeletedError(what);
           auto it = after ? s.map.upper_bound(*after) : s.map.begin();
           for (size_t n = 0; it != s.map.end() && n < this->kSaveRun; ++it, ++n)
@@ -773,7 +772,7 @@ class MapCore final : public TypedCore<K, V> {
       for (size_t i = 0; i < shard_count(); ++i) {
         {
           const Shard& s = shards[i];
-          std::shared_lock<RwSpinLock> lock(s.lock);
+          SharedLock lock(s.lock);
           if (this->deleted()) return this->DeletedError(what);
           for (const auto& [key, slot] : s.map) {
             if constexpr (kBag) {
@@ -801,7 +800,7 @@ class MapCore final : public TypedCore<K, V> {
     size_t added = 0;
     for (size_t i = 0; i < shard_count(); ++i) {
       Shard& s = shards[i];
-      std::lock_guard<RwSpinLock> lock(s.lock);
+      ExclusiveLock lock(s.lock);
       if (this->deleted()) return this->DeletedError(what);
       const size_t before = s.objects;
       if constexpr (!MapOf::kOrdered) s.map.reserve(s.map.size() + parts[i].size());
@@ -818,7 +817,7 @@ class MapCore final : public TypedCore<K, V> {
     if (shards == nullptr) return !this->deleted();
     *memory += shard_count() * sizeof(Shard);
     for (size_t i = 0; i < shard_count(); ++i) {
-      std::shared_lock<RwSpinLock> lock(shards[i].lock);
+      SharedLock lock(shards[i].lock);
       if (this->deleted()) return false;
       *size += shards[i].objects;
       *memory += shards[i].bytes;
@@ -832,7 +831,7 @@ class MapCore final : public TypedCore<K, V> {
     if (shards == nullptr) return bytes;
     bytes += shard_count() * sizeof(Shard);
     for (size_t i = 0; i < shard_count(); ++i) {
-      std::shared_lock<RwSpinLock> lock(shards[i].lock);
+      SharedLock lock(shards[i].lock);
       bytes += shards[i].bytes;
     }
     return bytes;
@@ -843,7 +842,7 @@ class MapCore final : public TypedCore<K, V> {
     Shard* shards = ShardArray();
     if (shards == nullptr) return;
     for (size_t i = 0; i < shard_count(); ++i) {
-      std::lock_guard<RwSpinLock> lock(shards[i].lock);
+      ExclusiveLock lock(shards[i].lock);
       EmptyLocked(shards[i]);
     }
     // The shard array itself stays until the core goes: another thread may hold a pointer into
@@ -974,11 +973,11 @@ class MapCore final : public TypedCore<K, V> {
     for (size_t i = 0; i < shard_count(); ++i) {
       Shard& s = shards[i];
       if constexpr (kWrite) {
-        std::lock_guard<RwSpinLock> lock(s.lock);
+        ExclusiveLock lock(s.lock);
         if (this->deleted()) return this->DeletedError(what);
         f(s);
       } else {
-        std::shared_lock<RwSpinLock> lock(s.lock);
+        SharedLock lock(s.lock);
         if (this->deleted()) return this->DeletedError(what);
         f(s);
       }
@@ -1008,7 +1007,7 @@ class MapCore final : public TypedCore<K, V> {
     }
     size_t hash = HashOf(key);
     const Shard& s = shards[ShardOfHash(hash)];
-    std::shared_lock<RwSpinLock> lock(s.lock);
+    SharedLock lock(s.lock);
     if (this->deleted()) return this->DeletedError(what);
     auto it = FindIn(s.map, key, hash);
     f(it == s.map.end() ? static_cast<const Slot*>(nullptr) : &it->second);
@@ -1021,7 +1020,7 @@ class MapCore final : public TypedCore<K, V> {
     if (shards == nullptr) return this->deleted() ? this->DeletedError(what) : absl::OkStatus();
     size_t hash = HashOf(key);
     Shard& s = shards[ShardOfHash(hash)];
-    std::lock_guard<RwSpinLock> lock(s.lock);
+    ExclusiveLock lock(s.lock);
     if (this->deleted()) return this->DeletedError(what);
     f(s, hash);
     return absl::OkStatus();

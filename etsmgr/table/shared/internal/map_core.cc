@@ -554,7 +554,7 @@ absl::StatusOr<uint64_t> MapCore::Size() const {
     for (int tries = 0; tries < kReadTries && !done; ++tries) {
       const uint64_t seq = Load(&sh->seq);
       if (seq & 1) {
-        Pause();
+        CpuRelax();
         continue;
       }
       const uint64_t word = Load(&sh->region);

@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "etsmgr/base/spin_lock.h"
 #include "etsmgr/table/shared/internal/crash_point.h"
 #include "etsmgr/table/shared/internal/layout.h"
 #include "etsmgr/table/shared/shared_options.h"
@@ -39,12 +40,6 @@ struct LayoutDesc {
   TypeDesc key;
   TypeDesc value;
 };
-
-inline void Pause() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
 
 class MapCore {
  public:
@@ -260,7 +255,7 @@ absl::StatusOr<bool> MapCore::Find(const uint64_t* key, uint64_t* value, const c
   for (int tries = 0; tries < kReadTries; ++tries) {
     const uint64_t seq = Load(&sh->seq);
     if (seq & 1) {
-      Pause();
+      CpuRelax();
       continue;
     }
     const uint64_t word = Load(&sh->region);
