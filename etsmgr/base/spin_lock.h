@@ -43,6 +43,9 @@ class ABSL_LOCKABLE SpinLock {
            !locked_.exchange(true, std::memory_order_acquire);
   }
   void unlock() ABSL_UNLOCK_FUNCTION() { locked_.store(false, std::memory_order_release); }
+  // Tells the analysis the caller holds it where it cannot follow (locks taken in a dynamic
+  // order); checks nothing at run time.
+  void AssertHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK() {}
 
  private:
   std::atomic<bool> locked_{false};
@@ -89,6 +92,9 @@ class ABSL_LOCKABLE RwSpinLock {
   __attribute__((always_inline)) void unlock_shared() ABSL_UNLOCK_FUNCTION() {
     state_.fetch_sub(kReader, std::memory_order_release);
   }
+  // Tell the analysis the caller holds it (a callback run under the lock); check nothing.
+  void AssertHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK() {}
+  void AssertReaderHeld() const ABSL_ASSERT_SHARED_LOCK() {}
 
  private:
   static constexpr uint32_t kWriter = 1;

@@ -120,7 +120,7 @@ bool Runtime::DriveUntil(const std::atomic<bool>& done) {
 }
 
 void Runtime::Shutdown() {
-  std::lock_guard<std::mutex> lock(shutdown_mutex_);
+  ExclusiveLock lock(shutdown_mutex_);
   if (shut_down_.exchange(true)) return;
   for (auto& s : schedulers_) s->Stop();
   for (auto& t : threads_) t.join();

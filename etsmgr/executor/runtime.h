@@ -36,6 +36,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "etsmgr/base/mutex.h"
 #include "etsmgr/executor/backend.h"
 #include "etsmgr/executor/scheduler.h"
 #include "etsmgr/executor/task.h"
@@ -112,7 +113,7 @@ class Runtime {
   std::vector<std::thread> threads_;
   std::atomic<int> running_threads_{0};
   std::atomic<bool> shut_down_{false};
-  std::mutex shutdown_mutex_;
+  Mutex shutdown_mutex_;  // Serialises Shutdown().
 };
 
 namespace runtime_internal {

@@ -152,7 +152,7 @@ void Scheduler::Stop() {
 }
 
 void Scheduler::AddRoot(Root* root) {
-  std::lock_guard<std::mutex> lock(roots_mutex_);
+  ExclusiveLock lock(roots_mutex_);
   root->prev_ = nullptr;
   root->next_ = roots_;
   if (roots_ != nullptr) roots_->prev_ = root;
@@ -161,7 +161,7 @@ void Scheduler::AddRoot(Root* root) {
 }
 
 void Scheduler::RemoveRoot(Root* root) {
-  std::lock_guard<std::mutex> lock(roots_mutex_);
+  ExclusiveLock lock(roots_mutex_);
   if (root->prev_ != nullptr) {
     root->prev_->next_ = root->next_;
   } else {
@@ -463,7 +463,7 @@ void Scheduler::DestroyRoots() {
   while (true) {
     Root* root;
     {
-      std::lock_guard<std::mutex> lock(roots_mutex_);
+      ExclusiveLock lock(roots_mutex_);
       root = roots_;
     }
     if (root == nullptr) break;

@@ -38,6 +38,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "etsmgr/base/mutex.h"
 #include "etsmgr/executor/backend.h"
 #include "etsmgr/executor/internal/run_queue.h"
 #include "etsmgr/executor/internal/timer_heap.h"
@@ -274,8 +275,8 @@ class Scheduler {
   std::atomic<uint32_t> queued_{0};
   std::atomic<uint64_t> donated_{0};
   std::atomic<uint64_t> stolen_{0};
-  std::mutex roots_mutex_;
-  Root* roots_ = nullptr;  // Guarded by roots_mutex_.
+  Mutex roots_mutex_;
+  Root* roots_ ABSL_GUARDED_BY(roots_mutex_) = nullptr;
 
   // --- Immutable after construction.
   const Backend backend_;

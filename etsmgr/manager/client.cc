@@ -184,7 +184,7 @@ Etsmgr::Etsmgr(std::string inst) : inst_(std::move(inst)) {}
 bool Etsmgr::IsManager(Node& node, const Pid& pid) const {
   std::shared_ptr<Instance> st = manager_internal::FindInstance(node, inst_);
   if (st == nullptr || !pid.valid()) return false;
-  std::lock_guard<AdaptiveMutex> lock(st->mu);
+  ExclusiveLock lock(st->mu);
   const auto& seen = st->manager_serials;
   return std::find(seen.begin(), seen.end(), pid.serial()) != seen.end();
 }
@@ -460,7 +460,7 @@ Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) co
   ManagerInfo info;
   size_t expected;
   {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     expected = st->dir.size();
   }
   // The reply's pages are faulted in before the lock (a few more rows than were there).
@@ -475,7 +475,7 @@ Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) co
   uint64_t snapshot = 0;
   {
     // One pass: names and clients into the reply, the table pointers aside; no table is touched.
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     if (!st->manager.alive()) co_return NotRunning("info", st.get(), inst_);
     info.manager = st->manager;
     info.vault = st->vault;
@@ -493,7 +493,7 @@ Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) co
     uint64_t id;
     ~EndSnapshot() {
       std::vector<Entry> dead;
-      std::lock_guard<AdaptiveMutex> lock(st.mu);
+      ExclusiveLock lock(st.mu);
       dead = st.dir.EndSnapshot(id);
     }  // `dead` goes after the lock.
   } end{*st, snapshot};
@@ -539,7 +539,7 @@ Task<absl::StatusOr<Pid>> Etsmgr::WaitForManager(Process& self, absl::Time deadl
     // manager on its way out, or an unrelated process) is waited out, never spun on.
     bool running = false;
     if (std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_)) {
-      std::lock_guard<AdaptiveMutex> lock(st->mu);
+      ExclusiveLock lock(st->mu);
       running = st->manager == *pid && st->State() == InstanceState::kRunning;
     }
     if (running) co_return std::move(*pid);

@@ -41,7 +41,7 @@ const char* ToString(InstanceState state) {
 InstanceState GetInstanceState(Node& node, const std::string& inst) {
   std::shared_ptr<Instance> st = FindInstance(node, inst);
   if (st == nullptr) return InstanceState::kNotStarted;
-  std::lock_guard<AdaptiveMutex> lock(st->mu);
+  ExclusiveLock lock(st->mu);
   return st->State();
 }
 
@@ -62,7 +62,7 @@ absl::Status CheckStart(const std::string& inst, const ManagerOptions& options) 
 absl::Status Discard(Node& node, const std::shared_ptr<Instance>& st) {
   std::vector<Entry> entries;
   {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     if (st->sup.alive()) {
       return absl::FailedPreconditionError(
           absl::StrCat("stop(\"", st->inst, "\"): started again (supervisor ", st->sup.ToString(),
@@ -78,7 +78,7 @@ absl::Status Discard(Node& node, const std::shared_ptr<Instance>& st) {
     if (deleted.ok() && *deleted) ++discarded;
   }
   {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     st->dir.counters.tables_discarded += discarded;
   }
   manager_internal::ForgetInstance(node, st.get());
@@ -123,7 +123,7 @@ Task<absl::Status> StopManager(Process& self, std::string inst, StopOptions opti
     co_return absl::NotFoundError(absl::StrCat("stop(\"", inst, "\"): not_started"));
   Pid sup;
   {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     if (st->sup.alive()) {
       if (!st->standalone) {
         co_return absl::FailedPreconditionError(absl::StrCat(
@@ -143,7 +143,7 @@ Task<absl::Status> StopManager(Process& self, std::string inst, StopOptions opti
       co_return absl::Status(stopped.code(),
                              absl::StrCat("stop(\"", inst, "\"): ", stopped.message()));
     }
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     if (st->sup == sup) st->stopped = true;  // Unless a new run began meanwhile.
   }
   if (options.discard_tables) co_return Discard(self.node(), st);
@@ -184,7 +184,7 @@ Task<absl::StatusOr<Pid>> StartEmbedded(Process& parent, std::string inst, Super
   Pid previous;  // A run this supervisor started before, maybe still exiting (a failed start).
   while (true) {
     st = manager_internal::FindOrCreateInstance(parent.node(), inst);
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     if (st->discarded.load(std::memory_order_acquire)) continue;  // Being discarded: a new one.
     if (st->sup.alive()) {
       if (!st->standalone && st->sup_parent == parent.self()) {
@@ -234,7 +234,7 @@ Task<absl::StatusOr<Pid>> StartEmbedded(Process& parent, std::string inst, Super
     }
   }
   {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     st->sup_parent = parent.self();
   }
   SpawnOptions options;

@@ -281,14 +281,14 @@ TEST(NoLossTest, DiscardDeletesHeldTablesAndCountsThem) {
   ASSERT_NE(st, nullptr);
   AnyTable table;
   {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     table = st->dir.Find("t")->table;
   }
   ASSERT_TRUE(table.alive());
   ASSERT_TRUE(StopManager(*node, kInst, {.discard_tables = true}).ok());
   EXPECT_FALSE(table.alive());
   EXPECT_FALSE(table.lost_with_owner());
-  std::lock_guard<AdaptiveMutex> lock(st->mu);
+  ExclusiveLock lock(st->mu);
   EXPECT_EQ(st->Counters().tables_discarded, 1u);
   EXPECT_EQ(st->Counters().tables_lost, 0u);
   EXPECT_EQ(GetInstanceState(*node, kInst), InstanceState::kNotStarted);
@@ -642,12 +642,12 @@ TEST(NoLossTest, D_ClientExitsCostOnlyTheirOwnTables) {
   ASSERT_NE(st, nullptr);
   uint64_t before;
   {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     before = st->dir.exit_work;
   }
   for (int c = 0; c < kExiting; ++c) SendExit(clients[c], ExitReason::Kill());
   for (int c = 0; c < kExiting; ++c) AwaitDeath(*node, clients[c]);
-  std::lock_guard<AdaptiveMutex> lock(st->mu);
+  ExclusiveLock lock(st->mu);
   EXPECT_EQ(st->keeper->transfers.load(), static_cast<uint64_t>(kExiting * kTablesEach));
   EXPECT_EQ(st->dir.Clients().size(), static_cast<size_t>(kClients - kExiting));
   EXPECT_EQ(st->dir.exit_work - before, static_cast<uint64_t>(kExiting * kTablesEach));
@@ -686,7 +686,7 @@ TEST(NoLossTest, E_DelTableRacingTheOwnersExitLeavesNothingBehind) {
             bool listed;
             Pid vault;
             {
-              std::lock_guard<AdaptiveMutex> lock(st->mu);
+              ExclusiveLock lock(st->mu);
               listed = st->dir.Find("t") != nullptr;
               vault = st->vault;
             }

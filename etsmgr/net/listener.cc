@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/log.h"
+#include "etsmgr/base/mutex.h"
 #include "etsmgr/process/io.h"
 
 namespace etsmgr {
@@ -29,8 +30,8 @@ struct Shared {
   std::shared_ptr<ListenerStats> stats = std::make_shared<ListenerStats>();
   // The running connections supervisor, set by its start (rest_for_one: the acceptor starts
   // after it, and again after each restart of it).
-  std::mutex mu;
-  Pid connections;       // Guarded by mu.
+  Mutex mu;
+  Pid connections ABSL_GUARDED_BY(mu);
   uint64_t next_id = 0;  // Acceptor only.
 };
 
@@ -50,7 +51,7 @@ struct Connection {
 };
 
 Pid ConnectionsSupervisor(Shared& shared) {
-  std::lock_guard<std::mutex> lock(shared.mu);
+  ExclusiveLock lock(shared.mu);
   return shared.connections;
 }
 
@@ -122,7 +123,7 @@ absl::StatusOr<Listener> MakeListener(std::string id, ListenerOptions options,
   connections.start = [shared, start_connections](Process& sup) -> Task<absl::StatusOr<Pid>> {
     absl::StatusOr<Pid> pid = co_await start_connections(sup);
     if (pid.ok()) {
-      std::lock_guard<std::mutex> lock(shared->mu);
+      ExclusiveLock lock(shared->mu);
       shared->connections = *pid;
     }
     co_return pid;

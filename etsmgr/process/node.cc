@@ -24,7 +24,7 @@ size_t Node::NextServiceId() {
 
 void Node::Shutdown() {
   if (runtime_) runtime_->Shutdown();
-  std::lock_guard<std::mutex> lock(registry_mu_);
+  ExclusiveLock lock(registry_mu_);
   names_.clear();
   name_waiters_.clear();
 }
@@ -63,7 +63,7 @@ absl::Status Node::Register(const std::string& name, const Pid& pid) {
   if (!pid.valid()) return absl::InvalidArgumentError("register(\"" + name + "\"): null pid");
   std::vector<Pid> waiters;
   {
-    std::lock_guard<std::mutex> lock(registry_mu_);
+    ExclusiveLock lock(registry_mu_);
     auto it = names_.find(name);
     // A dead process keeps its name only until its exit procedure unregisters it: as in Erlang,
     // the name is free as soon as the process is dead.
@@ -101,7 +101,7 @@ absl::Status Node::Register(const std::string& name, const Pid& pid) {
 absl::Status Node::Unregister(const std::string& name) {
   Pid pid;
   {
-    std::lock_guard<std::mutex> lock(registry_mu_);
+    ExclusiveLock lock(registry_mu_);
     auto it = names_.find(name);
     if (it == names_.end()) {
       return absl::NotFoundError("unregister(\"" + name + "\"): name not registered");
@@ -114,26 +114,26 @@ absl::Status Node::Unregister(const std::string& name) {
 }
 
 void Node::UnregisterIfOwner(const std::string& name, const Pid& pid) {
-  std::lock_guard<std::mutex> lock(registry_mu_);
+  ExclusiveLock lock(registry_mu_);
   auto it = names_.find(name);
   if (it != names_.end() && it->second == pid) names_.erase(it);
 }
 
 Pid Node::Whereis(const std::string& name) const {
-  std::lock_guard<std::mutex> lock(registry_mu_);
+  ExclusiveLock lock(registry_mu_);
   auto it = names_.find(name);
   // Dead, but not yet unregistered by its exit procedure: gone, as in Erlang.
   return it == names_.end() || !it->second.alive() ? Pid() : it->second;
 }
 
 void Node::AddNameWaiter(const std::string& name, const Pid& waiter) {
-  std::lock_guard<std::mutex> lock(registry_mu_);
+  ExclusiveLock lock(registry_mu_);
   std::vector<Pid>& waiters = name_waiters_[name];
   if (std::find(waiters.begin(), waiters.end(), waiter) == waiters.end()) waiters.push_back(waiter);
 }
 
 void Node::RemoveNameWaiter(const std::string& name, const Pid& waiter) {
-  std::lock_guard<std::mutex> lock(registry_mu_);
+  ExclusiveLock lock(registry_mu_);
   auto it = name_waiters_.find(name);
   if (it == name_waiters_.end()) return;
   auto& v = it->second;

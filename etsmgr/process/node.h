@@ -25,6 +25,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "etsmgr/base/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "etsmgr/executor/runtime.h"
 #include "etsmgr/executor/wait_slot.h"
@@ -80,7 +81,7 @@ class Node {
     if (id < kFastServices) {
       if (void* p = fast_services_[id].load(std::memory_order_acquire)) return *static_cast<T*>(p);
     }
-    std::lock_guard<std::mutex> lock(services_mu_);
+    ExclusiveLock lock(services_mu_);
     std::shared_ptr<void>& slot = services_[id];
     if (!slot) slot = std::make_shared<T>();
     if (id < kFastServices) fast_services_[id].store(slot.get(), std::memory_order_release);
@@ -114,15 +115,16 @@ class Node {
   std::atomic<uint64_t> next_ref_{1};
   std::atomic<size_t> live_{0};
 
-  mutable std::mutex registry_mu_;
-  absl::flat_hash_map<std::string, Pid> names_;
-  absl::flat_hash_map<std::string, std::vector<Pid>> name_waiters_;
+  mutable Mutex registry_mu_;
+  absl::flat_hash_map<std::string, Pid> names_ ABSL_GUARDED_BY(registry_mu_);
+  absl::flat_hash_map<std::string, std::vector<Pid>> name_waiters_ ABSL_GUARDED_BY(registry_mu_);
 
   static size_t NextServiceId();  // One per service type, program-wide.
   static constexpr size_t kFastServices = 8;
   std::atomic<void*> fast_services_[kFastServices] = {};
-  std::mutex services_mu_;
-  absl::flat_hash_map<size_t, std::shared_ptr<void>> services_;  // Last: goes first.
+  Mutex services_mu_;
+  // Last: goes first.
+  absl::flat_hash_map<size_t, std::shared_ptr<void>> services_ ABSL_GUARDED_BY(services_mu_);
 };
 
 namespace node_internal {

@@ -470,8 +470,10 @@ bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource
     if (second != nullptr) lock2 = std::unique_lock<SpinLock>(*second);
     // Its holder's exit procedure may have taken it off meanwhile: look again.
     if (r->holder_.load(std::memory_order_relaxed) != from) continue;
+    mu_.AssertHeld();  // Both locks are held, in an order the analysis cannot follow.
     if (resources_closed_) return false;
     if (from != nullptr) {
+      from->mu_.AssertHeld();
       from->UnlinkResource(r);  // The holder's reference moves with it.
     } else {
       r->held_ = resource;

@@ -163,12 +163,12 @@ TableCore::~TableCore() {
 }
 
 std::string TableCore::name() const {
-  std::lock_guard<SpinLock> lock(name_mu_);
+  ExclusiveLock lock(name_mu_);
   return name_;
 }
 
 std::string TableCore::ToString() const {
-  std::lock_guard<SpinLock> lock(name_mu_);
+  ExclusiveLock lock(name_mu_);
   if (name_.empty()) return absl::StrCat("table #", id_);
   return absl::StrCat("table #", id_, " \"", name_, "\"");
 }
@@ -207,12 +207,12 @@ void TableCore::NoteKeptLocked(const TableKeeper* alive) {
 }
 
 bool TableCore::has_keeper() const {
-  std::lock_guard<SpinLock> lock(meta_mu_);
+  ExclusiveLock lock(meta_mu_);
   return !keeper_.expired();
 }
 
 Pid TableCore::owner() const {
-  std::lock_guard<SpinLock> lock(meta_mu_);
+  ExclusiveLock lock(meta_mu_);
   return owner_;
 }
 
@@ -226,7 +226,7 @@ bool TableCore::Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size, b
   } else {
     *size = 0;
   }
-  std::lock_guard<SpinLock> lock(meta_mu_);
+  ExclusiveLock lock(meta_mu_);
   *owner = copier.Copy(owner_);
   *heir = copier.Copy(heir_);
   *kept = has_keeper_;
@@ -234,7 +234,7 @@ bool TableCore::Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size, b
 }
 
 Pid TableCore::heir() const {
-  std::lock_guard<SpinLock> lock(meta_mu_);
+  ExclusiveLock lock(meta_mu_);
   if (heir_.valid()) return heir_;
   std::shared_ptr<TableKeeper> keeper = keeper_.lock();
   return keeper != nullptr ? keeper->holder() : Pid();
@@ -261,7 +261,7 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableO
     dir.LinkLocked(core.get());
   }
   {
-    std::lock_guard<SpinLock> lock(core->meta_mu_);
+    ExclusiveLock lock(core->meta_mu_);
     core->ReplaceOwner(me->self());
     core->heir_ = std::move(options.heir);
     core->heir_data_ = std::move(options.heir_data);
@@ -300,7 +300,7 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
   ProcessControl* me = CurrentProcess();
   Pid from;
   {
-    std::lock_guard<SpinLock> lock(meta_mu_);
+    ExclusiveLock lock(meta_mu_);
     if (deleted()) return DeletedError("give_away");
     if (me == nullptr || me->serial() != owner_serial_.load(std::memory_order_relaxed)) {
       return NotOwner(me, "give_away", "give it away");
@@ -327,7 +327,7 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
 absl::Status TableCore::SetHeir(const Pid& heir, std::any data) {
   ProcessControl* me = CurrentProcess();
   Pid old_heir;  // The old heir and data (swapped into `data`) go after the lock.
-  std::lock_guard<SpinLock> lock(meta_mu_);
+  ExclusiveLock lock(meta_mu_);
   if (deleted()) return DeletedError("set_heir");
   if (me == nullptr || me->serial() != owner_serial_.load(std::memory_order_relaxed)) {
     return NotOwner(me, "set_heir", "set the heir");
@@ -366,7 +366,7 @@ absl::Status TableCore::Rename(std::string name) {
       directory_->names.erase(old);
     }
   }
-  std::lock_guard<SpinLock> name_lock(name_mu_);
+  ExclusiveLock name_lock(name_mu_);
   name_ = std::move(name);
   return absl::OkStatus();
 }
@@ -399,7 +399,7 @@ void TableCore::DeleteNow() {
   std::shared_ptr<const void> tag;
   std::shared_ptr<TableKeeper> keeper;  // Told after the lock: a kept table was lost.
   {
-    std::lock_guard<SpinLock> lock(meta_mu_);
+    ExclusiveLock lock(meta_mu_);
     if (deleted_.exchange(true, std::memory_order_acq_rel)) return;  // Someone else did.
     owner = ReplaceOwner(Pid());
     heir = std::move(heir_);
@@ -436,7 +436,7 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   std::any data;
   std::shared_ptr<TableKeeper> keeper;
   {
-    std::lock_guard<SpinLock> lock(meta_mu_);
+    ExclusiveLock lock(meta_mu_);
     if (deleted()) return;
     // Handed over (TableKeeper::HandOver) while `owner` was exiting: no longer its table.
     if (owner_serial_.load(std::memory_order_relaxed) != owner.serial()) return;

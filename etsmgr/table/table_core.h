@@ -282,17 +282,18 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
 
  private:
   absl::Status Denied(Op op, const char* what) const;
-  absl::Status NotOwner(ProcessControl* me, const char* what, const char* verb) const;  // meta_mu_
+  absl::Status NotOwner(ProcessControl* me, const char* what, const char* verb) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(meta_mu_);
   // Makes `owner` the owner (and its serial the one Allowed() checks); returns the previous owner,
-  // to release after the lock. Caller holds meta_mu_.
-  Pid ReplaceOwner(Pid owner);
+  // to release after the lock.
+  Pid ReplaceOwner(Pid owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(meta_mu_);
   // After an owner change other than the keeper's own: whether the keeper has the table now (a
-  // process gave it to the keeper's holder). Caller holds meta_mu_; `alive` (optional) is a
+  // process gave it to the keeper's holder). `alive` (optional) is a
   // keeper the caller knows to be alive (the keeper itself), saving a weak_ptr lock.
-  void NoteKeptLocked(const TableKeeper* alive = nullptr);
-  // Whether `keeper` keeps this table (caller holds meta_mu_): one atomic load, no lock of the
-  // weak_ptr (an expired keeper at a reused address never matches).
-  bool KeptBy(const TableKeeper* keeper) const {
+  void NoteKeptLocked(const TableKeeper* alive = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(meta_mu_);
+  // Whether `keeper` keeps this table: one atomic load, no lock of the weak_ptr (an expired
+  // keeper at a reused address never matches).
+  bool KeptBy(const TableKeeper* keeper) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(meta_mu_) {
     return keeper != nullptr && keeper_raw_ == keeper && !keeper_.expired();
   }
   void DeleteNow();
@@ -306,20 +307,20 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   std::atomic<bool> deleted_{false};
   std::atomic<bool> lost_with_owner_{false};
   std::atomic<bool> initialised_{false};
-  bool has_keeper_ = false;  // Guarded by meta_mu_: a keeper was set (what Glance reports).
+  bool has_keeper_ ABSL_GUARDED_BY(meta_mu_) = false;  // A keeper was set (what Glance reports).
   const TableType type_;
   const Access access_;
   const FastPath fast_path_;
   const bool shared_storage_;
   std::atomic<bool> discarded_{false};
-  Pid owner_;
-  Pid heir_;
+  Pid owner_ ABSL_GUARDED_BY(meta_mu_);
+  Pid heir_ ABSL_GUARDED_BY(meta_mu_);
   std::atomic<void*> storage_{nullptr};
   std::atomic<uint64_t> owner_serial_{0};
 
   const uint64_t id_;
-  mutable SpinLock name_mu_;  // Guards name_ (Rename also holds the directory's lock).
-  std::string name_;
+  mutable SpinLock name_mu_;  // Rename also holds the directory's lock.
+  std::string name_ ABSL_GUARDED_BY(name_mu_);
   // Demangled only when a message or Info() needs the names (demangling costs a microsecond).
   const std::type_info& key_type_;
   const std::type_info& value_type_;
@@ -331,13 +332,14 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
   TableCore* dir_prev_ = nullptr;
   TableCore* dir_next_ = nullptr;
   bool listed_ = false;
-  std::any heir_data_;
+  std::any heir_data_ ABSL_GUARDED_BY(meta_mu_);
   // The keeper (see TableKeeper) and its tag, guarded by meta_mu_. `kept_`: the keeper has the
   // table (its holder owns it, or it is parked with no owner).
   friend class TableKeeper;
-  std::weak_ptr<TableKeeper> keeper_;
-  const TableKeeper* keeper_raw_ = nullptr;  // keeper_'s object, for identity checks.
-  std::shared_ptr<const void> keeper_tag_;
+  std::weak_ptr<TableKeeper> keeper_ ABSL_GUARDED_BY(meta_mu_);
+  // keeper_'s object, for identity checks.
+  const TableKeeper* keeper_raw_ ABSL_GUARDED_BY(meta_mu_) = nullptr;
+  std::shared_ptr<const void> keeper_tag_ ABSL_GUARDED_BY(meta_mu_);
   bool kept_ = false;
 };
 

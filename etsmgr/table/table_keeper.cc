@@ -15,17 +15,17 @@ void TableKeeper::OnKept(const AnyTable&, const Pid&, const Pid&) {}
 void TableKeeper::OnLost(const AnyTable&) {}
 
 Pid TableKeeper::holder() const {
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   return holder_;
 }
 
 size_t TableKeeper::parked_count() const {
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   return parked_.size();
 }
 
 Pid TableKeeper::PlaceLocked(TableCore* table, const Pid& from) {
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   // A holder that is exiting refuses the adoption (AdoptResource): the table is parked instead.
   if (holder_.valid() && holder_ != from &&
       holder_.control()->AdoptResource(table->shared_from_this())) {
@@ -36,13 +36,13 @@ Pid TableKeeper::PlaceLocked(TableCore* table, const Pid& from) {
 }
 
 void TableKeeper::ParkLocked(TableCore* table) {
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   parked_.emplace(table, table->shared_from_this());
 }
 
 void TableKeeper::UnparkLocked(const TableCore* table) {
   std::shared_ptr<TableCore> dropped;  // Not the last reference: the caller holds the table.
-  std::lock_guard<SpinLock> lock(mu_);
+  ExclusiveLock lock(mu_);
   auto it = parked_.find(table);
   if (it == parked_.end()) return;
   dropped = std::move(it->second);
@@ -56,7 +56,7 @@ absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
   }
   absl::flat_hash_map<const TableCore*, std::shared_ptr<TableCore>> parked;
   {
-    std::lock_guard<SpinLock> lock(mu_);
+    ExclusiveLock lock(mu_);
     holder_ = me->self();
     holder_serial_.store(holder_.serial(), std::memory_order_release);
     parked.swap(parked_);
@@ -64,7 +64,7 @@ absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
   // Each under its own lock. One handed over meanwhile (HandOver) has an owner: skipped.
   size_t adopted = 0;
   for (auto& [raw, core] : parked) {
-    std::lock_guard<SpinLock> lock(core->meta_mu_);
+    ExclusiveLock lock(core->meta_mu_);
     if (core->deleted() || !core->KeptBy(this) || core->owner_.valid()) continue;
     if (!me->AdoptResource(core)) {  // Cannot happen while we run; keep it parked regardless.
       ParkLocked(core.get());
@@ -86,7 +86,7 @@ absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void
   TableCore& core = *table.core();
   Pid old_heir;  // Released after the lock, with its data.
   std::any old_data;
-  std::lock_guard<SpinLock> lock(core.meta_mu_);
+  ExclusiveLock lock(core.meta_mu_);
   if (core.deleted()) return core.DeletedError("keep");
   if (core.KeptBy(this)) {
     if (core.keeper_tag_ == tag) return absl::OkStatus();
@@ -110,7 +110,7 @@ absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void
 std::shared_ptr<const void> TableKeeper::TagOf(const AnyTable& table) const {
   if (!table.valid()) return nullptr;
   TableCore& core = *table.core();
-  std::lock_guard<SpinLock> lock(core.meta_mu_);
+  ExclusiveLock lock(core.meta_mu_);
   if (!core.KeptBy(this)) return nullptr;
   return core.keeper_tag_;
 }
@@ -125,7 +125,7 @@ TableKeeper::Look TableKeeper::LookAt(const AnyTable& table) const {
   Look look;
   if (!table.valid()) return look;
   TableCore& core = *table.core();
-  std::lock_guard<SpinLock> lock(core.meta_mu_);
+  ExclusiveLock lock(core.meta_mu_);
   look.alive = !core.deleted();
   if (!look.alive) return look;
   look.kept = core.KeptBy(this);
@@ -138,7 +138,7 @@ TableKeeper::Look TableKeeper::LookAt(const AnyTable& table) const {
 bool TableKeeper::Holds(const AnyTable& table) const {
   if (!table.valid()) return false;
   TableCore& core = *table.core();
-  std::lock_guard<SpinLock> lock(core.meta_mu_);
+  ExclusiveLock lock(core.meta_mu_);
   return !core.deleted() && core.kept_ && core.KeptBy(this);
 }
 
@@ -146,7 +146,7 @@ absl::Status TableKeeper::HandOver(const AnyTable& table, const Pid& to) {
   if (!table.valid()) return NullTableHandle("hand over");
   TableCore& core = *table.core();
   Pid previous;  // Released after the lock.
-  std::lock_guard<SpinLock> lock(core.meta_mu_);
+  ExclusiveLock lock(core.meta_mu_);
   if (core.deleted()) return core.DeletedError("hand over");
   if (!core.KeptBy(this)) {
     return absl::FailedPreconditionError(
@@ -177,7 +177,7 @@ absl::StatusOr<bool> TableKeeper::Release(const AnyTable& table) {
   std::shared_ptr<const void> tag;  // Released after the lock.
   bool had_it;
   {
-    std::lock_guard<SpinLock> lock(core.meta_mu_);
+    ExclusiveLock lock(core.meta_mu_);
     if (!core.KeptBy(this)) {
       return absl::FailedPreconditionError(
           absl::StrCat("release ", core.ToString(), ": this keeper does not keep it"));

@@ -103,18 +103,17 @@ class TableKeeper : public std::enable_shared_from_this<TableKeeper> {
 
  private:
   friend class TableCore;
-  // The table's owner `from` exited; caller holds the table's lock. Adopts the table into a live
-  // holder (returned) or parks it (the null Pid).
-  Pid PlaceLocked(TableCore* table, const Pid& from);
-  // Caller holds the table's lock.
-  void ParkLocked(TableCore* table);
-  void UnparkLocked(const TableCore* table);
+  // The table's owner `from` exited. Adopts the table into a live holder (returned) or parks it
+  // (the null Pid).
+  Pid PlaceLocked(TableCore* table, const Pid& from) ABSL_EXCLUSIVE_LOCKS_REQUIRED(table->meta_mu_);
+  void ParkLocked(TableCore* table) ABSL_EXCLUSIVE_LOCKS_REQUIRED(table->meta_mu_);
+  void UnparkLocked(const TableCore* table) ABSL_EXCLUSIVE_LOCKS_REQUIRED(table->meta_mu_);
 
-  mutable SpinLock mu_;  // Guards holder_ and parked_; taken inside a table's lock.
-  Pid holder_;
+  mutable SpinLock mu_;  // Taken inside a table's lock.
+  Pid holder_ ABSL_GUARDED_BY(mu_);
   // holder_'s serial, readable without mu_ (whether a table's owner is the holder).
   std::atomic<uint64_t> holder_serial_{0};
-  absl::flat_hash_map<const TableCore*, std::shared_ptr<TableCore>> parked_;
+  absl::flat_hash_map<const TableCore*, std::shared_ptr<TableCore>> parked_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace etsmgr

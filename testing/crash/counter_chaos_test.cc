@@ -125,7 +125,7 @@ Task<void> Driver(Process& self, uint64_t seed, std::shared_ptr<Outcome> out) {
       manager_internal::FindInstance(self.node(), kInst);
   AnyTable table;
   {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     const manager_internal::Entry* e = st->dir.Find("count");
     if (e != nullptr) table = e->table;
   }

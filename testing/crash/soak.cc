@@ -369,7 +369,7 @@ struct Driver {
           manager_internal::FindInstance(self.node(), kInst);
       bool settled = false;
       if (st != nullptr) {
-        std::lock_guard<AdaptiveMutex> lock(st->mu);
+        ExclusiveLock lock(st->mu);
         settled =
             st->vault.alive() && st->manager == *manager && st->State() == InstanceState::kRunning;
       }
@@ -383,7 +383,7 @@ struct Driver {
     std::shared_ptr<manager_internal::Instance> st =
         manager_internal::FindInstance(self.node(), kInst);
     if (st == nullptr) return absl::InternalError("the instance is gone");
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     Pid vault = st->vault;
     if (!vault.alive()) return absl::InternalError("no vault after settling");
     if (st->keeper->parked_count() != 0) {

@@ -104,7 +104,7 @@ std::shared_ptr<Instance> FindInstance(Node& node, const std::string& inst) {
       last.version == g_instances_version.load(std::memory_order_acquire)) {
     if (std::shared_ptr<Instance> found = last.instance.lock()) return found;
   }
-  std::lock_guard<AdaptiveMutex> lock(all.mu);
+  ExclusiveLock lock(all.mu);
   auto it = all.by_name.find(inst);
   if (it == all.by_name.end()) return nullptr;
   last.registry = &all;
@@ -116,7 +116,7 @@ std::shared_ptr<Instance> FindInstance(Node& node, const std::string& inst) {
 
 std::shared_ptr<Instance> FindOrCreateInstance(Node& node, const std::string& inst) {
   Instances& all = node.Service<Instances>();
-  std::lock_guard<AdaptiveMutex> lock(all.mu);
+  ExclusiveLock lock(all.mu);
   std::shared_ptr<Instance>& slot = all.by_name[inst];
   if (slot == nullptr || slot->discarded.load(std::memory_order_acquire)) {
     slot = std::make_shared<Instance>(inst);
@@ -128,7 +128,7 @@ std::shared_ptr<Instance> FindOrCreateInstance(Node& node, const std::string& in
 void ForgetInstance(Node& node, const Instance* instance) {
   std::shared_ptr<Instance> dropped;  // Released after the lock.
   Instances& all = node.Service<Instances>();
-  std::lock_guard<AdaptiveMutex> lock(all.mu);
+  ExclusiveLock lock(all.mu);
   auto it = all.by_name.find(instance->inst);
   if (it != all.by_name.end() && it->second.get() == instance) {
     dropped = std::move(it->second);
@@ -142,7 +142,7 @@ void ForgetInstance(Node& node, const Instance* instance) {
 void ClientGone(Instance& st, const Pid& client, const ExitReason& reason) {
   std::vector<std::string> names;
   {
-    std::lock_guard<AdaptiveMutex> lock(st.mu);
+    ExclusiveLock lock(st.mu);
     names = st.dir.MarkClientGone(client);
     // Under the lock, so no client registration of ours can interleave with this unlink.
     if (st.manager.valid()) client.control()->Unlink(st.manager);
@@ -153,7 +153,7 @@ void ClientGone(Instance& st, const Pid& client, const ExitReason& reason) {
   if (st.burst_clients.fetch_add(1, std::memory_order_acq_rel) == 0) {
     Pid vault;
     {
-      std::lock_guard<AdaptiveMutex> lock(st.mu);
+      ExclusiveLock lock(st.mu);
       vault = st.vault;
     }
     Send(vault, BurstNotice{});

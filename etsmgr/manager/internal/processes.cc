@@ -62,7 +62,7 @@ Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, ui
   uint64_t restart = 0;
   bool superseded;
   {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     superseded = Superseded(*st, parent);
     if (!superseded) restart = st->vault_starts++;
   }
@@ -109,7 +109,7 @@ Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent, 
   uint64_t restarts = 0;
   bool superseded;
   {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     superseded = Superseded(*st, parent);
     if (!superseded) {
       st->manager = self.self();
@@ -151,7 +151,7 @@ Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent, 
       // A linked client whose exit hook did not unlink it first (it cannot, before this
       // manager's Init links it): the same bookkeeping, once.
       {
-        std::lock_guard<AdaptiveMutex> lock(st->mu);
+        ExclusiveLock lock(st->mu);
         if (st->dir.HasClient(x->from)) ++st->client_exits_by_manager;
       }
       ClientGone(*st, x->from, x->reason);
@@ -159,7 +159,7 @@ Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent, 
       // Tables given to the manager go to the vault, which keeps the managed ones.
       Pid vault;
       {
-        std::lock_guard<AdaptiveMutex> lock(st->mu);
+        ExclusiveLock lock(st->mu);
         vault = st->vault;
       }
       t->table.GiveAway(vault, t->heir_data).IgnoreError();
@@ -196,7 +196,7 @@ Task<absl::StatusOr<Pid>> StartVault(Process& sup, std::string inst, bool standa
   std::vector<Pid> orphans;
   while (true) {
     st = FindOrCreateInstance(sup.node(), inst);
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     if (st->discarded.load(std::memory_order_acquire)) continue;  // Being discarded: a new one.
     if (st->sup.valid() && st->sup != sup.self() && st->sup.alive()) {
       co_return absl::AlreadyExistsError(absl::StrCat(
@@ -224,7 +224,7 @@ Task<absl::StatusOr<Pid>> StartVault(Process& sup, std::string inst, bool standa
       [st, parent, ready](Process& self) { return VaultBody(self, st, parent, ready); }, options);
   if (!pid.ok()) co_return pid;
   {
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     st->vault = *pid;
   }
   // Started means holding: every parked table is the vault's before the manager starts.
@@ -246,7 +246,7 @@ Task<absl::StatusOr<Pid>> StartManagerProcess(Process& sup, std::string inst) {
   if (!pid.ok()) co_return pid;
   {
     // Recorded at once: a later run of the instance finds it and waits for it to go.
-    std::lock_guard<AdaptiveMutex> lock(st->mu);
+    ExclusiveLock lock(st->mu);
     if (Superseded(*st, parent)) {
       co_return absl::AbortedError(
           absl::StrCat("etsmgr instance \"", inst, "\": a newer run started meanwhile"));

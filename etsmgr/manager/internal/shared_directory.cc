@@ -34,7 +34,7 @@ SharedString<N> Truncated(const std::string& s) {
 SharedDirectory::SharedDirectory(const std::string& inst) : segment_(DirectorySegment(inst)) {}
 
 absl::StatusOr<SharedDirectory::Map*> SharedDirectory::Open(bool create) {
-  std::lock_guard<std::mutex> lock(mu_);
+  ExclusiveLock lock(mu_);
   if (map_) return &*map_;
   SharedMapOptions options;
   options.mode = create ? SharedMapOptions::Mode::kOpenOrCreate : SharedMapOptions::Mode::kOpen;

@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "etsmgr/base/mutex.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/table/shared/shared_map.h"
 #include "etsmgr/table/shared/shared_string.h"
@@ -66,8 +67,8 @@ class SharedDirectory {
   static SharedMapOptions MapOptions(const SharedTableRecord& record);
 
   const std::string segment_;
-  std::mutex mu_;
-  std::optional<Map> map_;  // Guarded by mu_; set once opened.
+  Mutex mu_;
+  std::optional<Map> map_ ABSL_GUARDED_BY(mu_);  // Set once opened.
 };
 
 }  // namespace etsmgr::manager_internal

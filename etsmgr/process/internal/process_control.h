@@ -262,8 +262,8 @@ class ProcessControl final : public process_internal::PidTarget,
   // Owner-written, read by Info() from any thread: relaxed atomics (plain loads and stores).
   std::atomic<bool> trap_exit_{false};
   bool timed_out_ = false;
-  bool resources_closed_ = false;  // Guarded by mu_: set when the exit procedure begins.
-  bool hooks_closed_ = false;      // Guarded by mu_: set when the exit hooks are taken to run.
+  bool resources_closed_ ABSL_GUARDED_BY(mu_) = false;  // Set when the exit procedure begins.
+  bool hooks_closed_ ABSL_GUARDED_BY(mu_) = false;  // Set when the exit hooks are taken to run.
   bool pinned_ = false;            // Immutable once launched.
   int io_waits_ = 0;               // Owner thread: see AddIoWait().
   bool busy_ = false;              // Owner thread: see set_busy().
@@ -311,21 +311,20 @@ class ProcessControl final : public process_internal::PidTarget,
     size_t resource_count = 0;
     absl::InlinedVector<std::pair<const void*, ExitHook>, 1> exit_hooks;
   };
-  // Resource list updates; caller holds mu_ (and the resource's previous holder's, if any).
-  void LinkResource(ExitResource* r);
-  void UnlinkResource(ExitResource* r);
+  // Resource list updates (with the resource's previous holder's lock too, if any).
+  void LinkResource(ExitResource* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UnlinkResource(ExitResource* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the first held resource off the list with the holder's reference (null when none).
   std::shared_ptr<ExitResource> PopResource();
-  // Takes `r`, which this process holds, off its list; returns the holder's reference. Caller
-  // holds mu_.
-  std::shared_ptr<ExitResource> DetachResource(ExitResource* r);
+  // Takes `r`, which this process holds, off its list; returns the holder's reference.
+  std::shared_ptr<ExitResource> DetachResource(ExitResource* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops every held resource, each reference after the lock.
   void DropResources();
-  Extras& extras() {  // Caller holds mu_.
+  Extras& extras() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!extras_) extras_ = std::make_unique<Extras>();
     return *extras_;
   }
-  std::unique_ptr<Extras> extras_;
+  std::unique_ptr<Extras> extras_ ABSL_GUARDED_BY(mu_);
 };
 
 inline ProcessControl* Pid::control() const { return static_cast<ProcessControl*>(target_); }

@@ -225,8 +225,11 @@ class MapCore final : public TypedCore<K, V> {
     if (shards == nullptr) return this->DeletedError("insert");
     MultiLock lock(this, shards, entries);
     if (this->deleted()) return this->DeletedError("insert");
-    for (Entry& e : entries)
-      InsertLocked(shards[ShardOf(e.first)], std::move(e.first), std::move(e.second));
+    for (Entry& e : entries) {
+      Shard& s = shards[ShardOf(e.first)];
+      s.lock.AssertHeld();  // MultiLock holds every shard of `entries`.
+      InsertLocked(s, std::move(e.first), std::move(e.second));
+    }
     return absl::OkStatus();
   }
 
@@ -236,11 +239,16 @@ class MapCore final : public TypedCore<K, V> {
     MultiLock lock(this, shards, entries);
     if (this->deleted()) return this->DeletedError("insert_new");
     for (const Entry& e : entries) {
-      if (shards[ShardOf(e.first)].map.contains(e.first)) return false;
+      const Shard& s = shards[ShardOf(e.first)];
+      s.lock.AssertHeld();
+      if (s.map.contains(e.first)) return false;
     }
     // Keys repeated inside `entries` behave as consecutive inserts (the last value wins in a set).
-    for (Entry& e : entries)
-      InsertLocked(shards[ShardOf(e.first)], std::move(e.first), std::move(e.second));
+    for (Entry& e : entries) {
+      Shard& s = shards[ShardOf(e.first)];
+      s.lock.AssertHeld();  // MultiLock holds every shard of `entries`.
+      InsertLocked(s, std::move(e.first), std::move(e.second));
+    }
     return true;
   }
 
@@ -279,6 +287,7 @@ class MapCore final : public TypedCore<K, V> {
   absl::StatusOr<size_t> Erase(const K& key) override {
     size_t removed = 0;
     absl::Status st = WriteKey(key, "erase", [&](Shard& s, size_t hash) {
+      s.lock.AssertHeld();  // WriteKey runs this under the shard lock.
       auto it = FindIn(s.map, key, hash);
       if (it == s.map.end()) return;
       removed = CountOf(it->second);
@@ -296,6 +305,7 @@ class MapCore final : public TypedCore<K, V> {
     } else {
       size_t removed = 0;
       absl::Status st = WriteKey(key, "erase_object", [&](Shard& s, size_t hash) {
+        s.lock.AssertHeld();  // WriteKey runs this under the shard lock.
         auto it = FindIn(s.map, key, hash);
         if (it == s.map.end()) return;
         if constexpr (kBag) {
@@ -319,6 +329,7 @@ class MapCore final : public TypedCore<K, V> {
   absl::StatusOr<std::vector<V>> Take(const K& key) override {
     std::vector<V> out;
     absl::Status st = WriteKey(key, "take", [&](Shard& s, size_t hash) {
+      s.lock.AssertHeld();  // WriteKey runs this under the shard lock.
       auto it = FindIn(s.map, key, hash);
       if (it == s.map.end()) return;
       if constexpr (kBag) {
@@ -516,6 +527,7 @@ class MapCore final : public TypedCore<K, V> {
   absl::StatusOr<size_t> SelectCount(const Match* pred) const override {
     size_t count = 0;
     absl::Status st = ForShards<false>("select_count", [&](Shard& s) {
+      s.lock.AssertReaderHeld();  // ForShards<false> holds it shared.
       if (pred == nullptr) {
         count += s.objects;
         return;
@@ -535,6 +547,7 @@ class MapCore final : public TypedCore<K, V> {
   absl::StatusOr<size_t> SelectDelete(const Match* pred) override {
     size_t removed = 0;
     absl::Status st = ForShards<true>("select_delete", [&](Shard& s) {
+      s.lock.AssertHeld();  // ForShards<true> holds it exclusively.
       if (pred == nullptr) {
         removed += s.objects;
         EmptyLocked(s);
@@ -575,6 +588,7 @@ class MapCore final : public TypedCore<K, V> {
   absl::StatusOr<size_t> SelectReplace(typename TypedCore<K, V>::Replace fn) override {
     size_t replaced = 0;
     absl::Status st = ForShards<true>("select_replace", [&](Shard& s) {
+      s.lock.AssertHeld();  // ForShards<true> holds it exclusively.
       for (auto it = s.map.begin(); it != s.map.end(); ++it) {
         const K& key = it->first;
         if constexpr (kBag) {
@@ -853,18 +867,19 @@ class MapCore final : public TypedCore<K, V> {
   struct alignas(64) Shard {
     Shard() : map(CountingAllocator<std::pair<const K, Slot>>(&bytes)) {}
     mutable RwSpinLock lock;
-    size_t bytes = 0;    // Heap held by `map` (and bag value vectors); guarded by `lock`.
-    size_t objects = 0;  // Entries (bags: values); guarded by `lock`.
-    Map map;
+    size_t bytes ABSL_GUARDED_BY(lock) = 0;  // Heap held by `map` (and bag value vectors).
+    size_t objects ABSL_GUARDED_BY(lock) = 0;  // Entries (bags: values).
+    Map map ABSL_GUARDED_BY(lock);
   };
 
-  static CountingAllocator<std::pair<const K, Slot>> Alloc(Shard& s) {
+  static CountingAllocator<std::pair<const K, Slot>> Alloc(Shard& s)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.lock) {
     return CountingAllocator<std::pair<const K, Slot>>(&s.bytes);
   }
 
-  // Drops every entry and the map's memory (not just its contents). Caller holds s.lock, which
-  // also guards the byte counter the old storage updates as it is freed.
-  static void EmptyLocked(Shard& s) {
+  // Drops every entry and the map's memory (not just its contents). s.lock also guards the byte
+  // counter the old storage updates as it is freed.
+  static void EmptyLocked(Shard& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.lock) {
     Map empty(Alloc(s));
     s.map.swap(empty);
     s.objects = 0;
@@ -930,7 +945,7 @@ class MapCore final : public TypedCore<K, V> {
     return static_cast<Shard*>(installed);  // Another writer installed one first.
   }
 
-  void InsertLocked(Shard& s, K key, V value) {
+  void InsertLocked(Shard& s, K key, V value) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.lock) {
     if constexpr (kBag) {
       auto [it, inserted] =
           s.map.try_emplace(std::move(key), Values(CountingAllocator<V>(&s.bytes)));
@@ -1026,9 +1041,10 @@ class MapCore final : public TypedCore<K, V> {
     return absl::OkStatus();
   }
 
-  // UpdateCounter's rare cases (caller holds s.lock).
+  // UpdateCounter's rare cases.
   [[gnu::noinline, gnu::cold]] absl::StatusOr<V> UpdateMissingCounter(
-      Shard& s, const K& key, V incr, const CounterOptions<V>& options) {
+      Shard& s, const K& key, V incr, const CounterOptions<V>& options)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.lock) {
     if (!options.default_value) return MissingKey(key, "update_counter");
     auto it = s.map.try_emplace(key, *options.default_value).first;
     ++s.objects;
