@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "etsmgr/base/mutex.h"
 #include "etsmgr/base/log.h"
+#include "etsmgr/base/mutex.h"
 #include "etsmgr/executor/backend.h"
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/net/listener.h"

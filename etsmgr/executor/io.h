@@ -138,7 +138,7 @@ class FdGuard {
 }  // namespace io_internal
 
 // The awaitable under every task-side operation.
-class IoAwaiter : private IoWaker, private TimerNode {
+class IoAwaiter : private IoWaker, private executor_internal::TimerNode {
  public:
   IoAwaiter(IoSpec spec, absl::Time deadline) : spec_(std::move(spec)), deadline_(deadline) {}
   IoAwaiter(const IoAwaiter&) = delete;

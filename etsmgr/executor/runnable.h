@@ -19,6 +19,10 @@
 namespace etsmgr {
 
 class Scheduler;
+namespace executor_internal {
+class RunQueue;
+class RemoteRunQueue;
+}  // namespace executor_internal
 
 class Runnable {
  public:
@@ -36,8 +40,8 @@ class Runnable {
   ~Runnable() = default;
 
  private:
-  friend class RunQueue;
-  friend class RemoteRunQueue;
+  friend class executor_internal::RunQueue;
+  friend class executor_internal::RemoteRunQueue;
   Runnable* next_ = nullptr;
 };
 

@@ -95,13 +95,14 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOpti
     if (!chosen.ok()) return chosen.status();
     backend = *chosen;
   }
-  absl::StatusOr<std::unique_ptr<Poller>> poller = Poller::Create(backend);
+  absl::StatusOr<std::unique_ptr<executor_internal::Poller>> poller =
+      executor_internal::Poller::Create(backend);
   if (!poller.ok()) return poller.status();
   return std::unique_ptr<Scheduler>(new Scheduler(options, backend, std::move(*poller)));
 }
 
 Scheduler::Scheduler(const SchedulerOptions& options, Backend backend,
-                     std::unique_ptr<Poller> poller)
+                     std::unique_ptr<executor_internal::Poller> poller)
     : backend_(backend),
       deterministic_(options.deterministic),
       shuffle_(options.shuffle || options.deterministic),
@@ -172,7 +173,9 @@ void Scheduler::RemoveRoot(Root* root) {
   live_roots_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-int64_t Scheduler::NowNanos() const { return deterministic_ ? virtual_now_ns_ : MonotonicNanos(); }
+int64_t Scheduler::NowNanos() const {
+  return deterministic_ ? virtual_now_ns_ : executor_internal::MonotonicNanos();
+}
 
 absl::Time Scheduler::Now() const {
   return deterministic_ ? absl::UnixEpoch() + absl::Nanoseconds(virtual_now_ns_) : absl::Now();
@@ -187,7 +190,7 @@ int64_t Scheduler::ToSchedulerNanos(absl::Time deadline) const {
   return ns > INT64_MAX - now ? INT64_MAX : now + ns;
 }
 
-void Scheduler::AddTimer(TimerNode* timer, int64_t deadline_ns) {
+void Scheduler::AddTimer(executor_internal::TimerNode* timer, int64_t deadline_ns) {
   timers_.Insert(timer, deadline_ns);
 }
 
@@ -215,7 +218,7 @@ void Scheduler::CancelIoOnFd(int fd) { poller_->CancelFd(fd); }
 size_t Scheduler::io_in_flight() const { return poller_->in_flight(); }
 
 absl::Duration Scheduler::TimeUntilNextTimer() const {
-  TimerNode* top = timers_.top();
+  executor_internal::TimerNode* top = timers_.top();
   if (top == nullptr) return absl::InfiniteDuration();
   return absl::Nanoseconds(std::max<int64_t>(0, top->deadline_ns() - NowNanos()));
 }
@@ -237,7 +240,7 @@ size_t Scheduler::FireExpiredTimers(int64_t now_ns) {
   size_t budget = timers_.size();
   size_t fired = 0;
   while (fired < budget) {
-    TimerNode* top = timers_.top();
+    executor_internal::TimerNode* top = timers_.top();
     if (top == nullptr || top->deadline_ns() > now_ns) break;
     timers_.PopTop();
     ++fired;
@@ -286,7 +289,7 @@ bool Scheduler::RunStep() {
     }
     return true;
   }
-  TimerNode* top = timers_.top();
+  executor_internal::TimerNode* top = timers_.top();
   if (top == nullptr) return false;
   if (deterministic_) {
     virtual_now_ns_ = std::max(virtual_now_ns_, top->deadline_ns());
@@ -313,12 +316,13 @@ bool Scheduler::SpinForWork() {
   // With I/O in flight, epoll learns of completions only in epoll_wait: park at once.
   bool io = poller_->in_flight() > 0;
   if (io && backend_ == Backend::kEpoll) return false;
-  int64_t deadline = MonotonicNanos() + spin_ns_;
-  if (TimerNode* top = timers_.top()) deadline = std::min(deadline, top->deadline_ns());
+  int64_t deadline = executor_internal::MonotonicNanos() + spin_ns_;
+  if (executor_internal::TimerNode* top = timers_.top())
+    deadline = std::min(deadline, top->deadline_ns());
   for (unsigned i = 0;; ++i) {
     if (!remote_.IsEmpty() || stop_.load(std::memory_order_relaxed)) return true;
     if (io && poller_->HasCompletions()) return true;
-    if ((i & 63) == 63 && MonotonicNanos() >= deadline) return !timers_.empty();
+    if ((i & 63) == 63 && executor_internal::MonotonicNanos() >= deadline) return !timers_.empty();
     CpuRelax();
   }
 }
@@ -328,8 +332,9 @@ void Scheduler::Park(int64_t limit_ns) {
   parked_.store(true, std::memory_order_seq_cst);
   if (remote_.IsEmpty() && !stop_.load(std::memory_order_seq_cst)) {
     int64_t timeout = limit_ns;
-    if (TimerNode* top = timers_.top()) {
-      int64_t until_timer = std::max<int64_t>(0, top->deadline_ns() - MonotonicNanos());
+    if (executor_internal::TimerNode* top = timers_.top()) {
+      int64_t until_timer =
+          std::max<int64_t>(0, top->deadline_ns() - executor_internal::MonotonicNanos());
       timeout = timeout < 0 ? until_timer : std::min(timeout, until_timer);
     }
     poller_->Wait(timeout);
@@ -342,7 +347,7 @@ size_t Scheduler::Poll() {
   slice_expired_ = false;
   size_t got = poller_->in_flight() > 0 ? poller_->Reap() : 0;
   got += remote_.DrainInto(ready_);
-  if (!timers_.empty()) got += FireExpiredTimers(MonotonicNanos());
+  if (!timers_.empty()) got += FireExpiredTimers(executor_internal::MonotonicNanos());
   if (!siblings_.empty()) {
     if (steal_request_.load(std::memory_order_relaxed) != nullptr) {
       if (Scheduler* thief = steal_request_.exchange(nullptr, std::memory_order_acq_rel)) {
@@ -405,7 +410,7 @@ void Scheduler::DonateTo(Scheduler* thief) {
     }
     pool_.swap(kept);
   }
-  RunQueue kept;
+  executor_internal::RunQueue kept;
   while (Runnable* r = ready_.PopFront()) {
     if (take(r)) {
       ++given;

@@ -48,7 +48,9 @@
 
 namespace etsmgr {
 
+namespace executor_internal {
 class Poller;
+}  // namespace executor_internal
 class Scheduler;
 
 // Whether sanitizer builds shuffle run queues (set by .bazelrc's asan/tsan configs).
@@ -194,8 +196,8 @@ class Scheduler {
   int io_fd() const;
 
   // Driving thread only.
-  void AddTimer(TimerNode* timer, int64_t deadline_ns);
-  void CancelTimer(TimerNode* timer) { timers_.Remove(timer); }
+  void AddTimer(executor_internal::TimerNode* timer, int64_t deadline_ns);
+  void CancelTimer(executor_internal::TimerNode* timer) { timers_.Remove(timer); }
   size_t pending_timers() const { return timers_.size(); }
   // Any thread (a root may finish on another scheduler than the one that owns it).
   void AddRoot(Root* root);
@@ -221,7 +223,8 @@ class Scheduler {
   uint64_t stolen() const { return stolen_.load(std::memory_order_relaxed); }
 
  private:
-  Scheduler(const SchedulerOptions& options, Backend backend, std::unique_ptr<Poller> poller);
+  Scheduler(const SchedulerOptions& options, Backend backend,
+            std::unique_ptr<executor_internal::Poller> poller);
 
   Runnable* NextReady();
   size_t FireExpiredTimers(int64_t now_ns);
@@ -259,7 +262,7 @@ class Scheduler {
   void DiscardQueued();
 
   // --- Written by any thread.
-  RemoteRunQueue remote_;
+  executor_internal::RemoteRunQueue remote_;
   // True while nobody is running this scheduler: the driving thread is (about to be) blocked in
   // Wait(), or, when embedded, the foreign loop is outside RunReady(). Posters then wake it.
   std::atomic<bool> parked_{true};
@@ -283,7 +286,7 @@ class Scheduler {
   const bool deterministic_;
   const bool shuffle_;
   const int64_t spin_ns_;
-  std::unique_ptr<Poller> poller_;
+  std::unique_ptr<executor_internal::Poller> poller_;
   std::atomic<int>* running_threads_ = nullptr;
   int cpus_ = 1;
   const uint32_t slice_reductions_;
@@ -292,10 +295,10 @@ class Scheduler {
   std::vector<Scheduler*> siblings_;  // Set before Run().
 
   // --- Driving thread only.
-  RunQueue ready_;
+  executor_internal::RunQueue ready_;
   std::vector<Runnable*> pool_;  // Shuffle / deterministic mode: ready runnables to pick from.
   std::mt19937_64 rng_;
-  TimerHeap timers_;
+  executor_internal::TimerHeap timers_;
   int64_t virtual_now_ns_ = 0;
   uint32_t slice_count_ = 0;
   bool slice_stamped_ = false;
@@ -323,7 +326,7 @@ class YieldAwaiter {
 };
 inline YieldAwaiter Yield() { return {}; }
 
-class SleepAwaiter final : private TimerNode {
+class SleepAwaiter final : private executor_internal::TimerNode {
  public:
   explicit SleepAwaiter(int64_t deadline_ns) : deadline_ns_(deadline_ns) {}
   SleepAwaiter(SleepAwaiter&& other) noexcept : deadline_ns_(other.deadline_ns_) {}

@@ -10,7 +10,7 @@
 namespace etsmgr {
 namespace {
 
-class TestTimer final : public TimerNode {
+class TestTimer final : public executor_internal::TimerNode {
  public:
   explicit TestTimer(int id) : id(id) {}
   void Fire() noexcept override {}
@@ -18,7 +18,7 @@ class TestTimer final : public TimerNode {
 };
 
 TEST(TimerHeapTest, PopsInDeadlineThenInsertionOrder) {
-  TimerHeap heap;
+  executor_internal::TimerHeap heap;
   std::vector<std::unique_ptr<TestTimer>> timers;
   int64_t deadlines[] = {30, 10, 20, 10, 5, 30};
   for (int i = 0; i < 6; ++i) {
@@ -26,13 +26,14 @@ TEST(TimerHeapTest, PopsInDeadlineThenInsertionOrder) {
     heap.Insert(timers.back().get(), deadlines[i]);
   }
   std::vector<int> order;
-  while (TimerNode* t = heap.PopTop()) order.push_back(static_cast<TestTimer*>(t)->id);
+  while (executor_internal::TimerNode* t = heap.PopTop())
+    order.push_back(static_cast<TestTimer*>(t)->id);
   EXPECT_EQ(order, (std::vector<int>{4, 1, 3, 2, 0, 5}));
 }
 
 TEST(TimerHeapTest, RandomInsertRemoveKeepsOrder) {
   absl::BitGen gen;
-  TimerHeap heap;
+  executor_internal::TimerHeap heap;
   std::vector<std::unique_ptr<TestTimer>> timers;
   for (int i = 0; i < 5000; ++i) {
     timers.push_back(std::make_unique<TestTimer>(i));
@@ -46,7 +47,7 @@ TEST(TimerHeapTest, RandomInsertRemoveKeepsOrder) {
   EXPECT_EQ(heap.size(), armed);
   int64_t last = -1;
   size_t popped = 0;
-  while (TimerNode* t = heap.PopTop()) {
+  while (executor_internal::TimerNode* t = heap.PopTop()) {
     EXPECT_GE(t->deadline_ns(), last);
     EXPECT_FALSE(t->armed());
     last = t->deadline_ns();
@@ -56,7 +57,7 @@ TEST(TimerHeapTest, RandomInsertRemoveKeepsOrder) {
 }
 
 TEST(TimerHeapTest, RemoveIsIdempotentAndClearDisarms) {
-  TimerHeap heap;
+  executor_internal::TimerHeap heap;
   TestTimer a(1), b(2);
   heap.Insert(&a, 1);
   heap.Insert(&b, 2);

@@ -60,7 +60,7 @@ class WaitSlot {
   bool notified() const noexcept { return state_.load(std::memory_order_acquire) == kNotified; }
   bool waiting() const noexcept { return state_.load(std::memory_order_acquire) == kWaiting; }
 
-  class Awaiter final : private TimerNode {
+  class Awaiter final : private executor_internal::TimerNode {
    public:
     Awaiter(WaitSlot* slot, int64_t deadline_ns) : slot_(slot), deadline_ns_(deadline_ns) {}
     Awaiter(Awaiter&& other) noexcept : slot_(other.slot_), deadline_ns_(other.deadline_ns_) {}

@@ -107,7 +107,7 @@ class ClientCall {
   void Settle(bool first, const Pid& dropped) {
     // A client left with no table of the instance is unlinked from the manager.
     if (dropped.valid()) {
-      dropped.control()->Unlink(st_->manager);
+      process_internal::ProcessAccess::Unlink(dropped, st_->manager);
       if (dropped == me_) unlinked_me_ = true;
     }
     if (first) {

@@ -9,6 +9,15 @@
 #include "etsmgr/executor/scheduler.h"
 
 namespace etsmgr {
+
+// The control block and its helpers, used throughout this package's implementation.
+using process_internal::ExitResource;
+using process_internal::ExitSignalEnvelope;
+using process_internal::Matcher;
+using process_internal::NameRegistered;
+using process_internal::ProcessAccess;
+using process_internal::ProcessControl;
+using process_internal::WaitRecord;
 namespace {
 
 // The completion message: `tag` names the operation it completes.
@@ -58,7 +67,7 @@ Task<absl::StatusOr<size_t>> RunIo(Process& self, IoSpec spec, absl::Time deadli
   absl::Status usable = io_internal::CheckScheduler(scheduler, spec.kind);
   if (!usable.ok()) co_return usable;
   auto* op = new ProcessIoOp(spec.kind, spec.fd, self.self());
-  OpGuard guard(op, self.control());
+  OpGuard guard(op, ProcessAccess::Control(self));
   io_internal::Fill(spec, op);
   if (spec.kind == IoKind::kClose) scheduler->CancelIoOnFd(spec.fd);
   if (scheduler->SubmitIo(op)) {

@@ -24,6 +24,10 @@
 
 namespace etsmgr {
 
+namespace process_internal {
+class ProcessControl;
+}  // namespace process_internal
+
 // A per-type tag without RTTI lookups: the address of a static.
 template <typename T>
 const void* MessageTypeTag() {
@@ -58,7 +62,7 @@ class Envelope {
 
  private:
   friend class Mailbox;
-  friend class ProcessControl;
+  friend class process_internal::ProcessControl;
   const void* type_;
   Kind kind_;
   Envelope* next_ = nullptr;  // Incoming stack, then the owner's FIFO.

@@ -7,6 +7,16 @@
 
 namespace etsmgr {
 
+// The control block and its helpers, used throughout this package's implementation.
+using process_internal::ExitResource;
+using process_internal::ExitSignalEnvelope;
+using process_internal::Matcher;
+using process_internal::NameRegistered;
+using process_internal::NotifyNameRegistered;
+using process_internal::ProcessAccess;
+using process_internal::ProcessControl;
+using process_internal::WaitRecord;
+
 absl::StatusOr<std::unique_ptr<Node>> Node::Create(const RuntimeOptions& options) {
   absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(options);
   if (!rt.ok()) return rt.status();

@@ -25,8 +25,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "etsmgr/base/mutex.h"
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/mutex.h"
 #include "etsmgr/executor/runtime.h"
 #include "etsmgr/executor/wait_slot.h"
 #include "etsmgr/process/pid.h"
@@ -101,8 +101,8 @@ class Node {
   size_t process_count() const { return live_.load(std::memory_order_relaxed); }
   uint64_t NextRef() { return next_ref_.fetch_add(1, std::memory_order_relaxed); }
 
-  // Called by ProcessControl.
-  void OnProcessExit(ProcessControl* p);
+  // Called by the process's control block.
+  void OnProcessExit(process_internal::ProcessControl* p);
 
   void Shutdown();
 

@@ -18,9 +18,13 @@
 
 namespace etsmgr {
 
-class ProcessControl;
+class Node;
+class Process;
 
 namespace process_internal {
+
+class ProcessControl;
+class ProcessAccess;
 
 // What a Pid touches without the rest of the process: the reference count of the process's
 // control block and its serial (ProcessControl derives from it). Inline, so copying and
@@ -71,9 +75,6 @@ class Pid {
   bool alive() const;
   std::string ToString() const;
 
-  // Defined in internal/process_control.h (include it to use the control block).
-  ProcessControl* control() const;
-
   friend bool operator==(const Pid& a, const Pid& b) { return a.serial() == b.serial(); }
   friend bool operator<(const Pid& a, const Pid& b) { return a.serial() < b.serial(); }
   template <typename H>
@@ -83,6 +84,13 @@ class Pid {
   friend std::ostream& operator<<(std::ostream& os, const Pid& pid) { return os << pid.ToString(); }
 
  private:
+  // The process's control block: for the process package only (internal/process_control.h
+  // defines it; other packages go through process_internal::ProcessAccess).
+  friend class process_internal::ProcessAccess;
+  friend class process_internal::ProcessControl;
+  friend class Node;
+  friend class Process;
+  process_internal::ProcessControl* control() const;
   friend class PidCopier;
   process_internal::PidTarget* target_ = nullptr;
 };

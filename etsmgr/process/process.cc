@@ -12,6 +12,16 @@
 #include "etsmgr/process/node.h"
 
 namespace etsmgr {
+
+// The control block and its helpers, used throughout this package's implementation.
+using process_internal::CurrentProcess;
+using process_internal::ExitResource;
+using process_internal::ExitSignalEnvelope;
+using process_internal::Matcher;
+using process_internal::NameRegistered;
+using process_internal::ProcessAccess;
+using process_internal::ProcessControl;
+using process_internal::WaitRecord;
 namespace {
 
 Envelope* const kClosed = reinterpret_cast<Envelope*>(uintptr_t{1});
@@ -311,7 +321,7 @@ void ProcessControl::Fire() noexcept {
   // Otherwise a Notify() already queued Run(), which sees timed_out_.
 }
 
-ProcessControl* CurrentProcess() { return t_current; }
+ProcessControl* process_internal::CurrentProcess() { return t_current; }
 
 void ProcessControl::Run() noexcept {
   CurrentScope current(this);  // Only a thread-local is touched after a resume frees `this`.
@@ -731,7 +741,7 @@ absl::StatusOr<ProcessInfo> GetProcessInfo(const Pid& pid) {
   if (!pid.alive()) {
     return absl::NotFoundError(absl::StrCat("process_info(", pid.ToString(), "): no such process"));
   }
-  return pid.control()->Info();
+  return ProcessAccess::Control(pid)->Info();
 }
 
 Pid CurrentPid() {
@@ -741,7 +751,8 @@ Pid CurrentPid() {
 
 void SendExit(const Pid& pid, ExitReason reason, const Pid& from) {
   if (!pid.valid()) return;
-  pid.control()->Deliver(std::make_unique<ExitSignalEnvelope>(from, std::move(reason), false));
+  ProcessAccess::Control(pid)->Deliver(
+      std::make_unique<ExitSignalEnvelope>(from, std::move(reason), false));
 }
 
 Process::PredicateReceiveAwaiter Process::ReceiveIfFor(std::function<bool(const Envelope&)> pred,
@@ -823,7 +834,7 @@ Task<std::optional<Pid>> Process::WaitForRegistered(std::string name, absl::Time
   co_return found.valid() ? std::optional<Pid>(std::move(found)) : std::nullopt;
 }
 
-void NotifyNameRegistered(const Pid& waiter, const std::string& name) {
+void process_internal::NotifyNameRegistered(const Pid& waiter, const std::string& name) {
   Send(waiter, NameRegistered{name});
 }
 

@@ -91,14 +91,14 @@ struct SpawnOptions {
 template <typename T>
 bool Send(const Pid& to, T&& message) {
   if (!to.valid()) return false;
-  return to.control()->Deliver(
+  return process_internal::ProcessAccess::Control(to)->Deliver(
       std::make_unique<TypedEnvelope<std::decay_t<T>>>(std::forward<T>(message)));
 }
 
 // A snapshot of a process (Erlang's process_info): status, mailbox length, links, monitors (both
 // directions), trap_exit, registered name, memory. NotFound for a null or dead Pid. Any thread;
 // the mailbox length is the owner's count at some recent moment.
-using ProcessInfo = ProcessControl::Snapshot;
+using ProcessInfo = process_internal::ProcessControl::Snapshot;
 absl::StatusOr<ProcessInfo> GetProcessInfo(const Pid& pid);
 
 // The Pid of the process running on this thread, or the null Pid on a plain thread (tables check
@@ -113,7 +113,7 @@ void SendExit(const Pid& pid, ExitReason reason, const Pid& from = Pid());
 
 class Process {
  public:
-  explicit Process(ProcessControl* control) : control_(control) {}
+  explicit Process(process_internal::ProcessControl* control) : control_(control) {}
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
 
@@ -175,15 +175,19 @@ class Process {
   Task<std::optional<Pid>> WaitForRegistered(std::string name,
                                              absl::Time deadline = absl::InfiniteFuture());
 
-  ProcessControl* control() const { return control_; }
-
  private:
-  ProcessControl* control_;
+  // The process package and process_internal::ProcessAccess (what other packages may do).
+  friend class process_internal::ProcessAccess;
+  friend class process_internal::ProcessControl;
+  friend class Node;
+  process_internal::ProcessControl* control() const { return control_; }
+  process_internal::ProcessControl* control_;
 };
 
 class Process::ReceiveAwaiter {
  public:
-  ReceiveAwaiter(ProcessControl* control, Matcher matcher, int64_t deadline_ns)
+  ReceiveAwaiter(process_internal::ProcessControl* control, process_internal::Matcher matcher,
+                 int64_t deadline_ns)
       : control_(control), wait_{matcher, nullptr}, deadline_ns_(deadline_ns) {}
   ReceiveAwaiter(ReceiveAwaiter&& other) noexcept
       : control_(other.control_),
@@ -217,8 +221,8 @@ class Process::ReceiveAwaiter {
 
  private:
   friend class Process;
-  ProcessControl* control_;
-  WaitRecord wait_;
+  process_internal::ProcessControl* control_;
+  process_internal::WaitRecord wait_;
   int64_t deadline_ns_;
   bool yield_ = false;
 };
@@ -227,13 +231,14 @@ class Process::ReceiveAwaiter {
 // awaiter so that a process waiting by type stays small).
 class Process::PredicateReceiveAwaiter {
  public:
-  PredicateReceiveAwaiter(ProcessControl* control, std::function<bool(const Envelope&)> pred,
-                          int64_t deadline_ns)
-      : pred_(std::move(pred)), inner_(control, Matcher{&MatchPredicate, &pred_}, deadline_ns) {}
+  PredicateReceiveAwaiter(process_internal::ProcessControl* control,
+                          std::function<bool(const Envelope&)> pred, int64_t deadline_ns)
+      : pred_(std::move(pred)),
+        inner_(control, process_internal::Matcher{&MatchPredicate, &pred_}, deadline_ns) {}
   PredicateReceiveAwaiter(PredicateReceiveAwaiter&& other) noexcept
       : pred_(std::move(other.pred_)),
-        inner_(other.inner_.control_, Matcher{&MatchPredicate, &pred_}, other.inner_.deadline_ns_) {
-  }
+        inner_(other.inner_.control_, process_internal::Matcher{&MatchPredicate, &pred_},
+               other.inner_.deadline_ns_) {}
   bool await_ready() { return inner_.await_ready(); }
   void await_suspend(std::coroutine_handle<> h) { inner_.await_suspend(h); }
   std::optional<Message> await_resume() { return inner_.await_resume(); }
@@ -249,8 +254,8 @@ class Process::PredicateReceiveAwaiter {
 template <typename T>
 class Process::TypedReceiveAwaiter {
  public:
-  TypedReceiveAwaiter(ProcessControl* control, int64_t deadline_ns)
-      : inner_(control, Matcher{&MatchType, MessageTypeTag<T>()}, deadline_ns) {}
+  TypedReceiveAwaiter(process_internal::ProcessControl* control, int64_t deadline_ns)
+      : inner_(control, process_internal::Matcher{&MatchType, MessageTypeTag<T>()}, deadline_ns) {}
   bool await_ready() { return inner_.await_ready(); }
   void await_suspend(std::coroutine_handle<> h) { inner_.await_suspend(h); }
   std::optional<T> await_resume() {
@@ -285,15 +290,15 @@ class Unwrap {
 }  // namespace process_internal
 
 inline Process::ReceiveAwaiter Process::ReceiveAny(absl::Time deadline) {
-  return ReceiveAwaiter(control_, Matcher{&process_internal::MatchAny, nullptr},
+  return ReceiveAwaiter(control_, process_internal::Matcher{&process_internal::MatchAny, nullptr},
                         process_internal::DeadlineNanos(deadline));
 }
 inline auto Process::Receive() {
-  return process_internal::Unwrap<ReceiveAwaiter>(
-      ReceiveAwaiter(control_, Matcher{&process_internal::MatchAny, nullptr}, INT64_MAX));
+  return process_internal::Unwrap<ReceiveAwaiter>(ReceiveAwaiter(
+      control_, process_internal::Matcher{&process_internal::MatchAny, nullptr}, INT64_MAX));
 }
 inline auto Process::ReceiveFor(absl::Duration timeout) {
-  return ReceiveAwaiter(control_, Matcher{&process_internal::MatchAny, nullptr},
+  return ReceiveAwaiter(control_, process_internal::Matcher{&process_internal::MatchAny, nullptr},
                         process_internal::TimeoutNanos(timeout));
 }
 template <typename T>
@@ -305,6 +310,10 @@ template <typename T>
 Process::TypedReceiveAwaiter<T> Process::ReceiveFor(absl::Duration timeout) {
   return TypedReceiveAwaiter<T>(control_, process_internal::TimeoutNanos(timeout));
 }
+
+namespace process_internal {
+inline ProcessControl* ProcessAccess::Control(const Process& process) { return process.control(); }
+}  // namespace process_internal
 
 }  // namespace etsmgr
 

@@ -62,7 +62,7 @@ TEST_P(ProcessTest, PidCopierCountsEveryCopy) {
     pids.push_back(
         node_->Spawn([](Process& self) -> Task<void> { co_await self.Receive<Note>(); }).value());
   }
-  auto refs = [](const Pid& pid) { return pid.control()->refs(); };
+  auto refs = [](const Pid& pid) { return process_internal::ProcessAccess::Control(pid)->refs(); };
   std::vector<uint32_t> before;
   for (const Pid& p : pids) before.push_back(refs(p));
   std::vector<Pid> copies;
@@ -434,11 +434,12 @@ TEST_P(ProcessTest, ProcessInfo) {
         // The ponger suspends in its receive soon after it starts: wait for that, with a deadline.
         absl::StatusOr<ProcessInfo> theirs = GetProcessInfo(other);
         absl::Time deadline = absl::Now() + absl::Seconds(5);
-        while (theirs->status != ProcessControl::Status::kWaiting && absl::Now() < deadline) {
+        while (theirs->status != process_internal::ProcessControl::Status::kWaiting &&
+               absl::Now() < deadline) {
           co_await self.Sleep(absl::Milliseconds(1));
           theirs = GetProcessInfo(other);
         }
-        bool waiting = theirs->status == ProcessControl::Status::kWaiting;
+        bool waiting = theirs->status == process_internal::ProcessControl::Status::kWaiting;
         SendExit(other, ExitReason::Kill());
         co_await self.Receive<ExitSignal>();
         absl::StatusOr<ProcessInfo> dead = GetProcessInfo(other);
@@ -458,14 +459,14 @@ TEST_P(ProcessTest, ExitHooksRunBeforeLinksAndMonitorsFire) {
   std::string got = RunProbe(
       *node_,
       [hook_ran](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid victim = self.Spawn([hook_ran, probe = self.self()](Process& v) -> Task<void> {
-                           v.control()->AddExitHook([hook_ran](const Pid&, const ExitReason&) {
-                             hook_ran->store(true);
-                           });
-                           Send(probe, Note{"ready"});
-                           co_await v.Receive<Ping>();
-                         })
-                         .value();
+        Pid victim =
+            self.Spawn([hook_ran, probe = self.self()](Process& v) -> Task<void> {
+                  process_internal::ProcessAccess::Control(v)->AddExitHook(
+                      [hook_ran](const Pid&, const ExitReason&) { hook_ran->store(true); });
+                  Send(probe, Note{"ready"});
+                  co_await v.Receive<Ping>();
+                })
+                .value();
         self.Link(victim);
         uint64_t ref = self.Monitor(victim);
         co_await self.Receive<Note>();

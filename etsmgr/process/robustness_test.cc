@@ -66,7 +66,8 @@ TEST(RobustnessTest, KeyedExitHooksRunOnceAndNoneCanBeAddedOnceExiting) {
   auto late = std::make_shared<std::atomic<int>>(-1);
   static const int kKey = 0;
   Pid p = node->Spawn([runs, late](Process& self) -> Task<void> {
-                ProcessControl* me = self.control();
+                process_internal::ProcessControl* me =
+                    process_internal::ProcessAccess::Control(self);
                 auto hook = [runs, late, me](const Pid&, const ExitReason&) {
                   ++*runs;
                   // Too late: the exit procedure has taken the hooks to run.

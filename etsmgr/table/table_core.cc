@@ -14,6 +14,10 @@
 #include "etsmgr/table/table_keeper.h"
 
 namespace etsmgr {
+
+using process_internal::CurrentProcess;
+using process_internal::ProcessAccess;
+using process_internal::ProcessControl;
 namespace {
 
 std::atomic<uint64_t> g_next_table_id{1};
@@ -313,7 +317,7 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
       return absl::InvalidArgumentError(
           absl::StrCat("give_away of ", ToString(), " to ", to.ToString(), ": it already owns it"));
     }
-    if (!to.control()->AdoptResource(shared_from_this())) {
+    if (!ProcessAccess::AdoptResource(to, shared_from_this())) {
       return absl::FailedPreconditionError(absl::StrCat("give_away of ", ToString(), " to ",
                                                         to.ToString(), ": process is not alive"));
     }
@@ -413,7 +417,7 @@ void TableCore::DeleteNow() {
     kept_ = false;
   }
   std::shared_ptr<TableCore> keep = shared_from_this();  // The owner's reference may be the last.
-  if (owner.valid()) owner.control()->ReleaseResource(this);
+  if (owner.valid()) ProcessAccess::ReleaseResource(owner, this);
   if (directory_ != nullptr) {
     std::shared_ptr<TableCore> registered;  // Dropped after the directory's lock.
     std::lock_guard<std::mutex> lock(directory_->mu);
@@ -440,7 +444,8 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
     if (deleted()) return;
     // Handed over (TableKeeper::HandOver) while `owner` was exiting: no longer its table.
     if (owner_serial_.load(std::memory_order_relaxed) != owner.serial()) return;
-    if (heir_.valid() && heir_ != owner && heir_.control()->AdoptResource(shared_from_this())) {
+    if (heir_.valid() && heir_ != owner &&
+        ProcessAccess::AdoptResource(heir_, shared_from_this())) {
       heir = heir_;
       data = heir_data_;
       previous = ReplaceOwner(heir);

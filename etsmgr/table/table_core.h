@@ -165,7 +165,8 @@ struct TableDirectory;
 
 // The shared state of one table. Typed storage derives from it (internal/storage.h); users hold
 // AnyTable or Table<K, V>.
-class TableCore : public ExitResource, public std::enable_shared_from_this<TableCore> {
+class TableCore : public process_internal::ExitResource,
+                  public std::enable_shared_from_this<TableCore> {
  public:
   enum class Op : uint8_t { kRead, kWrite };
 
@@ -220,7 +221,7 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
     if (access_ == Access::kPublic || (access_ == Access::kProtected && op == Op::kRead)) {
       return true;
     }
-    ProcessControl* me = CurrentProcess();
+    process_internal::ProcessControl* me = process_internal::CurrentProcess();
     return me != nullptr && me->serial() == owner_serial_.load(std::memory_order_acquire);
   }
   absl::Status Check(Op op, const char* what) const {
@@ -282,8 +283,8 @@ class TableCore : public ExitResource, public std::enable_shared_from_this<Table
 
  private:
   absl::Status Denied(Op op, const char* what) const;
-  absl::Status NotOwner(ProcessControl* me, const char* what, const char* verb) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(meta_mu_);
+  absl::Status NotOwner(process_internal::ProcessControl* me, const char* what,
+                        const char* verb) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(meta_mu_);
   // Makes `owner` the owner (and its serial the one Allowed() checks); returns the previous owner,
   // to release after the lock.
   Pid ReplaceOwner(Pid owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(meta_mu_);

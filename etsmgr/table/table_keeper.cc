@@ -9,6 +9,10 @@
 
 namespace etsmgr {
 
+using process_internal::CurrentProcess;
+using process_internal::ProcessAccess;
+using process_internal::ProcessControl;
+
 TableKeeper::~TableKeeper() = default;
 
 void TableKeeper::OnKept(const AnyTable&, const Pid&, const Pid&) {}
@@ -28,7 +32,7 @@ Pid TableKeeper::PlaceLocked(TableCore* table, const Pid& from) {
   ExclusiveLock lock(mu_);
   // A holder that is exiting refuses the adoption (AdoptResource): the table is parked instead.
   if (holder_.valid() && holder_ != from &&
-      holder_.control()->AdoptResource(table->shared_from_this())) {
+      ProcessAccess::AdoptResource(holder_, table->shared_from_this())) {
     return holder_;
   }
   parked_.emplace(table, table->shared_from_this());
@@ -116,9 +120,7 @@ std::shared_ptr<const void> TableKeeper::TagOf(const AnyTable& table) const {
 }
 
 namespace {
-bool Exiting(const Pid& pid) {
-  return pid.valid() && pid.control()->status() >= ProcessControl::Status::kExiting;
-}
+bool Exiting(const Pid& pid) { return pid.valid() && ProcessAccess::Exiting(pid); }
 }  // namespace
 
 TableKeeper::Look TableKeeper::LookAt(const AnyTable& table) const {
@@ -160,7 +162,7 @@ absl::Status TableKeeper::HandOver(const AnyTable& table, const Pid& to) {
     return absl::InvalidArgumentError(
         absl::StrCat("hand over ", core.ToString(), ": the receiver is the null pid"));
   }
-  if (!to.control()->AdoptResource(core.shared_from_this())) {
+  if (!ProcessAccess::AdoptResource(to, core.shared_from_this())) {
     return absl::FailedPreconditionError(absl::StrCat("hand over ", core.ToString(), " to ",
                                                       to.ToString(), ": process is not alive"));
   }

@@ -96,7 +96,7 @@ TEST(TableKeeperTest, HolderTakesTheTableOfAnExitedOwnerBeforeLinksFire) {
   EXPECT_EQ(owned.table.core()->heir(), holder.pid);  // The keeper's holder is its heir.
   EXPECT_EQ(keeper->kept_by_holder.load(), 1);
   EXPECT_EQ(keeper->parked.load(), 0);
-  EXPECT_EQ(holder.pid.control()->resource_count(), 1u);
+  EXPECT_EQ(process_internal::ProcessAccess::ResourceCount(holder.pid), 1u);
   Send(holder.pid, StopOwner{});
 }
 

@@ -183,12 +183,12 @@ TEST(GiveAwayTest, ReceiverGetsTransferAndOwnership) {
       *node, [receiver](Process& self, std::function<void(std::string)> report) -> Task<void> {
         IntTable t = IntTable::New().value();
         EXPECT_TRUE(t.Insert(1, 1).ok());
-        EXPECT_EQ(self.control()->resource_count(), 1u);
+        EXPECT_EQ(process_internal::ProcessAccess::ResourceCount(self.self()), 1u);
         absl::Status st = t.GiveAway(receiver, 5);
         // No longer the owner: writes are denied now, and the process no longer holds it.
         absl::Status write = t.Insert(2, 2);
         report(absl::StrCat(st.ToString(), " ", write.code() == absl::StatusCode::kPermissionDenied,
-                            " ", self.control()->resource_count()));
+                            " ", process_internal::ProcessAccess::ResourceCount(self.self())));
         co_return;
       });
   EXPECT_EQ(result, "OK 1 0");
@@ -232,7 +232,7 @@ TEST(DeletedTableTest, EveryHandleAnswersNotFound) {
     for (int64_t k = 0; k < 1000; ++k) ASSERT_TRUE(a.Insert(k, k).ok());
     ASSERT_TRUE(b.Delete().ok());
     EXPECT_FALSE(any.lost_with_owner());  // Deleted on purpose.
-    EXPECT_EQ(self.control()->resource_count(), 0u);
+    EXPECT_EQ(process_internal::ProcessAccess::ResourceCount(self.self()), 0u);
     auto expect_gone = [](const absl::Status& st) {
       EXPECT_EQ(st.code(), absl::StatusCode::kNotFound) << st;
       EXPECT_NE(st.message().find("deleted"), std::string::npos) << st;

@@ -19,7 +19,7 @@
 #include "etsmgr/base/errno_status.h"
 #include "etsmgr/base/log.h"
 
-namespace etsmgr {
+namespace etsmgr::executor_internal {
 namespace {
 
 constexpr int64_t kNanosPerSecond = 1'000'000'000;
@@ -764,4 +764,4 @@ int64_t MonotonicNanos() {
   return static_cast<int64_t>(ts.tv_sec) * kNanosPerSecond + ts.tv_nsec;
 }
 
-}  // namespace etsmgr
+}  // namespace etsmgr::executor_internal

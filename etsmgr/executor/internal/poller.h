@@ -21,7 +21,7 @@
 #include "etsmgr/executor/backend.h"
 #include "etsmgr/executor/io_op.h"
 
-namespace etsmgr {
+namespace etsmgr::executor_internal {
 
 class Poller {
  public:
@@ -68,6 +68,6 @@ class Poller {
 // Monotonic clock in nanoseconds (CLOCK_MONOTONIC).
 int64_t MonotonicNanos();
 
-}  // namespace etsmgr
+}  // namespace etsmgr::executor_internal
 
 #endif  // ETSMGR_EXECUTOR_INTERNAL_POLLER_H_

@@ -14,7 +14,7 @@
 
 #include "etsmgr/executor/runnable.h"
 
-namespace etsmgr {
+namespace etsmgr::executor_internal {
 
 class RunQueue {
  public:
@@ -97,6 +97,6 @@ class RemoteRunQueue {
   std::atomic<Runnable*> head_{nullptr};
 };
 
-}  // namespace etsmgr
+}  // namespace etsmgr::executor_internal
 
 #endif  // ETSMGR_EXECUTOR_INTERNAL_RUN_QUEUE_H_

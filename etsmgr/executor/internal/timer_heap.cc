@@ -2,7 +2,7 @@
 
 #include <cassert>
 
-namespace etsmgr {
+namespace etsmgr::executor_internal {
 
 void TimerHeap::Insert(TimerNode* node, int64_t deadline_ns) {
   assert(!node->armed());
@@ -65,4 +65,4 @@ void TimerHeap::SiftDown(size_t index) {
   Place(index, node);
 }
 
-}  // namespace etsmgr
+}  // namespace etsmgr::executor_internal

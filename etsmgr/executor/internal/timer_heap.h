@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace etsmgr {
+namespace etsmgr::executor_internal {
 
 class TimerHeap;
 
@@ -70,6 +70,6 @@ class TimerHeap {
   uint64_t next_sequence_ = 0;
 };
 
-}  // namespace etsmgr
+}  // namespace etsmgr::executor_internal
 
 #endif  // ETSMGR_EXECUTOR_INTERNAL_TIMER_HEAP_H_

@@ -35,9 +35,7 @@ void ClientNames::Erase(const std::string& name) {
 
 // --- Decisions.
 
-bool Live(const Pid& pid) {
-  return pid.valid() && pid.control()->status() < ProcessControl::Status::kExiting;
-}
+bool Live(const Pid& pid) { return pid.valid() && !process_internal::ProcessAccess::Exiting(pid); }
 
 namespace {
 

@@ -145,7 +145,7 @@ void ClientGone(Instance& st, const Pid& client, const ExitReason& reason) {
     ExclusiveLock lock(st.mu);
     names = st.dir.MarkClientGone(client);
     // Under the lock, so no client registration of ours can interleave with this unlink.
-    if (st.manager.valid()) client.control()->Unlink(st.manager);
+    if (st.manager.valid()) process_internal::ProcessAccess::Unlink(client, st.manager);
   }
   if (names.empty()) return;
   // One log line per burst of exits, written by the vault (the first exit of a burst wakes it).
@@ -169,9 +169,11 @@ void WatchClientLocked(const std::shared_ptr<Instance>& st, Process& self) {
   // Keyed by the instance: one hook per client and instance, however often it comes back. The
   // caller runs, so its exit has not begun and the hook will run.
   const void* key = reinterpret_cast<const void*>(static_cast<uintptr_t>(st->id));
-  if (self.control()->HasExitHook(key)) return;  // A client coming back: no hook to build.
+  if (process_internal::ProcessAccess::HasExitHook(self.self(), key))
+    return;  // A client coming back: no hook to build.
   std::weak_ptr<Instance> weak = st;
-  self.control()->AddExitHook(
+  process_internal::ProcessAccess::AddExitHook(
+      self.self(),
       [weak](const Pid& pid, const ExitReason& reason) {
         if (std::shared_ptr<Instance> instance = weak.lock()) ClientGone(*instance, pid, reason);
       },

@@ -48,6 +48,9 @@ namespace etsmgr {
 
 class Node;
 class Process;
+
+namespace process_internal {
+
 using ProcessBody_ = std::function<Task<void>(Process&)>;  // = ProcessBody (process.h).
 
 // Something a process owns that must be released when it exits (tables): the exit procedure
@@ -116,10 +119,10 @@ class ExitSignalEnvelope final : public Envelope {
   bool from_link;  // Sent because of a link (ignored if the link is gone) vs. exit/2.
 };
 
-class ProcessControl final : public process_internal::PidTarget,
+class ProcessControl final : public PidTarget,
                              public Runnable,
                              public Root,
-                             private TimerNode {
+                             private executor_internal::TimerNode {
  public:
   enum class Status : uint8_t { kRunnable, kWaiting, kExiting, kDead };
 
@@ -263,10 +266,10 @@ class ProcessControl final : public process_internal::PidTarget,
   std::atomic<bool> trap_exit_{false};
   bool timed_out_ = false;
   bool resources_closed_ ABSL_GUARDED_BY(mu_) = false;  // Set when the exit procedure begins.
-  bool hooks_closed_ ABSL_GUARDED_BY(mu_) = false;  // Set when the exit hooks are taken to run.
-  bool pinned_ = false;            // Immutable once launched.
-  int io_waits_ = 0;               // Owner thread: see AddIoWait().
-  bool busy_ = false;              // Owner thread: see set_busy().
+  bool hooks_closed_ ABSL_GUARDED_BY(mu_) = false;      // Set when the exit hooks are taken to run.
+  bool pinned_ = false;                                 // Immutable once launched.
+  int io_waits_ = 0;                                    // Owner thread: see AddIoWait().
+  bool busy_ = false;                                   // Owner thread: see set_busy().
   std::atomic<uint32_t> mailbox_size_{0};
 
   // --- Immutable after construction / Bind.
@@ -327,7 +330,41 @@ class ProcessControl final : public process_internal::PidTarget,
   std::unique_ptr<Extras> extras_ ABSL_GUARDED_BY(mu_);
 };
 
-inline ProcessControl* Pid::control() const { return static_cast<ProcessControl*>(target_); }
+// The narrow way other etsmgr packages (tables, the manager) act on a process beyond the public
+// API: what they may do is listed here, not the whole control block. The process package itself
+// uses Control().
+class ProcessAccess {
+ public:
+  static ProcessControl* Control(const Pid& pid) { return pid.control(); }
+  static ProcessControl* Control(const Process& process);  // process.h
+
+  // Exiting or dead (a snapshot): its exit procedure has begun.
+  static bool Exiting(const Pid& pid) {
+    return pid.control()->status() >= ProcessControl::Status::kExiting;
+  }
+  // Tables: see ProcessControl::AdoptResource / ReleaseResource.
+  static bool AdoptResource(const Pid& to, const std::shared_ptr<ExitResource>& resource) {
+    return to.control()->AdoptResource(resource);
+  }
+  static void ReleaseResource(const Pid& holder, ExitResource* resource) {
+    holder.control()->ReleaseResource(resource);
+  }
+  static size_t ResourceCount(const Pid& pid) { return pid.control()->resource_count(); }
+  // The manager: unlinks `pid` from `other` on `pid`'s behalf (both sides).
+  static void Unlink(const Pid& pid, const Pid& other) { pid.control()->Unlink(other); }
+  static bool AddExitHook(const Pid& pid, ProcessControl::ExitHook hook, const void* key) {
+    return pid.control()->AddExitHook(std::move(hook), key);
+  }
+  static bool HasExitHook(const Pid& pid, const void* key) {
+    return pid.control()->HasExitHook(key);
+  }
+};
+
+}  // namespace process_internal
+
+inline process_internal::ProcessControl* Pid::control() const {
+  return static_cast<process_internal::ProcessControl*>(target_);
+}
 
 }  // namespace etsmgr
 

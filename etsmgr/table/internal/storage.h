@@ -867,7 +867,7 @@ class MapCore final : public TypedCore<K, V> {
   struct alignas(64) Shard {
     Shard() : map(CountingAllocator<std::pair<const K, Slot>>(&bytes)) {}
     mutable RwSpinLock lock;
-    size_t bytes ABSL_GUARDED_BY(lock) = 0;  // Heap held by `map` (and bag value vectors).
+    size_t bytes ABSL_GUARDED_BY(lock) = 0;    // Heap held by `map` (and bag value vectors).
     size_t objects ABSL_GUARDED_BY(lock) = 0;  // Entries (bags: values).
     Map map ABSL_GUARDED_BY(lock);
   };
