@@ -74,6 +74,11 @@ absl::Status Annotate(const absl::Status& status, std::string_view operation,
                    absl::StrCat(Absl(operation), " \"", Absl(subject), "\": ", status.message()));
 }
 
+absl::Status WithMessage(const absl::Status& status, std::string_view message) {
+  if (status.ok()) return status;
+  return Remessage(status, message);
+}
+
 absl::Status UnsharedCopy(const absl::Status& status) {
   return Remessage(status, std::string_view(status.message().data(), status.message().size()));
 }

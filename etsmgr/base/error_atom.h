@@ -60,6 +60,10 @@ absl::Status WithAtom(absl::Status status, Atom atom);
 absl::Status Annotate(const absl::Status& status, std::string_view operation,
                       std::string_view subject);
 
+// `status` with another message, its code and every payload kept: for a prefix of a layer below
+// the manager (a supervisor's, a table's), where Annotate's `operation "subject": ` does not fit.
+absl::Status WithMessage(const absl::Status& status, std::string_view message);
+
 // A copy of `status`, payloads included, that shares no reference-counted memory with it: for a
 // status handed to another thread whose reference counting a sanitizer cannot see (Debian's
 // Abseil).
