@@ -8,15 +8,13 @@
 namespace etsmgr {
 namespace {
 
-absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
 constexpr Atom kAllAtoms[] = {Atom::kTableExists, Atom::kNotOwner, Atom::kNoSuchTableEntry,
                               Atom::kAlreadyStarted, Atom::kNotStarted};
 
 // `status`'s code and payloads with another message. Each payload is copied into a Cord of its
 // own, so the result shares no reference-counted memory with `status`.
-absl::Status Remessage(const absl::Status& status, std::string_view message) {
-  absl::Status out(status.code(), Absl(message));
+absl::Status Remessage(const absl::Status& status, absl::string_view message) {
+  absl::Status out(status.code(), message);
   status.ForEachPayload([&out](absl::string_view url, const absl::Cord& payload) {
     out.SetPayload(url, absl::Cord(std::string(payload)));
   });
@@ -25,7 +23,7 @@ absl::Status Remessage(const absl::Status& status, std::string_view message) {
 
 }  // namespace
 
-std::string_view AtomName(Atom atom) {
+absl::string_view AtomName(Atom atom) {
   switch (atom) {
     case Atom::kNone:
       return "";
@@ -44,7 +42,7 @@ std::string_view AtomName(Atom atom) {
 }
 
 std::ostream& operator<<(std::ostream& os, Atom atom) {
-  return os << (atom == Atom::kNone ? std::string_view("(none)") : AtomName(atom));
+  return os << (atom == Atom::kNone ? absl::string_view("(none)") : AtomName(atom));
 }
 
 Atom ErrorAtom(const absl::Status& status) {
@@ -52,35 +50,34 @@ Atom ErrorAtom(const absl::Status& status) {
   absl::optional<absl::Cord> payload = status.GetPayload(kAtomTypeUrl);
   if (!payload) return Atom::kNone;
   for (Atom atom : kAllAtoms) {
-    if (*payload == Absl(AtomName(atom))) return atom;
+    if (*payload == AtomName(atom)) return atom;
   }
   return Atom::kNone;
 }
 
 absl::Status WithAtom(absl::Status status, Atom atom) {
   if (status.ok() || atom == Atom::kNone || ErrorAtom(status) == atom) return status;
-  const std::string_view name = AtomName(atom);
-  absl::Status out = Remessage(status, status.message().empty()
-                                           ? std::string(name)
-                                           : absl::StrCat(Absl(name), ": ", status.message()));
-  out.SetPayload(kAtomTypeUrl, absl::Cord(Absl(name)));
+  const absl::string_view name = AtomName(atom);
+  absl::Status out =
+      Remessage(status, status.message().empty() ? std::string(name)
+                                                 : absl::StrCat(name, ": ", status.message()));
+  out.SetPayload(kAtomTypeUrl, absl::Cord(name));
   return out;
 }
 
-absl::Status Annotate(const absl::Status& status, std::string_view operation,
-                      std::string_view subject) {
+absl::Status Annotate(const absl::Status& status, absl::string_view operation,
+                      absl::string_view subject) {
   if (status.ok()) return status;
-  return Remessage(status,
-                   absl::StrCat(Absl(operation), " \"", Absl(subject), "\": ", status.message()));
+  return Remessage(status, absl::StrCat(operation, " \"", subject, "\": ", status.message()));
 }
 
-absl::Status WithMessage(const absl::Status& status, std::string_view message) {
+absl::Status WithMessage(const absl::Status& status, absl::string_view message) {
   if (status.ok()) return status;
   return Remessage(status, message);
 }
 
 absl::Status UnsharedCopy(const absl::Status& status) {
-  return Remessage(status, std::string_view(status.message().data(), status.message().size()));
+  return Remessage(status, status.message());
 }
 
 }  // namespace etsmgr

@@ -20,9 +20,9 @@
 #define ETSMGR_BASE_ERROR_ATOM_H_
 
 #include <ostream>
-#include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace etsmgr {
 
@@ -40,7 +40,7 @@ enum class Atom {
 inline constexpr char kAtomTypeUrl[] = "etsmgr.dev/atom";
 
 // The Erlang name ("table_exists"); "" for kNone.
-std::string_view AtomName(Atom atom);
+absl::string_view AtomName(Atom atom);
 
 // Prints the name, or "(none)" for kNone (gtest prints atoms with it).
 std::ostream& operator<<(std::ostream& os, Atom atom);
@@ -57,12 +57,12 @@ absl::Status WithAtom(absl::Status status, Atom atom);
 // and every payload (the atom included) kept. OK stays OK.
 //   Annotate(absl::NotFoundError("no_such_table_entry"), "del_table", "t")
 //     -> NotFound `del_table "t": no_such_table_entry`
-absl::Status Annotate(const absl::Status& status, std::string_view operation,
-                      std::string_view subject);
+absl::Status Annotate(const absl::Status& status, absl::string_view operation,
+                      absl::string_view subject);
 
 // `status` with another message, its code and every payload kept: for a prefix of a layer below
 // the manager (a supervisor's, a table's), where Annotate's `operation "subject": ` does not fit.
-absl::Status WithMessage(const absl::Status& status, std::string_view message);
+absl::Status WithMessage(const absl::Status& status, absl::string_view message);
 
 // A copy of `status`, payloads included, that shares no reference-counted memory with it: for a
 // status handed to another thread whose reference counting a sanitizer cannot see (Debian's
