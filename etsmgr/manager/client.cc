@@ -295,7 +295,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
           absl::Status bound = st->shared_dir->Bind(name, *shared, TypeName(*factory.key_type),
                                                     TypeName(*factory.value_type));
           if (!bound.ok()) {
-            Logf(LogLevel::kWarning, "etsmgr %s: new_table(\"%s\"): not recorded in %s: %s", inst_,
+            Logf(LogLevel::kWarning, "etsmgr %s: new_table \"%s\": not recorded in %s: %s", inst_,
                  name, st->shared_dir->segment(), bound.ToString());
           }
         }
@@ -313,7 +313,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
             // The program that created the segment died before its client had initialised it:
             // "created" again, so this client initialises it (over what the other left).
             Logf(LogLevel::kWarning,
-                 "etsmgr %s: new_table(\"%s\"): %s was never initialised (its "
+                 "etsmgr %s: new_table \"%s\": %s was never initialised (its "
                  "program died first): handed out as created",
                  inst_, name, table->core()->storage_description());
           }
@@ -439,7 +439,7 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
   if (shared.valid() && !shared.core()->deleted()) {
     absl::Status deleted = shared.core()->Delete("del_table");
     if (!deleted.ok()) {
-      Logf(LogLevel::kWarning, "etsmgr %s: del_table(\"%s\"): the shared table stays: %s", inst_,
+      Logf(LogLevel::kWarning, "etsmgr %s: del_table \"%s\": the shared table stays: %s", inst_,
            name, deleted.ToString());
     }
   }
