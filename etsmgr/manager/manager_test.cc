@@ -11,9 +11,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/table/table_file.h"
 #include "gtest/gtest.h"
+#include "testing/status_matchers.h"
 
 namespace etsmgr {
 namespace {
@@ -54,8 +56,7 @@ TEST_F(ManagerTest, StartStopDefaultAndNamedInstances) {
     Etsmgr mgr(inst);
     ASSERT_TRUE(StartManager(*node_, inst).ok());
     absl::Status again = StartManager(*node_, inst);
-    EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists);
-    EXPECT_NE(again.message().find("already_started"), std::string::npos) << again;
+    EXPECT_THAT(again, StatusIs(absl::StatusCode::kAlreadyExists, Atom::kAlreadyStarted));
     EXPECT_NE(again.message().find(inst), std::string::npos) << again;
     EXPECT_TRUE(node_->Whereis(mgr.server_name()).valid());
     EXPECT_TRUE(node_->Whereis(mgr.supervisor_name()).valid());
@@ -63,8 +64,7 @@ TEST_F(ManagerTest, StartStopDefaultAndNamedInstances) {
     Pid server = node_->Whereis(mgr.server_name());
     ASSERT_TRUE(StopManager(*node_, inst).ok());
     absl::Status stopped = StopManager(*node_, inst);
-    EXPECT_EQ(stopped.code(), absl::StatusCode::kNotFound);
-    EXPECT_NE(stopped.message().find("not_started"), std::string::npos) << stopped;
+    EXPECT_THAT(stopped, StatusIs(absl::StatusCode::kNotFound, Atom::kNotStarted));
     EXPECT_FALSE(node_->Whereis(mgr.server_name()).valid());
     EXPECT_FALSE(node_->Whereis(mgr.supervisor_name()).valid());
     EXPECT_FALSE(server.alive());
@@ -232,9 +232,8 @@ TEST_F(ManagerTest, DelTableUnknownAndOneOfSeveralKeepsTheLink) {
   std::string got = Probe([](Process& self, Report report) -> Task<void> {
     Etsmgr mgr;
     absl::Status unknown = co_await mgr.DelTable(self, "table1");
-    std::string out =
-        absl::StrCat("unknown=", absl::StatusCodeToString(unknown.code()),
-                     unknown.message().find("no_such_table_entry") != std::string::npos);
+    std::string out = absl::StrCat("unknown=", absl::StatusCodeToString(unknown.code()),
+                                   ErrorAtom(unknown) == Atom::kNoSuchTableEntry);
     absl::StatusOr<ManagedTableRef> t1 = co_await mgr.NewTable<int64_t, int64_t>(self, "table1");
     absl::StatusOr<ManagedTableRef> t2 = co_await mgr.NewTable<int64_t, int64_t>(self, "table2");
     if (!t1.ok() || !t2.ok()) co_return report("new_table failed");
@@ -281,7 +280,7 @@ TEST_F(ManagerTest, ConflictsAreErrorsNamingTableAndPids) {
     absl::StatusOr<ManagedTableRef> taken = co_await mgr.NewTable<int64_t, int64_t>(self, "shared");
     out += absl::StatusCodeToString(taken.status().code());
     out += absl::StrCat(taken.status().message().find(holder.ToString()) != std::string::npos,
-                        taken.status().message().find("table_exists") != std::string::npos);
+                        ErrorAtom(taken.status()) == Atom::kTableExists);
     // Same name with other types: InvalidArgument naming both.
     absl::StatusOr<ManagedTableRef> types =
         co_await mgr.NewTable<std::string, int64_t>(self, "shared");
@@ -290,7 +289,7 @@ TEST_F(ManagerTest, ConflictsAreErrorsNamingTableAndPids) {
     // add_table of a table we do not own: not_owner.
     absl::StatusOr<ManagedTableRef> not_mine = co_await mgr.AddTable(self, "other", held.table);
     out += " " + std::string(absl::StatusCodeToString(not_mine.status().code()));
-    out += absl::StrCat(not_mine.status().message().find("not_owner") != std::string::npos);
+    out += absl::StrCat(ErrorAtom(not_mine.status()) == Atom::kNotOwner);
     // add_table of another table under a taken name: table_exists.
     IntTable mine = IntTable::New().value();
     absl::StatusOr<ManagedTableRef> clash = co_await mgr.AddTable(self, "shared", mine.any());
