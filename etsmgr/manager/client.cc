@@ -32,9 +32,13 @@ using manager_internal::TableView;
 
 namespace {
 
+// `st`: null, or an instance whose lock the caller holds.
 absl::Status NotRunning(const std::string& what, const Instance* st, const std::string& inst) {
   const char* state = "not_started";
-  if (st != nullptr) state = ToString(st->State());
+  if (st != nullptr) {
+    st->mu.AssertHeld();
+    state = ToString(st->State());
+  }
   return absl::UnavailableError(absl::StrCat(what, ": the manager ", InstToName("etsmgr_srv", inst),
                                              " is not running (instance ", state, ")"));
 }
@@ -65,6 +69,7 @@ class ClientCall {
 
   ~ClientCall() {
     t_in_call = false;
+    st_->mu.AssertHeld();  // lock_ holds it from the constructor until below.
     // A call that left the caller with no table of the instance unlinks it from the manager again.
     if (linked_now_ && !registered_ && !st_->dir.HasClient(me_)) self_.Unlink(st_->manager);
     lock_.unlock();
@@ -73,6 +78,7 @@ class ClientCall {
 
   // Unavailable unless the manager runs. Links the caller to it if it is not a client yet.
   absl::Status Enter(const char* op, const std::string& name) {
+    st_->mu.AssertHeld();
     if (!st_->manager.alive()) return NotRunning(Describe(op, name), st_.get(), st_->inst);
     if (!st_->dir.HasClient(me_)) {
       // Linked first, so a failed link (the manager just died) leaves nothing to undo.
@@ -84,21 +90,25 @@ class ClientCall {
     return absl::OkStatus();
   }
 
+  // The instance, locked for the life of this call (callers assert it: st().mu.AssertHeld()).
   Instance& st() { return *st_; }
   const Pid& me() const { return me_; }
 
   // The caller becomes the entry's client.
   void SetClient(Entry& entry) {
+    st_->mu.AssertHeld();
     Pid dropped;
     bool first = st_->dir.SetClient(entry, me_, &dropped);
     Settle(first, dropped);
   }
   void Add(const std::string& name, Entry entry) {
+    st_->mu.AssertHeld();
     entry.client = me_;
     Settle(st_->dir.Add(name, std::move(entry)), Pid());
   }
   // Removes the name's entry, and the table from the instance after the lock.
   void Erase(const std::string& name, bool release) {
+    st_->mu.AssertHeld();
     Pid dropped;
     Entry gone = st_->dir.Erase(name, &dropped);
     Settle(false, dropped);
@@ -107,6 +117,7 @@ class ClientCall {
 
  private:
   void Settle(bool first, const Pid& dropped) {
+    st_->mu.AssertHeld();
     // A client left with no table of the instance is unlinked from the manager.
     if (dropped.valid()) {
       process_internal::ProcessAccess::Unlink(dropped, st_->manager);
@@ -132,10 +143,12 @@ class ClientCall {
 
 // Claims a table the instance holds for the caller (hand-back).
 absl::Status Claim(ClientCall& call, const char* op, const std::string& name, Entry& entry) {
-  absl::Status given = call.st().keeper->HandOver(entry.table, call.me());
+  Instance& st = call.st();
+  st.mu.AssertHeld();
+  absl::Status given = st.keeper->HandOver(entry.table, call.me());
   if (!given.ok()) return Annotate(given, op, name);
   call.SetClient(entry);
-  ++call.st().dir.counters.hand_backs;
+  ++st.dir.counters.hand_backs;
   return absl::OkStatus();
 }
 
@@ -185,8 +198,8 @@ bool Etsmgr::IsManager(Node& node, const Pid& pid) const {
   std::shared_ptr<Instance> st = manager_internal::FindInstance(node, inst_);
   if (st == nullptr || !pid.valid()) return false;
   ExclusiveLock lock(st->mu);
-  const auto& seen = st->manager_serials;
-  return std::find(seen.begin(), seen.end(), pid.serial()) != seen.end();
+  return std::find(st->manager_serials.begin(), st->manager_serials.end(), pid.serial()) !=
+         st->manager_serials.end();
 }
 
 // True when `path` does not exist but its directory does: a first start. A missing directory
@@ -216,6 +229,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
   bool handed_back = false;
   {
     ClientCall call(self, st);
+    st->mu.AssertHeld();  // Held by `call` for this scope.
     ETSMGR_CO_RETURN_IF_ERROR(call.Enter("new_table", name));
     Entry* entry = st->dir.Find(name);
     TableView view = st->View(entry != nullptr ? entry->table : AnyTable());
@@ -358,6 +372,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
   bool handed_back = false;
   {
     ClientCall call(self, st);
+    st->mu.AssertHeld();  // Held by `call` for this scope.
     ETSMGR_CO_RETURN_IF_ERROR(call.Enter("add_table", name));
     Entry* entry = st->dir.Find(name);
     TableView entry_view = st->View(entry != nullptr ? entry->table : AnyTable());
@@ -417,6 +432,7 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
   absl::Status unknown;  // NotFound for a name the instance does not manage here.
   {
     ClientCall call(self, st);  // The instance's lock, until the end of this scope.
+    st->mu.AssertHeld();
     if (!st->manager.alive()) co_return NotRunning(Describe("del_table", name), st.get(), inst_);
     Entry* entry = st->dir.Find(name);
     absl::Status allowed = manager_internal::DecideDelTable(

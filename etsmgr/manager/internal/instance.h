@@ -62,32 +62,35 @@ struct Instance {
   const std::unique_ptr<SharedDirectory> shared_dir;
 
   AdaptiveMutex mu;
-  Directory dir;
-  Pid sup;         // The instance's supervisor while one runs (or ran last).
-  Pid sup_parent;  // The application supervisor that started `sup` (embedded mode).
-  Pid vault;       // The keeper's holder.
-  Pid manager;  // Set by the manager when it has linked the clients (then it registers its name).
-  bool standalone = false;  // Started by StartManager (not under an application's supervisor).
-  bool stopped = false;     // StopManager stopped it.
+  Directory dir ABSL_GUARDED_BY(mu);
+  Pid sup ABSL_GUARDED_BY(mu);  // The instance's supervisor while one runs (or ran last).
+  Pid sup_parent
+      ABSL_GUARDED_BY(mu);        // The application supervisor that started `sup` (embedded mode).
+  Pid vault ABSL_GUARDED_BY(mu);  // The keeper's holder.
+  // Set by the manager when it has linked the clients (then it registers its name).
+  Pid manager ABSL_GUARDED_BY(mu);
+  bool standalone ABSL_GUARDED_BY(mu) =
+      false;  // Started by StartManager (not under an application's supervisor).
+  bool stopped ABSL_GUARDED_BY(mu) = false;  // StopManager stopped it.
   // Discarded (StopManager with discard_tables): a start in progress takes a new instance.
   std::atomic<bool> discarded{false};
-  uint64_t manager_starts = 0;
-  uint64_t vault_starts = 0;
+  uint64_t manager_starts ABSL_GUARDED_BY(mu) = 0;
+  uint64_t vault_starts ABSL_GUARDED_BY(mu) = 0;
   // The last managers the instance had (serials, newest last): an exit signal from one of them
   // is a manager's, however far behind a client is. Bounded: kManagerHistory.
   static constexpr size_t kManagerHistory = 64;
-  std::deque<uint64_t> manager_serials;
-  uint64_t client_exits_by_manager = 0;  // Exits the manager handled itself (tests).
+  std::deque<uint64_t> manager_serials ABSL_GUARDED_BY(mu);
+  uint64_t client_exits_by_manager ABSL_GUARDED_BY(mu) =
+      0;  // Exits the manager handled itself (tests).
 
   // Client exits not yet logged: the vault logs one line per burst (see BurstNotice).
   std::atomic<uint64_t> burst_clients{0};
   std::atomic<uint64_t> burst_tables{0};
 
-  // Caller holds mu.
-  InstanceState State() const;
-  ManagerCounters Counters() const;
-  // The view of `table` the decision functions take (caller holds mu).
-  TableView View(const AnyTable& table) const;
+  InstanceState State() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  ManagerCounters Counters() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  // The view of `table` the decision functions take.
+  TableView View(const AnyTable& table) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 };
 
 // The instance named `inst` on `node`, or null.
@@ -97,11 +100,12 @@ std::shared_ptr<Instance> FindOrCreateInstance(Node& node, const std::string& in
 // Removes `instance` from its node (discarded): a later start makes a new one.
 void ForgetInstance(Node& node, const Instance* instance);
 
-// Makes the calling process a client of `st` (caller holds st.mu, the process has no table of
-// the instance yet): adds its exit hook, which marks its entries client-less when it exits and
-// unlinks it from the manager, all under st.mu. Keyed by the instance's unique id (an address
-// could be reused by a later instance).
-void WatchClientLocked(const std::shared_ptr<Instance>& st, Process& self);
+// Makes the calling process a client of `st` (the process has no table of the instance yet): adds
+// its exit hook, which marks its entries client-less when it exits and unlinks it from the manager,
+// all under st.mu. Keyed by the instance's unique id (an address could be reused by a later
+// instance).
+void WatchClientLocked(const std::shared_ptr<Instance>& st, Process& self)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(st->mu);
 // A client exited (its exit hook, or the manager's link when the hook could not run): its
 // entries become client-less; the keeper has, or is about to have, its tables.
 void ClientGone(Instance& st, const Pid& client, const ExitReason& reason);

@@ -57,8 +57,10 @@ Task<absl::StatusOr<Pid>> AwaitReady(Process& sup, const std::string& inst, cons
 }
 
 // True when `parent` no longer runs the instance: a process it started late, after a newer run
-// began, must not touch the instance (caller holds st.mu).
-bool Superseded(const Instance& st, const Pid& parent) { return st.sup != parent; }
+// began, must not touch the instance.
+bool Superseded(const Instance& st, const Pid& parent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+  return st.sup != parent;
+}
 
 Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, uint64_t ready) {
   uint64_t restart = 0;
