@@ -172,20 +172,20 @@ absl::StatusOr<Contents> CounterClient::Check() {
   return CallCounter<Contents, CheckRequest>(node_, timeout_, "check");
 }
 
-absl::Status CounterClient::Die() { return KillAndAwaitRestart(kServerName, true); }
-absl::Status CounterClient::Kill() { return KillAndAwaitRestart(kServerName, false); }
+absl::Status CounterClient::Die() { return KillAndAwaitRestart(kServerName, Ending::kAskToDie); }
+absl::Status CounterClient::Kill() { return KillAndAwaitRestart(kServerName, Ending::kKill); }
 absl::Status CounterClient::KillManager() {
-  return KillAndAwaitRestart(etsmgr::Etsmgr(instance_).server_name(), false);
+  return KillAndAwaitRestart(etsmgr::Etsmgr(instance_).server_name(), Ending::kKill);
 }
 
-absl::Status CounterClient::KillAndAwaitRestart(const std::string& name, bool ask_to_die) {
+absl::Status CounterClient::KillAndAwaitRestart(const std::string& name, Ending ending) {
   absl::Duration timeout = timeout_;
   absl::StatusOr<bool> done = InProcess<bool>(
-      node_, timeout, [name, ask_to_die, timeout](Process& self) -> Task<absl::StatusOr<bool>> {
+      node_, timeout, [name, ending, timeout](Process& self) -> Task<absl::StatusOr<bool>> {
         Pid victim = self.node().Whereis(name);
         if (!victim.valid()) co_return absl::UnavailableError(name + " is not running");
         uint64_t ref = self.Monitor(victim);
-        if (ask_to_die) {
+        if (ending == Ending::kAskToDie) {
           etsmgr::Send(victim, DieRequest{});
         } else {
           etsmgr::SendExit(victim, ExitReason::Kill());

@@ -77,9 +77,11 @@ class CounterClient {
   etsmgr::Pid server() const { return node_.Whereis(kServerName); }
 
  private:
-  // Kills the registered process `name` (or asks the counter to die) and waits for it to be
-  // gone and for `name` to be registered again.
-  absl::Status KillAndAwaitRestart(const std::string& name, bool ask_to_die);
+  // How the process goes: asked (a crash inside its own code, the `die` command) or killed.
+  enum class Ending { kAskToDie, kKill };
+  // Ends the registered process `name` and waits for it to be gone and for `name` to be
+  // registered again.
+  absl::Status KillAndAwaitRestart(const std::string& name, Ending ending);
 
   etsmgr::Node& node_;
   const std::string instance_;

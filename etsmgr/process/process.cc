@@ -16,6 +16,7 @@ namespace etsmgr {
 // The control block and its helpers, used throughout this package's implementation.
 using process_internal::CurrentProcess;
 using process_internal::ExitResource;
+using process_internal::ExitSignalCause;
 using process_internal::ExitSignalEnvelope;
 using process_internal::Matcher;
 using process_internal::NameRegistered;
@@ -248,7 +249,7 @@ void ProcessControl::TakeIncoming() {
 void ProcessControl::HandleSignal(ExitSignalEnvelope* signal) {
   std::unique_ptr<ExitSignalEnvelope> owned(signal);
   if (pending_exit_) return;  // Already dying.
-  if (signal->from_link) {
+  if (signal->from_link()) {
     ExclusiveLock lock(mu_);
     Links& links = extras().links;
     auto it = std::find(links.begin(), links.end(), signal->from);
@@ -256,7 +257,7 @@ void ProcessControl::HandleSignal(ExitSignalEnvelope* signal) {
     links.erase(it);
   }
   const ExitReason& reason = signal->reason;
-  if (reason.is_kill() && !signal->from_link) {
+  if (reason.is_kill() && !signal->from_link()) {
     pending_exit_ = std::make_unique<ExitReason>(ExitReason::Killed());  // Untrappable.
   } else if (trap_exit()) {
     AppendToMailbox(new TypedEnvelope<ExitSignal>(ExitSignal{signal->from, reason}));
@@ -550,7 +551,8 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
   // 4. Links and monitors fire.
   ExitReason seen = reason.is_kill() ? ExitReason::Killed() : reason;
   for (const Pid& peer : links) {
-    peer.control()->Deliver(std::make_unique<ExitSignalEnvelope>(self_, seen, true));
+    peer.control()->Deliver(
+        std::make_unique<ExitSignalEnvelope>(self_, seen, ExitSignalCause::kLink));
   }
   // In monitor order (refs grow), so a deterministic run replays the same deliveries.
   std::vector<MonitorEntry> down;
@@ -610,7 +612,8 @@ bool ProcessControl::Link(const Pid& other, bool signal_if_dead) {
   }
   if (other_dead) {
     if (signal_if_dead) {
-      Deliver(std::make_unique<ExitSignalEnvelope>(other, ExitReason::NoProc(), false));
+      Deliver(std::make_unique<ExitSignalEnvelope>(other, ExitReason::NoProc(),
+                                                   ExitSignalCause::kDirect));
     }
     return false;
   }
@@ -752,7 +755,7 @@ Pid CurrentPid() {
 void SendExit(const Pid& pid, ExitReason reason, const Pid& from) {
   if (!pid.valid()) return;
   ProcessAccess::Control(pid)->Deliver(
-      std::make_unique<ExitSignalEnvelope>(from, std::move(reason), false));
+      std::make_unique<ExitSignalEnvelope>(from, std::move(reason), ExitSignalCause::kDirect));
 }
 
 Process::PredicateReceiveAwaiter Process::ReceiveIfFor(std::function<bool(const Envelope&)> pred,

@@ -347,8 +347,8 @@ class Table {
     if (core_ == nullptr) return NullTableHandle(what);
     return core_->Check(op, what);
   }
-  absl::StatusOr<Chunk> StartSelect(Pred pred, size_t limit, bool reverse, bool ordered,
-                                    KeyRange<K> range, const char* what) const;
+  absl::StatusOr<Chunk> StartSelect(Pred pred, size_t limit, table_internal::Direction direction,
+                                    bool ordered, KeyRange<K> range, const char* what) const;
   absl::Status Fill(Continuation& c, std::vector<Entry>* out, const char* what) const;
 
   std::shared_ptr<Core> core_;
@@ -715,14 +715,14 @@ auto Table<K, V>::LookupElement(const K& key, F&& project) const
 
 template <TableKey K, typename V>
 absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::Select(Pred pred, size_t limit) const {
-  return StartSelect(std::move(pred), limit, false,
+  return StartSelect(std::move(pred), limit, table_internal::Direction::kForward,
                      core_ != nullptr && core_->type() == TableType::kOrderedSet, {}, "select");
 }
 
 template <TableKey K, typename V>
 absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::SelectReverse(Pred pred,
                                                                        size_t limit) const {
-  return StartSelect(std::move(pred), limit, true,
+  return StartSelect(std::move(pred), limit, table_internal::Direction::kBackward,
                      core_ != nullptr && core_->type() == TableType::kOrderedSet, {},
                      "select_reverse");
 }
@@ -730,14 +730,14 @@ absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::SelectReverse(Pred pred
 template <TableKey K, typename V>
 absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::SelectRange(KeyRange<K> range, Pred pred,
                                                                      size_t limit) const {
-  return StartSelect(std::move(pred), limit, false, true, std::move(range), "select_range");
+  return StartSelect(std::move(pred), limit, table_internal::Direction::kForward,
+                     /*ordered=*/true, std::move(range), "select_range");
 }
 
 template <TableKey K, typename V>
-absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::StartSelect(Pred pred, size_t limit,
-                                                                     bool reverse, bool ordered,
-                                                                     KeyRange<K> range,
-                                                                     const char* what) const {
+absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::StartSelect(
+    Pred pred, size_t limit, table_internal::Direction direction, bool ordered, KeyRange<K> range,
+    const char* what) const {
   if (absl::Status st = Check(TableCore::Op::kRead, what); !st.ok()) return st;
   if (limit == 0) {
     return absl::InvalidArgumentError(
@@ -749,7 +749,7 @@ absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::StartSelect(Pred pred, 
   c.limit_ = limit;
   c.done_ = false;
   c.ordered_ = ordered;
-  c.reverse_ = reverse;
+  c.reverse_ = direction == table_internal::Direction::kBackward;
   c.range_ = std::move(range);
   Chunk chunk;
   if (absl::Status st = Fill(c, &chunk.objects, what); !st.ok()) return st;
@@ -838,25 +838,25 @@ absl::StatusOr<Acc> Table<K, V>::Fold(Acc acc,
 template <TableKey K, typename V>
 absl::StatusOr<std::optional<K>> Table<K, V>::First() const {
   if (absl::Status st = Check(TableCore::Op::kRead, "first"); !st.ok()) return st;
-  return core_->First(false);
+  return core_->First(table_internal::Direction::kForward);
 }
 
 template <TableKey K, typename V>
 absl::StatusOr<std::optional<K>> Table<K, V>::Last() const {
   if (absl::Status st = Check(TableCore::Op::kRead, "last"); !st.ok()) return st;
-  return core_->First(true);
+  return core_->First(table_internal::Direction::kBackward);
 }
 
 template <TableKey K, typename V>
 absl::StatusOr<std::optional<K>> Table<K, V>::Next(const K& key) const {
   if (absl::Status st = Check(TableCore::Op::kRead, "next"); !st.ok()) return st;
-  return core_->Next(key, false);
+  return core_->Next(key, table_internal::Direction::kForward);
 }
 
 template <TableKey K, typename V>
 absl::StatusOr<std::optional<K>> Table<K, V>::Prev(const K& key) const {
   if (absl::Status st = Check(TableCore::Op::kRead, "prev"); !st.ok()) return st;
-  return core_->Next(key, true);
+  return core_->Next(key, table_internal::Direction::kBackward);
 }
 
 }  // namespace etsmgr

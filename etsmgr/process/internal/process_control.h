@@ -106,17 +106,22 @@ struct WaitRecord {
 };
 
 // An exit signal in flight (Envelope::Kind::kExitSignal).
+// Why an exit signal was sent: a linked process exited (ignored if the link is gone by delivery),
+// or directly: exit/2 (SendExit), or link/1 to a dead process (noproc), delivered in any case.
+enum class ExitSignalCause { kLink, kDirect };
+
 class ExitSignalEnvelope final : public Envelope {
  public:
-  ExitSignalEnvelope(Pid from, ExitReason reason, bool from_link)
+  ExitSignalEnvelope(Pid from, ExitReason reason, ExitSignalCause cause)
       : Envelope(MessageTypeTag<ExitSignalEnvelope>(), Kind::kExitSignal),
         from(std::move(from)),
         reason(std::move(reason)),
-        from_link(from_link) {}
+        cause(cause) {}
   const char* type_name() const override { return "exit signal"; }
+  bool from_link() const { return cause == ExitSignalCause::kLink; }
   Pid from;
   ExitReason reason;
-  bool from_link;  // Sent because of a link (ignored if the link is gone) vs. exit/2.
+  ExitSignalCause cause;
 };
 
 class ProcessControl final : public PidTarget,

@@ -161,14 +161,16 @@ class SharedCore final : public TypedCore<K, V> {
     if (!all->empty()) visitor(*all);
     return absl::OkStatus();
   }
-  absl::StatusOr<std::optional<K>> First(bool last) const override {
+  absl::StatusOr<std::optional<K>> First(Direction direction) const override {
+    const bool last = direction == Direction::kBackward;
     const char* what = last ? "last" : "first";
     absl::StatusOr<std::vector<Entry>> all = Snapshot(nullptr, what);
     if (!all.ok()) return all.status();
     if (all->empty()) return std::optional<K>();
     return std::optional<K>(all->front().first);
   }
-  absl::StatusOr<std::optional<K>> Next(const K& key, bool previous) const override {
+  absl::StatusOr<std::optional<K>> Next(const K& key, Direction direction) const override {
+    const bool previous = direction == Direction::kBackward;
     const char* what = previous ? "prev" : "next";
     absl::StatusOr<std::vector<Entry>> all = Snapshot(nullptr, what);
     if (!all.ok()) return all.status();

@@ -73,6 +73,10 @@ struct KeyRange {
 
 namespace table_internal {
 
+// Which way an ordered walk goes: First(kBackward) is the last key, Next(k, kBackward) the one
+// before k (ets:last/2, ets:prev/2).
+enum class Direction { kForward, kBackward };
+
 // Adds every allocation's size to a counter owned by the shard (guarded by the shard's lock).
 template <typename T>
 struct CountingAllocator {
@@ -124,8 +128,8 @@ class TypedCore : public TableCore {
   virtual absl::StatusOr<V> UpdateCounter(const K& key, V incr,
                                           const CounterOptions<V>& options) = 0;
   virtual absl::Status Visit(const Visitor& visitor, const char* what) const = 0;
-  virtual absl::StatusOr<std::optional<K>> First(bool last) const = 0;
-  virtual absl::StatusOr<std::optional<K>> Next(const K& key, bool previous) const = 0;
+  virtual absl::StatusOr<std::optional<K>> First(Direction direction) const = 0;
+  virtual absl::StatusOr<std::optional<K>> Next(const K& key, Direction direction) const = 0;
 
   // --- The select family. A null `pred` matches every object. Each runs `pred` / `fn` under the
   // shard's lock (read lock for reads, write lock for writes), one shard at a time.
@@ -438,7 +442,8 @@ class MapCore final : public TypedCore<K, V> {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::optional<K>> First(bool last) const override {
+  absl::StatusOr<std::optional<K>> First(Direction direction) const override {
+    const bool last = direction == Direction::kBackward;
     const char* what = last ? "last" : "first";
     Shard* shards = ShardArray();
     if (shards == nullptr) {
@@ -457,7 +462,8 @@ class MapCore final : public TypedCore<K, V> {
     return std::optional<K>();
   }
 
-  absl::StatusOr<std::optional<K>> Next(const K& key, bool previous) const override {
+  absl::StatusOr<std::optional<K>> Next(const K& key, Direction direction) const override {
+    const bool previous = direction == Direction::kBackward;
     const char* what = previous ? "prev" : "next";
     Shard* shards = ShardArray();
     if (shards == nullptr) {
