@@ -20,6 +20,7 @@
 #include "etsmgr/base/status_macros.h"
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/manager.h"
+#include "etsmgr/table/internal/manager_access.h"
 
 namespace etsmgr {
 
@@ -315,12 +316,13 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
         }
         if (loaded) {
           // Its data came from the file: initialised already.
-          table->core()->SetInitialised(true);
+          table_internal::ManagerAccess::MarkInitialised(*table->core());
           result = ManagedTableRef{st->manager, *std::move(table), false, true};
-        } else if (table->core()->storage_existed() && table->core()->storage_initialised()) {
+        } else if (table->core()->storage_existed() &&
+                   table_internal::ManagerAccess::StorageInitialised(*table->core())) {
           // A shared segment a previous program left (it died holding it): its data is there,
           // mapped, not copied; initialised already.
-          table->core()->SetInitialised(true);
+          table_internal::ManagerAccess::MarkInitialised(*table->core());
           result = ManagedTableRef{st->manager, *std::move(table), false};
         } else {
           if (table->core()->storage_existed()) {
@@ -341,20 +343,24 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
   // From here to the caller's code there is no suspension point, so the caller cannot be killed
   // between learning "created" and initialising: mark it now. A caller killed before this point
   // leaves the table uninitialised, and the next claimant is told "created" again.
-  if (result.ok() && result->created) result->table.core()->SetInitialised(true);
+  if (result.ok() && result->created)
+    table_internal::ManagerAccess::MarkInitialised(*result->table.core());
   // A call does not suspend, but it costs a reduction: a loop of calls yields like any other.
   // (No suspension point between "created" and the caller's code otherwise: a yield here comes
   // before the caller learns "created", so a kill at it leaves the table uninitialised.)
   if (Scheduler::Current()->Charge()) {
-    if (result.ok() && result->created) result->table.core()->SetInitialised(false);
+    if (result.ok() && result->created)
+      table_internal::ManagerAccess::ClearInitialised(*result->table.core());
     co_await self.Yield();
-    if (result.ok() && result->created) result->table.core()->SetInitialised(true);
+    if (result.ok() && result->created)
+      table_internal::ManagerAccess::MarkInitialised(*result->table.core());
   }
   // Shared storage: the segment's own mark, for the next program. ManagedTable::Open clears it
   // after its init function returned OK; a plain NewTable caller is taken to have initialised
   // the table once it has it (as the in-process flag above).
   if (result.ok() && result->created) {
-    result->table.core()->MarkStorageInitialised(!factory.caller_marks_initialised);
+    table_internal::ManagerAccess::SetStorageInitialised(*result->table.core(),
+                                                         !factory.caller_marks_initialised);
   }
   co_return result;
 }
@@ -387,7 +393,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
         break;
       case Action::kConfirm:
         call.SetClient(*entry);
-        table.core()->SetInitialised(true);
+        table_internal::ManagerAccess::MarkInitialised(*table.core());
         result = ManagedTableRef{st->manager, table, false};
         break;
       case Action::kClaim: {
@@ -397,7 +403,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
           break;
         }
         handed_back = true;
-        table.core()->SetInitialised(true);
+        table_internal::ManagerAccess::MarkInitialised(*table.core());
         result = ManagedTableRef{st->manager, table, false};
         break;
       }
@@ -411,7 +417,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
         }
         if (entry != nullptr) call.Erase(name, /*release=*/false);  // Its table was deleted.
         // The caller filled it: a later new_table of the name must not initialise it again.
-        table.core()->SetInitialised(true);
+        table_internal::ManagerAccess::MarkInitialised(*table.core());
         call.Add(name, Entry{table, Pid(), std::move(managed)});
         result = ManagedTableRef{st->manager, table, false};
         break;
@@ -511,12 +517,15 @@ Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) co
   // Owner, heir and size of each table (each its own allocation: at 100k tables the cache misses
   // are the cost, so a second index runs a few rows ahead prefetching).
   constexpr size_t kAhead = 16;
-  for (size_t i = 0; i < cores.size() && i < kAhead; ++i) cores[i]->PrefetchGlance();
+  for (size_t i = 0; i < cores.size() && i < kAhead; ++i)
+    table_internal::ManagerAccess::PrefetchGlance(*cores[i]);
   for (size_t i = 0; i < cores.size(); ++i) {
-    if (i + kAhead < cores.size()) cores[i + kAhead]->PrefetchGlance();
+    if (i + kAhead < cores.size())
+      table_internal::ManagerAccess::PrefetchGlance(*cores[i + kAhead]);
     ManagedTableInfo& t = info.tables[i];
     bool kept = false;
-    if (!cores[i]->Glance(pids, &t.owner, &t.heir, &t.size, &kept)) {
+    if (!table_internal::ManagerAccess::Glance(*cores[i], pids, &t.owner, &t.heir, &t.size,
+                                               &kept)) {
       t.alive = false;
     } else if (kept && !t.heir.valid()) {
       t.heir = pids.Copy(info.vault);

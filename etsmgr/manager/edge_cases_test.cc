@@ -240,8 +240,8 @@ TEST_F(EdgeCasesTest, MisuseIsAStatusNotACrash) {
              [](TableOptions) -> absl::StatusOr<AnyTable> {
                return Table<std::string, int64_t>::New().value().any();
              }}) {
-      absl::StatusOr<ManagedTableRef> r =
-          co_await mgr.NewTableErased(self, "f", TableOptions(), with(create), absl::Seconds(1));
+      absl::StatusOr<ManagedTableRef> r = co_await manager_internal::EtsmgrAccess::NewTableErased(
+          mgr, self, "f", TableOptions(), with(create), absl::Seconds(1));
       out += " " + std::string(absl::StatusCodeToString(r.status().code()));
     }
     report(out);

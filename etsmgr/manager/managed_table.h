@@ -42,6 +42,7 @@
 #include "etsmgr/base/status_macros.h"
 #include "etsmgr/executor/scheduler.h"
 #include "etsmgr/manager/manager.h"
+#include "etsmgr/table/internal/manager_access.h"
 
 namespace etsmgr {
 
@@ -63,7 +64,8 @@ class ManagedTable {
       // init returned OK (a program killed during init leaves it "created" for the next).
       manager_internal::TableFactory factory = manager_internal::FactoryFor<K, V>();
       factory.caller_marks_initialised = static_cast<bool>(init);
-      ref = co_await mgr.NewTableErased(self, name, options, std::move(factory), wait);
+      ref = co_await manager_internal::EtsmgrAccess::NewTableErased(mgr, self, name, options,
+                                                                    std::move(factory), wait);
       // Unavailable: the manager died as we asked; wait for the next one (WaitForManager
       // suspends until it is running, so this never spins).
       if (ref.ok() || ref.status().code() != absl::StatusCode::kUnavailable) break;
@@ -78,13 +80,13 @@ class ManagedTable {
         AnyTable table;
         bool done = false;
         ~Undo() {
-          if (!done) table.core()->SetInitialised(false);
+          if (!done) table_internal::ManagerAccess::ClearInitialised(*table.core());
         }
       } undo{ref->table};
       absl::Status st = init(table);
       if (!st.ok()) co_return Annotate(st, "initialising table", name);
       undo.done = true;
-      ref->table.core()->MarkStorageInitialised(true);
+      table_internal::ManagerAccess::SetStorageInitialised(*ref->table.core(), true);
     }
     co_return ManagedTable(std::move(mgr), std::move(name), std::move(table), ref->manager,
                            ref->created);

@@ -260,6 +260,7 @@ absl::StatusOr<AnyTable> LoadTableFor(const std::string& path, TableOptions opti
   if (!t.ok()) return t.status();
   return t->any();
 }
+class EtsmgrAccess;
 }  // namespace manager_internal
 
 // A client's handle on one instance (cheap to copy). Every call is made from a process.
@@ -309,13 +310,14 @@ class Etsmgr {
   // manager's, even one older than the manager a client knows).
   bool IsManager(Node& node, const Pid& pid) const;
 
+ private:
+  friend class manager_internal::EtsmgrAccess;
   // The untyped form NewTable<K, V> uses. InvalidArgument for a factory with no create function.
   Task<absl::StatusOr<ManagedTableRef>> NewTableErased(Process& self, std::string name,
                                                        TableOptions options,
                                                        manager_internal::TableFactory factory,
                                                        absl::Duration timeout) const;
 
- private:
   std::string inst_;
 };
 
@@ -343,6 +345,21 @@ const {
   return NewTableErased(self, std::move(name), std::move(options), std::move(factory),
                         kDefaultCallTimeout);
 }
+
+namespace manager_internal {
+// The untyped new_table, for ManagedTable and tests (not public API: a TableFactory is internal).
+class EtsmgrAccess {
+ public:
+  static Task<absl::StatusOr<ManagedTableRef>> NewTableErased(const Etsmgr& mgr, Process& self,
+                                                              std::string name,
+                                                              TableOptions options,
+                                                              TableFactory factory,
+                                                              absl::Duration timeout) {
+    return mgr.NewTableErased(self, std::move(name), std::move(options), std::move(factory),
+                              timeout);
+  }
+};
+}  // namespace manager_internal
 
 }  // namespace etsmgr
 

@@ -792,8 +792,9 @@ TEST(NoLossTest, ATableFactoryWithoutCreateIsInvalidArgument) {
   ASSERT_TRUE(StartManager(*node, kInst).ok());
   std::string got =
       RunProbe(*node, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        absl::StatusOr<ManagedTableRef> r = co_await Etsmgr(kInst).NewTableErased(
-            self, "t", TableOptions(), manager_internal::TableFactory(), absl::Seconds(1));
+        absl::StatusOr<ManagedTableRef> r = co_await manager_internal::EtsmgrAccess::NewTableErased(
+            Etsmgr(kInst), self, "t", TableOptions(), manager_internal::TableFactory(),
+            absl::Seconds(1));
         report(r.status().ToString());
       });
   EXPECT_NE(got.find("INVALID_ARGUMENT"), std::string::npos) << got;

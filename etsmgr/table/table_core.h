@@ -160,6 +160,7 @@ std::vector<AnyTable> AllTables(Node& node);
 std::vector<TableInfo> AllTablesInfo(Node& node);
 
 namespace table_internal {
+class ManagerAccess;
 struct TableDirectory;
 }  // namespace table_internal
 
@@ -180,10 +181,6 @@ class TableCore : public process_internal::ExitResource,
   // True once the table was deleted because its owner exited with no live heir (a lost table,
   // as opposed to one deleted on purpose).
   bool lost_with_owner() const { return lost_with_owner_.load(std::memory_order_acquire); }
-  // A flag for whoever fills the table first (the manager's "created" answer uses it): false until
-  // set. Any thread.
-  bool initialised() const { return initialised_.load(std::memory_order_acquire); }
-  void SetInitialised(bool done) { initialised_.store(done, std::memory_order_release); }
   // Which inlined fast path of Table<K, V> applies: the in-process set and ordered_set cores
   // have one; every other core (bags, shared storage) answers kNone.
   enum class FastPath : uint8_t { kSet, kOrderedSet, kNone };
@@ -195,11 +192,6 @@ class TableCore : public process_internal::ExitResource,
   bool storage_is_shared() const { return shared_storage_; }
   // Shared storage: the segment existed before this table was made (a previous program's data).
   virtual bool storage_existed() const { return false; }
-  // Shared storage: the segment's own "initialised" mark (SharedMap::initialised), which outlives
-  // the program: false while the program that created the segment had not finished filling it.
-  // Heap storage: true (the in-process flag above is all there is).
-  virtual bool storage_initialised() const { return true; }
-  virtual void MarkStorageInitialised(bool /*done*/) {}
   // A table whose creation failed after its storage was made: shared storage removes a segment
   // it created (one that existed stays). Heap storage: nothing to do.
   virtual void AbandonNewStorage() {}
@@ -235,16 +227,6 @@ class TableCore : public process_internal::ExitResource,
   bool has_keeper() const;  // A TableKeeper keeps it (see table_keeper.h).
   // The heir if one is set, else the holder of the table's keeper (see TableKeeper), else null.
   Pid heir() const;
-  // Owner, heir and size in one look, as info() over many tables wants them (the Pids copied
-  // through `copier`): a table that never stored an entry answers from one cache line, with no
-  // virtual call. `*kept` says whether a TableKeeper keeps it (its heir, when *heir is null).
-  // False, and nothing set, once the table is deleted.
-  bool Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size, bool* kept) const;
-  // Starts loading what Glance reads: a caller walking many tables runs a few tables ahead.
-  void PrefetchGlance() const {
-    __builtin_prefetch(&meta_mu_);
-    __builtin_prefetch(&storage_);
-  }
   absl::Status GiveAway(const Pid& to, std::any data);
   absl::Status SetHeir(const Pid& heir, std::any data);
   absl::Status Rename(std::string name);
@@ -282,6 +264,28 @@ class TableCore : public process_internal::ExitResource,
   }
 
  private:
+  // The manager's hooks (table_internal::ManagerAccess, internal/manager_access.h).
+  friend class table_internal::ManagerAccess;
+  // A flag for whoever fills the table first (the manager's "created" answer uses it): false until
+  // set. Any thread.
+  bool initialised() const { return initialised_.load(std::memory_order_acquire); }
+  void SetInitialised(bool done) { initialised_.store(done, std::memory_order_release); }
+  // Shared storage: the segment's own "initialised" mark (SharedMap::initialised), which outlives
+  // the program: false while the program that created the segment had not finished filling it.
+  // Heap storage: true (the in-process flag above is all there is).
+  virtual bool storage_initialised() const { return true; }
+  virtual void MarkStorageInitialised(bool /*done*/) {}
+  // Owner, heir and size in one look, as info() over many tables wants them (the Pids copied
+  // through `copier`): a table that never stored an entry answers from one cache line, with no
+  // virtual call. `*kept` says whether a TableKeeper keeps it (its heir, when *heir is null).
+  // False, and nothing set, once the table is deleted.
+  bool Glance(PidCopier& copier, Pid* owner, Pid* heir, size_t* size, bool* kept) const;
+  // Starts loading what Glance reads: a caller walking many tables runs a few tables ahead.
+  void PrefetchGlance() const {
+    __builtin_prefetch(&meta_mu_);
+    __builtin_prefetch(&storage_);
+  }
+
   absl::Status Denied(Op op, const char* what) const;
   absl::Status NotOwner(process_internal::ProcessControl* me, const char* what,
                         const char* verb) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(meta_mu_);

@@ -9,6 +9,7 @@
 #include "etsmgr/base/large_block.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/node.h"
+#include "etsmgr/table/internal/manager_access.h"
 #include "etsmgr/table/table.h"
 #include "etsmgr/table/table_keeper.h"
 #include "gtest/gtest.h"
@@ -250,7 +251,8 @@ TEST_P(TableOpsTest, GlanceAtOwnerHeirAndSize) {
     Pid owner, heir;
     size_t size = 99;
     bool kept = true;
-    ASSERT_TRUE(t.any().core()->Glance(pids, &owner, &heir, &size, &kept));
+    ASSERT_TRUE(
+        table_internal::ManagerAccess::Glance(*t.any().core(), pids, &owner, &heir, &size, &kept));
     EXPECT_EQ(owner, self.self());
     EXPECT_FALSE(heir.valid());
     EXPECT_EQ(size, 0u);
@@ -258,15 +260,18 @@ TEST_P(TableOpsTest, GlanceAtOwnerHeirAndSize) {
     auto keeper = std::make_shared<TableKeeper>();
     ASSERT_TRUE(keeper->Keep(t.any(), nullptr).ok());
     ASSERT_TRUE(t.Insert({{1, 1}, {2, 2}, {2, 3}}).ok());
-    ASSERT_TRUE(t.any().core()->Glance(pids, &owner, &heir, &size, &kept));
+    ASSERT_TRUE(
+        table_internal::ManagerAccess::Glance(*t.any().core(), pids, &owner, &heir, &size, &kept));
     EXPECT_EQ(size, IsBag(GetParam()) ? 3u : 2u);
     EXPECT_TRUE(kept);
     ASSERT_TRUE(keeper->Release(t.any()).ok());
     ASSERT_TRUE(t.Delete().ok());
-    EXPECT_FALSE(t.any().core()->Glance(pids, &owner, &heir, &size, &kept));
+    EXPECT_FALSE(
+        table_internal::ManagerAccess::Glance(*t.any().core(), pids, &owner, &heir, &size, &kept));
     IntTable never_written = NewTable();
     ASSERT_TRUE(never_written.Delete().ok());
-    EXPECT_FALSE(never_written.any().core()->Glance(pids, &owner, &heir, &size, &kept));
+    EXPECT_FALSE(table_internal::ManagerAccess::Glance(*never_written.any().core(), pids, &owner,
+                                                       &heir, &size, &kept));
   });
 }
 

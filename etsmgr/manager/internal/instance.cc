@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_join.h"
 #include "etsmgr/base/log.h"
+#include "etsmgr/table/internal/manager_access.h"
 
 namespace etsmgr::manager_internal {
 
@@ -69,7 +70,7 @@ TableView Instance::View(const AnyTable& table) const {
   v.held = look.held;
   v.owner = std::move(look.owner);
   v.owner_exiting = look.owner_exiting;
-  v.initialised = table.core()->initialised();
+  v.initialised = table_internal::ManagerAccess::Initialised(*table.core());
   return v;
 }
 
