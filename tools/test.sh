@@ -14,7 +14,8 @@
 #   7. bazel test //... --config=clang      (clang-14 with libstdc++)
 #   8. the sanitizer self-check (deliberate bugs must be reported, UBSan's under the asan config)
 #   9. bazel coverage of one test gives a real lcov report (the offline lcov merger works)
-#  10. the consumer workspace (etsmgr used as a Bazel dependency) builds and runs
+#  10. the consumer workspace (etsmgr used as a Bazel dependency) builds and runs, and cannot
+#      depend on an internal target
 #
 # Prints an "N passed, N failed" line per step and a final total line, counted from Bazel's
 # per-target results (and one per benchmark binary); exits non-zero when anything failed. Extra
@@ -113,12 +114,22 @@ fi
 
 echo "== consumer workspace (testing/consumer)"
 log="${logdir}/consumer.log"
-(cd "${root}/testing/consumer" && bazel run //app && bazel shutdown) 2>&1 | tee "${log}"
+(cd "${root}/testing/consumer" && bazel run //app) 2>&1 | tee "${log}"
 rc=${PIPESTATUS[0]}
 if [[ ${rc} -eq 0 ]] && grep -q '^consumer ok$' "${log}"; then
   record consumer 1 0
 else
   record consumer 0 1
+fi
+# The library's internal targets are not visible to a dependant: this build must fail, and for
+# that reason.
+log="${logdir}/consumer-internal.log"
+(cd "${root}/testing/consumer" && bazel build //app:internal_probe; bazel shutdown) >"${log}" 2>&1
+if grep -q "is not visible from target '//app:internal_probe'" "${log}"; then
+  record consumer-internal-hidden 1 0
+else
+  cat "${log}"
+  record consumer-internal-hidden 0 1
 fi
 
 echo

@@ -5,8 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "etsmgr/manager/managed_table.h"
-#include "etsmgr/process/node.h"
+#include "etsmgr/etsmgr.h"
 
 namespace {
 
