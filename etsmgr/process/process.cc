@@ -790,6 +790,26 @@ struct NameWaiterGuard {
 };
 }  // namespace
 
+Task<std::optional<ExitReason>> AwaitDown(Process& self, Pid pid, absl::Time deadline) {
+  const uint64_t ref = self.Monitor(pid);
+  std::optional<Message> m = co_await self.ReceiveIf(
+      [ref](const Envelope& e) {
+        const Down* d = e.As<Down>();
+        return d != nullptr && d->ref == ref;
+      },
+      deadline);
+  if (!m) {
+    self.Demonitor(ref, /*flush=*/true);
+    co_return std::nullopt;
+  }
+  co_return m->As<Down>()->reason;
+}
+
+Task<ExitReason> AwaitDown(Process& self, Pid pid) {
+  std::optional<ExitReason> reason = co_await AwaitDown(self, std::move(pid), absl::InfiniteFuture());
+  co_return std::move(*reason);
+}
+
 Task<std::optional<Pid>> Process::WaitForRegistered(std::string name, absl::Time deadline) {
   Node& n = node();
   Pid found = n.Whereis(name);

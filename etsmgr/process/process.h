@@ -181,6 +181,16 @@ class Process {
   ProcessControl* control_;
 };
 
+// Waits until `pid` has exited and yields its exit reason (Erlang's monitor + receive of its
+// 'DOWN'): noproc at once for a dead or null pid. Only that Down is taken; other messages stay
+// queued in order. From the process `self` only.
+//
+//   ExitReason why = co_await AwaitDown(self, worker);
+Task<ExitReason> AwaitDown(Process& self, Pid pid);
+// The same, up to `deadline`: std::nullopt when it passes first (the monitor is then removed, and
+// a Down that raced with the deadline is flushed).
+Task<std::optional<ExitReason>> AwaitDown(Process& self, Pid pid, absl::Time deadline);
+
 class Process::ReceiveAwaiter {
  public:
   ReceiveAwaiter(ProcessControl* control, Matcher matcher, int64_t deadline_ns)
