@@ -104,7 +104,7 @@ Task<void> CounterServer(Process& self, StorageOptions storage) {
 template <typename T>
 absl::StatusOr<T> InProcess(etsmgr::Node& node, absl::Duration limit,
                             std::function<Task<absl::StatusOr<T>>(Process&)> body) {
-  return node.Run(std::move(body), {}, absl::Now() + limit * 2);
+  return node.Run(std::move(body), {}, limit * 2);
 }
 
 template <typename Reply, typename Request>

@@ -123,30 +123,29 @@ TEST(EdgeCasesDeterministicTest, AStaleTransferToTheVaultDeletesNothing) {
     auto node = Deterministic(seed);
     SCOPED_TRACE(absl::StrCat("seed ", seed));
     absl::Status ran = node->Run([&vault_first, seed](Process& self) -> Task<void> {
-          absl::Status started = co_await StartManager(self, "v");
-          CO_ASSERT_OK(started, "start v");
-          Etsmgr mgr("v");
-          TableOptions pub;
-          pub.access = Access::kPublic;  // Anyone may delete it: the vault's rule is all there is.
-          absl::StatusOr<ManagedTableRef> r =
-              co_await mgr.NewTable<int64_t, int64_t>(self, "t", pub);
-          CO_ASSERT_OK(r, "new_table(t)");
-          (void)IntTable::Attach(r->table)->Insert(1, 41);
-          Pid vault = self.node().Whereis(mgr.vault_name());
-          CO_ASSERT_OK(r->table.GiveAway(vault), "give t to the vault by hand");
-          co_await self.Sleep(seed % 2 == 0 ? absl::ZeroDuration() : absl::Milliseconds(1));
-          vault_first.insert(GetProcessInfo(vault)->mailbox_length == 0);
-          absl::StatusOr<ManagedTableRef> back =
-              co_await mgr.NewTable<int64_t, int64_t>(self, "t", pub);
-          CO_ASSERT_OK(back, "claim t back");
-          absl::Status del = co_await mgr.DelTable(self, "t");
-          EXPECT_TRUE(del.ok()) << "del_table(t): " << del;
-          co_await self.Sleep(absl::Milliseconds(1));  // The vault reads its mailbox.
-          absl::StatusOr<Pid> owner = r->table.Owner();
-          EXPECT_TRUE(owner.ok() && *owner == self.self())
-              << "the stale transfer deleted nothing: the table is still ours: "
-              << (owner.ok() ? owner->ToString() : owner.status().ToString());
-        });
+      absl::Status started = co_await StartManager(self, "v");
+      CO_ASSERT_OK(started, "start v");
+      Etsmgr mgr("v");
+      TableOptions pub;
+      pub.access = Access::kPublic;  // Anyone may delete it: the vault's rule is all there is.
+      absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "t", pub);
+      CO_ASSERT_OK(r, "new_table(t)");
+      (void)IntTable::Attach(r->table)->Insert(1, 41);
+      Pid vault = self.node().Whereis(mgr.vault_name());
+      CO_ASSERT_OK(r->table.GiveAway(vault), "give t to the vault by hand");
+      co_await self.Sleep(seed % 2 == 0 ? absl::ZeroDuration() : absl::Milliseconds(1));
+      vault_first.insert(GetProcessInfo(vault)->mailbox_length == 0);
+      absl::StatusOr<ManagedTableRef> back =
+          co_await mgr.NewTable<int64_t, int64_t>(self, "t", pub);
+      CO_ASSERT_OK(back, "claim t back");
+      absl::Status del = co_await mgr.DelTable(self, "t");
+      EXPECT_TRUE(del.ok()) << "del_table(t): " << del;
+      co_await self.Sleep(absl::Milliseconds(1));  // The vault reads its mailbox.
+      absl::StatusOr<Pid> owner = r->table.Owner();
+      EXPECT_TRUE(owner.ok() && *owner == self.self())
+          << "the stale transfer deleted nothing: the table is still ours: "
+          << (owner.ok() ? owner->ToString() : owner.status().ToString());
+    });
     ASSERT_TRUE(ran.ok()) << "seed " << seed << ": " << ran;
   }
   EXPECT_EQ(vault_first.size(), 2u) << "both orders must occur";
@@ -289,9 +288,8 @@ TEST_F(EdgeCasesTest, AThrowingInitLeavesTheTableUninitialised) {
                     .value();
     co_await AwaitDown(self, first);
     absl::StatusOr<ManagedTableRef> r = co_await Etsmgr("i").NewTable<int64_t, int64_t>(self, "t");
-    EXPECT_TRUE(r.ok() && r->created)
-        << "the next new_table creates (initialises) the table: "
-        << (r.ok() ? "created=0" : r.status().ToString());
+    EXPECT_TRUE(r.ok() && r->created) << "the next new_table creates (initialises) the table: "
+                                      << (r.ok() ? "created=0" : r.status().ToString());
   });
 }
 

@@ -398,7 +398,8 @@ TEST_F(ManagerTest, UnavailableAndDeadline) {
     absl::StatusOr<Pid> w = co_await mgr.WaitForManager(self, Deadline(absl::Milliseconds(20)));
     EXPECT_EQ(w.status().code(), absl::StatusCode::kDeadlineExceeded)
         << "wait_for_manager, never started: " << w.status();
-    EXPECT_EQ(std::string(ToString(mgr.State(self.node()))), "not_started") << "the instance's state";
+    EXPECT_EQ(std::string(ToString(mgr.State(self.node()))), "not_started")
+        << "the instance's state";
   });
   // A process merely registered under the manager's name is not a manager.
   Pid mute = node_

@@ -11,6 +11,7 @@
 #define ETSMGR_PROCESS_NODE_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -124,23 +125,25 @@ class Node {
   // FailedPrecondition when called from a scheduler thread (it would deadlock: await the body
   // from your process instead; checked, never blocks) or after shutdown; Aborted when the process
   // exited before the body returned (killed, an exception, the runtime shut down);
-  // DeadlineExceeded when `deadline` passed first (the process is left running: the body bounds
-  // its own work, this is the backstop); Internal when a deterministic runtime has nothing left
+  // DeadlineExceeded when `timeout` passed first (the process is left running: the body bounds
+  // its own work, this is the backstop; in threaded mode the calling thread waits with a
+  // deadline, so no scheduler holds a timer for it; in deterministic mode the timeout is virtual
+  // time, which an idle runtime jumps to); Internal when a deterministic runtime has nothing left
   // to run before the body is done.
   //
   // Thread: any plain thread. Works in threaded mode (blocks) and deterministic mode (drives the
   // runtime until done). `body` is copied into the process (captures must be copyable) and
   // destroyed with it; references it captures must outlive the process, not just the call, when
-  // a deadline can pass first. The optional explicit template argument names V (a check that the
+  // the timeout can pass first. The optional explicit template argument names V (a check that the
   // body yields what the caller expects): `node->Run<absl::Status>(...)`.
   template <typename V = node_internal::Deduce, typename F>
-    requires std::is_invocable_v<F&, Process&>
-  auto Run(F body, SpawnOptions options = {}, absl::Time deadline = absl::InfiniteFuture());
+  requires std::is_invocable_v<F&, Process&>
+  auto Run(F body, SpawnOptions options = {}, absl::Duration timeout = absl::InfiniteDuration());
   // The same for a Task that needs no Process& (it still runs as a process: CurrentPid() is its
   // pid, table ownership applies).
   template <typename V>
   RunResult<V> Run(Task<V> task, SpawnOptions options = {},
-                   absl::Time deadline = absl::InfiniteFuture());
+                   absl::Duration timeout = absl::InfiniteDuration());
 
   size_t process_count() const { return live_.load(std::memory_order_relaxed); }
   uint64_t NextRef() { return next_ref_.fetch_add(1, std::memory_order_relaxed); }
@@ -173,8 +176,11 @@ class Node {
 namespace node_internal {
 template <typename R>
 struct RunState {
-  WaitSlot done;
-  std::optional<R> result;  // Written by the process before `done` is notified.
+  WaitSlot done;  // For a BlockOn wait.
+  std::mutex mu;  // For a plain-thread wait with a timeout: guards `finished`.
+  std::condition_variable cv;
+  bool finished = false;
+  std::optional<R> result;  // Written by the process before `done`/`finished` are signalled.
 };
 // Signals the waiter when the process is done with the body: held by the body's closure, which
 // the process drops when it exits, whether or not the body ever ran (a process killed before its
@@ -185,14 +191,23 @@ class RunGuard {
   explicit RunGuard(std::shared_ptr<RunState<R>> state) : state_(std::move(state)) {}
   RunGuard(const RunGuard&) = delete;
   RunGuard& operator=(const RunGuard&) = delete;
-  ~RunGuard() { state_->done.Notify(); }
+  ~RunGuard() {
+    {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      state_->finished = true;
+    }
+    state_->cv.notify_all();
+    state_->done.Notify();
+  }
 
  private:
   std::shared_ptr<RunState<R>> state_;
 };
+// Runs on a scheduler: the timeout starts on the runtime's clock.
 template <typename R>
-Task<bool> AwaitRun(std::shared_ptr<RunState<R>> state, absl::Time deadline) {
-  co_return co_await state->done.Wait(deadline);
+Task<bool> AwaitRun(std::shared_ptr<RunState<R>> state, absl::Duration timeout) {
+  co_return co_await state->done.Wait(timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                                          : Deadline(timeout));
 }
 // Awaits the body's task and stores what it yields as R.
 template <typename V, typename R>
@@ -207,8 +222,8 @@ Task<void> StoreResult(Task<V> task, std::shared_ptr<RunState<R>> state) {
 }  // namespace node_internal
 
 template <typename V, typename F>
-  requires std::is_invocable_v<F&, Process&>
-auto Node::Run(F body, SpawnOptions options, absl::Time deadline) {
+requires std::is_invocable_v<F&, Process&>
+auto Node::Run(F body, SpawnOptions options, absl::Duration timeout) {
   using Body = std::invoke_result_t<F&, Process&>;
   using Value = typename node_internal::TaskValue<Body>::type;
   static_assert(std::is_same_v<V, node_internal::Deduce> || std::is_same_v<V, Value>,
@@ -229,16 +244,24 @@ auto Node::Run(F body, SpawnOptions options, absl::Time deadline) {
   guard.reset();  // The closure's copy (or, if the spawn failed, none) signals the end.
   if (!pid.ok()) return R(pid.status());
   bool done = false;
-  try {
-    done = runtime().BlockOn(node_internal::AwaitRun(state, deadline));
-  } catch (const RuntimeShutDown&) {
-    return R(absl::FailedPreconditionError("Node::Run: the runtime shut down"));
-  } catch (const std::logic_error& e) {
-    return R(absl::InternalError(std::string("Node::Run: ") + e.what()));
+  if (timeout != absl::InfiniteDuration() && !runtime().deterministic()) {
+    // Threaded, with a timeout: wait here (a timer on a scheduler would keep it from parking).
+    std::unique_lock<std::mutex> lock(state->mu);
+    done = state->cv.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                              [&state] { return state->finished; });
+  } else {
+    try {
+      done = runtime().BlockOn(node_internal::AwaitRun(state, timeout));
+    } catch (const RuntimeShutDown&) {
+      return R(absl::FailedPreconditionError("Node::Run: the runtime shut down"));
+    } catch (const std::logic_error& e) {
+      return R(absl::InternalError(std::string("Node::Run: ") + e.what()));
+    }
   }
   if (!done) {
-    return R(absl::DeadlineExceededError(absl::StrCat(
-        "Node::Run: process ", pid->ToString(), " did not finish by the deadline")));
+    return R(absl::DeadlineExceededError(absl::StrCat("Node::Run: process ", pid->ToString(),
+                                                      " did not finish within ",
+                                                      absl::FormatDuration(timeout))));
   }
   if (!state->result.has_value()) {
     return R(absl::AbortedError(
@@ -248,9 +271,9 @@ auto Node::Run(F body, SpawnOptions options, absl::Time deadline) {
 }
 
 template <typename V>
-RunResult<V> Node::Run(Task<V> task, SpawnOptions options, absl::Time deadline) {
+RunResult<V> Node::Run(Task<V> task, SpawnOptions options, absl::Duration timeout) {
   auto shared = std::make_shared<Task<V>>(std::move(task));
-  return Run([shared](Process&) { return std::move(*shared); }, std::move(options), deadline);
+  return Run([shared](Process&) { return std::move(*shared); }, std::move(options), timeout);
 }
 
 }  // namespace etsmgr

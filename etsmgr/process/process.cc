@@ -806,7 +806,8 @@ Task<std::optional<ExitReason>> AwaitDown(Process& self, Pid pid, absl::Time dea
 }
 
 Task<ExitReason> AwaitDown(Process& self, Pid pid) {
-  std::optional<ExitReason> reason = co_await AwaitDown(self, std::move(pid), absl::InfiniteFuture());
+  std::optional<ExitReason> reason =
+      co_await AwaitDown(self, std::move(pid), absl::InfiniteFuture());
   co_return std::move(*reason);
 }
 

@@ -167,17 +167,16 @@ Task<void> Ponger(Process& self) {
 
 TEST_P(ProcessTest, PingPongAcrossSchedulersAndFromPlainThreads) {
   Pid ponger = node_->Spawn(Ponger, {.scheduler = 1}).value();
-  RunInProcess(
-      *node_,
-      [ponger](Process& self) -> Task<void> {
-        int sum = 0;
-        for (int i = 0; i < 1000; ++i) {
-          Send(ponger, Ping{self.self(), i});
-          sum += (co_await self.Receive<Pong>()).n;
-        }
-        EXPECT_EQ(sum, 999 * 1000 / 2) << "the sum of 1000 ping-pongs across schedulers";
-      },
-      {.scheduler = 0});
+  RunInProcess(*node_,
+               [ponger](Process& self) -> Task<void> {
+                 int sum = 0;
+                 for (int i = 0; i < 1000; ++i) {
+                   Send(ponger, Ping{self.self(), i});
+                   sum += (co_await self.Receive<Pong>()).n;
+                 }
+                 EXPECT_EQ(sum, 999 * 1000 / 2) << "the sum of 1000 ping-pongs across schedulers";
+               },
+               {.scheduler = 0});
   // Sends from plain threads reach a process too.
   RunInProcess(*node_, [](Process& self) -> Task<void> {
     Pid me = self.self();
@@ -337,19 +336,18 @@ TEST_P(ProcessTest, MonitorsAndDemonitorFlush) {
 }
 
 TEST_P(ProcessTest, LinkToDeadPidGivesNoproc) {
-  RunInProcess(
-      *node_,
-      [](Process& self) -> Task<void> {
-        Pid dead = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
-        uint64_t ref = self.Monitor(dead);
-        co_await self.ReceiveIf(
-            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
-        self.Link(dead);
-        ExitSignal sig = co_await self.Receive<ExitSignal>();
-        EXPECT_EQ(sig.from, dead) << "the exit signal is from the dead pid";
-        EXPECT_EQ(sig.reason.ToString(), "noproc") << "the exit signal's reason";
-      },
-      {.trap_exit = true});
+  RunInProcess(*node_,
+               [](Process& self) -> Task<void> {
+                 Pid dead = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
+                 uint64_t ref = self.Monitor(dead);
+                 co_await self.ReceiveIf(
+                     [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
+                 self.Link(dead);
+                 ExitSignal sig = co_await self.Receive<ExitSignal>();
+                 EXPECT_EQ(sig.from, dead) << "the exit signal is from the dead pid";
+                 EXPECT_EQ(sig.reason.ToString(), "noproc") << "the exit signal's reason";
+               },
+               {.trap_exit = true});
 }
 
 TEST_P(ProcessTest, TryLinkLinksALiveProcessAndReportsADeadOneWithoutSignal) {
@@ -446,10 +444,10 @@ TEST_P(ProcessTest, ProcessInfo) {
 // its links and monitors fire, so a watcher never sees the exit before the hand-over.
 TEST_P(ProcessTest, ExitHooksRunBeforeLinksAndMonitorsFire) {
   auto hook_ran = std::make_shared<std::atomic<bool>>(false);
-  RunInProcess(
-      *node_,
-      [hook_ran](Process& self) -> Task<void> {
-        Pid victim = self.Spawn([hook_ran, probe = self.self()](Process& v) -> Task<void> {
+  RunInProcess(*node_,
+               [hook_ran](Process& self) -> Task<void> {
+                 Pid victim =
+                     self.Spawn([hook_ran, probe = self.self()](Process& v) -> Task<void> {
                            v.control()->AddExitHook([hook_ran](const Pid&, const ExitReason&) {
                              hook_ran->store(true);
                            });
@@ -457,18 +455,18 @@ TEST_P(ProcessTest, ExitHooksRunBeforeLinksAndMonitorsFire) {
                            co_await v.Receive<Ping>();
                          })
                          .value();
-        self.Link(victim);
-        uint64_t ref = self.Monitor(victim);
-        co_await self.Receive<Note>();
-        SendExit(victim, ExitReason::Kill());
-        ExitSignal sig = co_await self.Receive<ExitSignal>();
-        EXPECT_TRUE(hook_ran->load()) << "the exit hook ran before the link's exit signal";
-        Down d = co_await self.Receive<Down>();
-        EXPECT_TRUE(hook_ran->load()) << "the exit hook ran before the monitor's Down";
-        EXPECT_EQ(d.ref, ref) << "the Down's ref";
-        EXPECT_EQ(sig.reason.ToString(), "killed") << "the exit signal's reason";
-      },
-      {.trap_exit = true});
+                 self.Link(victim);
+                 uint64_t ref = self.Monitor(victim);
+                 co_await self.Receive<Note>();
+                 SendExit(victim, ExitReason::Kill());
+                 ExitSignal sig = co_await self.Receive<ExitSignal>();
+                 EXPECT_TRUE(hook_ran->load()) << "the exit hook ran before the link's exit signal";
+                 Down d = co_await self.Receive<Down>();
+                 EXPECT_TRUE(hook_ran->load()) << "the exit hook ran before the monitor's Down";
+                 EXPECT_EQ(d.ref, ref) << "the Down's ref";
+                 EXPECT_EQ(sig.reason.ToString(), "killed") << "the exit signal's reason";
+               },
+               {.trap_exit = true});
 }
 
 TEST_P(ProcessTest, ShutdownDestroysLiveProcesses) {

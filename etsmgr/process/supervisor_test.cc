@@ -68,7 +68,9 @@ class SupervisorTest : public ::testing::Test {
   }
 
   // Runs `body` in a fresh process until it returns (it asserts in place).
-  void InProcess(std::function<Task<void>(Process&)> body) { RunInProcess(*node_, std::move(body)); }
+  void InProcess(std::function<Task<void>(Process&)> body) {
+    RunInProcess(*node_, std::move(body));
+  }
 
   std::unique_ptr<Node> node_;
   std::shared_ptr<EventLog> log_ = std::make_shared<EventLog>();
@@ -267,31 +269,31 @@ TEST_F(SupervisorTest, TransientAndTemporaryRules) {
   };
   Pid sup = StartSupervisor(*node_, {.intensity = 5}, children).value();
   InProcess([sup](Process& self) -> Task<void> {
-        // Transient: a normal exit is not restarted...
-        Pid t = co_await ChildPid(self, sup, "transient");
-        uint64_t ref = self.Monitor(t);
-        Send(t, Stop{});
-        co_await self.ReceiveIf(
-            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
-        co_await self.Sleep(absl::Milliseconds(20));
-        Pid after_normal = co_await ChildPid(self, sup, "transient");
-        // ...a crash is (restart_child brings it back first).
-        absl::StatusOr<Pid> again = co_await RestartChild(self, sup, "transient");
-        Pid restarted = co_await KillAndAwaitRestart(self, sup, "transient");
-        // Temporary: never restarted, and its spec disappears.
-        Pid tmp = co_await ChildPid(self, sup, "temporary");
-        uint64_t ref2 = self.Monitor(tmp);
-        SendExit(tmp, ExitReason::Kill());
-        co_await self.ReceiveIf(
-            [ref2](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref2; });
-        co_await self.Sleep(absl::Milliseconds(20));
-        absl::StatusOr<ChildCounts> counts = co_await CountChildren(self, sup);
-        EXPECT_FALSE(after_normal.valid()) << "a transient child's normal exit: not restarted";
-        EXPECT_TRUE(again.ok()) << "restart_child(transient): " << again.status();
-        EXPECT_TRUE(restarted.valid()) << "a transient child's crash: restarted within 10 s";
-        CO_ASSERT_OK(counts, "count_children");
-        EXPECT_EQ(counts->specs, 1) << "specs: the temporary child's spec is gone";
-        EXPECT_EQ(counts->active, 1) << "active: only the transient child runs";
+    // Transient: a normal exit is not restarted...
+    Pid t = co_await ChildPid(self, sup, "transient");
+    uint64_t ref = self.Monitor(t);
+    Send(t, Stop{});
+    co_await self.ReceiveIf(
+        [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
+    co_await self.Sleep(absl::Milliseconds(20));
+    Pid after_normal = co_await ChildPid(self, sup, "transient");
+    // ...a crash is (restart_child brings it back first).
+    absl::StatusOr<Pid> again = co_await RestartChild(self, sup, "transient");
+    Pid restarted = co_await KillAndAwaitRestart(self, sup, "transient");
+    // Temporary: never restarted, and its spec disappears.
+    Pid tmp = co_await ChildPid(self, sup, "temporary");
+    uint64_t ref2 = self.Monitor(tmp);
+    SendExit(tmp, ExitReason::Kill());
+    co_await self.ReceiveIf(
+        [ref2](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref2; });
+    co_await self.Sleep(absl::Milliseconds(20));
+    absl::StatusOr<ChildCounts> counts = co_await CountChildren(self, sup);
+    EXPECT_FALSE(after_normal.valid()) << "a transient child's normal exit: not restarted";
+    EXPECT_TRUE(again.ok()) << "restart_child(transient): " << again.status();
+    EXPECT_TRUE(restarted.valid()) << "a transient child's crash: restarted within 10 s";
+    CO_ASSERT_OK(counts, "count_children");
+    EXPECT_EQ(counts->specs, 1) << "specs: the temporary child's spec is gone";
+    EXPECT_EQ(counts->active, 1) << "active: only the transient child runs";
   });
 }
 
@@ -306,23 +308,23 @@ TEST_F(SupervisorTest, ShutdownTimeoutThenKill) {
                  WorkerChild("brutal", stubborn, RestartType::kPermanent, absl::ZeroDuration())})
                 .value();
   InProcess([sup](Process& self) -> Task<void> {
-        Pid s = co_await ChildPid(self, sup, "stubborn");
-        Pid b = co_await ChildPid(self, sup, "brutal");
-        uint64_t rs = self.Monitor(s);
-        uint64_t rb = self.Monitor(b);
-        absl::Time start = absl::Now();
-        absl::Status st = co_await TerminateChild(self, sup, "stubborn");
-        absl::Duration took = absl::Now() - start;
-        absl::Status bt = co_await TerminateChild(self, sup, "brutal");
-        Down d1 = co_await self.Receive<Down>();
-        Down d2 = co_await self.Receive<Down>();
-        std::string rs_reason = (d1.ref == rs ? d1 : d2).reason.ToString();
-        std::string rb_reason = (d1.ref == rb ? d1 : d2).reason.ToString();
-        EXPECT_TRUE(st.ok()) << "terminate_child(stubborn): " << st;
-        EXPECT_TRUE(bt.ok()) << "terminate_child(brutal): " << bt;
-        EXPECT_GE(took, absl::Milliseconds(50)) << "stubborn was given its 50 ms shutdown time";
-        EXPECT_EQ(rs_reason, "killed") << "stubborn (ignores shutdown) is killed after its time";
-        EXPECT_EQ(rb_reason, "killed") << "brutal (shutdown 0) is killed at once";
+    Pid s = co_await ChildPid(self, sup, "stubborn");
+    Pid b = co_await ChildPid(self, sup, "brutal");
+    uint64_t rs = self.Monitor(s);
+    uint64_t rb = self.Monitor(b);
+    absl::Time start = absl::Now();
+    absl::Status st = co_await TerminateChild(self, sup, "stubborn");
+    absl::Duration took = absl::Now() - start;
+    absl::Status bt = co_await TerminateChild(self, sup, "brutal");
+    Down d1 = co_await self.Receive<Down>();
+    Down d2 = co_await self.Receive<Down>();
+    std::string rs_reason = (d1.ref == rs ? d1 : d2).reason.ToString();
+    std::string rb_reason = (d1.ref == rb ? d1 : d2).reason.ToString();
+    EXPECT_TRUE(st.ok()) << "terminate_child(stubborn): " << st;
+    EXPECT_TRUE(bt.ok()) << "terminate_child(brutal): " << bt;
+    EXPECT_GE(took, absl::Milliseconds(50)) << "stubborn was given its 50 ms shutdown time";
+    EXPECT_EQ(rs_reason, "killed") << "stubborn (ignores shutdown) is killed after its time";
+    EXPECT_EQ(rb_reason, "killed") << "brutal (shutdown 0) is killed at once";
   });
 }
 
@@ -335,19 +337,19 @@ TEST_F(SupervisorTest, NestedSupervisors) {
   EXPECT_EQ(log_->Joined(), "start:w start:x");
   log_->Clear();
   InProcess([outer](Process& self) -> Task<void> {
-        Pid inner_sup = co_await ChildPid(self, outer, "inner");
-        // A worker of the inner supervisor is restarted by the inner one.
-        Pid w2 = co_await KillAndAwaitRestart(self, inner_sup, "w");
-        Pid same_inner = co_await ChildPid(self, outer, "inner");
-        // Killing the inner supervisor: the outer restarts it (and so its worker).
-        Pid inner2 = co_await KillAndAwaitRestart(self, outer, "inner");
-        absl::StatusOr<ChildCounts> counts = co_await CountChildren(self, outer);
-        EXPECT_TRUE(w2.valid()) << "the inner supervisor restarted its worker";
-        EXPECT_EQ(same_inner, inner_sup) << "the outer supervisor did not restart the inner one";
-        EXPECT_TRUE(inner2.valid()) << "the outer supervisor restarted the killed inner one";
-        CO_ASSERT_OK(counts, "count_children(outer)");
-        EXPECT_EQ(counts->supervisors, 1) << "supervisor children of the outer one";
-        EXPECT_EQ(counts->workers, 1) << "worker children of the outer one";
+    Pid inner_sup = co_await ChildPid(self, outer, "inner");
+    // A worker of the inner supervisor is restarted by the inner one.
+    Pid w2 = co_await KillAndAwaitRestart(self, inner_sup, "w");
+    Pid same_inner = co_await ChildPid(self, outer, "inner");
+    // Killing the inner supervisor: the outer restarts it (and so its worker).
+    Pid inner2 = co_await KillAndAwaitRestart(self, outer, "inner");
+    absl::StatusOr<ChildCounts> counts = co_await CountChildren(self, outer);
+    EXPECT_TRUE(w2.valid()) << "the inner supervisor restarted its worker";
+    EXPECT_EQ(same_inner, inner_sup) << "the outer supervisor did not restart the inner one";
+    EXPECT_TRUE(inner2.valid()) << "the outer supervisor restarted the killed inner one";
+    CO_ASSERT_OK(counts, "count_children(outer)");
+    EXPECT_EQ(counts->supervisors, 1) << "supervisor children of the outer one";
+    EXPECT_EQ(counts->workers, 1) << "worker children of the outer one";
   });
 }
 
@@ -388,41 +390,40 @@ struct SupervisorIs {
 // lives on; exceeding the restart intensity ends it with shutdown, which takes that parent down.
 TEST_F(SupervisorTest, StopSupervisorSparesALinkedParentButIntensityDoesNot) {
   InProcess([log = log_](Process& self) -> Task<void> {
-        std::vector<ChildSpec> children;
-        children.push_back(Logged(log, "a"));
-        absl::StatusOr<Pid> sup =
-            co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
-        CO_ASSERT_OK(sup, "start a linked supervisor");
-        absl::Status stopped = co_await StopSupervisor(self, *sup);
-        EXPECT_TRUE(stopped.ok()) << "StopSupervisor: " << stopped;
-        // Still alive here (not trapping exits): the supervisor exited normally. (Its link signal
-        // came before the Down that StopSupervisor waited for, so it has been taken.)
-        EXPECT_TRUE(self.self().alive()) << "a parent lives on after StopSupervisor";
+    std::vector<ChildSpec> children;
+    children.push_back(Logged(log, "a"));
+    absl::StatusOr<Pid> sup =
+        co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
+    CO_ASSERT_OK(sup, "start a linked supervisor");
+    absl::Status stopped = co_await StopSupervisor(self, *sup);
+    EXPECT_TRUE(stopped.ok()) << "StopSupervisor: " << stopped;
+    // Still alive here (not trapping exits): the supervisor exited normally. (Its link signal
+    // came before the Down that StopSupervisor waited for, so it has been taken.)
+    EXPECT_TRUE(self.self().alive()) << "a parent lives on after StopSupervisor";
 
-        // A parent whose linked supervisor allows no restart: one child exit is too many.
-        Pid probe = self.self();
-        Pid parent = self.Spawn([log, probe](Process& p) -> Task<void> {
-                           std::vector<ChildSpec> one;
-                           one.push_back(Logged(log, "b"));
-                           absl::StatusOr<Pid> strict = co_await StartSupervisorLink(
-                               p, SupervisorFlags{.intensity = 0}, std::move(one));
-                           if (!strict.ok()) co_return;
-                           Pid b = co_await ChildPid(p, *strict, "b");
-                           Send(probe, SupervisorIs{*strict});
-                           SendExit(b, ExitReason::Kill());
-                           co_await p.Receive<Stop>();  // Never: the supervisor's exit ends us.
-                         })
-                         .value();
-        uint64_t ref = self.Monitor(parent);
-        std::optional<SupervisorIs> strict =
-            co_await self.ReceiveFor<SupervisorIs>(absl::Seconds(10));
-        std::optional<Message> down = co_await self.ReceiveIf(
-            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
-            absl::Now() + absl::Seconds(10));
-        EXPECT_EQ(down ? down->As<Down>()->reason.ToString() : std::string("alive"), "shutdown")
-            << "the parent of a supervisor beyond its intensity exits with its reason";
-        EXPECT_TRUE(strict.has_value()) << "the strict supervisor started";
-        EXPECT_FALSE(strict && strict->pid.alive()) << "the strict supervisor is gone";
+    // A parent whose linked supervisor allows no restart: one child exit is too many.
+    Pid probe = self.self();
+    Pid parent = self.Spawn([log, probe](Process& p) -> Task<void> {
+                       std::vector<ChildSpec> one;
+                       one.push_back(Logged(log, "b"));
+                       absl::StatusOr<Pid> strict = co_await StartSupervisorLink(
+                           p, SupervisorFlags{.intensity = 0}, std::move(one));
+                       if (!strict.ok()) co_return;
+                       Pid b = co_await ChildPid(p, *strict, "b");
+                       Send(probe, SupervisorIs{*strict});
+                       SendExit(b, ExitReason::Kill());
+                       co_await p.Receive<Stop>();  // Never: the supervisor's exit ends us.
+                     })
+                     .value();
+    uint64_t ref = self.Monitor(parent);
+    std::optional<SupervisorIs> strict = co_await self.ReceiveFor<SupervisorIs>(absl::Seconds(10));
+    std::optional<Message> down = co_await self.ReceiveIf(
+        [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
+        absl::Now() + absl::Seconds(10));
+    EXPECT_EQ(down ? down->As<Down>()->reason.ToString() : std::string("alive"), "shutdown")
+        << "the parent of a supervisor beyond its intensity exits with its reason";
+    EXPECT_TRUE(strict.has_value()) << "the strict supervisor started";
+    EXPECT_FALSE(strict && strict->pid.alive()) << "the strict supervisor is gone";
   });
 }
 

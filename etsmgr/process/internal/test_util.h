@@ -24,23 +24,23 @@
 #include "gtest/gtest.h"
 
 // In a Task<void> body: like ASSERT_TRUE, but `co_return`s. `what` names the fact checked.
-#define CO_ASSERT_TRUE(cond, what)                                          \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
+#define CO_ASSERT_TRUE(cond, what)                                           \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
       ADD_FAILURE() << (what) << ": expected " #cond " to hold; it did not"; \
-      co_return;                                                            \
-    }                                                                       \
+      co_return;                                                             \
+    }                                                                        \
   } while (0)
 
 // In a Task<void> body: like ASSERT_TRUE(s.ok()) << s for an absl::Status or absl::StatusOr.
-#define CO_ASSERT_OK(expr, what)                                                           \
-  do {                                                                                     \
-    const auto& etsmgr_co_assert_ok = (expr);                                              \
-    if (!etsmgr_co_assert_ok.ok()) {                                                       \
-      ADD_FAILURE() << (what) << ": " #expr " is not OK: "                                 \
-                    << ::etsmgr::test_util_internal::StatusOf(etsmgr_co_assert_ok);        \
-      co_return;                                                                           \
-    }                                                                                      \
+#define CO_ASSERT_OK(expr, what)                                                    \
+  do {                                                                              \
+    const auto& etsmgr_co_assert_ok = (expr);                                       \
+    if (!etsmgr_co_assert_ok.ok()) {                                                \
+      ADD_FAILURE() << (what) << ": " #expr " is not OK: "                          \
+                    << ::etsmgr::test_util_internal::StatusOf(etsmgr_co_assert_ok); \
+      co_return;                                                                    \
+    }                                                                               \
   } while (0)
 
 namespace etsmgr {
@@ -55,10 +55,11 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
 
 // Runs `body` as a fresh process and blocks until it returns. `body` is `Process& -> Task<void>`
 // (asserts in place, may suspend) or `Process& -> void` (synchronous code that must run as a
-// process). Fails the test, naming the reason, when the body does not finish by `limit` (waits on
-// its completion, never sleeps; the process is then killed, so it stops at its next suspension
-// point in the process API), or when the process exits before the body returns (killed, an
-// exception). From a plain thread (the TEST body), never from a process.
+// process). Fails the test, naming the reason, when the body does not finish within `limit`
+// (Node::Run's timeout: the calling thread waits on the body's completion with a deadline, never
+// sleeps; the process is then killed, so it stops at its next suspension point in the process
+// API), or when the process exits before the body returns (killed, an exception). From a plain
+// thread (the TEST body), never from a process.
 template <typename F>
 void RunInProcess(Node& node, F body, SpawnOptions options = {},
                   absl::Duration limit = absl::Seconds(20)) {
@@ -74,7 +75,7 @@ void RunInProcess(Node& node, F body, SpawnOptions options = {},
       co_await body(self);
     }
   };
-  absl::Status done = node.Run(std::move(wrapped), std::move(options), absl::Now() + limit);
+  absl::Status done = node.Run(std::move(wrapped), std::move(options), limit);
   if (absl::IsDeadlineExceeded(done)) {
     ADD_FAILURE() << "RunInProcess: the body did not finish within " << limit << " (" << done
                   << ")";
