@@ -145,13 +145,14 @@ TEST_F(SupervisorTest, PlainWorkersRestartByTheSameRules) {
   InProcess([body](Process& self) -> Task<void> {
     self.set_trap_exit(true);  // Linked to supervisors that exit with reason shutdown.
     for (RestartStrategy strategy : {RestartStrategy::kOneForOne, RestartStrategy::kRestForOne}) {
-      SCOPED_TRACE(strategy == RestartStrategy::kOneForOne ? "one_for_one" : "rest_for_one");
+      // Not SCOPED_TRACE: its trace stack is per thread, and this frame may resume on another.
+      const char* name = strategy == RestartStrategy::kOneForOne ? "one_for_one" : "rest_for_one";
       std::vector<ChildSpec> children = {
           WorkerChild("first", body), WorkerChild("transient", body, RestartType::kTransient),
           WorkerChild("temporary", body, RestartType::kTemporary), WorkerChild("last", body)};
       SupervisorFlags flags{.strategy = strategy, .intensity = 3, .period = absl::Seconds(60)};
       absl::StatusOr<Pid> sup = co_await StartSupervisorLink(self, flags, std::move(children));
-      CO_ASSERT_OK(sup, "start the supervisor");
+      CO_ASSERT_OK(sup, absl::StrCat(name, ": start the supervisor"));
       Pid first = co_await ChildPid(self, *sup, "first");
       Pid last = co_await ChildPid(self, *sup, "last");
       Pid last2 = co_await KillAndAwaitRestart(self, *sup, "last");
@@ -169,7 +170,7 @@ TEST_F(SupervisorTest, PlainWorkersRestartByTheSameRules) {
       // The supervisor handles its signals in order: once WhichChildren answers, both exits
       // were handled.
       absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, *sup);
-      CO_ASSERT_OK(which, "which_children");
+      CO_ASSERT_OK(which, absl::StrCat(name, ": which_children"));
       std::vector<std::string> listed;
       for (const ChildInfo& c : *which) {
         listed.push_back(absl::StrCat(c.id, c.pid.valid() ? "+" : "-"));
@@ -183,12 +184,14 @@ TEST_F(SupervisorTest, PlainWorkersRestartByTheSameRules) {
       std::optional<Message> down = co_await self.ReceiveIf(
           [sup_ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == sup_ref; },
           absl::Now() + absl::Seconds(10));
-      EXPECT_TRUE(last2.valid() && last2 != last) << "the killed last child runs as a new pid";
-      EXPECT_EQ(first2, first) << "the first child was not restarted";
+      EXPECT_TRUE(last2.valid() && last2 != last)
+          << name << ": the killed last child runs as a new pid";
+      EXPECT_EQ(first2, first) << name << ": the first child was not restarted";
       EXPECT_EQ(absl::StrJoin(listed, ","), "first+,transient-,last+")
-          << "children after a transient's normal exit and a temporary's crash (+: running)";
+          << name << ": children after a transient's normal exit and a temporary's crash "
+          << "(+: running)";
       EXPECT_EQ(down ? down->As<Down>()->reason.ToString() : "alive", "shutdown")
-          << "the supervisor after a restart beyond its intensity";
+          << name << ": the supervisor after a restart beyond its intensity";
     }
   });
 }

@@ -10,7 +10,9 @@
 //   }
 //
 // gtest's EXPECT_* and ADD_FAILURE are thread-safe and work in the body. ASSERT_* cannot be used
-// in a coroutine (it `return`s): use CO_ASSERT_TRUE / CO_ASSERT_OK, which `co_return`.
+// in a coroutine (it `return`s): use CO_ASSERT_TRUE / CO_ASSERT_OK, which `co_return`. Nor can
+// SCOPED_TRACE: gtest keeps its traces per thread, and a process may resume on another thread
+// (put the context in the message instead).
 #ifndef ETSMGR_PROCESS_INTERNAL_TEST_UTIL_H_
 #define ETSMGR_PROCESS_INTERNAL_TEST_UTIL_H_
 
