@@ -469,6 +469,52 @@ TEST_P(ProcessTest, ExitHooksRunBeforeLinksAndMonitorsFire) {
                {.trap_exit = true});
 }
 
+// Node::Run's result follows the body's: V for a status, Status for void, StatusOr<V> otherwise;
+// a plain Task runs as a process too; a timeout answers DeadlineExceeded; from a scheduler thread
+// it refuses at once instead of deadlocking.
+TEST_P(ProcessTest, NodeRunYieldsWhatTheBodyYields) {
+  absl::StatusOr<int> seven = node_->Run([](Process&) -> Task<int> { co_return 7; });
+  ASSERT_TRUE(seven.ok()) << seven.status();
+  EXPECT_EQ(*seven, 7) << "a Task<int> body's value";
+  absl::Status fine = node_->Run([](Process& self) -> Task<void> { co_await self.Yield(); });
+  EXPECT_TRUE(fine.ok()) << "a Task<void> body: " << fine;
+  absl::Status failed = node_->Run<absl::Status>(
+      [](Process&) -> Task<absl::Status> { co_return absl::NotFoundError("the body's error"); });
+  EXPECT_EQ(failed.code(), absl::StatusCode::kNotFound) << "the body's own status: " << failed;
+  absl::StatusOr<Pid> me = node_->Run([]() -> Task<Pid> { co_return CurrentPid(); }());
+  EXPECT_TRUE(me.ok() && me->valid()) << "a plain Task runs as a process";
+  absl::Status slow = node_->Run([](Process& self) -> Task<void> { co_await self.Receive<Ping>(); },
+                                 {}, absl::Milliseconds(20));
+  EXPECT_EQ(slow.code(), absl::StatusCode::kDeadlineExceeded) << "past its timeout: " << slow;
+  RunInProcess(*node_, [](Process& self) {
+    absl::Status nested = self.node().Run([](Process&) -> Task<void> { co_return; });
+    EXPECT_EQ(nested.code(), absl::StatusCode::kFailedPrecondition)
+        << "Node::Run from a scheduler thread: " << nested;
+  });
+}
+
+// AwaitDown yields the exit reason, noproc at once for a dead pid, nullopt at its deadline, and
+// leaves other messages queued.
+TEST_P(ProcessTest, AwaitDownYieldsTheReasonAndLeavesOtherMessages) {
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    Pid worker = self.Spawn([](Process& p) -> Task<void> {
+                       co_await p.Receive<Ping>();
+                       co_await p.Exit(ExitReason::Custom("done"));
+                     })
+                     .value();
+    Send(self.self(), Note{"queued"});
+    std::optional<ExitReason> early =
+        co_await AwaitDown(self, worker, absl::Now() + absl::Milliseconds(10));
+    EXPECT_FALSE(early.has_value()) << "a live process at the deadline";
+    Send(worker, Ping{});
+    ExitReason why = co_await AwaitDown(self, worker);
+    EXPECT_EQ(why.ToString(), "done") << "the worker's exit reason";
+    ExitReason again = co_await AwaitDown(self, worker);
+    EXPECT_EQ(again.ToString(), "noproc") << "a dead pid: at once";
+    EXPECT_EQ(self.mailbox_size(), 1u) << "only the Note is left (no stray Down)";
+  });
+}
+
 TEST_P(ProcessTest, ShutdownDestroysLiveProcesses) {
   auto destroyed = std::make_shared<std::atomic<int>>(0);
   auto started = std::make_shared<std::atomic<int>>(0);
