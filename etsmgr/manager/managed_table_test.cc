@@ -3,7 +3,6 @@
 #include "etsmgr/manager/managed_table.h"
 
 #include <cstdint>
-#include <future>
 #include <memory>
 #include <string>
 

@@ -8,7 +8,6 @@
 #include <climits>
 #include <cstddef>
 #include <cstdio>
-#include <future>
 #include <memory>
 #include <thread>
 #include <vector>

@@ -497,8 +497,12 @@ TEST_P(ProcessTest, NodeRunYieldsWhatTheBodyYields) {
 // leaves other messages queued.
 TEST_P(ProcessTest, AwaitDownYieldsTheReasonAndLeavesOtherMessages) {
   RunInProcess(*node_, [](Process& self) -> Task<void> {
+    // The worker exits once pinged and monitored, so its Down carries its own reason.
     Pid worker = self.Spawn([](Process& p) -> Task<void> {
                        co_await p.Receive<Ping>();
+                       while (GetProcessInfo(p.self())->monitored_by.empty()) {
+                         co_await p.Sleep(absl::Milliseconds(1));
+                       }
                        co_await p.Exit(ExitReason::Custom("done"));
                      })
                      .value();

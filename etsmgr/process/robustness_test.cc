@@ -2,7 +2,6 @@
 // exit hooks, process_info from other threads, supervisors that fail instead of hanging, checked
 // flags, a supervisor killed while it stops a child, Node::Run, and the clock deadlines use.
 #include <atomic>
-#include <future>
 #include <memory>
 #include <string>
 #include <thread>

@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/table/internal/test_owner.h"
 #include "etsmgr/table/table.h"
