@@ -12,6 +12,7 @@
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/process/supervisor.h"
+#include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -243,6 +244,24 @@ bool RunHere(Task<bool>& t) {
   t.handle().resume();
   EXPECT_TRUE(t.done());
   return t.done() && t.handle().promise().take_result();
+}
+
+// The test helper fails the test, naming why, when its body does not finish in time (and kills
+// it) or when its process dies first; it never hangs.
+void RunsPastItsLimit() {
+  auto node = Node::Create({.schedulers = 1}).value();
+  RunInProcess(
+      *node, [](Process& self) -> Task<void> { co_await self.Receive<Go>(); }, {},
+      absl::Milliseconds(20));
+}
+void DiesBeforeItReturns() {
+  auto node = Node::Create({.schedulers = 1}).value();
+  RunInProcess(*node,
+               [](Process& self) -> Task<void> { co_await self.Exit(ExitReason::Custom("gone")); });
+}
+TEST(RobustnessTest, RunInProcessFailsTheTestInsteadOfHanging) {
+  EXPECT_NONFATAL_FAILURE(RunsPastItsLimit(), "the body did not finish within 20ms");
+  EXPECT_NONFATAL_FAILURE(DiesBeforeItReturns(), "the body did not return");
 }
 
 TEST(RobustnessTest, AWaitSlotAwaitedOffASchedulerAnswersInsteadOfCrashing) {
