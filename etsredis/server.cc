@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/adaptive_mutex.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/base/log.h"
 #include "etsmgr/executor/backend.h"
 #include "etsmgr/manager/managed_table.h"
@@ -281,7 +282,7 @@ class ConnectionKeyspace final : public Keyspace {
       if (result.ok() || attempt > 0 || shards_.generation(shard) == seen_[shard]) {
         if (!result.ok()) {
           const absl::Status& st = StatusOf(result);
-          return absl::Status(st.code(), absl::StrCat("shard ", shard, ": ", st.message()));
+          return etsmgr::WithMessage(st, absl::StrCat("shard ", shard, ": ", st.message()));
         }
         return result;
       }
@@ -453,9 +454,9 @@ absl::Status CheckShardCount(etsmgr::Node& node, const ServerOptions& options, i
         co_return co_await mgr.Info(self);
       });
   if (!info.ok()) {
-    return absl::Status(info.status().code(),
-                        absl::StrCat("etsredis: the manager instance '", options.instance,
-                                     "': ", info.status().message()));
+    return etsmgr::WithMessage(info.status(),
+                               absl::StrCat("etsredis: the manager instance '", options.instance,
+                                            "': ", info.status().message()));
   }
   const std::string suffix = absl::StrCat("-of-", shards);
   std::vector<std::string> names;

@@ -14,6 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/errno_status.h"
+#include "etsmgr/base/error_atom.h"
+#include "etsmgr/base/status_macros.h"
 
 namespace etsmgr {
 namespace {
@@ -413,39 +415,35 @@ void IoAwaiter::Fire() noexcept {
 
 Task<absl::Status> SendAll(int fd, std::string_view data, absl::Time deadline) {
   while (!data.empty()) {
-    absl::StatusOr<size_t> n = co_await Send(fd, data, deadline);
-    if (!n.ok()) co_return n.status();
-    if (*n == 0) co_return absl::InternalError("send: the socket took no bytes");
-    data.remove_prefix(*n);
+    ETSMGR_CO_ASSIGN_OR_RETURN(size_t n, co_await Send(fd, data, deadline));
+    if (n == 0) co_return absl::InternalError("send: the socket took no bytes");
+    data.remove_prefix(n);
   }
   co_return absl::OkStatus();
 }
 
 Task<absl::Status> WriteAll(int fd, std::string_view data, int64_t offset, absl::Time deadline) {
   while (!data.empty()) {
-    absl::StatusOr<size_t> n = co_await Write(fd, data, offset, deadline);
-    if (!n.ok()) co_return n.status();
-    if (*n == 0) co_return absl::InternalError("write: the descriptor took no bytes");
-    data.remove_prefix(*n);
-    if (offset >= 0) offset += static_cast<int64_t>(*n);
+    ETSMGR_CO_ASSIGN_OR_RETURN(size_t n, co_await Write(fd, data, offset, deadline));
+    if (n == 0) co_return absl::InternalError("write: the descriptor took no bytes");
+    data.remove_prefix(n);
+    if (offset >= 0) offset += static_cast<int64_t>(n);
   }
   co_return absl::OkStatus();
 }
 
 Task<absl::StatusOr<int>> ConnectTcp(std::string host, uint16_t port, absl::Time deadline) {
-  absl::StatusOr<SocketAddress> address = ParseAddress(host, port);
-  if (!address.ok()) co_return address.status();
-  absl::StatusOr<int> fd = TcpSocket(address->storage.ss_family);
-  if (!fd.ok()) co_return fd.status();
+  ETSMGR_CO_ASSIGN_OR_RETURN(SocketAddress address, ParseAddress(host, port));
+  ETSMGR_CO_ASSIGN_OR_RETURN(int fd, TcpSocket(address.storage.ss_family));
   // Closed unless connected, also when the frame is destroyed while connecting.
-  io_internal::FdGuard closer(*fd);
-  absl::Status connected = co_await Connect(*fd, *address, deadline);
+  io_internal::FdGuard closer(fd);
+  absl::Status connected = co_await Connect(fd, address, deadline);
   if (!connected.ok()) {
-    co_return absl::Status(connected.code(),
-                           absl::StrCat(connected.message(), " (", address->ToString(), ")"));
+    co_return WithMessage(connected,
+                          absl::StrCat(connected.message(), " (", address.ToString(), ")"));
   }
   closer.Release();
-  co_return *fd;
+  co_return fd;
 }
 
 }  // namespace etsmgr

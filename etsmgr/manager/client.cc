@@ -15,7 +15,9 @@
 
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/base/log.h"
+#include "etsmgr/base/status_macros.h"
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/manager.h"
 
@@ -131,9 +133,7 @@ class ClientCall {
 // Claims a table the instance holds for the caller (hand-back).
 absl::Status Claim(ClientCall& call, const char* op, const std::string& name, Entry& entry) {
   absl::Status given = call.st().keeper->HandOver(entry.table, call.me());
-  if (!given.ok()) {
-    return absl::Status(given.code(), absl::StrCat(Describe(op, name), ": ", given.message()));
-  }
+  if (!given.ok()) return Annotate(given, op, name);
   call.SetClient(entry);
   ++call.st().dir.counters.hand_backs;
   return absl::OkStatus();
@@ -216,8 +216,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
   bool handed_back = false;
   {
     ClientCall call(self, st);
-    absl::Status entered = call.Enter("new_table", name);
-    if (!entered.ok()) co_return entered;
+    ETSMGR_CO_RETURN_IF_ERROR(call.Enter("new_table", name));
     Entry* entry = st->dir.Find(name);
     TableView view = st->View(entry != nullptr ? entry->table : AnyTable());
     Decision d = manager_internal::DecideNewTable(name, *factory.key_type, *factory.value_type,
@@ -256,9 +255,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
               NoFileInExistingDirectory(factory.load_path)) {
             table = absl::NotFoundError("");
           } else if (!table.ok()) {
-            result = absl::Status(
-                table.status().code(),
-                absl::StrCat(Describe("new_table", name), ": ", table.status().message()));
+            result = Annotate(table.status(), "new_table", name);
             break;
           }
         }
@@ -275,9 +272,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
         if (shared) options.shared->map.create_uninitialised = true;
         if (!loaded) table = factory.create(std::move(options));
         if (!table.ok()) {
-          result = absl::Status(
-              table.status().code(),
-              absl::StrCat(Describe("new_table", name), ": ", table.status().message()));
+          result = Annotate(table.status(), "new_table", name);
           break;
         }
         // What a factory of the caller's own made must be a new table of the caller's, of the
@@ -288,8 +283,9 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
         ManagedName managed = std::make_shared<const std::string>(name);
         if (made.ok()) made = st->keeper->Keep(*table, managed);
         if (!made.ok()) {
-          result = absl::InvalidArgumentError(
-              absl::StrCat(Describe("new_table", name), ": the table factory ", made.message()));
+          result = Annotate(
+              absl::InvalidArgumentError(absl::StrCat("the table factory ", made.message())),
+              "new_table", name);
           break;
         }
         call.Add(name, Entry{*table, Pid(), std::move(managed)});
@@ -299,7 +295,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
           absl::Status bound = st->shared_dir->Bind(name, *shared, TypeName(*factory.key_type),
                                                     TypeName(*factory.value_type));
           if (!bound.ok()) {
-            Logf(LogLevel::kWarning, "etsmgr %s: new_table(\"%s\"): not recorded in %s: %s", inst_,
+            Logf(LogLevel::kWarning, "etsmgr %s: new_table \"%s\": not recorded in %s: %s", inst_,
                  name, st->shared_dir->segment(), bound.ToString());
           }
         }
@@ -317,7 +313,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
             // The program that created the segment died before its client had initialised it:
             // "created" again, so this client initialises it (over what the other left).
             Logf(LogLevel::kWarning,
-                 "etsmgr %s: new_table(\"%s\"): %s was never initialised (its "
+                 "etsmgr %s: new_table \"%s\": %s was never initialised (its "
                  "program died first): handed out as created",
                  inst_, name, table->core()->storage_description());
           }
@@ -362,8 +358,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
   bool handed_back = false;
   {
     ClientCall call(self, st);
-    absl::Status entered = call.Enter("add_table", name);
-    if (!entered.ok()) co_return entered;
+    ETSMGR_CO_RETURN_IF_ERROR(call.Enter("add_table", name));
     Entry* entry = st->dir.Find(name);
     TableView entry_view = st->View(entry != nullptr ? entry->table : AnyTable());
     TableView table_view = st->View(table);
@@ -395,8 +390,8 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
         ManagedName managed = std::make_shared<const std::string>(name);
         absl::Status kept = st->keeper->Keep(table, managed);
         if (!kept.ok()) {  // Another instance manages it.
-          result = absl::AlreadyExistsError(
-              absl::StrCat(Describe("add_table", name), ": table_exists: ", kept.message()));
+          result = Annotate(WithAtom(absl::AlreadyExistsError(kept.message()), Atom::kTableExists),
+                            "add_table", name);
           break;
         }
         if (entry != nullptr) call.Erase(name, /*release=*/false);  // Its table was deleted.
@@ -444,7 +439,7 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
   if (shared.valid() && !shared.core()->deleted()) {
     absl::Status deleted = shared.core()->Delete("del_table");
     if (!deleted.ok()) {
-      Logf(LogLevel::kWarning, "etsmgr %s: del_table(\"%s\"): the shared table stays: %s", inst_,
+      Logf(LogLevel::kWarning, "etsmgr %s: del_table \"%s\": the shared table stays: %s", inst_,
            name, deleted.ToString());
     }
   }

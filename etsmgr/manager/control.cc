@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/base/log.h"
+#include "etsmgr/base/status_macros.h"
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/internal/processes.h"
 #include "etsmgr/manager/manager.h"
@@ -51,7 +53,7 @@ absl::Status CheckStart(const std::string& inst, const ManagerOptions& options) 
   if (inst.empty()) return absl::InvalidArgumentError("start: empty instance name");
   absl::Status flags = ValidateFlags(manager_internal::InstanceFlags(options));
   if (!flags.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("start(\"", inst, "\"): ", flags.message()));
+    return Annotate(absl::InvalidArgumentError(flags.message()), "start", inst);
   }
   return absl::OkStatus();
 }
@@ -64,9 +66,10 @@ absl::Status Discard(Node& node, const std::shared_ptr<Instance>& st) {
   {
     std::lock_guard<AdaptiveMutex> lock(st->mu);
     if (st->sup.alive()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("stop(\"", st->inst, "\"): started again (supervisor ", st->sup.ToString(),
-                       ") before its tables were discarded; nothing discarded"));
+      return Annotate(absl::FailedPreconditionError(
+                          absl::StrCat("started again (supervisor ", st->sup.ToString(),
+                                       ") before its tables were discarded; nothing discarded")),
+                      "stop", st->inst);
     }
     // From here a start takes a new instance (FindOrCreateInstance, StartVault).
     st->discarded.store(true, std::memory_order_release);
@@ -87,11 +90,14 @@ absl::Status Discard(Node& node, const std::shared_ptr<Instance>& st) {
   return absl::OkStatus();
 }
 
+absl::Status NotStarted(const std::string& inst) {
+  return Annotate(WithAtom(absl::NotFoundError(""), Atom::kNotStarted), "stop", inst);
+}
+
 }  // namespace
 
 Task<absl::Status> StartManager(Process& self, std::string inst, ManagerOptions options) {
-  absl::Status valid = CheckStart(inst, options);
-  if (!valid.ok()) co_return valid;
+  ETSMGR_CO_RETURN_IF_ERROR(CheckStart(inst, options));
   // Already started shows as the supervisor's name being taken (standalone) or the vault finding
   // the instance run by another supervisor (embedded elsewhere): both AlreadyExists.
   SpawnOptions spawn;
@@ -101,10 +107,10 @@ Task<absl::Status> StartManager(Process& self, std::string inst, ManagerOptions 
       manager_internal::InstanceChildren(inst, /*standalone=*/true), std::move(spawn));
   if (!sup.ok()) {
     if (sup.status().code() == absl::StatusCode::kAlreadyExists) {
-      co_return absl::AlreadyExistsError(absl::StrCat("start(\"", inst, "\"): already_started"));
+      co_return Annotate(WithAtom(absl::AlreadyExistsError(""), Atom::kAlreadyStarted), "start",
+                         inst);
     }
-    co_return absl::Status(sup.status().code(),
-                           absl::StrCat("start(\"", inst, "\"): ", sup.status().message()));
+    co_return Annotate(sup.status(), "start", inst);
   }
   co_return absl::OkStatus();
 }
@@ -119,30 +125,27 @@ Task<absl::Status> StartManager(Process& self) {
 
 Task<absl::Status> StopManager(Process& self, std::string inst, StopOptions options) {
   std::shared_ptr<Instance> st = FindInstance(self.node(), inst);
-  if (st == nullptr)
-    co_return absl::NotFoundError(absl::StrCat("stop(\"", inst, "\"): not_started"));
+  if (st == nullptr) co_return NotStarted(inst);
   Pid sup;
   {
     std::lock_guard<AdaptiveMutex> lock(st->mu);
     if (st->sup.alive()) {
       if (!st->standalone) {
-        co_return absl::FailedPreconditionError(absl::StrCat(
-            "stop(\"", inst, "\"): the instance runs under an application's supervisor ",
-            st->sup.ToString(), "; stop it there (TerminateChild)"));
+        co_return Annotate(absl::FailedPreconditionError(absl::StrCat(
+                               "the instance runs under an application's supervisor ",
+                               st->sup.ToString(), "; stop it there (TerminateChild)")),
+                           "stop", inst);
       }
       sup = st->sup;
     }
   }
   if (!sup.valid() && !options.discard_tables) {
-    co_return absl::NotFoundError(absl::StrCat("stop(\"", inst, "\"): not_started"));
+    co_return NotStarted(inst);
   }
   if (sup.valid()) {
     // No timeout: the supervisor stops its children in turn (each bounded by its shutdown).
     absl::Status stopped = co_await StopSupervisor(self, sup);
-    if (!stopped.ok()) {
-      co_return absl::Status(stopped.code(),
-                             absl::StrCat("stop(\"", inst, "\"): ", stopped.message()));
-    }
+    if (!stopped.ok()) co_return Annotate(stopped, "stop", inst);
     std::lock_guard<AdaptiveMutex> lock(st->mu);
     if (st->sup == sup) st->stopped = true;  // Unless a new run began meanwhile.
   }
@@ -190,9 +193,7 @@ Task<absl::StatusOr<Pid>> StartEmbedded(Process& parent, std::string inst, Super
       if (!st->standalone && st->sup_parent == parent.self()) {
         previous = st->sup;
       } else if (st->standalone || st->sup_parent.alive()) {
-        co_return absl::AlreadyExistsError(absl::StrCat("etsmgr instance \"", inst,
-                                                        "\": already_started (supervisor ",
-                                                        st->sup.ToString(), ")"));
+        co_return manager_internal::AlreadyStarted(inst, st->sup);
       } else {
         // Only a supervisor whose application supervisor is gone is an orphan of an earlier run.
         orphan = st->sup;
@@ -212,9 +213,7 @@ Task<absl::StatusOr<Pid>> StartEmbedded(Process& parent, std::string inst, Super
         absl::Seconds(1));
     if (!down) {
       parent.Demonitor(ref, /*flush=*/true);
-      co_return absl::AlreadyExistsError(absl::StrCat("etsmgr instance \"", inst,
-                                                      "\": already_started (supervisor ",
-                                                      previous.ToString(), ")"));
+      co_return manager_internal::AlreadyStarted(inst, previous);
     }
   }
   if (orphan.valid()) {

@@ -9,10 +9,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/table/table.h"
 #include "gtest/gtest.h"
+#include "testing/status_matchers.h"
 
 namespace etsmgr::manager_internal {
 namespace {
@@ -112,15 +114,14 @@ TEST_F(DecideTest, NewTable) {
   // Held for another live client: table_exists naming it.
   Decision held = DecideNewTable("t", k, v, &e, Alive(Pid(), true), caller_);
   EXPECT_EQ(held.action, Action::kConflict);
-  EXPECT_EQ(held.status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(held.status, StatusIs(absl::StatusCode::kAlreadyExists, Atom::kTableExists));
   EXPECT_NE(held.status.message().find("held for its live client " + other_.ToString()),
             std::string::npos)
       << held.status;
   // Owned by another live process: table_exists naming it and the caller.
   Decision taken = DecideNewTable("t", k, v, &e, Alive(other_), caller_);
   EXPECT_EQ(taken.action, Action::kConflict);
-  EXPECT_EQ(taken.status.code(), absl::StatusCode::kAlreadyExists);
-  EXPECT_NE(taken.status.message().find("table_exists"), std::string::npos);
+  EXPECT_THAT(taken.status, StatusIs(absl::StatusCode::kAlreadyExists, Atom::kTableExists));
   EXPECT_NE(taken.status.message().find(other_.ToString()), std::string::npos);
   EXPECT_NE(taken.status.message().find(caller_.ToString()), std::string::npos);
 }
@@ -141,12 +142,12 @@ TEST_F(DecideTest, AddTable) {
   EXPECT_EQ(DecideAddTable(t, nullptr, TableView(), table_, Alive(other_), &elsewhere, caller_)
                 .status.code(),
             absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(twice.status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(twice.status, StatusIs(absl::StatusCode::kAlreadyExists, Atom::kTableExists));
   EXPECT_NE(twice.status.message().find("already managed as \"u\""), std::string::npos)
       << twice.status;
   // The name manages another live table: table_exists.
   Decision clash = DecideAddTable(t, &e, Alive(other_), another, Alive(caller_), nullptr, caller_);
-  EXPECT_EQ(clash.status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(clash.status, StatusIs(absl::StatusCode::kAlreadyExists, Atom::kTableExists));
   // The same table: confirm (ours), claim (held), conflict (another's).
   EXPECT_EQ(DecideAddTable(t, &e, Alive(caller_), table_, Alive(caller_), &t, caller_).action,
             Action::kConfirm);
@@ -159,8 +160,7 @@ TEST_F(DecideTest, AddTable) {
   // A new name: only its owner may add it.
   Decision not_mine =
       DecideAddTable(t, nullptr, TableView(), table_, Alive(other_), nullptr, caller_);
-  EXPECT_EQ(not_mine.status.code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_NE(not_mine.status.message().find("not_owner"), std::string::npos);
+  EXPECT_THAT(not_mine.status, StatusIs(absl::StatusCode::kPermissionDenied, Atom::kNotOwner));
   EXPECT_EQ(
       DecideAddTable(t, nullptr, TableView(), table_, Alive(caller_), nullptr, caller_).action,
       Action::kCreate);
@@ -168,8 +168,7 @@ TEST_F(DecideTest, AddTable) {
 
 TEST_F(DecideTest, DelTable) {
   absl::Status unknown = DecideDelTable("t", nullptr, TableView(), caller_);
-  EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound);
-  EXPECT_NE(unknown.message().find("no_such_table_entry"), std::string::npos);
+  EXPECT_THAT(unknown, StatusIs(absl::StatusCode::kNotFound, Atom::kNoSuchTableEntry));
   Entry mine = MakeEntry(caller_);
   EXPECT_TRUE(DecideDelTable("t", &mine, Alive(other_), caller_).ok());  // Registered client.
   Entry theirs = MakeEntry(other_);

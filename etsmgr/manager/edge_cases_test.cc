@@ -9,11 +9,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "gtest/gtest.h"
+#include "testing/status_matchers.h"
 
 namespace etsmgr {
 namespace {
@@ -268,8 +270,7 @@ TEST_F(EdgeCasesTest, EmbeddedDuplicatesAndEmptyNames) {
   std::vector<ChildSpec> twice = {ManagerChildSpec("dup"), ManagerChildSpec("dup")};
   twice[1].id = "second";
   absl::StatusOr<Pid> sup = StartSupervisor(*node_, {}, twice);
-  EXPECT_EQ(sup.status().code(), absl::StatusCode::kAlreadyExists) << sup.status();
-  EXPECT_NE(sup.status().message().find("already_started"), std::string::npos) << sup.status();
+  EXPECT_THAT(sup, StatusIs(absl::StatusCode::kAlreadyExists, Atom::kAlreadyStarted));
   absl::StatusOr<Pid> empty = StartSupervisor(*node_, {}, {ManagerChildSpec("")});
   EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument) << empty.status();
 }

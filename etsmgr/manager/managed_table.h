@@ -37,7 +37,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/base/log.h"
+#include "etsmgr/base/status_macros.h"
 #include "etsmgr/executor/scheduler.h"
 #include "etsmgr/manager/manager.h"
 
@@ -68,8 +70,7 @@ class ManagedTable {
       if (Now() >= deadline) co_return ref.status();
     }
     if (!ref.ok()) co_return ref.status();
-    absl::StatusOr<Table<K, V>> table = Table<K, V>::Attach(ref->table);
-    if (!table.ok()) co_return table.status();
+    ETSMGR_CO_ASSIGN_OR_RETURN(auto table, (Table<K, V>::Attach(ref->table)));
     if (ref->created && init) {
       // Not initialised unless init returns OK (an error or an exception leaves it for the next
       // Open to initialise again).
@@ -80,15 +81,12 @@ class ManagedTable {
           if (!done) table.core()->SetInitialised(false);
         }
       } undo{ref->table};
-      absl::Status st = init(*table);
-      if (!st.ok()) {
-        co_return absl::Status(st.code(),
-                               absl::StrCat("initialising table \"", name, "\": ", st.message()));
-      }
+      absl::Status st = init(table);
+      if (!st.ok()) co_return Annotate(st, "initialising table", name);
       undo.done = true;
       ref->table.core()->MarkStorageInitialised(true);
     }
-    co_return ManagedTable(std::move(mgr), std::move(name), std::move(*table), ref->manager,
+    co_return ManagedTable(std::move(mgr), std::move(name), std::move(table), ref->manager,
                            ref->created);
   }
 
@@ -105,8 +103,7 @@ class ManagedTable {
     if (exit->from != manager_ && !mgr_.IsManager(self.node(), exit->from)) co_return false;
     Logf(LogLevel::kNotice, "table \"%s\": manager %s exited (%s); waiting for its restart",
          name_.c_str(), exit->from.ToString().c_str(), exit->reason.ToString().c_str());
-    absl::Status back = co_await Reattach(self, wait);
-    if (!back.ok()) co_return back;
+    ETSMGR_CO_RETURN_IF_ERROR(co_await Reattach(self, wait));
     co_return true;
   }
 
@@ -137,8 +134,7 @@ class ManagedTable {
   // Deletes the table only once del_table succeeded: a table still managed is never deleted
   // (during a manager restart Close answers Unavailable and the table stays, managed).
   Task<absl::Status> Close(Process& self, absl::Duration wait = kDefaultCallTimeout) {
-    absl::Status del = co_await mgr_.DelTable(self, name_, wait);
-    if (!del.ok()) co_return del;
+    ETSMGR_CO_RETURN_IF_ERROR(co_await mgr_.DelTable(self, name_, wait));
     co_return table_.Delete();
   }
 

@@ -64,7 +64,11 @@
 // - Info(): every managed table with its client, owner, heir and size, and the counters.
 // - WaitForManager(deadline): woken by the manager's registration, no polling.
 // Errors: Unavailable when the instance's manager is not running (starting, restarting, stopped:
-// State() tells which), DeadlineExceeded at a deadline; messages name the table and the pids.
+// State() tells which), DeadlineExceeded at a deadline; messages name the table and the pids, as
+// `op "name": atom: detail` (`del_table "t": not_owner: caller <0.7> is neither ...`). An error
+// with an Erlang atom (table_exists, not_owner, no_such_table_entry, already_started,
+// not_started) carries it as a payload: decide by ErrorAtom(status) (etsmgr/base/error_atom.h),
+// not by the message; it survives copies and StatusOr.
 //
 // Deadlines: use etsmgr::Deadline(d) / etsmgr::Now() (executor/scheduler.h), which follow the
 // virtual clock of a deterministic runtime; absl::Now() does not.
@@ -83,6 +87,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/process/call.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/process/supervisor.h"
@@ -110,10 +115,11 @@ struct StopOptions {
   bool discard_tables = false;
 };
 
-// Standalone mode. StartManager: AlreadyExists (already_started) while the instance runs, here or
-// under another supervisor. StopManager: stops the processes; the tables stay parked in the
-// instance for a later StartManager of the same name (unless discarded); NotFound (not_started)
-// for an instance that never started; FailedPrecondition for an instance embedded in an
+// Standalone mode. StartManager: AlreadyExists with the atom already_started (ErrorAtom) while
+// the instance runs, here or under another supervisor (an embedded start answers the same).
+// StopManager: stops the processes; the tables stay parked in the instance for a later
+// StartManager of the same name (unless discarded); NotFound with the atom not_started for an
+// instance that never started; FailedPrecondition for an instance embedded in an
 // application's supervisor (stop it there, with TerminateChild). Table calls on a stopped
 // instance answer Unavailable; WaitForManager waits for its next start until its deadline.
 // From a process:

@@ -12,9 +12,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/table/table_file.h"
 #include "gtest/gtest.h"
+#include "testing/status_matchers.h"
 
 namespace etsmgr {
 namespace {
@@ -55,8 +57,7 @@ TEST_F(ManagerTest, StartStopDefaultAndNamedInstances) {
     Etsmgr mgr(inst);
     ASSERT_TRUE(StartManager(*node_, inst).ok());
     absl::Status again = StartManager(*node_, inst);
-    EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists);
-    EXPECT_NE(again.message().find("already_started"), std::string::npos) << again;
+    EXPECT_THAT(again, StatusIs(absl::StatusCode::kAlreadyExists, Atom::kAlreadyStarted));
     EXPECT_NE(again.message().find(inst), std::string::npos) << again;
     EXPECT_TRUE(node_->Whereis(mgr.server_name()).valid());
     EXPECT_TRUE(node_->Whereis(mgr.supervisor_name()).valid());
@@ -64,8 +65,7 @@ TEST_F(ManagerTest, StartStopDefaultAndNamedInstances) {
     Pid server = node_->Whereis(mgr.server_name());
     ASSERT_TRUE(StopManager(*node_, inst).ok());
     absl::Status stopped = StopManager(*node_, inst);
-    EXPECT_EQ(stopped.code(), absl::StatusCode::kNotFound);
-    EXPECT_NE(stopped.message().find("not_started"), std::string::npos) << stopped;
+    EXPECT_THAT(stopped, StatusIs(absl::StatusCode::kNotFound, Atom::kNotStarted));
     EXPECT_FALSE(node_->Whereis(mgr.server_name()).valid());
     EXPECT_FALSE(node_->Whereis(mgr.supervisor_name()).valid());
     EXPECT_FALSE(server.alive());
@@ -230,8 +230,7 @@ TEST_F(ManagerTest, DelTableUnknownAndOneOfSeveralKeepsTheLink) {
     Etsmgr mgr;
     absl::Status unknown = co_await mgr.DelTable(self, "table1");
     EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound) << "del_table(unknown): " << unknown;
-    EXPECT_TRUE(unknown.message().find("no_such_table_entry") != std::string::npos)
-        << "del_table(unknown): " << unknown;
+    EXPECT_TRUE(ErrorAtom(unknown) == Atom::kNoSuchTableEntry) << "del_table(unknown): " << unknown;
     absl::StatusOr<ManagedTableRef> t1 = co_await mgr.NewTable<int64_t, int64_t>(self, "table1");
     absl::StatusOr<ManagedTableRef> t2 = co_await mgr.NewTable<int64_t, int64_t>(self, "table2");
     CO_ASSERT_OK(t1, "new_table(table1)");
@@ -281,7 +280,7 @@ TEST_F(ManagerTest, ConflictsAreErrorsNamingTableAndPids) {
         << "new_table of a held name: " << taken.status();
     EXPECT_TRUE(taken.status().message().find(holder.ToString()) != std::string::npos)
         << "new_table of a held name names the holder: " << taken.status();
-    EXPECT_TRUE(taken.status().message().find("table_exists") != std::string::npos)
+    EXPECT_TRUE(ErrorAtom(taken.status()) == Atom::kTableExists)
         << "new_table of a held name: " << taken.status();
     // Same name with other types: InvalidArgument naming both.
     absl::StatusOr<ManagedTableRef> types =
@@ -294,7 +293,7 @@ TEST_F(ManagerTest, ConflictsAreErrorsNamingTableAndPids) {
     absl::StatusOr<ManagedTableRef> not_mine = co_await mgr.AddTable(self, "other", held.table);
     EXPECT_EQ(not_mine.status().code(), absl::StatusCode::kPermissionDenied)
         << "add_table of a table we do not own: " << not_mine.status();
-    EXPECT_TRUE(not_mine.status().message().find("not_owner") != std::string::npos)
+    EXPECT_TRUE(ErrorAtom(not_mine.status()) == Atom::kNotOwner)
         << "add_table of a table we do not own: " << not_mine.status();
     // add_table of another table under a taken name: table_exists.
     IntTable mine = IntTable::New().value();

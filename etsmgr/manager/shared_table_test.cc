@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/internal/test_util.h"
@@ -388,7 +389,8 @@ TEST_F(SharedManagedTableTest, TheDirectoryOfSharedTablesOutlivesTheProgram) {
   EXPECT_FALSE(Exists(SegmentPath()));
   EXPECT_FALSE(Exists(ClaimPath()));
   EXPECT_EQ(SharedTablesHere(), "none");
-  EXPECT_NE(DelTableHere().message().find("no_such_table_entry"), std::string::npos);
+  EXPECT_TRUE(ErrorAtom(DelTableHere()) == Atom::kNoSuchTableEntry)
+      << "del_table of a removed table: no_such_table_entry";
 }
 
 TEST_F(SharedManagedTableTest, NewTableRecordsItAndDelTableForgetsIt) {

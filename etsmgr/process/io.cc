@@ -6,6 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
+#include "etsmgr/base/status_macros.h"
 #include "etsmgr/executor/scheduler.h"
 
 namespace etsmgr {
@@ -55,8 +57,7 @@ class OpGuard {
 Task<absl::StatusOr<size_t>> RunIo(Process& self, IoSpec spec, absl::Time deadline) {
   if (!spec.error.ok()) co_return spec.error;
   Scheduler* scheduler = Scheduler::Current();
-  absl::Status usable = io_internal::CheckScheduler(scheduler, spec.kind);
-  if (!usable.ok()) co_return usable;
+  ETSMGR_CO_RETURN_IF_ERROR(io_internal::CheckScheduler(scheduler, spec.kind));
   auto* op = new ProcessIoOp(spec.kind, spec.fd, self.self());
   OpGuard guard(op, self.control());
   io_internal::Fill(spec, op);
@@ -94,9 +95,8 @@ Task<absl::StatusOr<size_t>> RunIo(Process& self, IoSpec spec, absl::Time deadli
 }
 
 Task<absl::StatusOr<int>> Accept(Process& self, int listen_fd, absl::Time deadline) {
-  absl::StatusOr<size_t> fd = co_await RunIo(self, AcceptSpec(listen_fd), deadline);
-  if (!fd.ok()) co_return fd.status();
-  co_return static_cast<int>(*fd);
+  ETSMGR_CO_ASSIGN_OR_RETURN(size_t fd, co_await RunIo(self, AcceptSpec(listen_fd), deadline));
+  co_return static_cast<int>(fd);
 }
 
 Task<absl::Status> Connect(Process& self, int fd, SocketAddress address, absl::Time deadline) {
@@ -111,10 +111,9 @@ Task<absl::Status> Close(Process& self, int fd) {
 
 Task<absl::Status> SendAll(Process& self, int fd, std::string_view data, absl::Time deadline) {
   while (!data.empty()) {
-    absl::StatusOr<size_t> n = co_await RunIo(self, SendSpec(fd, data), deadline);
-    if (!n.ok()) co_return n.status();
-    if (*n == 0) co_return absl::InternalError("send: the socket took no bytes");
-    data.remove_prefix(*n);
+    ETSMGR_CO_ASSIGN_OR_RETURN(size_t n, co_await RunIo(self, SendSpec(fd, data), deadline));
+    if (n == 0) co_return absl::InternalError("send: the socket took no bytes");
+    data.remove_prefix(n);
   }
   co_return absl::OkStatus();
 }
@@ -128,10 +127,9 @@ Task<absl::Status> SendAllV(Process& self, int fd, std::vector<std::string_view>
     if (pieces.size() - at == 1) co_return co_await SendAll(self, fd, pieces[at], deadline);
     size_t count = std::min<size_t>(pieces.size() - at, 1024);
     std::vector<std::string_view> batch(pieces.begin() + at, pieces.begin() + at + count);
-    absl::StatusOr<size_t> n = co_await RunIo(self, SendVSpec(fd, std::move(batch)), deadline);
-    if (!n.ok()) co_return n.status();
-    if (*n == 0) co_return absl::InternalError("sendmsg: the socket took no bytes");
-    size_t sent = *n;
+    ETSMGR_CO_ASSIGN_OR_RETURN(size_t sent,
+                               co_await RunIo(self, SendVSpec(fd, std::move(batch)), deadline));
+    if (sent == 0) co_return absl::InternalError("sendmsg: the socket took no bytes");
     while (sent > 0) {
       size_t take = std::min(sent, pieces[at].size());
       pieces[at].remove_prefix(take);
@@ -143,19 +141,17 @@ Task<absl::Status> SendAllV(Process& self, int fd, std::vector<std::string_view>
 
 Task<absl::StatusOr<int>> ConnectTcp(Process& self, std::string host, uint16_t port,
                                      absl::Time deadline) {
-  absl::StatusOr<SocketAddress> address = ParseAddress(host, port);
-  if (!address.ok()) co_return address.status();
-  absl::StatusOr<int> fd = TcpSocket(address->storage.ss_family);
-  if (!fd.ok()) co_return fd.status();
+  ETSMGR_CO_ASSIGN_OR_RETURN(SocketAddress address, ParseAddress(host, port));
+  ETSMGR_CO_ASSIGN_OR_RETURN(int fd, TcpSocket(address.storage.ss_family));
   // Closed unless connected, also when the frame is destroyed while connecting.
-  io_internal::FdGuard closer(*fd);
-  absl::Status connected = co_await Connect(self, *fd, *address, deadline);
+  io_internal::FdGuard closer(fd);
+  absl::Status connected = co_await Connect(self, fd, address, deadline);
   if (!connected.ok()) {
-    co_return absl::Status(connected.code(),
-                           absl::StrCat(connected.message(), " (", address->ToString(), ")"));
+    co_return WithMessage(connected,
+                          absl::StrCat(connected.message(), " (", address.ToString(), ")"));
   }
   closer.Release();
-  co_return *fd;
+  co_return fd;
 }
 
 }  // namespace etsmgr

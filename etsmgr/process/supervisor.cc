@@ -7,7 +7,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/base/log.h"
+#include "etsmgr/base/status_macros.h"
 
 namespace etsmgr {
 namespace {
@@ -130,9 +132,9 @@ class Supervisor {
 
   absl::Status Started(Child& c, absl::StatusOr<Pid> pid) {
     if (!pid.ok()) {
-      return absl::Status(pid.status().code(),
-                          absl::StrCat("supervisor ", self_.self().ToString(), ": child \"",
-                                       c.spec.id, "\" failed to start: ", pid.status().message()));
+      return WithMessage(pid.status(),
+                         absl::StrCat("supervisor ", self_.self().ToString(), ": child \"",
+                                      c.spec.id, "\" failed to start: ", pid.status().message()));
     }
     c.pid = *std::move(pid);
     return absl::OkStatus();
@@ -379,8 +381,8 @@ Task<void> SupervisorBody(Process& self, SupervisorFlags flags, std::vector<Chil
   absl::Status init = co_await sup.Init();
   // The starter gets its own copy, not a second reference to our status: Debian's Abseil counts
   // references in code TSan cannot see, so a shared status freed on the other thread reads as a
-  // race.
-  ack(init.ok() ? absl::OkStatus() : absl::Status(init.code(), init.message()));
+  // race. The copy keeps the payloads (a child's error atom).
+  ack(UnsharedCopy(init));
   if (!init.ok()) {
     // The starter gets the status; it is not also killed by our exit.
     if (parent.valid()) self.Unlink(parent);
@@ -439,31 +441,28 @@ namespace {
 Task<absl::StatusOr<Pid>> StartFrom(Process& starter, SupervisorFlags flags,
                                     std::vector<ChildSpec> children, SpawnOptions options,
                                     bool link) {
-  absl::Status valid = ValidateFlags(flags);
-  if (!valid.ok()) co_return valid;
+  ETSMGR_CO_RETURN_IF_ERROR(ValidateFlags(flags));
   const uint64_t ref = starter.node().NextRef();
   Pid starter_pid = starter.self();
   ProcessBody body = MakeSupervisorBody(flags, std::move(children), link ? starter_pid : Pid(),
                                         [starter_pid, ref](absl::Status s) {
                                           Send(starter_pid, SupInitDone{ref, std::move(s)});
                                         });
-  absl::StatusOr<Pid> pid = link ? starter.SpawnLink(std::move(body), std::move(options))
-                                 : starter.Spawn(std::move(body), std::move(options));
-  if (!pid.ok()) co_return pid.status();
-  const uint64_t monitor = starter.Monitor(*pid);
+  ETSMGR_CO_ASSIGN_OR_RETURN(Pid pid, link ? starter.SpawnLink(std::move(body), std::move(options))
+                                           : starter.Spawn(std::move(body), std::move(options)));
+  const uint64_t monitor = starter.Monitor(pid);
   std::optional<Message> m = co_await starter.ReceiveIf([ref, monitor](const Envelope& e) {
     if (const SupInitDone* d = e.As<SupInitDone>()) return d->ref == ref;
     const Down* down = e.As<Down>();
     return down != nullptr && down->ref == monitor;
   });
   if (const Down* down = m->As<Down>()) {
-    co_return absl::AbortedError(absl::StrCat("supervisor ", pid->ToString(),
+    co_return absl::AbortedError(absl::StrCat("supervisor ", pid.ToString(),
                                               " exited before it started its children (",
                                               down->reason.ToString(), ")"));
   }
   starter.Demonitor(monitor, /*flush=*/true);
-  absl::Status status = m->As<SupInitDone>()->status;
-  if (!status.ok()) co_return status;
+  ETSMGR_CO_RETURN_IF_ERROR(m->As<SupInitDone>()->status);
   co_return pid;
 }
 
@@ -492,11 +491,13 @@ Task<absl::StatusOr<Pid>> StartSupervisorLink(Process& parent, SupervisorFlags f
 Task<absl::StatusOr<Pid>> StartChild(Process& self, Pid sup, ChildSpec spec,
                                      absl::Duration timeout) {
   std::string id = spec.id;
-  absl::StatusOr<SupReply> r = co_await Call<SupReply>(
-      self, sup, MakeRequest(SupRequest::Kind::kStart, std::move(id), std::move(spec)), timeout);
-  if (!r.ok()) co_return r.status();
-  if (!r->status.ok()) co_return r->status;
-  co_return r->pid;
+  ETSMGR_CO_ASSIGN_OR_RETURN(
+      SupReply r,
+      co_await Call<SupReply>(self, sup,
+                              MakeRequest(SupRequest::Kind::kStart, std::move(id), std::move(spec)),
+                              timeout));
+  ETSMGR_CO_RETURN_IF_ERROR(r.status);
+  co_return r.pid;
 }
 
 Task<absl::Status> TerminateChild(Process& self, Pid sup, std::string id, absl::Duration timeout) {
@@ -513,26 +514,26 @@ Task<absl::Status> DeleteChild(Process& self, Pid sup, std::string id, absl::Dur
 
 Task<absl::StatusOr<Pid>> RestartChild(Process& self, Pid sup, std::string id,
                                        absl::Duration timeout) {
-  absl::StatusOr<SupReply> r = co_await Call<SupReply>(
-      self, sup, MakeRequest(SupRequest::Kind::kRestart, std::move(id)), timeout);
-  if (!r.ok()) co_return r.status();
-  if (!r->status.ok()) co_return r->status;
-  co_return r->pid;
+  ETSMGR_CO_ASSIGN_OR_RETURN(
+      SupReply r, co_await Call<SupReply>(
+                      self, sup, MakeRequest(SupRequest::Kind::kRestart, std::move(id)), timeout));
+  ETSMGR_CO_RETURN_IF_ERROR(r.status);
+  co_return r.pid;
 }
 
 Task<absl::StatusOr<std::vector<ChildInfo>>> WhichChildren(Process& self, Pid sup,
                                                            absl::Duration timeout) {
-  absl::StatusOr<SupReply> r =
-      co_await Call<SupReply>(self, sup, MakeRequest(SupRequest::Kind::kWhich, ""), timeout);
-  if (!r.ok()) co_return r.status();
-  co_return std::move(r->children);
+  ETSMGR_CO_ASSIGN_OR_RETURN(
+      SupReply r,
+      co_await Call<SupReply>(self, sup, MakeRequest(SupRequest::Kind::kWhich, ""), timeout));
+  co_return std::move(r.children);
 }
 
 Task<absl::StatusOr<ChildCounts>> CountChildren(Process& self, Pid sup, absl::Duration timeout) {
-  absl::StatusOr<SupReply> r =
-      co_await Call<SupReply>(self, sup, MakeRequest(SupRequest::Kind::kCount, ""), timeout);
-  if (!r.ok()) co_return r.status();
-  co_return r->counts;
+  ETSMGR_CO_ASSIGN_OR_RETURN(
+      SupReply r,
+      co_await Call<SupReply>(self, sup, MakeRequest(SupRequest::Kind::kCount, ""), timeout));
+  co_return r.counts;
 }
 
 Task<absl::Status> StopSupervisor(Process& self, Pid sup, absl::Duration timeout) {

@@ -102,6 +102,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/table/internal/shared_core.h"
 #include "etsmgr/table/internal/storage.h"
 #include "etsmgr/table/table_core.h"
@@ -441,12 +442,11 @@ absl::StatusOr<std::shared_ptr<table_internal::TypedCore<K, V>>> Table<K, V>::Ne
     map_options.mode = SharedMapOptions::Mode::kOpenOrCreate;
     absl::StatusOr<SharedClaim> claim = SharedClaim::Acquire(segment, map_options);
     if (!claim.ok()) {
-      return absl::Status(claim.status().code(),
-                          absl::StrCat("new table: ", claim.status().message()));
+      return WithMessage(claim.status(), absl::StrCat("new table: ", claim.status().message()));
     }
     absl::StatusOr<SharedMap<K, V>> map = SharedMap<K, V>::Open(segment, map_options);
     if (!map.ok()) {
-      return absl::Status(map.status().code(), absl::StrCat("new table: ", map.status().message()));
+      return WithMessage(map.status(), absl::StrCat("new table: ", map.status().message()));
     }
     return std::shared_ptr<Core>(std::make_shared<table_internal::SharedCore<K, V>>(
         options, *std::move(map), *std::move(claim)));

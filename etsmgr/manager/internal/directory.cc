@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 
 namespace etsmgr::manager_internal {
 
@@ -43,6 +44,11 @@ namespace {
 
 std::string Quoted(const std::string& name) { return absl::StrCat("\"", name, "\""); }
 
+// `op "name": atom: detail`, the atom also as the status's payload.
+absl::Status Refusal(absl::Status detail, Atom atom, const char* op, const std::string& name) {
+  return Annotate(WithAtom(std::move(detail), atom), op, name);
+}
+
 // The caller asks for a live managed table: hand it back, confirm it, or say who has it.
 Decision ClaimOrConfirm(const char* what, const std::string& name, const Entry& entry,
                         const TableView& view, const Pid& caller) {
@@ -53,16 +59,18 @@ Decision ClaimOrConfirm(const char* what, const std::string& name, const Entry& 
     // vault, say): that client may still ask for it, so nobody else may take it.
     if (entry.client.valid() && entry.client != caller && Live(entry.client)) {
       return {Action::kConflict,
-              absl::AlreadyExistsError(
-                  absl::StrCat(what, " ", Quoted(name), ": table_exists: ", entry.table.ToString(),
-                               " is held for its live client ", entry.client.ToString()))};
+              Refusal(absl::AlreadyExistsError(absl::StrCat(entry.table.ToString(),
+                                                            " is held for its live client ",
+                                                            entry.client.ToString())),
+                      Atom::kTableExists, what, name)};
     }
     return {Action::kClaim, absl::OkStatus()};
   }
   return {Action::kConflict,
-          absl::AlreadyExistsError(absl::StrCat(
-              what, " ", Quoted(name), ": table_exists: ", entry.table.ToString(), " is held by ",
-              view.owner.ToString(), ", not by the caller ", caller.ToString()))};
+          Refusal(absl::AlreadyExistsError(absl::StrCat(entry.table.ToString(), " is held by ",
+                                                        view.owner.ToString(),
+                                                        ", not by the caller ", caller.ToString())),
+                  Atom::kTableExists, what, name)};
 }
 
 }  // namespace
@@ -73,10 +81,10 @@ Decision DecideNewTable(const std::string& name, const std::type_info& key,
   if (entry == nullptr || !view.alive) return {Action::kCreate, absl::OkStatus()};
   const TableCore& core = *entry->table.core();
   if (core.key_type() != std::type_index(key) || core.value_type() != std::type_index(value)) {
-    return {Action::kConflict,
-            absl::InvalidArgumentError(absl::StrCat(
-                "new_table ", Quoted(name), ": the managed table holds ", core.type_names(),
-                ", not <", TypeName(key), ", ", TypeName(value), ">"))};
+    return {Action::kConflict, Annotate(absl::InvalidArgumentError(absl::StrCat(
+                                            "the managed table holds ", core.type_names(),
+                                            ", not <", TypeName(key), ", ", TypeName(value), ">")),
+                                        "new_table", name)};
   }
   return ClaimOrConfirm("new_table", name, *entry, view, caller);
 }
@@ -85,30 +93,34 @@ Decision DecideAddTable(const std::string& name, const Entry* entry, const Table
                         const AnyTable& table, const TableView& table_view,
                         const std::string* managed_as, const Pid& caller) {
   if (!table_view.alive) {
-    return {Action::kConflict, absl::NotFoundError(absl::StrCat("add_table ", Quoted(name), ": ",
-                                                                table.ToString(), " was deleted"))};
+    return {Action::kConflict,
+            Annotate(absl::NotFoundError(absl::StrCat(table.ToString(), " was deleted")),
+                     "add_table", name)};
   }
   if (entry != nullptr && entry_view.alive) {
     if (!(entry->table == table)) {
-      return {Action::kConflict,
-              absl::AlreadyExistsError(
-                  absl::StrCat("add_table ", Quoted(name), ": table_exists: the name manages ",
-                               entry->table.ToString(), ", not ", table.ToString()))};
+      return {
+          Action::kConflict,
+          Refusal(absl::AlreadyExistsError(absl::StrCat(
+                      "the name manages ", entry->table.ToString(), ", not ", table.ToString())),
+                  Atom::kTableExists, "add_table", name)};
     }
     return ClaimOrConfirm("add_table", name, *entry, entry_view, caller);
   }
   if (table_view.owner != caller) {
-    return {Action::kConflict,
-            absl::PermissionDeniedError(absl::StrCat(
-                "add_table(", Quoted(name), "): not_owner: caller ", caller.ToString(),
-                " is not the owner ",
-                table_view.owner.valid() ? table_view.owner.ToString() : std::string("(none)"),
-                " of ", table.ToString()))};
+    return {
+        Action::kConflict,
+        Refusal(absl::PermissionDeniedError(absl::StrCat(
+                    "caller ", caller.ToString(), " is not the owner ",
+                    table_view.owner.valid() ? table_view.owner.ToString() : std::string("(none)"),
+                    " of ", table.ToString())),
+                Atom::kNotOwner, "add_table", name)};
   }
   if (managed_as != nullptr && *managed_as != name) {
-    return {Action::kConflict, absl::AlreadyExistsError(absl::StrCat(
-                                   "add_table ", Quoted(name), ": table_exists: ", table.ToString(),
-                                   " is already managed as ", Quoted(*managed_as)))};
+    return {Action::kConflict,
+            Refusal(absl::AlreadyExistsError(absl::StrCat(
+                        table.ToString(), " is already managed as ", Quoted(*managed_as))),
+                    Atom::kTableExists, "add_table", name)};
   }
   return {Action::kCreate, absl::OkStatus()};
 }
@@ -116,15 +128,16 @@ Decision DecideAddTable(const std::string& name, const Entry* entry, const Table
 absl::Status DecideDelTable(const std::string& name, const Entry* entry, const TableView& view,
                             const Pid& caller) {
   if (entry == nullptr) {
-    return absl::NotFoundError(absl::StrCat("del_table ", Quoted(name), ": no_such_table_entry"));
+    return Refusal(absl::NotFoundError(""), Atom::kNoSuchTableEntry, "del_table", name);
   }
   if (entry->client == caller || !view.alive || view.owner == caller) return absl::OkStatus();
-  return absl::PermissionDeniedError(absl::StrCat(
-      "del_table(", Quoted(name), "): not_owner: caller ", caller.ToString(),
-      " is neither the registered client ",
-      entry->client.valid() ? entry->client.ToString() : std::string("(none)"), " nor the owner ",
-      view.owner.valid() ? view.owner.ToString() : std::string("(none)"), " of ",
-      entry->table.ToString()));
+  return Refusal(
+      absl::PermissionDeniedError(absl::StrCat(
+          "caller ", caller.ToString(), " is neither the registered client ",
+          entry->client.valid() ? entry->client.ToString() : std::string("(none)"),
+          " nor the owner ", view.owner.valid() ? view.owner.ToString() : std::string("(none)"),
+          " of ", entry->table.ToString())),
+      Atom::kNotOwner, "del_table", name);
 }
 
 // --- Directory.

@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/base/log.h"
+#include "etsmgr/base/status_macros.h"
 #include "etsmgr/manager/internal/instance.h"
 
 namespace etsmgr::manager_internal {
@@ -199,8 +201,7 @@ Task<absl::StatusOr<Pid>> StartVault(Process& sup, std::string inst, bool standa
     std::lock_guard<AdaptiveMutex> lock(st->mu);
     if (st->discarded.load(std::memory_order_acquire)) continue;  // Being discarded: a new one.
     if (st->sup.valid() && st->sup != sup.self() && st->sup.alive()) {
-      co_return absl::AlreadyExistsError(absl::StrCat(
-          "etsmgr instance \"", inst, "\": already_started (supervisor ", st->sup.ToString(), ")"));
+      co_return AlreadyStarted(inst, st->sup);
     }
     st->sup = sup.self();
     st->standalone = standalone;
@@ -212,52 +213,54 @@ Task<absl::StatusOr<Pid>> StartVault(Process& sup, std::string inst, bool standa
     break;
   }
   absl::Status gone = co_await AwaitOrphans(sup, std::move(orphans));
-  if (!gone.ok()) {
-    co_return absl::Status(gone.code(),
-                           absl::StrCat("etsmgr instance \"", inst, "\": ", gone.message()));
-  }
+  if (!gone.ok()) co_return Annotate(gone, "etsmgr instance", inst);
   SpawnOptions options;
   options.name = InstToName("etsmgr_vault", inst);
   Pid parent = sup.self();
   const uint64_t ready = sup.node().NextRef();
-  absl::StatusOr<Pid> pid = sup.SpawnLink(
-      [st, parent, ready](Process& self) { return VaultBody(self, st, parent, ready); }, options);
-  if (!pid.ok()) co_return pid;
+  auto body = [st, parent, ready](Process& self) { return VaultBody(self, st, parent, ready); };
+  ETSMGR_CO_ASSIGN_OR_RETURN(Pid pid, sup.SpawnLink(std::move(body), options));
   {
     std::lock_guard<AdaptiveMutex> lock(st->mu);
-    st->vault = *pid;
+    st->vault = pid;
   }
   // Started means holding: every parked table is the vault's before the manager starts.
-  co_return co_await AwaitReady(sup, inst, "vault", *pid, ready);
+  co_return co_await AwaitReady(sup, inst, "vault", pid, ready);
 }
 
 Task<absl::StatusOr<Pid>> StartManagerProcess(Process& sup, std::string inst) {
   std::shared_ptr<Instance> st = FindInstance(sup.node(), inst);
   if (st == nullptr) {
-    co_return absl::FailedPreconditionError(
-        absl::StrCat("etsmgr instance \"", inst, "\": manager started without its vault"));
+    co_return Annotate(absl::FailedPreconditionError("manager started without its vault"),
+                       "etsmgr instance", inst);
   }
   SpawnOptions options;
   options.trap_exit = true;
   Pid parent = sup.self();
   const uint64_t ready = sup.node().NextRef();
-  absl::StatusOr<Pid> pid = sup.SpawnLink(
-      [st, parent, ready](Process& self) { return ManagerBody(self, st, parent, ready); }, options);
-  if (!pid.ok()) co_return pid;
+  auto body = [st, parent, ready](Process& self) { return ManagerBody(self, st, parent, ready); };
+  ETSMGR_CO_ASSIGN_OR_RETURN(Pid pid, sup.SpawnLink(std::move(body), options));
   {
     // Recorded at once: a later run of the instance finds it and waits for it to go.
     std::lock_guard<AdaptiveMutex> lock(st->mu);
     if (Superseded(*st, parent)) {
-      co_return absl::AbortedError(
-          absl::StrCat("etsmgr instance \"", inst, "\": a newer run started meanwhile"));
+      co_return Annotate(absl::AbortedError("a newer run started meanwhile"), "etsmgr instance",
+                         inst);
     }
-    st->manager = *pid;
+    st->manager = pid;
   }
   // Started means serving: wait until it has linked the clients and registered its name.
-  co_return co_await AwaitReady(sup, inst, "manager", *pid, ready);
+  co_return co_await AwaitReady(sup, inst, "manager", pid, ready);
 }
 
 }  // namespace
+
+absl::Status AlreadyStarted(const std::string& inst, const Pid& sup) {
+  return Annotate(
+      WithAtom(absl::AlreadyExistsError(absl::StrCat("supervisor ", sup.ToString(), " runs it")),
+               Atom::kAlreadyStarted),
+      "etsmgr instance", inst);
+}
 
 std::vector<ChildSpec> InstanceChildren(const std::string& inst, bool standalone) {
   ChildSpec vault;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/supervisor.h"
 
@@ -17,6 +18,9 @@ namespace etsmgr::manager_internal {
 // of a previous run that are still exiting. `standalone`: started by StartManager.
 std::vector<ChildSpec> InstanceChildren(const std::string& inst, bool standalone);
 SupervisorFlags InstanceFlags(const ManagerOptions& options);
+
+// AlreadyExists `etsmgr instance "inst": already_started: supervisor <0.5> runs it`, with the atom.
+absl::Status AlreadyStarted(const std::string& inst, const Pid& sup);
 
 }  // namespace etsmgr::manager_internal
 

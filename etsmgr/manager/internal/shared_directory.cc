@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/base/error_atom.h"
 #include "etsmgr/table/shared/internal/layout.h"
 #include "etsmgr/table/shared/shared_claim.h"
 
@@ -132,13 +133,12 @@ absl::Status SharedDirectory::RemoveUnheld(const std::string& name) {
   absl::StatusOr<std::optional<SharedTableRecord>> record = Find(name);
   if (!record.ok()) return record.status();
   if (!*record) {
-    return absl::NotFoundError(absl::StrCat("del_table \"", name, "\": no_such_table_entry"));
+    return Annotate(WithAtom(absl::NotFoundError(""), Atom::kNoSuchTableEntry), "del_table", name);
   }
   const SharedMapOptions where = MapOptions(**record);
   absl::StatusOr<SharedClaim> claim = SharedClaim::Acquire((*record)->segment, where);
   if (!claim.ok()) {
-    return absl::Status(claim.status().code(),
-                        absl::StrCat("del_table \"", name, "\": ", claim.status().message()));
+    return Annotate(claim.status(), "del_table", name);
   }
   // Holding the claim, nobody else can open it as a table meanwhile.
   absl::Status removed = shared_internal::MapCore::Remove((*record)->segment, where);
