@@ -1,6 +1,6 @@
 #include "etscounter/counter.h"
 
-#include <future>
+#include <functional>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -99,24 +99,12 @@ Task<void> CounterServer(Process& self, StorageOptions storage) {
   }
 }
 
-// Runs `body` in a fresh process and waits (up to `limit`) for the status it yields.
+// Runs `body` in a fresh process and waits for the status it yields. The body bounds itself by
+// `limit`; twice that is the backstop if the node stops running it (DeadlineExceeded).
 template <typename T>
 absl::StatusOr<T> InProcess(etsmgr::Node& node, absl::Duration limit,
                             std::function<Task<absl::StatusOr<T>>(Process&)> body) {
-  auto result = std::make_shared<std::promise<absl::StatusOr<T>>>();
-  std::future<absl::StatusOr<T>> future = result->get_future();
-  absl::StatusOr<Pid> pid =
-      node.Spawn([body = std::move(body), result](Process& self) -> Task<void> {
-        absl::StatusOr<T> r = co_await body(self);
-        result->set_value(std::move(r));
-      });
-  if (!pid.ok()) return pid.status();
-  // The body bounds itself by `limit`; this is the backstop if the node stops running it.
-  if (future.wait_for(std::chrono::nanoseconds(absl::ToInt64Nanoseconds(limit)) * 2) !=
-      std::future_status::ready) {
-    return absl::DeadlineExceededError("etscounter: the operation did not finish");
-  }
-  return future.get();
+  return node.Run(std::move(body), {}, limit * 2);
 }
 
 template <typename Reply, typename Request>

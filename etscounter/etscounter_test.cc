@@ -7,7 +7,6 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <functional>
-#include <future>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -76,18 +75,16 @@ class LineWatch final : public etsmgr::LogSink {
   bool seen_ = false;
 };
 
-// Runs a supervisor call from a probe process; "ok" or the error.
-std::string SupervisorCall(
+// Runs a supervisor call from a fresh process (up to 20 s) and returns its status.
+absl::Status SupervisorCall(
     etsmgr::Node& node,
     std::function<etsmgr::Task<absl::Status>(etsmgr::Process&, etsmgr::Pid)> call) {
   etsmgr::Pid sup = node.Whereis("etsmgr_sup");
-  return etsmgr::RunProbe(
-      node,
-      [sup, call](etsmgr::Process& self,
-                  std::function<void(std::string)> report) -> etsmgr::Task<void> {
-        absl::Status st = co_await call(self, sup);
-        report(st.ok() ? "ok" : st.ToString());
-      });
+  return node.Run(
+      [sup, call](etsmgr::Process& self) -> etsmgr::Task<absl::Status> {
+        co_return co_await call(self, sup);
+      },
+      {}, absl::Seconds(20));
 }
 
 // The counter dies while the manager is down and it is inside ManagedTable::Handle waiting for
@@ -103,21 +100,18 @@ TEST(EtscounterTest, CounterKilledWhileTheManagerRestarts) {
   ASSERT_EQ(c.Count().value(), 2);
   waiting.Install(&app->sink());
   etsmgr::Pid manager = app->node().Whereis("etsmgr_srv");
-  ASSERT_EQ(SupervisorCall(app->node(),
-                           [](etsmgr::Process& self, etsmgr::Pid sup) {
-                             return etsmgr::TerminateChild(self, sup, "manager");
-                           }),
-            "ok");
+  absl::Status terminated = SupervisorCall(app->node(), [](etsmgr::Process& self, etsmgr::Pid sup) {
+    return etsmgr::TerminateChild(self, sup, "manager");
+  });
+  ASSERT_TRUE(terminated.ok()) << "terminate_child(manager): " << terminated;
   ASSERT_TRUE(waiting.Await(std::chrono::seconds(10))) << "the counter never waited";
   ASSERT_TRUE(c.Kill().ok());
-  ASSERT_EQ(
-      SupervisorCall(app->node(),
-                     [](etsmgr::Process& self, etsmgr::Pid sup) -> etsmgr::Task<absl::Status> {
-                       absl::StatusOr<etsmgr::Pid> pid =
-                           co_await etsmgr::RestartChild(self, sup, "manager");
-                       co_return pid.status();
-                     }),
-      "ok");
+  absl::Status restarted = SupervisorCall(
+      app->node(), [](etsmgr::Process& self, etsmgr::Pid sup) -> etsmgr::Task<absl::Status> {
+        absl::StatusOr<etsmgr::Pid> pid = co_await etsmgr::RestartChild(self, sup, "manager");
+        co_return pid.status();
+      });
+  ASSERT_TRUE(restarted.ok()) << "restart_child(manager): " << restarted;
   absl::StatusOr<int64_t> next = c.Count();
   ASSERT_TRUE(next.ok()) << next.status() << "\n" << out.str();
   EXPECT_EQ(*next, 3) << out.str();
@@ -133,18 +127,15 @@ TEST(EtscounterTest, StopsOnItsSupervisorsShutdown) {
   std::ostringstream out;
   auto app = App::Start(out).value();
   ASSERT_EQ(app->client().Count().value(), 1);
-  auto reason = std::make_shared<std::promise<std::string>>();
-  app->node()
-      .Spawn([reason](etsmgr::Process& self) -> etsmgr::Task<void> {
-        etsmgr::Pid server = self.node().Whereis(kServerName);
-        etsmgr::Pid sup = self.node().Whereis(kSupervisorName);
-        self.Monitor(server);
-        absl::Status stopped = co_await etsmgr::StopSupervisor(self, sup);
-        etsmgr::Down down = co_await self.Receive<etsmgr::Down>();
-        reason->set_value(stopped.ToString() + " " + down.reason.ToString());
-      })
-      .value();
-  EXPECT_EQ(reason->get_future().get(), "OK shutdown");
+  etsmgr::RunInProcess(app->node(), [](etsmgr::Process& self) -> etsmgr::Task<void> {
+    etsmgr::Pid server = self.node().Whereis(kServerName);
+    etsmgr::Pid sup = self.node().Whereis(kSupervisorName);
+    self.Monitor(server);
+    absl::Status stopped = co_await etsmgr::StopSupervisor(self, sup);
+    EXPECT_TRUE(stopped.ok()) << "stop the supervisor: " << stopped;
+    etsmgr::Down down = co_await self.Receive<etsmgr::Down>();
+    EXPECT_EQ(down.reason.ToString(), "shutdown") << "the server's exit reason";
+  });
 }
 
 TEST(EtscounterTest, ShellReportsBadInputAndGoesOn) {

@@ -563,15 +563,8 @@ Task<absl::StatusOr<Pid>> Etsmgr::WaitForManager(Process& self, absl::Time deadl
       running = st->manager == *pid && st->State() == InstanceState::kRunning;
     }
     if (running) co_return std::move(*pid);
-    const uint64_t ref = self.Monitor(*pid);
-    std::optional<Message> down = co_await self.ReceiveIf(
-        [ref](const Envelope& e) {
-          const Down* d = e.As<Down>();
-          return d != nullptr && d->ref == ref;
-        },
-        deadline);
+    std::optional<ExitReason> down = co_await AwaitDown(self, *pid, deadline);
     if (!down) {
-      self.Demonitor(ref, /*flush=*/true);
       co_return absl::DeadlineExceededError(
           absl::StrCat("wait_for_manager: ", server_name(), " is held by ", pid->ToString(),
                        ", which is not the running manager of instance \"", inst_, "\" (",

@@ -3,7 +3,6 @@
 #include "etsmgr/manager/managed_table.h"
 
 #include <cstdint>
-#include <future>
 #include <memory>
 #include <string>
 
@@ -63,47 +62,42 @@ TEST(ManagedTableTest, InitialisesOnceAndSurvivesRestarts) {
   options.schedulers = 2;
   auto node = Node::Create(options).value();
   ASSERT_TRUE(StartManager(*node).ok());
-  std::string got =
-      RunProbe(*node, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid me = self.self();
-        std::string out;
-        Pid client = self.Spawn([me](Process& p) { return CounterClient(p, me); }).value();
-        Send(client, Bump{});
-        Value v1 = co_await self.Receive<Value>();
-        out += absl::StrCat("v1=", v1.count);
-        // The client is killed and restarted: its table comes back, not re-initialised.
-        SendExit(client, ExitReason::Kill());
-        co_await AwaitDown(self, client);
-        client = self.Spawn([me](Process& p) { return CounterClient(p, me); }).value();
-        Send(client, Bump{});
-        Value v2 = co_await self.Receive<Value>();
-        out += absl::StrCat(" v2=", v2.count);
-        // The manager is killed: the client re-adds its table and goes on counting.
-        Etsmgr mgr;
-        Pid manager = self.node().Whereis(mgr.server_name());
-        SendExit(manager, ExitReason::Kill());
-        co_await AwaitDown(self, manager);
-        absl::StatusOr<Pid> back =
-            co_await mgr.WaitForManager(self, absl::Now() + absl::Seconds(10));
-        out += absl::StrCat(" manager_back=", back.ok());
-        Send(client, Bump{});
-        Value v3 = co_await self.Receive<Value>();
-        out += absl::StrCat(" v3=", v3.count, " readded=", v3.handled_manager_exit);
-        absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
-        out += absl::StrCat(" client_registered=", info.ok() && info->tables.size() == 1 &&
-                                                       info->tables[0].client == client);
-        // A normal stop: del_table and delete.
-        Send(client, Stop{me});
-        Closed closed = co_await self.Receive<Closed>();
-        absl::StatusOr<ManagerInfo> after = co_await mgr.Info(self);
-        out += absl::StrCat(" closed=", closed.status,
-                            " entries=", after.ok() ? after->tables.size() : 99,
-                            " lost=", after.ok() ? after->counters.tables_lost : 99);
-        report(out);
-      });
-  EXPECT_EQ(got,
-            "v1=1 v2=2 manager_back=1 v3=3 readded=1 client_registered=1 closed=OK entries=0 "
-            "lost=0");
+  RunInProcess(*node, [](Process& self) -> Task<void> {
+    Pid me = self.self();
+    Pid client = self.Spawn([me](Process& p) { return CounterClient(p, me); }).value();
+    Send(client, Bump{});
+    Value v1 = co_await self.Receive<Value>();
+    EXPECT_EQ(v1.count, 1) << "the first count";
+    // The client is killed and restarted: its table comes back, not re-initialised.
+    SendExit(client, ExitReason::Kill());
+    co_await AwaitDown(self, client);
+    client = self.Spawn([me](Process& p) { return CounterClient(p, me); }).value();
+    Send(client, Bump{});
+    Value v2 = co_await self.Receive<Value>();
+    EXPECT_EQ(v2.count, 2) << "the count after the client's restart (not re-initialised)";
+    // The manager is killed: the client re-adds its table and goes on counting.
+    Etsmgr mgr;
+    Pid manager = self.node().Whereis(mgr.server_name());
+    SendExit(manager, ExitReason::Kill());
+    co_await AwaitDown(self, manager);
+    absl::StatusOr<Pid> back = co_await mgr.WaitForManager(self, absl::Now() + absl::Seconds(10));
+    EXPECT_TRUE(back.ok()) << "the manager is back: " << back.status();
+    Send(client, Bump{});
+    Value v3 = co_await self.Receive<Value>();
+    EXPECT_EQ(v3.count, 3) << "the count after the manager's restart";
+    EXPECT_TRUE(v3.handled_manager_exit) << "the client re-added its table";
+    absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+    EXPECT_TRUE(info.ok() && info->tables.size() == 1 && info->tables[0].client == client)
+        << "the restarted manager lists the table with its client";
+    // A normal stop: del_table and delete.
+    Send(client, Stop{me});
+    Closed closed = co_await self.Receive<Closed>();
+    absl::StatusOr<ManagerInfo> after = co_await mgr.Info(self);
+    EXPECT_EQ(closed.status, "OK") << "the client's close (del_table and delete)";
+    CO_ASSERT_OK(after, "info after the close");
+    EXPECT_EQ(after->tables.size(), 0u) << "entries after the close";
+    EXPECT_EQ(after->counters.tables_lost, 0u) << "tables lost";
+  });
 }
 
 }  // namespace

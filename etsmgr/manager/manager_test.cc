@@ -8,6 +8,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -21,7 +22,6 @@ namespace etsmgr {
 namespace {
 
 using IntTable = Table<int64_t, int64_t>;
-using Report = std::function<void(std::string)>;
 
 bool Contains(const std::vector<Pid>& v, const Pid& p) {
   return std::find(v.begin(), v.end(), p) != v.end();
@@ -38,8 +38,9 @@ class ManagerTest : public ::testing::Test {
     StopManager(*node_).IgnoreError();
     StopManager(*node_, "aaa").IgnoreError();
   }
-  std::string Probe(ProbeBody body, SpawnOptions options = {}) {
-    return RunProbe(*node_, std::move(body), std::move(options));
+  // Runs `body` in a fresh process until it returns (it asserts in place).
+  void InProcess(std::function<Task<void>(Process&)> body, SpawnOptions options = {}) {
+    RunInProcess(*node_, std::move(body), std::move(options));
   }
   std::unique_ptr<Node> node_;
 };
@@ -77,25 +78,22 @@ TEST_F(ManagerTest, StartStopDefaultAndNamedInstances) {
 
 TEST_F(ManagerTest, NewTable) {
   ASSERT_TRUE(StartManager(*node_).ok());
-  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+  InProcess([](Process& self) -> Task<void> {
     Etsmgr mgr;
     absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "table1");
-    if (!r.ok()) co_return report(r.status().ToString());
+    CO_ASSERT_OK(r, "new_table(table1)");
     TableInfo info = r->table.Info().value();
-    std::string out =
-        absl::StrCat("created=", r->created, " owner_is_me=", info.owner == self.self(),
-                     " heir_is_vault=", info.heir == self.node().Whereis("etsmgr_vault"),
-                     " mgr=", r->manager == self.node().Whereis("etsmgr_srv"),
-                     " no_stray_transfer=", self.mailbox_size() == 0);
+    EXPECT_TRUE(r->created) << "created";
+    EXPECT_EQ(info.owner, self.self()) << "the caller owns the new table";
+    EXPECT_EQ(info.heir, self.node().Whereis("etsmgr_vault")) << "the vault is its heir";
+    EXPECT_EQ(r->manager, self.node().Whereis("etsmgr_srv")) << "the reply names the manager";
+    EXPECT_EQ(self.mailbox_size(), 0u) << "no stray TableTransfer";
     absl::Status del = co_await mgr.DelTable(self, "table1");
-    out += " del=" + del.ToString();
-    out += absl::StrCat(" heir_after_del=", r->table.Info().value().heir.valid());
-    out += " delete=" + r->table.Delete().ToString();
-    report(out);
+    EXPECT_TRUE(del.ok()) << "del_table(table1): " << del;
+    EXPECT_FALSE(r->table.Info().value().heir.valid()) << "no heir after del_table";
+    absl::Status deleted = r->table.Delete();
+    EXPECT_TRUE(deleted.ok()) << "the owner deletes the table: " << deleted;
   });
-  EXPECT_EQ(got,
-            "created=1 owner_is_me=1 heir_is_vault=1 mgr=1 no_stray_transfer=1 del=OK "
-            "heir_after_del=0 delete=OK");
 }
 
 struct Go {};
@@ -112,16 +110,15 @@ TEST_F(ManagerTest, NewTableFromFileLoadsOnFirstCreationOnly) {
   const std::string path = TempPath("from_file.tab");
   const std::string damaged = TempPath("from_file_damaged.tab");
   std::remove(path.c_str());
-  std::string saved = Probe([&](Process&, Report report) -> Task<void> {
+  RunInProcess(*node_, [&](Process&) {
     IntTable t = IntTable::New().value();
     for (int64_t k = 0; k < 1000; ++k) t.Insert(k, k * 10).IgnoreError();
     absl::Status st = SaveTable(t, path);
     if (st.ok()) st = SaveTable(t, damaged);
     (void)t.Delete();
-    report(st.ToString());
-    co_return;
+    EXPECT_TRUE(st.ok()) << "save the table twice: " << st;
   });
-  ASSERT_EQ(saved, "OK");
+  ASSERT_FALSE(::testing::Test::HasFailure());
   {  // Flip one byte of the body.
     std::fstream f(damaged, std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(-3, std::ios::end);
@@ -153,29 +150,33 @@ TEST_F(ManagerTest, NewTableFromFileLoadsOnFirstCreationOnly) {
                   .value();
   owner->get_future().get();
   std::remove(path.c_str());  // The hand-back must not need the file.
-  std::string got = Probe([&](Process& self, Report report) -> Task<void> {
+  InProcess([&](Process& self) -> Task<void> {
     Etsmgr mgr;
     SendExit(first, ExitReason::Kill());
     co_await AwaitDown(self, first);
     absl::StatusOr<ManagedTableRef> back =
         co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "t", path);
-    if (!back.ok()) co_return report(back.status().ToString());
+    CO_ASSERT_OK(back, "the hand-back of t (the file removed)");
     IntTable t = IntTable::Attach(back->table).value();
-    std::string out =
-        absl::StrCat("back: loaded=", back->loaded, " created=", back->created,
-                     " size=", t.Size().value(), " write_kept=", t.Get(5000).value().value());
+    EXPECT_FALSE(back->loaded) << "back: not loaded";
+    EXPECT_FALSE(back->created) << "back: not created";
+    EXPECT_EQ(t.Size().value(), 1001u) << "back: the loaded rows and the write after the load";
+    EXPECT_EQ(t.Get(5000).value().value(), 1) << "back: the write after the load is kept";
     // No file: an empty table, to initialise.
     absl::StatusOr<ManagedTableRef> fresh =
         co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "fresh", path);
-    if (!fresh.ok()) co_return report(out + " fresh: " + fresh.status().ToString());
-    out += absl::StrCat(" fresh: loaded=", fresh->loaded, " created=", fresh->created,
-                        " size=", fresh->table.Info().value().size);
+    CO_ASSERT_OK(fresh, "new_table_from_file of a missing file");
+    EXPECT_FALSE(fresh->loaded) << "fresh: not loaded";
+    EXPECT_TRUE(fresh->created) << "fresh: created";
+    EXPECT_EQ(fresh->table.Info().value().size, 0u) << "fresh: empty";
     // A damaged file: DataLoss naming the file, no table, the file left as it was.
     absl::StatusOr<ManagedTableRef> bad =
         co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "bad", damaged);
-    out += absl::StrCat(" bad: ", absl::StatusCodeToString(bad.status().code()),
-                        " names_file=", bad.status().message().find(damaged) != std::string::npos,
-                        " names_table=", bad.status().message().find("bad") != std::string::npos);
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss) << "bad: " << bad.status();
+    EXPECT_TRUE(bad.status().message().find(damaged) != std::string::npos)
+        << "bad: names the file: " << bad.status();
+    EXPECT_TRUE(bad.status().message().find("bad") != std::string::npos)
+        << "bad: names the table: " << bad.status();
     // Another key type, or another table type: InvalidArgument.
     std::string good = TempPath("from_file_good.tab");
     IntTable src = IntTable::New().value();
@@ -184,72 +185,70 @@ TEST_F(ManagerTest, NewTableFromFileLoadsOnFirstCreationOnly) {
     (void)src.Delete();
     absl::StatusOr<ManagedTableRef> types =
         co_await mgr.NewTableFromFile<std::string, int64_t>(self, "types", good);
-    out += absl::StrCat(" types: ", absl::StatusCodeToString(types.status().code()));
+    EXPECT_EQ(types.status().code(), absl::StatusCode::kInvalidArgument)
+        << "a file of another key type: " << types.status();
     TableOptions ordered;
     ordered.type = TableType::kOrderedSet;
     absl::StatusOr<ManagedTableRef> kind =
         co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "kind", good, ordered);
-    out += absl::StrCat(" kind: ", absl::StatusCodeToString(kind.status().code()));
+    EXPECT_EQ(kind.status().code(), absl::StatusCode::kInvalidArgument)
+        << "a file of another table type: " << kind.status();
     // A missing directory is not a first start: NotFound, no table.
     absl::StatusOr<ManagedTableRef> no_dir = co_await mgr.NewTableFromFile<int64_t, int64_t>(
         self, "no_dir", TempPath("no/such/dir/t.tab"));
-    out += absl::StrCat(" no_dir: ", absl::StatusCodeToString(no_dir.status().code()));
+    EXPECT_EQ(no_dir.status().code(), absl::StatusCode::kNotFound)
+        << "a missing directory: " << no_dir.status();
     absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
-    out += absl::StrCat(" managed=", info.ok() ? info->tables.size() : 0);
-    report(out);
+    CO_ASSERT_OK(info, "info");
+    EXPECT_EQ(info->tables.size(), 2u) << "managed tables: t and fresh, none of the failures";
   });
-  EXPECT_EQ(got,
-            "back: loaded=0 created=0 size=1001 write_kept=1 fresh: loaded=0 created=1 size=0 "
-            "bad: DATA_LOSS names_file=1 names_table=1 types: INVALID_ARGUMENT kind: "
-            "INVALID_ARGUMENT no_dir: NOT_FOUND managed=2");
   std::ifstream still(damaged, std::ios::binary);
   EXPECT_TRUE(still.good());
 }
 
 TEST_F(ManagerTest, AddTable) {
   ASSERT_TRUE(StartManager(*node_).ok());
-  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+  InProcess([](Process& self) -> Task<void> {
     Etsmgr mgr;
     IntTable mine = IntTable::New().value();
     absl::StatusOr<ManagedTableRef> r = co_await mgr.AddTable(self, "table1", mine.any());
-    if (!r.ok()) co_return report(r.status().ToString());
+    CO_ASSERT_OK(r, "add_table(table1)");
     TableInfo info = mine.Info().value();
-    std::string out =
-        absl::StrCat("owner_is_me=", info.owner == self.self(),
-                     " heir_is_vault=", info.heir == self.node().Whereis("etsmgr_vault"));
+    EXPECT_EQ(info.owner, self.self()) << "the caller still owns its added table";
+    EXPECT_EQ(info.heir, self.node().Whereis("etsmgr_vault")) << "the vault is its heir";
     // Idempotent: adding again is fine.
     absl::StatusOr<ManagedTableRef> again = co_await mgr.AddTable(self, "table1", mine.any());
-    out += " again=" + again.status().ToString();
+    EXPECT_TRUE(again.ok()) << "add_table again: " << again.status();
     absl::Status del = co_await mgr.DelTable(self, "table1");
-    out += " del=" + del.ToString();
-    report(out);
+    EXPECT_TRUE(del.ok()) << "del_table(table1): " << del;
   });
-  EXPECT_EQ(got, "owner_is_me=1 heir_is_vault=1 again=OK del=OK");
 }
 
 TEST_F(ManagerTest, DelTableUnknownAndOneOfSeveralKeepsTheLink) {
   ASSERT_TRUE(StartManager(*node_).ok());
-  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+  InProcess([](Process& self) -> Task<void> {
     Etsmgr mgr;
     absl::Status unknown = co_await mgr.DelTable(self, "table1");
-    std::string out = absl::StrCat("unknown=", absl::StatusCodeToString(unknown.code()),
-                                   ErrorAtom(unknown) == Atom::kNoSuchTableEntry);
+    EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound) << "del_table(unknown): " << unknown;
+    EXPECT_TRUE(ErrorAtom(unknown) == Atom::kNoSuchTableEntry) << "del_table(unknown): " << unknown;
     absl::StatusOr<ManagedTableRef> t1 = co_await mgr.NewTable<int64_t, int64_t>(self, "table1");
     absl::StatusOr<ManagedTableRef> t2 = co_await mgr.NewTable<int64_t, int64_t>(self, "table2");
-    if (!t1.ok() || !t2.ok()) co_return report("new_table failed");
+    CO_ASSERT_OK(t1, "new_table(table1)");
+    CO_ASSERT_OK(t2, "new_table(table2)");
     Pid manager = t1->manager;
-    out += absl::StrCat(" linked=", Contains(GetProcessInfo(self.self())->links, manager));
+    EXPECT_TRUE(Contains(GetProcessInfo(self.self())->links, manager))
+        << "a client is linked to the manager";
     absl::Status d1 = co_await mgr.DelTable(self, "table1");
-    out += absl::StrCat(" del1=", d1.ok(),
-                        " still_linked=", Contains(GetProcessInfo(self.self())->links, manager));
+    EXPECT_TRUE(d1.ok()) << "del_table(table1): " << d1;
+    EXPECT_TRUE(Contains(GetProcessInfo(self.self())->links, manager))
+        << "still linked while table2 is managed";
     absl::Status d2 = co_await mgr.DelTable(self, "table2");
-    out += absl::StrCat(" del2=", d2.ok(),
-                        " unlinked=", !Contains(GetProcessInfo(self.self())->links, manager));
+    EXPECT_TRUE(d2.ok()) << "del_table(table2): " << d2;
+    EXPECT_FALSE(Contains(GetProcessInfo(self.self())->links, manager))
+        << "unlinked after its last table";
     t1->table.Delete().IgnoreError();
     t2->table.Delete().IgnoreError();
-    report(out);
   });
-  EXPECT_EQ(got, "unknown=NOT_FOUND1 linked=1 del1=1 still_linked=1 del2=1 unlinked=1");
 }
 
 // A process that owns a managed table and waits (until Go, or until killed).
@@ -273,39 +272,43 @@ TEST_F(ManagerTest, ConflictsAreErrorsNamingTableAndPids) {
   std::promise<ManagedTableRef> made;
   Pid holder = SpawnHolder(*node_, "shared", &made);
   ManagedTableRef held = made.get_future().get();
-  std::string got = Probe([held, holder](Process& self, Report report) -> Task<void> {
+  InProcess([held, holder](Process& self) -> Task<void> {
     Etsmgr mgr;
-    std::string out;
     // new_table of a name another live process holds: table_exists.
     absl::StatusOr<ManagedTableRef> taken = co_await mgr.NewTable<int64_t, int64_t>(self, "shared");
-    out += absl::StatusCodeToString(taken.status().code());
-    out += absl::StrCat(taken.status().message().find(holder.ToString()) != std::string::npos,
-                        ErrorAtom(taken.status()) == Atom::kTableExists);
+    EXPECT_EQ(taken.status().code(), absl::StatusCode::kAlreadyExists)
+        << "new_table of a held name: " << taken.status();
+    EXPECT_TRUE(taken.status().message().find(holder.ToString()) != std::string::npos)
+        << "new_table of a held name names the holder: " << taken.status();
+    EXPECT_TRUE(ErrorAtom(taken.status()) == Atom::kTableExists)
+        << "new_table of a held name: " << taken.status();
     // Same name with other types: InvalidArgument naming both.
     absl::StatusOr<ManagedTableRef> types =
         co_await mgr.NewTable<std::string, int64_t>(self, "shared");
-    out += " " + std::string(absl::StatusCodeToString(types.status().code()));
-    out += absl::StrCat(types.status().message().find("<long, long>") != std::string::npos);
+    EXPECT_EQ(types.status().code(), absl::StatusCode::kInvalidArgument)
+        << "new_table with other types: " << types.status();
+    EXPECT_TRUE(types.status().message().find("<long, long>") != std::string::npos)
+        << "new_table with other types names the table's: " << types.status();
     // add_table of a table we do not own: not_owner.
     absl::StatusOr<ManagedTableRef> not_mine = co_await mgr.AddTable(self, "other", held.table);
-    out += " " + std::string(absl::StatusCodeToString(not_mine.status().code()));
-    out += absl::StrCat(ErrorAtom(not_mine.status()) == Atom::kNotOwner);
+    EXPECT_EQ(not_mine.status().code(), absl::StatusCode::kPermissionDenied)
+        << "add_table of a table we do not own: " << not_mine.status();
+    EXPECT_TRUE(ErrorAtom(not_mine.status()) == Atom::kNotOwner)
+        << "add_table of a table we do not own: " << not_mine.status();
     // add_table of another table under a taken name: table_exists.
     IntTable mine = IntTable::New().value();
     absl::StatusOr<ManagedTableRef> clash = co_await mgr.AddTable(self, "shared", mine.any());
-    out += " " + std::string(absl::StatusCodeToString(clash.status().code()));
+    EXPECT_EQ(clash.status().code(), absl::StatusCode::kAlreadyExists)
+        << "add_table under a taken name: " << clash.status();
     // del_table by neither client nor owner: not_owner, naming the caller, client and owner.
     absl::Status del = co_await mgr.DelTable(self, "shared");
-    out += " " + std::string(absl::StatusCodeToString(del.code()));
-    out += absl::StrCat(del.message().find(absl::StrCat(
-                            "caller ", self.self().ToString(), " is neither the registered client ",
-                            holder.ToString(), " nor the owner ", holder.ToString())) !=
-                        std::string::npos);
-    report(out);
+    EXPECT_EQ(del.code(), absl::StatusCode::kPermissionDenied)
+        << "del_table by neither client nor owner: " << del;
+    EXPECT_TRUE(del.message().find(absl::StrCat(
+                    "caller ", self.self().ToString(), " is neither the registered client ",
+                    holder.ToString(), " nor the owner ", holder.ToString())) != std::string::npos)
+        << "del_table by neither client nor owner: " << del;
   });
-  EXPECT_EQ(got,
-            "ALREADY_EXISTS11 INVALID_ARGUMENT1 PERMISSION_DENIED1 ALREADY_EXISTS "
-            "PERMISSION_DENIED1");
   Send(holder, Go{});
 }
 
@@ -332,28 +335,29 @@ TEST_F(ManagerTest, VaultHeldTableGoesBackOnceToOneClient) {
                        {.trap_exit = true})
                    .value();
   made->get_future().get();
-  std::string got = Probe([holder](Process& self, Report report) -> Task<void> {
+  InProcess([holder](Process& self) -> Task<void> {
     Etsmgr mgr;
     absl::StatusOr<ManagedTableRef> busy = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
-    std::string out = std::string(absl::StatusCodeToString(busy.status().code()));
-    out += absl::StrCat(busy.status().message().find("held for its live client " +
-                                                     holder.ToString()) != std::string::npos);
+    EXPECT_EQ(busy.status().code(), absl::StatusCode::kAlreadyExists)
+        << "new_table while the vault holds it for a live client: " << busy.status();
+    EXPECT_TRUE(busy.status().message().find("held for its live client " + holder.ToString()) !=
+                std::string::npos)
+        << "new_table while the vault holds it for a live client: " << busy.status();
     SendExit(holder, ExitReason::Kill());
     co_await AwaitDown(self, holder);
     absl::StatusOr<ManagedTableRef> back = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
-    if (!back.ok()) co_return report(out + " " + back.status().ToString());
+    CO_ASSERT_OK(back, "new_table after the client died");
     IntTable t = IntTable::Attach(back->table).value();
     absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
-    out += absl::StrCat(
-        " created=", back->created, " owner_is_me=", t.Info().value().owner == self.self(),
-        " data=", t.Get(1).value().value(), " hand_backs=", info->counters.hand_backs,
-        " no_stray_transfer=", self.mailbox_size() == 0);
+    EXPECT_FALSE(back->created) << "taken over, not created";
+    EXPECT_EQ(t.Info().value().owner, self.self()) << "the new client owns it";
+    EXPECT_EQ(t.Get(1).value().value(), 100) << "with its data";
+    CO_ASSERT_OK(info, "info");
+    EXPECT_EQ(info->counters.hand_backs, 1u) << "hand_backs";
+    EXPECT_EQ(self.mailbox_size(), 0u) << "no stray TableTransfer";
     EXPECT_TRUE((co_await mgr.DelTable(self, "t")).ok());
     EXPECT_TRUE(t.Delete().ok());
-    report(out);
   });
-  EXPECT_EQ(got,
-            "ALREADY_EXISTS1 created=0 owner_is_me=1 data=100 hand_backs=1 no_stray_transfer=1");
 }
 
 TEST_F(ManagerTest, BadInputIsInvalidArgument) {
@@ -364,77 +368,87 @@ TEST_F(ManagerTest, BadInputIsInvalidArgument) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("period"), std::string::npos) << st;
   ASSERT_TRUE(StartManager(*node_).ok());
-  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+  InProcess([](Process& self) -> Task<void> {
     Etsmgr mgr;
     absl::StatusOr<ManagedTableRef> empty = co_await mgr.NewTable<int64_t, int64_t>(self, "");
+    EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument)
+        << "new_table with an empty name: " << empty.status();
     absl::StatusOr<ManagedTableRef> null = co_await mgr.AddTable(self, "t", AnyTable());
+    EXPECT_EQ(null.status().code(), absl::StatusCode::kInvalidArgument)
+        << "add_table of a null table: " << null.status();
     absl::Status del = co_await mgr.DelTable(self, "");
-    report(absl::StrCat(absl::StatusCodeToString(empty.status().code()), " ",
-                        absl::StatusCodeToString(null.status().code()), " ",
-                        absl::StatusCodeToString(del.code())));
+    EXPECT_EQ(del.code(), absl::StatusCode::kInvalidArgument)
+        << "del_table with an empty name: " << del;
   });
-  EXPECT_EQ(got, "INVALID_ARGUMENT INVALID_ARGUMENT INVALID_ARGUMENT");
 }
 
 TEST_F(ManagerTest, UnavailableAndDeadline) {
   // Never started: Unavailable at once, for every call.
-  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+  InProcess([](Process& self) -> Task<void> {
     Etsmgr mgr("nobody");
     absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable)
+        << "new_table, never started: " << r.status();
     absl::StatusOr<ManagerInfo> i = co_await mgr.Info(self);
+    EXPECT_EQ(i.status().code(), absl::StatusCode::kUnavailable)
+        << "info, never started: " << i.status();
     absl::Status d = co_await mgr.DelTable(self, "t");
+    EXPECT_EQ(d.code(), absl::StatusCode::kUnavailable) << "del_table, never started: " << d;
     absl::StatusOr<Pid> w = co_await mgr.WaitForManager(self, Deadline(absl::Milliseconds(20)));
-    report(absl::StrCat(
-        absl::StatusCodeToString(r.status().code()), " ",
-        absl::StatusCodeToString(i.status().code()), " ", absl::StatusCodeToString(d.code()), " ",
-        absl::StatusCodeToString(w.status().code()), " ", ToString(mgr.State(self.node()))));
+    EXPECT_EQ(w.status().code(), absl::StatusCode::kDeadlineExceeded)
+        << "wait_for_manager, never started: " << w.status();
+    EXPECT_EQ(std::string(ToString(mgr.State(self.node()))), "not_started")
+        << "the instance's state";
   });
-  EXPECT_EQ(got, "UNAVAILABLE UNAVAILABLE UNAVAILABLE DEADLINE_EXCEEDED not_started");
   // A process merely registered under the manager's name is not a manager.
   Pid mute = node_
                  ->Spawn([](Process& self) -> Task<void> { co_await self.Receive<Go>(); },
                          {.name = "etsmgr_srv_mute"})
                  .value();
-  got = Probe([](Process& self, Report report) -> Task<void> {
+  InProcess([](Process& self) -> Task<void> {
     Etsmgr mgr("mute");
     absl::Status r = co_await mgr.DelTable(self, "t");
-    report(absl::StatusCodeToString(r.code()));
+    EXPECT_EQ(r.code(), absl::StatusCode::kUnavailable)
+        << "del_table to a process merely registered under the manager's name: " << r;
   });
-  EXPECT_EQ(got, "UNAVAILABLE");
   Send(mute, Go{});
   // Stopped: table calls are Unavailable; a waiter waits for the next start until its deadline.
   ASSERT_TRUE(StartManager(*node_, "aaa").ok());
   ASSERT_TRUE(StopManager(*node_, "aaa").ok());
-  got = Probe([](Process& self, Report report) -> Task<void> {
+  InProcess([](Process& self) -> Task<void> {
     Etsmgr mgr("aaa");
     absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable)
+        << "new_table, stopped: " << r.status();
     absl::StatusOr<Pid> w = co_await mgr.WaitForManager(self, Deadline(absl::Milliseconds(20)));
-    report(absl::StrCat(absl::StatusCodeToString(r.status().code()), " ",
-                        absl::StatusCodeToString(w.status().code()),
-                        w.status().message().find("stopped") != std::string::npos, " ",
-                        ToString(mgr.State(self.node()))));
+    EXPECT_EQ(w.status().code(), absl::StatusCode::kDeadlineExceeded)
+        << "wait_for_manager, stopped: " << w.status();
+    EXPECT_TRUE(w.status().message().find("stopped") != std::string::npos)
+        << "wait_for_manager, stopped: " << w.status();
+    EXPECT_EQ(std::string(ToString(mgr.State(self.node()))), "stopped") << "the instance's state";
   });
-  EXPECT_EQ(got, "UNAVAILABLE DEADLINE_EXCEEDED1 stopped");
 }
 
 TEST_F(ManagerTest, WaitForManagerWakesOnRegistration) {
   auto waiting = std::make_shared<std::promise<void>>();
-  auto result = std::make_shared<std::promise<std::string>>();
-  node_
-      ->Spawn([waiting, result](Process& self) -> Task<void> {
-        Etsmgr mgr;
-        absl::StatusOr<Pid> none = co_await mgr.WaitForManager(self, absl::Now());
-        std::string out = std::string(absl::StatusCodeToString(none.status().code()));
-        waiting->set_value();
-        absl::StatusOr<Pid> pid =
-            co_await mgr.WaitForManager(self, absl::Now() + absl::Seconds(30));
-        out += absl::StrCat(" ", pid.ok() && *pid == self.node().Whereis("etsmgr_srv"));
-        result->set_value(out);
-      })
-      .value();
+  std::thread waiter([&] {
+    InProcess([waiting](Process& self) -> Task<void> {
+      Etsmgr mgr;
+      absl::StatusOr<Pid> none = co_await mgr.WaitForManager(self, absl::Now());
+      EXPECT_EQ(none.status().code(), absl::StatusCode::kDeadlineExceeded)
+          << "wait_for_manager with a past deadline, not started: " << none.status();
+      waiting->set_value();
+      absl::StatusOr<Pid> pid = co_await mgr.WaitForManager(self, absl::Now() + absl::Seconds(30));
+      EXPECT_TRUE(pid.ok()) << "wait_for_manager wakes on the start: " << pid.status();
+      if (pid.ok()) {
+        EXPECT_EQ(*pid, self.node().Whereis("etsmgr_srv")) << "it yields the manager";
+      }
+    });
+  });
   waiting->get_future().get();
-  ASSERT_TRUE(StartManager(*node_).ok());
-  EXPECT_EQ(result->get_future().get(), "DEADLINE_EXCEEDED 1");
+  absl::Status started = StartManager(*node_);
+  waiter.join();
+  EXPECT_TRUE(started.ok()) << started;
 }
 
 TEST_F(ManagerTest, InfoListsTablesAndCounters) {
@@ -442,17 +456,20 @@ TEST_F(ManagerTest, InfoListsTablesAndCounters) {
   std::promise<ManagedTableRef> made;
   Pid holder = SpawnHolder(*node_, "held", &made);
   made.get_future().get();
-  std::string got = Probe([holder](Process& self, Report report) -> Task<void> {
+  InProcess([holder](Process& self) -> Task<void> {
     Etsmgr mgr;
     absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
-    if (!info.ok()) co_return report(info.status().ToString());
+    CO_ASSERT_OK(info, "info");
+    CO_ASSERT_TRUE(info->tables.size() == 1, "info lists the one managed table");
     const ManagedTableInfo& t = info->tables.at(0);
-    report(absl::StrCat(info->tables.size(), " ", t.name, " client=", t.client == holder,
-                        " owner=", t.owner == holder, " heir=", t.heir == info->vault,
-                        " size=", t.size, " created=", info->counters.tables_created,
-                        " lost=", info->counters.tables_lost));
+    EXPECT_EQ(t.name, "held") << "the table's name";
+    EXPECT_EQ(t.client, holder) << "its client";
+    EXPECT_EQ(t.owner, holder) << "its owner";
+    EXPECT_EQ(t.heir, info->vault) << "its heir is the vault";
+    EXPECT_EQ(t.size, 1u) << "its size";
+    EXPECT_EQ(info->counters.tables_created, 1u) << "tables_created";
+    EXPECT_EQ(info->counters.tables_lost, 0u) << "tables_lost";
   });
-  EXPECT_EQ(got, "1 held client=1 owner=1 heir=1 size=1 created=1 lost=0");
   Send(holder, Go{});
 }
 
@@ -463,19 +480,17 @@ TEST_F(ManagerTest, EmbeddedInTheApplicationsSupervisor) {
   SupervisorFlags flags;
   Pid sup = StartSupervisor(*node_, flags, std::move(children)).value();
   EXPECT_TRUE(node_->Whereis("etsmgr_srv_emb").valid());
-  std::string got = Probe([](Process& self, Report report) -> Task<void> {
+  InProcess([](Process& self) -> Task<void> {
     Etsmgr mgr("emb");
     absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
-    report(r.status().ToString());
+    EXPECT_TRUE(r.ok()) << "new_table from the embedded manager: " << r.status();
   });
-  EXPECT_EQ(got, "OK");
   // The standalone start of the same instance is refused while the embedded one runs.
   EXPECT_EQ(StartManager(*node_, "emb").code(), absl::StatusCode::kAlreadyExists);
-  std::string stopped = Probe([sup](Process& self, Report report) -> Task<void> {
+  InProcess([sup](Process& self) -> Task<void> {
     absl::Status st = co_await StopSupervisor(self, sup);
-    report(st.ToString());
+    EXPECT_TRUE(st.ok()) << "stop the application's supervisor: " << st;
   });
-  EXPECT_EQ(stopped, "OK");
   EXPECT_FALSE(node_->Whereis("etsmgr_srv_emb").valid());
 }
 

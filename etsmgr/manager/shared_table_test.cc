@@ -12,10 +12,11 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <future>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/error_atom.h"
@@ -30,7 +31,25 @@ namespace etsmgr {
 namespace {
 
 using IntTable = Table<int64_t, int64_t>;
-using Report = std::function<void(std::string)>;
+
+// What NewTableHere got: whether the table was handed out as new, and the counter's value.
+struct Claimed {
+  bool created = false;
+  int64_t value = -1;  // -1: no counter.
+};
+
+// Checks what NewTableHere got (SCOPED_TRACE names the caller's line).
+#define EXPECT_CLAIMED(got, want_created, want_value) \
+  do {                                                \
+    SCOPED_TRACE("EXPECT_CLAIMED");                   \
+    ExpectClaimed(got, want_created, want_value);     \
+  } while (0)
+
+void ExpectClaimed(const absl::StatusOr<Claimed>& got, bool created, int64_t value) {
+  ASSERT_TRUE(got.ok()) << "new_table(counter) here: " << got.status();
+  EXPECT_EQ(got->created, created) << "created (handed out as a new table)";
+  EXPECT_EQ(got->value, value) << "the counter's value (-1: none)";
+}
 
 constexpr int64_t kCounter = 1;
 
@@ -176,43 +195,49 @@ class SharedManagedTableTest : public ::testing::Test {
     child_ = -1;
     close(ack_);
   }
-  // RunProbe, returning once the probe process has exited (so a table it took has gone to the
-  // instance before the next step asks for it).
-  std::string RunToExit(ProbeBody body) {
-    auto pid = std::make_shared<std::promise<Pid>>();
-    std::future<Pid> got_pid = pid->get_future();
-    std::string out =
-        RunProbe(*node_, [body = std::move(body), pid](Process& self, Report report) -> Task<void> {
-          pid->set_value(self.self());
-          co_await body(self, std::move(report));
-        });
-    AwaitDeath(*node_, got_pid.get());
-    return out;
+  // Runs `body` (Process& -> Task<V>) in a fresh process (up to 20 s) and returns what it yields
+  // once that process has exited (so a table it took has gone to the instance before the next
+  // step asks for it).
+  template <typename F>
+  auto RunToExit(F body) {
+    auto running = std::make_shared<std::pair<std::mutex, Pid>>();
+    auto result = node_->Run(
+        [body = std::move(body), running](Process& self) {
+          {
+            std::lock_guard<std::mutex> lock(running->first);
+            running->second = self.self();
+          }
+          return body(self);
+        },
+        {}, absl::Seconds(20));
+    Pid pid;
+    {
+      std::lock_guard<std::mutex> lock(running->first);
+      pid = running->second;
+    }
+    if (pid.valid()) AwaitDeath(*node_, pid);
+    return result;
   }
 
   // In this program: NewTable of "counter" from a fresh process, which then exits (the instance
-  // holds the table); yields "created=<0|1> value=<v>" or the error.
-  std::string NewTableHere() {
+  // holds the table).
+  absl::StatusOr<Claimed> NewTableHere() {
     if (node_ == nullptr) {
       node_ = Node::Create({.schedulers = 1}).value();
       EXPECT_TRUE(StartManager(*node_, inst_).ok());
     }
     TableOptions options = options_;
     Etsmgr mgr(inst_);
-    return RunToExit([options, mgr](Process& self, Report report) -> Task<void> {
+    return RunToExit([options, mgr](Process& self) -> Task<absl::StatusOr<Claimed>> {
       absl::StatusOr<ManagedTableRef> r =
           co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
-      if (!r.ok()) {
-        report(r.status().ToString());
-        co_return;
-      }
+      if (!r.ok()) co_return r.status();
       IntTable t = IntTable::Attach(r->table).value();
       absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
       if (!info.ok() || info->tables.size() != 1 || info->tables[0].size != t.Size().value()) {
-        report("info() disagrees with the table's size");
-        co_return;
+        co_return absl::InternalError("info() disagrees with the table's size");
       }
-      report(absl::StrCat("created=", r->created, " value=", t.Get(kCounter).value().value_or(-1)));
+      co_return Claimed{.created = r->created, .value = t.Get(kCounter).value().value_or(-1)};
     });  // The client exits: the instance holds the table.
   }
 
@@ -224,29 +249,24 @@ class SharedManagedTableTest : public ::testing::Test {
     }
     Etsmgr mgr(inst_);
     const std::string segment = options_.shared->segment;
-    return RunToExit([mgr, segment](Process& self, Report report) -> Task<void> {
-      absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
-      if (!info.ok()) {
-        report(info.status().ToString());
-        co_return;
-      }
-      std::string out;
-      for (const SharedTableRecord& r : info->shared_tables) {
-        absl::StrAppend(&out, out.empty() ? "" : " ", r.name, ":", r.exists, ":", r.held,
-                        r.segment == segment ? "" : ":other-segment",
-                        r.key_type == "long" ? "" : ":key-" + r.key_type);
-      }
-      report(out.empty() ? "none" : out);
-    });
+    absl::StatusOr<std::string> listed =
+        RunToExit([mgr, segment](Process& self) -> Task<absl::StatusOr<std::string>> {
+          absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+          if (!info.ok()) co_return info.status();
+          std::string out;
+          for (const SharedTableRecord& r : info->shared_tables) {
+            absl::StrAppend(&out, out.empty() ? "" : " ", r.name, ":", r.exists, ":", r.held,
+                            r.segment == segment ? "" : ":other-segment",
+                            r.key_type == "long" ? "" : ":key-" + r.key_type);
+          }
+          co_return out.empty() ? "none" : out;
+        });
+    return listed.ok() ? *listed : listed.status().ToString();
   }
-  std::string DelTableHere() {
+  absl::Status DelTableHere() {
     Etsmgr mgr(inst_);
-    return RunToExit([mgr](Process& self, Report report) -> Task<void> {
-      absl::Status del = co_await mgr.DelTable(self, "counter");
-      // The atom, decided by the payload, leads an error that has one.
-      const Atom atom = ErrorAtom(del);
-      report(atom == Atom::kNone ? del.ToString()
-                                 : absl::StrCat("atom=", AtomName(atom), " ", del.ToString()));
+    return RunToExit([mgr](Process& self) -> Task<absl::Status> {
+      co_return co_await mgr.DelTable(self, "counter");
     });
   }
 
@@ -275,9 +295,10 @@ TEST_F(SharedManagedTableTest, AKilledProgramsTableComesBackWithItsData) {
     const int64_t value = map.Get(kCounter).value().value();
     EXPECT_GE(value, acked);  // Every returned write is there.
   }
-  const std::string got = NewTableHere();
-  EXPECT_EQ(got.substr(0, 10), "created=0 ") << got;  // Found, not created.
-  EXPECT_GE(std::stoll(got.substr(got.find("value=") + 6)), acked) << got;
+  const absl::StatusOr<Claimed> got = NewTableHere();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_FALSE(got->created) << "found, not created";
+  EXPECT_GE(got->value, acked) << "every returned write is in the table handed out";
 }
 
 // The segment remembers whether its first client finished initialising it: a program killed
@@ -288,8 +309,8 @@ TEST_F(SharedManagedTableTest, AProgramKilledWhileInitialisingLeavesTheTableCrea
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -4);  // Inside init.
   KillProgram();
   EXPECT_TRUE(Exists(SegmentPath()));
-  EXPECT_EQ(NewTableHere(), "created=1 value=100");  // What the killed init wrote stays.
-  EXPECT_EQ(NewTableHere(), "created=0 value=100");  // This client initialised it.
+  EXPECT_CLAIMED(NewTableHere(), true, 100);   // What the killed init wrote stays.
+  EXPECT_CLAIMED(NewTableHere(), false, 100);  // This client initialised it.
 }
 
 TEST_F(SharedManagedTableTest, AnOpenWhoseInitReturnedLeavesAFilledTable) {
@@ -297,7 +318,7 @@ TEST_F(SharedManagedTableTest, AnOpenWhoseInitReturnedLeavesAFilledTable) {
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -4);
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);  // Open returned: created.
   KillProgram();
-  EXPECT_EQ(NewTableHere(), "created=0 value=100");
+  EXPECT_CLAIMED(NewTableHere(), false, 100);
 }
 
 // A shared table the manager did not create (AddTable of the client's own table, or a table
@@ -307,14 +328,14 @@ TEST_F(SharedManagedTableTest, AnAddedSharedTableComesBackFilled) {
   ForkFillerProgram(/*add=*/true);
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -6);
   KillProgram();
-  EXPECT_EQ(NewTableHere(), "created=0 value=42");
+  EXPECT_CLAIMED(NewTableHere(), false, 42);
 }
 
 TEST_F(SharedManagedTableTest, ASegmentFilledOutsideTheManagerComesBackFilled) {
   ForkFillerProgram(/*add=*/false);
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -6);
   KillProgram();
-  EXPECT_EQ(NewTableHere(), "created=0 value=42");
+  EXPECT_CLAIMED(NewTableHere(), false, 42);
 }
 
 // Program after program is killed at a seeded point of its stream of update_counter calls: each
@@ -356,46 +377,44 @@ TEST_F(SharedManagedTableTest, TheDirectoryOfSharedTablesOutlivesTheProgram) {
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -3);
   // Another program's manager of the same instance sees it, held by a live program...
   EXPECT_EQ(SharedTablesHere(), "counter:1:1");
-  const std::string refused = DelTableHere();
-  EXPECT_NE(refused.find("ALREADY_EXISTS"), std::string::npos) << refused;
+  const absl::Status refused = DelTableHere();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kAlreadyExists)
+      << "del_table of a table a live program holds: " << refused;
   EXPECT_TRUE(Exists(SegmentPath()));
   KillProgram();
   // ... and, once that program is dead, as a table nobody holds, which DelTable removes
   // although nobody here asked for it.
   EXPECT_EQ(SharedTablesHere(), "counter:1:0");
-  EXPECT_EQ(DelTableHere(), "OK");
+  EXPECT_TRUE(DelTableHere().ok()) << "del_table of a table nobody holds";
   EXPECT_FALSE(Exists(SegmentPath()));
   EXPECT_FALSE(Exists(ClaimPath()));
   EXPECT_EQ(SharedTablesHere(), "none");
-  EXPECT_EQ(DelTableHere().rfind("atom=no_such_table_entry ", 0), 0u);
+  EXPECT_TRUE(ErrorAtom(DelTableHere()) == Atom::kNoSuchTableEntry)
+      << "del_table of a removed table: no_such_table_entry";
 }
 
 TEST_F(SharedManagedTableTest, NewTableRecordsItAndDelTableForgetsIt) {
   EXPECT_EQ(SharedTablesHere(), "none");
   TableOptions options = options_;
   Etsmgr mgr(inst_);
-  std::string got = RunProbe(*node_, [options, mgr](Process& self, Report report) -> Task<void> {
+  RunInProcess(*node_, [options, mgr](Process& self) -> Task<void> {
     absl::StatusOr<ManagedTableRef> r =
         co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
-    if (!r.ok()) {
-      report(r.status().ToString());
-      co_return;
-    }
+    CO_ASSERT_OK(r, "new_table(counter)");
     absl::StatusOr<ManagerInfo> before = co_await mgr.Info(self);
     absl::Status del = co_await mgr.DelTable(self, "counter");
     absl::StatusOr<ManagerInfo> after = co_await mgr.Info(self);
-    if (!before.ok() || !after.ok()) {
-      report("info failed");
-      co_return;
-    }
-    std::string out = absl::StrCat("before=", before->shared_tables.size());
-    for (const SharedTableRecord& t : before->shared_tables) {
-      absl::StrAppend(&out, " ", t.name, " ", t.key_type, "->", t.value_type, " held=", t.held);
-    }
-    absl::StrAppend(&out, " del=", del.ToString(), " after=", after->shared_tables.size());
-    report(out);
+    CO_ASSERT_OK(before, "info before del_table");
+    CO_ASSERT_OK(after, "info after del_table");
+    CO_ASSERT_TRUE(before->shared_tables.size() == 1, "one shared table recorded by new_table");
+    const SharedTableRecord& t = before->shared_tables[0];
+    EXPECT_EQ(t.name, "counter") << "the record's name";
+    EXPECT_EQ(t.key_type, "long") << "the record's key type";
+    EXPECT_EQ(t.value_type, "long") << "the record's value type";
+    EXPECT_TRUE(t.held) << "the record: held";
+    EXPECT_TRUE(del.ok()) << "del_table(counter): " << del;
+    EXPECT_EQ(after->shared_tables.size(), 0u) << "del_table forgets the record";
   });
-  EXPECT_EQ(got, "before=1 counter long->long held=1 del=OK after=0");
   EXPECT_FALSE(Exists(SegmentPath()));
 }
 
@@ -405,12 +424,14 @@ TEST_F(SharedManagedTableTest, TwoLiveProgramsCannotBothHoldIt) {
   for (int64_t i = 1; i <= 3; ++i) ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), i);
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -3);  // Alive, holding it.
   const pid_t holder = child_;
-  const std::string refused = NewTableHere();
-  EXPECT_NE(refused.find("ALREADY_EXISTS"), std::string::npos) << refused;
-  EXPECT_NE(refused.find(absl::StrCat("pid ", holder)), std::string::npos) << refused;
+  const absl::StatusOr<Claimed> refused = NewTableHere();
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists)
+      << "new_table of a table a live program holds: " << refused.status();
+  EXPECT_NE(refused.status().message().find(absl::StrCat("pid ", holder)), std::string::npos)
+      << refused.status();
   KillProgram();
   // The holder is dead: the kernel released its claim, and the table comes back.
-  EXPECT_EQ(NewTableHere(), "created=0 value=3");
+  EXPECT_CLAIMED(NewTableHere(), false, 3);
 }
 
 TEST_F(SharedManagedTableTest, ANewTableIsCreatedAndDelTableRemovesIt) {
@@ -418,28 +439,24 @@ TEST_F(SharedManagedTableTest, ANewTableIsCreatedAndDelTableRemovesIt) {
   ASSERT_TRUE(StartManager(*node_, inst_).ok());
   TableOptions options = options_;
   Etsmgr mgr(inst_);
-  std::string got = RunProbe(*node_, [options, mgr](Process& self, Report report) -> Task<void> {
+  RunInProcess(*node_, [options, mgr](Process& self) -> Task<void> {
     absl::StatusOr<ManagedTableRef> r =
         co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
-    if (!r.ok()) {
-      report(r.status().ToString());
-      co_return;
-    }
-    std::string out = absl::StrCat("created=", r->created);
+    CO_ASSERT_OK(r, "new_table(counter)");
+    EXPECT_TRUE(r->created) << "a new shared table is created";
     IntTable t = IntTable::Attach(r->table).value();
     (void)t.Insert(kCounter, 5);
     absl::Status del = co_await mgr.DelTable(self, "counter");
-    absl::StrAppend(&out, " del=", del.ToString(), " alive=", t.alive());
-    report(out);
+    EXPECT_TRUE(del.ok()) << "del_table(counter): " << del;
+    EXPECT_FALSE(t.alive()) << "del_table deletes the table";
   });
-  EXPECT_EQ(got, "created=1 del=OK alive=0");
   EXPECT_FALSE(Exists(SegmentPath()));
   EXPECT_FALSE(Exists(ClaimPath()));
-  EXPECT_EQ(NewTableHere(), "created=1 value=-1");  // A fresh, empty table.
+  EXPECT_CLAIMED(NewTableHere(), true, -1);  // A fresh, empty table.
 }
 
 TEST_F(SharedManagedTableTest, ADiscardRemovesTheSegmentsOfHeldTables) {
-  EXPECT_EQ(NewTableHere(), "created=1 value=-1");  // The client exits: the instance holds it.
+  EXPECT_CLAIMED(NewTableHere(), true, -1);  // The client exits: the instance holds it.
   EXPECT_TRUE(Exists(SegmentPath()));
   ASSERT_TRUE(StopManager(*node_, inst_, {.discard_tables = true}).ok());
   EXPECT_FALSE(Exists(SegmentPath()));
@@ -447,11 +464,11 @@ TEST_F(SharedManagedTableTest, ADiscardRemovesTheSegmentsOfHeldTables) {
 }
 
 TEST_F(SharedManagedTableTest, AStopWithoutDiscardKeepsTheSegment) {
-  EXPECT_EQ(NewTableHere(), "created=1 value=-1");
+  EXPECT_CLAIMED(NewTableHere(), true, -1);
   ASSERT_TRUE(StopManager(*node_, inst_).ok());
   node_.reset();  // The whole runtime goes, as at a normal exit of the program.
   EXPECT_TRUE(Exists(SegmentPath()));
-  EXPECT_EQ(NewTableHere(), "created=0 value=-1");
+  EXPECT_CLAIMED(NewTableHere(), false, -1);
 }
 
 TEST_F(SharedManagedTableTest, AClientCrashInsideTheProgramIsTheUsualHandBack) {
@@ -461,8 +478,10 @@ TEST_F(SharedManagedTableTest, AClientCrashInsideTheProgramIsTheUsualHandBack) {
   KillProgram();
   // In this program: a client takes it, is killed, and the next client gets it from the
   // instance (the in-process heir), with no second claim.
-  EXPECT_EQ(NewTableHere(), "created=0 value=-1");
-  EXPECT_EQ(NewTableHere().substr(0, 10), "created=0 ");
+  EXPECT_CLAIMED(NewTableHere(), false, -1);
+  const absl::StatusOr<Claimed> again = NewTableHere();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->created) << "the next client gets it from the instance, not created";
 }
 
 }  // namespace

@@ -95,11 +95,21 @@ class ExitTableTest : public ::testing::TestWithParam<std::tuple<How, bool, bool
 
 TEST_P(ExitTableTest, Clause) {
   auto [how, trapping, linked] = GetParam();
+  ExitReason seen = SeenReason(how);
+  std::string expected;
+  if (!linked) {
+    expected = "alive, no signal";
+  } else if (trapping) {
+    expected = "alive, signal " + seen.ToString();
+  } else if (seen.is_normal()) {
+    expected = "alive, no signal";
+  } else {
+    expected = "died " + seen.ToString();
+  }
   auto node = Node::Create({.schedulers = 2}).value();
-  std::string got = RunProbe(
+  RunInProcess(
       *node,
-      [how = how, trapping = trapping, linked = linked](
-          Process& probe, std::function<void(std::string)> report) -> Task<void> {
+      [how = how, linked = linked, trapping = trapping, expected](Process& probe) -> Task<void> {
         Pid victim = probe.Spawn([how](Process& self) { return Victim(self, how); }).value();
         Pid observer =
             probe
@@ -128,21 +138,9 @@ TEST_P(ExitTableTest, Clause) {
         } else {
           Send(victim, Go{});
         }
-        report(co_await AwaitOutcome(probe, ref));
+        std::string outcome = co_await AwaitOutcome(probe, ref);
+        EXPECT_EQ(outcome, expected) << "what the observer received, or how it died";
       });
-
-  ExitReason seen = SeenReason(how);
-  std::string expected;
-  if (!linked) {
-    expected = "alive, no signal";
-  } else if (trapping) {
-    expected = "alive, signal " + seen.ToString();
-  } else if (seen.is_normal()) {
-    expected = "alive, no signal";
-  } else {
-    expected = "died " + seen.ToString();
-  }
-  EXPECT_EQ(got, expected);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllClauses, ExitTableTest,
@@ -165,34 +163,6 @@ TEST_P(DirectExitTest, Clause) {
   ExitReason reasons[] = {ExitReason::Normal(), ExitReason::Shutdown(), ExitReason::Kill(),
                           ExitReason::Custom("bye")};
   ExitReason reason = reasons[reason_index];
-  auto node = Node::Create({.schedulers = 2}).value();
-  std::string got = RunProbe(
-      *node,
-      [reason, trapping = trapping](Process& probe,
-                                    std::function<void(std::string)> report) -> Task<void> {
-        Pid target =
-            probe
-                .Spawn(
-                    [probe_pid = probe.self()](Process& self) -> Task<void> {
-                      Send(probe_pid, Go{});
-                      // The probe sends the exit signal, then Go: in order, so once Go is
-                      // here the signal has acted.
-                      co_await self.Receive<Go>();
-                      std::optional<ExitSignal> sig =
-                          co_await self.ReceiveFor<ExitSignal>(absl::ZeroDuration());
-                      Send(probe_pid,
-                           Outcome{sig ? "signal " + sig->reason.ToString() + " from probe=" +
-                                             (sig->from == probe_pid ? "yes" : "no")
-                                       : "no signal"});
-                    },
-                    {.trap_exit = trapping})
-                .value();
-        uint64_t ref = probe.Monitor(target);
-        co_await probe.Receive<Go>();
-        SendExit(target, reason, probe.self());
-        Send(target, Go{});
-        report(co_await AwaitOutcome(probe, ref));
-      });
   std::string expected;
   if (reason.is_kill()) {
     expected = "died killed";
@@ -203,7 +173,31 @@ TEST_P(DirectExitTest, Clause) {
   } else {
     expected = "died " + reason.ToString();
   }
-  EXPECT_EQ(got, expected);
+  auto node = Node::Create({.schedulers = 2}).value();
+  RunInProcess(*node, [reason, trapping = trapping, expected](Process& probe) -> Task<void> {
+    Pid target = probe
+                     .Spawn(
+                         [probe_pid = probe.self()](Process& self) -> Task<void> {
+                           Send(probe_pid, Go{});
+                           // The probe sends the exit signal, then Go: in order, so once Go is
+                           // here the signal has acted.
+                           co_await self.Receive<Go>();
+                           std::optional<ExitSignal> sig =
+                               co_await self.ReceiveFor<ExitSignal>(absl::ZeroDuration());
+                           Send(probe_pid,
+                                Outcome{sig ? "signal " + sig->reason.ToString() + " from probe=" +
+                                                  (sig->from == probe_pid ? "yes" : "no")
+                                            : "no signal"});
+                         },
+                         {.trap_exit = trapping})
+                     .value();
+    uint64_t ref = probe.Monitor(target);
+    co_await probe.Receive<Go>();
+    SendExit(target, reason, probe.self());
+    Send(target, Go{});
+    std::string outcome = co_await AwaitOutcome(probe, ref);
+    EXPECT_EQ(outcome, expected) << "what the target received, or how it died";
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(AllClauses, DirectExitTest,

@@ -701,8 +701,8 @@ std::string ProcessControl::registered_name() const {
   return extras_ ? extras_->registered_name : std::string();
 }
 
-ProcessControl::Snapshot ProcessControl::Info() const {
-  Snapshot s;
+ProcessInfo ProcessControl::Info() const {
+  ProcessInfo s;
   ExclusiveLock lock(mu_);
   s.status = status_.load(std::memory_order_acquire);
   s.mailbox_length = mailbox_size();  // Owner-written; a snapshot from other threads.
@@ -805,6 +805,27 @@ struct NameWaiterGuard {
   ~NameWaiterGuard() { node->RemoveNameWaiter(name, self); }
 };
 }  // namespace
+
+Task<std::optional<ExitReason>> AwaitDown(Process& self, Pid pid, absl::Time deadline) {
+  const uint64_t ref = self.Monitor(pid);
+  std::optional<Message> m = co_await self.ReceiveIf(
+      [ref](const Envelope& e) {
+        const Down* d = e.As<Down>();
+        return d != nullptr && d->ref == ref;
+      },
+      deadline);
+  if (!m) {
+    self.Demonitor(ref, /*flush=*/true);
+    co_return std::nullopt;
+  }
+  co_return m->As<Down>()->reason;
+}
+
+Task<ExitReason> AwaitDown(Process& self, Pid pid) {
+  std::optional<ExitReason> reason =
+      co_await AwaitDown(self, std::move(pid), absl::InfiniteFuture());
+  co_return std::move(*reason);
+}
 
 Task<std::optional<Pid>> Process::WaitForRegistered(std::string name, absl::Time deadline) {
   Node& n = node();

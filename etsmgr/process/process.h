@@ -68,6 +68,7 @@
 #include "etsmgr/process/internal/process_control.h"
 #include "etsmgr/process/message.h"
 #include "etsmgr/process/pid.h"
+#include "etsmgr/process/process_info.h"
 
 namespace etsmgr {
 
@@ -98,7 +99,6 @@ bool Send(const Pid& to, T&& message) {
 // A snapshot of a process (Erlang's process_info): status, mailbox length, links, monitors (both
 // directions), trap_exit, registered name, memory. NotFound for a null or dead Pid. Any thread;
 // the mailbox length is the owner's count at some recent moment.
-using ProcessInfo = process_internal::ProcessControl::Snapshot;
 absl::StatusOr<ProcessInfo> GetProcessInfo(const Pid& pid);
 
 // The Pid of the process running on this thread, or the null Pid on a plain thread (tables check
@@ -183,6 +183,16 @@ class Process {
   process_internal::ProcessControl* control() const { return control_; }
   process_internal::ProcessControl* control_;
 };
+
+// Waits until `pid` has exited and yields its exit reason (Erlang's monitor + receive of its
+// 'DOWN'): noproc at once for a dead or null pid. Only that Down is taken; other messages stay
+// queued in order. From the process `self` only.
+//
+//   ExitReason why = co_await AwaitDown(self, worker);
+Task<ExitReason> AwaitDown(Process& self, Pid pid);
+// The same, up to `deadline`: std::nullopt when it passes first (the monitor is then removed, and
+// a Down that raced with the deadline is flushed).
+Task<std::optional<ExitReason>> AwaitDown(Process& self, Pid pid, absl::Time deadline);
 
 class Process::ReceiveAwaiter {
  public:

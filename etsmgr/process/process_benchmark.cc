@@ -8,7 +8,6 @@
 #include <climits>
 #include <cstddef>
 #include <cstdio>
-#include <future>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -261,13 +260,7 @@ double CpuBoundSeconds(int schedulers) {
                        .value());
   }
   RunInProcess(*node, [&pids](Process& self) -> Task<void> {
-    for (const Pid& p : pids) {
-      uint64_t ref = self.Monitor(p);
-      co_await self.ReceiveIf([ref](const Envelope& e) {
-        const Down* d = e.As<Down>();
-        return d != nullptr && d->ref == ref;
-      });
-    }
+    for (const Pid& p : pids) co_await AwaitDown(self, p);
   });
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }

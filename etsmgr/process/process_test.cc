@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <future>
 #include <memory>
 #include <set>
 #include <string>
@@ -89,80 +88,74 @@ TEST_P(ProcessTest, PidCopierCountsEveryCopy) {
 // exits normally only if that is the Pong sent to it; a stale Note delivered to it would come
 // first (one sender's messages keep their order) and crash it, and its Down would say so.
 TEST_P(ProcessTest, StalePidNeverReachesANewProcess) {
-  std::string got =
-      RunProbe(*node_, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid short_lived = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
-        co_await AwaitDown(self, short_lived);
-        // Many new processes; none may receive what is sent to the dead Pid.
-        std::vector<Pid> fresh;
-        std::vector<uint64_t> refs;
-        for (int i = 0; i < 50; ++i) {
-          fresh.push_back(self.Spawn([](Process& p) -> Task<void> {
-                                Message m = co_await p.Receive();
-                                if (!m.Is<Pong>())
-                                  throw std::runtime_error("stale message arrived");
-                              })
-                              .value());
-          refs.push_back(self.Monitor(fresh.back()));
-        }
-        bool delivered = Send(short_lived, Note{"to the dead"});
-        for (const Pid& p : fresh) Send(p, Pong{0});
-        int normal = 0;
-        std::string other;
-        for (uint64_t ref : refs) {
-          std::optional<Message> m = co_await self.ReceiveIf(
-              [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
-              absl::Now() + absl::Seconds(10));
-          if (!m) {
-            other += " timeout";
-          } else if (m->As<Down>()->reason == ExitReason::Normal()) {
-            ++normal;
-          } else {
-            other += " " + m->As<Down>()->reason.ToString();
-          }
-        }
-        report(absl::StrCat("delivered=", delivered, " alive=", short_lived.alive(),
-                            " normal=", normal, other));
-      });
-  EXPECT_EQ(got, "delivered=0 alive=0 normal=50");
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    Pid short_lived = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
+    co_await AwaitDown(self, short_lived);
+    // Many new processes; none may receive what is sent to the dead Pid.
+    std::vector<Pid> fresh;
+    std::vector<uint64_t> refs;
+    for (int i = 0; i < 50; ++i) {
+      fresh.push_back(self.Spawn([](Process& p) -> Task<void> {
+                            Message m = co_await p.Receive();
+                            if (!m.Is<Pong>()) throw std::runtime_error("stale message arrived");
+                          })
+                          .value());
+      refs.push_back(self.Monitor(fresh.back()));
+    }
+    EXPECT_FALSE(Send(short_lived, Note{"to the dead"})) << "Send to a dead pid reports delivery";
+    for (const Pid& p : fresh) Send(p, Pong{0});
+    for (size_t i = 0; i < refs.size(); ++i) {
+      const uint64_t ref = refs[i];
+      std::optional<Message> m = co_await self.ReceiveIf(
+          [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
+          absl::Now() + absl::Seconds(10));
+      CO_ASSERT_TRUE(m.has_value(), absl::StrCat("fresh process ", i, "'s Down within 10 s"));
+      EXPECT_EQ(m->As<Down>()->reason.ToString(), "normal")
+          << "fresh process " << i << " " << fresh[i].ToString() << " got a stale message";
+    }
+    EXPECT_FALSE(short_lived.alive()) << "the short-lived process is dead";
+  });
 }
 
 TEST_P(ProcessTest, MailboxIsFifoAndSelectiveReceiveKeepsOrder) {
-  std::string got =
-      RunProbe(*node_, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Send(self.self(), Note{"a"});
-        Send(self.self(), Pong{1});
-        Send(self.self(), Note{"b"});
-        Send(self.self(), Pong{2});
-        Send(self.self(), Note{"c"});
-        Pong p1 = co_await self.Receive<Pong>();
-        Pong p2 = co_await self.Receive<Pong>();
-        std::string order = absl::StrCat(p1.n, p2.n, ":");
-        for (int i = 0; i < 3; ++i) {
-          Message m = co_await self.Receive();
-          order += m.As<Note>()->text;
-        }
-        report(order);
-      });
-  EXPECT_EQ(got, "12:abc");
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    Send(self.self(), Note{"a"});
+    Send(self.self(), Pong{1});
+    Send(self.self(), Note{"b"});
+    Send(self.self(), Pong{2});
+    Send(self.self(), Note{"c"});
+    Pong p1 = co_await self.Receive<Pong>();
+    Pong p2 = co_await self.Receive<Pong>();
+    EXPECT_EQ(p1.n, 1) << "first Pong by type";
+    EXPECT_EQ(p2.n, 2) << "second Pong by type";
+    std::string order;
+    for (int i = 0; i < 3; ++i) {
+      Message m = co_await self.Receive();
+      CO_ASSERT_TRUE(m.Is<Note>(), "only Notes are left");
+      order += m.As<Note>()->text;
+    }
+    EXPECT_EQ(order, "abc") << "the Notes left behind keep their order";
+  });
 }
 
 TEST_P(ProcessTest, ReceiveWithTimeoutAndPredicate) {
-  std::string got =
-      RunProbe(*node_, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        absl::Time start = absl::Now();
-        std::optional<Message> none = co_await self.ReceiveFor(absl::Milliseconds(20));
-        bool waited = absl::Now() - start >= absl::Milliseconds(20);
-        Send(self.self(), Pong{1});
-        Send(self.self(), Pong{7});
-        std::optional<Message> seven = co_await self.ReceiveIf(
-            [](const Envelope& e) { return e.Is<Pong>() && e.As<Pong>()->n == 7; });
-        std::optional<Pong> one = co_await self.ReceiveFor<Pong>(absl::Seconds(1));
-        std::optional<Pong> nothing = co_await self.ReceiveFor<Pong>(absl::Milliseconds(1));
-        report(absl::StrCat(none.has_value(), waited, seven->As<Pong>()->n, one->n,
-                            nothing.has_value()));
-      });
-  EXPECT_EQ(got, "01710");
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    absl::Time start = absl::Now();
+    std::optional<Message> none = co_await self.ReceiveFor(absl::Milliseconds(20));
+    EXPECT_FALSE(none.has_value()) << "ReceiveFor on an empty mailbox times out";
+    EXPECT_GE(absl::Now() - start, absl::Milliseconds(20)) << "ReceiveFor waited its timeout";
+    Send(self.self(), Pong{1});
+    Send(self.self(), Pong{7});
+    std::optional<Message> seven = co_await self.ReceiveIf(
+        [](const Envelope& e) { return e.Is<Pong>() && e.As<Pong>()->n == 7; });
+    CO_ASSERT_TRUE(seven.has_value(), "ReceiveIf finds the Pong 7");
+    EXPECT_EQ(seven->As<Pong>()->n, 7) << "ReceiveIf takes the message its predicate names";
+    std::optional<Pong> one = co_await self.ReceiveFor<Pong>(absl::Seconds(1));
+    CO_ASSERT_TRUE(one.has_value(), "the Pong 1 skipped by the predicate is still queued");
+    EXPECT_EQ(one->n, 1) << "the Pong skipped by the predicate";
+    std::optional<Pong> nothing = co_await self.ReceiveFor<Pong>(absl::Milliseconds(1));
+    EXPECT_FALSE(nothing.has_value()) << "no third Pong";
+  });
 }
 
 Task<void> Ponger(Process& self) {
@@ -174,45 +167,41 @@ Task<void> Ponger(Process& self) {
 
 TEST_P(ProcessTest, PingPongAcrossSchedulersAndFromPlainThreads) {
   Pid ponger = node_->Spawn(Ponger, {.scheduler = 1}).value();
-  std::string got =
-      RunProbe(*node_,
-               [ponger](Process& self, std::function<void(std::string)> report) -> Task<void> {
+  RunInProcess(*node_,
+               [ponger](Process& self) -> Task<void> {
                  int sum = 0;
                  for (int i = 0; i < 1000; ++i) {
                    Send(ponger, Ping{self.self(), i});
                    sum += (co_await self.Receive<Pong>()).n;
                  }
-                 report(absl::StrCat(sum));
+                 EXPECT_EQ(sum, 999 * 1000 / 2) << "the sum of 1000 ping-pongs across schedulers";
                },
                {.scheduler = 0});
-  EXPECT_EQ(got, absl::StrCat(999 * 1000 / 2));
   // Sends from plain threads reach a process too.
-  std::string from_threads =
-      RunProbe(*node_, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid me = self.self();
-        std::vector<std::thread> threads;
-        for (int t = 0; t < 4; ++t) {
-          threads.emplace_back([me, t] {
-            for (int i = 0; i < 250; ++i) Send(me, Pong{t});
-          });
-        }
-        int n = 0;
-        while (n < 1000) {
-          co_await self.Receive<Pong>();
-          ++n;
-        }
-        for (auto& t : threads) t.join();
-        report(absl::StrCat(n));
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    Pid me = self.self();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([me, t] {
+        for (int i = 0; i < 250; ++i) Send(me, Pong{t});
       });
-  EXPECT_EQ(from_threads, "1000");
+    }
+    int n = 0;
+    while (n < 1000) {
+      co_await self.Receive<Pong>();
+      ++n;
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(n, 1000) << "messages received from 4 plain threads";
+  });
 }
 
 // Same scheduler: a message may skip the incoming queue, but never overtake an earlier signal
 // or message from the same sender.
 TEST_P(ProcessTest, SignalThenMessageKeepOrderOnOneScheduler) {
-  std::string got = RunProbe(
+  RunInProcess(
       *node_,
-      [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+      [](Process& self) -> Task<void> {
         Pid probe = self.self();
         Pid target = self.Spawn(
                              [probe](Process& t) -> Task<void> {
@@ -232,10 +221,9 @@ TEST_P(ProcessTest, SignalThenMessageKeepOrderOnOneScheduler) {
         SendExit(target, ExitReason::Custom("x"), self.self());
         Send(target, Note{"b"});
         Note order = co_await self.Receive<Note>();
-        report(order.text);
+        EXPECT_EQ(order.text, "aSb") << "message, signal (S), message: the order the target saw";
       },
       {.scheduler = 0, .pin = true});
-  EXPECT_EQ(got, "aSb");
 }
 
 TEST_P(ProcessTest, RegistryRegisterWhereisAndNameFreedOnExit) {
@@ -251,36 +239,34 @@ TEST_P(ProcessTest, RegistryRegisterWhereisAndNameFreedOnExit) {
   EXPECT_TRUE(node_->SendNamed("ponger", Note{"x"}).ok());
   EXPECT_EQ(node_->SendNamed("nobody", Note{"x"}).code(), absl::StatusCode::kNotFound);
 
-  std::string got = RunProbe(
-      *node_, [worker](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        uint64_t ref = self.Monitor(worker);
-        SendExit(worker, ExitReason::Kill());
-        co_await self.ReceiveIf(
-            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
-        report("");
-      });
-  (void)got;
+  RunInProcess(*node_, [worker](Process& self) -> Task<void> {
+    uint64_t ref = self.Monitor(worker);
+    SendExit(worker, ExitReason::Kill());
+    co_await self.ReceiveIf(
+        [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
+  });
   EXPECT_FALSE(node_->Whereis("ponger").valid());
   EXPECT_EQ(node_->Register("ponger", worker).code(), absl::StatusCode::kNotFound);
 }
 
 TEST_P(ProcessTest, WaitForRegisteredWakesOnRegistration) {
-  std::string got =
-      RunProbe(*node_, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Node& node = self.node();
-        std::thread registrar([&node] {
-          Pid late = node.Spawn(Ponger).value();
-          ASSERT_TRUE(node.Register("late", late).ok());
-        });
-        std::optional<Pid> found =
-            co_await self.WaitForRegistered("late", absl::Now() + absl::Seconds(10));
-        registrar.join();
-        std::optional<Pid> missing =
-            co_await self.WaitForRegistered("never", absl::Now() + absl::Milliseconds(20));
-        report(
-            absl::StrCat(found.has_value() && *found == node.Whereis("late"), missing.has_value()));
-      });
-  EXPECT_EQ(got, "10");
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    Node& node = self.node();
+    std::thread registrar([&node] {
+      Pid late = node.Spawn(Ponger).value();
+      ASSERT_TRUE(node.Register("late", late).ok());
+    });
+    std::optional<Pid> found =
+        co_await self.WaitForRegistered("late", absl::Now() + absl::Seconds(10));
+    registrar.join();
+    EXPECT_TRUE(found.has_value()) << "WaitForRegistered(\"late\") woke within 10 s";
+    if (found) {
+      EXPECT_EQ(*found, node.Whereis("late")) << "it yields the registered pid";
+    }
+    std::optional<Pid> missing =
+        co_await self.WaitForRegistered("never", absl::Now() + absl::Milliseconds(20));
+    EXPECT_FALSE(missing.has_value()) << "WaitForRegistered(\"never\") times out";
+  });
 }
 
 struct Guard {
@@ -290,194 +276,248 @@ struct Guard {
 
 TEST_P(ProcessTest, KillDuringReceiveRunsDestructorsOnceAndFiresMonitor) {
   auto destroyed = std::make_shared<std::atomic<int>>(0);
-  std::string got = RunProbe(
-      *node_, [destroyed](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid victim = self.Spawn([destroyed, probe = self.self()](Process& v) -> Task<void> {
-                           Guard g{destroyed};
-                           Send(probe, Note{"ready"});
-                           co_await v.Receive<Ping>();  // Never arrives.
-                         })
-                         .value();
-        uint64_t ref = self.Monitor(victim);
-        co_await self.Receive<Note>();
-        SendExit(victim, ExitReason::Kill());
-        std::optional<Message> m = co_await self.ReceiveIf(
-            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
-            absl::Now() + absl::Seconds(10));
-        report(absl::StrCat(m ? m->As<Down>()->reason.ToString() : "timeout", " ",
-                            destroyed->load(), " ", victim.alive()));
-      });
-  EXPECT_EQ(got, "killed 1 0");
+  RunInProcess(*node_, [destroyed](Process& self) -> Task<void> {
+    Pid victim = self.Spawn([destroyed, probe = self.self()](Process& v) -> Task<void> {
+                       Guard g{destroyed};
+                       Send(probe, Note{"ready"});
+                       co_await v.Receive<Ping>();  // Never arrives.
+                     })
+                     .value();
+    uint64_t ref = self.Monitor(victim);
+    co_await self.Receive<Note>();
+    SendExit(victim, ExitReason::Kill());
+    std::optional<Message> m = co_await self.ReceiveIf(
+        [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
+        absl::Now() + absl::Seconds(10));
+    CO_ASSERT_TRUE(m.has_value(), "the victim's Down within 10 s");
+    EXPECT_EQ(m->As<Down>()->reason.ToString(), "killed") << "the victim's exit reason";
+    EXPECT_EQ(destroyed->load(), 1) << "the victim's destructors ran once by its Down";
+    EXPECT_FALSE(victim.alive()) << "the victim is dead at its Down";
+  });
   EXPECT_EQ(destroyed->load(), 1);
 }
 
 TEST_P(ProcessTest, MonitorsAndDemonitorFlush) {
-  std::string got =
-      RunProbe(*node_, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid dead = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
-        uint64_t r1 = self.Monitor(dead);
-        Down d1 = co_await self.Receive<Down>();
-        // Monitoring a dead process gives Down noproc at once.
-        uint64_t r2 = self.Monitor(dead);
-        Down d2 = co_await self.Receive<Down>();
-        // Demonitor with flush removes a Down already queued.
-        // A second monitor's Down proves the first one's is queued: Downs go out in monitor
-        // order, and one sender's messages keep their order.
-        // `quick` lives until both monitors are in place: its exit then sends both Downs, in
-        // monitor order (a monitor set after its death would get a noproc Down at once, which
-        // can overtake the first).
-        Pid quick =
-            self.Spawn([](Process& q) -> Task<void> { co_await q.Receive<Ping>(); }).value();
-        uint64_t r3 = self.Monitor(quick);
-        uint64_t r4 = self.Monitor(quick);
-        Send(quick, Ping{});
-        auto down_of = [](uint64_t ref) {
-          return [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; };
-        };
-        std::optional<Message> d4 =
-            co_await self.ReceiveIf(down_of(r4), absl::Now() + absl::Seconds(10));
-        size_t queued = self.mailbox_size();  // r3's Down.
-        self.Demonitor(r3, /*flush=*/true);
-        std::optional<Down> none = co_await self.ReceiveFor<Down>(absl::ZeroDuration());
-        report(absl::StrCat(d1.ref == r1, d1.reason.ToString(), " ", d2.ref == r2,
-                            d2.reason.ToString(), " ", d4.has_value(), " ", queued, " ",
-                            none.has_value()));
-      });
-  // The first Down is normal or noproc depending on whether it died before the monitor.
-  EXPECT_TRUE(got == "1normal 1noproc 1 1 0" || got == "1noproc 1noproc 1 1 0") << got;
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    Pid dead = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
+    uint64_t r1 = self.Monitor(dead);
+    Down d1 = co_await self.Receive<Down>();
+    // Monitoring a dead process gives Down noproc at once.
+    uint64_t r2 = self.Monitor(dead);
+    Down d2 = co_await self.Receive<Down>();
+    // Demonitor with flush removes a Down already queued.
+    // A second monitor's Down proves the first one's is queued: Downs go out in monitor
+    // order, and one sender's messages keep their order.
+    // `quick` lives until both monitors are in place: its exit then sends both Downs, in
+    // monitor order (a monitor set after its death would get a noproc Down at once, which
+    // can overtake the first).
+    Pid quick = self.Spawn([](Process& q) -> Task<void> { co_await q.Receive<Ping>(); }).value();
+    uint64_t r3 = self.Monitor(quick);
+    uint64_t r4 = self.Monitor(quick);
+    Send(quick, Ping{});
+    auto down_of = [](uint64_t ref) {
+      return [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; };
+    };
+    std::optional<Message> d4 =
+        co_await self.ReceiveIf(down_of(r4), absl::Now() + absl::Seconds(10));
+    size_t queued = self.mailbox_size();  // r3's Down.
+    self.Demonitor(r3, /*flush=*/true);
+    std::optional<Down> none = co_await self.ReceiveFor<Down>(absl::ZeroDuration());
+    EXPECT_EQ(d1.ref, r1) << "the first Down carries the first monitor's ref";
+    // Normal or noproc depending on whether it died before the monitor.
+    EXPECT_TRUE(d1.reason.ToString() == "normal" || d1.reason.ToString() == "noproc")
+        << "the first Down's reason: " << d1.reason.ToString();
+    EXPECT_EQ(d2.ref, r2) << "the monitor of a dead pid: its Down's ref";
+    EXPECT_EQ(d2.reason.ToString(), "noproc") << "the monitor of a dead pid: its Down's reason";
+    EXPECT_TRUE(d4.has_value()) << "the second monitor's Down within 10 s";
+    EXPECT_EQ(queued, 1u) << "the first monitor's Down is queued by then";
+    EXPECT_FALSE(none.has_value()) << "Demonitor(flush) removed the queued Down";
+  });
 }
 
 TEST_P(ProcessTest, LinkToDeadPidGivesNoproc) {
-  std::string got =
-      RunProbe(*node_,
-               [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+  RunInProcess(*node_,
+               [](Process& self) -> Task<void> {
                  Pid dead = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
                  uint64_t ref = self.Monitor(dead);
                  co_await self.ReceiveIf(
                      [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
                  self.Link(dead);
                  ExitSignal sig = co_await self.Receive<ExitSignal>();
-                 report(absl::StrCat(sig.from == dead, sig.reason.ToString()));
+                 EXPECT_EQ(sig.from, dead) << "the exit signal is from the dead pid";
+                 EXPECT_EQ(sig.reason.ToString(), "noproc") << "the exit signal's reason";
                },
                {.trap_exit = true});
-  EXPECT_EQ(got, "1noproc");
 }
 
 TEST_P(ProcessTest, TryLinkLinksALiveProcessAndReportsADeadOneWithoutSignal) {
-  std::string got =
-      RunProbe(*node_, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid dead = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
-        co_await AwaitDown(self, dead);
-        Pid live = self.Spawn([](Process& p) -> Task<void> { co_await p.Receive<Note>(); }).value();
-        bool to_dead = self.TryLink(dead);
-        bool to_live = self.TryLink(live);
-        std::vector<Pid> links = GetProcessInfo(self.self())->links;
-        bool linked = std::find(links.begin(), links.end(), live) != links.end();
-        // No noproc signal: this process does not trap exits and is still running.
-        Send(live, Note{"go"});
-        co_await AwaitDown(self, live);
-        report(absl::StrCat(to_dead, to_live, linked, " mailbox=", self.mailbox_size()));
-      });
-  EXPECT_EQ(got, "011 mailbox=0");
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    Pid dead = self.Spawn([](Process&) -> Task<void> { co_return; }).value();
+    co_await AwaitDown(self, dead);
+    Pid live = self.Spawn([](Process& p) -> Task<void> { co_await p.Receive<Note>(); }).value();
+    EXPECT_FALSE(self.TryLink(dead)) << "TryLink to a dead pid";
+    EXPECT_TRUE(self.TryLink(live)) << "TryLink to a live pid";
+    std::vector<Pid> links = GetProcessInfo(self.self())->links;
+    EXPECT_NE(std::find(links.begin(), links.end(), live), links.end())
+        << "the live process is in this process's links";
+    // No noproc signal: this process does not trap exits and is still running.
+    Send(live, Note{"go"});
+    co_await AwaitDown(self, live);
+    EXPECT_EQ(self.mailbox_size(), 0u) << "no signal or message from the dead pid's TryLink";
+  });
 }
 
 TEST_P(ProcessTest, UnlinkStopsSignals) {
-  std::string got =
-      RunProbe(*node_, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid other = self.Spawn([](Process& p) -> Task<void> {
-                          co_await p.Receive<Note>();
-                          co_await p.Exit(ExitReason::Custom("crash"));
-                        })
-                        .value();
-        self.Link(other);
-        self.Unlink(other);
-        uint64_t ref = self.Monitor(other);
-        Send(other, Note{"go"});
-        Down d = co_await self.Receive<Down>();
-        (void)ref;
-        report(d.reason.ToString());  // Still alive to report: the unlinked crash did not kill us.
-      });
-  EXPECT_EQ(got, "crash");
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    Pid other = self.Spawn([](Process& p) -> Task<void> {
+                      co_await p.Receive<Note>();
+                      co_await p.Exit(ExitReason::Custom("crash"));
+                    })
+                    .value();
+    self.Link(other);
+    self.Unlink(other);
+    self.Monitor(other);
+    Send(other, Note{"go"});
+    Down d = co_await self.Receive<Down>();
+    // Still alive to check: the unlinked crash did not kill us.
+    EXPECT_EQ(d.reason.ToString(), "crash") << "the unlinked process's exit reason";
+  });
 }
 
 TEST_P(ProcessTest, SpawnLinkedChildCrashKillsParent) {
-  std::string got =
-      RunProbe(*node_, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid parent = self.Spawn([](Process& p) -> Task<void> {
-                           (void)p.SpawnLink([](Process&) -> Task<void> {
-                             throw std::runtime_error("child failed");
-                             co_return;
-                           });
-                           co_await p.Receive<Note>();
-                         })
-                         .value();
-        uint64_t ref = self.Monitor(parent);
-        Down d = co_await self.Receive<Down>();
-        (void)ref;
-        report(d.reason.ToString());
-      });
-  EXPECT_EQ(got, "{exception,\"child failed\"}");
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    Pid parent = self.Spawn([](Process& p) -> Task<void> {
+                       (void)p.SpawnLink([](Process&) -> Task<void> {
+                         throw std::runtime_error("child failed");
+                         co_return;
+                       });
+                       co_await p.Receive<Note>();
+                     })
+                     .value();
+    self.Monitor(parent);
+    Down d = co_await self.Receive<Down>();
+    EXPECT_EQ(d.reason.ToString(), "{exception,\"child failed\"}")
+        << "the parent exits with its linked child's crash";
+  });
 }
 
 TEST_P(ProcessTest, ProcessInfo) {
-  std::string got = RunProbe(
-      *node_,
-      [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid other = self.Spawn(Ponger).value();
-        self.Link(other);
-        uint64_t ref = self.Monitor(other);
-        (void)ref;
-        (void)self.Register("info_probe");
-        Send(self.self(), Note{"queued"});
-        co_await self.Sleep(absl::Milliseconds(1));
-        absl::StatusOr<ProcessInfo> mine = GetProcessInfo(self.self());
-        // The ponger suspends in its receive soon after it starts: wait for that, with a deadline.
-        absl::StatusOr<ProcessInfo> theirs = GetProcessInfo(other);
-        absl::Time deadline = absl::Now() + absl::Seconds(5);
-        while (theirs->status != process_internal::ProcessControl::Status::kWaiting &&
-               absl::Now() < deadline) {
-          co_await self.Sleep(absl::Milliseconds(1));
-          theirs = GetProcessInfo(other);
-        }
-        bool waiting = theirs->status == process_internal::ProcessControl::Status::kWaiting;
-        SendExit(other, ExitReason::Kill());
-        co_await self.Receive<ExitSignal>();
-        absl::StatusOr<ProcessInfo> dead = GetProcessInfo(other);
-        report(absl::StrCat(mine->links.size(), mine->monitoring.size(),
-                            theirs->monitored_by.size(), mine->trap_exit, waiting, " ",
-                            mine->registered_name, " ", mine->mailbox_length, " ", mine->memory > 0,
-                            " ", absl::StatusCodeToString(dead.status().code())));
-      },
-      {.trap_exit = true});
-  EXPECT_EQ(got, "11111 info_probe 1 1 NOT_FOUND");
+  RunInProcess(*node_,
+               [](Process& self) -> Task<void> {
+                 Pid other = self.Spawn(Ponger).value();
+                 self.Link(other);
+                 self.Monitor(other);
+                 (void)self.Register("info_probe");
+                 Send(self.self(), Note{"queued"});
+                 co_await self.Sleep(absl::Milliseconds(1));
+                 absl::StatusOr<ProcessInfo> mine = GetProcessInfo(self.self());
+                 CO_ASSERT_OK(mine, "this process's info");
+                 // The ponger suspends in its receive soon after it starts: wait for that, with a
+                 // deadline.
+                 absl::StatusOr<ProcessInfo> theirs = GetProcessInfo(other);
+                 CO_ASSERT_OK(theirs, "the ponger's info");
+                 absl::Time deadline = absl::Now() + absl::Seconds(5);
+                 while (theirs->status != ProcessStatus::kWaiting && absl::Now() < deadline) {
+                   co_await self.Sleep(absl::Milliseconds(1));
+                   theirs = GetProcessInfo(other);
+                   CO_ASSERT_OK(theirs, "the ponger's info");
+                 }
+                 EXPECT_EQ(theirs->status, ProcessStatus::kWaiting)
+                     << "the ponger waits in its receive within 5 s";
+                 SendExit(other, ExitReason::Kill());
+                 co_await self.Receive<ExitSignal>();
+                 absl::StatusOr<ProcessInfo> dead = GetProcessInfo(other);
+                 EXPECT_EQ(mine->links.size(), 1u) << "links";
+                 EXPECT_EQ(mine->monitoring.size(), 1u) << "monitoring";
+                 EXPECT_EQ(theirs->monitored_by.size(), 1u) << "the ponger's monitored_by";
+                 EXPECT_TRUE(mine->trap_exit) << "trap_exit";
+                 EXPECT_EQ(mine->registered_name, "info_probe") << "registered_name";
+                 EXPECT_EQ(mine->mailbox_length, 1u) << "mailbox_length";
+                 EXPECT_GT(mine->memory, 0u) << "memory";
+                 EXPECT_EQ(dead.status().code(), absl::StatusCode::kNotFound)
+                     << "the info of a dead process: " << dead.status();
+               },
+               {.trap_exit = true});
 }
 
 // OTP's order: a dying process releases what it owns (exit hooks: tables to their heirs) before
 // its links and monitors fire, so a watcher never sees the exit before the hand-over.
 TEST_P(ProcessTest, ExitHooksRunBeforeLinksAndMonitorsFire) {
   auto hook_ran = std::make_shared<std::atomic<bool>>(false);
-  std::string got = RunProbe(
-      *node_,
-      [hook_ran](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid victim =
-            self.Spawn([hook_ran, probe = self.self()](Process& v) -> Task<void> {
-                  process_internal::ProcessAccess::Control(v)->AddExitHook(
-                      [hook_ran](const Pid&, const ExitReason&) { hook_ran->store(true); });
-                  Send(probe, Note{"ready"});
-                  co_await v.Receive<Ping>();
-                })
-                .value();
-        self.Link(victim);
-        uint64_t ref = self.Monitor(victim);
-        co_await self.Receive<Note>();
-        SendExit(victim, ExitReason::Kill());
-        ExitSignal sig = co_await self.Receive<ExitSignal>();
-        bool at_signal = hook_ran->load();
-        Down d = co_await self.Receive<Down>();
-        report(absl::StrCat(at_signal, hook_ran->load(), d.ref == ref, sig.reason.ToString()));
-      },
-      {.trap_exit = true});
-  EXPECT_EQ(got, "111killed");
+  RunInProcess(*node_,
+               [hook_ran](Process& self) -> Task<void> {
+                 Pid victim =
+                     self.Spawn([hook_ran, probe = self.self()](Process& v) -> Task<void> {
+                           process_internal::ProcessAccess::AddExitHook(
+                               v.self(),
+                               [hook_ran](const Pid&, const ExitReason&) { hook_ran->store(true); },
+                               nullptr);
+                           Send(probe, Note{"ready"});
+                           co_await v.Receive<Ping>();
+                         })
+                         .value();
+                 self.Link(victim);
+                 uint64_t ref = self.Monitor(victim);
+                 co_await self.Receive<Note>();
+                 SendExit(victim, ExitReason::Kill());
+                 ExitSignal sig = co_await self.Receive<ExitSignal>();
+                 EXPECT_TRUE(hook_ran->load()) << "the exit hook ran before the link's exit signal";
+                 Down d = co_await self.Receive<Down>();
+                 EXPECT_TRUE(hook_ran->load()) << "the exit hook ran before the monitor's Down";
+                 EXPECT_EQ(d.ref, ref) << "the Down's ref";
+                 EXPECT_EQ(sig.reason.ToString(), "killed") << "the exit signal's reason";
+               },
+               {.trap_exit = true});
+}
+
+// Node::Run's result follows the body's: V for a status, Status for void, StatusOr<V> otherwise;
+// a plain Task runs as a process too; a timeout answers DeadlineExceeded; from a scheduler thread
+// it refuses at once instead of deadlocking.
+TEST_P(ProcessTest, NodeRunYieldsWhatTheBodyYields) {
+  absl::StatusOr<int> seven = node_->Run([](Process&) -> Task<int> { co_return 7; });
+  ASSERT_TRUE(seven.ok()) << seven.status();
+  EXPECT_EQ(*seven, 7) << "a Task<int> body's value";
+  absl::Status fine = node_->Run([](Process& self) -> Task<void> { co_await self.Yield(); });
+  EXPECT_TRUE(fine.ok()) << "a Task<void> body: " << fine;
+  absl::Status failed = node_->Run<absl::Status>(
+      [](Process&) -> Task<absl::Status> { co_return absl::NotFoundError("the body's error"); });
+  EXPECT_EQ(failed.code(), absl::StatusCode::kNotFound) << "the body's own status: " << failed;
+  absl::StatusOr<Pid> me = node_->Run([]() -> Task<Pid> { co_return CurrentPid(); }());
+  EXPECT_TRUE(me.ok() && me->valid()) << "a plain Task runs as a process";
+  absl::Status slow = node_->Run([](Process& self) -> Task<void> { co_await self.Receive<Ping>(); },
+                                 {}, absl::Milliseconds(20));
+  EXPECT_EQ(slow.code(), absl::StatusCode::kDeadlineExceeded) << "past its timeout: " << slow;
+  RunInProcess(*node_, [](Process& self) {
+    absl::Status nested = self.node().Run([](Process&) -> Task<void> { co_return; });
+    EXPECT_EQ(nested.code(), absl::StatusCode::kFailedPrecondition)
+        << "Node::Run from a scheduler thread: " << nested;
+  });
+}
+
+// AwaitDown yields the exit reason, noproc at once for a dead pid, nullopt at its deadline, and
+// leaves other messages queued.
+TEST_P(ProcessTest, AwaitDownYieldsTheReasonAndLeavesOtherMessages) {
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    // The worker exits once pinged and monitored, so its Down carries its own reason.
+    Pid worker = self.Spawn([](Process& p) -> Task<void> {
+                       co_await p.Receive<Ping>();
+                       while (GetProcessInfo(p.self())->monitored_by.empty()) {
+                         co_await p.Sleep(absl::Milliseconds(1));
+                       }
+                       co_await p.Exit(ExitReason::Custom("done"));
+                     })
+                     .value();
+    Send(self.self(), Note{"queued"});
+    std::optional<ExitReason> early =
+        co_await AwaitDown(self, worker, absl::Now() + absl::Milliseconds(10));
+    EXPECT_FALSE(early.has_value()) << "a live process at the deadline";
+    Send(worker, Ping{});
+    ExitReason why = co_await AwaitDown(self, worker);
+    EXPECT_EQ(why.ToString(), "done") << "the worker's exit reason";
+    ExitReason again = co_await AwaitDown(self, worker);
+    EXPECT_EQ(again.ToString(), "noproc") << "a dead pid: at once";
+    EXPECT_EQ(self.mailbox_size(), 1u) << "only the Note is left (no stray Down)";
+  });
 }
 
 TEST_P(ProcessTest, ShutdownDestroysLiveProcesses) {

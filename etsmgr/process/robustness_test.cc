@@ -2,7 +2,6 @@
 // exit hooks, process_info from other threads, supervisors that fail instead of hanging, checked
 // flags, a supervisor killed while it stops a child, Node::Run, and the clock deadlines use.
 #include <atomic>
-#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,6 +12,7 @@
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/process/supervisor.h"
+#include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -32,31 +32,30 @@ std::unique_ptr<Node> Deterministic(uint64_t seed) {
 TEST(RobustnessTest, WaitForRegisteredSurvivesARegisteredThenDeadName) {
   for (uint64_t seed = 0; seed < 50; ++seed) {
     auto node = Deterministic(seed);
-    absl::StatusOr<std::string> got = node->Run<absl::StatusOr<std::string>>(
-        [](Process& self) -> Task<absl::StatusOr<std::string>> {
-          Pid me = self.self();
-          Pid waiter = self.Spawn([me](Process& p) -> Task<void> {
-                             std::optional<Pid> found =
-                                 co_await p.WaitForRegistered("n", Deadline(absl::Seconds(10)));
-                             Send(me, Go{});
-                             (void)found;
-                           })
-                           .value();
-          co_await self.Sleep(absl::Microseconds(1));  // The waiter waits.
-          // Registered, and dead before the waiter runs.
-          Pid brief = self.Spawn([](Process&) -> Task<void> { co_return; }, {.name = "n"}).value();
-          co_await AwaitDown(self, brief);
-          EXPECT_FALSE(self.node().Whereis("n").valid());  // A dead process has no name.
-          Pid lasting =
-              self.Spawn([](Process& p) -> Task<void> { co_await p.Receive<Go>(); }, {.name = "n"})
-                  .value();
-          std::optional<Go> woke = co_await self.ReceiveFor<Go>(absl::Seconds(5));
-          Send(lasting, Go{});
-          (void)waiter;
-          co_return std::string(woke ? "woke" : "slept through");
-        });
-    ASSERT_TRUE(got.ok()) << got.status();
-    EXPECT_EQ(*got, "woke") << "seed " << seed;
+    absl::Status ran = node->Run([seed](Process& self) -> Task<void> {
+      Pid me = self.self();
+      Pid waiter = self.Spawn([me](Process& p) -> Task<void> {
+                         std::optional<Pid> found =
+                             co_await p.WaitForRegistered("n", Deadline(absl::Seconds(10)));
+                         Send(me, Go{});
+                         (void)found;
+                       })
+                       .value();
+      co_await self.Sleep(absl::Microseconds(1));  // The waiter waits.
+      // Registered, and dead before the waiter runs.
+      Pid brief = self.Spawn([](Process&) -> Task<void> { co_return; }, {.name = "n"}).value();
+      co_await AwaitDown(self, brief);
+      EXPECT_FALSE(self.node().Whereis("n").valid());  // A dead process has no name.
+      Pid lasting =
+          self.Spawn([](Process& p) -> Task<void> { co_await p.Receive<Go>(); }, {.name = "n"})
+              .value();
+      std::optional<Go> woke = co_await self.ReceiveFor<Go>(absl::Seconds(5));
+      Send(lasting, Go{});
+      (void)waiter;
+      EXPECT_TRUE(woke.has_value())
+          << "seed " << seed << ": the waiter woke for the second registration";
+    });
+    ASSERT_TRUE(ran.ok()) << ran;
   }
 }
 
@@ -127,27 +126,24 @@ TEST(RobustnessTest, ASupervisorKilledBeforeItStartedIsAnErrorNotAHang) {
   auto node = Node::Create({.schedulers = 2}).value();
   absl::StatusOr<Pid> plain = StartSupervisor(*node, {}, {KillsItsSupervisor()});
   EXPECT_EQ(plain.status().code(), absl::StatusCode::kAborted) << plain.status();
-  absl::StatusOr<std::string> linked = node->Run<absl::StatusOr<std::string>>(
-      [](Process& self) -> Task<absl::StatusOr<std::string>> {
-        std::vector<ChildSpec> children = {KillsItsSupervisor()};
-        absl::StatusOr<Pid> sup =
-            co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
-        co_return std::string(absl::StatusCodeToString(sup.status().code()));
-      },
-      {.trap_exit = true});
-  ASSERT_TRUE(linked.ok()) << linked.status();
-  EXPECT_EQ(*linked, "ABORTED");
+  RunInProcess(*node,
+               [](Process& self) -> Task<void> {
+                 std::vector<ChildSpec> children = {KillsItsSupervisor()};
+                 absl::StatusOr<Pid> sup =
+                     co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
+                 EXPECT_EQ(sup.status().code(), absl::StatusCode::kAborted)
+                     << "StartSupervisorLink from a process: " << sup.status();
+               },
+               {.trap_exit = true});
 }
 
 TEST(RobustnessTest, BlockingFormsRefuseSchedulerThreadsAndDriveDeterministicRuntimes) {
   auto node = Node::Create({.schedulers = 1}).value();
-  std::string got =
-      RunProbe(*node, [](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        absl::StatusOr<Pid> sup = StartSupervisor(self.node(), {}, {});
-        report(std::string(absl::StatusCodeToString(sup.status().code())));
-        co_return;
-      });
-  EXPECT_EQ(got, "FAILED_PRECONDITION");
+  RunInProcess(*node, [](Process& self) {
+    absl::StatusOr<Pid> sup = StartSupervisor(self.node(), {}, {});
+    EXPECT_EQ(sup.status().code(), absl::StatusCode::kFailedPrecondition)
+        << "the blocking StartSupervisor from a scheduler thread: " << sup.status();
+  });
   // Deterministic: the calling thread drives the runtime until the supervisor is up.
   auto det = Deterministic(7);
   absl::StatusOr<Pid> sup = StartSupervisor(*det, {}, {});
@@ -162,15 +158,15 @@ TEST(RobustnessTest, SupervisorFlagsAreChecked) {
         SupervisorFlags{.period = absl::InfiniteDuration()}}) {
     absl::StatusOr<Pid> sup = StartSupervisor(*node, flags, {});
     EXPECT_EQ(sup.status().code(), absl::StatusCode::kInvalidArgument) << sup.status();
-    absl::StatusOr<std::string> nested = node->Run<absl::StatusOr<std::string>>(
-        [flags](Process& self) -> Task<absl::StatusOr<std::string>> {
-          std::vector<ChildSpec> children = {SupervisorChild("inner", flags, {})};
-          absl::StatusOr<Pid> outer =
-              co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
-          co_return std::string(absl::StatusCodeToString(outer.status().code()));
-        },
-        {.trap_exit = true});
-    EXPECT_EQ(nested.value_or(""), "INVALID_ARGUMENT");
+    RunInProcess(*node,
+                 [flags](Process& self) -> Task<void> {
+                   std::vector<ChildSpec> children = {SupervisorChild("inner", flags, {})};
+                   absl::StatusOr<Pid> outer =
+                       co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
+                   EXPECT_EQ(outer.status().code(), absl::StatusCode::kInvalidArgument)
+                       << "a nested supervisor with bad flags: " << outer.status();
+                 },
+                 {.trap_exit = true});
   }
 }
 
@@ -179,9 +175,8 @@ TEST(RobustnessTest, SupervisorFlagsAreChecked) {
 struct AskedToStop {};
 TEST(RobustnessTest, ASupervisorKilledWhileStoppingAChildLeavesItLinked) {
   auto node = Node::Create({.schedulers = 2}).value();
-  std::string got =
-      RunProbe(*node,
-               [](Process& self, std::function<void(std::string)> report) -> Task<void> {
+  RunInProcess(*node,
+               [](Process& self) -> Task<void> {
                  Pid me = self.self();
                  auto child = std::make_shared<Pid>();
                  ChildSpec stubborn;
@@ -209,7 +204,7 @@ TEST(RobustnessTest, ASupervisorKilledWhileStoppingAChildLeavesItLinked) {
                  std::vector<ChildSpec> children = {stubborn};
                  absl::StatusOr<Pid> sup = co_await StartSupervisor(
                      self, SupervisorFlags{}, std::move(children), SpawnOptions());
-                 if (!sup.ok()) co_return report(sup.status().ToString());
+                 CO_ASSERT_OK(sup, "start the supervisor");
                  Pid sup_pid = *sup;
                  // The supervisor asks the child to stop and waits (600 s) for it.
                  self.Spawn([sup_pid](Process& p) -> Task<void> {
@@ -219,26 +214,25 @@ TEST(RobustnessTest, ASupervisorKilledWhileStoppingAChildLeavesItLinked) {
                  co_await self.Receive<AskedToStop>();
                  SendExit(sup_pid, ExitReason::Kill());
                  ExitReason r = co_await AwaitDown(self, *child);
-                 report(r.ToString());
+                 EXPECT_EQ(r.ToString(), "normal")
+                     << "the child heard of its supervisor's death through the link";
                },
                {.trap_exit = true});
-  EXPECT_EQ(got, "normal");
 }
 
 // Deadlines follow the deterministic clock: Now() is virtual time there, not the wall clock.
 TEST(RobustnessTest, NowAndDeadlineFollowTheDeterministicClock) {
   auto node = Deterministic(1);
-  absl::StatusOr<std::string> got = node->Run<absl::StatusOr<std::string>>(
-      [](Process& self) -> Task<absl::StatusOr<std::string>> {
-        absl::Time t0 = Now();
-        EXPECT_LT(t0, absl::Now() - absl::Hours(24 * 365));  // Virtual: near the epoch.
-        EXPECT_EQ(Deadline(absl::Seconds(3)) - t0, absl::Seconds(3));
-        std::optional<Message> none = co_await self.ReceiveIf([](const Envelope&) { return false; },
-                                                              Deadline(absl::Seconds(3)));
-        co_return absl::StrCat(none.has_value(), " ", absl::ToInt64Seconds(Now() - t0));
-      });
-  ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(*got, "0 3");
+  absl::Status ran = node->Run([](Process& self) -> Task<void> {
+    absl::Time t0 = Now();
+    EXPECT_LT(t0, absl::Now() - absl::Hours(24 * 365));  // Virtual: near the epoch.
+    EXPECT_EQ(Deadline(absl::Seconds(3)) - t0, absl::Seconds(3));
+    std::optional<Message> none =
+        co_await self.ReceiveIf([](const Envelope&) { return false; }, Deadline(absl::Seconds(3)));
+    EXPECT_FALSE(none.has_value()) << "nothing matches: the receive times out";
+    EXPECT_EQ(absl::ToInt64Seconds(Now() - t0), 3) << "virtual seconds the receive waited";
+  });
+  ASSERT_TRUE(ran.ok()) << ran;
   EXPECT_GT(Now(), absl::Now() - absl::Seconds(5));  // Off the runtime: the wall clock.
 }
 
@@ -251,6 +245,24 @@ bool RunHere(Task<bool>& t) {
   t.handle().resume();
   EXPECT_TRUE(t.done());
   return t.done() && t.handle().promise().take_result();
+}
+
+// The test helper fails the test, naming why, when its body does not finish in time (and kills
+// it) or when its process dies first; it never hangs.
+void RunsPastItsLimit() {
+  auto node = Node::Create({.schedulers = 1}).value();
+  RunInProcess(
+      *node, [](Process& self) -> Task<void> { co_await self.Receive<Go>(); }, {},
+      absl::Milliseconds(20));
+}
+void DiesBeforeItReturns() {
+  auto node = Node::Create({.schedulers = 1}).value();
+  RunInProcess(*node,
+               [](Process& self) -> Task<void> { co_await self.Exit(ExitReason::Custom("gone")); });
+}
+TEST(RobustnessTest, RunInProcessFailsTheTestInsteadOfHanging) {
+  EXPECT_NONFATAL_FAILURE(RunsPastItsLimit(), "the body did not finish within 20ms");
+  EXPECT_NONFATAL_FAILURE(DiesBeforeItReturns(), "the body did not return");
 }
 
 TEST(RobustnessTest, AWaitSlotAwaitedOffASchedulerAnswersInsteadOfCrashing) {

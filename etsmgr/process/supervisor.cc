@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <deque>
-#include <future>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -538,17 +537,10 @@ Task<absl::StatusOr<ChildCounts>> CountChildren(Process& self, Pid sup, absl::Du
 }
 
 Task<absl::Status> StopSupervisor(Process& self, Pid sup, absl::Duration timeout) {
-  uint64_t ref = self.Monitor(sup);
   absl::StatusOr<SupReply> r =
       co_await Call<SupReply>(self, sup, MakeRequest(SupRequest::Kind::kStop, ""), timeout);
-  if (!r.ok()) {
-    self.Demonitor(ref, /*flush=*/true);
-    co_return r.status();
-  }
-  co_await self.ReceiveIf([ref](const Envelope& e) {
-    const Down* d = e.As<Down>();
-    return d != nullptr && d->ref == ref;
-  });
+  if (!r.ok()) co_return r.status();
+  co_await AwaitDown(self, sup);  // It replies, then stops its children and exits.
   co_return absl::OkStatus();
 }
 

@@ -67,8 +67,10 @@ class SupervisorTest : public ::testing::Test {
     return {Logged(log_, "a", restart), Logged(log_, "b", restart), Logged(log_, "c", restart)};
   }
 
-  // Runs `body` in a probe process and returns what it reports.
-  std::string Probe(ProbeBody body) { return RunProbe(*node_, std::move(body)); }
+  // Runs `body` in a fresh process until it returns (it asserts in place).
+  void InProcess(std::function<Task<void>(Process&)> body) {
+    RunInProcess(*node_, std::move(body));
+  }
 
   std::unique_ptr<Node> node_;
   std::shared_ptr<EventLog> log_ = std::make_shared<EventLog>();
@@ -102,19 +104,23 @@ TEST_F(SupervisorTest, StartsInOrderAndStopsInReverse) {
   Pid sup = StartSupervisor(*node_, {}, ThreeChildren()).value();
   EXPECT_EQ(log_->Joined(), "start:a start:b start:c");
   log_->Clear();
-  std::string got =
-      Probe([sup](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        // An exit signal from a non-parent is not a stop request (OTP)... The WhichChildren
-        // round trip proves the supervisor took the signal (sent first, on the same queue) and
-        // is still serving.
-        SendExit(sup, ExitReason::Shutdown());
-        absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, sup);
-        bool survived = which.ok() && which->size() == 3 && sup.alive();
-        // ...StopSupervisor is.
-        absl::Status stopped = co_await StopSupervisor(self, sup);
-        report(absl::StrCat(survived, stopped.ok(), sup.alive()));
-      });
-  EXPECT_EQ(got, "110");
+  InProcess([sup](Process& self) -> Task<void> {
+    // An exit signal from a non-parent is not a stop request (OTP)... The WhichChildren
+    // round trip proves the supervisor took the signal (sent first, on the same queue) and
+    // is still serving.
+    SendExit(sup, ExitReason::Shutdown());
+    absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, sup);
+    EXPECT_TRUE(which.ok()) << "which_children after a shutdown signal from a non-parent: "
+                            << which.status();
+    if (which.ok()) {
+      EXPECT_EQ(which->size(), 3u) << "children after that signal";
+    }
+    EXPECT_TRUE(sup.alive()) << "the supervisor survives a shutdown signal from a non-parent";
+    // ...StopSupervisor is.
+    absl::Status stopped = co_await StopSupervisor(self, sup);
+    EXPECT_TRUE(stopped.ok()) << "StopSupervisor: " << stopped;
+    EXPECT_FALSE(sup.alive()) << "the supervisor is gone after StopSupervisor";
+  });
   EXPECT_EQ(log_->Joined(), "stop:c stop:b stop:a");
 }
 
@@ -123,12 +129,10 @@ TEST_F(SupervisorTest, OneForOneRestartsOnlyTheChild) {
                             ThreeChildren())
                 .value();
   log_->Clear();
-  std::string got =
-      Probe([sup](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid new_b = co_await KillAndAwaitRestart(self, sup, "b");
-        report(new_b.valid() ? "restarted" : "not restarted");
-      });
-  EXPECT_EQ(got, "restarted");
+  InProcess([sup](Process& self) -> Task<void> {
+    Pid new_b = co_await KillAndAwaitRestart(self, sup, "b");
+    EXPECT_TRUE(new_b.valid()) << "b restarted within 10 s";
+  });
   EXPECT_EQ(log_->Joined(), "stop:b start:b");
 }
 
@@ -138,16 +142,17 @@ TEST_F(SupervisorTest, OneForOneRestartsOnlyTheChild) {
 // restarted after a normal exit, temporary removed, too many restarts stop the supervisor.
 TEST_F(SupervisorTest, PlainWorkersRestartByTheSameRules) {
   auto body = [](Process& self) -> Task<void> { co_await self.Receive<Stop>(); };
-  std::string got = Probe([body](Process& self,
-                                 std::function<void(std::string)> report) -> Task<void> {
+  InProcess([body](Process& self) -> Task<void> {
     self.set_trap_exit(true);  // Linked to supervisors that exit with reason shutdown.
-    std::vector<std::string> out;
     for (RestartStrategy strategy : {RestartStrategy::kOneForOne, RestartStrategy::kRestForOne}) {
+      // Not SCOPED_TRACE: its trace stack is per thread, and this frame may resume on another.
+      const char* name = strategy == RestartStrategy::kOneForOne ? "one_for_one" : "rest_for_one";
       std::vector<ChildSpec> children = {
           WorkerChild("first", body), WorkerChild("transient", body, RestartType::kTransient),
           WorkerChild("temporary", body, RestartType::kTemporary), WorkerChild("last", body)};
       SupervisorFlags flags{.strategy = strategy, .intensity = 3, .period = absl::Seconds(60)};
       absl::StatusOr<Pid> sup = co_await StartSupervisorLink(self, flags, std::move(children));
+      CO_ASSERT_OK(sup, absl::StrCat(name, ": start the supervisor"));
       Pid first = co_await ChildPid(self, *sup, "first");
       Pid last = co_await ChildPid(self, *sup, "last");
       Pid last2 = co_await KillAndAwaitRestart(self, *sup, "last");
@@ -165,6 +170,7 @@ TEST_F(SupervisorTest, PlainWorkersRestartByTheSameRules) {
       // The supervisor handles its signals in order: once WhichChildren answers, both exits
       // were handled.
       absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, *sup);
+      CO_ASSERT_OK(which, absl::StrCat(name, ": which_children"));
       std::vector<std::string> listed;
       for (const ChildInfo& c : *which) {
         listed.push_back(absl::StrCat(c.id, c.pid.valid() ? "+" : "-"));
@@ -178,13 +184,16 @@ TEST_F(SupervisorTest, PlainWorkersRestartByTheSameRules) {
       std::optional<Message> down = co_await self.ReceiveIf(
           [sup_ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == sup_ref; },
           absl::Now() + absl::Seconds(10));
-      out.push_back(absl::StrCat(last2.valid() && last2 != last, first2 == first, " ",
-                                 absl::StrJoin(listed, ","), " ",
-                                 down ? down->As<Down>()->reason.ToString() : "alive"));
+      EXPECT_TRUE(last2.valid() && last2 != last)
+          << name << ": the killed last child runs as a new pid";
+      EXPECT_EQ(first2, first) << name << ": the first child was not restarted";
+      EXPECT_EQ(absl::StrJoin(listed, ","), "first+,transient-,last+")
+          << name << ": children after a transient's normal exit and a temporary's crash "
+          << "(+: running)";
+      EXPECT_EQ(down ? down->As<Down>()->reason.ToString() : "alive", "shutdown")
+          << name << ": the supervisor after a restart beyond its intensity";
     }
-    report(absl::StrJoin(out, " | "));
   });
-  EXPECT_EQ(got, "11 first+,transient-,last+ shutdown | 11 first+,transient-,last+ shutdown");
 }
 
 TEST_F(SupervisorTest, OneForAllRestartsEveryChild) {
@@ -192,15 +201,14 @@ TEST_F(SupervisorTest, OneForAllRestartsEveryChild) {
                             ThreeChildren())
                 .value();
   log_->Clear();
-  std::string got =
-      Probe([sup](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid old_a = co_await ChildPid(self, sup, "a");
-        Pid new_b = co_await KillAndAwaitRestart(self, sup, "b");
-        // Wait until c (the last started) runs again too.
-        Pid new_a = co_await ChildPid(self, sup, "a");
-        report(absl::StrCat(new_b.valid(), new_a != old_a));
-      });
-  EXPECT_EQ(got, "11");
+  InProcess([sup](Process& self) -> Task<void> {
+    Pid old_a = co_await ChildPid(self, sup, "a");
+    Pid new_b = co_await KillAndAwaitRestart(self, sup, "b");
+    // Wait until c (the last started) runs again too.
+    Pid new_a = co_await ChildPid(self, sup, "a");
+    EXPECT_TRUE(new_b.valid()) << "b restarted within 10 s";
+    EXPECT_NE(new_a, old_a) << "a was restarted with b";
+  });
   // b died (killed), then the others stop in reverse order, then all start in order.
   EXPECT_EQ(log_->Joined(), "stop:b stop:c stop:a start:a start:b start:c");
 }
@@ -210,14 +218,13 @@ TEST_F(SupervisorTest, RestForOneRestartsTheChildAndLaterOnes) {
                             ThreeChildren())
                 .value();
   log_->Clear();
-  std::string got =
-      Probe([sup](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid old_a = co_await ChildPid(self, sup, "a");
-        Pid new_b = co_await KillAndAwaitRestart(self, sup, "b");
-        Pid a = co_await ChildPid(self, sup, "a");
-        report(absl::StrCat(new_b.valid(), a == old_a));
-      });
-  EXPECT_EQ(got, "11");
+  InProcess([sup](Process& self) -> Task<void> {
+    Pid old_a = co_await ChildPid(self, sup, "a");
+    Pid new_b = co_await KillAndAwaitRestart(self, sup, "b");
+    Pid a = co_await ChildPid(self, sup, "a");
+    EXPECT_TRUE(new_b.valid()) << "b restarted within 10 s";
+    EXPECT_EQ(a, old_a) << "a (before b) was not restarted";
+  });
   EXPECT_EQ(log_->Joined(), "stop:b stop:c start:b start:c");
 }
 
@@ -228,18 +235,17 @@ TEST_F(SupervisorTest, IntensityExceededStopsTheSupervisor) {
           {.strategy = RestartStrategy::kOneForOne, .intensity = 2, .period = absl::Seconds(10)},
           ThreeChildren())
           .value();
-  std::string got =
-      Probe([sup](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        uint64_t ref = self.Monitor(sup);
-        for (int i = 0; i < 2; ++i) co_await KillAndAwaitRestart(self, sup, "a");
-        Pid a = co_await ChildPid(self, sup, "a");
-        SendExit(a, ExitReason::Kill());  // Third restart within the period: too many.
-        std::optional<Message> m = co_await self.ReceiveIf(
-            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
-            absl::Now() + absl::Seconds(10));
-        report(m ? m->As<Down>()->reason.ToString() : "supervisor still alive");
-      });
-  EXPECT_EQ(got, "shutdown");
+  InProcess([sup](Process& self) -> Task<void> {
+    uint64_t ref = self.Monitor(sup);
+    for (int i = 0; i < 2; ++i) co_await KillAndAwaitRestart(self, sup, "a");
+    Pid a = co_await ChildPid(self, sup, "a");
+    SendExit(a, ExitReason::Kill());  // Third restart within the period: too many.
+    std::optional<Message> m = co_await self.ReceiveIf(
+        [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
+        absl::Now() + absl::Seconds(10));
+    EXPECT_EQ(m ? m->As<Down>()->reason.ToString() : "supervisor still alive", "shutdown")
+        << "the supervisor's exit reason after a third restart within the period";
+  });
   EXPECT_FALSE(sup.alive());
 }
 
@@ -250,15 +256,13 @@ TEST_F(SupervisorTest, SubSecondPeriodForgetsOldRestarts) {
                              .period = absl::Milliseconds(50)},
                             ThreeChildren())
                 .value();
-  std::string got =
-      Probe([sup](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        for (int i = 0; i < 3; ++i) {
-          co_await KillAndAwaitRestart(self, sup, "a");
-          co_await self.Sleep(absl::Milliseconds(60));  // Older than the period: forgotten.
-        }
-        report(sup.alive() ? "alive" : "dead");
-      });
-  EXPECT_EQ(got, "alive");
+  InProcess([sup](Process& self) -> Task<void> {
+    for (int i = 0; i < 3; ++i) {
+      co_await KillAndAwaitRestart(self, sup, "a");
+      co_await self.Sleep(absl::Milliseconds(60));  // Older than the period: forgotten.
+    }
+    EXPECT_TRUE(sup.alive()) << "restarts further apart than the period never add up";
+  });
 }
 
 TEST_F(SupervisorTest, TransientAndTemporaryRules) {
@@ -267,31 +271,33 @@ TEST_F(SupervisorTest, TransientAndTemporaryRules) {
       Logged(log_, "temporary", RestartType::kTemporary),
   };
   Pid sup = StartSupervisor(*node_, {.intensity = 5}, children).value();
-  std::string got =
-      Probe([sup](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        // Transient: a normal exit is not restarted...
-        Pid t = co_await ChildPid(self, sup, "transient");
-        uint64_t ref = self.Monitor(t);
-        Send(t, Stop{});
-        co_await self.ReceiveIf(
-            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
-        co_await self.Sleep(absl::Milliseconds(20));
-        Pid after_normal = co_await ChildPid(self, sup, "transient");
-        // ...a crash is (restart_child brings it back first).
-        absl::StatusOr<Pid> again = co_await RestartChild(self, sup, "transient");
-        Pid restarted = co_await KillAndAwaitRestart(self, sup, "transient");
-        // Temporary: never restarted, and its spec disappears.
-        Pid tmp = co_await ChildPid(self, sup, "temporary");
-        uint64_t ref2 = self.Monitor(tmp);
-        SendExit(tmp, ExitReason::Kill());
-        co_await self.ReceiveIf(
-            [ref2](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref2; });
-        co_await self.Sleep(absl::Milliseconds(20));
-        absl::StatusOr<ChildCounts> counts = co_await CountChildren(self, sup);
-        report(absl::StrCat(after_normal.valid(), again.ok(), restarted.valid(),
-                            " specs=", counts->specs, " active=", counts->active));
-      });
-  EXPECT_EQ(got, "011 specs=1 active=1");
+  InProcess([sup](Process& self) -> Task<void> {
+    // Transient: a normal exit is not restarted...
+    Pid t = co_await ChildPid(self, sup, "transient");
+    uint64_t ref = self.Monitor(t);
+    Send(t, Stop{});
+    co_await self.ReceiveIf(
+        [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
+    co_await self.Sleep(absl::Milliseconds(20));
+    Pid after_normal = co_await ChildPid(self, sup, "transient");
+    // ...a crash is (restart_child brings it back first).
+    absl::StatusOr<Pid> again = co_await RestartChild(self, sup, "transient");
+    Pid restarted = co_await KillAndAwaitRestart(self, sup, "transient");
+    // Temporary: never restarted, and its spec disappears.
+    Pid tmp = co_await ChildPid(self, sup, "temporary");
+    uint64_t ref2 = self.Monitor(tmp);
+    SendExit(tmp, ExitReason::Kill());
+    co_await self.ReceiveIf(
+        [ref2](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref2; });
+    co_await self.Sleep(absl::Milliseconds(20));
+    absl::StatusOr<ChildCounts> counts = co_await CountChildren(self, sup);
+    EXPECT_FALSE(after_normal.valid()) << "a transient child's normal exit: not restarted";
+    EXPECT_TRUE(again.ok()) << "restart_child(transient): " << again.status();
+    EXPECT_TRUE(restarted.valid()) << "a transient child's crash: restarted within 10 s";
+    CO_ASSERT_OK(counts, "count_children");
+    EXPECT_EQ(counts->specs, 1) << "specs: the temporary child's spec is gone";
+    EXPECT_EQ(counts->active, 1) << "active: only the transient child runs";
+  });
 }
 
 TEST_F(SupervisorTest, ShutdownTimeoutThenKill) {
@@ -304,24 +310,25 @@ TEST_F(SupervisorTest, ShutdownTimeoutThenKill) {
                 {WorkerChild("stubborn", stubborn, RestartType::kPermanent, absl::Milliseconds(50)),
                  WorkerChild("brutal", stubborn, RestartType::kPermanent, absl::ZeroDuration())})
                 .value();
-  std::string got =
-      Probe([sup](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid s = co_await ChildPid(self, sup, "stubborn");
-        Pid b = co_await ChildPid(self, sup, "brutal");
-        uint64_t rs = self.Monitor(s);
-        uint64_t rb = self.Monitor(b);
-        absl::Time start = absl::Now();
-        absl::Status st = co_await TerminateChild(self, sup, "stubborn");
-        absl::Duration took = absl::Now() - start;
-        absl::Status bt = co_await TerminateChild(self, sup, "brutal");
-        Down d1 = co_await self.Receive<Down>();
-        Down d2 = co_await self.Receive<Down>();
-        std::string rs_reason = (d1.ref == rs ? d1 : d2).reason.ToString();
-        std::string rb_reason = (d1.ref == rb ? d1 : d2).reason.ToString();
-        report(absl::StrCat(st.ok(), bt.ok(), took >= absl::Milliseconds(50), " ", rs_reason, " ",
-                            rb_reason));
-      });
-  EXPECT_EQ(got, "111 killed killed");
+  InProcess([sup](Process& self) -> Task<void> {
+    Pid s = co_await ChildPid(self, sup, "stubborn");
+    Pid b = co_await ChildPid(self, sup, "brutal");
+    uint64_t rs = self.Monitor(s);
+    uint64_t rb = self.Monitor(b);
+    absl::Time start = absl::Now();
+    absl::Status st = co_await TerminateChild(self, sup, "stubborn");
+    absl::Duration took = absl::Now() - start;
+    absl::Status bt = co_await TerminateChild(self, sup, "brutal");
+    Down d1 = co_await self.Receive<Down>();
+    Down d2 = co_await self.Receive<Down>();
+    std::string rs_reason = (d1.ref == rs ? d1 : d2).reason.ToString();
+    std::string rb_reason = (d1.ref == rb ? d1 : d2).reason.ToString();
+    EXPECT_TRUE(st.ok()) << "terminate_child(stubborn): " << st;
+    EXPECT_TRUE(bt.ok()) << "terminate_child(brutal): " << bt;
+    EXPECT_GE(took, absl::Milliseconds(50)) << "stubborn was given its 50 ms shutdown time";
+    EXPECT_EQ(rs_reason, "killed") << "stubborn (ignores shutdown) is killed after its time";
+    EXPECT_EQ(rb_reason, "killed") << "brutal (shutdown 0) is killed at once";
+  });
 }
 
 TEST_F(SupervisorTest, NestedSupervisors) {
@@ -332,48 +339,50 @@ TEST_F(SupervisorTest, NestedSupervisors) {
           .value();
   EXPECT_EQ(log_->Joined(), "start:w start:x");
   log_->Clear();
-  std::string got =
-      Probe([outer](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        Pid inner_sup = co_await ChildPid(self, outer, "inner");
-        // A worker of the inner supervisor is restarted by the inner one.
-        Pid w2 = co_await KillAndAwaitRestart(self, inner_sup, "w");
-        Pid same_inner = co_await ChildPid(self, outer, "inner");
-        // Killing the inner supervisor: the outer restarts it (and so its worker).
-        Pid inner2 = co_await KillAndAwaitRestart(self, outer, "inner");
-        absl::StatusOr<ChildCounts> counts = co_await CountChildren(self, outer);
-        report(absl::StrCat(w2.valid(), same_inner == inner_sup, inner2.valid(),
-                            " sup=", counts->supervisors, " workers=", counts->workers));
-      });
-  EXPECT_EQ(got, "111 sup=1 workers=1");
+  InProcess([outer](Process& self) -> Task<void> {
+    Pid inner_sup = co_await ChildPid(self, outer, "inner");
+    // A worker of the inner supervisor is restarted by the inner one.
+    Pid w2 = co_await KillAndAwaitRestart(self, inner_sup, "w");
+    Pid same_inner = co_await ChildPid(self, outer, "inner");
+    // Killing the inner supervisor: the outer restarts it (and so its worker).
+    Pid inner2 = co_await KillAndAwaitRestart(self, outer, "inner");
+    absl::StatusOr<ChildCounts> counts = co_await CountChildren(self, outer);
+    EXPECT_TRUE(w2.valid()) << "the inner supervisor restarted its worker";
+    EXPECT_EQ(same_inner, inner_sup) << "the outer supervisor did not restart the inner one";
+    EXPECT_TRUE(inner2.valid()) << "the outer supervisor restarted the killed inner one";
+    CO_ASSERT_OK(counts, "count_children(outer)");
+    EXPECT_EQ(counts->supervisors, 1) << "supervisor children of the outer one";
+    EXPECT_EQ(counts->workers, 1) << "worker children of the outer one";
+  });
 }
 
 TEST_F(SupervisorTest, DynamicChildrenApi) {
   Pid sup = StartSupervisor(*node_, {}, {}).value();
-  std::string got = Probe(
-      [sup, log = log_](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        std::vector<std::string> out;
-        absl::StatusOr<Pid> p = co_await StartChild(self, sup, Logged(log, "d"));
-        out.push_back(absl::StrCat("start=", p.ok()));
-        absl::StatusOr<Pid> dup = co_await StartChild(self, sup, Logged(log, "d"));
-        out.push_back(absl::StrCat("dup=", absl::StatusCodeToString(dup.status().code())));
-        absl::Status del_running = co_await DeleteChild(self, sup, "d");
-        out.push_back(absl::StrCat("del_running=", absl::StatusCodeToString(del_running.code())));
-        absl::Status term = co_await TerminateChild(self, sup, "d");
-        absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, sup);
-        out.push_back(absl::StrCat("term=", term.ok(), " listed=", which->size(),
-                                   " running=", which->front().pid.valid()));
-        absl::StatusOr<Pid> re = co_await RestartChild(self, sup, "d");
-        absl::Status stopped = co_await TerminateChild(self, sup, "d");
-        out.push_back(absl::StrCat("restart=", re.ok(), " stopped=", stopped.ok()));
-        absl::Status del = co_await DeleteChild(self, sup, "d");
-        absl::Status missing = co_await TerminateChild(self, sup, "d");
-        out.push_back(
-            absl::StrCat("del=", del.ok(), " missing=", absl::StatusCodeToString(missing.code())));
-        report(absl::StrJoin(out, " "));
-      });
-  EXPECT_EQ(got,
-            "start=1 dup=ALREADY_EXISTS del_running=FAILED_PRECONDITION term=1 listed=1 "
-            "running=0 restart=1 stopped=1 del=1 missing=NOT_FOUND");
+  InProcess([sup, log = log_](Process& self) -> Task<void> {
+    absl::StatusOr<Pid> p = co_await StartChild(self, sup, Logged(log, "d"));
+    EXPECT_TRUE(p.ok()) << "start_child(d): " << p.status();
+    absl::StatusOr<Pid> dup = co_await StartChild(self, sup, Logged(log, "d"));
+    EXPECT_EQ(dup.status().code(), absl::StatusCode::kAlreadyExists)
+        << "start_child(d) again: " << dup.status();
+    absl::Status del_running = co_await DeleteChild(self, sup, "d");
+    EXPECT_EQ(del_running.code(), absl::StatusCode::kFailedPrecondition)
+        << "delete_child of a running child: " << del_running;
+    absl::Status term = co_await TerminateChild(self, sup, "d");
+    EXPECT_TRUE(term.ok()) << "terminate_child(d): " << term;
+    absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, sup);
+    CO_ASSERT_OK(which, "which_children");
+    CO_ASSERT_TRUE(which->size() == 1, "a terminated child stays listed");
+    EXPECT_FALSE(which->front().pid.valid()) << "a terminated child is listed as not running";
+    absl::StatusOr<Pid> re = co_await RestartChild(self, sup, "d");
+    EXPECT_TRUE(re.ok()) << "restart_child(d): " << re.status();
+    absl::Status stopped = co_await TerminateChild(self, sup, "d");
+    EXPECT_TRUE(stopped.ok()) << "terminate_child(d) after the restart: " << stopped;
+    absl::Status del = co_await DeleteChild(self, sup, "d");
+    EXPECT_TRUE(del.ok()) << "delete_child(d): " << del;
+    absl::Status missing = co_await TerminateChild(self, sup, "d");
+    EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound)
+        << "terminate_child of a deleted child: " << missing;
+  });
 }
 
 struct SupervisorIs {
@@ -383,42 +392,42 @@ struct SupervisorIs {
 // StopSupervisor ends a supervisor with reason normal, so its linked parent (not trapping exits)
 // lives on; exceeding the restart intensity ends it with shutdown, which takes that parent down.
 TEST_F(SupervisorTest, StopSupervisorSparesALinkedParentButIntensityDoesNot) {
-  std::string got =
-      Probe([log = log_](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        std::vector<ChildSpec> children;
-        children.push_back(Logged(log, "a"));
-        absl::StatusOr<Pid> sup =
-            co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
-        absl::Status stopped = co_await StopSupervisor(self, *sup);
-        // Still alive here (not trapping exits): the supervisor exited normally. (Its link signal
-        // came before the Down that StopSupervisor waited for, so it has been taken.)
-        std::string spared = absl::StrCat(sup.ok(), stopped.ok(), self.self().alive());
+  InProcess([log = log_](Process& self) -> Task<void> {
+    std::vector<ChildSpec> children;
+    children.push_back(Logged(log, "a"));
+    absl::StatusOr<Pid> sup =
+        co_await StartSupervisorLink(self, SupervisorFlags{}, std::move(children));
+    CO_ASSERT_OK(sup, "start a linked supervisor");
+    absl::Status stopped = co_await StopSupervisor(self, *sup);
+    EXPECT_TRUE(stopped.ok()) << "StopSupervisor: " << stopped;
+    // Still alive here (not trapping exits): the supervisor exited normally. (Its link signal
+    // came before the Down that StopSupervisor waited for, so it has been taken.)
+    EXPECT_TRUE(self.self().alive()) << "a parent lives on after StopSupervisor";
 
-        // A parent whose linked supervisor allows no restart: one child exit is too many.
-        Pid probe = self.self();
-        Pid parent = self.Spawn([log, probe](Process& p) -> Task<void> {
-                           std::vector<ChildSpec> one;
-                           one.push_back(Logged(log, "b"));
-                           absl::StatusOr<Pid> strict = co_await StartSupervisorLink(
-                               p, SupervisorFlags{.intensity = 0}, std::move(one));
-                           if (!strict.ok()) co_return;
-                           Pid b = co_await ChildPid(p, *strict, "b");
-                           Send(probe, SupervisorIs{*strict});
-                           SendExit(b, ExitReason::Kill());
-                           co_await p.Receive<Stop>();  // Never: the supervisor's exit ends us.
-                         })
-                         .value();
-        uint64_t ref = self.Monitor(parent);
-        std::optional<SupervisorIs> strict =
-            co_await self.ReceiveFor<SupervisorIs>(absl::Seconds(10));
-        std::optional<Message> down = co_await self.ReceiveIf(
-            [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
-            absl::Now() + absl::Seconds(10));
-        report(absl::StrCat(spared, " parent ",
-                            down ? down->As<Down>()->reason.ToString() : std::string("alive"),
-                            " supervisor alive ", strict && strict->pid.alive()));
-      });
-  EXPECT_EQ(got, "111 parent shutdown supervisor alive 0");
+    // A parent whose linked supervisor allows no restart: one child exit is too many.
+    Pid probe = self.self();
+    Pid parent = self.Spawn([log, probe](Process& p) -> Task<void> {
+                       std::vector<ChildSpec> one;
+                       one.push_back(Logged(log, "b"));
+                       absl::StatusOr<Pid> strict = co_await StartSupervisorLink(
+                           p, SupervisorFlags{.intensity = 0}, std::move(one));
+                       if (!strict.ok()) co_return;
+                       Pid b = co_await ChildPid(p, *strict, "b");
+                       Send(probe, SupervisorIs{*strict});
+                       SendExit(b, ExitReason::Kill());
+                       co_await p.Receive<Stop>();  // Never: the supervisor's exit ends us.
+                     })
+                     .value();
+    uint64_t ref = self.Monitor(parent);
+    std::optional<SupervisorIs> strict = co_await self.ReceiveFor<SupervisorIs>(absl::Seconds(10));
+    std::optional<Message> down = co_await self.ReceiveIf(
+        [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; },
+        absl::Now() + absl::Seconds(10));
+    EXPECT_EQ(down ? down->As<Down>()->reason.ToString() : std::string("alive"), "shutdown")
+        << "the parent of a supervisor beyond its intensity exits with its reason";
+    EXPECT_TRUE(strict.has_value()) << "the strict supervisor started";
+    EXPECT_FALSE(strict && strict->pid.alive()) << "the strict supervisor is gone";
+  });
 }
 
 TEST_F(SupervisorTest, ChildFailingToStartIsReported) {

@@ -50,22 +50,19 @@ TEST_P(TableConcurrencyTest, CountersFromThreadsAndProcessesAreExact) {
       for (int n = 0; n < kPerWorker; ++n) ASSERT_TRUE(t.UpdateCounter(0, 1).ok());
     });
   }
-  std::vector<std::future<std::string>> procs;
+  std::vector<std::thread> procs;
   for (int i = 0; i < kProcesses; ++i) {
-    procs.push_back(std::async(std::launch::async, [&] {
-      return RunProbe(*node,
-                      [&](Process& self, std::function<void(std::string)> report) -> Task<void> {
-                        for (int n = 0; n < kPerWorker; ++n) {
-                          EXPECT_TRUE(t.UpdateCounter(0, 1).ok());
-                          if (n % 1000 == 0)
-                            co_await self.Sleep(absl::ZeroDuration());  // Interleave.
-                        }
-                        report("done");
-                      });
-    }));
+    procs.emplace_back([&] {
+      RunInProcess(*node, [&](Process& self) -> Task<void> {
+        for (int n = 0; n < kPerWorker; ++n) {
+          EXPECT_TRUE(t.UpdateCounter(0, 1).ok());
+          if (n % 1000 == 0) co_await self.Sleep(absl::ZeroDuration());  // Interleave.
+        }
+      });
+    });
   }
   for (auto& th : threads) th.join();
-  for (auto& p : procs) EXPECT_EQ(p.get(), "done");
+  for (auto& p : procs) p.join();
   EXPECT_EQ(t.Get(0).value(), int64_t{kPerWorker} * (kThreads + kProcesses));
   Send(owned.owner, StopOwner{});
 }

@@ -80,17 +80,16 @@ TEST(TableKeeperTest, HolderTakesTheTableOfAnExitedOwnerBeforeLinksFire) {
   ASSERT_TRUE(keeper->Keep(owned.table, nullptr).ok());
   EXPECT_FALSE(keeper->Holds(owned.table));  // Its owner has it.
   // A watcher linked to the owner: when the exit signal arrives, the holder owns the table.
-  std::string got =
-      RunProbe(*node,
-               [&](Process& self, std::function<void(std::string)> report) -> Task<void> {
+  RunInProcess(*node,
+               [&](Process& self) -> Task<void> {
                  self.Link(owned.owner);
                  SendExit(owned.owner, ExitReason::Kill());
                  co_await self.Receive<ExitSignal>();
                  absl::StatusOr<Pid> owner = owned.table.Owner();
-                 report(owner.ok() && *owner == holder.pid ? "holder" : owner.status().ToString());
+                 CO_ASSERT_OK(owner, "the table's owner at the exit signal");
+                 EXPECT_EQ(*owner, holder.pid) << "the holder owns the table when the link fires";
                },
                {.trap_exit = true});
-  EXPECT_EQ(got, "holder");
   EXPECT_TRUE(keeper->Holds(owned.table));
   EXPECT_EQ(SizeOf(owned.table), 5);
   EXPECT_EQ(owned.table.core()->heir(), holder.pid);  // The keeper's holder is its heir.

@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/table/internal/test_owner.h"
 #include "etsmgr/table/table.h"
@@ -27,17 +26,21 @@ struct Go {};
 
 enum class How { kReturn, kThrow, kExitShutdown, kKilled };
 
-// A report of what a new owner found on receiving the table (synchronous: no co_await inside).
-std::string DescribeTransfer(const Pid& me, const TableTransfer& t) {
+// Checks what a new owner finds on receiving the table (synchronous: no co_await inside): it is
+// the owner, the transfer names a sender, carries `data`, and the table has `size` rows and
+// takes the new owner's writes.
+void ExpectTransfer(const Pid& me, const TableTransfer& t, int data, size_t size) {
   absl::StatusOr<IntTable> table = IntTable::Attach(t.table);
-  if (!table.ok()) return table.status().ToString();
+  ASSERT_TRUE(table.ok()) << "attach the transferred table: " << table.status();
   absl::StatusOr<TableInfo> info = table->Info();
-  if (!info.ok()) return info.status().ToString();
-  const int* data = std::any_cast<int>(&t.heir_data);
+  ASSERT_TRUE(info.ok()) << "the transferred table's info: " << info.status();
+  const int* got_data = std::any_cast<int>(&t.heir_data);
   absl::Status write = table->Insert(1000, 1);  // Allowed only to the owner (protected).
-  return absl::StrCat("owner_is_me=", info->owner == me, " from_ok=", t.from.valid(),
-                      " data=", data != nullptr ? *data : -1, " size=", info->size,
-                      " write=", write.ok() ? "ok" : write.ToString());
+  EXPECT_EQ(info->owner, me) << "the receiver owns the table";
+  EXPECT_TRUE(t.from.valid()) << "the transfer names its sender";
+  EXPECT_EQ(got_data != nullptr ? *got_data : -1, data) << "the transfer's data";
+  EXPECT_EQ(info->size, size) << "the table's rows";
+  EXPECT_TRUE(write.ok()) << "the new owner writes: " << write;
 }
 
 std::string HowName(const ::testing::TestParamInfo<How>& info) {
@@ -49,12 +52,13 @@ class HeirTest : public ::testing::TestWithParam<How> {};
 
 TEST_P(HeirTest, LiveHeirInheritsBeforeLinksFire) {
   auto node = Node::Create({.schedulers = 2}).value();
-  auto heir_report = std::make_shared<std::promise<std::string>>();
-  auto watcher_report = std::make_shared<std::promise<std::string>>();
+  auto heir_checked = std::make_shared<std::promise<void>>();
+  auto watcher_checked = std::make_shared<std::promise<void>>();
   auto created = std::make_shared<std::promise<AnyTable>>();
-  Pid heir = node->Spawn([heir_report](Process& self) -> Task<void> {
+  Pid heir = node->Spawn([heir_checked](Process& self) -> Task<void> {
                    TableTransfer t = co_await self.Receive<TableTransfer>();
-                   heir_report->set_value(DescribeTransfer(self.self(), t));
+                   ExpectTransfer(self.self(), t, /*data=*/42, /*size=*/5);
+                   heir_checked->set_value();
                    co_await self.Receive<Go>();  // Stay alive (owning the table).
                  })
                  .value();
@@ -77,13 +81,16 @@ TEST_P(HeirTest, LiveHeirInheritsBeforeLinksFire) {
   // table (OTP releases tables before links fire).
   auto linked = std::make_shared<std::promise<void>>();
   node->Spawn(
-          [owner, heir, table, watcher_report, linked](Process& self) -> Task<void> {
+          [owner, heir, table, watcher_checked, linked](Process& self) -> Task<void> {
             self.Link(owner);
             linked->set_value();
             ExitSignal signal = co_await self.Receive<ExitSignal>();
             absl::StatusOr<Pid> now = table.Owner();
-            watcher_report->set_value(absl::StrCat("from_owner=", signal.from == owner,
-                                                   " owner_is_heir=", now.ok() && *now == heir));
+            EXPECT_EQ(signal.from, owner) << "the watcher's exit signal is from the owner";
+            EXPECT_TRUE(now.ok() && *now == heir)
+                << "the heir owns the table when the link fires: "
+                << (now.ok() ? now->ToString() : now.status().ToString());
+            watcher_checked->set_value();
           },
           {.trap_exit = true})
       .value();
@@ -93,8 +100,8 @@ TEST_P(HeirTest, LiveHeirInheritsBeforeLinksFire) {
   } else {
     Send(owner, Go{});
   }
-  EXPECT_EQ(heir_report->get_future().get(), "owner_is_me=1 from_ok=1 data=42 size=5 write=ok");
-  EXPECT_EQ(watcher_report->get_future().get(), "from_owner=1 owner_is_heir=1");
+  heir_checked->get_future().get();
+  watcher_checked->get_future().get();
   EXPECT_EQ(table.Owner().value(), heir);
   // The heir setting stays (ETS): the heir is now its own heir, so when it exits too, nobody
   // inherits and the table is deleted.
@@ -140,10 +147,11 @@ TEST(HeirDeadTest, NoHeirMeansDeleted) {
 
 TEST(HeirSetLaterTest, OnlyTheOwnerSetsTheHeir) {
   auto node = Node::Create({.schedulers = 2}).value();
-  auto got = std::make_shared<std::promise<std::string>>();
-  Pid heir = node->Spawn([got](Process& self) -> Task<void> {
+  auto checked = std::make_shared<std::promise<void>>();
+  Pid heir = node->Spawn([checked](Process& self) -> Task<void> {
                    TableTransfer t = co_await self.Receive<TableTransfer>();
-                   got->set_value(DescribeTransfer(self.self(), t));
+                   ExpectTransfer(self.self(), t, /*data=*/9, /*size=*/1);
+                   checked->set_value();
                    co_await self.Receive<Go>();
                  })
                  .value();
@@ -157,42 +165,41 @@ TEST(HeirSetLaterTest, OnlyTheOwnerSetsTheHeir) {
   });
   Send(owned.owner, StopOwner{});
   // An owner that sets the heir itself, then exits.
-  std::string done =
-      RunProbe(*node, [heir](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        IntTable t = IntTable::New().value();
-        EXPECT_TRUE(t.Insert(1, 1).ok());
-        absl::Status st = t.SetHeir(heir, 9);
-        report(st.ToString());
-        co_await self.Sleep(absl::ZeroDuration());
-      });
-  EXPECT_EQ(done, "OK");
-  EXPECT_EQ(got->get_future().get(), "owner_is_me=1 from_ok=1 data=9 size=1 write=ok");
+  RunInProcess(*node, [heir](Process& self) -> Task<void> {
+    IntTable t = IntTable::New().value();
+    EXPECT_TRUE(t.Insert(1, 1).ok());
+    absl::Status st = t.SetHeir(heir, 9);
+    EXPECT_TRUE(st.ok()) << "the owner sets the heir: " << st;
+    co_await self.Sleep(absl::ZeroDuration());
+  });
+  checked->get_future().get();
   SendExit(heir, ExitReason::Kill());
 }
 
 TEST(GiveAwayTest, ReceiverGetsTransferAndOwnership) {
   auto node = Node::Create({.schedulers = 2}).value();
-  auto got = std::make_shared<std::promise<std::string>>();
-  Pid receiver = node->Spawn([got](Process& self) -> Task<void> {
+  auto checked = std::make_shared<std::promise<void>>();
+  Pid receiver = node->Spawn([checked](Process& self) -> Task<void> {
                        TableTransfer t = co_await self.Receive<TableTransfer>();
-                       got->set_value(DescribeTransfer(self.self(), t));
+                       ExpectTransfer(self.self(), t, /*data=*/5, /*size=*/1);
+                       checked->set_value();
                        co_await self.Receive<Go>();
                      })
                      .value();
-  std::string result = RunProbe(
-      *node, [receiver](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        IntTable t = IntTable::New().value();
-        EXPECT_TRUE(t.Insert(1, 1).ok());
-        EXPECT_EQ(process_internal::ProcessAccess::ResourceCount(self.self()), 1u);
-        absl::Status st = t.GiveAway(receiver, 5);
-        // No longer the owner: writes are denied now, and the process no longer holds it.
-        absl::Status write = t.Insert(2, 2);
-        report(absl::StrCat(st.ToString(), " ", write.code() == absl::StatusCode::kPermissionDenied,
-                            " ", process_internal::ProcessAccess::ResourceCount(self.self())));
-        co_return;
-      });
-  EXPECT_EQ(result, "OK 1 0");
-  EXPECT_EQ(got->get_future().get(), "owner_is_me=1 from_ok=1 data=5 size=1 write=ok");
+  RunInProcess(*node, [receiver](Process& self) {
+    IntTable t = IntTable::New().value();
+    EXPECT_TRUE(t.Insert(1, 1).ok());
+    EXPECT_EQ(process_internal::ProcessAccess::ResourceCount(self.self()), 1u);
+    absl::Status st = t.GiveAway(receiver, 5);
+    EXPECT_TRUE(st.ok()) << "give_away: " << st;
+    // No longer the owner: writes are denied now, and the process no longer holds it.
+    absl::Status write = t.Insert(2, 2);
+    EXPECT_EQ(write.code(), absl::StatusCode::kPermissionDenied)
+        << "a write after the give_away: " << write;
+    EXPECT_EQ(process_internal::ProcessAccess::ResourceCount(self.self()), 0u)
+        << "the giver no longer holds the table";
+  });
+  checked->get_future().get();
   SendExit(receiver, ExitReason::Kill());
 }
 

@@ -123,14 +123,6 @@ Task<void> ClientBody(Process& self, int i, Pid parent) {
   }
 }
 
-Task<void> AwaitGone(Process& self, Pid pid) {
-  const uint64_t ref = self.Monitor(pid);
-  co_await self.ReceiveIf([ref](const Envelope& e) {
-    const Down* d = e.As<Down>();
-    return d != nullptr && d->ref == ref;
-  });
-}
-
 // --- The driver.
 
 enum class Mode { kEmbedded, kStandalone };
@@ -221,7 +213,7 @@ struct Driver {
         Pid old = sup.node().Whereis(ClientName(i));
         if (old.valid()) {
           SendExit(old, ExitReason::Kill(), sup.self());
-          co_await AwaitGone(sup, old);
+          co_await AwaitDown(sup, old);
         }
         SpawnOptions spawn;
         spawn.name = ClientName(i);

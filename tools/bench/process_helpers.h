@@ -3,11 +3,13 @@
 #ifndef ETSMGR_TOOLS_BENCH_PROCESS_HELPERS_H_
 #define ETSMGR_TOOLS_BENCH_PROCESS_HELPERS_H_
 
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
-#include <future>
 #include <memory>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "etsmgr/process/node.h"
 
 namespace etsmgr::bench {
@@ -18,20 +20,16 @@ inline std::unique_ptr<Node> MakeNode(int schedulers) {
   return Node::Create(options).value();
 }
 
-// Runs `body` as a process and waits until it returns. The body's captures (references to the
-// caller's locals included) stay valid: the caller waits.
+// Runs `body` as a process and waits until it returns (Node::Run). The body's captures
+// (references to the caller's locals included) stay valid: the caller waits. Aborts the
+// benchmark if the body could not run to its end.
 inline void RunInProcess(Node& node, std::function<Task<void>(Process&)> body,
                          SpawnOptions options = {}) {
-  auto done = std::make_shared<std::promise<void>>();
-  std::future<void> finished = done->get_future();
-  node.Spawn(
-          [body = std::move(body), done](Process& self) -> Task<void> {
-            co_await body(self);
-            done->set_value();
-          },
-          std::move(options))
-      .value();
-  finished.wait();
+  absl::Status done = node.Run(std::move(body), std::move(options));
+  if (!done.ok()) {
+    std::fprintf(stderr, "RunInProcess: %s\n", done.ToString().c_str());
+    std::abort();
+  }
 }
 
 }  // namespace etsmgr::bench

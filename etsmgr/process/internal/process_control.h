@@ -43,6 +43,7 @@
 #include "etsmgr/process/exit_reason.h"
 #include "etsmgr/process/message.h"
 #include "etsmgr/process/pid.h"
+#include "etsmgr/process/process_info.h"
 
 namespace etsmgr {
 
@@ -129,7 +130,7 @@ class ProcessControl final : public PidTarget,
                              public Root,
                              private executor_internal::TimerNode {
  public:
-  enum class Status : uint8_t { kRunnable, kWaiting, kExiting, kDead };
+  using Status = ProcessStatus;
 
   // One per spawn, freed with the last Pid: from the per-thread block cache (base/block_cache.h).
   static void* operator new(size_t size) { return block_cache::Allocate(size); }
@@ -217,17 +218,7 @@ class ProcessControl final : public PidTarget,
   void ReleaseResource(ExitResource* resource);
   size_t resource_count() const;
 
-  struct Snapshot {
-    Status status;
-    size_t mailbox_length;
-    std::vector<Pid> links;
-    std::vector<Pid> monitored_by;
-    std::vector<Pid> monitoring;
-    bool trap_exit;
-    std::string registered_name;
-    size_t memory;
-  };
-  Snapshot Info() const;
+  ProcessInfo Info() const;
   Status status() const { return status_.load(std::memory_order_acquire); }
 
   // Runnable: the owner-thread entry point for every resumption.

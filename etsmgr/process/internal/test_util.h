@@ -1,75 +1,96 @@
-// Test helpers for process tests: run a probe process and wait for what it reports.
+// Test helpers for process tests: run a test body as a process, with its assertions in place.
+//
+//   TEST(Foo, Bar) {
+//     auto node = Node::Create({}).value();
+//     RunInProcess(*node, [&](Process& self) -> Task<void> {
+//       Pid p = self.Spawn(Worker).value();
+//       ExitReason why = co_await AwaitDown(self, p);
+//       EXPECT_EQ(why, ExitReason::Normal()) << "the worker's exit reason";
+//     });
+//   }
+//
+// gtest's EXPECT_* and ADD_FAILURE are thread-safe and work in the body. ASSERT_* cannot be used
+// in a coroutine (it `return`s): use CO_ASSERT_TRUE / CO_ASSERT_OK, which `co_return`. Nor can
+// SCOPED_TRACE: gtest keeps its traces per thread, and a process may resume on another thread
+// (put the context in the message instead).
 #ifndef ETSMGR_PROCESS_INTERNAL_TEST_UTIL_H_
 #define ETSMGR_PROCESS_INTERNAL_TEST_UTIL_H_
 
-#include <chrono>
-#include <future>
 #include <memory>
-#include <string>
+#include <mutex>
+#include <type_traits>
+#include <utility>
 
+#include "absl/time/time.h"
 #include "etsmgr/process/node.h"
 #include "gtest/gtest.h"
 
+// In a Task<void> body: like ASSERT_TRUE, but `co_return`s. `what` names the fact checked.
+#define CO_ASSERT_TRUE(cond, what)                                           \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      ADD_FAILURE() << (what) << ": expected " #cond " to hold; it did not"; \
+      co_return;                                                             \
+    }                                                                        \
+  } while (0)
+
+// In a Task<void> body: like ASSERT_TRUE(s.ok()) << s for an absl::Status or absl::StatusOr.
+#define CO_ASSERT_OK(expr, what)                                                    \
+  do {                                                                              \
+    const auto& etsmgr_co_assert_ok = (expr);                                       \
+    if (!etsmgr_co_assert_ok.ok()) {                                                \
+      ADD_FAILURE() << (what) << ": " #expr " is not OK: "                          \
+                    << ::etsmgr::test_util_internal::StatusOf(etsmgr_co_assert_ok); \
+      co_return;                                                                    \
+    }                                                                               \
+  } while (0)
+
 namespace etsmgr {
 
-// Spawns `body` as a process and waits (up to `limit`) for the value it passes to `report`.
-// Returns "<timeout>" if the probe never reported.
-using ProbeBody = std::function<Task<void>(Process&, std::function<void(std::string)> report)>;
-
-inline std::string RunProbe(Node& node, ProbeBody body, SpawnOptions options = {},
-                            std::chrono::seconds limit = std::chrono::seconds(20)) {
-  using T = std::string;
-  auto promise = std::make_shared<std::promise<T>>();
-  std::future<T> future = promise->get_future();
-  auto reported = std::make_shared<std::atomic<bool>>(false);
-  std::function<void(T)> report = [promise, reported](T value) {
-    if (!reported->exchange(true)) promise->set_value(std::move(value));
-  };
-  absl::StatusOr<Pid> pid = node.Spawn(
-      [body = std::move(body), report](Process& self) -> Task<void> { return body(self, report); },
-      options);
-  EXPECT_TRUE(pid.ok()) << pid.status();
-  if (future.wait_for(limit) != std::future_status::ready) {
-    ADD_FAILURE() << "probe did not report within the limit";
-    return T();
-  }
-  return future.get();
+namespace test_util_internal {
+inline const absl::Status& StatusOf(const absl::Status& s) { return s; }
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
+  return s.status();
 }
+}  // namespace test_util_internal
 
-// In a process: waits until `pid` has exited (a monitor and its Down; at once for a dead pid) and
-// yields the reason. Other messages stay queued.
-inline Task<ExitReason> AwaitDown(Process& self, Pid pid) {
-  const uint64_t ref = self.Monitor(pid);
-  std::optional<Message> m = co_await self.ReceiveIf([ref](const Envelope& e) {
-    const Down* d = e.As<Down>();
-    return d != nullptr && d->ref == ref;
-  });
-  co_return m->As<Down>()->reason;
+// Runs `body` as a fresh process and blocks until it returns. `body` is `Process& -> Task<void>`
+// (asserts in place, may suspend) or `Process& -> void` (synchronous code that must run as a
+// process). Fails the test, naming the reason, when the body does not finish within `limit`
+// (Node::Run's timeout: the calling thread waits on the body's completion with a deadline, never
+// sleeps; the process is then killed, so it stops at its next suspension point in the process
+// API), or when the process exits before the body returns (killed, an exception). From a plain
+// thread (the TEST body), never from a process.
+template <typename F>
+void RunInProcess(Node& node, F body, SpawnOptions options = {},
+                  absl::Duration limit = absl::Seconds(20)) {
+  auto running = std::make_shared<std::pair<std::mutex, Pid>>();
+  auto wrapped = [running, body = std::move(body)](Process& self) mutable -> Task<void> {
+    {
+      std::lock_guard<std::mutex> lock(running->first);
+      running->second = self.self();
+    }
+    if constexpr (std::is_void_v<std::invoke_result_t<F&, Process&>>) {
+      body(self);
+    } else {
+      co_await body(self);
+    }
+  };
+  absl::Status done = node.Run(std::move(wrapped), std::move(options), limit);
+  if (absl::IsDeadlineExceeded(done)) {
+    ADD_FAILURE() << "RunInProcess: the body did not finish within " << limit << " (" << done
+                  << ")";
+    std::lock_guard<std::mutex> lock(running->first);
+    SendExit(running->second, ExitReason::Kill());
+    return;
+  }
+  EXPECT_TRUE(done.ok()) << "RunInProcess: the body did not return: " << done;
 }
 
 // From a plain thread: waits until `pid` has exited.
 inline void AwaitDeath(Node& node, const Pid& pid) {
-  std::string got =
-      RunProbe(node, [pid](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        co_await AwaitDown(self, pid);
-        report("dead");
-      });
-  ASSERT_EQ(got, "dead");
-}
-
-// Runs the synchronous `fn` inside a fresh process and waits for it to finish (gtest assertions
-// inside are fine: they are thread-safe). Use it for code that must run as a process but does not
-// need to suspend.
-inline void RunInProcess(Node& node, std::function<void(Process&)> fn, SpawnOptions options = {}) {
-  std::string got = RunProbe(
-      node,
-      [fn = std::move(fn)](Process& self, std::function<void(std::string)> report) -> Task<void> {
-        fn(self);
-        report("done");
-        co_return;
-      },
-      std::move(options));
-  EXPECT_EQ(got, "done");
+  RunInProcess(node, [pid](Process& self) -> Task<void> { co_await AwaitDown(self, pid); });
 }
 
 }  // namespace etsmgr
