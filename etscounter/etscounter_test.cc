@@ -16,8 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "etscounter/shell.h"
-#include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/supervisor.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "etsmgr/table/shared/shared_claim.h"
 #include "etsmgr/table/shared/shared_map.h"
 #include "etsmgr/table/shared/test_names.h"

@@ -19,10 +19,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "etsmgr/executor/internal/test_backends.h"
-#include "etsmgr/executor/internal/test_sockets.h"
+#include "etsmgr/executor/testing/test_backends.h"
+#include "etsmgr/executor/testing/test_sockets.h"
 #include "etsmgr/manager/manager.h"
-#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace etsredis {

@@ -3,7 +3,7 @@
 //
 // A lookup in a table of a million entries misses the cache anyway; on 4 KB pages it also misses
 // the TLB, and the page walk misses the cache again. On 2 MB pages that second miss goes
-// (measured on this project's VM: 1M-key lookups +15-30%, inserts +10%). Nothing is wasted: the
+// (figures: bench/results/design-measurements.md). Nothing is wasted: the
 // mapping is the request rounded up to 4 KB pages, and only the 2 MB-aligned whole extents inside
 // it can become huge pages. The system decides: with transparent huge pages "never", or when
 // they cannot be had, these are ordinary pages. (With "madvise" and defrag "madvise", a fault may

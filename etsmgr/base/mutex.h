@@ -37,8 +37,8 @@ class ABSL_LOCKABLE Mutex {
 // threads (the manager's directory, taken by clients on every scheduler): a waiter that sleeps
 // costs a futex wait and a futex wake-up on the holder's unlock -- tens of microseconds across
 // vCPUs -- while the section itself takes a microsecond. Up to kSpins try_locks first keep waiters
-// off the kernel (1,000 clients creating 100k tables on two schedulers: ~8,000 context switches
-// with 128 attempts, ~2,000 with 1,000). A holder that takes longer still gets its waiters asleep.
+// off the kernel (kSpins chosen by context switches counted under load:
+// bench/results/design-measurements.md). A holder that takes longer still gets its waiters asleep.
 class ABSL_LOCKABLE AdaptiveMutex {
  public:
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {

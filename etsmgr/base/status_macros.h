@@ -8,7 +8,7 @@
 //   }
 //
 // The enclosing coroutine's result must be constructible from an absl::Status (absl::Status,
-// absl::StatusOr<T>). The expression is evaluated once. For gcc 12, keep braced aggregate
+// absl::StatusOr<T>). The expression is evaluated once. GCC12-WORKAROUND: keep braced aggregate
 // temporaries out of an awaited expression passed here (see etsmgr/executor/task.h).
 #ifndef ETSMGR_BASE_STATUS_MACROS_H_
 #define ETSMGR_BASE_STATUS_MACROS_H_

@@ -14,9 +14,9 @@
 #include <thread>
 #include <vector>
 
-#include "etsmgr/executor/internal/test_backends.h"
-#include "etsmgr/executor/internal/test_sockets.h"
 #include "etsmgr/executor/runtime.h"
+#include "etsmgr/executor/testing/test_backends.h"
+#include "etsmgr/executor/testing/test_sockets.h"
 #include "etsmgr/executor/wait_slot.h"
 #include "gtest/gtest.h"
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/random/random.h"
-#include "etsmgr/executor/internal/test_backends.h"
+#include "etsmgr/executor/testing/test_backends.h"
 #include "etsmgr/executor/wait_slot.h"
 #include "gtest/gtest.h"
 

@@ -18,7 +18,7 @@
 //   parked, the poster wakes it with one write(2) to an eventfd. Before parking, an idle
 //   scheduler spins for `spin` (default 50 us) when that cannot take a vCPU away from another
 //   running scheduler (fewer running scheduler threads than CPUs): waking a halted vCPU costs
-//   ~75 us on the target VM, a spinning hand-off ~0.25 us.
+//   hundreds of times a spinning hand-off (figures: bench/results/design-measurements.md).
 //
 // Frame ownership: Spawn() makes the scheduler own a detached root frame until it finishes or
 // the scheduler is destroyed (which destroys every root still suspended, running destructors

@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "etsmgr/executor/internal/test_backends.h"
+#include "etsmgr/executor/testing/test_backends.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {

@@ -19,10 +19,11 @@
 // - A Task may be awaited at most once. Awaiting a moved-from Task is a programming error
 //   (asserted).
 //
-// Compiler caveat (gcc 12): a braced aggregate temporary with non-trivial members in the same
-// full-expression as a co_await, e.g. `co_await F(Request{1, std::string("x")})`, has its
-// members destroyed twice (reproduced with gcc 12.2 at -O0 and -O2). Build such arguments with a
-// function or a named variable first: `Request r{...}; co_await F(std::move(r));`.
+// GCC12-WORKAROUND (every workaround for gcc 12 carries this tag; grep for it): a braced aggregate
+// temporary with non-trivial members in the same full-expression as a co_await, e.g. `co_await
+// F(Request{1, std::string("x")})`, has its members destroyed twice (reproduced with gcc 12.2 at
+// -O0 and -O2). Build such arguments with a function or a named variable first: `Request r{...};
+// co_await F(std::move(r));`.
 //
 // Thread safety: a Task is a plain value; it is resumed by whoever resumes its awaiter. Nothing
 // here synchronises; the executor decides which thread runs a frame.

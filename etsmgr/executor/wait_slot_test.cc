@@ -9,8 +9,8 @@
 #include <thread>
 #include <vector>
 
-#include "etsmgr/executor/internal/test_backends.h"
 #include "etsmgr/executor/runtime.h"
+#include "etsmgr/executor/testing/test_backends.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {

@@ -176,8 +176,9 @@ void LogHandBack(const std::string& inst, const std::string& name, const Pid& cl
 }
 
 // Room for `n` more elements of `v`, with its pages faulted in by one system call where the
-// kernel can (MADV_POPULATE_WRITE, Linux 5.14): an info() reply over 100k tables is ~7 MB of
-// fresh memory, and taking its ~1,800 page faults one by one cost ~3 ms here.
+// kernel can (MADV_POPULATE_WRITE, Linux 5.14): an info() reply over 100k tables is megabytes of
+// fresh memory, and taking its page faults one by one is a large share of the call (figures:
+// bench/results/design-measurements.md).
 template <typename T>
 void ReserveFaultedIn(std::vector<T>& v, size_t n) {
   v.reserve(v.size() + n);

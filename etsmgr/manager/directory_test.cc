@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/error_atom.h"
 #include "etsmgr/manager/internal/instance.h"
-#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "etsmgr/table/table.h"
 #include "gtest/gtest.h"
 #include "testing/status_matchers.h"

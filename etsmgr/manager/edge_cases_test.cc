@@ -13,7 +13,7 @@
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/manager/manager.h"
-#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "gtest/gtest.h"
 #include "testing/status_matchers.h"
 

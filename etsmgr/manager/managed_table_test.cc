@@ -7,7 +7,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {

@@ -51,7 +51,7 @@
 //   empty; nothing is overwritten. The table takes `options`' name, access and write
 //   concurrency, the file's objects. A table the instance holds is handed back as by NewTable
 //   (the file is not read). The load runs in the caller under the directory's lock: other
-//   calls on the instance wait for it (~60 ms per million int64 entries here).
+//   calls on the instance wait for it (its cost: bench/results/design-measurements.md).
 // - AddTable(name, table): manage a table the caller owns, or re-register after a manager
 //   restart (idempotent); the same checks; PermissionDenied (not_owner) when the caller does not
 //   own the table; AlreadyExists when the table is managed under another name. Registration and
@@ -273,7 +273,7 @@ class Etsmgr {
   std::string vault_name() const { return InstToName("etsmgr_vault", inst_); }
   std::string supervisor_name() const { return InstToName("etsmgr_sup", inst_); }
 
-  // Options are taken by value; name them before awaiting (gcc 12 caveat in task.h). The
+  // Options are taken by value; name them before awaiting (GCC12-WORKAROUND in task.h). The
   // timeouts are kept for compatibility: no call waits (see above).
   template <TableKey K, typename V>
   Task<absl::StatusOr<ManagedTableRef>> NewTable(
@@ -286,8 +286,8 @@ class Etsmgr {
   requires TableSerializable<K> && TableSerializable<V> Task<absl::StatusOr<ManagedTableRef>>
   NewTableFromFile(Process& self, std::string name, std::string path, TableOptions options)
   const;
-  // (An overload, not a default argument: gcc 12 destroys a defaulted temporary in a co_await
-  // expression twice.)
+  // (GCC12-WORKAROUND: an overload, not a default argument: gcc 12 destroys a defaulted temporary
+  // in a co_await expression twice.)
   template <TableKey K, typename V>
   requires TableSerializable<K> && TableSerializable<V> Task<absl::StatusOr<ManagedTableRef>>
   NewTableFromFile(Process& self, std::string name, std::string path)

@@ -21,7 +21,7 @@
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/manager/manager.h"
-#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -210,7 +210,7 @@ TEST(NoLossTest, B_HeldTablesSurviveAManagerRestart) {
         Send(first, Crash{});
         co_await AwaitDown(self, first);
         co_await KillAndAwait(self, self.node().Whereis(Srv()));
-        std::string info = co_await InfoLine(self);  // Named: gcc 12 and co_await temporaries.
+        std::string info = co_await InfoLine(self);  // Named: GCC12-WORKAROUND (task.h).
         EXPECT_EQ(info, "tables=1 counter:client=none,owner=vault,size=1 lost=0")
             << "info() after the manager's restart";
         co_await ExpectBack(self, "counter");
@@ -236,7 +236,7 @@ TEST(NoLossTest, VaultKilledWhileHoldingTables) {
         co_await KillAndAwait(self, self.node().Whereis(Vault()));
         co_await KillAndAwait(self, live);  // Whether or not a vault runs yet.
         co_await AwaitDown(self, manager);  // rest_for_one: the manager restarts after the vault.
-        std::string info = co_await InfoLine(self);  // Named: gcc 12 and co_await temporaries.
+        std::string info = co_await InfoLine(self);  // Named: GCC12-WORKAROUND (task.h).
         EXPECT_EQ(info,
                   "tables=2 held:client=none,owner=vault,size=1 "
                   "live:client=none,owner=vault,size=1 lost=0")
@@ -271,7 +271,7 @@ TEST(NoLossTest, RestartIntensityExhausted) {
         Down d = co_await self.Receive<Down>();  // The instance's supervisor gave up.
         CO_ASSERT_TRUE(d.ref == ref, "the only Down is the instance supervisor's");
         // Restarted by the application's supervisor.
-        std::string info = co_await InfoLine(self);  // Named: gcc 12 and co_await temporaries.
+        std::string info = co_await InfoLine(self);  // Named: GCC12-WORKAROUND (task.h).
         EXPECT_EQ(info, "tables=1 counter:client=none,owner=vault,size=1 lost=0")
             << "info() after the instance's restart by the application's supervisor";
         co_await ExpectBack(self, "counter");
@@ -304,7 +304,7 @@ TEST(NoLossTest, StandaloneSupervisorKilledAndStopStartCycles) {
           started = co_await StartManager(self, kInst);
           EXPECT_TRUE(started.ok()) << "cycle " << cycle << ": start: " << started;
         }
-        std::string info = co_await InfoLine(self);  // Named: gcc 12 and co_await temporaries.
+        std::string info = co_await InfoLine(self);  // Named: GCC12-WORKAROUND (task.h).
         EXPECT_EQ(info, "tables=1 counter:client=some,owner=other,size=1 lost=0")
             << "info() after the stop/start cycles";
         absl::Status discarded =

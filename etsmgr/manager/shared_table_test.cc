@@ -22,7 +22,7 @@
 #include "etsmgr/base/error_atom.h"
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/manager/manager.h"
-#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "etsmgr/table/shared/shared_map.h"
 #include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"

@@ -15,10 +15,10 @@
 #include <thread>
 #include <vector>
 
-#include "etsmgr/executor/internal/test_backends.h"
-#include "etsmgr/executor/internal/test_sockets.h"
-#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/executor/testing/test_backends.h"
+#include "etsmgr/executor/testing/test_sockets.h"
 #include "etsmgr/process/io.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {

@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "etsmgr/executor/internal/test_backends.h"
+#include "etsmgr/executor/testing/test_backends.h"
 #include "etsmgr/executor/wait_slot.h"
-#include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/node.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {

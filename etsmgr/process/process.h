@@ -42,7 +42,7 @@
 //   process runs on one thread at a time and its messages keep their order wherever it runs.
 //   SpawnOptions::pin keeps a process on its scheduler.
 //
-// gcc 12 caveat (see task.h): receive aggregates with non-trivial members into a named variable,
+// GCC12-WORKAROUND (see task.h): receive aggregates with non-trivial members into a named variable,
 // `Down d = co_await self.Receive<Down>();`, not as a temporary inside a larger expression such
 // as `(co_await self.Receive<Down>()).pid`, which gcc 12 destroys twice.
 //

@@ -160,7 +160,7 @@ void BM_SupervisorRestart(benchmark::State& state) {
         supervised = false;
         co_return;
       }
-      Up up = co_await self.Receive<Up>();  // Named: see the gcc 12 caveat in task.h.
+      Up up = co_await self.Receive<Up>();  // Named: GCC12-WORKAROUND (task.h).
       Pid child = up.pid;
       for (int64_t i = 0; i < restarts; ++i) {
         int64_t start = Scheduler::Current()->NowNanos();

@@ -9,9 +9,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/executor/wait_slot.h"
-#include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/node.h"
 #include "etsmgr/process/supervisor.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
 

@@ -21,8 +21,8 @@ struct SupRequest {
   std::optional<ChildSpec> spec;
 };
 
-// Built by a function, not braced in place: gcc 12 destroys the members of a braced aggregate
-// temporary twice when the full-expression contains a co_await (see task.h).
+// GCC12-WORKAROUND: built by a function, not braced in place: gcc 12 destroys the members of a
+// braced aggregate temporary twice when the full-expression contains a co_await (see task.h).
 SupRequest MakeRequest(SupRequest::Kind kind, std::string id,
                        std::optional<ChildSpec> spec = std::nullopt) {
   SupRequest r;

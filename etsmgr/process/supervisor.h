@@ -87,8 +87,9 @@ Task<absl::StatusOr<Pid>> StartSupervisor(Process& starter, SupervisorFlags flag
 Task<absl::StatusOr<Pid>> StartSupervisorLink(Process& parent, SupervisorFlags flags,
                                               std::vector<ChildSpec> children,
                                               SpawnOptions options);
-// Same with default options. (An overload, not a default argument: gcc 12 destroys an aggregate
-// default argument of a coroutine twice when the call is awaited; see task.h.)
+// Same with default options. (GCC12-WORKAROUND: an overload, not a default argument: gcc 12
+// destroys an aggregate default argument of a coroutine twice when the call is awaited; see
+// task.h.)
 inline Task<absl::StatusOr<Pid>> StartSupervisorLink(Process& parent, SupervisorFlags flags,
                                                      std::vector<ChildSpec> children) {
   return StartSupervisorLink(parent, flags, std::move(children), SpawnOptions());

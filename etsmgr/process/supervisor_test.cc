@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "etsmgr/process/internal/test_util.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {

@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/node.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "etsmgr/table/shared/shared_map.h"
 #include "etsmgr/table/shared/test_names.h"
 #include "etsmgr/table/table.h"

@@ -35,6 +35,7 @@
 #include <string_view>
 #include <typeindex>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -77,6 +78,35 @@ struct TableOptions {
   // Set: the table keeps its data in a named shared-memory segment (or a file) instead of the
   // heap, and the data survives the crash of the whole program (see table.h, "Shared storage").
   std::optional<SharedStorage> shared;
+};
+
+// ETS update_counter's extras: {Pos, Incr, Threshold, SetValue} and update_counter/4's Default.
+template <typename V>
+struct CounterOptions {
+  // When set: an increment (incr >= 0) whose result would exceed `threshold`, or a decrement
+  // whose result would fall below it, stores `set_value` instead (also on int overflow).
+  std::optional<V> threshold;
+  V set_value{};
+  // When set: a missing key is first inserted with this value (else NotFound).
+  std::optional<V> default_value;
+};
+
+// A key range of an ordered_set scan (SelectRange): each end open (absent) or bounded, inclusive
+// or not.
+template <typename K>
+struct KeyRange {
+  std::optional<K> lo;
+  bool lo_inclusive = true;
+  std::optional<K> hi;
+  bool hi_inclusive = true;
+
+  static KeyRange All() { return {}; }
+  static KeyRange Closed(K lo, K hi) { return {std::move(lo), true, std::move(hi), true}; }
+  static KeyRange HalfOpen(K lo, K hi) { return {std::move(lo), true, std::move(hi), false}; }
+  static KeyRange AtLeast(K lo) { return {std::move(lo), true, std::nullopt, true}; }
+  static KeyRange GreaterThan(K lo) { return {std::move(lo), false, std::nullopt, true}; }
+  static KeyRange AtMost(K hi) { return {std::nullopt, true, std::move(hi), true}; }
+  static KeyRange LessThan(K hi) { return {std::nullopt, true, std::move(hi), false}; }
 };
 
 struct TableInfo {

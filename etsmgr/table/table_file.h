@@ -58,6 +58,7 @@
 #include "etsmgr/table/internal/table_file_format.h"
 #include "etsmgr/table/table.h"
 #include "etsmgr/table/table_codec.h"
+#include "etsmgr/table/table_file_info.h"
 
 namespace etsmgr {
 

@@ -11,9 +11,9 @@
 #include <thread>
 #include <vector>
 
-#include "etsmgr/process/internal/test_util.h"
-#include "etsmgr/table/internal/test_owner.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "etsmgr/table/table.h"
+#include "etsmgr/table/testing/test_owner.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {

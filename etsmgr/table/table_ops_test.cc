@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "etsmgr/base/large_block.h"
-#include "etsmgr/process/internal/test_util.h"
 #include "etsmgr/process/node.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "etsmgr/table/internal/manager_access.h"
 #include "etsmgr/table/table.h"
 #include "etsmgr/table/table_keeper.h"

@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "etsmgr/process/internal/test_util.h"
-#include "etsmgr/table/internal/test_owner.h"
+#include "etsmgr/process/testing/test_util.h"
 #include "etsmgr/table/table.h"
+#include "etsmgr/table/testing/test_owner.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {

@@ -8,7 +8,7 @@ the flags live in one place.
 load("@rules_cc//cc:defs.bzl", "cc_binary", "cc_library", "cc_test")
 
 ETSMGR_COPTS = [
-    # gcc turns the symmetric transfer at a coroutine's final_suspend into a tail call only with
+    # GCC12-WORKAROUND: gcc turns the symmetric transfer at a coroutine's final_suspend into a tail call only with
     # sibling-call optimisation, which -O0/-O1 leave off: without it a long chain of synchronous
     # co_awaits grows the stack until it overflows. Code that awaits etsmgr Tasks in its own
     # coroutines needs the same flag below -O2.

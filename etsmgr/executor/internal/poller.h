@@ -1,11 +1,11 @@
 // Poller: the kernel interface a scheduler parks on. Two implementations with one behaviour:
 // io_uring (a ring per scheduler) and epoll + eventfd + timerfd.
 //
-// Both use an eventfd for cross-thread wake-ups, written with write(2) by the waker: the notes in
-// shared/notes/machine-figures.md show that waking a ring through IORING_OP_WRITE to an eventfd
-// is punted to a worker (+75 us), and MSG_RING cannot be sent from a plain thread that has no
-// ring. On io_uring the eventfd is read through an IORING_OP_READ kept armed on the ring, and the
-// wait deadline goes to the same io_uring_enter (liburing's submit_and_wait_timeout: the
+// Both use an eventfd for cross-thread wake-ups, written with write(2) by the waker: waking a ring
+// through IORING_OP_WRITE to an eventfd is punted to an io-wq worker (slow:
+// bench/results/design-measurements.md), and MSG_RING cannot be sent from a plain thread that has
+// no ring. On io_uring the eventfd is read through an IORING_OP_READ kept armed on the ring, and
+// the wait deadline goes to the same io_uring_enter (liburing's submit_and_wait_timeout: the
 // IORING_ENTER_EXT_ARG timeout, or an IORING_OP_TIMEOUT on kernels without it), so one system
 // call waits for wake-ups, the next timer and, later, real I/O. The scheduler keeps its timers in
 // its own heap and passes only the nearest deadline to the kernel.

@@ -42,35 +42,6 @@
 
 namespace etsmgr {
 
-// ETS update_counter's extras: {Pos, Incr, Threshold, SetValue} and update_counter/4's Default.
-template <typename V>
-struct CounterOptions {
-  // When set: an increment (incr >= 0) whose result would exceed `threshold`, or a decrement
-  // whose result would fall below it, stores `set_value` instead (also on int overflow).
-  std::optional<V> threshold;
-  V set_value{};
-  // When set: a missing key is first inserted with this value (else NotFound).
-  std::optional<V> default_value;
-};
-
-// A key range of an ordered_set scan (SelectRange): each end open (absent) or bounded, inclusive
-// or not.
-template <typename K>
-struct KeyRange {
-  std::optional<K> lo;
-  bool lo_inclusive = true;
-  std::optional<K> hi;
-  bool hi_inclusive = true;
-
-  static KeyRange All() { return {}; }
-  static KeyRange Closed(K lo, K hi) { return {std::move(lo), true, std::move(hi), true}; }
-  static KeyRange HalfOpen(K lo, K hi) { return {std::move(lo), true, std::move(hi), false}; }
-  static KeyRange AtLeast(K lo) { return {std::move(lo), true, std::nullopt, true}; }
-  static KeyRange GreaterThan(K lo) { return {std::move(lo), false, std::nullopt, true}; }
-  static KeyRange AtMost(K hi) { return {std::nullopt, true, std::move(hi), true}; }
-  static KeyRange LessThan(K hi) { return {std::nullopt, true, std::move(hi), false}; }
-};
-
 namespace table_internal {
 
 // Which way an ordered walk goes: First(kBackward) is the last key, Next(k, kBackward) the one
@@ -182,8 +153,8 @@ struct FlatMapOf {
 template <typename K, typename V>
 struct BtreeMapOf {
   // absl::btree_map with 1 KB nodes instead of its fixed 256 B: a 1M-key tree is then ~3.3 levels
-  // deep, not ~5, and a lookup is a chain of that many cache misses (measured here, same hour:
-  // 1M random-key lookups 4.2-4.9M/s at 256 B, 4.8-6.0M/s at 1 KB, 3.4-4.1M/s at 2 KB). The node
+  // deep, not ~5, and a lookup is a chain of that many cache misses (1 KB is the fastest of
+  // 256 B, 1 KB and 2 KB: bench/results/design-measurements.md). The node
   // size is a parameter of absl's internal btree only (this is btree_map's own definition with
   // another TargetNodeSize), so it is pinned to the Abseil the project builds with.
   static constexpr int kNodeBytes = 1024;
@@ -352,8 +323,8 @@ class MapCore final : public TypedCore<K, V> {
   // update_counter's and get's common case, inlined into the caller (Table<K, V> calls it first):
   // the shard lock free at the first try, the table alive, the key present and (update_counter)
   // no overflow. True when done; false when nothing was done and the full call must decide.
-  // A loop of these over a big table overlaps more of its cache misses (~110 instructions per
-  // update through the full call measured here against ~55 for a bare locked map update).
+  // A loop of these over a big table overlaps more of its cache misses (the full call takes about
+  // twice the instructions of a bare locked map update: bench/results/design-measurements.md).
   __attribute__((always_inline)) bool TryUpdateCounterFast(const K& key, V incr, V* result) {
     Shard* shards = ShardArray();
     if (shards == nullptr) return false;
@@ -391,7 +362,7 @@ class MapCore final : public TypedCore<K, V> {
 
   // The common case (key present, no threshold, no overflow) is a short path with no Status
   // built and every rare case out of line: a loop of updates over a big table then overlaps its
-  // cache misses (10-20% more updates per second over 1M keys than with them inline).
+  // cache misses (figures: bench/results/design-measurements.md).
   absl::StatusOr<V> UpdateCounter(const K& key, V incr, const CounterOptions<V>& options) override {
     if constexpr (kBag || !std::integral<V>) {
       return absl::InvalidArgumentError(

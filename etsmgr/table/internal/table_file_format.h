@@ -26,22 +26,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "etsmgr/table/table_core.h"
+#include "etsmgr/table/table_file_info.h"
 
 namespace etsmgr {
-
-// What a table file's header says (TabFileInfo).
-struct TableFileInfo {
-  uint32_t version = 0;
-  std::string name;  // Empty: the table was unnamed.
-  TableType type = TableType::kSet;
-  Access access = Access::kProtected;
-  std::string key_tag;  // TableCodec<K>::Tag() of the saved table's key type.
-  std::string value_tag;
-  uint64_t objects = 0;
-  uint64_t body_bytes = 0;
-  uint32_t body_crc = 0;
-  uint64_t file_bytes = 0;
-};
 
 namespace table_file_internal {
 

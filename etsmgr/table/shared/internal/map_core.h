@@ -317,8 +317,8 @@ absl::Status MapCore::Mutate(const uint64_t* key, const char* what, Decide&& dec
   const uint64_t ctrl = CtrlOf(HashWordsFixed<KW>(key));
   const size_t s = ShardOf(ctrl);
   ShardHeader* sh = Shard(s);
-  // Start the slot's cache (and TLB) miss before the lock: a robust lock and unlock cost ~40 ns,
-  // which then overlap the miss instead of adding to it. A hint only: the region may change.
+  // Start the slot's cache (and TLB) miss before the lock: a robust lock and unlock then overlap
+  // the miss instead of adding to it. A hint only: the region may change.
   if (const uint64_t hint = Load(&sh->region); hint != 0) [[likely]] {
     RegionView h;
     if (View(hint, &h)) [[likely]] {

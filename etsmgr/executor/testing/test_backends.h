@@ -6,8 +6,8 @@
 //
 // The io_uring instance skips (GTEST_SKIP) where the probe says io_uring is blocked, so the same
 // test still runs on the epoll fallback.
-#ifndef ETSMGR_EXECUTOR_INTERNAL_TEST_BACKENDS_H_
-#define ETSMGR_EXECUTOR_INTERNAL_TEST_BACKENDS_H_
+#ifndef ETSMGR_EXECUTOR_TESTING_TEST_BACKENDS_H_
+#define ETSMGR_EXECUTOR_TESTING_TEST_BACKENDS_H_
 
 #include <string>
 
@@ -39,4 +39,4 @@ inline std::string BackendParamName(const ::testing::TestParamInfo<BackendPrefer
 
 }  // namespace etsmgr
 
-#endif  // ETSMGR_EXECUTOR_INTERNAL_TEST_BACKENDS_H_
+#endif  // ETSMGR_EXECUTOR_TESTING_TEST_BACKENDS_H_

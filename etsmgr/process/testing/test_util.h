@@ -13,8 +13,8 @@
 // in a coroutine (it `return`s): use CO_ASSERT_TRUE / CO_ASSERT_OK, which `co_return`. Nor can
 // SCOPED_TRACE: gtest keeps its traces per thread, and a process may resume on another thread
 // (put the context in the message instead).
-#ifndef ETSMGR_PROCESS_INTERNAL_TEST_UTIL_H_
-#define ETSMGR_PROCESS_INTERNAL_TEST_UTIL_H_
+#ifndef ETSMGR_PROCESS_TESTING_TEST_UTIL_H_
+#define ETSMGR_PROCESS_TESTING_TEST_UTIL_H_
 
 #include <memory>
 #include <mutex>
@@ -95,4 +95,4 @@ inline void AwaitDeath(Node& node, const Pid& pid) {
 
 }  // namespace etsmgr
 
-#endif  // ETSMGR_PROCESS_INTERNAL_TEST_UTIL_H_
+#endif  // ETSMGR_PROCESS_TESTING_TEST_UTIL_H_

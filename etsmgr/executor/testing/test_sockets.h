@@ -1,8 +1,8 @@
 // Test helpers for socket tests (executor, process and listener I/O, etsredis): the process's
 // open descriptors and a blocking client connection (states are awaited through events: see
 // etsmgr/base/notifier.h).
-#ifndef ETSMGR_EXECUTOR_INTERNAL_TEST_SOCKETS_H_
-#define ETSMGR_EXECUTOR_INTERNAL_TEST_SOCKETS_H_
+#ifndef ETSMGR_EXECUTOR_TESTING_TEST_SOCKETS_H_
+#define ETSMGR_EXECUTOR_TESTING_TEST_SOCKETS_H_
 
 #include <dirent.h>
 #include <sys/socket.h>
@@ -40,4 +40,4 @@ inline int Dial(const SocketAddress& address) {
 
 }  // namespace etsmgr::test_sockets
 
-#endif  // ETSMGR_EXECUTOR_INTERNAL_TEST_SOCKETS_H_
+#endif  // ETSMGR_EXECUTOR_TESTING_TEST_SOCKETS_H_

@@ -1,6 +1,6 @@
 // Test helper: a process that creates a table and keeps it alive until told to stop.
-#ifndef ETSMGR_TABLE_INTERNAL_TEST_OWNER_H_
-#define ETSMGR_TABLE_INTERNAL_TEST_OWNER_H_
+#ifndef ETSMGR_TABLE_TESTING_TEST_OWNER_H_
+#define ETSMGR_TABLE_TESTING_TEST_OWNER_H_
 
 #include <cstdint>
 #include <future>
@@ -38,4 +38,4 @@ inline OwnedTable SpawnOwner(Node& node, TableOptions options, int64_t seed = 0)
 
 }  // namespace etsmgr
 
-#endif  // ETSMGR_TABLE_INTERNAL_TEST_OWNER_H_
+#endif  // ETSMGR_TABLE_TESTING_TEST_OWNER_H_
