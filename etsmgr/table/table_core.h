@@ -375,7 +375,7 @@ class TableCore : public process_internal::ExitResource,
   // keeper_'s object, for identity checks.
   const TableKeeper* keeper_raw_ ABSL_GUARDED_BY(meta_mu_) = nullptr;
   std::shared_ptr<const void> keeper_tag_ ABSL_GUARDED_BY(meta_mu_);
-  bool kept_ = false;
+  bool kept_ ABSL_GUARDED_BY(meta_mu_) = false;
 };
 
 // Demangled name of a type, for error messages ("long", "std::string").
