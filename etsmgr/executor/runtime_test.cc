@@ -245,6 +245,30 @@ TEST_P(RuntimeTest, IdleRuntimeParksEveryScheduler) {
   EXPECT_EQ(rt->BlockOn(AddAfterYield(2, 2), 1), 4);
 }
 
+// A pending timer far ahead is no work: the idle scheduler that holds it parks until the timer
+// is due (the wait's deadline), instead of spinning the whole time. (Where the idle spin is off,
+// on one CPU, the scheduler parks at once and this holds trivially.)
+TEST_P(RuntimeTest, AFarTimerDoesNotKeepItsSchedulerSpinning) {
+  auto rt = Make();
+  std::atomic<bool> armed{false};
+  ASSERT_TRUE(rt->Spawn(
+                    [](std::atomic<bool>* armed) -> Task<void> {
+                      armed->store(true);
+                      co_await Sleep(absl::Hours(1));
+                    }(&armed),
+                    0)
+                  .ok());
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!armed.load() && absl::Now() < deadline) std::this_thread::yield();
+  ASSERT_TRUE(armed.load()) << "the sleeper ran";
+  // The spin lasts 50 us by default; parking well within 10 s is the event waited for.
+  while (!rt->scheduler(0).parked() && absl::Now() < deadline) std::this_thread::yield();
+  EXPECT_TRUE(rt->scheduler(0).parked())
+      << "a scheduler whose only work is a timer an hour away spins instead of parking";
+  // It still wakes for new work.
+  EXPECT_EQ(rt->BlockOn(AddAfterYield(3, 4), 0), 7);
+}
+
 ETSMGR_INSTANTIATE_ON_ALL_BACKENDS(RuntimeTest);
 
 }  // namespace

@@ -322,7 +322,15 @@ bool Scheduler::SpinForWork() {
   for (unsigned i = 0;; ++i) {
     if (!remote_.IsEmpty() || stop_.load(std::memory_order_relaxed)) return true;
     if (io && poller_->HasCompletions()) return true;
-    if ((i & 63) == 63 && executor_internal::MonotonicNanos() >= deadline) return !timers_.empty();
+    if ((i & 63) == 63) {
+      const int64_t now = executor_internal::MonotonicNanos();
+      if (now >= deadline) {
+        // Work only if the earliest timer is due; a later one is the park's deadline, not a
+        // reason to spin again.
+        executor_internal::TimerNode* top = timers_.top();
+        return top != nullptr && top->deadline_ns() <= now;
+      }
+    }
     CpuRelax();
   }
 }
