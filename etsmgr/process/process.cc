@@ -80,6 +80,12 @@ void RemoveEntry(Pids& v, const Pid& pid) {
   if (it != v.end()) v.erase(it);
 }
 
+template <typename MonitorEntries>
+void RemoveMonitorEntry(MonitorEntries& v, uint64_t ref) {
+  auto it = std::find_if(v.begin(), v.end(), [ref](const auto& m) { return m.ref == ref; });
+  if (it != v.end()) v.erase(it);
+}
+
 }  // namespace
 
 // --- Pid.
@@ -198,7 +204,25 @@ void ProcessControl::Notify() {
   }
 }
 
+bool ProcessControl::TakeDown(const Envelope& e) {
+  const uint64_t ref = static_cast<const TypedEnvelope<Down>&>(e).value.ref;
+  ExclusiveLock lock(mu_);
+  if (!extras_) return true;
+  RemoveMonitorEntry(extras_->monitoring, ref);
+  if (!has_unwanted_downs_) return true;
+  std::vector<uint64_t>& unwanted = extras_->unwanted_downs;
+  auto it = std::find(unwanted.begin(), unwanted.end(), ref);
+  if (it == unwanted.end()) return true;
+  unwanted.erase(it);
+  has_unwanted_downs_ = !unwanted.empty();
+  return false;
+}
+
 void ProcessControl::AppendToMailbox(Envelope* e) {
+  if (e->type() == MessageTypeTag<Down>() && !TakeDown(*e)) {
+    delete e;
+    return;
+  }
   e->next_ = nullptr;
   e->prev_ = mailbox_tail_;
   if (mailbox_tail_ != nullptr) {
@@ -666,21 +690,36 @@ void ProcessControl::Demonitor(uint64_t ref, bool flush) {
       monitoring.erase(it);
     }
   }
+  // Our entry still there but the target's gone: the target is dying, has taken its watchers,
+  // and its Down is on the way (a Down removes our entry only when it reaches our mailbox).
+  bool down_in_flight = false;
   if (target.valid()) {
-    ExclusiveLock lock(target.control()->mu_);
-    target.control()->extras().monitored_by.erase(ref);
+    ProcessControl* t = target.control();
+    ExclusiveLock lock(t->mu_);
+    down_in_flight = t->extras_ == nullptr || t->extras_->monitored_by.erase(ref) == 0;
   }
-  if (flush) {
-    TakeIncoming();
-    for (Envelope* e = mailbox_head_; e != nullptr;) {
-      Envelope* next = e->next_;
-      if (e->type() == MessageTypeTag<Down>() &&
-          static_cast<TypedEnvelope<Down>*>(e)->value.ref == ref) {
-        UnlinkFromMailbox(e);
-        delete e;
+  if (!flush) return;
+  if (down_in_flight) {
+    // From here every delivery of that Down is dropped; one already queued is removed below.
+    ExclusiveLock lock(mu_);
+    extras().unwanted_downs.push_back(ref);
+    has_unwanted_downs_ = true;
+  }
+  TakeIncoming();
+  for (Envelope* e = mailbox_head_; e != nullptr;) {
+    Envelope* next = e->next_;
+    if (e->type() == MessageTypeTag<Down>() &&
+        static_cast<TypedEnvelope<Down>*>(e)->value.ref == ref) {
+      UnlinkFromMailbox(e);
+      delete e;
+      if (down_in_flight) {
+        ExclusiveLock lock(mu_);
+        std::vector<uint64_t>& unwanted = extras().unwanted_downs;
+        unwanted.erase(std::remove(unwanted.begin(), unwanted.end(), ref), unwanted.end());
+        has_unwanted_downs_ = !unwanted.empty();
       }
-      e = next;
     }
+    e = next;
   }
 }
 

@@ -539,6 +539,80 @@ TEST_P(ProcessTest, ShutdownDestroysLiveProcesses) {
   EXPECT_EQ(destroyed->load(), 20);
 }
 
+// A monitor that fired is gone from both sides, as in Erlang: AwaitDown and a received Down
+// leave no entry in the watcher's `monitoring` (which would also keep the dead process's block).
+TEST_P(ProcessTest, AFiredMonitorIsGoneFromTheWatcher) {
+  RunInProcess(*node_, [](Process& self) -> Task<void> {
+    for (int i = 0; i < 3; ++i) {
+      // It exits once monitored, so the Down carries its own reason.
+      Pid p = self.Spawn([](Process& p) -> Task<void> {
+                    while (GetProcessInfo(p.self())->monitored_by.empty()) {
+                      co_await p.Sleep(absl::Milliseconds(1));
+                    }
+                  })
+                  .value();
+      ExitReason why = co_await AwaitDown(self, p);
+      EXPECT_EQ(why.ToString(), "normal") << "round " << i;
+    }
+    Pid q = self.Spawn([](Process& q) -> Task<void> { co_await q.Receive<Ping>(); }).value();
+    uint64_t ref = self.Monitor(q);
+    Send(q, Ping{});
+    Down d = co_await self.Receive<Down>();
+    EXPECT_EQ(d.ref, ref) << "the Down's ref";
+    absl::StatusOr<ProcessInfo> me = GetProcessInfo(self.self());
+    CO_ASSERT_OK(me, "this process's info");
+    EXPECT_TRUE(me->monitoring.empty())
+        << me->monitoring.size() << " monitor(s) of dead processes left";
+    self.Demonitor(ref, /*flush=*/true);  // After the Down: a no-op, as demonitor/2 in Erlang.
+    EXPECT_EQ(self.mailbox_size(), 0u) << "nothing queued";
+  });
+}
+
+// Demonitor(ref, flush) while the target is dying on another scheduler: no Down of that monitor
+// is ever left behind, even when the target has taken its watchers and not yet sent the Down.
+// A second monitor, taken after, is the witness: the target sends Downs in ref order, so once
+// the second Down is here the first one (if sent) is too.
+TEST_P(ProcessTest, DemonitorWithFlushLeavesNoDownOfATargetDyingElsewhere) {
+  RunInProcess(
+      *node_,
+      [](Process& self) -> Task<void> {
+        const int kRounds = 3000;
+        int stray = 0;
+        for (int i = 0; i < kRounds; ++i) {
+          Pid target = self.Spawn([](Process& t) -> Task<void> { co_await t.Receive<Ping>(); },
+                                  {.scheduler = 1, .pin = true})
+                           .value();
+          uint64_t ref = self.Monitor(target);
+          uint64_t witness = self.Monitor(target);
+          Send(target, Ping{});
+          // Vary the moment of the demonitor across the target's wake-up and exit.
+          std::atomic<int> spin{0};
+          while (spin.fetch_add(1, std::memory_order_relaxed) < (i % 64) * 40) {
+          }
+          self.Demonitor(ref, /*flush=*/true);
+          std::optional<Message> w = co_await self.ReceiveIf(
+              [witness](const Envelope& e) {
+                const Down* d = e.As<Down>();
+                return d != nullptr && d->ref == witness;
+              },
+              absl::Now() + absl::Seconds(10));
+          CO_ASSERT_TRUE(w.has_value(), "the witness monitor's Down within 10 s");
+          std::optional<Message> left = co_await self.ReceiveIf(
+              [ref](const Envelope& e) {
+                const Down* d = e.As<Down>();
+                return d != nullptr && d->ref == ref;
+              },
+              absl::Now());
+          if (left.has_value()) ++stray;
+        }
+        EXPECT_EQ(stray, 0) << "Downs left behind by Demonitor(flush) in " << kRounds << " rounds";
+        absl::StatusOr<ProcessInfo> me = GetProcessInfo(self.self());
+        CO_ASSERT_OK(me, "this process's info");
+        EXPECT_TRUE(me->monitoring.empty()) << me->monitoring.size() << " monitor(s) left";
+      },
+      {.scheduler = 0, .pin = true});
+}
+
 ETSMGR_INSTANTIATE_ON_ALL_BACKENDS(ProcessTest);
 
 }  // namespace

@@ -266,6 +266,7 @@ class ProcessControl final : public PidTarget,
   bool pinned_ = false;                                 // Immutable once launched.
   int io_waits_ = 0;                                    // Owner thread: see AddIoWait().
   bool busy_ = false;                                   // Owner thread: see set_busy().
+  bool has_unwanted_downs_ ABSL_GUARDED_BY(mu_) = false;  // Extras::unwanted_downs non-empty.
   std::atomic<uint32_t> mailbox_size_{0};
 
   // --- Immutable after construction / Bind.
@@ -309,7 +310,13 @@ class ProcessControl final : public PidTarget,
     ExitResource* resources = nullptr;
     size_t resource_count = 0;
     absl::InlinedVector<std::pair<const void*, ExitHook>, 1> exit_hooks;
+    // Refs of monitors removed by Demonitor(flush) while their target was already dying: the
+    // target sends their Down after the flush looked, so the Down is dropped when it arrives.
+    std::vector<uint64_t> unwanted_downs;
   };
+  // Owner thread, for a Down reaching the mailbox: the monitor that fired is gone from this side
+  // too (as in Erlang). False (drop it) for the Down of a monitor Demonitor(flush) removed.
+  bool TakeDown(const Envelope& e);
   // Resource list updates (with the resource's previous holder's lock too, if any).
   void LinkResource(ExitResource* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UnlinkResource(ExitResource* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

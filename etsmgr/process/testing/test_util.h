@@ -16,6 +16,8 @@
 #ifndef ETSMGR_PROCESS_TESTING_TEST_UTIL_H_
 #define ETSMGR_PROCESS_TESTING_TEST_UTIL_H_
 
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <type_traits>
@@ -65,11 +67,17 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
 template <typename F>
 void RunInProcess(Node& node, F body, SpawnOptions options = {},
                   absl::Duration limit = absl::Seconds(20)) {
-  auto running = std::make_shared<std::pair<std::mutex, Pid>>();
+  struct Running {
+    std::mutex mu;
+    Pid pid;                 // Set when the body starts.
+    bool abandoned = false;  // Set at the limit: a body not yet started never starts.
+  };
+  auto running = std::make_shared<Running>();
   auto wrapped = [running, body = std::move(body)](Process& self) mutable -> Task<void> {
     {
-      std::lock_guard<std::mutex> lock(running->first);
-      running->second = self.self();
+      std::lock_guard<std::mutex> lock(running->mu);
+      if (running->abandoned) co_return;
+      running->pid = self.self();
     }
     if constexpr (std::is_void_v<std::invoke_result_t<F&, Process&>>) {
       body(self);
@@ -81,8 +89,25 @@ void RunInProcess(Node& node, F body, SpawnOptions options = {},
   if (absl::IsDeadlineExceeded(done)) {
     ADD_FAILURE() << "RunInProcess: the body did not finish within " << limit << " (" << done
                   << ")";
-    std::lock_guard<std::mutex> lock(running->first);
-    SendExit(running->second, ExitReason::Kill());
+    Pid pid;
+    {
+      std::lock_guard<std::mutex> lock(running->mu);
+      running->abandoned = true;
+      pid = running->pid;
+    }
+    if (!pid.valid()) return;
+    // The body may refer to the caller's frame: it must be gone before this returns.
+    SendExit(pid, ExitReason::Kill());
+    absl::Status gone =
+        node.Run([pid](Process& self) -> Task<void> { co_await AwaitDown(self, pid); }, {},
+                 absl::Seconds(10));
+    if (!gone.ok()) {
+      std::fprintf(stderr,
+                   "RunInProcess: the body ignored a kill for 10 s (it never suspends), and it may "
+                   "refer to the test's frame: aborting (%s)\n",
+                   gone.ToString().c_str());
+      std::abort();
+    }
     return;
   }
   EXPECT_TRUE(done.ok()) << "RunInProcess: the body did not return: " << done;
