@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
 #include "etsmgr/executor/testing/test_backends.h"
 #include "etsmgr/executor/wait_slot.h"
 #include "gtest/gtest.h"
@@ -26,6 +27,7 @@ class RuntimeTest : public BackendTest {
     EXPECT_TRUE(rt.ok()) << rt.status();
     return std::move(*rt);
   }
+  void FarTimerParks(absl::Duration far);
 };
 
 Task<int> AddAfterYield(int a, int b) {
@@ -249,13 +251,21 @@ TEST_P(RuntimeTest, IdleRuntimeParksEveryScheduler) {
 // is due (the wait's deadline), instead of spinning the whole time. (Where the idle spin is off,
 // on one CPU, the scheduler parks at once and this holds trivially.)
 TEST_P(RuntimeTest, AFarTimerDoesNotKeepItsSchedulerSpinning) {
+  for (absl::Duration far :
+       {absl::Hours(1), absl::Hours(24 * 365 * 1000), absl::InfiniteDuration()}) {
+    SCOPED_TRACE(absl::StrCat("a timer ", absl::FormatDuration(far), " away"));
+    FarTimerParks(far);
+  }
+}
+
+void RuntimeTest::FarTimerParks(absl::Duration far) {
   auto rt = Make();
   std::atomic<bool> armed{false};
   ASSERT_TRUE(rt->Spawn(
-                    [](std::atomic<bool>* armed) -> Task<void> {
+                    [](std::atomic<bool>* armed, absl::Duration far) -> Task<void> {
                       armed->store(true);
-                      co_await Sleep(absl::Hours(1));
-                    }(&armed),
+                      co_await Sleep(far);
+                    }(&armed, far),
                     0)
                   .ok());
   absl::Time deadline = absl::Now() + absl::Seconds(10);
@@ -264,7 +274,7 @@ TEST_P(RuntimeTest, AFarTimerDoesNotKeepItsSchedulerSpinning) {
   // The spin lasts 50 us by default; parking well within 10 s is the event waited for.
   while (!rt->scheduler(0).parked() && absl::Now() < deadline) std::this_thread::yield();
   EXPECT_TRUE(rt->scheduler(0).parked())
-      << "a scheduler whose only work is a timer an hour away spins instead of parking";
+      << "a scheduler whose only work is a far timer spins instead of parking";
   // It still wakes for new work.
   EXPECT_EQ(rt->BlockOn(AddAfterYield(3, 4), 0), 7);
 }
