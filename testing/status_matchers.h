@@ -21,6 +21,7 @@
 namespace etsmgr {
 namespace status_matchers_internal {
 
+// The status of an absl::Status or absl::StatusOr<T> (also for CO_ASSERT_OK, test_util.h).
 inline const absl::Status& StatusOf(const absl::Status& status) { return status; }
 template <typename T>
 const absl::Status& StatusOf(const absl::StatusOr<T>& status_or) {

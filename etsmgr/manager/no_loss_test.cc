@@ -141,24 +141,24 @@ Task<void> KillAndAwait(Process& self, const Pid& pid) {
 using Scenario = std::function<Task<void>(Process&)>;
 using OutcomeScenario = std::function<Task<std::string>(Process&)>;
 
-// Runs `scenario` (it checks in place) on a fresh node, deterministic with `seed` or on two
-// schedulers; its error if it could not run to its end.
-absl::Status RunChecked(const Scenario& scenario, bool deterministic, uint64_t seed) {
+// A fresh node for a scenario: deterministic with `seed`, or on two schedulers.
+std::unique_ptr<Node> ScenarioNode(bool deterministic, uint64_t seed) {
   RuntimeOptions options;
   options.deterministic = deterministic;
   options.seed = seed;
   options.schedulers = 2;
-  auto node = Node::Create(options).value();
+  return Node::Create(options).value();
+}
+
+// Runs `scenario` (it checks in place) on a fresh node; its error if it could not run to its end.
+absl::Status RunChecked(const Scenario& scenario, bool deterministic, uint64_t seed) {
+  auto node = ScenarioNode(deterministic, seed);
   return node->Run([scenario](Process& self) { return scenario(self); }, {.trap_exit = true});
 }
 
 // Runs an outcome scenario the same way and yields its outcome, or "did not finish".
 std::string RunScenario(const OutcomeScenario& scenario, bool deterministic, uint64_t seed) {
-  RuntimeOptions options;
-  options.deterministic = deterministic;
-  options.seed = seed;
-  options.schedulers = 2;
-  auto node = Node::Create(options).value();
+  auto node = ScenarioNode(deterministic, seed);
   absl::StatusOr<std::string> out = node->Run<absl::StatusOr<std::string>>(
       [scenario](Process& self) -> Task<absl::StatusOr<std::string>> {
         co_return co_await scenario(self);

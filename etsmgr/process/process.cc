@@ -209,12 +209,10 @@ bool ProcessControl::TakeDown(const Envelope& e) {
   ExclusiveLock lock(mu_);
   if (!extras_) return true;
   RemoveMonitorEntry(extras_->monitoring, ref);
-  if (!has_unwanted_downs_) return true;
   std::vector<uint64_t>& unwanted = extras_->unwanted_downs;
   auto it = std::find(unwanted.begin(), unwanted.end(), ref);
   if (it == unwanted.end()) return true;
   unwanted.erase(it);
-  has_unwanted_downs_ = !unwanted.empty();
   return false;
 }
 
@@ -700,10 +698,10 @@ void ProcessControl::Demonitor(uint64_t ref, bool flush) {
   }
   if (!flush) return;
   if (down_in_flight) {
-    // From here every delivery of that Down is dropped; one already queued is removed below.
+    // Not in the mailbox yet (reaching it would have removed our entry): dropped on arrival.
     ExclusiveLock lock(mu_);
     extras().unwanted_downs.push_back(ref);
-    has_unwanted_downs_ = true;
+    return;
   }
   TakeIncoming();
   for (Envelope* e = mailbox_head_; e != nullptr;) {
@@ -712,12 +710,6 @@ void ProcessControl::Demonitor(uint64_t ref, bool flush) {
         static_cast<TypedEnvelope<Down>*>(e)->value.ref == ref) {
       UnlinkFromMailbox(e);
       delete e;
-      if (down_in_flight) {
-        ExclusiveLock lock(mu_);
-        std::vector<uint64_t>& unwanted = extras().unwanted_downs;
-        unwanted.erase(std::remove(unwanted.begin(), unwanted.end(), ref), unwanted.end());
-        has_unwanted_downs_ = !unwanted.empty();
-      }
     }
     e = next;
   }

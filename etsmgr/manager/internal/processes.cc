@@ -177,16 +177,9 @@ Task<void> ManagerBody(Process& self, std::shared_ptr<Instance> st, Pid parent, 
 // exiting, or about to) and waits until they are gone, from the new supervisor `sup`.
 Task<absl::Status> AwaitOrphans(Process& sup, std::vector<Pid> orphans) {
   for (const Pid& orphan : orphans) {
-    uint64_t ref = sup.Monitor(orphan);
     SendExit(orphan, ExitReason::Kill(), sup.self());
-    std::optional<Message> down = co_await sup.ReceiveIfFor(
-        [ref](const Envelope& e) {
-          const Down* d = e.As<Down>();
-          return d != nullptr && d->ref == ref;
-        },
-        kOrphanWait);
-    if (!down) {
-      sup.Demonitor(ref, /*flush=*/true);
+    std::optional<ExitReason> gone = co_await AwaitDown(sup, orphan, Deadline(kOrphanWait));
+    if (!gone) {
       co_return absl::DeadlineExceededError(
           absl::StrCat("process ", orphan.ToString(), " of the previous run did not exit within ",
                        absl::FormatDuration(kOrphanWait)));

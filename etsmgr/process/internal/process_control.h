@@ -266,7 +266,6 @@ class ProcessControl final : public PidTarget,
   bool pinned_ = false;                                 // Immutable once launched.
   int io_waits_ = 0;                                    // Owner thread: see AddIoWait().
   bool busy_ = false;                                   // Owner thread: see set_busy().
-  bool has_unwanted_downs_ ABSL_GUARDED_BY(mu_) = false;  // Extras::unwanted_downs non-empty.
   std::atomic<uint32_t> mailbox_size_{0};
 
   // --- Immutable after construction / Bind.
@@ -310,8 +309,8 @@ class ProcessControl final : public PidTarget,
     ExitResource* resources = nullptr;
     size_t resource_count = 0;
     absl::InlinedVector<std::pair<const void*, ExitHook>, 1> exit_hooks;
-    // Refs of monitors removed by Demonitor(flush) while their target was already dying: the
-    // target sends their Down after the flush looked, so the Down is dropped when it arrives.
+    // Refs of monitors removed by Demonitor(flush) while their target was already dying and
+    // their Down had not reached the mailbox: the Down is dropped when it arrives.
     std::vector<uint64_t> unwanted_downs;
   };
   // Owner thread, for a Down reaching the mailbox: the monitor that fired is gone from this side

@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "etsmgr/process/node.h"
 #include "gtest/gtest.h"
+#include "testing/status_matchers.h"
 
 // In a Task<void> body: like ASSERT_TRUE, but `co_return`s. `what` names the fact checked.
 #define CO_ASSERT_TRUE(cond, what)                                           \
@@ -37,25 +38,17 @@
   } while (0)
 
 // In a Task<void> body: like ASSERT_TRUE(s.ok()) << s for an absl::Status or absl::StatusOr.
-#define CO_ASSERT_OK(expr, what)                                                    \
-  do {                                                                              \
-    const auto& etsmgr_co_assert_ok = (expr);                                       \
-    if (!etsmgr_co_assert_ok.ok()) {                                                \
-      ADD_FAILURE() << (what) << ": " #expr " is not OK: "                          \
-                    << ::etsmgr::test_util_internal::StatusOf(etsmgr_co_assert_ok); \
-      co_return;                                                                    \
-    }                                                                               \
+#define CO_ASSERT_OK(expr, what)                                                          \
+  do {                                                                                    \
+    const auto& etsmgr_co_assert_ok = (expr);                                             \
+    if (!etsmgr_co_assert_ok.ok()) {                                                      \
+      ADD_FAILURE() << (what) << ": " #expr " is not OK: "                                \
+                    << ::etsmgr::status_matchers_internal::StatusOf(etsmgr_co_assert_ok); \
+      co_return;                                                                          \
+    }                                                                                     \
   } while (0)
 
 namespace etsmgr {
-
-namespace test_util_internal {
-inline const absl::Status& StatusOf(const absl::Status& s) { return s; }
-template <typename T>
-const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
-  return s.status();
-}
-}  // namespace test_util_internal
 
 // Runs `body` as a fresh process and blocks until it returns. `body` is `Process& -> Task<void>`
 // (asserts in place, may suspend) or `Process& -> void` (synchronous code that must run as a
