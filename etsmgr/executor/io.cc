@@ -362,7 +362,7 @@ absl::Status CheckScheduler(const Scheduler* s, IoKind kind) {
 
 IoAwaiter::~IoAwaiter() {
   if (op_ == nullptr) return;
-  if (armed()) scheduler_->CancelTimer(this);
+  if (armed()) DisarmOn(scheduler_);
   io_internal::Release(op_, consumed_);
 }
 
@@ -389,7 +389,7 @@ bool IoAwaiter::await_suspend(std::coroutine_handle<> h) noexcept {
   }
   handle_ = h;
   if (deadline_ != absl::InfiniteFuture()) {
-    scheduler_->AddTimer(this, scheduler_->ToSchedulerNanos(deadline_));
+    ArmOn(scheduler_, scheduler_->ToSchedulerNanos(deadline_));
   }
   return true;
 }
@@ -401,7 +401,7 @@ absl::StatusOr<size_t> IoAwaiter::await_resume() {
 }
 
 void IoAwaiter::IoDone(IoOp* /*op*/) noexcept {
-  if (armed()) scheduler_->CancelTimer(this);
+  if (armed()) DisarmOn(scheduler_);
   resume_.set_handle(handle_);
   scheduler_->Post(&resume_);
 }

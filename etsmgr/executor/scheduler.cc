@@ -190,9 +190,12 @@ int64_t Scheduler::ToSchedulerNanos(absl::Time deadline) const {
   return ns > INT64_MAX - now ? INT64_MAX : now + ns;
 }
 
-void Scheduler::AddTimer(executor_internal::TimerNode* timer, int64_t deadline_ns) {
-  timers_.Insert(timer, deadline_ns);
+namespace executor_internal {
+void TimerNode::ArmOn(Scheduler* scheduler, int64_t deadline_ns) {
+  scheduler->timers_.Insert(this, deadline_ns);
 }
+void TimerNode::DisarmOn(Scheduler* scheduler) { scheduler->timers_.Remove(this); }
+}  // namespace executor_internal
 
 int Scheduler::wake_fd() const { return poller_->wake_fd(); }
 
@@ -494,13 +497,13 @@ void YieldAwaiter::await_suspend(std::coroutine_handle<> h) noexcept {
 }
 
 SleepAwaiter::~SleepAwaiter() {
-  if (armed()) scheduler_->CancelTimer(this);
+  if (armed()) DisarmOn(scheduler_);
 }
 
 void SleepAwaiter::await_suspend(std::coroutine_handle<> h) noexcept {
   scheduler_ = Scheduler::Current();
   handle_ = h;
-  scheduler_->AddTimer(this, deadline_ns_);
+  ArmOn(scheduler_, deadline_ns_);
 }
 
 void SleepAwaiter::Fire() noexcept { handle_.resume(); }

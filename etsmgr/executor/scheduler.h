@@ -195,9 +195,7 @@ class Scheduler {
   // For embedding with I/O in flight: readable when completions are waiting.
   int io_fd() const;
 
-  // Driving thread only.
-  void AddTimer(executor_internal::TimerNode* timer, int64_t deadline_ns);
-  void CancelTimer(executor_internal::TimerNode* timer) { timers_.Remove(timer); }
+  // Driving thread only. (Timers arm themselves: executor_internal::TimerNode::ArmOn.)
   size_t pending_timers() const { return timers_.size(); }
   // Any thread (a root may finish on another scheduler than the one that owns it).
   void AddRoot(Root* root);
@@ -223,6 +221,7 @@ class Scheduler {
   uint64_t stolen() const { return stolen_.load(std::memory_order_relaxed); }
 
  private:
+  friend class executor_internal::TimerNode;  // ArmOn / DisarmOn: the timer heap.
   Scheduler(const SchedulerOptions& options, Backend backend,
             std::unique_ptr<executor_internal::Poller> poller);
 

@@ -45,7 +45,7 @@ bool WaitSlot::TryCancelWait() noexcept {
 }
 
 WaitSlot::Awaiter::~Awaiter() {
-  if (armed()) scheduler_->CancelTimer(this);
+  if (armed()) DisarmOn(scheduler_);
 }
 
 bool WaitSlot::Awaiter::await_ready() noexcept {
@@ -85,7 +85,7 @@ bool WaitSlot::Awaiter::await_suspend(std::coroutine_handle<> h) noexcept {
     notified_ = await_ready();
     return false;
   }
-  if (deadline_ns_ != INT64_MAX) scheduler_->AddTimer(this, deadline_ns_);
+  if (deadline_ns_ != INT64_MAX) ArmOn(scheduler_, deadline_ns_);
   uint32_t expected = kEmpty;
   if (slot_->state_.compare_exchange_strong(expected, kWaiting, std::memory_order_acq_rel,
                                             std::memory_order_acquire)) {
@@ -94,13 +94,13 @@ bool WaitSlot::Awaiter::await_suspend(std::coroutine_handle<> h) noexcept {
   // A notification arrived between await_ready and here.
   assert(expected == kNotified);
   slot_->state_.store(kEmpty, std::memory_order_release);
-  scheduler_->CancelTimer(this);
+  DisarmOn(scheduler_);
   notified_ = true;
   return false;
 }
 
 bool WaitSlot::Awaiter::await_resume() noexcept {
-  if (armed()) scheduler_->CancelTimer(this);
+  if (armed()) DisarmOn(scheduler_);
   return notified_;
 }
 

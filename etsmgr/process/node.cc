@@ -151,6 +151,6 @@ void Node::RemoveNameWaiter(const std::string& name, const Pid& waiter) {
   if (v.empty()) name_waiters_.erase(it);
 }
 
-void Node::OnProcessExit(ProcessControl*) { live_.fetch_sub(1, std::memory_order_relaxed); }
+void Node::OnProcessExit() { live_.fetch_sub(1, std::memory_order_relaxed); }
 
 }  // namespace etsmgr

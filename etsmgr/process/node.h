@@ -149,12 +149,12 @@ class Node {
   size_t process_count() const { return live_.load(std::memory_order_relaxed); }
   uint64_t NextRef() { return next_ref_.fetch_add(1, std::memory_order_relaxed); }
 
-  // Called by the process's control block.
-  void OnProcessExit(process_internal::ProcessControl* p);
-
   void Shutdown();
 
  private:
+  friend class process_internal::ProcessControl;
+  // Called by the process's control block when it exits.
+  void OnProcessExit();
   Node() = default;
   absl::StatusOr<Pid> SpawnImpl(ProcessBody body, SpawnOptions options, const Pid* link_to);
 

@@ -54,8 +54,6 @@ void DestroyProcessControl(PidTarget* target);  // The last Pid went.
 class Pid {
  public:
   Pid() = default;  // The null Pid: refers to no process.
-  // Adopts one new reference.
-  explicit Pid(process_internal::PidTarget* target) : target_(target) {}
   Pid(const Pid& other) : target_(other.target_) {
     if (target_ != nullptr) target_->AddRef();
   }
@@ -92,6 +90,8 @@ class Pid {
   friend class Process;
   process_internal::ProcessControl* control() const;
   friend class PidCopier;
+  // Adopts one new reference (the node, when it spawns; PidCopier).
+  explicit Pid(process_internal::PidTarget* target) : target_(target) {}
   process_internal::PidTarget* target_ = nullptr;
 };
 

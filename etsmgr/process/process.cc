@@ -322,7 +322,7 @@ void ProcessControl::Suspend(std::coroutine_handle<> h, WaitRecord* wait, int64_
       scheduler()->Post(this);
       return;
     }
-    scheduler()->AddTimer(this, deadline_ns);
+    ArmOn(scheduler(), deadline_ns);
   }
   uint32_t expected = kIdle;
   if (pending_exit_ ||
@@ -388,7 +388,7 @@ void ProcessControl::Run() noexcept {
     }
   }
   if (match || timed_out_) {
-    scheduler()->CancelTimer(this);
+    DisarmOn(scheduler());
     waiting_->result = std::move(match);
     std::coroutine_handle<> h = std::exchange(waiting_handle_, nullptr);
     waiting_ = nullptr;
@@ -408,7 +408,7 @@ void ProcessControl::Run() noexcept {
 
 void ProcessControl::Terminate(ExitReason reason) {
   status_.store(Status::kExiting, std::memory_order_release);
-  scheduler()->CancelTimer(this);
+  DisarmOn(scheduler());
   waiting_handle_ = nullptr;
   if (frame_) std::exchange(frame_, nullptr).destroy();  // Destructors run here, once.
   ExitProcedure(std::move(reason));
@@ -589,12 +589,12 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
   }
   status_.store(Status::kDead, std::memory_order_release);
   scheduler()->RemoveRoot(this);
-  node_->OnProcessExit(this);
+  node_->OnProcessExit();
   Pid last = std::move(self_);  // Our own reference: may free this block when it goes.
 }
 
 void ProcessControl::DestroyAtShutdown() noexcept {
-  scheduler()->CancelTimer(this);
+  DisarmOn(scheduler());
   if (frame_) std::exchange(frame_, nullptr).destroy();
   body_ = nullptr;
   // Queued messages may hold references back to this block (a TableTransfer's table names us
@@ -615,7 +615,7 @@ void ProcessControl::DestroyAtShutdown() noexcept {
   }
   extras.reset();
   status_.store(Status::kDead, std::memory_order_release);
-  node_->OnProcessExit(this);
+  node_->OnProcessExit();
   Pid last = std::move(self_);
 }
 

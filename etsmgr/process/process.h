@@ -113,7 +113,6 @@ void SendExit(const Pid& pid, ExitReason reason, const Pid& from = Pid());
 
 class Process {
  public:
-  explicit Process(process_internal::ProcessControl* control) : control_(control) {}
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
 
@@ -180,6 +179,8 @@ class Process {
   friend class process_internal::ProcessAccess;
   friend class process_internal::ProcessControl;
   friend class Node;
+  // Made by the control block, in its own storage, for the body it runs.
+  explicit Process(process_internal::ProcessControl* control) : control_(control) {}
   process_internal::ProcessControl* control() const { return control_; }
   process_internal::ProcessControl* control_;
 };
@@ -196,9 +197,6 @@ Task<std::optional<ExitReason>> AwaitDown(Process& self, Pid pid, absl::Time dea
 
 class Process::ReceiveAwaiter {
  public:
-  ReceiveAwaiter(process_internal::ProcessControl* control, process_internal::Matcher matcher,
-                 int64_t deadline_ns)
-      : control_(control), wait_{matcher, nullptr}, deadline_ns_(deadline_ns) {}
   ReceiveAwaiter(ReceiveAwaiter&& other) noexcept
       : control_(other.control_),
         wait_{other.wait_.matcher, nullptr},
@@ -230,7 +228,15 @@ class Process::ReceiveAwaiter {
   }
 
  private:
+  // Made by Process's receive calls (and the awaiters below that wrap one).
   friend class Process;
+  template <typename T>
+  friend class TypedReceiveAwaiter;
+  friend class PredicateReceiveAwaiter;
+  ReceiveAwaiter(process_internal::ProcessControl* control, process_internal::Matcher matcher,
+                 int64_t deadline_ns)
+      : control_(control), wait_{matcher, nullptr}, deadline_ns_(deadline_ns) {}
+
   process_internal::ProcessControl* control_;
   process_internal::WaitRecord wait_;
   int64_t deadline_ns_;
@@ -241,10 +247,6 @@ class Process::ReceiveAwaiter {
 // awaiter so that a process waiting by type stays small).
 class Process::PredicateReceiveAwaiter {
  public:
-  PredicateReceiveAwaiter(process_internal::ProcessControl* control,
-                          std::function<bool(const Envelope&)> pred, int64_t deadline_ns)
-      : pred_(std::move(pred)),
-        inner_(control, process_internal::Matcher{&MatchPredicate, &pred_}, deadline_ns) {}
   PredicateReceiveAwaiter(PredicateReceiveAwaiter&& other) noexcept
       : pred_(std::move(other.pred_)),
         inner_(other.inner_.control_, process_internal::Matcher{&MatchPredicate, &pred_},
@@ -254,6 +256,11 @@ class Process::PredicateReceiveAwaiter {
   std::optional<Message> await_resume() { return inner_.await_resume(); }
 
  private:
+  friend class Process;
+  PredicateReceiveAwaiter(process_internal::ProcessControl* control,
+                          std::function<bool(const Envelope&)> pred, int64_t deadline_ns)
+      : pred_(std::move(pred)),
+        inner_(control, process_internal::Matcher{&MatchPredicate, &pred_}, deadline_ns) {}
   static bool MatchPredicate(const Envelope& e, const void* ctx) {
     return (*static_cast<const std::function<bool(const Envelope&)>*>(ctx))(e);
   }
@@ -264,8 +271,6 @@ class Process::PredicateReceiveAwaiter {
 template <typename T>
 class Process::TypedReceiveAwaiter {
  public:
-  TypedReceiveAwaiter(process_internal::ProcessControl* control, int64_t deadline_ns)
-      : inner_(control, process_internal::Matcher{&MatchType, MessageTypeTag<T>()}, deadline_ns) {}
   bool await_ready() { return inner_.await_ready(); }
   void await_suspend(std::coroutine_handle<> h) { inner_.await_suspend(h); }
   std::optional<T> await_resume() {
@@ -275,6 +280,9 @@ class Process::TypedReceiveAwaiter {
   }
 
  private:
+  friend class Process;
+  TypedReceiveAwaiter(process_internal::ProcessControl* control, int64_t deadline_ns)
+      : inner_(control, process_internal::Matcher{&MatchType, MessageTypeTag<T>()}, deadline_ns) {}
   static bool MatchType(const Envelope& e, const void* tag) { return e.type() == tag; }
   ReceiveAwaiter inner_;
 };

@@ -272,7 +272,7 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableO
   }
   // The caller is running, so it has not begun exiting: adopting cannot fail, except while its
   // exit procedure runs (a destructor creating a table), which leaves nobody to own it.
-  if (!me->AdoptResource(core)) {
+  if (!me->AdoptResource(core->AsResource())) {
     core->DeleteNow();
     return absl::FailedPreconditionError(
         absl::StrCat("new table: the calling process ", me->self().ToString(), " is exiting"));
@@ -317,7 +317,7 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
       return absl::InvalidArgumentError(
           absl::StrCat("give_away of ", ToString(), " to ", to.ToString(), ": it already owns it"));
     }
-    if (!ProcessAccess::AdoptResource(to, shared_from_this())) {
+    if (!ProcessAccess::AdoptResource(to, AsResource())) {
       return absl::FailedPreconditionError(absl::StrCat("give_away of ", ToString(), " to ",
                                                         to.ToString(), ": process is not alive"));
     }
@@ -444,8 +444,7 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
     if (deleted()) return;
     // Handed over (TableKeeper::HandOver) while `owner` was exiting: no longer its table.
     if (owner_serial_.load(std::memory_order_relaxed) != owner.serial()) return;
-    if (heir_.valid() && heir_ != owner &&
-        ProcessAccess::AdoptResource(heir_, shared_from_this())) {
+    if (heir_.valid() && heir_ != owner && ProcessAccess::AdoptResource(heir_, AsResource())) {
       heir = heir_;
       data = heir_data_;
       previous = ReplaceOwner(heir);

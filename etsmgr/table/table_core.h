@@ -196,7 +196,7 @@ struct TableDirectory;
 
 // The shared state of one table. Typed storage derives from it (internal/storage.h); users hold
 // AnyTable or Table<K, V>.
-class TableCore : public process_internal::ExitResource,
+class TableCore : private process_internal::ExitResource,
                   public std::enable_shared_from_this<TableCore> {
  public:
   enum class Op : uint8_t { kRead, kWrite };
@@ -262,9 +262,6 @@ class TableCore : public process_internal::ExitResource,
   absl::Status Rename(std::string name);
   absl::Status Delete(const char* what = "delete");
 
-  // ExitResource: the owner exited (runs on its thread, before its links fire).
-  void OnOwnerExit(const Pid& owner, const ExitReason& reason) override;
-
   // --- Storage, implemented by the typed core. Each checks deleted() under its own lock.
   virtual absl::StatusOr<size_t> Size(const char* what) const = 0;
   virtual absl::Status Clear(const char* what) = 0;
@@ -294,6 +291,14 @@ class TableCore : public process_internal::ExitResource,
   }
 
  private:
+  // ExitResource (the process package's hook, a private base): the owner exited (runs on its
+  // thread, before its links fire).
+  void OnOwnerExit(const Pid& owner, const ExitReason& reason) override;
+  // This table as the process package holds it (shared ownership of the table).
+  std::shared_ptr<process_internal::ExitResource> AsResource() {
+    return std::shared_ptr<process_internal::ExitResource>(shared_from_this(), this);
+  }
+
   // The manager's hooks (table_internal::ManagerAccess, internal/manager_access.h).
   friend class table_internal::ManagerAccess;
   // A flag for whoever fills the table first (the manager's "created" answer uses it): false until

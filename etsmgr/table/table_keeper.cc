@@ -32,7 +32,7 @@ Pid TableKeeper::PlaceLocked(TableCore* table, const Pid& from) {
   ExclusiveLock lock(mu_);
   // A holder that is exiting refuses the adoption (AdoptResource): the table is parked instead.
   if (holder_.valid() && holder_ != from &&
-      ProcessAccess::AdoptResource(holder_, table->shared_from_this())) {
+      ProcessAccess::AdoptResource(holder_, table->AsResource())) {
     return holder_;
   }
   parked_.emplace(table, table->shared_from_this());
@@ -70,7 +70,8 @@ absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
   for (auto& [raw, core] : parked) {
     ExclusiveLock lock(core->meta_mu_);
     if (core->deleted() || !core->KeptBy(this) || core->owner_.valid()) continue;
-    if (!me->AdoptResource(core)) {  // Cannot happen while we run; keep it parked regardless.
+    if (!me->AdoptResource(
+            core->AsResource())) {  // Cannot happen while we run; keep it parked regardless.
       ParkLocked(core.get());
       continue;
     }
@@ -162,7 +163,7 @@ absl::Status TableKeeper::HandOver(const AnyTable& table, const Pid& to) {
     return absl::InvalidArgumentError(
         absl::StrCat("hand over ", core.ToString(), ": the receiver is the null pid"));
   }
-  if (!ProcessAccess::AdoptResource(to, core.shared_from_this())) {
+  if (!ProcessAccess::AdoptResource(to, core.AsResource())) {
     return absl::FailedPreconditionError(absl::StrCat("hand over ", core.ToString(), " to ",
                                                       to.ToString(), ": process is not alive"));
   }

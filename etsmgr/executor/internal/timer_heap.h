@@ -11,6 +11,10 @@
 #include <cstdint>
 #include <vector>
 
+namespace etsmgr {
+class Scheduler;
+}  // namespace etsmgr
+
 namespace etsmgr::executor_internal {
 
 class TimerHeap;
@@ -30,6 +34,11 @@ class TimerNode {
   TimerNode(const TimerNode&) = delete;
   TimerNode& operator=(const TimerNode&) = delete;
   ~TimerNode() = default;
+
+  // On `scheduler`'s driving thread only: arms this timer there (Fire() runs on that thread once
+  // the deadline passes), or takes it out (a no-op when not armed).
+  void ArmOn(Scheduler* scheduler, int64_t deadline_ns);
+  void DisarmOn(Scheduler* scheduler);
 
  private:
   friend class TimerHeap;
