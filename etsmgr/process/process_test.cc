@@ -487,6 +487,15 @@ TEST_P(ProcessTest, NodeRunYieldsWhatTheBodyYields) {
   absl::Status slow = node_->Run([](Process& self) -> Task<void> { co_await self.Receive<Ping>(); },
                                  {}, absl::Milliseconds(20));
   EXPECT_EQ(slow.code(), absl::StatusCode::kDeadlineExceeded) << "past its timeout: " << slow;
+  // A timeout beyond what a clock can add (500 years) waits like an infinite one; it once
+  // overflowed the condition variable's deadline and answered DeadlineExceeded at once.
+  absl::StatusOr<int> patient = node_->Run(
+      [](Process&) -> Task<int> {
+        co_await Sleep(absl::Milliseconds(20));
+        co_return 8;
+      },
+      {}, absl::Hours(24 * 365 * 500));
+  EXPECT_TRUE(patient.ok() && *patient == 8) << "a 500-year timeout: " << patient.status();
   RunInProcess(*node_, [](Process& self) {
     absl::Status nested = self.node().Run([](Process&) -> Task<void> { co_return; });
     EXPECT_EQ(nested.code(), absl::StatusCode::kFailedPrecondition)
