@@ -1,5 +1,6 @@
 #include "etsmgr/table/shared/shared_map.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -258,6 +259,26 @@ TEST_P(SharedMapTest, SyncAndInfo) {
   EXPECT_EQ(info.shards, 8u);
   EXPECT_GE(info.opens, 1u);
   EXPECT_EQ(info.slot_rollbacks, 0u);
+}
+
+// A creator killed between creating its temporary file and linking it leaves the file behind; a
+// restarted program often has the same pid (a container's, a sandbox's). Such leftovers, for every
+// counter value a pid-only name could take, do not stop the next create.
+TEST_P(SharedMapTest, LeftoverTemporaryFilesOfTheSamePidDoNotBlockCreation) {
+  const std::string dir =
+      seg_.options().directory.empty() ? std::string("/dev/shm") : seg_.options().directory;
+  std::vector<std::string> planted;
+  for (int i = 0; i < 1000; ++i) {
+    planted.push_back(absl::StrCat(dir, "/.", seg_.name(), ".", getpid(), ".", i, ".tmp"));
+    const int fd = open(planted.back().c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0) << planted.back();
+    close(fd);
+  }
+  absl::StatusOr<IntMap> map = IntMap::Open(seg_.name(), seg_.options());
+  for (const std::string& path : planted) unlink(path.c_str());
+  ASSERT_TRUE(map.ok()) << map.status();
+  EXPECT_TRUE(map->created());
+  EXPECT_TRUE(map->Insert(1, 2).ok());
 }
 
 TEST(SharedMapNullTest, EveryCallOnANullHandleFails) {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -857,11 +858,26 @@ namespace {
 // when the name was taken meanwhile.
 absl::StatusOr<bool> CreateSegment(int dirfd, const std::string& name,
                                    const SharedMapOptions& options, const LayoutDesc& layout) {
+  // The temporary name must not repeat another program's, nor one a killed creator left behind:
+  // a pid alone repeats (a restarted program in a container often has the same pid, and programs
+  // in other pid namespaces share /dev/shm), so the name carries 64 random bits too, and a name
+  // taken after all is skipped.
+  static const uint64_t token = [] {
+    std::random_device rd;
+    return (uint64_t{rd()} << 32) ^ rd();
+  }();
   static std::atomic<uint64_t> counter{0};
-  const std::string temp = absl::StrCat(".", name, ".", getpid(), ".",
-                                        counter.fetch_add(1, std::memory_order_relaxed), ".tmp");
-  Fd fd(openat(dirfd, temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (fd.get() < 0) return ErrnoToStatus(errno, absl::StrCat("shared map \"", name, "\": create"));
+  std::string temp;
+  int raw = -1;
+  for (int attempt = 0; raw < 0; ++attempt) {
+    temp = absl::StrCat(".", name, ".", getpid(), "-", absl::Hex(token, absl::kZeroPad16), "-",
+                        counter.fetch_add(1, std::memory_order_relaxed), ".tmp");
+    raw = openat(dirfd, temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (raw < 0 && (errno != EEXIST || attempt >= 100)) {
+      return ErrnoToStatus(errno, absl::StrCat("shared map \"", name, "\": create ", temp));
+    }
+  }
+  Fd fd(raw);
   auto fail = [&](absl::Status st) {
     unlinkat(dirfd, temp.c_str(), 0);
     return st;
