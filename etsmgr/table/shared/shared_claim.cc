@@ -9,26 +9,59 @@
 #include <cstdlib>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/errno_status.h"
+#include "etsmgr/base/mutex.h"
 #include "etsmgr/table/shared/internal/map_core.h"
 
 namespace etsmgr {
 
+namespace {
+// The lock files (device, inode) this program holds: how a refused Acquire knows the holder is
+// this program. The pid written into the file cannot say so: a program in another pid namespace
+// (a container, a sandboxed test) may have the same pid as this one.
+struct HeldClaims {
+  Mutex mu;
+  absl::flat_hash_set<std::pair<uint64_t, uint64_t>> files ABSL_GUARDED_BY(mu);
+};
+HeldClaims& Held() {
+  static HeldClaims* held = new HeldClaims;
+  return *held;
+}
+bool HeldHere(std::pair<uint64_t, uint64_t> file) {
+  HeldClaims& h = Held();
+  ExclusiveLock lock(h.mu);
+  return h.files.contains(file);
+}
+}  // namespace
+
 SharedClaim::SharedClaim(SharedClaim&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
+    : fd_(std::exchange(other.fd_, -1)),
+      file_(other.file_),
+      registered_(std::exchange(other.registered_, false)),
+      path_(std::move(other.path_)) {}
 
 SharedClaim& SharedClaim::operator=(SharedClaim&& other) noexcept {
   if (this != &other) {
     Release();
     fd_ = std::exchange(other.fd_, -1);
+    file_ = other.file_;
+    registered_ = std::exchange(other.registered_, false);
     path_ = std::move(other.path_);
   }
   return *this;
 }
 
 void SharedClaim::Release() {
-  if (fd_ >= 0) close(std::exchange(fd_, -1));
+  if (fd_ < 0) return;
+  if (registered_) {
+    HeldClaims& h = Held();
+    ExclusiveLock lock(h.mu);
+    h.files.erase(file_);
+    registered_ = false;
+  }
+  close(std::exchange(fd_, -1));
 }
 
 void SharedClaim::Remove() {
@@ -105,7 +138,7 @@ absl::StatusOr<SharedClaim> SharedClaim::Acquire(std::string_view name_view,
       return absl::AlreadyExistsError(absl::StrCat(
           "shared table \"", name, "\": held by another live program",
           holder > 0 ? absl::StrCat(" (pid ", holder, ", per ", claim.path_, ")") : std::string(),
-          holder == getpid() ? " -- this program, through another table" : ""));
+          HeldHere({st.st_dev, st.st_ino}) ? " -- this program, through another table" : ""));
     }
     struct stat now;
     if (stat(claim.path_.c_str(), &now) != 0 || now.st_ino != st.st_ino ||
@@ -117,6 +150,13 @@ absl::StatusOr<SharedClaim> SharedClaim::Acquire(std::string_view name_view,
         pwrite(claim.fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
       return ErrnoToStatus(errno, what);
     }
+    claim.file_ = {st.st_dev, st.st_ino};
+    {
+      HeldClaims& h = Held();
+      ExclusiveLock lock(h.mu);
+      h.files.insert(claim.file_);
+    }
+    claim.registered_ = true;
     return claim;
   }
   return absl::UnavailableError(absl::StrCat(what, ": the lock file keeps being replaced"));

@@ -10,15 +10,19 @@
 //
 // One claim per name per program: a second Acquire in the same program answers AlreadyExists too
 // (flock locks belong to the open file, and each Acquire opens its own). The pid written into the
-// lock file is only for messages; liveness is the lock alone. A fork() child shares its parent's
+// lock file is only for messages; liveness is the lock alone, and "this program" in a refusal is
+// known from the program's own set of held claims, not from the pid (which another pid namespace
+// may repeat). A fork() child shares its parent's
 // claims (it inherits the open file): claim in the program that uses the table, after forking.
 //
 // Thread safety: a SharedClaim is a move-only value; Acquire may be called from any thread.
 #ifndef ETSMGR_TABLE_SHARED_SHARED_CLAIM_H_
 #define ETSMGR_TABLE_SHARED_SHARED_CLAIM_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -59,6 +63,9 @@ class SharedClaim {
 
  private:
   int fd_ = -1;
+  // The lock file's (device, inode), in this program's set of held claims while registered_.
+  std::pair<uint64_t, uint64_t> file_{0, 0};
+  bool registered_ = false;
   std::string path_;
 };
 

@@ -2,6 +2,7 @@
 // releases the lock), a live one's is AlreadyExists; bad names and planted files are refused.
 #include "etsmgr/table/shared/shared_claim.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -28,15 +29,24 @@ class SharedClaimTest : public ::testing::Test {
   void TearDown() override { unlink(Path().c_str()); }
   std::string Path() const { return absl::StrCat(options_.directory, "/.", name_, ".owner"); }
 
-  // Forks a program that claims the name, reports through a pipe, and waits to be killed.
-  pid_t ForkHolder() {
+  // Forks a program that claims the name, reports through a pipe, and waits to be killed. With
+  // `as_parent`, the lock file then says the parent's pid, as a program in another pid namespace
+  // with the same pid number would write.
+  pid_t ForkHolder(bool as_parent = false) {
     int fds[2];
     EXPECT_EQ(pipe(fds), 0);
     pid_t pid = fork();
     if (pid == 0) {
       close(fds[0]);
       absl::StatusOr<SharedClaim> claim = SharedClaim::Acquire(name_, options_);
-      const char ok = claim.ok() ? '1' : '0';
+      bool ok_claim = claim.ok();
+      if (ok_claim && as_parent) {
+        const std::string pid = absl::StrCat(getppid(), "\n");
+        const int fd = open(Path().c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+        ok_claim = fd >= 0 && write(fd, pid.data(), pid.size()) == static_cast<ssize_t>(pid.size());
+        if (fd >= 0) close(fd);
+      }
+      const char ok = ok_claim ? '1' : '0';
       if (write(fds[1], &ok, 1) != 1) _exit(2);
       pause();
       _exit(0);
@@ -86,6 +96,20 @@ TEST_F(SharedClaimTest, ALiveProgramHoldsItAKilledOneLetsGo) {
   EXPECT_TRUE(mine.ok()) << mine.status();
   EXPECT_TRUE(SharedClaim::HeldByAnyone(name_, options_).value());  // This program, too.
   EXPECT_TRUE(mine->held());  // The probe did not take it away.
+}
+
+// "This program" in a refusal comes from the claims this program holds, not from the pid in the
+// lock file: a program in another pid namespace (a container, a sandboxed test) can have our pid.
+TEST_F(SharedClaimTest, AnotherProgramWithOurPidIsNotThisProgram) {
+  pid_t holder = ForkHolder(/*as_parent=*/true);
+  absl::StatusOr<SharedClaim> taken = SharedClaim::Acquire(name_, options_);
+  EXPECT_EQ(taken.status().code(), absl::StatusCode::kAlreadyExists) << taken.status();
+  EXPECT_NE(taken.status().message().find(absl::StrCat("pid ", getpid())), std::string::npos)
+      << "the file says our pid: " << taken.status();
+  EXPECT_EQ(taken.status().message().find("this program"), std::string::npos) << taken.status();
+  ASSERT_EQ(kill(holder, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(holder, &status, 0), holder);
 }
 
 TEST_F(SharedClaimTest, RemoveUnlinksTheLockFile) {
