@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
 
 namespace {
@@ -247,7 +248,8 @@ class Incrementer {
 // --shared: the keyspace lives in shared-memory segments, so a kill -9 of the whole server loses
 // nothing acknowledged; the restarted server (same prefix, shard count, instance) has it all.
 TEST(EtsredisMainTest, TheSharedModeSurvivesAKillNineOfTheServer) {
-  const std::string name = absl::StrCat("etsredis-test-", ::getpid());
+  // Unique across parallel runs: sandboxed tests repeat each other's pids.
+  const std::string name = etsmgr::shared_testing::UniqueSegmentName("etsredis-test");
   // Whatever happens, the test leaves nothing in /dev/shm.
   struct RemoveSegments {
     std::string name;

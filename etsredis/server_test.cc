@@ -23,6 +23,7 @@
 #include "etsmgr/executor/testing/test_sockets.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/testing/test_util.h"
+#include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
 
 namespace etsredis {
@@ -113,9 +114,9 @@ class EtsredisTest : public BackendTest {
   // Options for the shared mode, on a manager instance of this test's own (so no other test,
   // and no real server, ever sees its directory of shared tables).
   ServerOptions SharedOptions() {
-    shared_instance_ =
-        absl::StrCat("etsredis-test-", ::getpid(), "-",
-                     backend() == etsmgr::BackendPreference::kIoUring ? "uring" : "epoll");
+    // Unique across parallel runs: sandboxed tests repeat each other's pids.
+    shared_instance_ = etsmgr::shared_testing::UniqueSegmentName(absl::StrCat(
+        "etsredis-test-", backend() == etsmgr::BackendPreference::kIoUring ? "uring" : "epoll"));
     EXPECT_TRUE(etsmgr::StartManager(*node_, shared_instance_).ok());
     ServerOptions options;
     options.shared = shared_instance_;
@@ -428,8 +429,14 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
     std::string name = round % 25 == 24 && manager_kills < 5
                            ? manager_name
                            : Server::ShardName(round % server_->shards());
-    etsmgr::Pid victim = node_->Whereis(name);
-    ASSERT_TRUE(victim.valid()) << name;  // Each restart below was waited for.
+    // Each restart below was waited for, but a kill loop this fast can exhaust the shards'
+    // supervisor's intensity (1000 in 1 s), which then restarts as a whole: wait for the name.
+    absl::StatusOr<std::optional<etsmgr::Pid>> found =
+        node_->Run<std::optional<etsmgr::Pid>>([name](etsmgr::Process& self) {
+          return self.WaitForRegistered(name, etsmgr::Deadline(absl::Seconds(30)));
+        });
+    ASSERT_TRUE(found.ok() && found->has_value()) << name << ": not registered again";
+    etsmgr::Pid victim = **found;
     const uint64_t opens = server_->stats().shard_opens.load();
     etsmgr::SendExit(victim, etsmgr::ExitReason::Kill());
     (name == manager_name ? manager_kills : kills)++;
