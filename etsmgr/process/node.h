@@ -245,19 +245,15 @@ auto Node::Run(F body, SpawnOptions options, absl::Duration timeout) {
       std::move(options));
   guard.reset();  // The closure's copy (or, if the spawn failed, none) signals the end.
   if (!pid.ok()) return R(pid.status());
+  // A timeout past what a clock can add (centuries) is an infinite one: its deadline would
+  // overflow and answer at once.
+  if (timeout > absl::Hours(24 * 365 * 100)) timeout = absl::InfiniteDuration();
   bool done = false;
   if (timeout != absl::InfiniteDuration() && !runtime().deterministic()) {
     // Threaded, with a timeout: wait here (a timer on a scheduler would keep it from parking).
-    // A timeout past what the clock can add (centuries) waits without one: the deadline
-    // would overflow and answer at once.
     std::unique_lock<std::mutex> lock(state->mu);
-    if (timeout > absl::Hours(24 * 365 * 100)) {
-      state->cv.wait(lock, [&state] { return state->finished; });
-      done = true;
-    } else {
-      done = state->cv.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                                [&state] { return state->finished; });
-    }
+    done = state->cv.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                              [&state] { return state->finished; });
   } else {
     try {
       done = runtime().BlockOn(node_internal::AwaitRun(state, timeout));

@@ -272,7 +272,7 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableO
   }
   // The caller is running, so it has not begun exiting: adopting cannot fail, except while its
   // exit procedure runs (a destructor creating a table), which leaves nobody to own it.
-  if (!me->AdoptResource(core->AsResource())) {
+  if (!me->AdoptResource(core->AsResource(core))) {
     core->DeleteNow();
     return absl::FailedPreconditionError(
         absl::StrCat("new table: the calling process ", me->self().ToString(), " is exiting"));

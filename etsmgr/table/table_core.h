@@ -298,6 +298,10 @@ class TableCore : private process_internal::ExitResource,
   std::shared_ptr<process_internal::ExitResource> AsResource() {
     return std::shared_ptr<process_internal::ExitResource>(shared_from_this(), this);
   }
+  static std::shared_ptr<process_internal::ExitResource> AsResource(
+      const std::shared_ptr<TableCore>& core) {
+    return std::shared_ptr<process_internal::ExitResource>(core, core.get());
+  }
 
   // The manager's hooks (table_internal::ManagerAccess, internal/manager_access.h).
   friend class table_internal::ManagerAccess;

@@ -161,7 +161,7 @@ class SharedMap {
   // `decide(current, next)` sees the key's value (null when absent) and answers kKeep, kPut (with
   // *next filled in) or kErase. `decide` must be short and must not call this map (the lock is
   // not reentrant) nor block. `what` names the operation in errors.
-  using Action = shared_internal::MapCore::Action;
+  using Action = SharedMapAction;
   template <typename F>
   requires std::is_invocable_r_v<Action, F&, const V*, V*> absl::Status Mutate(
       const K& key, F&& decide, const char* what = "mutate") {

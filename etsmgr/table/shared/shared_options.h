@@ -13,6 +13,9 @@ namespace etsmgr {
 // The table kind a segment holds (stored in its header). Only `set` (one value per key) exists.
 enum class SharedKind : uint32_t { kSet = 1 };
 
+// What a SharedMap::Mutate decision does with the key: leave it, put the new value, erase it.
+enum class SharedMapAction { kKeep, kPut, kErase };
+
 struct SharedMapOptions {
   enum class Mode : uint8_t {
     kOpenOrCreate,  // open the segment, or create it when there is none

@@ -43,7 +43,7 @@ struct LayoutDesc {
 
 class MapCore {
  public:
-  enum class Action { kKeep, kPut, kErase };
+  using Action = SharedMapAction;
 
   static absl::StatusOr<std::shared_ptr<MapCore>> Open(std::string_view name,
                                                        const SharedMapOptions& options,
