@@ -1,6 +1,7 @@
 // Table<K, V> with shared storage (TableOptions::shared): the Table API over a shared-memory
 // segment, what survives the owner, what Delete removes, and what is refused.
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,7 +10,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <future>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -111,6 +114,49 @@ TEST_F(SharedTableTest, TheTableApiOnASharedSegment) {
     EXPECT_GT(info.memory, 0u);
     ASSERT_TRUE(t.Clear().ok());
     EXPECT_EQ(t.Size().value(), 0u);
+  });
+}
+
+// Get and UpdateCounter on shared storage are inlined into the caller and fall back to the
+// general call for everything but the common case: what they answer is the general call's.
+TEST_F(SharedTableTest, TheInlinedPathsAnswerAsTheCallsDo) {
+  Run([&](Process&) {
+    IntTable t = IntTable::NewShared(storage_, {.access = Access::kPublic}).value();
+    constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+    ASSERT_TRUE(t.Insert(1, kMax - 1).ok());
+    EXPECT_EQ(t.Get(1).value(), kMax - 1);
+    EXPECT_EQ(t.Get(2).value(), std::nullopt) << "an absent key";
+    EXPECT_EQ(t.UpdateCounter(1, 1).value(), kMax);
+    EXPECT_EQ(t.UpdateCounter(1, 1).status().code(), absl::StatusCode::kOutOfRange);
+    EXPECT_EQ(t.Get(1).value(), kMax) << "an overflowing update changes nothing";
+    EXPECT_EQ(t.UpdateCounter(2, 1).status().code(), absl::StatusCode::kNotFound);
+    ASSERT_TRUE(t.Insert(1, 0).ok());
+
+    // A writer of another program killed while it holds the key's shard lock (after its store):
+    // the next update repairs the shard (the robust lock's EOWNERDEAD) and counts on from there.
+    pid_t child = fork();
+    if (child == 0) {
+      SharedMapOptions options = storage_.map;
+      options.mode = SharedMapOptions::Mode::kOpen;
+      absl::StatusOr<SharedMap<int64_t, int64_t>> map =
+          SharedMap<int64_t, int64_t>::Open(storage_.segment, options);
+      if (!map.ok()) _exit(2);
+      shared_internal::g_crash_hook.store(+[](shared_internal::Crash point) {
+        if (point == shared_internal::Crash::kSlotWritten) _exit(0);
+      });
+      (void)map->UpdateCounter(1, 5);
+      _exit(3);  // The hook did not fire.
+    }
+    ASSERT_GT(child, 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    EXPECT_EQ(t.UpdateCounter(1, 1).value(), 6) << "the killed writer's store, then ours";
+    EXPECT_TRUE(t.CheckStorage().ok());
+
+    ASSERT_TRUE(t.Delete().ok());
+    EXPECT_FALSE(t.Get(1).ok()) << "a deleted table";
+    EXPECT_FALSE(t.UpdateCounter(1, 1).ok()) << "a deleted table";
   });
 }
 

@@ -324,6 +324,12 @@ class Table {
         return static_cast<const SetCore*>(core_.get())->TryGetFast(key, out);
       case TableCore::FastPath::kOrderedSet:
         return static_cast<const OrderedCore*>(core_.get())->TryGetFast(key, out);
+      case TableCore::FastPath::kShared:
+        if constexpr (SharedKey<K> && SharedStorable<V>) {
+          return static_cast<const table_internal::SharedCore<K, V>*>(core_.get())
+              ->TryGetFast(key, out);
+        }
+        return false;
       default:
         return false;
     }
@@ -334,6 +340,12 @@ class Table {
         return static_cast<SetCore*>(core_.get())->TryUpdateCounterFast(key, incr, result);
       case TableCore::FastPath::kOrderedSet:
         return static_cast<OrderedCore*>(core_.get())->TryUpdateCounterFast(key, incr, result);
+      case TableCore::FastPath::kShared:
+        if constexpr (SharedKey<K> && SharedStorable<V>) {
+          return static_cast<table_internal::SharedCore<K, V>*>(core_.get())
+              ->TryUpdateCounterFast(key, incr, result);
+        }
+        return false;
       default:
         return false;
     }

@@ -144,7 +144,7 @@ TableCore::TableCore(const TableOptions& options, const std::type_info& key_type
                      const std::type_info& value_type)
     : type_(options.type),
       access_(options.access),
-      fast_path_(options.shared                           ? FastPath::kNone
+      fast_path_(options.shared                           ? FastPath::kShared
                  : options.type == TableType::kSet        ? FastPath::kSet
                  : options.type == TableType::kOrderedSet ? FastPath::kOrderedSet
                                                           : FastPath::kNone),

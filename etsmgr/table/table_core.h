@@ -212,8 +212,8 @@ class TableCore : private process_internal::ExitResource,
   // as opposed to one deleted on purpose).
   bool lost_with_owner() const { return lost_with_owner_.load(std::memory_order_acquire); }
   // Which inlined fast path of Table<K, V> applies: the in-process set and ordered_set cores
-  // have one; every other core (bags, shared storage) answers kNone.
-  enum class FastPath : uint8_t { kSet, kOrderedSet, kNone };
+  // and shared storage have one; bags answer kNone.
+  enum class FastPath : uint8_t { kSet, kOrderedSet, kShared, kNone };
   FastPath fast_path() const { return fast_path_; }
   // True once the table was deleted on purpose (Delete, or released by its keeper), as opposed to
   // lost with its owner: shared storage then removes its segment.

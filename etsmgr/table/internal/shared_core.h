@@ -54,6 +54,15 @@ class SharedCore final : public TypedCore<K, V> {
         segment_(options.shared->segment),
         map_options_(options.shared->map) {}
 
+  // Table<K, V>'s inlined fast paths (FastPath::kShared): false when the virtual call must run.
+  __attribute__((always_inline)) bool TryGetFast(const K& key, std::optional<V>* out) const {
+    return !this->deleted() && map_.TryGetFast(key, out);
+  }
+  __attribute__((always_inline)) bool TryUpdateCounterFast(const K& key, V incr,
+                                                           V* result) requires std::integral<V> {
+    return !this->deleted() && map_.TryUpdateCounterFast(key, incr, result);
+  }
+
   bool storage_existed() const override { return !map_.created(); }
   bool storage_initialised() const override { return map_.initialised(); }
   void MarkStorageInitialised(bool done) override {

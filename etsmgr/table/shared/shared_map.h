@@ -113,6 +113,13 @@ template <typename T>
 concept SharedKey = SharedStorable<T> && std::has_unique_object_representations_v<T>;
 
 template <SharedKey K, SharedStorable V>
+class SharedMap;
+namespace table_internal {
+template <SharedKey K, SharedStorable V>
+class SharedCore;
+}  // namespace table_internal
+
+template <SharedKey K, SharedStorable V>
 class SharedMap {
  public:
   using Entry = std::pair<K, V>;
@@ -198,6 +205,40 @@ class SharedMap {
   static constexpr size_t KW = (sizeof(K) + 7) / 8;
   static constexpr size_t VW = (sizeof(V) + 7) / 8;
   using Core = shared_internal::MapCore;
+
+  // The inlined fast paths of a table with shared storage (Table<K, V>::Get and UpdateCounter):
+  // true when answered, false when the general call must run (no Status is built here).
+  friend class table_internal::SharedCore<K, V>;
+  static constexpr int kFastReadTries = 4;
+  __attribute__((always_inline)) bool TryGetFast(const K& key, std::optional<V>* out) const {
+    KeyWords k(key);
+    uint64_t value[VW];
+    switch (core_->template TryFind<KW, VW>(k.w, value, kFastReadTries)) {
+      case Core::FastFind::kFound:
+        out->emplace(FromWords<V>(value));
+        return true;
+      case Core::FastFind::kAbsent:
+        out->reset();
+        return true;
+      case Core::FastFind::kSlow:
+        break;
+    }
+    return false;
+  }
+  // A present key, no overflow; everything else is UpdateCounter's.
+  __attribute__((always_inline)) bool TryUpdateCounterFast(const K& key, V incr,
+                                                           V* result) requires std::integral<V> {
+    if constexpr (VW != 1) {
+      return false;
+    } else {
+      KeyWords k(key);
+      return core_->template TryUpdateWord<KW>(k.w, [&](uint64_t current, uint64_t* next) {
+        if (__builtin_add_overflow(FromWords<V>(&current), incr, result)) return false;
+        ToWords(*result, next);
+        return true;
+      });
+    }
+  }
 
   struct KeyWords {
     explicit KeyWords(const K& key) { std::memcpy(static_cast<void*>(w), &key, sizeof(K)); }
@@ -321,6 +362,11 @@ template <SharedKey K, SharedStorable V>
 absl::StatusOr<V> SharedMap<K, V>::UpdateCounter(
     const K& key, V incr, const SharedCounterOptions<V>& options) requires std::integral<V> {
   if (core_ == nullptr) return Null("update_counter");
+  if (!options.threshold) [[likely]] {  // A present key without overflow: the short path.
+    V fast;
+    if (TryUpdateCounterFast(key, incr, &fast)) [[likely]]
+      return fast;
+  }
   KeyWords k(key);
   V result{};
   V old{};

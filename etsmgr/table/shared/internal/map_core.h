@@ -63,6 +63,19 @@ class MapCore {
   template <size_t KW, size_t VW>
   absl::StatusOr<bool> Find(const uint64_t* key, uint64_t* value, const char* what) const;
 
+  // --- The fast paths of a table's hottest calls (inlined into the caller; no Status built).
+  // A Find that answers only when its optimistic tries succeed: kFound / kAbsent, or kSlow when
+  // the caller must call Find (writers kept the shard busy, or something needs the locked path).
+  enum class FastFind { kFound, kAbsent, kSlow };
+  template <size_t KW, size_t VW>
+  FastFind TryFind(const uint64_t* key, uint64_t* value, int tries) const;
+  // A one-word value's read-modify-write of a present key: under the shard's lock, `next(current,
+  // &out)` answers whether to store `out`. True when it was stored; false when the caller must
+  // take the general path (Mutate) instead: the key is absent, `next` declined, the lock is
+  // contended or in repair, or the shard looks wrong (the general path says how).
+  template <size_t KW, typename Next>
+  bool TryUpdateWord(const uint64_t* key, Next&& next);
+
   // --- Writes: under the shard's lock, `decide(current, next)` sees the key's value (null when
   // absent) and answers kKeep, kPut (with `next` filled in) or kErase. The change is one slot and
   // the region's counts, made crash-atomic by the shard's intent record; a resize that a new key
@@ -248,11 +261,11 @@ class MapCore {
 // Templates.
 
 template <size_t KW, size_t VW>
-absl::StatusOr<bool> MapCore::Find(const uint64_t* key, uint64_t* value, const char* what) const {
+MapCore::FastFind MapCore::TryFind(const uint64_t* key, uint64_t* value, int tries) const {
   constexpr size_t kSW = 1 + KW + VW;
   const uint64_t ctrl = CtrlOf(HashWordsFixed<KW>(key));
   ShardHeader* sh = Shard(ShardOf(ctrl));
-  for (int tries = 0; tries < kReadTries; ++tries) {
+  for (int t = 0; t < tries; ++t) {
     const uint64_t seq = Load(&sh->seq);
     if (seq & 1) {
       CpuRelax();
@@ -277,9 +290,67 @@ absl::StatusOr<bool> MapCore::Find(const uint64_t* key, uint64_t* value, const c
         }
       }
     }
-    if (LoadRelaxed(&sh->seq) == seq) return found;
+    if (LoadRelaxed(&sh->seq) == seq) return found ? FastFind::kFound : FastFind::kAbsent;
+  }
+  return FastFind::kSlow;
+}
+
+template <size_t KW, size_t VW>
+absl::StatusOr<bool> MapCore::Find(const uint64_t* key, uint64_t* value, const char* what) const {
+  switch (TryFind<KW, VW>(key, value, kReadTries)) {
+    case FastFind::kFound:
+      return true;
+    case FastFind::kAbsent:
+      return false;
+    case FastFind::kSlow:
+      break;
   }
   return FindLocked<KW, VW>(key, value, what);
+}
+
+template <size_t KW, typename Next>
+bool MapCore::TryUpdateWord(const uint64_t* key, Next&& next) {
+  constexpr size_t kSW = 2 + KW;
+  const uint64_t ctrl = CtrlOf(HashWordsFixed<KW>(key));
+  const size_t s = ShardOf(ctrl);
+  ShardHeader* sh = Shard(s);
+  const uint64_t word = Load(&sh->region);
+  if (word == 0) return false;
+  RegionView r;
+  if (!View(word, &r)) return false;
+  // Start the slot's miss before the lock (the region may change meanwhile: re-read under it).
+  const uint64_t* home = r.slots + (ctrl & r.mask) * kSW;
+  __builtin_prefetch(home, 1);
+  __builtin_prefetch(home + kSW - 1, 1);
+  if (const int rc = pthread_mutex_trylock(&sh->lock); rc != 0) [[unlikely]] {
+    // EOWNERDEAD: the lock is ours now, in a killed writer's state: repair it and let the general
+    // path run. Anything else (contended, unrecoverable): not ours; the general path says more.
+    if (rc == EOWNERDEAD && LockShardSlow(s, rc, "update_counter").ok()) {
+      pthread_mutex_unlock(&sh->lock);
+    }
+    return false;
+  }
+  bool stored = false;
+  if (LoadRelaxed(&sh->intent_state) == kIntentIdle && LoadRelaxed(&sh->region) == word) {
+    uint64_t i = ctrl & r.mask;
+    for (uint64_t n = 0; n <= r.mask; ++n, i = (i + 1) & r.mask) {
+      uint64_t* slot = r.slots + i * kSW;
+      const uint64_t c = LoadRelaxed(slot);
+      if (c == kEmpty) break;
+      if (c == ctrl && KeyEquals<KW>(slot + 1, key)) {
+        uint64_t out;
+        if (next(LoadRelaxed(slot + 1 + KW), &out)) {
+          // One aligned word, as in Mutate: atomic for a kill and for readers.
+          Store(slot + 1 + KW, out);
+          CrashPoint(Crash::kSlotWritten);
+          stored = true;
+        }
+        break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&sh->lock);
+  return stored;
 }
 
 template <size_t KW, size_t VW>
