@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "etsmgr/base/read_bias.h"
 #include "etsmgr/process/testing/test_util.h"
 #include "etsmgr/table/table.h"
 #include "etsmgr/table/testing/test_owner.h"
@@ -133,6 +134,61 @@ TEST_P(TableConcurrencyTest, ReadersSeeWholeObjectsWhileWritersChurn) {
 struct Partner {
   Pid pid;
 };
+
+// Get reads without a lock while the table's read bias is on (etsmgr/base/read_bias.h). Writers
+// update counters and churn keys enough to rehash the shards, readers check that every value they
+// get was once written (counter keys: key << 32 | version, versions only grow; churn keys: k * 3)
+// and that versions never go back. The writers keep on until they have revoked the bias many
+// times, so biased reads and writes really alternate; tsan checks that they never overlap.
+TEST_P(TableConcurrencyTest, BiasedReadsSeeOnlyWrittenValuesThroughRehashes) {
+  if (IsBag()) GTEST_SKIP() << "the biased read is Get's, on a set or ordered_set";
+  auto node = Node::Create({.schedulers = 1}).value();
+  OwnedTable owned = SpawnOwner(*node, Options(Access::kPublic));
+  IntTable t = IntTable::Attach(owned.table).value();
+  constexpr int64_t kCounters = 64;
+  for (int64_t k = 0; k < kCounters; ++k) ASSERT_TRUE(t.Insert(k, k << 32).ok());
+  const uint64_t revocations = ReadBias::Revocations();
+  constexpr uint64_t kRevocations = 20;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> bad{0}, reads{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; ++r) {
+    readers.emplace_back([&, r] {
+      std::vector<int64_t> last(kCounters, 0);
+      int64_t n = 0;
+      for (uint64_t i = r; !stop.load(std::memory_order_relaxed); ++i, ++n) {
+        const int64_t k = static_cast<int64_t>(i % kCounters);
+        std::optional<int64_t> v = t.Get(k).value();
+        if (!v.has_value() || (*v >> 32) != k || (*v & 0xffffffff) < last[k]) {
+          bad.fetch_add(1);
+        } else {
+          last[k] = *v & 0xffffffff;
+        }
+        const int64_t churn = 1000 + static_cast<int64_t>(i % 1000);
+        std::optional<int64_t> c = t.Get(churn).value();
+        if (c.has_value() && *c != churn * 3) bad.fetch_add(1);
+      }
+      reads.fetch_add(n);
+    });
+  }
+  int64_t version = 0;
+  while (ReadBias::Revocations() < revocations + kRevocations && absl::Now() < deadline) {
+    ++version;
+    for (int64_t k = 0; k < kCounters; ++k) ASSERT_TRUE(t.Insert(k, k << 32 | version).ok());
+    // Grow by 1,000 keys and shrink again: the shards rehash while the readers read.
+    for (int64_t k = 1000; k < 2000; ++k) ASSERT_TRUE(t.Insert(k, k * 3).ok());
+    for (int64_t k = 1000; k < 2000; ++k) ASSERT_TRUE(t.Erase(k).ok());
+    std::this_thread::yield();  // A moment without a writer, for a reader to turn the bias on.
+  }
+  stop.store(true);
+  for (auto& r : readers) r.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GE(ReadBias::Revocations(), revocations + kRevocations)
+      << "the writers met the read bias on too rarely to test it (" << reads.load() << " reads, "
+      << version << " rounds)";
+  Send(owned.owner, StopOwner{});
+}
 
 // Two processes pass the table back and forth with GiveAway; each writes as owner on receipt.
 // Meanwhile threads read it (protected: reads are open) and try to write (always denied: a

@@ -38,6 +38,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/large_block.h"
+#include "etsmgr/base/read_bias.h"
 #include "etsmgr/table/table_core.h"
 
 namespace etsmgr {
@@ -342,12 +343,18 @@ class MapCore final : public TypedCore<K, V> {
     s.lock.unlock();
     return done;
   }
-  __attribute__((always_inline)) bool TryGetFast(const K& key, std::optional<V>* out) const {
+  // With the table's read bias on, the read takes no lock and writes no shared word (two threads
+  // reading one table no longer pass a lock's cache line back and forth); otherwise it takes the
+  // shard's lock shared and now and then offers to turn the bias back on.
+  __attribute__((always_inline)) bool TryGetFast(const K& key, std::optional<V>* out) const
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
     Shard* shards = ShardArray();
     if (shards == nullptr) return false;
     size_t hash = HashOf(key);
     const Shard& s = shards[ShardOfHash(hash)];
-    if (!s.lock.try_lock_shared()) return false;
+    ReadBias::Reader reader;
+    const bool biased = bias_.TryBeginRead(&reader);
+    if (!biased && !s.lock.try_lock_shared()) return false;
     bool done = false;
     if (!this->deleted()) {
       auto it = FindIn(s.map, key, hash);
@@ -356,7 +363,14 @@ class MapCore final : public TypedCore<K, V> {
       }
       done = true;
     }
-    s.lock.unlock_shared();
+    if (biased) {
+      bias_.EndRead(reader);
+    } else {
+      s.lock.unlock_shared();
+      bias_.MaybeEnable(
+          shard_count(), [shards](size_t i) -> BiasedRwLock& { return shards[i].lock; },
+          [this] { return !this->deleted(); });
+    }
     return done;
   }
 
@@ -843,7 +857,7 @@ class MapCore final : public TypedCore<K, V> {
  private:
   struct alignas(64) Shard {
     Shard() : map(CountingAllocator<std::pair<const K, Slot>>(&bytes)) {}
-    mutable RwSpinLock lock;
+    mutable BiasedRwLock lock;  // Its exclusive acquisitions revoke the table's read bias.
     size_t bytes ABSL_GUARDED_BY(lock) = 0;    // Heap held by `map` (and bag value vectors).
     size_t objects ABSL_GUARDED_BY(lock) = 0;  // Entries (bags: values).
     Map map ABSL_GUARDED_BY(lock);
@@ -917,6 +931,7 @@ class MapCore final : public TypedCore<K, V> {
     if (shards != nullptr) return shards;
     if (this->deleted()) return nullptr;
     auto fresh = std::make_unique<Shard[]>(shard_count());
+    for (size_t i = 0; i < shard_count(); ++i) fresh[i].lock.set_bias(&bias_);
     void* installed = this->PublishStorage(fresh.get());
     if (installed == fresh.get()) return fresh.release();
     return static_cast<Shard*>(installed);  // Another writer installed one first.
@@ -1060,6 +1075,8 @@ class MapCore final : public TypedCore<K, V> {
   const int shard_shift_;
   const size_t shard_mask_;
   const bool duplicates_;
+  // Lets TryGetFast read without writing a shard lock's word (etsmgr/base/read_bias.h).
+  ReadBias bias_;
 };
 
 }  // namespace table_internal

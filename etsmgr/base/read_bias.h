@@ -1,0 +1,208 @@
+// Reads that write no shared word: a reader bias in front of a group of RwSpinLocks (the idea of
+// BRAVO, Dice and Kogan, "BRAVO: Biased Locking for Reader-Writer Locks", USENIX ATC 2019).
+//
+// A shared lock costs its reader a write to the lock's word; two threads reading one table then
+// pass that cache line between their CPUs on every read (on this project's 2-vCPU machine a 1M-key
+// lookup ran 31M/s on one thread and 26M/s on two: bench/results/design-measurements.md). With
+// the bias on, a reader instead announces itself in a slot of a process-wide table chosen by its
+// thread and the bias (a line no other thread writes), re-checks the bias, reads, and clears its
+// slot. A writer that finds the bias on after taking its lock turns it off and waits until no
+// slot names the bias; the bias then stays off for a while (readers take the shared locks), and a
+// reader turns it on again only when it can hold every lock of the group shared for a moment (so
+// no writer is half-way), the table is alive, and the inhibition has passed.
+//
+//   ReadBias bias;                           // one per table
+//   BiasedRwLock shard_lock;                 // per shard; shard_lock.set_bias(&bias) at creation
+//   ReadBias::Reader r;
+//   if (bias.TryBeginRead(&r)) { ...read any shard without its lock...; bias.EndRead(r); }
+//   else { SharedLock lock(shard_lock); ... ; bias.MaybeEnable(n, lock_at, alive); }
+//
+// Every exclusive acquisition of a BiasedRwLock (lock, try_lock) revokes the bias first, so code
+// that writes under the shard lock needs no change. Ordering: a reader's slot CAS and its second
+// look at the bias, and a writer's clearing of the bias and its scan, are sequentially consistent
+// (a Dekker pair): either the writer sees the reader's slot and waits for it, or the reader sees
+// the bias off and takes the lock. A reader's release of its slot orders its reads before the
+// writer's writes; the enabler's release of the bias (made holding every lock) orders every
+// earlier write before a biased read.
+#ifndef ETSMGR_BASE_READ_BIAS_H_
+#define ETSMGR_BASE_READ_BIAS_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "etsmgr/base/spin_lock.h"
+
+namespace etsmgr {
+
+class ReadBias {
+ public:
+  // The slot a biased reader holds; null when not admitted.
+  struct Reader {
+    std::atomic<const ReadBias*>* slot = nullptr;
+  };
+
+  ReadBias() = default;
+  ReadBias(const ReadBias&) = delete;
+  ReadBias& operator=(const ReadBias&) = delete;
+
+  bool enabled() const { return enabled_.load(std::memory_order_acquire); }
+
+  // True when the caller may read without the locks until EndRead(*reader). False (nothing held)
+  // when the bias is off or the thread's slot is taken (the same thread reading this group while
+  // already admitted, or another thread's reader hashed to it).
+  __attribute__((always_inline)) bool TryBeginRead(Reader* reader) const {
+    if (!enabled_.load(std::memory_order_relaxed)) return false;
+    std::atomic<const ReadBias*>* slot = SlotFor(this);
+    const ReadBias* expected = nullptr;
+    if (!slot->compare_exchange_strong(expected, this, std::memory_order_seq_cst,
+                                       std::memory_order_relaxed)) {
+      return false;
+    }
+    if (enabled_.load(std::memory_order_seq_cst)) [[likely]] {
+      reader->slot = slot;
+      return true;
+    }
+    slot->store(nullptr, std::memory_order_release);  // A writer revoked it meanwhile.
+    return false;
+  }
+  __attribute__((always_inline)) void EndRead(const Reader& reader) const {
+    reader.slot->store(nullptr, std::memory_order_release);
+  }
+
+  // Called by a writer holding one of the group's locks exclusively: the bias is off when this
+  // returns and no admitted reader is still reading.
+  __attribute__((always_inline)) void BeforeWrite() const {
+    if (enabled_.load(std::memory_order_acquire)) [[unlikely]]
+      Revoke();
+  }
+
+  // Called by a reader after a read under a shared lock (no lock held now). Now and then (every
+  // kEnableEvery calls on this thread) looks at the clock and, once the inhibition has passed,
+  // tries TryEnable. `lock_at(i)` is the group's i-th lock (i < n); `alive()` is checked holding
+  // them all.
+  template <typename LockAt, typename Alive>
+  __attribute__((always_inline)) void MaybeEnable(size_t n, LockAt&& lock_at, Alive&& alive) const {
+    if (enabled_.load(std::memory_order_relaxed)) return;
+    thread_local uint32_t countdown = 0;
+    if (countdown-- != 0) [[likely]]
+      return;
+    countdown = kEnableEvery - 1;
+    if (NowNs() < inhibit_until_ns_.load(std::memory_order_relaxed)) return;
+    (void)TryEnable(n, lock_at, alive);
+  }
+
+  // Turns the bias on if every lock of the group can be taken shared at once (none waits) and
+  // `alive()` holds under them. True when it is on.
+  template <typename LockAt, typename Alive>
+  bool TryEnable(size_t n, LockAt&& lock_at, Alive&& alive) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (enabled_.load(std::memory_order_acquire)) return true;
+    size_t held = 0;
+    while (held < n && lock_at(held).try_lock_shared()) ++held;
+    const bool all = held == n;
+    if (all && alive()) enabled_.store(true, std::memory_order_release);
+    while (held > 0) lock_at(--held).unlock_shared();
+    return enabled();
+  }
+
+  // How long the bias stays off after a revocation: kInhibitFactor times the revocation's own
+  // cost, and at least kMinInhibitNs, so that revocations cost writers a small share of their time.
+  static constexpr int64_t kInhibitFactor = 16;
+  static constexpr int64_t kMinInhibitNs = 200'000;
+  static constexpr uint32_t kEnableEvery = 256;
+  // The process-wide table of visible readers: 2,048 slots (16 KiB), scanned by each revocation.
+  static constexpr size_t kSlots = 2048;
+
+  // Revocations so far in this process (tests check that their writers met biased readers).
+  static uint64_t Revocations() { return revocations_.load(std::memory_order_relaxed); }
+
+ private:
+  static int64_t NowNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
+  // The calling thread's slot for `bias`: a mix of a per-thread token and the bias's address.
+  static std::atomic<const ReadBias*>* SlotFor(const ReadBias* bias) {
+    thread_local const uint64_t token = Mix(reinterpret_cast<uintptr_t>(&token));
+    const uint64_t h = Mix(token ^ reinterpret_cast<uintptr_t>(bias));
+    return &visible_readers_[h & (kSlots - 1)];
+  }
+  static uint64_t Mix(uint64_t x) {  // A 64-bit finalizer (murmur3's).
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+  }
+
+  __attribute__((noinline)) void Revoke() const {
+    const int64_t start = NowNs();
+    enabled_.store(false, std::memory_order_seq_cst);
+    for (std::atomic<const ReadBias*>& slot : visible_readers_) {
+      int spins = 0;
+      while (slot.load(std::memory_order_seq_cst) == this) {
+        // An admitted reader reads one key; if it is descheduled, let it run.
+        if (++spins < 64) {
+          CpuRelax();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
+    revocations_.fetch_add(1, std::memory_order_relaxed);
+    const int64_t now = NowNs();
+    const int64_t inhibit = (now - start) * kInhibitFactor;
+    inhibit_until_ns_.store(now + (inhibit > kMinInhibitNs ? inhibit : kMinInhibitNs),
+                            std::memory_order_relaxed);
+  }
+
+  // Off at first: a table only written (or never read twice) never pays for a revocation.
+  mutable std::atomic<bool> enabled_{false};
+  mutable std::atomic<int64_t> inhibit_until_ns_{0};
+
+  alignas(64) static inline std::atomic<const ReadBias*> visible_readers_[kSlots] = {};
+  static inline std::atomic<uint64_t> revocations_{0};
+};
+
+// An RwSpinLock whose exclusive acquisitions revoke a ReadBias (set once, before the lock is
+// shared between threads; none: a plain RwSpinLock).
+class ABSL_LOCKABLE BiasedRwLock {
+ public:
+  void set_bias(const ReadBias* bias) { bias_ = bias; }
+
+  __attribute__((always_inline)) void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
+    rw_.lock();
+    if (bias_ != nullptr) bias_->BeforeWrite();
+  }
+  __attribute__((always_inline)) bool try_lock() ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true) {
+    if (!rw_.try_lock()) return false;
+    if (bias_ != nullptr) bias_->BeforeWrite();
+    return true;
+  }
+  __attribute__((always_inline)) void unlock() ABSL_UNLOCK_FUNCTION() { rw_.unlock(); }
+  __attribute__((always_inline)) bool try_lock_shared() ABSL_SHARED_TRYLOCK_FUNCTION(true) {
+    return rw_.try_lock_shared();
+  }
+  __attribute__((always_inline)) void lock_shared() ABSL_SHARED_LOCK_FUNCTION() {
+    rw_.lock_shared();
+  }
+  __attribute__((always_inline)) void unlock_shared() ABSL_UNLOCK_FUNCTION() {
+    rw_.unlock_shared();
+  }
+  void AssertHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK() {}
+  void AssertReaderHeld() const ABSL_ASSERT_SHARED_LOCK() {}
+
+ private:
+  RwSpinLock rw_;
+  const ReadBias* bias_ = nullptr;
+};
+
+}  // namespace etsmgr
+
+#endif  // ETSMGR_BASE_READ_BIAS_H_
