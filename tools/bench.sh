@@ -4,6 +4,7 @@
 # plots.
 #
 #   tools/bench.sh [--repetitions=N] [--quick] [--with-otp] [--redis-requests=N] [--out=DIR]
+#                  [--compare=EARLIER_DIR]
 #
 #   --repetitions=N  each figure is the median of N runs, each in a fresh process (default 3)
 #   --quick          smoke-sized workloads (the binaries' --smoke, OTP's `quick`): tests the
@@ -12,6 +13,9 @@
 #   --redis-requests=N  requests per redis-benchmark test in etsredis_benchmark (1000000, the
 #                    issue's figure; each run is 7 servers x 2 pipelines x 5 tests)
 #   --out=DIR        where the report goes (default bench-report/, replaced on each run)
+#   --compare=EARLIER_DIR  also compare every ratio with an earlier run's report (its --out): the
+#                    report's "Against an earlier run" table and a summary line, "N of M ratios
+#                    within 10% of the earlier run" (the reproducibility check; before/after)
 #
 # Installs what is missing first (tools/setup.sh --bench [--otp]: python3-matplotlib, and
 # erlang-base for --with-otp). Builds with -c opt. The binaries are the cc_binary targets named
@@ -30,6 +34,7 @@ quick=0
 with_otp=0
 out="${root}/bench-report"
 redis_requests=1000000
+compare=()
 for arg in "$@"; do
   case "${arg}" in
     --repetitions=*) repetitions=${arg#--repetitions=} ;;
@@ -37,9 +42,17 @@ for arg in "$@"; do
     --with-otp) with_otp=1 ;;
     --redis-requests=*) redis_requests=${arg#--redis-requests=} ;;
     --out=*) out=${arg#--out=} ;;
+    --compare=*)
+      earlier=${arg#--compare=}
+      if [[ ! -d ${earlier}/raw ]]; then
+        echo "bench: --compare=${earlier} is not an earlier report (no raw/ in it)" >&2
+        exit 2
+      fi
+      compare=(--compare="$(cd "${earlier}" && pwd)")
+      ;;
     *)
       echo "usage: tools/bench.sh [--repetitions=N] [--quick] [--with-otp] [--redis-requests=N]" \
-        "[--out=DIR]" >&2
+        "[--out=DIR] [--compare=EARLIER_DIR]" >&2
       exit 2
       ;;
   esac
@@ -62,6 +75,10 @@ if ((with_otp)); then setup_flags+=(--otp); fi
 python=/usr/bin/python3
 
 out=$(mkdir -p "${out}" && cd "${out}" && pwd)
+if [[ ${#compare[@]} -gt 0 && ${compare[0]#--compare=} == "${out}" ]]; then
+  echo "bench: --compare names the report this run replaces; give this run another --out" >&2
+  exit 2
+fi
 raw="${out}/raw"
 rm -rf "${raw}" "${out}"/*.png "${out}/README.md"
 mkdir -p "${raw}/samples"
@@ -142,7 +159,7 @@ for target in "${targets[@]}"; do
 done
 echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"${raw}/machine.txt"
 
-"${python}" "${root}/tools/bench/bench_report.py" "${out}" || exit 1
+"${python}" "${root}/tools/bench/bench_report.py" "${out}" "${compare[@]}" || exit 1
 if ((failures)); then
   log "${failures} run(s) failed; the report shows what ran"
   exit 1

@@ -358,12 +358,73 @@ def plots(out, pair_ratios, target_ratios, with_otp, samples, series, otp, quick
     return written
 
 
+COMPARE_TOLERANCE = 0.10
+
+
+def comparison(now, earlier, earlier_dir):
+    """Lines comparing this run's ratios with an earlier run's, and the summary line.
+
+    `now` and `earlier` map each ratio's name to its value: the etsmgr/OTP pairs, every figure's
+    ratio to its target, etsredis's throughput ratio to redis-server. A ratio is reproduced when
+    it is within COMPARE_TOLERANCE of the earlier one (relative).
+    """
+    lines = [
+        "## Against an earlier run",
+        "",
+        "Each ratio of this run beside the same ratio in `%s`: reproduced when within %d%% of it."
+        % (earlier_dir, round(COMPARE_TOLERANCE * 100)),
+        "",
+        "| ratio | earlier | now | change | within %d%% |" % round(COMPARE_TOLERANCE * 100),
+        "|---|---|---|---|---|",
+    ]
+    within, compared = 0, 0
+    for name in sorted(set(now) | set(earlier)):
+        a, b = earlier.get(name), now.get(name)
+        if a is None or b is None or a == 0:
+            lines.append("| %s | %s | %s | - | not compared |" % (
+                name, PLACEHOLDER if a is None else "%.2fx" % a,
+                PLACEHOLDER if b is None else "%.2fx" % b))
+            continue
+        change = (b - a) / abs(a)
+        ok = abs(change) <= COMPARE_TOLERANCE
+        compared += 1
+        within += ok
+        lines.append("| %s | %.2fx | %.2fx | %+.1f%% | %s |" % (
+            name, a, b, change * 100, "yes" if ok else "**no**"))
+    summary = "%d of %d ratios within %d%% of the earlier run" % (
+        within, compared, round(COMPARE_TOLERANCE * 100))
+    lines[2:2] = ["**%s.**" % summary, ""]
+    return lines, summary
+
+
+def all_ratios(raw):
+    """Every ratio a report states, by name (for comparing two runs)."""
+    binaries = load_cpp(raw)
+    otp, _ = load_otp(raw)
+    ratios = {}
+    for what, ratio in main_table(binaries, otp, True)[1]:
+        ratios["etsmgr/OTP: " + what] = ratio
+    for what, ratio in targets_table(binaries)[1]:
+        ratios["to target: " + what] = ratio
+    for (server, pipeline, test), f in load_etsredis(raw).items():
+        ratios["to redis-server: %s -P %d %s" % (server, pipeline, test)] = (
+            statistics.median_low(f["rps_ratio"]))
+    return ratios
+
+
 def main(argv):
     args = [a for a in argv[1:] if not a.startswith("--")]
-    if len(args) != 1 or any(a not in ("--no-plots",) for a in argv[1:] if a.startswith("--")):
-        print("usage: bench_report.py DIR [--no-plots]", file=sys.stderr)
+    options = [a for a in argv[1:] if a.startswith("--")]
+    compare = [a[len("--compare="):] for a in options if a.startswith("--compare=")]
+    if len(args) != 1 or len(compare) > 1 or any(
+            a != "--no-plots" and not a.startswith("--compare=") for a in options):
+        print("usage: bench_report.py DIR [--no-plots] [--compare=EARLIER_DIR]", file=sys.stderr)
         return 2
     out = args[0]
+    if compare and not os.path.isdir(os.path.join(compare[0], "raw")):
+        print("bench_report.py: --compare=%s has no raw/ directory (an earlier tools/bench.sh "
+              "--out)" % compare[0], file=sys.stderr)
+        return 2
     raw = os.path.join(out, "raw")
     machine = read_key_values(os.path.join(raw, "machine.txt"))
     binaries = load_cpp(raw)
@@ -389,6 +450,11 @@ def main(argv):
         lines += ["![%s](%s)" % (title, name), ""]
     lines += target_lines + [""]
     lines += etsredis_table(redis) + [""]
+    compare_summary = None
+    if compare:
+        compare_lines, compare_summary = comparison(
+            all_ratios(raw), all_ratios(os.path.join(compare[0], "raw")), compare[0])
+        lines += compare_lines + [""]
     expected = ("executor_benchmark", "process_benchmark", "table_benchmark", "manager_benchmark")
     missing = [b for b in expected if b not in binaries]
     if missing:
@@ -400,6 +466,8 @@ def main(argv):
     for name, _ in written:
         print("bench: plot %s" % os.path.join(out, name))
     print("\n".join(pair_lines[4:]))
+    if compare_summary:
+        print("bench: %s (%s)" % (compare_summary, compare[0]))
     return 0
 
 

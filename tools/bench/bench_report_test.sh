@@ -34,6 +34,31 @@ grep -qF "bench: report written to ${report}" "${out}/stdout" || {
   echo "the generator did not say where it wrote the report"
   failed=1
 }
+
+# --compare: an earlier run whose OTP gen_server calls were twice as fast (ratio 1.00x, now 2.00x:
+# +100%); every other ratio is the same.
+earlier="${TEST_TMPDIR:-$(mktemp -d)}/earlier"
+mkdir -p "${earlier}"
+cp -r "${fixture}/raw" "${earlier}/raw"
+sed -i 's/^figure=gen_server_call counter=items_per_second value=\([0-9.]*\)e6/figure=gen_server_call counter=items_per_second value=\1e6x/' \
+  "${earlier}"/raw/otp-process-*.txt
+sed -i 's/value=0.9e6x/value=1.8e6/; s/value=1.0e6x/value=2.0e6/; s/value=1.1e6x/value=2.2e6/' \
+  "${earlier}"/raw/otp-process-*.txt
+/usr/bin/python3 "${here}/bench_report.py" "${out}" --no-plots --compare="${earlier}" >"${out}/stdout"
+expect "**4 of 5 ratios within 10% of the earlier run.**"
+expect "| etsmgr/OTP: gen_server call round trip | 1.00x | 2.00x | +100.0% | **no** |"
+expect "| etsmgr/OTP: ping-pong round trips, one scheduler | 8.00x | 8.00x | +0.0% | yes |"
+expect "| to target: recovery p50 [manager_benchmark] | 0.50x | 0.50x | +0.0% | yes |"
+grep -qE "^bench: [0-9]+ of [0-9]+ ratios within 10% of the earlier run" "${out}/stdout" || {
+  echo "the generator did not print the comparison's summary"
+  failed=1
+}
+if /usr/bin/python3 "${here}/bench_report.py" "${out}" --no-plots --compare=/nonexistent \
+  2>/dev/null; then
+  echo "--compare with no earlier report was accepted"
+  failed=1
+fi
+
 if ((failed)); then
   echo "--- report:"
   cat "${report}"
