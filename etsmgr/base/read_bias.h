@@ -9,12 +9,17 @@
 // slot. A writer that finds the bias on after taking its lock turns it off and waits until no
 // slot names the bias; the bias then stays off for a while (readers take the shared locks), and a
 // reader turns it on again only when it can hold every lock of the group shared for a moment (so
-// no writer is half-way), the table is alive, and the inhibition has passed.
+// no writer is half-way), the table is alive, and the inhibition has passed. One bias covers many
+// locks: a writer holding another lock of the group that arrives while the bias is being revoked
+// waits for that revocation to finish (its readers may be reading its shard), so the bias has
+// three states, on, revoking and off, and only "off" lets a writer go ahead.
 //
 //   ReadBias bias;                           // one per table
 //   BiasedRwLock shard_lock;                 // per shard; shard_lock.set_bias(&bias) at creation
 //   ReadBias::Reader r;
 //   if (bias.TryBeginRead(&r)) { ...read any shard without its lock...; bias.EndRead(r); }
+//   (a reader that may throw between the two ends its read in a destructor: a slot left set
+//   would stop every later writer of the group)
 //   else { SharedLock lock(shard_lock); ... ; bias.MaybeEnable(n, lock_at, alive); }
 //
 // Every exclusive acquisition of a BiasedRwLock (lock, try_lock) revokes the bias first, so code
@@ -49,20 +54,20 @@ class ReadBias {
   ReadBias(const ReadBias&) = delete;
   ReadBias& operator=(const ReadBias&) = delete;
 
-  bool enabled() const { return enabled_.load(std::memory_order_acquire); }
+  bool enabled() const { return state_.load(std::memory_order_acquire) == kOn; }
 
   // True when the caller may read without the locks until EndRead(*reader). False (nothing held)
   // when the bias is off or the thread's slot is taken (the same thread reading this group while
   // already admitted, or another thread's reader hashed to it).
   __attribute__((always_inline)) bool TryBeginRead(Reader* reader) const {
-    if (!enabled_.load(std::memory_order_relaxed)) return false;
+    if (state_.load(std::memory_order_relaxed) != kOn) return false;
     std::atomic<const ReadBias*>* slot = SlotFor(this);
     const ReadBias* expected = nullptr;
     if (!slot->compare_exchange_strong(expected, this, std::memory_order_seq_cst,
                                        std::memory_order_relaxed)) {
       return false;
     }
-    if (enabled_.load(std::memory_order_seq_cst)) [[likely]] {
+    if (state_.load(std::memory_order_seq_cst) == kOn) [[likely]] {
       reader->slot = slot;
       return true;
     }
@@ -76,7 +81,7 @@ class ReadBias {
   // Called by a writer holding one of the group's locks exclusively: the bias is off when this
   // returns and no admitted reader is still reading.
   __attribute__((always_inline)) void BeforeWrite() const {
-    if (enabled_.load(std::memory_order_acquire)) [[unlikely]]
+    if (state_.load(std::memory_order_acquire) != kOff) [[unlikely]]
       Revoke();
   }
 
@@ -86,24 +91,23 @@ class ReadBias {
   // them all.
   template <typename LockAt, typename Alive>
   __attribute__((always_inline)) void MaybeEnable(size_t n, LockAt&& lock_at, Alive&& alive) const {
-    if (enabled_.load(std::memory_order_relaxed)) return;
-    thread_local uint32_t countdown = 0;
-    if (countdown-- != 0) [[likely]]
+    if (state_.load(std::memory_order_relaxed) == kOn) return;
+    if (countdown_-- != 0) [[likely]]
       return;
-    countdown = kEnableEvery - 1;
-    if (NowNs() < inhibit_until_ns_.load(std::memory_order_relaxed)) return;
-    (void)TryEnable(n, lock_at, alive);
+    MaybeEnableNow(n, lock_at, alive);
   }
 
   // Turns the bias on if every lock of the group can be taken shared at once (none waits) and
   // `alive()` holds under them. True when it is on.
+  // No revocation can be under way while this holds every lock (a revoker holds one exclusively),
+  // so the state is on or off here.
   template <typename LockAt, typename Alive>
   bool TryEnable(size_t n, LockAt&& lock_at, Alive&& alive) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    if (enabled_.load(std::memory_order_acquire)) return true;
+    if (enabled()) return true;
     size_t held = 0;
     while (held < n && lock_at(held).try_lock_shared()) ++held;
     const bool all = held == n;
-    if (all && alive()) enabled_.store(true, std::memory_order_release);
+    if (all && alive()) state_.store(kOn, std::memory_order_release);
     while (held > 0) lock_at(--held).unlock_shared();
     return enabled();
   }
@@ -112,6 +116,9 @@ class ReadBias {
   // cost, and at least kMinInhibitNs, so that revocations cost writers a small share of their time.
   static constexpr int64_t kInhibitFactor = 16;
   static constexpr int64_t kMinInhibitNs = 200'000;
+  // A reader tries to enable about every kEnableEvery of its locked reads (a random count between
+  // half and one and a half times that, so that a thread reading several tables in turn does
+  // not always try on the same one); a failed try (a writer held a lock) waits kMinInhibitNs.
   static constexpr uint32_t kEnableEvery = 256;
   // The process-wide table of visible readers: 2,048 slots (16 KiB), scanned by each revocation.
   static constexpr size_t kSlots = 2048;
@@ -126,11 +133,22 @@ class ReadBias {
         .count();
   }
 
-  // The calling thread's slot for `bias`: a mix of a per-thread token and the bias's address.
+  // The calling thread's slot for `bias`: a mix of the thread's (a thread-local's address) and the
+  // bias's addresses.
   static std::atomic<const ReadBias*>* SlotFor(const ReadBias* bias) {
-    thread_local const uint64_t token = Mix(reinterpret_cast<uintptr_t>(&token));
-    const uint64_t h = Mix(token ^ reinterpret_cast<uintptr_t>(bias));
+    const uint64_t h = Mix(reinterpret_cast<uintptr_t>(&thread_anchor_) * 0x9e3779b97f4a7c15ULL ^
+                           reinterpret_cast<uintptr_t>(bias));
     return &visible_readers_[h & (kSlots - 1)];
+  }
+
+  template <typename LockAt, typename Alive>
+  __attribute__((noinline)) void MaybeEnableNow(size_t n, LockAt& lock_at, Alive& alive) const {
+    countdown_ = kEnableEvery / 2 + static_cast<uint32_t>(Mix(++countdown_draws_) % kEnableEvery);
+    const int64_t now = NowNs();
+    if (now < inhibit_until_ns_.load(std::memory_order_relaxed)) return;
+    if (!TryEnable(n, lock_at, alive)) {
+      inhibit_until_ns_.store(now + kMinInhibitNs, std::memory_order_relaxed);
+    }
   }
   static uint64_t Mix(uint64_t x) {  // A 64-bit finalizer (murmur3's).
     x ^= x >> 33;
@@ -142,29 +160,54 @@ class ReadBias {
   }
 
   __attribute__((noinline)) void Revoke() const {
+    uint8_t state = state_.load(std::memory_order_acquire);
+    while (state == kOn) {  // Claim the revocation (or find another writer's under way).
+      if (state_.compare_exchange_weak(state, kRevoking, std::memory_order_seq_cst,
+                                       std::memory_order_acquire)) {
+        Scan();
+        return;
+      }
+    }
+    // Another writer of the group is revoking: its readers may be reading this writer's shard.
+    // Its release of "off" follows its scan, which saw every such reader leave.
+    int spins = 0;
+    while (state_.load(std::memory_order_acquire) != kOff) Backoff(spins);
+  }
+
+  static void Backoff(int& spins) {
+    if (spins < 64) {
+      ++spins;
+      CpuRelax();
+    } else {
+      std::this_thread::yield();  // An admitted reader or the revoker may be descheduled.
+    }
+  }
+
+  // Waits until no slot names this bias, then turns it off.
+  void Scan() const {
     const int64_t start = NowNs();
-    enabled_.store(false, std::memory_order_seq_cst);
     for (std::atomic<const ReadBias*>& slot : visible_readers_) {
       int spins = 0;
-      while (slot.load(std::memory_order_seq_cst) == this) {
-        // An admitted reader reads one key; if it is descheduled, let it run.
-        if (++spins < 64) {
-          CpuRelax();
-        } else {
-          std::this_thread::yield();
-        }
-      }
+      while (slot.load(std::memory_order_seq_cst) == this) Backoff(spins);
     }
     revocations_.fetch_add(1, std::memory_order_relaxed);
     const int64_t now = NowNs();
     const int64_t inhibit = (now - start) * kInhibitFactor;
     inhibit_until_ns_.store(now + (inhibit > kMinInhibitNs ? inhibit : kMinInhibitNs),
                             std::memory_order_relaxed);
+    state_.store(kOff, std::memory_order_release);
   }
 
+  static constexpr uint8_t kOff = 0;
+  static constexpr uint8_t kOn = 1;
+  static constexpr uint8_t kRevoking = 2;
   // Off at first: a table only written (or never read twice) never pays for a revocation.
-  mutable std::atomic<bool> enabled_{false};
+  mutable std::atomic<uint8_t> state_{kOff};
   mutable std::atomic<int64_t> inhibit_until_ns_{0};
+
+  static inline thread_local constinit char thread_anchor_ = 0;
+  static inline thread_local constinit uint32_t countdown_ = 0;
+  static inline thread_local constinit uint64_t countdown_draws_ = 0;
 
   alignas(64) static inline std::atomic<const ReadBias*> visible_readers_[kSlots] = {};
   static inline std::atomic<uint64_t> revocations_{0};

@@ -352,21 +352,39 @@ class MapCore final : public TypedCore<K, V> {
     if (shards == nullptr) return false;
     size_t hash = HashOf(key);
     const Shard& s = shards[ShardOfHash(hash)];
-    ReadBias::Reader reader;
-    const bool biased = bias_.TryBeginRead(&reader);
-    if (!biased && !s.lock.try_lock_shared()) return false;
-    bool done = false;
-    if (!this->deleted()) {
-      auto it = FindIn(s.map, key, hash);
-      if (it != s.map.end()) {
-        if (const V* first = FirstOf(it->second)) out->emplace(*first);
+    // Ends the read however it leaves (K's comparison or V's copy may throw): a biased read's
+    // slot left set would stop every later writer of the table, a shared lock its shard's.
+    struct EndOfRead {
+      const ReadBias& bias;
+      BiasedRwLock& lock;
+      ReadBias::Reader reader;
+      enum { kNothing, kBiased, kShared } held = kNothing;
+      ~EndOfRead() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        if (held == kBiased) bias.EndRead(reader);
+        if (held == kShared) lock.unlock_shared();
       }
-      done = true;
+    };
+    bool done = false;
+    bool biased = false;
+    {
+      EndOfRead end{bias_, s.lock};
+      if (bias_.TryBeginRead(&end.reader)) {
+        end.held = EndOfRead::kBiased;
+        biased = true;
+      } else if (s.lock.try_lock_shared()) {
+        end.held = EndOfRead::kShared;
+      } else {
+        return false;
+      }
+      if (!this->deleted()) {
+        auto it = FindIn(s.map, key, hash);
+        if (it != s.map.end()) {
+          if (const V* first = FirstOf(it->second)) out->emplace(*first);
+        }
+        done = true;
+      }
     }
-    if (biased) {
-      bias_.EndRead(reader);
-    } else {
-      s.lock.unlock_shared();
+    if (!biased) {
       bias_.MaybeEnable(
           shard_count(), [shards](size_t i) -> BiasedRwLock& { return shards[i].lock; },
           [this] { return !this->deleted(); });
