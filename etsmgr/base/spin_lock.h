@@ -51,9 +51,14 @@ class ABSL_LOCKABLE SpinLock {
   std::atomic<bool> locked_{false};
 };
 
-// A one-word reader-writer lock. Uncontended costs: one CAS to lock and a plain store to unlock
-// for writers; a CAS and a fetch_sub for readers. Writers have priority: a waiting writer stops
-// new readers from entering, so a stream of readers cannot starve it.
+// A one-word reader-writer lock. Uncontended costs: one CAS to lock and a load and a plain store to
+// unlock for writers; a CAS and a fetch_sub for readers. Writers have priority: a waiting writer
+// stops new readers from entering, so a stream of readers cannot starve it. Nor can a writer that
+// releases and retakes the lock at once (a select_delete loop on a one-shard ordered table)
+// starve another writer: the lock is free for a few nanoseconds between its holds, and a waiter
+// that yielded its CPU never sees it free. A waiter that has waited kStarvingAfter rounds marks
+// the lock "starving"; from then on the word, once released, is reserved for a waiter that has
+// waited that long (the release keeps the mark; a new writer, a try_lock or a reader waits).
 class ABSL_LOCKABLE RwSpinLock {
  public:
   __attribute__((always_inline)) void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
@@ -64,10 +69,12 @@ class ABSL_LOCKABLE RwSpinLock {
     }
   }
   // While a writer holds the lock nobody else may change the word (readers and writers only
-  // CAS from states without kWriter), except a waiting writer's kWriterWaiting bit, which it
-  // sets again after this store clears it.
+  // CAS from states without kWriter), except a waiting writer's kWriterWaiting and kStarving
+  // bits: the release clears the first (its waiter sets it again) and keeps the second.
+  // The load reads a line this thread owns; a starving mark set between it and the store is lost
+  // and set again by its waiter at its next look (the lock is held again by then, or it is free).
   __attribute__((always_inline)) void unlock() ABSL_UNLOCK_FUNCTION() {
-    state_.store(0, std::memory_order_release);
+    state_.store(state_.load(std::memory_order_relaxed) & kStarving, std::memory_order_release);
   }
   // One attempt, no waiting.
   __attribute__((always_inline)) bool try_lock() ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true) {
@@ -77,13 +84,13 @@ class ABSL_LOCKABLE RwSpinLock {
   }
   __attribute__((always_inline)) bool try_lock_shared() ABSL_SHARED_TRYLOCK_FUNCTION(true) {
     uint32_t s = state_.load(std::memory_order_relaxed);
-    return (s & (kWriter | kWriterWaiting)) == 0 &&
+    return (s & kKeepsReadersOut) == 0 &&
            state_.compare_exchange_strong(s, s + kReader, std::memory_order_acquire,
                                           std::memory_order_relaxed);
   }
   __attribute__((always_inline)) void lock_shared() ABSL_SHARED_LOCK_FUNCTION() {
     uint32_t s = state_.load(std::memory_order_relaxed);
-    if ((s & (kWriter | kWriterWaiting)) != 0 ||
+    if ((s & kKeepsReadersOut) != 0 ||
         !state_.compare_exchange_weak(s, s + kReader, std::memory_order_acquire,
                                       std::memory_order_relaxed)) {
       LockSharedSlow();
@@ -99,29 +106,48 @@ class ABSL_LOCKABLE RwSpinLock {
  private:
   static constexpr uint32_t kWriter = 1;
   static constexpr uint32_t kWriterWaiting = 2;
-  static constexpr uint32_t kReader = 4;
+  static constexpr uint32_t kStarving = 4;  // Free only for a waiter that has waited long.
+  static constexpr uint32_t kReader = 8;    // Readers are counted from this bit up.
+  static constexpr uint32_t kKeepsReadersOut = kWriter | kWriterWaiting | kStarving;
+  // Backoff rounds (64 spins, then a yield each) before a waiting writer marks the lock starving:
+  // tens of microseconds on an idle machine (a contended shard is taken within the spins), far
+  // longer on a busy one (each yield may give a time slice away).
+  static constexpr int kStarvingAfter = 64 + 32;
 
+  // Counts rounds up to kStarvingAfter (no overflow however long a wait).
   static void Backoff(int& spins) {
-    if (++spins < 64) {
+    if (spins < 64) {
+      ++spins;
       CpuRelax();
     } else {
+      if (spins < kStarvingAfter) ++spins;
       std::this_thread::yield();  // The holder may be descheduled: give it the CPU.
     }
   }
 
+  // Taking the lock clears both marks: another starving waiter sets its mark again.
   __attribute__((noinline)) void LockSlow() {
     int spins = 0;
+    uint32_t relaxes = 0;
     while (true) {
+      const bool starving = spins >= kStarvingAfter;
+      const uint32_t ignored = starving ? kWriterWaiting | kStarving : kWriterWaiting;
       uint32_t s = state_.load(std::memory_order_relaxed);
-      if ((s & ~kWriterWaiting) == 0) {
+      if ((s & ~ignored) == 0) {
         if (state_.compare_exchange_weak(s, kWriter, std::memory_order_acquire,
                                          std::memory_order_relaxed)) {
           return;
         }
         continue;
       }
-      if ((s & kWriterWaiting) == 0) state_.fetch_or(kWriterWaiting, std::memory_order_relaxed);
-      Backoff(spins);
+      const uint32_t marks = starving ? kWriterWaiting | kStarving : kWriterWaiting;
+      if ((s & marks) != marks) state_.fetch_or(marks, std::memory_order_relaxed);
+      // A starving waiter mostly spins: the lock it reserved stays idle while it is off its CPU.
+      if (starving && (++relaxes & 127) != 0) {
+        CpuRelax();
+      } else {
+        Backoff(spins);
+      }
     }
   }
 
@@ -129,7 +155,7 @@ class ABSL_LOCKABLE RwSpinLock {
     int spins = 0;
     while (true) {
       uint32_t s = state_.load(std::memory_order_relaxed);
-      if ((s & (kWriter | kWriterWaiting)) == 0 &&
+      if ((s & kKeepsReadersOut) == 0 &&
           state_.compare_exchange_weak(s, s + kReader, std::memory_order_acquire,
                                        std::memory_order_relaxed)) {
         return;
