@@ -77,10 +77,17 @@ class ClientCall {
     for (const AnyTable& t : release_) st_->keeper->Release(t).IgnoreError();
   }
 
-  // Unavailable unless the manager runs. Links the caller to it if it is not a client yet.
+  // Unavailable unless the manager runs and the instance is not being discarded. Links the
+  // caller to it if it is not a client yet.
+  // A discard marks the instance under this lock, then releases what it took and forgets the
+  // instance; its manager may still be alive meanwhile (its supervisor is dead, its parent's exit
+  // signal not yet handled). A call let in then would be answered OK by an instance that no longer
+  // exists: its table kept by a keeper about to be freed, in no directory a restart adopts.
   absl::Status Enter(const char* op, const std::string& name) {
     st_->mu.AssertHeld();
-    if (!st_->manager.alive()) return NotRunning(Describe(op, name), st_.get(), st_->inst);
+    if (!st_->manager.alive() || st_->discarded.load(std::memory_order_acquire)) {
+      return NotRunning(Describe(op, name), st_.get(), st_->inst);
+    }
     if (!st_->dir.HasClient(me_)) {
       // Linked first, so a failed link (the manager just died) leaves nothing to undo.
       if (!self_.TryLink(st_->manager)) {

@@ -154,6 +154,33 @@ TEST(EdgeCasesDeterministicTest, AStaleTransferToTheVaultDeletesNothing) {
 }
 
 // A table of another instance given to this vault is not deleted (nor lost to its instance).
+// A discard marks its instance, then releases the tables it took and forgets the instance; the
+// manager can still be alive meanwhile (its supervisor died, it has not yet handled its parent's
+// exit). A call in that window is refused (Unavailable): answered OK, its table would be kept by
+// an instance about to be freed, in no directory a later start adopts. The window is made by
+// hand here (the mark without the rest of the discard): it is a few instructions wide otherwise.
+TEST_F(EdgeCasesTest, ACallOnAnInstanceBeingDiscardedIsRefused) {
+  InProcess([](Process& self) -> Task<void> {
+    absl::Status started = co_await StartManager(self, "disc");
+    CO_ASSERT_OK(started, "start disc");
+    std::shared_ptr<manager_internal::Instance> st =
+        manager_internal::FindInstance(self.node(), "disc");
+    CO_ASSERT_TRUE(st != nullptr, "the instance disc");
+    st->discarded.store(true, std::memory_order_release);
+    Etsmgr mgr("disc");
+    absl::StatusOr<ManagedTableRef> made = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    EXPECT_THAT(made.status(), StatusIs(absl::StatusCode::kUnavailable));
+    absl::StatusOr<IntTable> mine = IntTable::New();
+    CO_ASSERT_OK(mine.status(), "new table mine");
+    absl::StatusOr<ManagedTableRef> added = co_await mgr.AddTable(self, "mine", mine->any());
+    EXPECT_THAT(added.status(), StatusIs(absl::StatusCode::kUnavailable));
+    EXPECT_TRUE(mine->Insert(1, 1).ok()) << "a refused AddTable leaves the caller its table";
+    st->discarded.store(false, std::memory_order_release);
+    absl::Status stopped = co_await StopManager(self, "disc");
+    EXPECT_TRUE(stopped.ok()) << stopped;
+  });
+}
+
 TEST_F(EdgeCasesTest, TheVaultKeepsAnotherInstancesTable) {
   ASSERT_TRUE(StartManager(*node_, "a").ok());
   ASSERT_TRUE(StartManager(*node_, "b").ok());
