@@ -467,10 +467,16 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
   // A shared table's object is removed too: its segment would otherwise outlive the program
   // with nobody to claim it (one the instance held went with the release above).
   if (shared.valid() && !shared.core()->deleted()) {
+    // Marked first: if another process owns it (given away; protected or private), it keeps
+    // the table while it lives, and the segment goes when the table does, even if that is its
+    // owner's exit racing this call (its record goes below) -- not left for a later new_table
+    // to bring back what was deleted.
+    table_internal::ManagerAccess::MarkDiscarded(*shared.core());
     absl::Status deleted = shared.core()->Delete("del_table");
     if (!deleted.ok()) {
-      Logf(LogLevel::kWarning, "etsmgr %s: del_table \"%s\": the shared table stays: %s", inst_,
-           name, deleted.ToString());
+      Logf(LogLevel::kNotice,
+           "etsmgr %s: del_table \"%s\": its owner keeps the shared table until it exits (%s)",
+           inst_, name, deleted.ToString());
     }
   }
   if (shared.valid()) (void)st->shared_dir->Unbind(name);

@@ -455,6 +455,36 @@ TEST_F(SharedManagedTableTest, ANewTableIsCreatedAndDelTableRemovesIt) {
   EXPECT_CLAIMED(NewTableHere(), true, -1);  // A fresh, empty table.
 }
 
+// del_table of a shared table another process owns (given away; protected): the owner keeps
+// it while it lives, and its segment goes with it, not left for a later new_table to bring back
+// what was deleted (before, del_table answered OK, dropped the record and the segment stayed).
+TEST_F(SharedManagedTableTest, ADelTableOfATableAnotherProcessOwnsRemovesItsSegmentWithIt) {
+  struct Go {};
+  node_ = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  TableOptions options = options_;
+  Etsmgr mgr(inst_);
+  Pid holder =
+      node_->Spawn([](Process& self) -> Task<void> { co_await self.Receive<Go>(); }).value();
+  RunInProcess(*node_, [options, mgr, holder](Process& self) -> Task<void> {
+    absl::StatusOr<ManagedTableRef> r =
+        co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+    CO_ASSERT_OK(r, "new_table(counter)");
+    IntTable t = IntTable::Attach(r->table).value();
+    CO_ASSERT_OK(t.Insert(kCounter, 5), "insert");
+    CO_ASSERT_OK(r->table.GiveAway(holder), "give it to another process");
+    absl::Status del = co_await mgr.DelTable(self, "counter");
+    EXPECT_TRUE(del.ok()) << "del_table(counter): " << del;
+    EXPECT_TRUE(t.alive()) << "its owner keeps it while it lives";
+  });
+  EXPECT_TRUE(Exists(SegmentPath()));
+  Send(holder, Go{});
+  AwaitDeath(*node_, holder);
+  EXPECT_FALSE(Exists(SegmentPath())) << "the segment goes with the table";
+  EXPECT_FALSE(Exists(ClaimPath()));
+  EXPECT_CLAIMED(NewTableHere(), true, -1);  // A fresh, empty table.
+}
+
 TEST_F(SharedManagedTableTest, ADiscardRemovesTheSegmentsOfHeldTables) {
   EXPECT_CLAIMED(NewTableHere(), true, -1);  // The client exits: the instance holds it.
   EXPECT_TRUE(Exists(SegmentPath()));

@@ -4,6 +4,7 @@
 #ifndef ETSMGR_TABLE_INTERNAL_MANAGER_ACCESS_H_
 #define ETSMGR_TABLE_INTERNAL_MANAGER_ACCESS_H_
 
+#include <atomic>
 #include <cstddef>
 
 #include "etsmgr/process/pid.h"
@@ -26,6 +27,10 @@ class ManagerAccess {
     return t.Glance(copier, owner, heir, size, kept);
   }
   static void PrefetchGlance(const TableCore& t) { t.PrefetchGlance(); }
+  // Deleted on purpose whenever it is deleted (its owner's exit too): a shared table's segment
+  // then goes with it instead of staying for a restarted program (del_table of a table another
+  // process owns).
+  static void MarkDiscarded(TableCore& t) { t.discarded_.store(true, std::memory_order_release); }
 };
 
 }  // namespace etsmgr::table_internal
