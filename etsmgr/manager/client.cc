@@ -48,6 +48,19 @@ std::string Describe(const char* op, const std::string& name) {
   return absl::StrCat(op, " \"", name, "\"");
 }
 
+// Records a shared table in the instance's directory of shared tables, across programs: a
+// restarted program's manager lists it, and can delete it. A failure is logged; the table is
+// managed all the same (it is reopened by its segment).
+void BindShared(Instance& st, const std::string& name, const SharedStorage& storage,
+                const std::string& key_type, const std::string& value_type)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+  absl::Status bound = st.shared_dir->Bind(name, storage, key_type, value_type);
+  if (!bound.ok()) {
+    Logf(LogLevel::kWarning, "etsmgr %s: \"%s\": not recorded in %s: %s", st.inst, name,
+         st.shared_dir->segment(), bound.ToString());
+  }
+}
+
 absl::Status NestedCall(const char* op, const std::string& name) {
   return absl::FailedPreconditionError(
       absl::StrCat(Describe(op, name),
@@ -314,13 +327,8 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
         call.Add(name, Entry{*table, Pid(), std::move(managed)});
         ++st->dir.counters.tables_created;
         if (shared) {
-          // Across programs: a restarted program's manager lists it, and can delete it.
-          absl::Status bound = st->shared_dir->Bind(name, *shared, TypeName(*factory.key_type),
-                                                    TypeName(*factory.value_type));
-          if (!bound.ok()) {
-            Logf(LogLevel::kWarning, "etsmgr %s: new_table \"%s\": not recorded in %s: %s", inst_,
-                 name, st->shared_dir->segment(), bound.ToString());
-          }
+          BindShared(*st, name, *shared, TypeName(*factory.key_type),
+                     TypeName(*factory.value_type));
         }
         if (loaded) {
           // Its data came from the file: initialised already.
@@ -427,6 +435,10 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
         // The caller filled it: a later new_table of the name must not initialise it again.
         table_internal::ManagerAccess::MarkInitialised(*table.core());
         call.Add(name, Entry{table, Pid(), std::move(managed)});
+        if (std::optional<SharedStorage> shared = table.core()->shared_storage()) {
+          BindShared(*st, name, *shared, table.core()->key_type_name(),
+                     table.core()->value_type_name());
+        }
         result = ManagedTableRef{st->manager, table, false};
         break;
       }

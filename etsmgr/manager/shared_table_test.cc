@@ -418,6 +418,37 @@ TEST_F(SharedManagedTableTest, NewTableRecordsItAndDelTableForgetsIt) {
   EXPECT_FALSE(Exists(SegmentPath()));
 }
 
+// AddTable of a shared table the client made records it in the directory of shared tables, as
+// NewTable does (before, only NewTable did: a program restarted after a crash could not list
+// such a table nor DelTable it by name), and DelTable forgets the record and removes the segment.
+TEST_F(SharedManagedTableTest, AddTableRecordsASharedTableAndDelTableForgetsIt) {
+  EXPECT_EQ(SharedTablesHere(), "none");
+  TableOptions options = options_;
+  Etsmgr mgr(inst_);
+  RunInProcess(*node_, [options, mgr](Process& self) -> Task<void> {
+    absl::StatusOr<IntTable> mine = IntTable::New(options);
+    CO_ASSERT_OK(mine.status(), "a shared table of the client's own");
+    CO_ASSERT_OK(mine->Insert(kCounter, 42), "insert");
+    absl::StatusOr<ManagedTableRef> r = co_await mgr.AddTable(self, "added", mine->any());
+    CO_ASSERT_OK(r, "add_table(added)");
+    absl::StatusOr<ManagerInfo> before = co_await mgr.Info(self);
+    CO_ASSERT_OK(before, "info after add_table");
+    CO_ASSERT_TRUE(before->shared_tables.size() == 1, "one shared table recorded by add_table");
+    const SharedTableRecord& t = before->shared_tables[0];
+    EXPECT_EQ(t.name, "added") << "the record's name";
+    EXPECT_EQ(t.segment, options.shared->segment) << "the record's segment";
+    EXPECT_EQ(t.key_type, "long") << "the record's key type";
+    EXPECT_EQ(t.value_type, "long") << "the record's value type";
+    EXPECT_TRUE(t.held) << "the record: held";
+    absl::Status del = co_await mgr.DelTable(self, "added");
+    EXPECT_TRUE(del.ok()) << "del_table(added): " << del;
+    absl::StatusOr<ManagerInfo> after = co_await mgr.Info(self);
+    CO_ASSERT_OK(after, "info after del_table");
+    EXPECT_EQ(after->shared_tables.size(), 0u) << "del_table forgets the record";
+  });
+  EXPECT_FALSE(Exists(SegmentPath()));
+}
+
 TEST_F(SharedManagedTableTest, TwoLiveProgramsCannotBothHoldIt) {
   ForkProgram(/*writes=*/3);
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);

@@ -159,6 +159,9 @@ std::string TableCore::type_names() const {
                       CachedTypeName(std::type_index(value_type_)), ">");
 }
 
+std::string TableCore::key_type_name() const { return TypeName(key_type_); }
+std::string TableCore::value_type_name() const { return TypeName(value_type_); }
+
 TableCore::~TableCore() {
   if (directory_ != nullptr) {
     std::lock_guard<std::mutex> lock(directory_->mu);

@@ -227,13 +227,18 @@ class TableCore : private process_internal::ExitResource,
   virtual void AbandonNewStorage() {}
   // "heap", or where shared storage keeps the data.
   virtual std::string storage_description() const { return "heap"; }
+  // Shared storage: the segment and options it was opened with (what a manager records to find
+  // it again by name). Heap storage: none.
+  virtual std::optional<SharedStorage> shared_storage() const { return std::nullopt; }
   // Shared storage: Sync (msync + fsync of a file-backed segment) and Check (a walk of the whole
   // segment). A heap table: FailedPrecondition.
   virtual absl::Status SyncStorage(const char* what) const;
   virtual absl::Status CheckStorage(const char* what) const;
   std::type_index key_type() const { return key_type_; }
   std::type_index value_type() const { return value_type_; }
-  std::string type_names() const;  // "<K, V>", demangled.
+  std::string type_names() const;       // "<K, V>", demangled.
+  std::string key_type_name() const;    // K, demangled.
+  std::string value_type_name() const;  // V, demangled.
   std::string ToString() const;
 
   // OK when the calling process may perform `op`; PermissionDenied naming the table, the

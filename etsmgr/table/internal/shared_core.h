@@ -54,6 +54,10 @@ class SharedCore final : public TypedCore<K, V> {
         segment_(options.shared->segment),
         map_options_(options.shared->map) {}
 
+  std::optional<SharedStorage> shared_storage() const override {
+    return SharedStorage{segment_, map_options_};
+  }
+
   // Table<K, V>'s inlined fast paths (FastPath::kShared): false when the virtual call must run.
   __attribute__((always_inline)) bool TryGetFast(const K& key, std::optional<V>* out) const {
     return !this->deleted() && map_.TryGetFast(key, out);
