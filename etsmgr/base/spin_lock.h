@@ -15,6 +15,7 @@
 #define ETSMGR_BASE_SPIN_LOCK_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <thread>
 
@@ -56,7 +57,7 @@ class ABSL_LOCKABLE SpinLock {
 // stops new readers from entering, so a stream of readers cannot starve it. Nor can a writer that
 // releases and retakes the lock at once (a select_delete loop on a one-shard ordered table)
 // starve another writer: the lock is free for a few nanoseconds between its holds, and a waiter
-// that yielded its CPU never sees it free. A waiter that has waited kStarvingAfter rounds marks
+// that yielded its CPU never sees it free. A waiter that has waited kStarvingAfterNs (0.5 ms) marks
 // the lock "starving"; from then on the word, once released, is reserved for a waiter that has
 // waited that long (the release keeps the mark; a new writer, a try_lock or a reader waits).
 class ABSL_LOCKABLE RwSpinLock {
@@ -109,28 +110,40 @@ class ABSL_LOCKABLE RwSpinLock {
   static constexpr uint32_t kStarving = 4;  // Free only for a waiter that has waited long.
   static constexpr uint32_t kReader = 8;    // Readers are counted from this bit up.
   static constexpr uint32_t kKeepsReadersOut = kWriter | kWriterWaiting | kStarving;
-  // Backoff rounds (64 spins, then a yield each) before a waiting writer marks the lock starving:
-  // tens of microseconds on an idle machine (a contended shard is taken within the spins), far
-  // longer on a busy one (each yield may give a time slice away).
-  static constexpr int kStarvingAfter = 64 + 32;
+  // How long a writer waits before it marks the lock starving. A count of rounds would not do:
+  // two writers that both want the lock all the time (a select_delete loop and an inserter) then
+  // hand it over on every acquisition, each waiting the other's whole hold plus its own rounds;
+  // by the clock, the one holding it keeps it for streaks of about this long.
+  static constexpr int64_t kStarvingAfterNs = 500'000;
+  static constexpr int kSpinRounds = 64;  // Rounds of CpuRelax before the waits yield.
 
-  // Counts rounds up to kStarvingAfter (no overflow however long a wait).
+  // Counts rounds up to kSpinRounds (no overflow however long a wait).
   static void Backoff(int& spins) {
-    if (spins < 64) {
+    if (spins < kSpinRounds) {
       ++spins;
       CpuRelax();
     } else {
-      if (spins < kStarvingAfter) ++spins;
       std::this_thread::yield();  // The holder may be descheduled: give it the CPU.
     }
+  }
+  static int64_t NowNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
   }
 
   // Taking the lock clears both marks: another starving waiter sets its mark again.
   __attribute__((noinline)) void LockSlow() {
     int spins = 0;
     uint32_t relaxes = 0;
+    int64_t waiting_since = 0;  // Read once the spins are over: a short wait reads no clock.
+    bool starving = false;
     while (true) {
-      const bool starving = spins >= kStarvingAfter;
+      if (spins >= kSpinRounds && !starving) {
+        const int64_t now = NowNs();
+        if (waiting_since == 0) waiting_since = now;
+        starving = now - waiting_since >= kStarvingAfterNs;
+      }
       const uint32_t ignored = starving ? kWriterWaiting | kStarving : kWriterWaiting;
       uint32_t s = state_.load(std::memory_order_relaxed);
       if ((s & ~ignored) == 0) {

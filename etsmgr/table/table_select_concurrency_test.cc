@@ -234,13 +234,27 @@ TEST_P(SelectUnderWritersTest, SelectDeleteCountsEveryObjectOnce) {
   ASSERT_TRUE(t_.Clear().ok());
   constexpr int64_t kInserts = 30000;
   std::atomic<bool> done{false};
+  std::atomic<int64_t> inserted{0};
   std::thread inserter([&] {
-    for (int64_t k = 0; k < kInserts; ++k) ASSERT_TRUE(t_.Insert(k, k).ok());
+    for (int64_t k = 0; k < kInserts; ++k) {
+      EXPECT_TRUE(t_.Insert(k, k).ok()) << k;  // Not ASSERT: `done` must be set whatever fails.
+      inserted.store(k + 1, std::memory_order_release);
+    }
     done.store(true, std::memory_order_release);
   });
   size_t deleted = 0;
   auto odd_or_late = [](const int64_t& k, const int64_t&) { return k % 2 == 1 || k > 20000; };
-  while (!done.load(std::memory_order_acquire)) deleted += t_.SelectDelete(odd_or_late).value();
+  // A pass over the whole table, then another once the inserter has moved on (its inserts overlap
+  // the passes). Passes back to back would make the two threads share a fair lock pass by pass:
+  // ~30,000 passes over up to 10,000 keys, minutes under ASan.
+  while (!done.load(std::memory_order_acquire)) {
+    deleted += t_.SelectDelete(odd_or_late).value();
+    const int64_t seen = inserted.load(std::memory_order_acquire);
+    while (!done.load(std::memory_order_acquire) &&
+           inserted.load(std::memory_order_acquire) < seen + 200) {
+      std::this_thread::yield();
+    }
+  }
   inserter.join();
   deleted += t_.SelectDelete(odd_or_late).value();
   EXPECT_EQ(deleted, static_cast<size_t>(kInserts - 10001));
