@@ -424,6 +424,12 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
         break;
       }
       case Action::kCreate: {
+        if (table.core()->storage_is_shared() && name.size() > kMaxSharedTableName) {
+          result = absl::InvalidArgumentError(absl::StrCat(Describe("add_table", name),
+                                                           ": a shared table's name has at most ",
+                                                           kMaxSharedTableName, " bytes"));
+          break;
+        }
         ManagedName managed = std::make_shared<const std::string>(name);
         absl::Status kept = st->keeper->Keep(table, managed);
         if (!kept.ok()) {  // Another instance manages it.
@@ -466,7 +472,17 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
     if (entry == nullptr) unknown = allowed;
     if (!allowed.ok() && entry != nullptr) co_return allowed;
     // After the lock: one the instance holds is deleted; one a process owns stays with it.
-    if (entry != nullptr && entry->table.core()->storage_is_shared()) shared = entry->table;
+    if (entry != nullptr && entry->table.core()->storage_is_shared()) {
+      shared = entry->table;
+      // Marked before the release: once released, its owner's exit may delete it at any moment
+      // (on another scheduler), and a table deleted unmarked keeps its segment for a restarted
+      // program, for a later new_table to bring back what was deleted. Marked, the segment goes
+      // with the table whenever it goes; its owner, if another process, keeps it while it lives.
+      table_internal::ManagerAccess::MarkDiscarded(*shared.core());
+      // The record too, under the lock: after it, a new_table or add_table of the name may have
+      // recorded its own table.
+      (void)st->shared_dir->Unbind(name);
+    }
     if (entry != nullptr) call.Erase(name, /*release=*/true);
   }
   if (!unknown.ok()) {
@@ -479,11 +495,6 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
   // A shared table's object is removed too: its segment would otherwise outlive the program
   // with nobody to claim it (one the instance held went with the release above).
   if (shared.valid() && !shared.core()->deleted()) {
-    // Marked first: if another process owns it (given away; protected or private), it keeps
-    // the table while it lives, and the segment goes when the table does, even if that is its
-    // owner's exit racing this call (its record goes below) -- not left for a later new_table
-    // to bring back what was deleted.
-    table_internal::ManagerAccess::MarkDiscarded(*shared.core());
     absl::Status deleted = shared.core()->Delete("del_table");
     if (!deleted.ok()) {
       Logf(LogLevel::kNotice,
@@ -491,7 +502,6 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
            inst_, name, deleted.ToString());
     }
   }
-  if (shared.valid()) (void)st->shared_dir->Unbind(name);
   if (Scheduler::Current()->Charge()) co_await self.Yield();
   co_return absl::OkStatus();
 }

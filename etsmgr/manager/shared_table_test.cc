@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -26,6 +27,7 @@
 #include "etsmgr/table/shared/shared_map.h"
 #include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
+#include "testing/status_matchers.h"
 
 namespace etsmgr {
 namespace {
@@ -449,6 +451,25 @@ TEST_F(SharedManagedTableTest, AddTableRecordsASharedTableAndDelTableForgetsIt) 
   EXPECT_FALSE(Exists(SegmentPath()));
 }
 
+// A shared table whose name the directory cannot hold is refused by add_table, as by new_table
+// (before, it was managed and left out of the directory with a warning).
+TEST_F(SharedManagedTableTest, AddTableRefusesASharedTableWhoseNameCannotBeRecorded) {
+  EXPECT_EQ(SharedTablesHere(), "none");
+  TableOptions options = options_;
+  Etsmgr mgr(inst_);
+  RunInProcess(*node_, [options, mgr](Process& self) -> Task<void> {
+    absl::StatusOr<IntTable> mine = IntTable::New(options);
+    CO_ASSERT_OK(mine.status(), "a shared table of the client's own");
+    absl::StatusOr<ManagedTableRef> r =
+        co_await mgr.AddTable(self, std::string(kMaxSharedTableName + 1, 'n'), mine->any());
+    EXPECT_THAT(r.status(), StatusIs(absl::StatusCode::kInvalidArgument));
+    absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+    CO_ASSERT_OK(info, "info");
+    EXPECT_TRUE(info->tables.empty()) << "nothing managed";
+    EXPECT_TRUE(mine->Insert(kCounter, 1).ok()) << "the caller keeps its table";
+  });
+}
+
 TEST_F(SharedManagedTableTest, TwoLiveProgramsCannotBothHoldIt) {
   ForkProgram(/*writes=*/3);
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -1);
@@ -514,6 +535,50 @@ TEST_F(SharedManagedTableTest, ADelTableOfATableAnotherProcessOwnsRemovesItsSegm
   EXPECT_FALSE(Exists(SegmentPath())) << "the segment goes with the table";
   EXPECT_FALSE(Exists(ClaimPath()));
   EXPECT_CLAIMED(NewTableHere(), true, -1);  // A fresh, empty table.
+}
+
+// The mark del_table leaves on a table another process keeps goes when that process manages it
+// again (add_table): from then on it is a managed table like any other. Here a discard then
+// leaves it to its owner, whose exit loses it inside the program: the segment stays (what
+// happens to any table lost with its owner inside a program), not removed by a stale mark.
+TEST_F(SharedManagedTableTest, AddTableAfterDelTableClearsItsDeleteMark) {
+  struct Add {};
+  struct Quit {};
+  node_ = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  TableOptions options = options_;
+  Etsmgr mgr(inst_);
+  auto table = std::make_shared<AnyTable>();
+  auto added = std::make_shared<std::promise<absl::Status>>();
+  std::future<absl::Status> added_done = added->get_future();
+  Pid holder = node_
+                   ->Spawn(
+                       [mgr, table, added](Process& self) -> Task<void> {
+                         co_await self.Receive<Add>();
+                         absl::StatusOr<ManagedTableRef> r =
+                             co_await mgr.AddTable(self, "counter", *table);
+                         added->set_value(r.status());
+                         co_await self.Receive<Quit>();
+                       },
+                       {.trap_exit = true})  // Outlives the manager's stop.
+                   .value();
+  RunInProcess(*node_, [options, mgr, holder, table](Process& self) -> Task<void> {
+    absl::StatusOr<ManagedTableRef> r =
+        co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+    CO_ASSERT_OK(r, "new_table(counter)");
+    CO_ASSERT_OK(IntTable::Attach(r->table)->Insert(kCounter, 5), "insert");
+    CO_ASSERT_OK(r->table.GiveAway(holder), "give it to another process");
+    absl::Status del = co_await mgr.DelTable(self, "counter");
+    CO_ASSERT_OK(del, "del_table(counter)");
+    *table = r->table;
+  });
+  Send(holder, Add{});
+  ASSERT_EQ(added_done.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  ASSERT_TRUE(added_done.get().ok()) << "add_table by its owner";
+  ASSERT_TRUE(StopManager(*node_, inst_, {.discard_tables = true}).ok());
+  Send(holder, Quit{});
+  AwaitDeath(*node_, holder);
+  EXPECT_TRUE(Exists(SegmentPath())) << "lost with its owner inside the program: it stays";
 }
 
 TEST_F(SharedManagedTableTest, ADiscardRemovesTheSegmentsOfHeldTables) {

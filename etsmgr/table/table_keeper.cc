@@ -106,6 +106,9 @@ absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void
   core.keeper_raw_ = this;
   core.has_keeper_ = true;
   core.keeper_tag_ = std::move(tag);
+  // Managed again: a table that del_table left to its owner (marked to be deleted on purpose
+  // whenever it goes) is a kept table like any other from here.
+  core.discarded_.store(false, std::memory_order_release);
   old_heir = std::exchange(core.heir_, Pid());
   std::swap(old_data, core.heir_data_);
   core.kept_ = IsHolderSerial(core.owner_serial_.load(std::memory_order_relaxed));
