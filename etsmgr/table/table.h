@@ -334,7 +334,8 @@ class Table {
         return false;
     }
   }
-  __attribute__((always_inline)) bool TryUpdateCounterFast(const K& key, V incr, V* result) {
+  __attribute__((always_inline)) bool TryUpdateCounterFast(const K& key, V incr,
+                                                           V* result) requires std::integral<V> {
     switch (core_->fast_path()) {
       case TableCore::FastPath::kSet:
         return static_cast<SetCore*>(core_.get())->TryUpdateCounterFast(key, incr, result);
@@ -870,6 +871,20 @@ absl::StatusOr<std::optional<K>> Table<K, V>::Prev(const K& key) const {
   if (absl::Status st = Check(TableCore::Op::kRead, "prev"); !st.ok()) return st;
   return core_->Next(key, table_internal::Direction::kBackward);
 }
+
+// The kinds most programs use are compiled once, in table_instances.cc: unoptimised builds (the
+// tests, the sanitizer configs) then skip generating them again in every file that uses them.
+// Optimised builds instantiate them where they are used, so that their calls can be inlined.
+// (clang 14 instantiates the members whose constraints fail, UpdateCounter of a string, in an
+// explicit instantiation: with clang only the counter tables are compiled once.)
+#if !defined(__OPTIMIZE__)
+extern template class Table<int64_t, int64_t>;
+extern template class Table<std::string, int64_t>;
+#if !defined(__clang__)
+extern template class Table<int64_t, std::string>;
+extern template class Table<std::string, std::string>;
+#endif
+#endif
 
 }  // namespace etsmgr
 
