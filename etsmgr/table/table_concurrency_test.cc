@@ -255,6 +255,58 @@ TEST(TableReadBias, AGetThatThrowsLeavesNoReaderBehind) {
   Send(owner, StopOwner{});
 }
 
+// A key whose comparison throws when armed: UpdateCounter compares the key under the shard lock.
+struct ThrowsOnCompare {
+  static inline std::atomic<bool> armed{false};
+  int64_t n = 0;
+  friend bool operator==(const ThrowsOnCompare& a, const ThrowsOnCompare& b) {
+    if (armed.load()) throw std::runtime_error("comparison refused");
+    return a.n == b.n;
+  }
+  friend auto operator<=>(const ThrowsOnCompare& a, const ThrowsOnCompare& b) {
+    return a.n <=> b.n;
+  }
+  template <typename H>
+  friend H AbslHashValue(H h, const ThrowsOnCompare& k) {
+    return H::combine(std::move(h), k.n);
+  }
+};
+
+// An UpdateCounter that throws out of its shard's lock releases it: the next write of the key
+// does not wait for it forever (the inlined fast path, where the lock is taken by hand).
+TEST(TableLocks, AnUpdateCounterThatThrowsLeavesItsShardUnlocked) {
+  using Table = etsmgr::Table<ThrowsOnCompare, int64_t>;
+  auto node = Node::Create({.schedulers = 1}).value();
+  auto made = std::make_shared<std::promise<AnyTable>>();
+  Pid owner = node->Spawn([made](Process& self) -> Task<void> {
+                    TableOptions options;
+                    options.access = Access::kPublic;
+                    made->set_value(Table::New(options).value().any());
+                    co_await self.Receive<StopOwner>();
+                  })
+                  .value();
+  Table t = Table::Attach(made->get_future().get()).value();
+  ASSERT_TRUE(t.Insert(ThrowsOnCompare{1}, 0).ok());
+  ASSERT_EQ(t.UpdateCounter(ThrowsOnCompare{1}, 1).value(), 1);
+  ThrowsOnCompare::armed.store(true);
+  EXPECT_THROW((void)t.UpdateCounter(ThrowsOnCompare{1}, 1), std::runtime_error);
+  ThrowsOnCompare::armed.store(false);
+  std::atomic<bool> written{false};
+  std::thread writer([&] {
+    EXPECT_TRUE(t.Insert(ThrowsOnCompare{1}, 5).ok());
+    written.store(true);
+  });
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (!written.load() && absl::Now() < deadline) std::this_thread::yield();
+  if (!written.load()) {
+    writer.detach();  // Stuck behind the thrown update's lock: fail, do not hang the test.
+    FAIL() << "a write waited 30 s for an UpdateCounter that had thrown";
+  }
+  writer.join();
+  EXPECT_EQ(t.UpdateCounter(ThrowsOnCompare{1}, 1).value(), 6);
+  Send(owner, StopOwner{});
+}
+
 // Two processes pass the table back and forth with GiveAway; each writes as owner on receipt.
 // Meanwhile threads read it (protected: reads are open) and try to write (always denied: a
 // thread is never the owner). At the end the last holder is killed and its heir inherits while

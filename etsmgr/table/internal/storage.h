@@ -326,22 +326,24 @@ class MapCore final : public TypedCore<K, V> {
   // no overflow. True when done; false when nothing was done and the full call must decide.
   // A loop of these over a big table overlaps more of its cache misses (the full call takes about
   // twice the instructions of a bare locked map update: bench/results/design-measurements.md).
-  __attribute__((always_inline)) bool TryUpdateCounterFast(const K& key, V incr, V* result) {
+  __attribute__((always_inline)) bool TryUpdateCounterFast(const K& key, V incr, V* result)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
     Shard* shards = ShardArray();
     if (shards == nullptr) return false;
     size_t hash = HashOf(key);
     Shard& s = shards[ShardOfHash(hash)];
     if (!s.lock.try_lock()) return false;
-    bool done = false;
-    if (!this->deleted()) {
-      auto it = FindIn(s.map, key, hash);
-      if (it != s.map.end() && !__builtin_add_overflow(it->second, incr, result)) {
-        it->second = *result;
-        done = true;
-      }
-    }
-    s.lock.unlock();
-    return done;
+    // Unlocks however the update leaves: K's comparison may throw, and a shard lock left held
+    // would stop every later writer of the shard.
+    struct Unlock {
+      BiasedRwLock& lock;
+      ~Unlock() ABSL_NO_THREAD_SAFETY_ANALYSIS { lock.unlock(); }
+    } unlock{s.lock};
+    if (this->deleted()) return false;
+    auto it = FindIn(s.map, key, hash);
+    if (it == s.map.end() || __builtin_add_overflow(it->second, incr, result)) return false;
+    it->second = *result;
+    return true;
   }
   // With the table's read bias on, the read takes no lock and writes no shared word (two threads
   // reading one table no longer pass a lock's cache line back and forth); otherwise it takes the
