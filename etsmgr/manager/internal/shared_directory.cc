@@ -92,13 +92,23 @@ absl::Status SharedDirectory::Bind(const std::string& name, const SharedStorage&
   return (*map)->Insert(*key, e);
 }
 
-absl::Status SharedDirectory::Unbind(const std::string& name) {
+absl::Status SharedDirectory::Unbind(const std::string& name) { return UnbindIf(name, nullptr); }
+
+absl::Status SharedDirectory::UnbindIf(const std::string& name, const SharedTableRecord* only) {
   absl::StatusOr<Key> key = Key::Make(name);
   if (!key.ok()) return absl::OkStatus();  // Never bound.
   absl::StatusOr<Map*> map = Open(/*create=*/false);
   if (!map.ok()) return map.status();
   if (*map == nullptr) return absl::OkStatus();
-  return (*map)->Erase(*key).status();
+  return (*map)->Mutate(
+      *key,
+      [&](const SharedDirectoryEntry* current, SharedDirectoryEntry*) {
+        if (current == nullptr) return SharedMapAction::kKeep;
+        const bool same = only == nullptr || (current->segment.view() == only->segment &&
+                                              current->directory.view() == only->directory);
+        return same ? SharedMapAction::kErase : SharedMapAction::kKeep;
+      },
+      "unbind");
 }
 
 absl::StatusOr<std::optional<SharedTableRecord>> SharedDirectory::Find(const std::string& name) {
@@ -143,8 +153,12 @@ absl::Status SharedDirectory::RemoveUnheld(const std::string& name) {
   // Holding the claim, nobody else can open it as a table meanwhile.
   absl::Status removed = shared_internal::MapCore::Remove((*record)->segment, where);
   if (!removed.ok() && removed.code() != absl::StatusCode::kNotFound) return removed;
+  // The record goes while the claim is held, and only if it still names this segment: once the
+  // claim is released, a new_table of the name (in this program or another) may make the segment
+  // again and record it, and a record of the name with other storage is someone else's.
+  absl::Status unbound = UnbindIf(name, &**record);
   claim->Remove();
-  return Unbind(name);
+  return unbound;
 }
 
 }  // namespace etsmgr::manager_internal

@@ -63,6 +63,8 @@ class SharedDirectory {
  private:
   // The open directory; null (and OK) when it does not exist and `create` is false.
   absl::StatusOr<Map*> Open(bool create);
+  // Removes the record of `name`; with `only`, only while it still names only's segment.
+  absl::Status UnbindIf(const std::string& name, const SharedTableRecord* only);
   static SharedTableRecord ToRecord(const std::string& name, const SharedDirectoryEntry& e);
   static SharedMapOptions MapOptions(const SharedTableRecord& record);
 
