@@ -33,10 +33,8 @@
 #define ETSMGR_BASE_READ_BIAS_H_
 
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "etsmgr/base/spin_lock.h"
@@ -127,12 +125,6 @@ class ReadBias {
   static uint64_t Revocations() { return revocations_.load(std::memory_order_relaxed); }
 
  private:
-  static int64_t NowNs() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-
   // The calling thread's slot for `bias`: a mix of the thread's (a thread-local's address) and the
   // bias's addresses.
   static std::atomic<const ReadBias*>* SlotFor(const ReadBias* bias) {
@@ -144,7 +136,7 @@ class ReadBias {
   template <typename LockAt, typename Alive>
   __attribute__((noinline)) void MaybeEnableNow(size_t n, LockAt& lock_at, Alive& alive) const {
     countdown_ = kEnableEvery / 2 + static_cast<uint32_t>(Mix(++countdown_draws_) % kEnableEvery);
-    const int64_t now = NowNs();
+    const int64_t now = MonotonicNowNs();
     if (now < inhibit_until_ns_.load(std::memory_order_relaxed)) return;
     if (!TryEnable(n, lock_at, alive)) {
       inhibit_until_ns_.store(now + kMinInhibitNs, std::memory_order_relaxed);
@@ -171,27 +163,18 @@ class ReadBias {
     // Another writer of the group is revoking: its readers may be reading this writer's shard.
     // Its release of "off" follows its scan, which saw every such reader leave.
     int spins = 0;
-    while (state_.load(std::memory_order_acquire) != kOff) Backoff(spins);
-  }
-
-  static void Backoff(int& spins) {
-    if (spins < 64) {
-      ++spins;
-      CpuRelax();
-    } else {
-      std::this_thread::yield();  // An admitted reader or the revoker may be descheduled.
-    }
+    while (state_.load(std::memory_order_acquire) != kOff) SpinThenYield(spins);
   }
 
   // Waits until no slot names this bias, then turns it off.
   void Scan() const {
-    const int64_t start = NowNs();
+    const int64_t start = MonotonicNowNs();
     for (std::atomic<const ReadBias*>& slot : visible_readers_) {
       int spins = 0;
-      while (slot.load(std::memory_order_seq_cst) == this) Backoff(spins);
+      while (slot.load(std::memory_order_seq_cst) == this) SpinThenYield(spins);
     }
     revocations_.fetch_add(1, std::memory_order_relaxed);
-    const int64_t now = NowNs();
+    const int64_t now = MonotonicNowNs();
     const int64_t inhibit = (now - start) * kInhibitFactor;
     inhibit_until_ns_.store(now + (inhibit > kMinInhibitNs ? inhibit : kMinInhibitNs),
                             std::memory_order_relaxed);

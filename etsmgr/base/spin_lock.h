@@ -30,6 +30,26 @@ inline void CpuRelax() {
 #endif
 }
 
+// One round of a wait whose other side may be descheduled (a lock's holder, a reader to leave):
+// CpuRelax for the first kSpinRounds rounds, then yield the thread. Counts up to the limit only
+// (no overflow however long the wait). Start each wait with spins = 0.
+inline constexpr int kSpinRounds = 64;
+inline void SpinThenYield(int& spins) {
+  if (spins < kSpinRounds) {
+    ++spins;
+    CpuRelax();
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+// The monotonic clock in nanoseconds, for waits that judge their own length.
+inline int64_t MonotonicNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // A test-and-test-and-set lock: one byte instead of std::mutex's forty, which matters at a million
 // processes. For rarely contended state.
 class ABSL_LOCKABLE SpinLock {
@@ -115,22 +135,6 @@ class ABSL_LOCKABLE RwSpinLock {
   // hand it over on every acquisition, each waiting the other's whole hold plus its own rounds;
   // by the clock, the one holding it keeps it for streaks of about this long.
   static constexpr int64_t kStarvingAfterNs = 500'000;
-  static constexpr int kSpinRounds = 64;  // Rounds of CpuRelax before the waits yield.
-
-  // Counts rounds up to kSpinRounds (no overflow however long a wait).
-  static void Backoff(int& spins) {
-    if (spins < kSpinRounds) {
-      ++spins;
-      CpuRelax();
-    } else {
-      std::this_thread::yield();  // The holder may be descheduled: give it the CPU.
-    }
-  }
-  static int64_t NowNs() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
 
   // Taking the lock clears both marks: another starving waiter sets its mark again.
   __attribute__((noinline)) void LockSlow() {
@@ -140,7 +144,7 @@ class ABSL_LOCKABLE RwSpinLock {
     bool starving = false;
     while (true) {
       if (spins >= kSpinRounds && !starving) {
-        const int64_t now = NowNs();
+        const int64_t now = MonotonicNowNs();
         if (waiting_since == 0) waiting_since = now;
         starving = now - waiting_since >= kStarvingAfterNs;
       }
@@ -159,7 +163,7 @@ class ABSL_LOCKABLE RwSpinLock {
       if (starving && (++relaxes & 127) != 0) {
         CpuRelax();
       } else {
-        Backoff(spins);
+        SpinThenYield(spins);
       }
     }
   }
@@ -173,7 +177,7 @@ class ABSL_LOCKABLE RwSpinLock {
                                        std::memory_order_relaxed)) {
         return;
       }
-      Backoff(spins);
+      SpinThenYield(spins);
     }
   }
 
