@@ -442,14 +442,24 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   Pid previous;  // The exiting owner's reference, released after the lock.
   std::any data;
   std::shared_ptr<TableKeeper> keeper;
+  bool data_copy_threw = false;
   {
     ExclusiveLock lock(meta_mu_);
     if (deleted()) return;
     // Handed over (TableKeeper::HandOver) while `owner` was exiting: no longer its table.
     if (owner_serial_.load(std::memory_order_relaxed) != owner.serial()) return;
-    if (heir_.valid() && heir_ != owner && ProcessAccess::AdoptResource(heir_, AsResource())) {
+    // The heir's data is copied before the heir takes the table: a copy that throws (the user's
+    // type, or no memory) must not leave the hand-over half-done (the heir holding a table still
+    // owned by the dead process) nor stop the exit from handing over the process's other tables.
+    // The heir inherits without the data then: losing the table would be worse.
+    const bool has_heir = heir_.valid() && heir_ != owner;
+    try {
+      if (has_heir) data = heir_data_;
+    } catch (...) {
+      data_copy_threw = true;
+    }
+    if (has_heir && ProcessAccess::AdoptResource(heir_, AsResource())) {
       heir = heir_;
-      data = heir_data_;
       previous = ReplaceOwner(heir);
       NoteKeptLocked();
     } else if ((keeper = keeper_.lock()) != nullptr) {
@@ -457,6 +467,10 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
       previous = ReplaceOwner(kept_by);
       kept_ = true;
     }
+  }
+  if (data_copy_threw) {
+    Logf(LogLevel::kWarning, "%s: copying its heir_data threw; the heir inherits it without",
+         ToString().c_str());
   }
   if (heir.valid()) {
     if (LogEnabled(LogLevel::kDebug)) {  // Not even the arguments otherwise: once per table.

@@ -2,6 +2,7 @@
 // error cases, and what a deleted table answers.
 #include <algorithm>
 #include <any>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <future>
@@ -116,6 +117,64 @@ INSTANTIATE_TEST_SUITE_P(ExitKinds, HeirTest,
                          ::testing::Values(How::kReturn, How::kThrow, How::kExitShutdown,
                                            How::kKilled),
                          HowName);
+
+// heir_data whose copy throws when armed.
+struct ThrowingPayload {
+  static inline std::atomic<bool> armed{false};
+  ThrowingPayload() = default;
+  ThrowingPayload(const ThrowingPayload&) {
+    if (armed.load()) throw std::runtime_error("payload copy refused");
+  }
+  ThrowingPayload& operator=(const ThrowingPayload&) = default;
+};
+
+// A payload whose copy throws does not stop the hand-over: the heir inherits every table of the
+// dead owner (without the data), each with its rows and as its owner.
+TEST(HeirDataTest, APayloadWhoseCopyThrowsStillHandsEveryTableOver) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  struct Got {
+    int transfers = 0;
+    int without_data = 0;
+    int owned_with_rows = 0;
+  };
+  auto got = std::make_shared<std::promise<Got>>();
+  Pid heir = node->Spawn([got](Process& self) -> Task<void> {
+                   Got g;
+                   for (; g.transfers < 2; ++g.transfers) {
+                     TableTransfer t = co_await self.Receive<TableTransfer>();
+                     g.without_data += !t.heir_data.has_value();
+                     absl::StatusOr<TableInfo> info = t.table.Info();
+                     g.owned_with_rows +=
+                         info.ok() && info->owner == self.self() && info->size == 1;
+                   }
+                   got->set_value(g);
+                   co_await self.Receive<Go>();
+                 })
+                 .value();
+  auto made = std::make_shared<std::promise<void>>();
+  Pid owner = node->Spawn([made, heir](Process& self) -> Task<void> {
+                    for (int64_t i = 0; i < 2; ++i) {
+                      TableOptions options;
+                      options.heir = heir;
+                      options.heir_data = ThrowingPayload();
+                      (void)IntTable::New(options).value().Insert(i, i);
+                    }
+                    made->set_value();
+                    co_await self.Receive<Go>();
+                  })
+                  .value();
+  made->get_future().wait();
+  ThrowingPayload::armed.store(true);
+  SendExit(owner, ExitReason::Kill());
+  std::future<Got> result = got->get_future();
+  const bool ready = result.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  ThrowingPayload::armed.store(false);
+  ASSERT_TRUE(ready) << "the heir did not receive both tables within 30 s";
+  Got g = result.get();
+  EXPECT_EQ(g.without_data, 2);
+  EXPECT_EQ(g.owned_with_rows, 2);
+  Send(heir, Go{});
+}
 
 TEST(HeirDeadTest, TableIsDeletedWithItsOwner) {
   auto node = Node::Create({.schedulers = 2}).value();
