@@ -89,10 +89,13 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <type_traits>
 #include <typeindex>
 #include <utility>
 #include <vector>
@@ -111,7 +114,8 @@ namespace etsmgr {
 
 template <typename K>
 concept TableKey = std::equality_comparable<K> && std::totally_ordered<K> &&
-    std::copy_constructible<K> && requires(const K& k) {
+    std::copy_constructible<K> && std::is_nothrow_move_constructible_v<K> &&
+    std::is_nothrow_move_assignable_v<K> && requires(const K& k) {
   absl::Hash<K>{}(k);
 };
 
@@ -155,6 +159,12 @@ struct SelectChunk {
 
 template <TableKey K, typename V>
 class Table {
+  // The maps move keys and values while they rehash, split nodes and compact bags: a move that
+  // threw half-way would leave them corrupt. (Copies may throw: each write makes its copies before
+  // it changes anything. Hashes and comparisons may throw too; a hash must not.)
+  static_assert(std::is_nothrow_move_constructible_v<V> && std::is_nothrow_move_assignable_v<V>,
+                "a table's value type needs a noexcept move constructor and move assignment");
+
  public:
   using Entry = std::pair<K, V>;
   using Pred = std::function<bool(const K&, const V&)>;

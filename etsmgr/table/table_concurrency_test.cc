@@ -307,6 +307,47 @@ TEST(TableLocks, AnUpdateCounterThatThrowsLeavesItsShardUnlocked) {
   Send(owner, StopOwner{});
 }
 
+// A public table of `type` owned by a process that waits for StopOwner.
+template <typename T>
+std::pair<T, Pid> PublicTable(Node& node, TableType type) {
+  auto made = std::make_shared<std::promise<AnyTable>>();
+  Pid owner = node.Spawn([made, type](Process& self) -> Task<void> {
+                    TableOptions options;
+                    options.access = Access::kPublic;
+                    options.type = type;
+                    made->set_value(T::New(options).value().any());
+                    co_await self.Receive<StopOwner>();
+                  })
+                  .value();
+  return {T::Attach(made->get_future().get()).value(), owner};
+}
+
+// update_element with a default: a function that throws takes the default object it added with
+// it, and a default whose copy throws leaves the table as it was (no slot half made).
+TEST(TableThrows, AnUpdateThatThrowsLeavesNoDefaultBehind) {
+  using Table = etsmgr::Table<int64_t, ThrowsOnCopy>;
+  auto node = Node::Create({.schedulers = 1}).value();
+  for (TableType type : {TableType::kSet, TableType::kOrderedSet}) {
+    auto [t, owner] = PublicTable<Table>(*node, type);
+    auto refuse = [](ThrowsOnCopy&) { throw std::runtime_error("update refused"); };
+    EXPECT_THROW((void)t.Update(1, refuse, ThrowsOnCopy(5)), std::runtime_error);
+    EXPECT_FALSE(t.Member(1).value()) << ToString(type);
+    ThrowsOnCopy::armed.store(true);
+    EXPECT_THROW((void)t.Update(
+                     2, [](ThrowsOnCopy& v) { v.n = 9; }, ThrowsOnCopy(5)),
+                 std::runtime_error);
+    ThrowsOnCopy::armed.store(false);
+    EXPECT_FALSE(t.Member(2).value()) << ToString(type);
+    EXPECT_EQ(t.Size().value(), 0u) << ToString(type);
+    ASSERT_TRUE(t.Update(
+                     2, [](ThrowsOnCopy& v) { v.n = 9; }, ThrowsOnCopy(5))
+                    .value());
+    EXPECT_EQ(t.Get(2).value()->n, 9) << ToString(type);
+    EXPECT_EQ(t.Size().value(), 1u) << ToString(type);
+    Send(owner, StopOwner{});
+  }
+}
+
 // Two processes pass the table back and forth with GiveAway; each writes as owner on receipt.
 // Meanwhile threads read it (protected: reads are open) and try to write (always denied: a
 // thread is never the owner). At the end the last holder is killed and its heir inherits while

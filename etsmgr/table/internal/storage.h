@@ -747,12 +747,25 @@ class MapCore final : public TypedCore<K, V> {
       ExclusiveLock lock(s.lock);
       if (this->deleted()) return this->DeletedError("update");
       auto it = FindIn(s.map, key, hash);
-      if (it == s.map.end()) {
+      const bool inserted = it == s.map.end();
+      if (inserted) {
         if (default_value == nullptr) return false;
-        it = s.map.try_emplace(key, *default_value).first;
+        // Copied before the map makes room: Abseil's maps count a slot before constructing in it,
+        // so a copy that throws inside them would leave a slot counted and never made.
+        std::pair<K, V> entry(key, *default_value);
+        it = s.map.insert(std::move(entry)).first;
         ++s.objects;
       }
-      fn(it->second);
+      try {
+        fn(it->second);
+      } catch (...) {
+        // The call failed: the default object it added goes with it.
+        if (inserted) {
+          s.map.erase(it);
+          --s.objects;
+        }
+        throw;
+      }
       return true;
     }
   }
@@ -962,12 +975,18 @@ class MapCore final : public TypedCore<K, V> {
       auto [it, inserted] =
           s.map.try_emplace(std::move(key), Values(CountingAllocator<V>(&s.bytes)));
       Values& values = it->second;
-      if constexpr (std::equality_comparable<V>) {
-        if (!duplicates_ && std::find(values.begin(), values.end(), value) != values.end()) {
-          return;  // A bag keeps one copy of each identical object.
+      try {
+        if constexpr (std::equality_comparable<V>) {
+          if (!duplicates_ && std::find(values.begin(), values.end(), value) != values.end()) {
+            return;  // A bag keeps one copy of each identical object.
+          }
         }
+        values.push_back(std::move(value));
+      } catch (...) {
+        // V's == or the memory failed: a key new here is not left behind with no object.
+        if (inserted) s.map.erase(it);
+        throw;
       }
-      values.push_back(std::move(value));
       ++s.objects;
     } else {
       auto [it, inserted] = s.map.insert_or_assign(std::move(key), std::move(value));
@@ -1058,7 +1077,8 @@ class MapCore final : public TypedCore<K, V> {
       Shard& s, const K& key, V incr, const CounterOptions<V>& options)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.lock) {
     if (!options.default_value) return MissingKey(key, "update_counter");
-    auto it = s.map.try_emplace(key, *options.default_value).first;
+    K copy(key);  // Before the map makes room (see Update).
+    auto it = s.map.try_emplace(std::move(copy), *options.default_value).first;
     ++s.objects;
     return UpdateCounterSlow(it->second, incr, options);
   }
