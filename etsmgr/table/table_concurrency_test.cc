@@ -348,6 +348,61 @@ TEST(TableThrows, AnUpdateThatThrowsLeavesNoDefaultBehind) {
   }
 }
 
+// A value whose == throws once `left` more comparisons have passed (-1: never).
+struct FlakyEquals {
+  static inline std::atomic<int> left{-1};
+  int64_t n = 0;
+  friend bool operator==(const FlakyEquals& a, const FlakyEquals& b) {
+    const int now = left.load();
+    if (now == 0) throw std::runtime_error("comparison refused");
+    if (now > 0) left.store(now - 1);
+    return a.n == b.n;
+  }
+};
+
+std::vector<int64_t> Numbers(const std::vector<FlakyEquals>& values) {
+  std::vector<int64_t> out;
+  for (const FlakyEquals& v : values) out.push_back(v.n);
+  return out;
+}
+
+// erase_object and select_replace on bags compare objects: an == that throws half-way leaves the
+// key's objects as they were (before, objects were moved as they were judged: one was lost and
+// another doubled, or replacements were stored and their duplicates left in a bag).
+TEST(TableThrows, ABagWriteWhoseComparisonThrowsLeavesTheObjectsWhole) {
+  using Table = etsmgr::Table<int64_t, FlakyEquals>;
+  auto node = Node::Create({.schedulers = 1}).value();
+  {
+    auto [t, owner] = PublicTable<Table>(*node, TableType::kDuplicateBag);
+    for (int64_t n : {1, 2, 3, 2, 4}) ASSERT_TRUE(t.Insert(1, FlakyEquals{n}).ok());
+    FlakyEquals::left.store(3);  // The fourth comparison throws, after a match.
+    EXPECT_THROW((void)t.EraseObject(1, FlakyEquals{2}), std::runtime_error);
+    FlakyEquals::left.store(-1);
+    EXPECT_EQ(Numbers(t.Lookup(1).value()), (std::vector<int64_t>{1, 2, 3, 2, 4}));
+    EXPECT_EQ(t.Size().value(), 5u);
+    EXPECT_EQ(t.EraseObject(1, FlakyEquals{2}).value(), 2u);
+    EXPECT_EQ(Numbers(t.Lookup(1).value()), (std::vector<int64_t>{1, 3, 4}));
+    Send(owner, StopOwner{});
+  }
+  {
+    auto [t, owner] = PublicTable<Table>(*node, TableType::kBag);
+    for (int64_t n : {1, 2, 3}) ASSERT_TRUE(t.Insert(1, FlakyEquals{n}).ok());
+    auto three_to_one = [](const int64_t&, const FlakyEquals& v) -> std::optional<FlakyEquals> {
+      if (v.n != 3) return std::nullopt;
+      return FlakyEquals{1};
+    };
+    FlakyEquals::left.store(0);  // The duplicate check's first comparison throws.
+    EXPECT_THROW((void)t.SelectReplace(three_to_one), std::runtime_error);
+    FlakyEquals::left.store(-1);
+    EXPECT_EQ(Numbers(t.Lookup(1).value()), (std::vector<int64_t>{1, 2, 3}));
+    EXPECT_EQ(t.Size().value(), 3u);
+    EXPECT_EQ(t.SelectReplace(three_to_one).value(), 1u);
+    EXPECT_EQ(Numbers(t.Lookup(1).value()), (std::vector<int64_t>{1, 2}));
+    EXPECT_EQ(t.Size().value(), 2u);
+    Send(owner, StopOwner{});
+  }
+}
+
 // Two processes pass the table back and forth with GiveAway; each writes as owner on receipt.
 // Meanwhile threads read it (protected: reads are open) and try to write (always denied: a
 // thread is never the owner). At the end the last holder is killed and its heir inherits while

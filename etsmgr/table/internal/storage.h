@@ -286,9 +286,11 @@ class MapCore final : public TypedCore<K, V> {
         if (it == s.map.end()) return;
         if constexpr (kBag) {
           Values& values = it->second;
-          auto end = std::remove(values.begin(), values.end(), value);
-          removed = static_cast<size_t>(values.end() - end);
-          values.erase(end, values.end());
+          // Every object is compared before any moves: an == that throws leaves them as they were.
+          Marks drop;
+          drop.reserve(values.size());
+          for (const V& v : values) drop.push_back(v == value);
+          removed = DropMarked(values, drop);
           if (values.empty()) s.map.erase(it);
         } else {
           if (!(it->second == value)) return;
@@ -572,17 +574,10 @@ class MapCore final : public TypedCore<K, V> {
           const K& key = it->first;
           // Every value is judged before any moves: a predicate that throws leaves the key's
           // objects as they were.
-          absl::InlinedVector<bool, 16> drop;
+          Marks drop;
           drop.reserve(values.size());
           for (const V& v : values) drop.push_back((*pred)(key, v));
-          size_t kept = 0;
-          for (size_t i = 0; i < values.size(); ++i) {
-            if (drop[i]) continue;
-            if (kept != i) values[kept] = std::move(values[i]);
-            ++kept;
-          }
-          s.objects -= values.size() - kept;
-          values.erase(values.begin() + static_cast<ptrdiff_t>(kept), values.end());
+          s.objects -= DropMarked(values, drop);
           erase = values.empty();
         } else {
           erase = (*pred)(it->first, it->second);
@@ -604,35 +599,34 @@ class MapCore final : public TypedCore<K, V> {
         const K& key = it->first;
         if constexpr (kBag) {
           Values& values = it->second;
-          bool changed = false;
-          // Every replacement is computed before any is stored: a function that throws leaves
-          // the key's objects as they were (and no duplicates behind).
+          // Every replacement is computed, and every duplicate found, before anything is stored:
+          // a function or an == that throws leaves the key's objects as they were (and no
+          // duplicates behind). What follows the judging only moves (noexcept).
           absl::InlinedVector<std::optional<V>, 4> fresh;
           fresh.reserve(values.size());
-          for (const V& v : values) fresh.push_back(fn(key, v));
-          for (size_t i = 0; i < values.size(); ++i) {
-            if (!fresh[i]) continue;
-            values[i] = std::move(*fresh[i]);
-            ++replaced;
-            changed = true;
+          bool changed = false;
+          for (const V& v : values) {
+            fresh.push_back(fn(key, v));
+            changed = changed || fresh.back().has_value();
           }
+          Marks drop(values.size(), false);
           if constexpr (std::equality_comparable<V>) {
             // A bag keeps one copy of identical objects: replacements that made two of a key's
             // objects identical leave the first (the key's other objects keep their order).
             if (changed && !duplicates_) {
-              size_t kept = 0;
-              for (size_t i = 0; i < values.size(); ++i) {
-                if (std::find(values.begin(), values.begin() + kept, values[i]) !=
-                    values.begin() + kept) {
-                  continue;
-                }
-                if (kept != i) values[kept] = std::move(values[i]);
-                ++kept;
+              auto after = [&](size_t i) -> const V& { return fresh[i] ? *fresh[i] : values[i]; };
+              for (size_t i = 1; i < values.size(); ++i) {
+                for (size_t j = 0; j < i && !drop[i]; ++j)
+                  drop[i] = !drop[j] && after(j) == after(i);
               }
-              s.objects -= values.size() - kept;
-              values.erase(values.begin() + kept, values.end());
             }
           }
+          for (size_t i = 0; i < values.size(); ++i) {
+            if (!fresh[i]) continue;
+            values[i] = std::move(*fresh[i]);
+            ++replaced;
+          }
+          s.objects -= DropMarked(values, drop);
         } else {
           std::optional<V> fresh = fn(key, std::as_const(it->second));
           if (!fresh) continue;
@@ -968,6 +962,22 @@ class MapCore final : public TypedCore<K, V> {
     void* installed = this->PublishStorage(fresh.get());
     if (installed == fresh.get()) return fresh.release();
     return static_cast<Shard*>(installed);  // Another writer installed one first.
+  }
+
+  // A bag key's objects judged one by one (true: drop it).
+  using Marks = absl::InlinedVector<bool, 16>;
+  // Removes the marked objects, the others keeping their order; yields how many went. Only moves
+  // (noexcept): judge everything first, then call this, and a throw leaves the objects whole.
+  static size_t DropMarked(Values& values, const Marks& drop) {
+    size_t kept = 0;
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (drop[i]) continue;
+      if (kept != i) values[kept] = std::move(values[i]);
+      ++kept;
+    }
+    const size_t dropped = values.size() - kept;
+    values.erase(values.begin() + static_cast<ptrdiff_t>(kept), values.end());
+    return dropped;
   }
 
   void InsertLocked(Shard& s, K key, V value) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.lock) {
