@@ -9,7 +9,11 @@
 // Objects are key -> value. set and ordered_set keep one value per key (ordered_set in key
 // order); bag keeps each distinct value once per key, duplicate_bag every value inserted (both in
 // insertion order per key). K must be hashable with absl::Hash, equality-comparable and ordered
-// with <; bag needs V == V; UpdateCounter needs an integer V.
+// with <; bag needs V == V; UpdateCounter needs an integer V. K and V must move without throwing
+// (checked at compile time). Their copies, ==, < and a bag's V == may throw: the call stops with
+// the exception, and a single-object write leaves its object as it was; a multi-object Insert or
+// InsertNew whose comparison throws half-way keeps the objects it had written (not atomic then).
+// The hash must not throw.
 //
 // Every call returns absl::Status / StatusOr: NotFound on a deleted table (every call, every
 // handle), PermissionDenied when the access mode forbids the caller, InvalidArgument for an
