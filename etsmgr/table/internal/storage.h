@@ -58,13 +58,16 @@ struct CountingAllocator {
   template <typename U>
   CountingAllocator(const CountingAllocator<U>& other) : bytes(other.bytes) {}  // NOLINT
   // A large table's hash array (one block of megabytes) goes on huge pages: see large_block.h.
+  // Counted once allocated: an allocation that throws (bad_alloc) counts nothing.
   T* allocate(size_t n) {
     if (large_block::Wanted(n * sizeof(T))) {
+      T* p = static_cast<T*>(large_block::Allocate(n * sizeof(T)));
       *bytes += large_block::Footprint(n * sizeof(T));
-      return static_cast<T*>(large_block::Allocate(n * sizeof(T)));
+      return p;
     }
+    T* p = std::allocator<T>().allocate(n);
     *bytes += n * sizeof(T);
-    return std::allocator<T>().allocate(n);
+    return p;
   }
   void deallocate(T* p, size_t n) {
     if (large_block::Wanted(n * sizeof(T))) {
