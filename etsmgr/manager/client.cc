@@ -311,6 +311,16 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
           result = Annotate(table.status(), "new_table", name);
           break;
         }
+        // A segment a dead program left uninitialised (or deleted) is handed out as created
+        // below: emptied first, before the instance takes it. (A factory of the caller's may
+        // have made no table: CheckMade says so.)
+        if (!loaded && table->core() != nullptr && table->core()->storage_existed() &&
+            !table_internal::ManagerAccess::StorageInitialised(*table->core())) {
+          if (absl::Status cleared = table->core()->Clear("new_table"); !cleared.ok()) {
+            result = Annotate(cleared, "new_table", name);
+            break;
+          }
+        }
         // What a factory of the caller's own made must be a new table of the caller's, of the
         // types asked for (NewTable<K, V>'s own factory makes nothing else).
         absl::Status made = factory.create == factory.trusted
@@ -342,11 +352,13 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
           result = ManagedTableRef{st->manager, *std::move(table), false};
         } else {
           if (table->core()->storage_existed()) {
-            // The program that created the segment died before its client had initialised it:
-            // "created" again, so this client initialises it (over what the other left).
+            // The program that created the segment died before its client had initialised it
+            // (or after del_table deleted it while another process still owned it): "created"
+            // again, and empty, as a created table is: this client initialises it from nothing,
+            // neither over half an initialisation nor over a deleted table's data.
             Logf(LogLevel::kWarning,
-                 "etsmgr %s: new_table \"%s\": %s was never initialised (its "
-                 "program died first): handed out as created",
+                 "etsmgr %s: new_table \"%s\": %s was never initialised (or was deleted; its "
+                 "program died first): emptied and handed out as created",
                  inst_, name, table->core()->storage_description());
           }
           result = ManagedTableRef{st->manager, *std::move(table), true};
@@ -442,6 +454,8 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
         table_internal::ManagerAccess::MarkInitialised(*table.core());
         call.Add(name, Entry{table, Pid(), std::move(managed)});
         if (std::optional<SharedStorage> shared = table.core()->shared_storage()) {
+          // Its segment says so too (a del_table before may have marked it not initialised).
+          table_internal::ManagerAccess::SetStorageInitialised(*table.core(), true);
           BindShared(*st, name, *shared, table.core()->key_type_name(),
                      table.core()->value_type_name());
         }
@@ -479,6 +493,9 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
       // program, for a later new_table to bring back what was deleted. Marked, the segment goes
       // with the table whenever it goes; its owner, if another process, keeps it while it lives.
       table_internal::ManagerAccess::MarkDiscarded(*shared.core());
+      // And its segment is no longer initialised: a program killed before the table goes (its
+      // owner alive) leaves a segment the next new_table empties instead of bringing back.
+      table_internal::ManagerAccess::SetStorageInitialised(*shared.core(), false);
       // The record too, under the lock: after it, a new_table or add_table of the name may have
       // recorded its own table.
       (void)st->shared_dir->Unbind(name);

@@ -311,8 +311,8 @@ TEST_F(SharedManagedTableTest, AProgramKilledWhileInitialisingLeavesTheTableCrea
   ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -4);  // Inside init.
   KillProgram();
   EXPECT_TRUE(Exists(SegmentPath()));
-  EXPECT_CLAIMED(NewTableHere(), true, 100);   // What the killed init wrote stays.
-  EXPECT_CLAIMED(NewTableHere(), false, 100);  // This client initialised it.
+  EXPECT_CLAIMED(NewTableHere(), true, -1);   // Emptied: what the killed init wrote is gone.
+  EXPECT_CLAIMED(NewTableHere(), false, -1);  // This client initialised it (with nothing).
 }
 
 TEST_F(SharedManagedTableTest, AnOpenWhoseInitReturnedLeavesAFilledTable) {
@@ -537,6 +537,30 @@ TEST_F(SharedManagedTableTest, ADelTableOfATableAnotherProcessOwnsRemovesItsSegm
   EXPECT_CLAIMED(NewTableHere(), true, -1);  // A fresh, empty table.
 }
 
+// del_table of a shared table another process owns leaves it to that process (it goes, with its
+// segment, when that process exits). A program killed before then leaves the segment: the next
+// program's new_table hands it out as a new, empty table, not with the deleted table's data.
+TEST_F(SharedManagedTableTest, ADeletedTableIsNotBroughtBackByAProgramKilledBeforeItWent) {
+  ForkWithClient([](Process& self, int ack, TableOptions options, Etsmgr mgr) -> Task<void> {
+    struct Never {};  // (Not the table's transfer message: the holder must not exit.)
+    absl::StatusOr<Pid> holder =
+        self.node().Spawn([](Process& p) -> Task<void> { co_await p.Receive<Never>(); });
+    absl::StatusOr<ManagedTableRef> r =
+        co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+    if (!holder.ok() || !r.ok() || !IntTable::Attach(r->table)->Insert(kCounter, 5).ok()) {
+      _exit(4);
+    }
+    if (!r->table.GiveAway(*holder).ok()) _exit(6);
+    if (!(co_await mgr.DelTable(self, "counter")).ok()) _exit(8);
+    WriteValue(ack, -6);
+    co_await self.Receive();  // Until killed.
+  });
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -6);
+  KillProgram();
+  EXPECT_TRUE(Exists(SegmentPath())) << "its owner was alive: the table had not gone yet";
+  EXPECT_CLAIMED(NewTableHere(), true, -1);  // New and empty.
+}
+
 // The mark del_table leaves on a table another process keeps goes when that process manages it
 // again (add_table): from then on it is a managed table like any other. Here a discard then
 // leaves it to its owner, whose exit loses it inside the program: the segment stays (what
@@ -579,6 +603,9 @@ TEST_F(SharedManagedTableTest, AddTableAfterDelTableClearsItsDeleteMark) {
   Send(holder, Quit{});
   AwaitDeath(*node_, holder);
   EXPECT_TRUE(Exists(SegmentPath())) << "lost with its owner inside the program: it stays";
+  // With its data: add_table made it initialised again (del_table had marked it not).
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  EXPECT_CLAIMED(NewTableHere(), false, 5);
 }
 
 TEST_F(SharedManagedTableTest, ADiscardRemovesTheSegmentsOfHeldTables) {
