@@ -267,11 +267,14 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableO
     }
     dir.LinkLocked(core.get());
   }
+  std::shared_ptr<const std::any> heir_data =
+      options.heir_data.has_value() ? std::make_shared<const std::any>(std::move(options.heir_data))
+                                    : nullptr;
   {
     ExclusiveLock lock(core->meta_mu_);
     core->ReplaceOwner(me->self());
     core->heir_ = std::move(options.heir);
-    core->heir_data_ = std::move(options.heir_data);
+    core->heir_data_ = std::move(heir_data);
   }
   // The caller is running, so it has not begun exiting: adopting cannot fail, except while its
   // exit procedure runs (a destructor creating a table), which leaves nobody to own it.
@@ -333,14 +336,17 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
 
 absl::Status TableCore::SetHeir(const Pid& heir, std::any data) {
   ProcessControl* me = CurrentProcess();
-  Pid old_heir;  // The old heir and data (swapped into `data`) go after the lock.
+  // The old heir and data (swapped into `shared`) go after the lock.
+  Pid old_heir;
+  std::shared_ptr<const std::any> shared =
+      data.has_value() ? std::make_shared<const std::any>(std::move(data)) : nullptr;
   ExclusiveLock lock(meta_mu_);
   if (deleted()) return DeletedError("set_heir");
   if (me == nullptr || me->serial() != owner_serial_.load(std::memory_order_relaxed)) {
     return NotOwner(me, "set_heir", "set the heir");
   }
   old_heir = std::exchange(heir_, heir);
-  std::swap(heir_data_, data);
+  std::swap(heir_data_, shared);
   return absl::OkStatus();
 }
 
@@ -402,7 +408,7 @@ absl::Status TableCore::Delete(const char* what) {
 void TableCore::DeleteNow() {
   Pid owner;
   Pid heir;  // Released after the lock, with the heir data and the keeper's tag.
-  std::any heir_data;
+  std::shared_ptr<const std::any> heir_data;
   std::shared_ptr<const void> tag;
   std::shared_ptr<TableKeeper> keeper;  // Told after the lock: a kept table was lost.
   {
@@ -438,28 +444,18 @@ void TableCore::DeleteNow() {
 
 void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   Pid heir;
-  Pid kept_by;   // The keeper's holder that took the table (null: parked).
-  Pid previous;  // The exiting owner's reference, released after the lock.
-  std::any data;
+  Pid kept_by;                           // The keeper's holder that took the table (null: parked).
+  Pid previous;                          // The exiting owner's reference, released after the lock.
+  std::shared_ptr<const std::any> data;  // The heir's, copied after the lock.
   std::shared_ptr<TableKeeper> keeper;
-  bool data_copy_threw = false;
   {
     ExclusiveLock lock(meta_mu_);
     if (deleted()) return;
     // Handed over (TableKeeper::HandOver) while `owner` was exiting: no longer its table.
     if (owner_serial_.load(std::memory_order_relaxed) != owner.serial()) return;
-    // The heir's data is copied before the heir takes the table: a copy that throws (the user's
-    // type, or no memory) must not leave the hand-over half-done (the heir holding a table still
-    // owned by the dead process) nor stop the exit from handing over the process's other tables.
-    // The heir inherits without the data then: losing the table would be worse.
-    const bool has_heir = heir_.valid() && heir_ != owner;
-    try {
-      if (has_heir) data = heir_data_;
-    } catch (...) {
-      data_copy_threw = true;
-    }
-    if (has_heir && ProcessAccess::AdoptResource(heir_, AsResource())) {
+    if (heir_.valid() && heir_ != owner && ProcessAccess::AdoptResource(heir_, AsResource())) {
       heir = heir_;
+      data = heir_data_;
       previous = ReplaceOwner(heir);
       NoteKeptLocked();
     } else if ((keeper = keeper_.lock()) != nullptr) {
@@ -468,16 +464,23 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
       kept_ = true;
     }
   }
-  if (data_copy_threw) {
-    Logf(LogLevel::kWarning, "%s: copying its heir_data threw; the heir inherits it without",
-         ToString().c_str());
-  }
   if (heir.valid()) {
+    // The user's copy of the data runs here, after the lock (it may take time, or use this
+    // table). A copy that throws (the user's type, or no memory) must not stop the exit from
+    // handing over the process's other tables: the heir, which holds the table already,
+    // inherits without the data then (losing the table would be worse).
+    std::any copy;
+    try {
+      if (data != nullptr) copy = *data;
+    } catch (...) {
+      Logf(LogLevel::kWarning, "%s: copying its heir_data threw; the heir inherits it without",
+           ToString().c_str());
+    }
     if (LogEnabled(LogLevel::kDebug)) {  // Not even the arguments otherwise: once per table.
       Logf(LogLevel::kDebug, "%s: owner %s exited (%s); heir %s inherits it", ToString().c_str(),
            owner.ToString().c_str(), reason.ToString().c_str(), heir.ToString().c_str());
     }
-    Send(heir, TableTransfer{AnyTable(shared_from_this()), owner, std::move(data)});
+    Send(heir, TableTransfer{AnyTable(shared_from_this()), owner, std::move(copy)});
     return;
   }
   if (keeper != nullptr) {

@@ -381,7 +381,9 @@ class TableCore : private process_internal::ExitResource,
   TableCore* dir_prev_ = nullptr;
   TableCore* dir_next_ = nullptr;
   bool listed_ = false;
-  std::any heir_data_ ABSL_GUARDED_BY(meta_mu_);
+  // Shared and immutable: the lock only passes the pointer around; the user's copy (which may
+  // throw, or use this table) runs after it. Null: no data.
+  std::shared_ptr<const std::any> heir_data_ ABSL_GUARDED_BY(meta_mu_);
   // The keeper (see TableKeeper) and its tag, guarded by meta_mu_. `kept_`: the keeper has the
   // table (its holder owns it, or it is parked with no owner).
   friend class TableKeeper;

@@ -90,7 +90,7 @@ absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void
   }
   TableCore& core = *table.core();
   Pid old_heir;  // Released after the lock, with its data.
-  std::any old_data;
+  std::shared_ptr<const std::any> old_data;
   ExclusiveLock lock(core.meta_mu_);
   if (core.deleted()) return core.DeletedError("keep");
   if (core.KeptBy(this)) {

@@ -176,6 +176,51 @@ TEST(HeirDataTest, APayloadWhoseCopyThrowsStillHandsEveryTableOver) {
   Send(heir, Go{});
 }
 
+// heir_data whose copy looks at the table it is the data of.
+struct PeekingPayload {
+  static inline std::atomic<const AnyTable*> table{nullptr};
+  static inline std::atomic<int> peeks{0};
+  PeekingPayload() = default;
+  PeekingPayload(const PeekingPayload&) {
+    if (const AnyTable* t = table.load(); t != nullptr && t->Info().ok()) peeks.fetch_add(1);
+  }
+  PeekingPayload& operator=(const PeekingPayload&) = default;
+};
+
+// The heir's data is copied outside the table's lock: a copy that uses the table (or takes long)
+// neither deadlocks nor holds up the table's other users.
+TEST(HeirDataTest, APayloadWhoseCopyUsesTheTableDoesNotDeadlock) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  auto got = std::make_shared<std::promise<bool>>();
+  Pid heir = node->Spawn([got](Process& self) -> Task<void> {
+                   TableTransfer t = co_await self.Receive<TableTransfer>();
+                   got->set_value(std::any_cast<PeekingPayload>(&t.heir_data) != nullptr);
+                   co_await self.Receive<Go>();
+                 })
+                 .value();
+  auto made = std::make_shared<std::promise<AnyTable>>();
+  Pid owner = node->Spawn([made, heir](Process& self) -> Task<void> {
+                    TableOptions options;
+                    options.heir = heir;
+                    options.heir_data = PeekingPayload();
+                    made->set_value(IntTable::New(options).value().any());
+                    co_await self.Receive<Go>();
+                  })
+                  .value();
+  const AnyTable table = made->get_future().get();
+  PeekingPayload::table.store(&table);
+  SendExit(owner, ExitReason::Kill());
+  std::future<bool> result = got->get_future();
+  if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    (void)node.release();  // Its scheduler spins on the table's lock: do not join it.
+    FAIL() << "the heir did not receive the table within 30 s (the data's copy deadlocked)";
+  }
+  PeekingPayload::table.store(nullptr);
+  EXPECT_TRUE(result.get()) << "the transfer carries the data";
+  EXPECT_GE(PeekingPayload::peeks.load(), 1);
+  Send(heir, Go{});
+}
+
 TEST(HeirDeadTest, TableIsDeletedWithItsOwner) {
   auto node = Node::Create({.schedulers = 2}).value();
   Pid dead_heir = node->Spawn([](Process&) -> Task<void> { co_return; }).value();
