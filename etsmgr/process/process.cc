@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/exception_text.h"
+#include "etsmgr/base/log.h"
 #include "etsmgr/process/node.h"
 
 namespace etsmgr {
@@ -529,6 +530,14 @@ size_t ProcessControl::resource_count() const {
   return extras_ ? extras_->resource_count : 0;
 }
 
+void ProcessControl::LogExitStepThrew(const char* step) const {
+  try {
+    Logf(LogLevel::kError, "%s: %s threw during its exit; the exit goes on",
+         self_.ToString().c_str(), step);
+  } catch (...) {  // No memory even for the message.
+  }
+}
+
 void ProcessControl::ExitProcedure(ExitReason reason) {
   // 0. The frame is gone, so the body (and what its closure captured) is no longer needed:
   // release it now rather than when the last Pid goes (a capture may hold this very Pid).
@@ -541,7 +550,16 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
     hooks_closed_ = true;
     if (extras_) hooks.swap(extras_->exit_hooks);
   }
-  for (auto& [key, hook] : hooks) hook(self_, reason);
+  // Each step runs whatever the others do: an exception out of one (a hook, a keeper's callback,
+  // no memory) must not leave the process's other tables unhanded, nor end the program (this
+  // runs under noexcept frames).
+  for (auto& [key, hook] : hooks) {
+    try {
+      hook(self_, reason);
+    } catch (...) {
+      LogExitStepThrew("an exit hook");
+    }
+  }
   hooks.clear();
   {
     ExclusiveLock lock(mu_);
@@ -550,7 +568,11 @@ void ProcessControl::ExitProcedure(ExitReason reason) {
   // One at a time, each taken off under the lock: while we run one's OnOwnerExit, another
   // process may take over (AdoptResource) one still on the list.
   while (std::shared_ptr<ExitResource> resource = PopResource()) {
-    resource->OnOwnerExit(self_, reason);
+    try {
+      resource->OnOwnerExit(self_, reason);
+    } catch (...) {
+      LogExitStepThrew("handing over a resource (a table)");
+    }
   }
   // 2. Dead: collect links, monitors and the name under our lock; signal without it.
   Links links;

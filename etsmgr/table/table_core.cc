@@ -439,7 +439,13 @@ void TableCore::DeleteNow() {
     }
   }
   DropStorage();
-  if (keeper != nullptr) keeper->OnLost(AnyTable(keep));
+  if (keeper != nullptr) {
+    try {
+      keeper->OnLost(AnyTable(keep));
+    } catch (...) {  // A hook of the keeper's user: the deletion is done regardless.
+      Logf(LogLevel::kWarning, "%s: the keeper's OnLost threw", ToString().c_str());
+    }
+  }
 }
 
 void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
@@ -484,7 +490,11 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
     return;
   }
   if (keeper != nullptr) {
-    keeper->OnKept(AnyTable(shared_from_this()), owner, kept_by);
+    try {
+      keeper->OnKept(AnyTable(shared_from_this()), owner, kept_by);
+    } catch (...) {  // A hook of the keeper's user: the table is kept regardless.
+      Logf(LogLevel::kWarning, "%s: the keeper's OnKept threw", ToString().c_str());
+    }
     return;
   }
   if (LogEnabled(LogLevel::kDebug)) {

@@ -7,6 +7,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -97,6 +98,41 @@ TEST(TableKeeperTest, HolderTakesTheTableOfAnExitedOwnerBeforeLinksFire) {
   EXPECT_EQ(keeper->parked.load(), 0);
   EXPECT_EQ(process_internal::ProcessAccess::ResourceCount(holder.pid), 1u);
   Send(holder.pid, StopOwner{});
+}
+
+// A keeper whose hook throws.
+class ThrowingKeeper final : public TableKeeper {
+ protected:
+  void OnKept(const AnyTable&, const Pid&, const Pid&) override {
+    throw std::runtime_error("OnKept refused");
+  }
+};
+
+// A hook that throws does not stop the owner's exit half-way: every table it owned is kept.
+TEST(TableKeeperTest, AHookThatThrowsStillKeepsEveryTable) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  auto keeper = std::make_shared<ThrowingKeeper>();
+  auto made = std::make_shared<std::promise<std::vector<AnyTable>>>();
+  Pid owner = node->Spawn([made](Process& self) -> Task<void> {
+                    std::vector<AnyTable> tables;
+                    for (int64_t i = 0; i < 3; ++i) {
+                      IntTable t = IntTable::New().value();
+                      EXPECT_TRUE(t.Insert(i, i).ok());
+                      tables.push_back(t.any());
+                    }
+                    made->set_value(tables);
+                    co_await self.Receive<StopOwner>();
+                  })
+                  .value();
+  std::vector<AnyTable> tables = made->get_future().get();
+  for (const AnyTable& t : tables) ASSERT_TRUE(keeper->Keep(t, nullptr).ok());
+  Kill(*node, owner);
+  EXPECT_EQ(keeper->parked_count(), 3u);
+  for (const AnyTable& t : tables) {
+    EXPECT_TRUE(t.alive());
+    EXPECT_TRUE(keeper->Holds(t));
+    EXPECT_EQ(SizeOf(t), 1);
+  }
 }
 
 TEST(TableKeeperTest, WithNoHolderTheTableIsParkedIntactAndTheNextHolderAdoptsIt) {

@@ -240,6 +240,7 @@ class ProcessControl final : public PidTarget,
   void HandleSignal(ExitSignalEnvelope* signal);
   void Terminate(ExitReason reason);  // Owner: destroy the frame, then the exit procedure.
   void ExitProcedure(ExitReason reason);
+  void LogExitStepThrew(const char* step) const;  // Never throws.
   void AppendToMailbox(Envelope* e);
   // Closes the incoming stack (later deliveries are dropped) and deletes every queued message.
   void CloseMailbox();
