@@ -61,6 +61,15 @@ void BindShared(Instance& st, const std::string& name, const SharedStorage& stor
   }
 }
 
+// add_table: the caller filled the table. Both marks say so: the in-process one (a later new_table
+// of the name must not initialise it again) and, for shared storage, the segment's own (a table
+// left not initialised by a failed init or a killed client, then added and filled, must not be
+// emptied by the next program's new_table).
+void MarkFilled(TableCore& table) {
+  table_internal::ManagerAccess::MarkInitialised(table);
+  table_internal::ManagerAccess::SetStorageInitialised(table, true);
+}
+
 absl::Status NestedCall(const char* op, const std::string& name) {
   return absl::FailedPreconditionError(
       absl::StrCat(Describe(op, name),
@@ -311,21 +320,23 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
           result = Annotate(table.status(), "new_table", name);
           break;
         }
-        // A segment a dead program left uninitialised (or deleted) is handed out as created
-        // below: emptied first, before the instance takes it. (A factory of the caller's may
-        // have made no table: CheckMade says so.)
-        if (!loaded && table->core() != nullptr && table->core()->storage_existed() &&
-            !table_internal::ManagerAccess::StorageInitialised(*table->core())) {
-          if (absl::Status cleared = table->core()->Clear("new_table"); !cleared.ok()) {
-            result = Annotate(cleared, "new_table", name);
-            break;
-          }
-        }
         // What a factory of the caller's own made must be a new table of the caller's, of the
         // types asked for (NewTable<K, V>'s own factory makes nothing else).
         absl::Status made = factory.create == factory.trusted
                                 ? absl::OkStatus()
                                 : CheckMade(*table, factory, call.me(), name);
+        // A segment a dead program left uninitialised (or deleted) is handed out as created
+        // below: emptied first, before the instance takes it. One that cannot be emptied goes
+        // (its data was never initialised, or was deleted): its claim must not stay with an
+        // unmanaged table.
+        if (made.ok() && !loaded && table->core()->storage_existed() &&
+            !table_internal::ManagerAccess::StorageInitialised(*table->core())) {
+          if (absl::Status cleared = table->core()->Clear("new_table"); !cleared.ok()) {
+            (void)table->core()->Delete("new_table");
+            result = Annotate(cleared, "new_table", name);
+            break;
+          }
+        }
         ManagedName managed = std::make_shared<const std::string>(name);
         if (made.ok()) made = st->keeper->Keep(*table, managed);
         if (!made.ok()) {
@@ -421,7 +432,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
         break;
       case Action::kConfirm:
         call.SetClient(*entry);
-        table_internal::ManagerAccess::MarkInitialised(*table.core());
+        MarkFilled(*table.core());
         result = ManagedTableRef{st->manager, table, false};
         break;
       case Action::kClaim: {
@@ -431,7 +442,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
           break;
         }
         handed_back = true;
-        table_internal::ManagerAccess::MarkInitialised(*table.core());
+        MarkFilled(*table.core());
         result = ManagedTableRef{st->manager, table, false};
         break;
       }
@@ -450,12 +461,10 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
           break;
         }
         if (entry != nullptr) call.Erase(name, /*release=*/false);  // Its table was deleted.
-        // The caller filled it: a later new_table of the name must not initialise it again.
-        table_internal::ManagerAccess::MarkInitialised(*table.core());
+        // (A del_table before may have marked its segment not initialised.)
+        MarkFilled(*table.core());
         call.Add(name, Entry{table, Pid(), std::move(managed)});
         if (std::optional<SharedStorage> shared = table.core()->shared_storage()) {
-          // Its segment says so too (a del_table before may have marked it not initialised).
-          table_internal::ManagerAccess::SetStorageInitialised(*table.core(), true);
           BindShared(*st, name, *shared, table.core()->key_type_name(),
                      table.core()->value_type_name());
         }

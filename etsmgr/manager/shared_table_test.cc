@@ -561,6 +561,26 @@ TEST_F(SharedManagedTableTest, ADeletedTableIsNotBroughtBackByAProgramKilledBefo
   EXPECT_CLAIMED(NewTableHere(), true, -1);  // New and empty.
 }
 
+// A table whose segment is still marked not initialised (its client, which was to initialise it,
+// had not yet said so) and that its client then hands to the manager with add_table counts as
+// filled: a program killed afterwards leaves it for the next new_table with its data.
+TEST_F(SharedManagedTableTest, AddTableOfATableNotYetInitialisedMarksItsSegmentFilled) {
+  ForkWithClient([](Process& self, int ack, TableOptions options, Etsmgr mgr) -> Task<void> {
+    manager_internal::TableFactory factory = manager_internal::FactoryFor<int64_t, int64_t>();
+    factory.caller_marks_initialised = true;  // As ManagedTable::Open, whose init never said so.
+    absl::StatusOr<ManagedTableRef> r = co_await manager_internal::EtsmgrAccess::NewTableErased(
+        mgr, self, "counter", options, std::move(factory), absl::Seconds(10));
+    if (!r.ok() || !r->created) _exit(4);
+    absl::StatusOr<ManagedTableRef> added = co_await mgr.AddTable(self, "counter", r->table);
+    if (!added.ok() || !IntTable::Attach(r->table)->Insert(kCounter, 7).ok()) _exit(6);
+    WriteValue(ack, -6);
+    co_await self.Receive();  // Until killed.
+  });
+  ASSERT_EQ(ReadValue(ack_, std::chrono::seconds(20)), -6);
+  KillProgram();
+  EXPECT_CLAIMED(NewTableHere(), false, 7);
+}
+
 // The mark del_table leaves on a table another process keeps goes when that process manages it
 // again (add_table): from then on it is a managed table like any other. Here a discard then
 // leaves it to its owner, whose exit loses it inside the program: the segment stays (what

@@ -443,8 +443,15 @@ void TableCore::DeleteNow() {
     try {
       keeper->OnLost(AnyTable(keep));
     } catch (...) {  // A hook of the keeper's user: the deletion is done regardless.
-      Logf(LogLevel::kWarning, "%s: the keeper's OnLost threw", ToString().c_str());
+      LogHookThrew("the keeper's OnLost");
     }
+  }
+}
+
+void TableCore::LogHookThrew(const char* what) const noexcept {
+  try {
+    Logf(LogLevel::kWarning, "%s: %s threw", ToString().c_str(), what);
+  } catch (...) {  // No memory even for the message.
   }
 }
 
@@ -479,8 +486,7 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
     try {
       if (data != nullptr) copy = *data;
     } catch (...) {
-      Logf(LogLevel::kWarning, "%s: copying its heir_data threw; the heir inherits it without",
-           ToString().c_str());
+      LogHookThrew("copying its heir_data (the heir inherits it without)");
     }
     if (LogEnabled(LogLevel::kDebug)) {  // Not even the arguments otherwise: once per table.
       Logf(LogLevel::kDebug, "%s: owner %s exited (%s); heir %s inherits it", ToString().c_str(),
@@ -493,7 +499,7 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
     try {
       keeper->OnKept(AnyTable(shared_from_this()), owner, kept_by);
     } catch (...) {  // A hook of the keeper's user: the table is kept regardless.
-      Logf(LogLevel::kWarning, "%s: the keeper's OnKept threw", ToString().c_str());
+      LogHookThrew("the keeper's OnKept");
     }
     return;
   }

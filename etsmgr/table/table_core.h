@@ -299,6 +299,8 @@ class TableCore : private process_internal::ExitResource,
   // ExitResource (the process package's hook, a private base): the owner exited (runs on its
   // thread, before its links fire).
   void OnOwnerExit(const Pid& owner, const ExitReason& reason) override;
+  // Logs that a user's code (a keeper's hook, heir_data's copy) threw; never throws itself.
+  void LogHookThrew(const char* what) const noexcept;
   // This table as the process package holds it (shared ownership of the table).
   std::shared_ptr<process_internal::ExitResource> AsResource() {
     return std::shared_ptr<process_internal::ExitResource>(shared_from_this(), this);
