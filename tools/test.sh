@@ -10,11 +10,11 @@
 #      cached blocks poisoned)
 #   5. bazel test //... --config=asan with ETSMGR_BLOCK_CACHE=off (tests only, no rebuild: every
 #      block goes through ASan's allocator and quarantine)
-#   6. bazel test //... --config=tsan
-#   7. bazel test //... --config=clang      (clang-14 with libstdc++)
-#   8. the sanitizer self-check (deliberate bugs must be reported, UBSan's under the asan config)
-#   9. bazel coverage of one test gives a real lcov report (the offline lcov merger works)
-#  10. the consumer workspace (etsmgr used as a Bazel dependency) builds and runs, and cannot
+#   6. bazel test //... --config=tsan       (built with clang-14, libstdc++ and -Wthread-safety:
+#      the one clang build of the tree, which also checks the lock annotations)
+#   7. the sanitizer self-check (deliberate bugs must be reported, UBSan's under the asan config)
+#   8. bazel coverage of one test gives a real lcov report (the offline lcov merger works)
+#   9. the consumer workspace (etsmgr used as a Bazel dependency) builds and runs, and cannot
 #      depend on an internal target
 #
 # Prints an "N passed, N failed" line per step and a final total line, counted from Bazel's
@@ -89,7 +89,6 @@ run_benchmark_smoke
 run_tests asan --config=asan
 run_tests asan-nocache --config=asan --test_env=ETSMGR_BLOCK_CACHE=off
 run_tests tsan --config=tsan
-run_tests clang --config=clang
 
 echo "== sanitizer self-check"
 log="${logdir}/sanitizers.log"

@@ -4,7 +4,9 @@
 #include <cstring>
 #include <new>
 
-#if defined(__SANITIZE_ADDRESS__)
+#include "etsmgr/base/sanitizers.h"
+
+#if ETSMGR_ASAN
 #include <sanitizer/asan_interface.h>
 #endif
 
@@ -55,13 +57,13 @@ bool EnabledSlow() {
 }
 
 void PoisonBlock([[maybe_unused]] void* p, [[maybe_unused]] size_t cls) {
-#if defined(__SANITIZE_ADDRESS__)
+#if ETSMGR_ASAN
   ASAN_POISON_MEMORY_REGION(p, ClassSize(cls));
 #endif
 }
 
 void UnpoisonBlock([[maybe_unused]] void* p, [[maybe_unused]] size_t cls) {
-#if defined(__SANITIZE_ADDRESS__)
+#if ETSMGR_ASAN
   ASAN_UNPOISON_MEMORY_REGION(p, ClassSize(cls));
 #endif
 }

@@ -27,6 +27,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "etsmgr/base/sanitizers.h"
+
 namespace etsmgr::block_cache {
 
 void* Allocate(size_t size);
@@ -41,12 +43,12 @@ size_t CachedBlocks(size_t size);
 
 namespace internal {
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if ETSMGR_ASAN || ETSMGR_TSAN
 inline constexpr bool kSanitized = true;
 #else
 inline constexpr bool kSanitized = false;
 #endif
-#if defined(__SANITIZE_ADDRESS__)
+#if ETSMGR_ASAN
 inline constexpr bool kPoison = true;
 #else
 inline constexpr bool kPoison = false;

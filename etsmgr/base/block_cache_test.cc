@@ -10,13 +10,14 @@
 #include <utility>
 #include <vector>
 
+#include "etsmgr/base/sanitizers.h"
 #include "gtest/gtest.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if ETSMGR_ASAN || ETSMGR_TSAN
 // From the sanitizers' allocator interface (gcc ships no allocator_interface.h).
 extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #endif
-#if defined(__SANITIZE_ADDRESS__)
+#if ETSMGR_ASAN
 #include <sanitizer/asan_interface.h>
 #endif
 
@@ -67,7 +68,7 @@ TEST(BlockCache, LargeBlocksBypassTheCache) {
 
 // The heap's bytes in use (the sanitizers' allocators keep no mallinfo).
 size_t HeapBytesInUse() {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if ETSMGR_ASAN || ETSMGR_TSAN
   return __sanitizer_get_current_allocated_bytes();
 #else
   struct mallinfo2 info = mallinfo2();
@@ -148,7 +149,7 @@ TEST(BlockCache, BlocksCrossThreads) {
   }
 }
 
-#if defined(__SANITIZE_ADDRESS__)
+#if ETSMGR_ASAN
 // ASan: a cached block is poisoned (a use of it is reported), and unpoisoned when taken again.
 TEST(BlockCache, CachedBlocksArePoisoned) {
   if (!Enabled()) GTEST_SKIP() << "ETSMGR_BLOCK_CACHE=off: no cache";

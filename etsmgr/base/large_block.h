@@ -17,9 +17,11 @@
 
 #include <cstddef>
 
+#include "etsmgr/base/sanitizers.h"
+
 namespace etsmgr::large_block {
 
-#if defined(__SANITIZE_ADDRESS__)
+#if ETSMGR_ASAN
 inline constexpr bool kEnabled = false;
 #else
 inline constexpr bool kEnabled = true;

@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "etsmgr/base/sanitizers.h"
 #include "gtest/gtest.h"
 
 namespace etsmgr {
@@ -138,7 +139,7 @@ Task<long> MillionSynchronousAwaits(uintptr_t* first_depth, uintptr_t* last_dept
   co_return sum;
 }
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if ETSMGR_ASAN || ETSMGR_TSAN
 constexpr bool kSanitized = true;
 #else
 constexpr bool kSanitized = false;

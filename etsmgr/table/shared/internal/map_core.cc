@@ -17,17 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "etsmgr/base/errno_status.h"
+#include "etsmgr/base/sanitizers.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define ETSMGR_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define ETSMGR_TSAN 1
-#endif
-#endif
-#ifndef ETSMGR_TSAN
-#define ETSMGR_TSAN 0
-#endif
 #if ETSMGR_TSAN
 #include <sanitizer/tsan_interface.h>
 #endif
