@@ -265,6 +265,20 @@ class SharedManagedTableTest : public ::testing::Test {
         });
     return listed.ok() ? *listed : listed.status().ToString();
   }
+  // Runs `body(self, mgr, mine)` (a Task<void>) in a process of this program, `mine` a shared
+  // table of the process's own (Table::New with the test's options), not yet managed; the
+  // instance's directory of shared tables is checked empty first.
+  template <typename F>
+  void WithOwnSharedTable(F body) {
+    EXPECT_EQ(SharedTablesHere(), "none");
+    TableOptions options = options_;
+    Etsmgr mgr(inst_);
+    RunInProcess(*node_, [options, mgr, body](Process& self) -> Task<void> {
+      absl::StatusOr<IntTable> mine = IntTable::New(options);
+      CO_ASSERT_OK(mine.status(), "a shared table of the client's own");
+      co_await body(self, mgr, *mine);
+    });
+  }
   absl::Status DelTableHere() {
     Etsmgr mgr(inst_);
     return RunToExit([mgr](Process& self) -> Task<absl::Status> {
@@ -424,21 +438,17 @@ TEST_F(SharedManagedTableTest, NewTableRecordsItAndDelTableForgetsIt) {
 // NewTable does (before, only NewTable did: a program restarted after a crash could not list
 // such a table nor DelTable it by name), and DelTable forgets the record and removes the segment.
 TEST_F(SharedManagedTableTest, AddTableRecordsASharedTableAndDelTableForgetsIt) {
-  EXPECT_EQ(SharedTablesHere(), "none");
-  TableOptions options = options_;
-  Etsmgr mgr(inst_);
-  RunInProcess(*node_, [options, mgr](Process& self) -> Task<void> {
-    absl::StatusOr<IntTable> mine = IntTable::New(options);
-    CO_ASSERT_OK(mine.status(), "a shared table of the client's own");
-    CO_ASSERT_OK(mine->Insert(kCounter, 42), "insert");
-    absl::StatusOr<ManagedTableRef> r = co_await mgr.AddTable(self, "added", mine->any());
+  const std::string segment = options_.shared->segment;
+  WithOwnSharedTable([segment](Process& self, Etsmgr mgr, IntTable& mine) -> Task<void> {
+    CO_ASSERT_OK(mine.Insert(kCounter, 42), "insert");
+    absl::StatusOr<ManagedTableRef> r = co_await mgr.AddTable(self, "added", mine.any());
     CO_ASSERT_OK(r, "add_table(added)");
     absl::StatusOr<ManagerInfo> before = co_await mgr.Info(self);
     CO_ASSERT_OK(before, "info after add_table");
     CO_ASSERT_TRUE(before->shared_tables.size() == 1, "one shared table recorded by add_table");
     const SharedTableRecord& t = before->shared_tables[0];
     EXPECT_EQ(t.name, "added") << "the record's name";
-    EXPECT_EQ(t.segment, options.shared->segment) << "the record's segment";
+    EXPECT_EQ(t.segment, segment) << "the record's segment";
     EXPECT_EQ(t.key_type, "long") << "the record's key type";
     EXPECT_EQ(t.value_type, "long") << "the record's value type";
     EXPECT_TRUE(t.held) << "the record: held";
@@ -454,19 +464,14 @@ TEST_F(SharedManagedTableTest, AddTableRecordsASharedTableAndDelTableForgetsIt) 
 // A shared table whose name the directory cannot hold is refused by add_table, as by new_table
 // (before, it was managed and left out of the directory with a warning).
 TEST_F(SharedManagedTableTest, AddTableRefusesASharedTableWhoseNameCannotBeRecorded) {
-  EXPECT_EQ(SharedTablesHere(), "none");
-  TableOptions options = options_;
-  Etsmgr mgr(inst_);
-  RunInProcess(*node_, [options, mgr](Process& self) -> Task<void> {
-    absl::StatusOr<IntTable> mine = IntTable::New(options);
-    CO_ASSERT_OK(mine.status(), "a shared table of the client's own");
+  WithOwnSharedTable([](Process& self, Etsmgr mgr, IntTable& mine) -> Task<void> {
     absl::StatusOr<ManagedTableRef> r =
-        co_await mgr.AddTable(self, std::string(kMaxSharedTableName + 1, 'n'), mine->any());
+        co_await mgr.AddTable(self, std::string(kMaxSharedTableName + 1, 'n'), mine.any());
     EXPECT_THAT(r.status(), StatusIs(absl::StatusCode::kInvalidArgument));
     absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
     CO_ASSERT_OK(info, "info");
     EXPECT_TRUE(info->tables.empty()) << "nothing managed";
-    EXPECT_TRUE(mine->Insert(kCounter, 1).ok()) << "the caller keeps its table";
+    EXPECT_TRUE(mine.Insert(kCounter, 1).ok()) << "the caller keeps its table";
   });
 }
 

@@ -222,16 +222,11 @@ struct ThrowsOnCopy {
 // A public table of `type` owned by a process that waits for StopOwner.
 template <typename T>
 std::pair<T, Pid> PublicTable(Node& node, TableType type) {
-  auto made = std::make_shared<std::promise<AnyTable>>();
-  Pid owner = node.Spawn([made, type](Process& self) -> Task<void> {
-                    TableOptions options;
-                    options.access = Access::kPublic;
-                    options.type = type;
-                    made->set_value(T::New(options).value().any());
-                    co_await self.Receive<StopOwner>();
-                  })
-                  .value();
-  return {T::Attach(made->get_future().get()).value(), owner};
+  TableOptions options;
+  options.access = Access::kPublic;
+  options.type = type;
+  OwnedTable owned = SpawnOwnerOf<T>(node, options, [](T&) {});
+  return {T::Attach(owned.table).value(), owned.owner};
 }
 
 // Runs `write` on a thread and waits for it at most 30 s. False when it did not finish: the thread

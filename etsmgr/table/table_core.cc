@@ -22,6 +22,12 @@ namespace {
 
 std::atomic<uint64_t> g_next_table_id{1};
 
+// heir_data as the table keeps it (see heir_data_); null when there is none.
+std::shared_ptr<const std::any> ShareHeirData(std::any data) {
+  if (!data.has_value()) return nullptr;
+  return std::make_shared<const std::any>(std::move(data));
+}
+
 }  // namespace
 
 namespace table_internal {
@@ -267,9 +273,7 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableO
     }
     dir.LinkLocked(core.get());
   }
-  std::shared_ptr<const std::any> heir_data =
-      options.heir_data.has_value() ? std::make_shared<const std::any>(std::move(options.heir_data))
-                                    : nullptr;
+  std::shared_ptr<const std::any> heir_data = ShareHeirData(std::move(options.heir_data));
   {
     ExclusiveLock lock(core->meta_mu_);
     core->ReplaceOwner(me->self());
@@ -338,8 +342,7 @@ absl::Status TableCore::SetHeir(const Pid& heir, std::any data) {
   ProcessControl* me = CurrentProcess();
   // The old heir and data (swapped into `shared`) go after the lock.
   Pid old_heir;
-  std::shared_ptr<const std::any> shared =
-      data.has_value() ? std::make_shared<const std::any>(std::move(data)) : nullptr;
+  std::shared_ptr<const std::any> shared = ShareHeirData(std::move(data));
   ExclusiveLock lock(meta_mu_);
   if (deleted()) return DeletedError("set_heir");
   if (me == nullptr || me->serial() != owner_serial_.load(std::memory_order_relaxed)) {

@@ -198,18 +198,13 @@ TEST(HeirDataTest, APayloadWhoseCopyUsesTheTableDoesNotDeadlock) {
                    co_await self.Receive<Go>();
                  })
                  .value();
-  auto made = std::make_shared<std::promise<AnyTable>>();
-  Pid owner = node->Spawn([made, heir](Process& self) -> Task<void> {
-                    TableOptions options;
-                    options.heir = heir;
-                    options.heir_data = PeekingPayload();
-                    made->set_value(IntTable::New(options).value().any());
-                    co_await self.Receive<Go>();
-                  })
-                  .value();
-  const AnyTable table = made->get_future().get();
+  TableOptions options;
+  options.heir = heir;
+  options.heir_data = PeekingPayload();
+  OwnedTable owned = SpawnOwner(*node, options);
+  const AnyTable table = owned.table;
   PeekingPayload::table.store(&table);
-  SendExit(owner, ExitReason::Kill());
+  SendExit(owned.owner, ExitReason::Kill());
   std::future<bool> result = got->get_future();
   if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
     (void)node.release();  // Its scheduler spins on the table's lock: do not join it.
