@@ -202,11 +202,12 @@ TEST_F(BadSegmentTest, OtherLayoutOrTypes) {
 
 TEST_F(BadSegmentTest, CorruptedLock) {
   Populate();
-  const uint64_t kind = ShardOffset(2) + offsetof(pthread_mutex_t, __data.__kind);
-  Write<int>(kind, Read<int>(kind) | 32);  // a priority-inheritance mutex, say
+  // A lock word that names no holder slot.
+  Write<uint64_t>(ShardOffset(2) + offsetof(ShardHeader, lock), uint64_t{0xdead} << 32 | 7);
   absl::Status st = OpenStatus();
   EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
   EXPECT_THAT(st.message(), HasSubstr("shard 2"));
+  EXPECT_THAT(st.message(), HasSubstr("names no holder"));
 }
 
 TEST_F(BadSegmentTest, CorruptedAllocatorBounds) {

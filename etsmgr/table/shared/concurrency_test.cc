@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -61,6 +62,34 @@ TEST_F(ConcurrencyTest, ThreadsOnTwoMappings) {
   for (int64_t c = 1; c <= kCounters; ++c) total += a.Get(-c).value().value_or(0);
   EXPECT_EQ(total, kThreads * kOps);
   EXPECT_TRUE(b.Check().ok()) << b.Check();
+}
+
+// An infinite lock_timeout waits as long as the holder holds (its deadline once overflowed and
+// every contended write failed at once with DeadlineExceeded).
+TEST_F(ConcurrencyTest, AnInfiniteLockTimeoutWaitsForTheHolder) {
+  using Map = SharedMap<int64_t, int64_t>;
+  options_.lock_timeout = absl::InfiniteDuration();
+  Map a = Map::Open(name_, options_).value();
+  Map b = Map::Open(name_, options_).value();
+  std::atomic<bool> done{false};
+  absl::Status waited;
+  std::thread writer;
+  absl::Status held = a.Mutate(7, [&](const int64_t*, int64_t* next) {
+    writer = std::thread([&] {
+      waited = b.Insert(7, 2);
+      done.store(true);
+    });
+    // b's write must still be waiting after a good while (a bounded wait on the event).
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+    while (!done.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    EXPECT_FALSE(done.load()) << waited;
+    *next = 1;
+    return SharedMapAction::kPut;
+  });
+  writer.join();
+  ASSERT_TRUE(held.ok()) << held;
+  EXPECT_TRUE(waited.ok()) << waited;
+  EXPECT_EQ(a.Get(7).value(), std::optional<int64_t>(2));
 }
 
 TEST_F(ConcurrencyTest, ReadersNeverSeeTornValues) {

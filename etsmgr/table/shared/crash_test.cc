@@ -3,7 +3,10 @@
 //    repairing a kill), one at a time: the re-opened map shows the write done or not done;
 //  - long write sequences killed at the n-th passage of each crash point: a prefix of them done;
 //  - seeded random kills of one writer, and of two writers at once (crash_harness.h).
+//  - holder tokens (the shard lock words' identities) across fork, and a handle whose descriptors
+//    were replaced.
 // The parent is single-threaded (gtest's main thread, no runtime) and forks each writer.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,8 +14,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -338,6 +343,165 @@ TEST_F(CrashTest, TwoWritersKilledIndependently) {
             << " acknowledged writes checked; repairs: slot " << r.info.slot_rollbacks
             << ", resize rollback " << r.info.resize_rollbacks << ", resize completion "
             << r.info.resize_completions << ", log " << r.info.log_rollbacks << "\n";
+}
+
+// Shard locks are held by a handle's holder token (layout.h, "Shard locks"); a forked child
+// claims its own. A child killed holding a lock taken through a handle it inherited: the parent,
+// using the same handle, sees a dead holder and repairs the shard (with the parent's token in the
+// child, the parent took the lock for its own and waited out lock_timeout).
+TEST_F(CrashTest, AChildKilledHoldingALockThroughAnInheritedHandleIsRepaired) {
+  options_.lock_timeout = absl::Seconds(2);
+  IntMap m = Fresh();
+  for (int64_t k = 1; k <= 100; ++k) ASSERT_TRUE(m.Insert(k, k).ok());
+  pid_t pid = fork();
+  if (pid == 0) {
+    g_target = 1;
+    g_seen = 0;
+    g_kind = static_cast<int>(Crash::kSlotOdd);
+    shared_internal::g_crash_hook.store(&KillAtTarget);
+    (void)m.Insert(1000, 555);  // a new key: killed with the lock held, the intent recorded
+    _exit(1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  absl::Status st = m.Insert(1000, 1);
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(m.Get(1000).value(), std::optional<int64_t>(1));
+  EXPECT_TRUE(m.Check().ok());
+  EXPECT_EQ(m.Info()->slot_rollbacks, 1u);
+}
+
+// A process killed holding a lock while a child it forked (which never used the map) lives on:
+// the child's copy of the process's holder file lock must not keep the dead holder looking alive
+// (the fork handler drops it), so the next user repairs at once instead of timing out.
+TEST_F(CrashTest, AKilledHolderWhoseForkedChildLivesOnIsRepaired) {
+  options_.lock_timeout = absl::Seconds(2);
+  {
+    IntMap m = Fresh();
+    for (int64_t k = 1; k <= 100; ++k) ASSERT_TRUE(m.Insert(k, k).ok());
+  }
+  int hold[2];
+  ASSERT_EQ(pipe(hold), 0);
+  pid_t writer = fork();
+  if (writer == 0) {
+    close(hold[1]);
+    absl::StatusOr<IntMap> m = Reopen();
+    if (!m.ok()) _exit(2);
+    if (fork() == 0) {  // lives until the test closes the pipe's other end
+      char c;
+      while (read(hold[0], &c, 1) > 0) {
+      }
+      _exit(0);
+    }
+    g_target = 1;
+    g_seen = 0;
+    g_kind = static_cast<int>(Crash::kSlotOdd);
+    shared_internal::g_crash_hook.store(&KillAtTarget);
+    (void)m->Insert(1000, 555);
+    _exit(1);
+  }
+  close(hold[0]);
+  int status = 0;
+  waitpid(writer, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  absl::StatusOr<IntMap> m = Reopen();
+  ASSERT_TRUE(m.ok()) << m.status();
+  absl::Status st = m->Insert(1000, 1);
+  close(hold[1]);
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(m->Get(1000).value(), std::optional<int64_t>(1));
+  EXPECT_TRUE(m->Check().ok());
+}
+
+// A child forked while a shard's lock is held (here by a `decide` that forks) leaves the lock to
+// its parent: the child's way out of the write must not release it under the parent.
+TEST_F(CrashTest, AChildForkedUnderALockDoesNotReleaseIt) {
+  const pid_t parent = getpid();
+  IntMap m = Fresh();
+  ASSERT_TRUE(m.Insert(7, 1).ok());
+  SharedMapOptions quick = options_;
+  quick.lock_timeout = absl::Milliseconds(200);
+  IntMap other = IntMap::Open(name_, quick).value();
+  absl::Status while_held;
+  absl::Status st = m.Mutate(7, [&](const int64_t*, int64_t* next) {
+    pid_t pid = fork();
+    if (pid == 0) return SharedMapAction::kKeep;  // the child leaves the write, then exits
+    int status = 0;
+    waitpid(pid, &status, 0);
+    // The lock is still this process's: another handle's write of the key waits and gives up.
+    std::thread t([&] { while_held = other.Insert(7, 99); });
+    t.join();
+    *next = 2;
+    return SharedMapAction::kPut;
+  });
+  if (getpid() != parent) _exit(0);
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(while_held.code(), absl::StatusCode::kDeadlineExceeded) << while_held;
+  EXPECT_EQ(m.Get(7).value(), std::optional<int64_t>(2));
+  EXPECT_TRUE(m.Check().ok());
+}
+
+// A crash hook that parks the writer at its first kSlotOdd (the shard's lock held, its write half
+// done) until the test lets it go.
+int g_parked_ready = -1;
+int g_parked_go = -1;
+void ParkAtSlotOdd(Crash point) {
+  if (point != Crash::kSlotOdd || g_parked_ready < 0) return;
+  char c = 'p';
+  if (write(g_parked_ready, &c, 1) != 1) _exit(3);
+  if (read(g_parked_go, &c, 1) != 1) _exit(4);
+  g_parked_ready = -1;
+}
+
+// A handle whose descriptors someone else closed and reused for another file (a daemon's
+// "close every fd" step, say) must never judge a live holder dead: asked about the holder
+// through the wrong file, it took a live writer's lock and rolled its write back.
+TEST_F(CrashTest, AHandleWhoseDescriptorsWereReplacedNeverTakesALiveHoldersLock) {
+  options_.lock_timeout = absl::Milliseconds(300);
+  IntMap m = Fresh();
+  for (int64_t k = 1; k <= 10; ++k) ASSERT_TRUE(m.Insert(k, k).ok());
+  int ready[2];
+  int go[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(go), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    absl::StatusOr<IntMap> c = Reopen();
+    if (!c.ok()) _exit(2);
+    g_parked_ready = ready[1];
+    g_parked_go = go[0];
+    shared_internal::g_crash_hook.store(&ParkAtSlotOdd);
+    _exit(c->Insert(1000, 555).ok() ? 0 : 1);
+  }
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);  // the child holds key 1000's shard, mid-write
+  // Every descriptor of this process on the segment now names another file.
+  const std::string path = m.Info()->path;
+  const std::string other = absl::StrCat(std::getenv("TEST_TMPDIR"), "/not-the-segment");
+  int replacement = open(other.c_str(), O_RDWR | O_CREAT, 0600);
+  ASSERT_GE(replacement, 0);
+  int replaced = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code error;
+    if (std::filesystem::read_symlink(entry.path(), error) != path) continue;
+    const int fd = std::stoi(entry.path().filename().string());
+    ASSERT_EQ(dup2(replacement, fd), fd);
+    ++replaced;
+  }
+  close(replacement);
+  EXPECT_EQ(replaced, 2);  // the handle's own and its holder slot's
+  absl::Status st = m.Insert(1000, 1);
+  EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+  ASSERT_EQ(write(go[1], "g", 1), 1);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  absl::StatusOr<IntMap> after = Reopen();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->Get(1000).value(), std::optional<int64_t>(555));
+  EXPECT_TRUE(after->Check().ok());
+  for (int fd : {ready[0], ready[1], go[0], go[1]}) close(fd);
 }
 
 }  // namespace

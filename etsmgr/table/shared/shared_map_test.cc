@@ -1,6 +1,7 @@
 #include "etsmgr/table/shared/shared_map.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -232,6 +233,51 @@ TEST_P(SharedMapTest, TwoHandlesOneSegment) {
   ASSERT_TRUE(b.Insert(-1, 5).ok());
   EXPECT_EQ(a.Get(-1).value(), 5);
   EXPECT_TRUE(b.Check().ok()) << b.Check();
+}
+
+// Each open handle holds one of the segment's holder slots (its shard-lock identity) until it
+// closes; past them an open is refused, and a closed handle's slot serves the next open.
+TEST(SharedMapHoldersTest, HandlesBeyondTheHolderSlotsAreRefusedUntilOneCloses) {
+  rlimit files;
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  if (files.rlim_max != RLIM_INFINITY && files.rlim_max < 1200) {
+    GTEST_SKIP() << "needs 1200 file descriptors (two per handle); the hard limit is "
+                 << files.rlim_max;
+  }
+  const rlimit before = files;
+  files.rlim_cur = files.rlim_max == RLIM_INFINITY ? 4096 : std::min<rlim_t>(files.rlim_max, 4096);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &files), 0);
+  Segment seg;
+  seg.options().max_bytes = uint64_t{4} << 20;
+  std::vector<IntMap> handles;
+  absl::Status refused;
+  for (int i = 0; i < 600 && refused.ok(); ++i) {
+    absl::StatusOr<IntMap> m = IntMap::Open(seg.name(), seg.options());
+    if (m.ok()) {
+      handles.push_back(*std::move(m));
+    } else {
+      refused = m.status();
+    }
+  }
+  EXPECT_EQ(handles.size(), 512u);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_NE(refused.message().find("handles have the segment open"), std::string::npos) << refused;
+  handles.pop_back();
+  absl::StatusOr<IntMap> again = IntMap::Open(seg.name(), seg.options());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->Insert(1, 1).ok());
+  EXPECT_TRUE(handles.front().Check().ok());
+  handles.clear();
+  again = IntMap();
+  setrlimit(RLIMIT_NOFILE, &before);
+}
+
+TEST(SharedMapOptionsTest, MaxBytesMustBeWholePages) {
+  Segment seg;
+  seg.options().max_bytes = (uint64_t{1} << 20) + 100;
+  absl::Status st = IntMap::Open(seg.name(), seg.options()).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("a multiple of 4096"), std::string::npos) << st;
 }
 
 TEST_P(SharedMapTest, ModesAndRemove) {

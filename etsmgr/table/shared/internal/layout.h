@@ -10,6 +10,7 @@
 //   offset 0            Header (one page): immutable fields + checksum, then the segment lock,
 //                       the allocator (file size, bump end, free lists), the segment undo log,
 //                       the clear epoch and the repair counters.
+//   kHoldersOffset      the holder table: kMaxHolders generation words (see "Shard locks").
 //   kShardsOffset       shard_count ShardHeaders, `shard_stride` bytes each: lock, seqlock
 //                       counter, the published region word, the shard's intent record.
 //   data_offset         Regions, back to back up to alloc_end: a 64-byte RegionHeader, then
@@ -33,10 +34,13 @@ inline void StoreRelaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATO
 
 // --- Constants of format version 1.
 inline constexpr uint64_t kMagic = 0x3156534752474d45ULL;  // "EMGRGSV1" little-endian
-inline constexpr uint32_t kFormatVersion = 1;
+// 2: a shard's lock is a holder-token word (below), not a robust pthread mutex.
+inline constexpr uint32_t kFormatVersion = 2;
 inline constexpr uint64_t kPageBytes = 4096;
 inline constexpr uint64_t kHeaderBytes = kPageBytes;
-inline constexpr uint64_t kShardsOffset = kHeaderBytes;
+// The holder table (one page after the header): per holder slot, a generation counter.
+inline constexpr uint64_t kHoldersOffset = kHeaderBytes;
+inline constexpr uint64_t kShardsOffset = kHoldersOffset + kPageBytes;
 inline constexpr uint32_t kMaxShards = 1024;
 inline constexpr uint32_t kTypeNameBytes = 64;
 // A key or value: at most this many bytes (SharedString<N>: N <= kMaxStorableBytes - 4).
@@ -46,7 +50,12 @@ inline constexpr uint32_t kMaxLog2Capacity = 40;  // bounded further by max_byte
 inline constexpr uint32_t kFreeLists = kMaxLog2Capacity + 1;
 inline constexpr uint64_t kMinMaxBytes = 1ULL << 20;
 inline constexpr uint64_t kMaxMaxBytes = 1ULL << 40;  // 1 TiB of address space per open
-inline constexpr uint64_t kGrowQuantum = 1ULL << 20;  // the file grows by whole MiBs
+inline constexpr uint64_t kGrowQuantum = 1ULL << 20;  // a new file has whole MiBs
+// The file grows by whole 2 MiB huge pages, and each open maps it at a 2 MiB-aligned address, so
+// a tmpfs that gives huge pages (mounted huge=always|within_size, or huge=advise: the mappings
+// ask with MADV_HUGEPAGE) maps the segment with them: a random access then misses no 4 KiB TLB
+// entry (twice the speed of a 4 KiB-page segment under a hypervisor's nested paging).
+inline constexpr uint64_t kHugePageBytes = 2ULL << 20;
 
 // Slot control word: empty, tombstone, or the key's hash (never 0 or 1, see CtrlOf).
 inline constexpr uint64_t kEmpty = 0;
@@ -163,10 +172,30 @@ inline constexpr uint64_t kMutableOffset = 1024;
 static_assert(sizeof(ImmutableHeader) <= kMutableOffset);
 static_assert(kMutableOffset + sizeof(MutableHeader) <= kHeaderBytes);
 
+// --- Shard locks. A shard's lock word holds its holder's token, taken with one compare-and-swap
+// and released with one store (a robust pthread mutex cost a writer half its speed: its robust
+// list bookkeeping and locked unlock serialise with the slot's cache miss). Each open handle (a
+// MapCore) claims a holder slot: it takes an open-file-description lock (F_OFD_SETLK) on byte
+// kHolderLockBase + slot of the segment file, which the kernel releases when the process dies
+// (whatever kills it), and bumps the slot's generation in the holder table. A token is
+// (slot + 1) << 32 | generation's low 32 bits. A holder is dead when its slot's generation moved
+// on or nobody holds the slot's file lock: its lock word may then be taken over (compare-and-swap
+// from its token) and the shard repaired, as a robust mutex's EOWNERDEAD did. File locks are the
+// kernel's and cross PID namespaces; pids are never compared.
+inline constexpr uint64_t kMaxHolders = kPageBytes / 8;         // open handles per segment at once
+inline constexpr uint64_t kHolderLockBase = uint64_t{1} << 62;  // file offsets, far past the data
+// A lock word left by a repair that failed: taken over and repaired again by the next locker.
+inline constexpr uint64_t kLockOrphaned = ~uint64_t{0};
+inline constexpr uint64_t TokenSlot(uint64_t token) { return (token >> 32) - 1; }
+inline constexpr bool WellFormedLockWord(uint64_t word) {
+  return word == 0 || word == kLockOrphaned || ((word >> 32) >= 1 && (word >> 32) <= kMaxHolders);
+}
+
 // --- A shard: its lock and seqlock counter share the first cache line with the region word
 // (what a reader loads); the intent record follows; the slot image closes it.
 struct alignas(64) ShardHeader {
-  pthread_mutex_t lock;    // 40 bytes
+  uint64_t lock;           // 0: free; a holder token (see kMaxHolders); or kLockOrphaned
+  uint64_t lock_spare[4];  // (format 1's robust mutex took 40 bytes: the offsets below stay)
   uint64_t seq;            // odd while the shard's visible state is being changed
   uint64_t region;         // published region word: offset | log2cap, 0 = no region (empty)
   uint64_t cleared_epoch;  // the last clear epoch applied to this shard

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
@@ -146,44 +148,236 @@ int TimedLock(pthread_mutex_t* m, const timespec* deadline) {
 }
 }  // namespace
 
-absl::Status MapCore::LockShardSlow(size_t s, int rc, const char* what) const {
-  pthread_mutex_t* m = &Shard(s)->lock;
-  if (rc == EBUSY) {
-    timespec deadline = DeadlineAfter(lock_timeout_);
-    rc = TimedLock(m, &deadline);
+// Waits for shard s's lock: spins, then yields, then sleeps (up to 1 ms at a time), judging the
+// holder's liveness now and then. A dead holder's lock is taken over and the shard repaired (as a
+// robust mutex's EOWNERDEAD); a live one past lock_timeout is DeadlineExceeded.
+absl::Status MapCore::LockShardSlow(size_t s, const char* what) const {
+  uint64_t me = Token();
+  if (me == 0) {
+    absl::StatusOr<uint64_t> claimed = ClaimToken();
+    if (!claimed.ok()) return claimed.status();
+    me = *claimed;
   }
-  switch (rc) {
-    case 0:
-      return absl::OkStatus();
-    case EOWNERDEAD: {
-      absl::Status st = RepairShard(s);
-      if (st.ok()) {
-        pthread_mutex_consistent(m);
-        return absl::OkStatus();
-      }
-      pthread_mutex_unlock(m);  // unrepaired: the lock becomes unrecoverable
-      return st;
+  ShardHeader* sh = Shard(s);
+  constexpr int kSpins = 64;
+  constexpr int kYields = 64;
+  const int64_t now = MonotonicNowNs();
+  const int64_t timeout = absl::ToInt64Nanoseconds(lock_timeout_);  // saturates when infinite
+  const int64_t deadline = timeout > std::numeric_limits<int64_t>::max() - now
+                               ? std::numeric_limits<int64_t>::max()
+                               : now + timeout;
+  int64_t sleep_ns = 2'000;
+  uint64_t held = 0;
+  for (int round = 0;; round = std::min(round + 1, kSpins + kYields)) {
+    held = Load(&sh->lock);
+    if (held == 0) {
+      if (TryLockWord(&sh->lock, me)) break;
+      continue;
     }
-    case ENOTRECOVERABLE:
-      return CorruptShard(s, absl::StrCat(what, ": the lock is unrecoverable (an earlier repair ",
-                                          "of a killed writer's change failed)"));
-    case ETIMEDOUT:
-      return absl::DeadlineExceededError(absl::StrCat(
-          "shared map \"", name_, "\": ", what, ": shard ", s, " stayed locked for ",
-          absl::FormatDuration(lock_timeout_), " by thread ", Shard(s)->lock.__data.__owner,
-          " (alive: a dead holder would have been repaired)"));
-    case EDEADLK:
-      return CorruptShard(s, absl::StrCat(what, ": the lock names this thread as its holder"));
-    default:
-      return ErrnoToStatus(rc,
-                           absl::StrCat("shared map \"", name_, "\": ", what, ": lock shard ", s));
+    if (round < kSpins) {
+      CpuRelax();
+      continue;
+    }
+    switch (HolderState(held)) {
+      case Holder::kDead: {
+        absl::Status st;
+        if (TakeOverDead(s, held, me, &st)) return st;
+        continue;
+      }
+      case Holder::kCorrupt:
+        return CorruptShard(
+            s, absl::StrCat(what, ": its lock word (", absl::Hex(held), ") names no holder"));
+      case Holder::kAlive:
+        break;
+    }
+    if (MonotonicNowNs() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("shared map \"", name_, "\": ", what, ": shard ", s, " stayed locked for ",
+                       absl::FormatDuration(lock_timeout_), " by ", HolderName(held),
+                       " (alive: a dead holder would have been repaired)"));
+    }
+    if (round < kSpins + kYields) {
+      sched_yield();
+    } else {
+      timespec pause{0, static_cast<long>(sleep_ns)};
+      nanosleep(&pause, nullptr);
+      sleep_ns = std::min<int64_t>(sleep_ns * 2, 1'000'000);
+    }
   }
+  // Ours, normally: finish what a live writer left half-done (its segment lock timed out).
+  if (LoadRelaxed(&sh->intent_state) != kIntentIdle) return RepairHeld(s);
+  return absl::OkStatus();
+}
+
+bool MapCore::TakeOverDead(size_t s, uint64_t word, uint64_t me, absl::Status* status) const {
+  ShardHeader* sh = Shard(s);
+  if (!__atomic_compare_exchange_n(&sh->lock, &word, me, false, __ATOMIC_ACQUIRE,
+                                   __ATOMIC_RELAXED)) {
+    return false;
+  }
+  *status = RepairShard(s);
+  // Unrepaired: the next locker takes it over and tries again (repairs are idempotent).
+  if (!status->ok()) Store(&sh->lock, kLockOrphaned);
+  return true;
 }
 
 absl::Status MapCore::RepairHeld(size_t s) const {
   absl::Status st = RepairShard(s);
-  if (!st.ok()) pthread_mutex_unlock(&Shard(s)->lock);
+  if (!st.ok()) UnlockWord(&Shard(s)->lock);
   return st;
+}
+
+// --- Holder tokens.
+
+std::atomic<uint64_t> MapCore::fork_generation{0};
+
+namespace {
+// The descriptions holding this process's holder-slot file locks, so that a forked child drops
+// its copies at once (a copy would keep a dead parent's slot looking alive). Entries hold fd + 1;
+// 0 is free.
+// A description is opened and listed, or unlisted and closed, under claim_mu, which fork holds
+// (the prepare handler takes it): no child inherits a holder description its handler does not
+// know of.
+constexpr int kMaxLiveFds = 4096;
+std::atomic<int> live_fds[kMaxLiveFds];
+std::mutex claim_mu;
+
+void DropInheritedHolderLocks() {  // the child's handler: async-signal-safe calls only
+  for (std::atomic<int>& entry : live_fds) {
+    const int v = entry.load(std::memory_order_relaxed);
+    if (v > 0) close(v - 1);
+    entry.store(0, std::memory_order_relaxed);
+  }
+  MapCore::fork_generation.fetch_add(1, std::memory_order_release);
+  claim_mu.unlock();
+}
+
+void InstallForkHandlers() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    pthread_atfork([] { claim_mu.lock(); }, [] { claim_mu.unlock(); }, DropInheritedHolderLocks);
+  });
+}
+
+// Under claim_mu.
+int AddLiveFd(int fd) {
+  for (int i = 0; i < kMaxLiveFds; ++i) {
+    int free = 0;
+    if (live_fds[i].compare_exchange_strong(free, fd + 1)) return i;
+  }
+  return -1;
+}
+
+bool FileLock(int fd, int cmd, short type, uint64_t slot, struct flock* fl) {
+  std::memset(fl, 0, sizeof(*fl));
+  fl->l_type = type;
+  fl->l_whence = SEEK_SET;
+  fl->l_start = static_cast<off_t>(kHolderLockBase + slot);
+  fl->l_len = 1;
+  return fcntl(fd, cmd, fl) == 0;
+}
+}  // namespace
+
+bool MapCore::IsOurFile(int fd) const {
+  struct stat st;
+  return fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == file_dev_ && st.st_ino == file_ino_;
+}
+
+absl::StatusOr<uint64_t> MapCore::ClaimToken() const {
+  InstallForkHandlers();
+  std::lock_guard<std::mutex> lock(claim_mu);
+  const uint64_t generation = fork_generation.load(std::memory_order_acquire);
+  if (token_fork_generation_.load(std::memory_order_relaxed) == generation) {
+    return token_.load(std::memory_order_relaxed);
+  }
+  // A new description of the segment (not fd_'s, which a forked child shares with its parent).
+  if (!IsOurFile(fd_)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shared map \"", name_, "\": the handle's file descriptor ", fd_,
+        " was closed or now names another file (closed by someone else than the handle)"));
+  }
+  Fd fd(open(absl::StrCat("/proc/self/fd/", fd_).c_str(), O_RDWR | O_CLOEXEC));
+  if (fd.get() < 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shared map \"", name_, "\": cannot reopen ", path_, " through /proc/self/fd/", fd_,
+        " for a holder slot (is /proc mounted? did the process lose the rights to open it?): ",
+        std::strerror(errno)));
+  }
+  if (!IsOurFile(fd.get())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("shared map \"", name_, "\": /proc/self/fd/", fd_, " reopened another file"));
+  }
+  uint64_t* holders = At<uint64_t>(kHoldersOffset);
+  const uint64_t first = static_cast<uint64_t>(getpid()) % kMaxHolders;
+  for (uint64_t n = 0; n < kMaxHolders; ++n) {
+    const uint64_t slot = (first + n) % kMaxHolders;
+    struct flock fl;
+    if (!FileLock(fd.get(), F_OFD_SETLK, F_WRLCK, slot, &fl)) {
+      if (errno == EAGAIN || errno == EACCES) continue;  // another live handle's slot
+      return ErrnoToStatus(errno, absl::StrCat("shared map \"", name_, "\": lock holder slot"));
+    }
+    const int entry = AddLiveFd(fd.get());
+    if (entry < 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "shared map \"", name_, "\": this process has ", kMaxLiveFds, " handles open"));
+    }
+    // After the file lock: a reader of the old generation with the slot locked waits a little
+    // longer; one of the new generation knows the slot is ours.
+    const uint64_t count = __atomic_add_fetch(&holders[slot], 1, __ATOMIC_ACQ_REL);
+    const uint64_t token = ((slot + 1) << 32) | (count & 0xffffffff);
+    live_fd_.store(fd.release(), std::memory_order_release);
+    live_entry_ = entry;
+    live_generation_ = generation;
+    token_.store(token, std::memory_order_relaxed);
+    token_fork_generation_.store(generation, std::memory_order_release);
+    return token;
+  }
+  return absl::ResourceExhaustedError(absl::StrCat("shared map \"", name_, "\": ", kMaxHolders,
+                                                   " handles have the segment open at once"));
+}
+
+void MapCore::ReleaseToken() {
+  // In a forked child the fork handler already closed the parent's description (and may have
+  // reused its entry): only a description this generation opened is ours to close.
+  std::lock_guard<std::mutex> lock(claim_mu);
+  if (live_entry_ >= 0 && live_generation_ == fork_generation.load(std::memory_order_acquire)) {
+    const int fd = live_fd_.load(std::memory_order_relaxed);
+    int expected = fd + 1;
+    if (live_fds[live_entry_].compare_exchange_strong(expected, 0)) close(fd);
+  }
+  live_entry_ = -1;
+  live_fd_.store(-1, std::memory_order_relaxed);
+}
+
+MapCore::Holder MapCore::HolderState(uint64_t token) const {
+  if (token == kLockOrphaned) return Holder::kDead;
+  if (!WellFormedLockWord(token) || token == 0) return Holder::kCorrupt;
+  if (token == token_.load(std::memory_order_relaxed)) return Holder::kAlive;  // this handle
+  const uint64_t slot = TokenSlot(token);
+  if ((Load(At<uint64_t>(kHoldersOffset) + slot) & 0xffffffff) != (token & 0xffffffff)) {
+    return Holder::kDead;  // its slot was claimed again since: its holder closed or died
+  }
+  // Asked through this handle's own description, once it is known to still be the segment's
+  // (a descriptor closed by someone else and its number reused must not make a live holder look
+  // dead). Cannot tell: alive (a wait that times out, never a takeover).
+  struct flock fl;
+  const int fd = live_fd_.load(std::memory_order_acquire);
+  if (!IsOurFile(fd) || !FileLock(fd, F_OFD_GETLK, F_WRLCK, slot, &fl)) return Holder::kAlive;
+  return fl.l_type == F_UNLCK ? Holder::kDead : Holder::kAlive;
+}
+
+std::string MapCore::HolderName(uint64_t token) const {
+  if (token == kLockOrphaned) return "nobody (a failed repair)";
+  struct flock fl;
+  pid_t pid = 0;
+  if (WellFormedLockWord(token) && token != 0 && token != kLockOrphaned &&
+      FileLock(live_fd_.load(std::memory_order_acquire), F_OFD_GETLK, F_WRLCK, TokenSlot(token),
+               &fl) &&
+      fl.l_type != F_UNLCK) {
+    pid = fl.l_pid;  // -1 for OFD locks on most kernels
+  }
+  return absl::StrCat("holder slot ", TokenSlot(token), " generation ", token & 0xffffffff,
+                      pid > 0 ? absl::StrCat(" (pid ", pid, ")") : "");
 }
 
 absl::Status MapCore::LockSegment() const {
@@ -370,13 +564,14 @@ absl::Status MapCore::GrowFile(uint64_t end) const {
   MutableHeader* m = Mut();
   const uint64_t size = Load(&m->file_size);
   if (end <= size) return absl::OkStatus();
-  if (end > max_bytes_) {
+  // Whole pages (a segment made before max_bytes had to be a multiple of them may end mid-page).
+  const uint64_t limit = max_bytes_ / kPageBytes * kPageBytes;
+  if (end > limit) {
     return absl::ResourceExhaustedError(
         absl::StrCat("shared map \"", name_, "\": the segment would need ", end,
                      " bytes, more than its max_bytes (", max_bytes_, ")"));
   }
-  const uint64_t target =
-      std::min(max_bytes_, RoundUp(std::max(end, size + size / 2), kGrowQuantum));
+  const uint64_t target = std::min(limit, RoundUp(std::max(end, size + size / 2), kHugePageBytes));
   struct stat st;
   if (fstat(fd_, &st) != 0) return ErrnoToStatus(errno, "shared map: fstat");
   if (static_cast<uint64_t>(st.st_size) < target) {
@@ -821,9 +1016,11 @@ absl::Status ValidateOptions(const SharedMapOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat("shared map options: shards = ", options.shards,
                                                    "; a power of two, 1 to ", kMaxShards));
   }
-  if (options.max_bytes < kMinMaxBytes || options.max_bytes > kMaxMaxBytes) {
+  if (options.max_bytes < kMinMaxBytes || options.max_bytes > kMaxMaxBytes ||
+      (options.mode != SharedMapOptions::Mode::kOpen && options.max_bytes % kPageBytes != 0)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("shared map options: max_bytes = ", options.max_bytes, "; 1 MiB to 1 TiB"));
+        absl::StrCat("shared map options: max_bytes = ", options.max_bytes,
+                     "; 1 MiB to 1 TiB, a multiple of 4096"));
   }
   return absl::OkStatus();
 }
@@ -922,9 +1119,7 @@ absl::StatusOr<bool> CreateSegment(int dirfd, const std::string& name,
   m->file_size = file_size;
   m->alloc_end = data_offset;
   m->init_pending = options.create_uninitialised ? kInitPendingMark : 0;
-  for (uint32_t s = 0; s < options.shards; ++s) {
-    InitRobustMutex(&reinterpret_cast<ShardHeader*>(base + kShardsOffset + s * stride)->lock);
-  }
+  // Shard lock words and the holder table start at zero (free; no holder yet).
   munmap(mem, data_offset);
   if (linkat(dirfd, temp.c_str(), dirfd, name.c_str(), 0) != 0) {
     const int error = errno;
@@ -1065,6 +1260,8 @@ absl::Status MapCore::Attach(int fd, bool created, const LayoutDesc& layout) {
   MutableHeader m;
   std::memcpy(static_cast<void*>(&m), page + kMutableOffset, sizeof(m));
   if (fstat(fd_, &st) != 0) return ErrnoToStatus(errno, absl::StrCat("shared map: fstat ", path_));
+  file_dev_ = st.st_dev;
+  file_ino_ = st.st_ino;
   if (m.file_size % kPageBytes != 0 || m.file_size < h.data_offset || m.file_size > h.max_bytes ||
       m.alloc_end < h.data_offset || m.alloc_end > m.file_size || m.alloc_end % 64 != 0) {
     return Corrupt(absl::StrCat("the allocator's bounds are inconsistent (file_size ", m.file_size,
@@ -1083,35 +1280,42 @@ absl::Status MapCore::Attach(int fd, bool created, const LayoutDesc& layout) {
   data_offset_ = h.data_offset;
   max_bytes_ = h.max_bytes;
 
-  void* reserved =
-      mmap(nullptr, max_bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  // Reserved 2 MiB-aligned (huge pages, see kHugePageBytes): a larger reservation, trimmed.
+  const uint64_t keep = RoundUp(max_bytes_, kHugePageBytes);
+  void* reserved = mmap(nullptr, keep + kHugePageBytes, PROT_NONE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (reserved == MAP_FAILED) {
     return absl::ResourceExhaustedError(absl::StrCat("shared map \"", name_, "\": cannot reserve ",
                                                      max_bytes_, " bytes of address space"));
   }
-  base_ = static_cast<char*>(reserved);
-  reserved_ = max_bytes_;
-  if (mmap(base_, m.file_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_, 0) ==
-      MAP_FAILED) {
+  char* const start = static_cast<char*>(reserved);
+  base_ = start + (RoundUp(reinterpret_cast<uintptr_t>(start), kHugePageBytes) -
+                   reinterpret_cast<uintptr_t>(start));
+  if (base_ > start) munmap(start, static_cast<size_t>(base_ - start));
+  munmap(base_ + keep, static_cast<size_t>(start + kHugePageBytes - base_));
+  reserved_ = keep;
+  if (!MapFile(0, m.file_size)) {
     return ErrnoToStatus(errno, absl::StrCat("shared map \"", name_, "\": map ", path_));
   }
   mapped_.store(m.file_size, std::memory_order_release);
 
-  const int kind = ExpectedMutexKind();
-  if (Mut()->lock.__data.__kind != kind) return Corrupt("the segment lock is not a robust mutex");
+  if (Mut()->lock.__data.__kind != ExpectedMutexKind()) {
+    return Corrupt("the segment lock is not a robust mutex");
+  }
   for (size_t s = 0; s < shard_count_; ++s) {
-    if (Shard(s)->lock.__data.__kind != kind) {
-      return CorruptShard(s, "its lock is not a robust process-shared mutex");
+    if (const uint64_t word = Load(&Shard(s)->lock); !WellFormedLockWord(word)) {
+      return CorruptShard(s, absl::StrCat("its lock word (", absl::Hex(word), ") names no holder"));
     }
   }
+  if (absl::StatusOr<uint64_t> token = ClaimToken(); !token.ok()) return token.status();
   if (absl::Status st = Reclaim(); !st.ok()) return st;
   __atomic_fetch_add(&Mut()->opens, 1, __ATOMIC_RELAXED);
   return absl::OkStatus();
 }
 
-// Repairs whatever killed processes left locked (a try-lock each: a live holder is left alone
-// and repairs nothing, a dead one's lock answers EOWNERDEAD). This is where the space a killed
-// resize held returns to the free lists.
+// Repairs whatever killed processes left locked (a live holder is left alone; a dead one's shard
+// is taken over and repaired, as is a free shard with an unfinished change). This is where the
+// space a killed resize held returns to the free lists.
 absl::Status MapCore::Reclaim() {
   {
     pthread_mutex_t* m = &Mut()->lock;
@@ -1121,23 +1325,49 @@ absl::Status MapCore::Reclaim() {
       pthread_mutex_unlock(m);
     }
   }
+  const uint64_t me = token_.load(std::memory_order_relaxed);
   for (size_t s = 0; s < shard_count_; ++s) {
-    pthread_mutex_t* m = &Shard(s)->lock;
-    const int rc = pthread_mutex_trylock(m);
-    if (rc == EBUSY) continue;
-    if (rc != 0) {
-      if (absl::Status st = LockShardSlow(s, rc, "open"); !st.ok()) return st;
-    } else if (LoadRelaxed(&Shard(s)->intent_state) != kIntentIdle) {
+    ShardHeader* sh = Shard(s);
+    const uint64_t held = Load(&sh->lock);
+    if (held == 0) {
+      if (LoadRelaxed(&sh->intent_state) == kIntentIdle || !TryLockWord(&sh->lock, me)) continue;
       if (absl::Status st = RepairHeld(s); !st.ok()) return st;
+      UnlockWord(&sh->lock);
+      continue;
     }
-    pthread_mutex_unlock(m);
+    switch (HolderState(held)) {
+      case Holder::kAlive:
+        continue;
+      case Holder::kCorrupt:
+        return CorruptShard(s,
+                            absl::StrCat("its lock word (", absl::Hex(held), ") names no holder"));
+      case Holder::kDead: {
+        absl::Status st;
+        if (!TakeOverDead(s, held, me, &st)) continue;  // another opener took it over
+        if (!st.ok()) return st;
+        UnlockWord(&sh->lock);
+        continue;
+      }
+    }
   }
   return absl::OkStatus();
 }
 
 MapCore::~MapCore() {
+  ReleaseToken();
   if (base_ != nullptr) munmap(base_, reserved_);
   if (fd_ >= 0) close(fd_);
+}
+
+bool MapCore::MapFile(uint64_t from, uint64_t to) const {
+  if (mmap(base_ + from, to - from, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_,
+           static_cast<off_t>(from)) == MAP_FAILED) {
+    return false;
+  }
+  // Huge pages where the file system gives them on request (tmpfs huge=advise); elsewhere the
+  // kernel ignores or refuses it, and 4 KiB pages serve.
+  (void)madvise(base_ + from, to - from, MADV_HUGEPAGE);
+  return true;
 }
 
 bool MapCore::EnsureMapped(uint64_t end) const {
@@ -1149,10 +1379,7 @@ bool MapCore::EnsureMapped(uint64_t end) const {
   if (end > size || size > reserved_ || size % kPageBytes != 0) return false;
   struct stat st;
   if (fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) < size) return false;
-  if (mmap(base_ + mapped, size - mapped, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_,
-           static_cast<off_t>(mapped)) == MAP_FAILED) {
-    return false;
-  }
+  if (!MapFile(mapped, size)) return false;
   mapped_.store(size, std::memory_order_release);
   return true;
 }

@@ -6,6 +6,7 @@
 #define ETSMGR_TABLE_SHARED_INTERNAL_MAP_CORE_H_
 
 #include <pthread.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <cerrno>
@@ -112,18 +113,23 @@ class MapCore {
 
   class ShardLock {
    public:
-    ShardLock(const MapCore* core, size_t s, const char* what) : core_(core), s_(s) {
+    ShardLock(const MapCore* core, size_t s, const char* what)
+        : core_(core), s_(s), fork_generation_(fork_generation.load(std::memory_order_relaxed)) {
       ShardHeader* sh = core->Shard(s);
-      int rc = pthread_mutex_trylock(&sh->lock);
-      if (rc != 0) [[unlikely]] {
-        status_ = core->LockShardSlow(s, rc, what);
+      const uint64_t me = core->Token();
+      if (me == 0 || !TryLockWord(&sh->lock, me)) [[unlikely]] {
+        status_ = core->LockShardSlow(s, what);
       } else if (LoadRelaxed(&sh->intent_state) != kIntentIdle) [[unlikely]] {
         // A live writer's operation failed half-way (its segment lock timed out): finish it.
         status_ = core->RepairHeld(s);
       }
     }
     ~ShardLock() {
-      if (status_.ok()) pthread_mutex_unlock(&core_->Shard(s_)->lock);
+      // A child forked while this was held (by a `decide` that forked, say) must not release
+      // its parent's lock.
+      if (status_.ok() && fork_generation_ == fork_generation.load(std::memory_order_relaxed)) {
+        UnlockWord(&core_->Shard(s_)->lock);
+      }
     }
     ShardLock(const ShardLock&) = delete;
     ShardLock& operator=(const ShardLock&) = delete;
@@ -133,10 +139,38 @@ class MapCore {
    private:
     const MapCore* core_;
     size_t s_;
+    uint64_t fork_generation_;
     absl::Status status_;
   };
 
   class SegmentLock;
+
+  // --- Shard lock words (layout.h, "Shard locks").
+  static bool TryLockWord(uint64_t* word, uint64_t token) {
+    uint64_t free = 0;
+    // Acquire-release: the holder's claim (its slot's generation bump) is visible before its
+    // token in a lock word, on every architecture.
+    return __atomic_compare_exchange_n(word, &free, token, false, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_RELAXED);
+  }
+  static void UnlockWord(uint64_t* word) { __atomic_store_n(word, uint64_t{0}, __ATOMIC_RELEASE); }
+  // This handle's holder token, claimed at open and again in a forked child (whose copy of the
+  // parent's holder file lock the fork handler dropped); 0 when a claim failed (ClaimToken says
+  // why).
+  uint64_t Token() const {
+    if (token_fork_generation_.load(std::memory_order_acquire) ==
+        fork_generation.load(std::memory_order_relaxed)) [[likely]] {
+      return token_.load(std::memory_order_relaxed);
+    }
+    absl::StatusOr<uint64_t> token = ClaimToken();
+    return token.ok() ? *token : 0;
+  }
+  absl::StatusOr<uint64_t> ClaimToken() const;
+  void ReleaseToken();
+  bool IsOurFile(int fd) const;  // fd is open on the segment's file
+  enum class Holder { kAlive, kDead, kCorrupt };
+  Holder HolderState(uint64_t token) const;
+  std::string HolderName(uint64_t token) const;
   struct LoggedWrite {
     uint64_t* word;
     uint64_t value;
@@ -178,8 +212,13 @@ class MapCore {
     return true;
   }
   bool EnsureMapped(uint64_t end) const;
+  // Maps the file's bytes [from, to) at base_ + from (and asks for huge pages).
+  bool MapFile(uint64_t from, uint64_t to) const;
 
-  absl::Status LockShardSlow(size_t s, int rc, const char* what) const;
+  absl::Status LockShardSlow(size_t s, const char* what) const;
+  // The lock word `word` of shard s was held by a dead holder: take it over (false when another
+  // locker did first) and repair the shard; a failed repair leaves the word orphaned.
+  bool TakeOverDead(size_t s, uint64_t word, uint64_t me, absl::Status* status) const;
   absl::Status RepairHeld(size_t s) const;  // repairs a shard locked normally; unlocks on error
   absl::Status LockSegment() const;
   absl::Status AfterSegmentLock(int rc) const;
@@ -255,6 +294,18 @@ class MapCore {
   uint64_t max_bytes_ = 0;
   absl::Duration lock_timeout_;
   LayoutDesc layout_{};
+  // Holder identity (Token()): claimed under map_mu_.
+  mutable std::atomic<uint64_t> token_{0};
+  mutable std::atomic<uint64_t> token_fork_generation_{~uint64_t{0}};
+  mutable std::atomic<int> live_fd_{-1};  // the description holding the slot's file lock
+  mutable int live_entry_ = -1;           // its entry in the process's fork-handler list
+  mutable uint64_t live_generation_ = 0;  // the fork generation it was opened in
+  dev_t file_dev_ = 0;                    // the segment file, as Attach found it
+  ino_t file_ino_ = 0;
+
+ public:
+  // Raised in a forked child (pthread_atfork), whose handles then claim new holder slots.
+  static std::atomic<uint64_t> fork_generation;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -322,12 +373,9 @@ bool MapCore::TryUpdateWord(const uint64_t* key, Next&& next) {
   const uint64_t* home = r.slots + (ctrl & r.mask) * kSW;
   __builtin_prefetch(home, 1);
   __builtin_prefetch(home + kSW - 1, 1);
-  if (const int rc = pthread_mutex_trylock(&sh->lock); rc != 0) [[unlikely]] {
-    // EOWNERDEAD: the lock is ours now, in a killed writer's state: repair it and let the general
-    // path run. Anything else (contended, unrecoverable): not ours; the general path says more.
-    if (rc == EOWNERDEAD && LockShardSlow(s, rc, "update_counter").ok()) {
-      pthread_mutex_unlock(&sh->lock);
-    }
+  // Held (by a live or dead holder), or no token: the general path waits, repairs, says more.
+  const uint64_t me = Token();
+  if (me == 0 || !TryLockWord(&sh->lock, me)) [[unlikely]] {
     return false;
   }
   bool stored = false;
@@ -349,7 +397,7 @@ bool MapCore::TryUpdateWord(const uint64_t* key, Next&& next) {
       }
     }
   }
-  pthread_mutex_unlock(&sh->lock);
+  UnlockWord(&sh->lock);
   return stored;
 }
 
