@@ -394,6 +394,11 @@ class TableCore : private process_internal::ExitResource,
   const TableKeeper* keeper_raw_ ABSL_GUARDED_BY(meta_mu_) = nullptr;
   std::shared_ptr<const void> keeper_tag_ ABSL_GUARDED_BY(meta_mu_);
   bool kept_ ABSL_GUARDED_BY(meta_mu_) = false;
+  // While parked (no process owns it, the keeper has it): its links in the keeper's parked list
+  // and the reference that keeps it alive, under the keeper's lock (TableKeeper::mu_).
+  TableCore* parked_prev_ = nullptr;
+  TableCore* parked_next_ = nullptr;
+  std::shared_ptr<TableCore> parked_self_;
 };
 
 // Demangled name of a type, for error messages ("long", "std::string").

@@ -13,7 +13,18 @@ using process_internal::CurrentProcess;
 using process_internal::ProcessAccess;
 using process_internal::ProcessControl;
 
-TableKeeper::~TableKeeper() = default;
+TableKeeper::~TableKeeper() {
+  // Parked tables hold themselves (parked_self_): let them go, one at a time, outside mu_ (a
+  // table's last reference may run its destructor).
+  while (true) {
+    std::shared_ptr<TableCore> core;
+    {
+      ExclusiveLock lock(mu_);
+      if (parked_head_ == nullptr) return;
+      core = UnlinkParked(parked_head_);
+    }
+  }
+}
 
 void TableKeeper::OnKept(const AnyTable&, const Pid&, const Pid&) {}
 void TableKeeper::OnLost(const AnyTable&) {}
@@ -25,32 +36,52 @@ Pid TableKeeper::holder() const {
 
 size_t TableKeeper::parked_count() const {
   ExclusiveLock lock(mu_);
-  return parked_.size();
+  return parked_count_;
 }
 
-Pid TableKeeper::PlaceLocked(TableCore* table, const Pid& from) {
+Pid TableKeeper::PlaceLocked(TableCore* table, const Pid& from) noexcept {
   ExclusiveLock lock(mu_);
   // A holder that is exiting refuses the adoption (AdoptResource): the table is parked instead.
   if (holder_.valid() && holder_ != from &&
       ProcessAccess::AdoptResource(holder_, table->AsResource())) {
     return holder_;
   }
-  parked_.emplace(table, table->shared_from_this());
+  LinkParked(table);
   return Pid();
 }
 
-void TableKeeper::ParkLocked(TableCore* table) {
+void TableKeeper::ParkLocked(TableCore* table) noexcept {
   ExclusiveLock lock(mu_);
-  parked_.emplace(table, table->shared_from_this());
+  LinkParked(table);
 }
 
-void TableKeeper::UnparkLocked(const TableCore* table) {
+void TableKeeper::UnparkLocked(TableCore* table) noexcept {
   std::shared_ptr<TableCore> dropped;  // Not the last reference: the caller holds the table.
   ExclusiveLock lock(mu_);
-  auto it = parked_.find(table);
-  if (it == parked_.end()) return;
-  dropped = std::move(it->second);
-  parked_.erase(it);
+  dropped = UnlinkParked(table);
+}
+
+void TableKeeper::LinkParked(TableCore* table) noexcept {
+  if (table->parked_self_ != nullptr) return;
+  table->parked_self_ = table->shared_from_this();  // A count, no allocation.
+  table->parked_prev_ = nullptr;
+  table->parked_next_ = parked_head_;
+  if (parked_head_ != nullptr) parked_head_->parked_prev_ = table;
+  parked_head_ = table;
+  ++parked_count_;
+}
+
+std::shared_ptr<TableCore> TableKeeper::UnlinkParked(TableCore* table) noexcept {
+  if (table->parked_self_ == nullptr) return nullptr;
+  if (table->parked_prev_ != nullptr) {
+    table->parked_prev_->parked_next_ = table->parked_next_;
+  } else {
+    parked_head_ = table->parked_next_;
+  }
+  if (table->parked_next_ != nullptr) table->parked_next_->parked_prev_ = table->parked_prev_;
+  table->parked_prev_ = table->parked_next_ = nullptr;
+  --parked_count_;
+  return std::move(table->parked_self_);
 }
 
 absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
@@ -58,22 +89,30 @@ absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
   if (me == nullptr) {
     return absl::FailedPreconditionError("table keeper: the holder must be a process");
   }
-  absl::flat_hash_map<const TableCore*, std::shared_ptr<TableCore>> parked;
+  size_t waiting = 0;
   {
     ExclusiveLock lock(mu_);
     holder_ = me->self();
     holder_serial_.store(holder_.serial(), std::memory_order_release);
-    parked.swap(parked_);
+    waiting = parked_count_;
   }
-  // Each under its own lock. One handed over meanwhile (HandOver) has an owner: skipped.
+  // One at a time off the list, each then under its own lock (taken before mu_, never inside
+  // it). One handed over or deleted meanwhile has an owner or is gone: skipped. At most the
+  // tables parked when this began.
   size_t adopted = 0;
-  for (auto& [raw, core] : parked) {
+  for (; waiting > 0; --waiting) {
+    std::shared_ptr<TableCore> core;
+    {
+      ExclusiveLock lock(mu_);
+      if (parked_head_ == nullptr) break;
+      core = UnlinkParked(parked_head_);
+    }
     ExclusiveLock lock(core->meta_mu_);
     if (core->deleted() || !core->KeptBy(this) || core->owner_.valid()) continue;
     if (!me->AdoptResource(
             core->AsResource())) {  // Cannot happen while we run; keep it parked regardless.
       ParkLocked(core.get());
-      continue;
+      break;  // (At the head again: the loop would meet it next.)
     }
     core->ReplaceOwner(me->self());
     ++adopted;

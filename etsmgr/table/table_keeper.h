@@ -36,7 +36,6 @@
 #include <cstdint>
 #include <memory>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "etsmgr/process/pid.h"
@@ -105,15 +104,24 @@ class TableKeeper : public std::enable_shared_from_this<TableKeeper> {
   friend class TableCore;
   // The table's owner `from` exited. Adopts the table into a live holder (returned) or parks it
   // (the null Pid).
-  Pid PlaceLocked(TableCore* table, const Pid& from) ABSL_EXCLUSIVE_LOCKS_REQUIRED(table->meta_mu_);
-  void ParkLocked(TableCore* table) ABSL_EXCLUSIVE_LOCKS_REQUIRED(table->meta_mu_);
-  void UnparkLocked(const TableCore* table) ABSL_EXCLUSIVE_LOCKS_REQUIRED(table->meta_mu_);
+  // None allocates or throws: an owner's exit must not fail half-way with the table taken off
+  // the process and placed nowhere (parked tables are an intrusive list through TableCore).
+  Pid PlaceLocked(TableCore* table, const Pid& from) noexcept
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(table->meta_mu_);
+  void ParkLocked(TableCore* table) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(table->meta_mu_);
+  void UnparkLocked(TableCore* table) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(table->meta_mu_);
+  void LinkParked(TableCore* table) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes `table` off the list and yields the reference that kept it (null: not parked).
+  std::shared_ptr<TableCore> UnlinkParked(TableCore* table) noexcept
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable SpinLock mu_;  // Taken inside a table's lock.
   Pid holder_ ABSL_GUARDED_BY(mu_);
   // holder_'s serial, readable without mu_ (whether a table's owner is the holder).
   std::atomic<uint64_t> holder_serial_{0};
-  absl::flat_hash_map<const TableCore*, std::shared_ptr<TableCore>> parked_ ABSL_GUARDED_BY(mu_);
+  // Tables no process owns, newest first (TableCore::parked_prev_ / parked_next_ / parked_self_).
+  TableCore* parked_head_ ABSL_GUARDED_BY(mu_) = nullptr;
+  size_t parked_count_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace etsmgr
