@@ -28,6 +28,12 @@
 namespace etsmgr::shared_internal {
 namespace {
 
+#ifdef MADV_POPULATE_WRITE
+constexpr int kPopulateWrite = MADV_POPULATE_WRITE;
+#else
+constexpr int kPopulateWrite = 23;  // Linux 5.14's value; older kernels answer EINVAL
+#endif
+
 constexpr size_t kMaxNameBytes = 200;
 
 // A file descriptor closed on scope exit unless released.
@@ -650,6 +656,7 @@ absl::Status MapCore::Rebuild(size_t s, uint64_t live_after) const {
   CrashPoint(Crash::kRegionAllocated);
   RegionView to;
   if (!View(*fresh, &to)) return CorruptShard(s, "the new region is out of bounds");
+  PrefaultRegion(to);
   for (uint64_t i = 0; i <= to.mask; ++i) StoreRelaxed(to.slots + i * slot_words_, kEmpty);
   uint64_t count = 0;
   if (old_word != 0) {
@@ -1368,6 +1375,16 @@ bool MapCore::MapFile(uint64_t from, uint64_t to) const {
   // kernel ignores or refuses it, and 4 KiB pages serve.
   (void)madvise(base_ + from, to - from, MADV_HUGEPAGE);
   return true;
+}
+
+void MapCore::PrefaultRegion(const RegionView& r) const {
+  // The pages the rebuild is about to write, faulted in by one call instead of one trap each (a
+  // sixth of an insert-heavy run's time went to page faults). A hint: where the kernel lacks
+  // MADV_POPULATE_WRITE (before 5.14) the writes fault the pages in as before.
+  const uintptr_t start = reinterpret_cast<uintptr_t>(r.header) / kPageBytes * kPageBytes;
+  const uintptr_t end =
+      RoundUp(reinterpret_cast<uintptr_t>(r.slots + (r.mask + 1) * slot_words_), kPageBytes);
+  (void)madvise(reinterpret_cast<void*>(start), end - start, kPopulateWrite);
 }
 
 bool MapCore::EnsureMapped(uint64_t end) const {

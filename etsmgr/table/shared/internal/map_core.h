@@ -214,6 +214,7 @@ class MapCore {
   bool EnsureMapped(uint64_t end) const;
   // Maps the file's bytes [from, to) at base_ + from (and asks for huge pages).
   bool MapFile(uint64_t from, uint64_t to) const;
+  void PrefaultRegion(const RegionView& r) const;
 
   absl::Status LockShardSlow(size_t s, const char* what) const;
   // The lock word `word` of shard s was held by a dead holder: take it over (false when another
