@@ -414,9 +414,10 @@ TEST_F(CrashTest, AKilledHolderWhoseForkedChildLivesOnIsRepaired) {
   EXPECT_TRUE(m->Check().ok());
 }
 
-// A child forked while a shard's lock is held (here by a `decide` that forks) leaves the lock to
-// its parent: the child's way out of the write must not release it under the parent.
-TEST_F(CrashTest, AChildForkedUnderALockDoesNotReleaseIt) {
+// A child forked while a shard's lock is held (here by a `decide` that forks) leaves the lock and
+// the write to its parent: the child neither writes (FailedPrecondition) nor releases the lock
+// on its way out.
+TEST_F(CrashTest, AChildForkedUnderALockNeitherWritesNorReleasesIt) {
   const pid_t parent = getpid();
   IntMap m = Fresh();
   ASSERT_TRUE(m.Insert(7, 1).ok());
@@ -424,18 +425,22 @@ TEST_F(CrashTest, AChildForkedUnderALockDoesNotReleaseIt) {
   quick.lock_timeout = absl::Milliseconds(200);
   IntMap other = IntMap::Open(name_, quick).value();
   absl::Status while_held;
+  int child_status = -1;
   absl::Status st = m.Mutate(7, [&](const int64_t*, int64_t* next) {
     pid_t pid = fork();
-    if (pid == 0) return SharedMapAction::kKeep;  // the child leaves the write, then exits
-    int status = 0;
-    waitpid(pid, &status, 0);
+    if (pid == 0) {
+      *next = 3;  // the child's write is refused below
+      return SharedMapAction::kPut;
+    }
+    waitpid(pid, &child_status, 0);
     // The lock is still this process's: another handle's write of the key waits and gives up.
     std::thread t([&] { while_held = other.Insert(7, 99); });
     t.join();
     *next = 2;
     return SharedMapAction::kPut;
   });
-  if (getpid() != parent) _exit(0);
+  if (getpid() != parent) _exit(st.code() == absl::StatusCode::kFailedPrecondition ? 0 : 1);
+  EXPECT_TRUE(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0) << child_status;
   ASSERT_TRUE(st.ok()) << st;
   EXPECT_EQ(while_held.code(), absl::StatusCode::kDeadlineExceeded) << while_held;
   EXPECT_EQ(m.Get(7).value(), std::optional<int64_t>(2));

@@ -94,10 +94,14 @@
 // (a handle's holder slot is taken through /proc/self/fd; a process that gave up the rights to
 // open the file cannot use a handle it inherited); every forked child that uses an inherited
 // handle takes a slot of its own. A child made without fork() (clone, vfork without exec) must not
-// use its parent's handles: it would share their holder token. Segments of format version 1
-// (robust mutexes) are refused as another format version. Truncating the file under a running
-// process, or writing to it from outside, is not defended against (SIGBUS / garbage). Segments from
-// another ABI or byte order are refused only through their type hashes, not detected as such.
+// use its parent's handles: it would share their holder token. Closing a descriptor a handle
+// owns (a "close every fd" loop, say) is not defended against, except right after fork() before
+// the child uses a handle (the handle then answers FailedPrecondition): a closed holder
+// descriptor makes its live handle look dead to other processes, which take its locks. Segments of
+// format version 1 (robust mutexes) are refused as another format version. Truncating the file
+// under a running process, or writing to it from outside, is not defended against (SIGBUS /
+// garbage). Segments from another ABI or byte order are refused only through their type hashes, not
+// detected as such.
 #ifndef ETSMGR_TABLE_SHARED_SHARED_MAP_H_
 #define ETSMGR_TABLE_SHARED_SHARED_MAP_H_
 
@@ -188,7 +192,8 @@ class SharedMap {
   // A read-modify-write of one key, crash-atomic like every write: under the shard's lock,
   // `decide(current, next)` sees the key's value (null when absent) and answers kKeep, kPut (with
   // *next filled in) or kErase. `decide` must be short and must not call this map (the lock is
-  // not reentrant: such a call waits lock_timeout and fails with DeadlineExceeded) nor block.
+  // not reentrant: such a call waits lock_timeout and fails with DeadlineExceeded) nor block. A
+  // child that `decide` forks gets FailedPrecondition and writes nothing (the parent writes).
   // `what` names the operation in errors.
   using Action = SharedMapAction;
   template <typename F>

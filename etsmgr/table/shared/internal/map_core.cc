@@ -258,12 +258,13 @@ void DropInheritedHolderLocks() {  // the child's handler: async-signal-safe cal
   claim_mu.unlock();
 }
 
-void InstallForkHandlers() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    pthread_atfork([] { claim_mu.lock(); }, [] { claim_mu.unlock(); }, DropInheritedHolderLocks);
-  });
-}
+// Registered while the program starts (single-threaded), before any handle exists: a
+// registration racing a fork in another thread could run twice in the child, whose next fork
+// would then take claim_mu twice.
+const bool fork_handlers_installed = [] {
+  return pthread_atfork([] { claim_mu.lock(); }, [] { claim_mu.unlock(); },
+                        DropInheritedHolderLocks) == 0;
+}();
 
 // Under claim_mu.
 int AddLiveFd(int fd) {
@@ -290,7 +291,12 @@ bool MapCore::IsOurFile(int fd) const {
 }
 
 absl::StatusOr<uint64_t> MapCore::ClaimToken() const {
-  InstallForkHandlers();
+  if (!fork_handlers_installed) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("shared map \"", name_,
+                     "\": pthread_atfork failed at start-up (no memory): a forked child "
+                     "could not tell its holder slots from its parent's"));
+  }
   std::lock_guard<std::mutex> lock(claim_mu);
   const uint64_t generation = fork_generation.load(std::memory_order_acquire);
   if (token_fork_generation_.load(std::memory_order_relaxed) == generation) {

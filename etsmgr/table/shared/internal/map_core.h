@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "etsmgr/base/spin_lock.h"
 #include "etsmgr/table/shared/internal/crash_point.h"
 #include "etsmgr/table/shared/internal/layout.h"
@@ -127,9 +128,11 @@ class MapCore {
     ~ShardLock() {
       // A child forked while this was held (by a `decide` that forked, say) must not release
       // its parent's lock.
-      if (status_.ok() && fork_generation_ == fork_generation.load(std::memory_order_relaxed)) {
-        UnlockWord(&core_->Shard(s_)->lock);
-      }
+      if (status_.ok() && !forked()) UnlockWord(&core_->Shard(s_)->lock);
+    }
+    // This is a child forked while the lock was held: the lock is the parent's.
+    bool forked() const {
+      return fork_generation_ != fork_generation.load(std::memory_order_relaxed);
     }
     ShardLock(const ShardLock&) = delete;
     ShardLock& operator=(const ShardLock&) = delete;
@@ -484,6 +487,13 @@ absl::Status MapCore::Mutate(const uint64_t* key, const char* what, Decide&& dec
     for (size_t j = 0; j < VW; ++j) current[j] = LoadRelaxed(r.slots + found * kSW + 1 + KW + j);
   }
   const Action action = decide(found != kNone ? current : nullptr, next);
+  if (lock.forked()) [[unlikely]] {
+    // `decide` forked and this is the child: the lock is its parent's, which goes on with the
+    // write; a second writer of the shard would tear it.
+    return absl::FailedPreconditionError(
+        absl::StrCat("shared map \"", name_, "\": ", what,
+                     ": the decision forked; the child does not write (its parent does)"));
+  }
   if (action == Action::kKeep) return absl::OkStatus();
 
   if (action == Action::kErase) {
