@@ -202,8 +202,8 @@ TEST_F(BadSegmentTest, OtherLayoutOrTypes) {
 
 TEST_F(BadSegmentTest, CorruptedLock) {
   Populate();
-  // A lock word that names no holder slot.
-  Write<uint64_t>(ShardOffset(2) + offsetof(ShardHeader, lock), uint64_t{0xdead} << 32 | 7);
+  // A lock word that is no holder token.
+  Write<uint64_t>(ShardOffset(2) + offsetof(ShardHeader, lock), uint64_t{0xdead} << 40 | 7);
   absl::Status st = OpenStatus();
   EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
   EXPECT_THAT(st.message(), HasSubstr("shard 2"));

@@ -40,18 +40,18 @@
 // what it mapped.
 //
 // Shard locks. A shard's lock is one word holding its holder's token: a compare-and-swap takes it,
-// a store releases it (a robust pthread mutex halved a writer's speed). Each open handle claims a
-// holder slot of the segment: an open-file-description lock on one byte of the file (which the
-// kernel releases when the process dies, however it dies) and a generation bump in the segment's
-// holder table; a waiter judges the holder dead when its slot's generation moved on or its byte is
-// unlocked, takes the lock word over and repairs the shard (layout.h, "Shard locks"). A forked
-// child drops its copies of its parent's slot locks (pthread_atfork) and claims its own.
+// a store releases it (a robust pthread mutex halved a writer's speed). Each open handle draws a
+// random token and holds an open-file-description lock on the token's byte of the file (far past
+// its data), which the kernel releases when the process dies, however it dies; a waiter judges
+// the holder dead when that byte is unlocked, takes the lock word over and repairs the shard
+// (layout.h, "Shard locks"). A forked child drops its copies of its parent's token locks
+// (pthread_atfork) and draws its own.
 //
 // Crash consistency. Writers lock the shard. A write changes one slot and
 // the region's two counters: it first saves the slot's old image and the old counters in the
 // shard's intent record and publishes the record with one release store of its state; then
 // marks the seqlock odd, writes the slot, marks it even, and clears the intent. If the writer is
-// killed at any instruction, its holder slot's file lock goes with it; the next locker (a writer, a
+// killed at any instruction, its token's file lock goes with it; the next locker (a writer, a
 // reader that met an odd sequence too often, or any Open, which looks at every shard's lock) sees
 // a dead holder, takes the lock over and rolls the slot back from the image if the intent is set:
 // the operation is then not done; if the intent was already cleared it is done. Writes return only
@@ -89,11 +89,10 @@
 // grows up to max_bytes (default 16 GiB, chosen at creation) and never shrinks: freed regions go to
 // per-size free lists for reuse. Rebuilding a shard copies it under its lock (writers of that
 // shard wait; readers do not). A lock held by a live but stopped process blocks its shard's
-// writers until lock_timeout (DeadlineExceeded). At most 512 handles (opens, in all processes
-// together) have one segment open at once (ResourceExhausted past them); /proc must be mounted
-// (a handle's holder slot is taken through /proc/self/fd; a process that gave up the rights to
-// open the file cannot use a handle it inherited); every forked child that uses an inherited
-// handle takes a slot of its own. A child made without fork() (clone, vfork without exec) must not
+// writers until lock_timeout (DeadlineExceeded). /proc must be mounted (a handle's token lock is
+// taken through /proc/self/fd; a process that gave up the rights to open the file cannot use a
+// handle it inherited); every forked child that uses an inherited handle draws a token of its
+// own. A child made without fork() (clone, vfork without exec) must not
 // use its parent's handles: it would share their holder token. Closing a descriptor a handle
 // owns (a "close every fd" loop, say) is not defended against, except right after fork() before
 // the child uses a handle (the handle then answers FailedPrecondition): a closed holder

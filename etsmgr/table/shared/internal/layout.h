@@ -10,7 +10,6 @@
 //   offset 0            Header (one page): immutable fields + checksum, then the segment lock,
 //                       the allocator (file size, bump end, free lists), the segment undo log,
 //                       the clear epoch and the repair counters.
-//   kHoldersOffset      the holder table: kMaxHolders generation words (see "Shard locks").
 //   kShardsOffset       shard_count ShardHeaders, `shard_stride` bytes each: lock, seqlock
 //                       counter, the published region word, the shard's intent record.
 //   data_offset         Regions, back to back up to alloc_end: a 64-byte RegionHeader, then
@@ -38,9 +37,7 @@ inline constexpr uint64_t kMagic = 0x3156534752474d45ULL;  // "EMGRGSV1" little-
 inline constexpr uint32_t kFormatVersion = 2;
 inline constexpr uint64_t kPageBytes = 4096;
 inline constexpr uint64_t kHeaderBytes = kPageBytes;
-// The holder table (one page after the header): per holder slot, a generation counter.
-inline constexpr uint64_t kHoldersOffset = kHeaderBytes;
-inline constexpr uint64_t kShardsOffset = kHoldersOffset + kPageBytes;
+inline constexpr uint64_t kShardsOffset = kHeaderBytes;
 inline constexpr uint32_t kMaxShards = 1024;
 inline constexpr uint32_t kTypeNameBytes = 64;
 // A key or value: at most this many bytes (SharedString<N>: N <= kMaxStorableBytes - 4).
@@ -175,26 +172,30 @@ static_assert(kMutableOffset + sizeof(MutableHeader) <= kHeaderBytes);
 // --- Shard locks. A shard's lock word holds its holder's token, taken with one compare-and-swap
 // and released with one store (a robust pthread mutex cost a writer half its speed: its robust
 // list bookkeeping and locked unlock serialise with the slot's cache miss). Each open handle (a
-// MapCore) claims a holder slot: it takes an open-file-description lock (F_OFD_SETLK) on byte
-// kHolderLockBase + slot of the segment file, which the kernel releases when the process dies
-// (whatever kills it), and bumps the slot's generation in the holder table. A token is
-// (slot + 1) << 32 | generation's low 32 bits. A holder is dead when its slot's generation moved
-// on or nobody holds the slot's file lock: its lock word may then be taken over (compare-and-swap
-// from its token) and the shard repaired, as a robust mutex's EOWNERDEAD did. File locks are the
-// kernel's and cross PID namespaces; pids are never compared.
-inline constexpr uint64_t kMaxHolders = kPageBytes / 8;         // open handles per segment at once
+// MapCore) draws a random token and takes an open-file-description lock (F_OFD_SETLK) on the
+// token's byte of the segment file, kHolderLockBase + its low 40 bits; the kernel releases it when
+// the process dies, however it dies. A holder is dead when nobody holds its token's byte: its
+// lock word may then be taken over (compare-and-swap from its token) and the shard repaired, as a
+// robust mutex's EOWNERDEAD did. Two live handles never share a token (the second's file lock
+// fails and it draws again); a dead holder's byte drawn again by a new handle (one chance in 2^40
+// per draw) would only make a waiter time out. File locks are the kernel's and cross PID
+// namespaces; no pid is compared.
+inline constexpr uint64_t kTokenTag = uint64_t{1} << 40;  // every token: tag | 40 bits
+inline constexpr uint64_t kTokenBits = kTokenTag - 1;
 inline constexpr uint64_t kHolderLockBase = uint64_t{1} << 62;  // file offsets, far past the data
 // A lock word left by a repair that failed: taken over and repaired again by the next locker.
 inline constexpr uint64_t kLockOrphaned = ~uint64_t{0};
-inline constexpr uint64_t TokenSlot(uint64_t token) { return (token >> 32) - 1; }
+inline constexpr uint64_t TokenByte(uint64_t token) {
+  return kHolderLockBase + (token & kTokenBits);
+}
 inline constexpr bool WellFormedLockWord(uint64_t word) {
-  return word == 0 || word == kLockOrphaned || ((word >> 32) >= 1 && (word >> 32) <= kMaxHolders);
+  return word == 0 || word == kLockOrphaned || (word >> 40) == 1;
 }
 
 // --- A shard: its lock and seqlock counter share the first cache line with the region word
 // (what a reader loads); the intent record follows; the slot image closes it.
 struct alignas(64) ShardHeader {
-  uint64_t lock;           // 0: free; a holder token (see kMaxHolders); or kLockOrphaned
+  uint64_t lock;           // 0: free; a holder token (see "Shard locks"); or kLockOrphaned
   uint64_t lock_spare[4];  // (format 1's robust mutex took 40 bytes: the offsets below stay)
   uint64_t seq;            // odd while the shard's visible state is being changed
   uint64_t region;         // published region word: offset | log2cap, 0 = no region (empty)

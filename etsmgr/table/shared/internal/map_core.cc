@@ -3,6 +3,7 @@
 #include <cxxabi.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -275,11 +276,20 @@ int AddLiveFd(int fd) {
   return -1;
 }
 
-bool FileLock(int fd, int cmd, short type, uint64_t slot, struct flock* fl) {
+// 64 random bits (getrandom; a clock-seeded generator if it fails).
+uint64_t RandomWord() {
+  uint64_t v = 0;
+  if (getrandom(&v, sizeof(v), 0) == static_cast<ssize_t>(sizeof(v))) return v;
+  static thread_local std::mt19937_64 fallback(static_cast<uint64_t>(MonotonicNowNs()) ^
+                                               (static_cast<uint64_t>(getpid()) << 32));
+  return fallback();
+}
+
+bool FileLock(int fd, int cmd, short type, uint64_t offset, struct flock* fl) {
   std::memset(fl, 0, sizeof(*fl));
   fl->l_type = type;
   fl->l_whence = SEEK_SET;
-  fl->l_start = static_cast<off_t>(kHolderLockBase + slot);
+  fl->l_start = static_cast<off_t>(offset);
   fl->l_len = 1;
   return fcntl(fd, cmd, fl) == 0;
 }
@@ -295,7 +305,7 @@ absl::StatusOr<uint64_t> MapCore::ClaimToken() const {
     return absl::ResourceExhaustedError(
         absl::StrCat("shared map \"", name_,
                      "\": pthread_atfork failed at start-up (no memory): a forked child "
-                     "could not tell its holder slots from its parent's"));
+                     "could not tell its holder tokens from its parent's"));
   }
   std::lock_guard<std::mutex> lock(claim_mu);
   const uint64_t generation = fork_generation.load(std::memory_order_acquire);
@@ -312,31 +322,27 @@ absl::StatusOr<uint64_t> MapCore::ClaimToken() const {
   if (fd.get() < 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "shared map \"", name_, "\": cannot reopen ", path_, " through /proc/self/fd/", fd_,
-        " for a holder slot (is /proc mounted? did the process lose the rights to open it?): ",
+        " for a holder token (is /proc mounted? did the process lose the rights to open it?): ",
         std::strerror(errno)));
   }
   if (!IsOurFile(fd.get())) {
     return absl::FailedPreconditionError(
         absl::StrCat("shared map \"", name_, "\": /proc/self/fd/", fd_, " reopened another file"));
   }
-  uint64_t* holders = At<uint64_t>(kHoldersOffset);
-  const uint64_t first = static_cast<uint64_t>(getpid()) % kMaxHolders;
-  for (uint64_t n = 0; n < kMaxHolders; ++n) {
-    const uint64_t slot = (first + n) % kMaxHolders;
+  const int entry = AddLiveFd(fd.get());
+  if (entry < 0) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "shared map \"", name_, "\": this process has ", kMaxLiveFds, " handles open"));
+  }
+  for (int draw = 0; draw < 64; ++draw) {
+    const uint64_t token = kTokenTag | (RandomWord() & kTokenBits);
     struct flock fl;
-    if (!FileLock(fd.get(), F_OFD_SETLK, F_WRLCK, slot, &fl)) {
-      if (errno == EAGAIN || errno == EACCES) continue;  // another live handle's slot
-      return ErrnoToStatus(errno, absl::StrCat("shared map \"", name_, "\": lock holder slot"));
+    if (!FileLock(fd.get(), F_OFD_SETLK, F_WRLCK, TokenByte(token), &fl)) {
+      if (errno == EAGAIN || errno == EACCES) continue;  // a live handle's token: draw again
+      const int error = errno;
+      live_fds[entry].store(0);
+      return ErrnoToStatus(error, absl::StrCat("shared map \"", name_, "\": lock a holder token"));
     }
-    const int entry = AddLiveFd(fd.get());
-    if (entry < 0) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "shared map \"", name_, "\": this process has ", kMaxLiveFds, " handles open"));
-    }
-    // After the file lock: a reader of the old generation with the slot locked waits a little
-    // longer; one of the new generation knows the slot is ours.
-    const uint64_t count = __atomic_add_fetch(&holders[slot], 1, __ATOMIC_ACQ_REL);
-    const uint64_t token = ((slot + 1) << 32) | (count & 0xffffffff);
     live_fd_.store(fd.release(), std::memory_order_release);
     live_entry_ = entry;
     live_generation_ = generation;
@@ -344,8 +350,9 @@ absl::StatusOr<uint64_t> MapCore::ClaimToken() const {
     token_fork_generation_.store(generation, std::memory_order_release);
     return token;
   }
-  return absl::ResourceExhaustedError(absl::StrCat("shared map \"", name_, "\": ", kMaxHolders,
-                                                   " handles have the segment open at once"));
+  live_fds[entry].store(0);
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "shared map \"", name_, "\": 64 random holder tokens in a row were taken (by live handles)"));
 }
 
 void MapCore::ReleaseToken() {
@@ -365,31 +372,20 @@ MapCore::Holder MapCore::HolderState(uint64_t token) const {
   if (token == kLockOrphaned) return Holder::kDead;
   if (!WellFormedLockWord(token) || token == 0) return Holder::kCorrupt;
   if (token == token_.load(std::memory_order_relaxed)) return Holder::kAlive;  // this handle
-  const uint64_t slot = TokenSlot(token);
-  if ((Load(At<uint64_t>(kHoldersOffset) + slot) & 0xffffffff) != (token & 0xffffffff)) {
-    return Holder::kDead;  // its slot was claimed again since: its holder closed or died
-  }
   // Asked through this handle's own description, once it is known to still be the segment's
   // (a descriptor closed by someone else and its number reused must not make a live holder look
   // dead). Cannot tell: alive (a wait that times out, never a takeover).
   struct flock fl;
   const int fd = live_fd_.load(std::memory_order_acquire);
-  if (!IsOurFile(fd) || !FileLock(fd, F_OFD_GETLK, F_WRLCK, slot, &fl)) return Holder::kAlive;
+  if (!IsOurFile(fd) || !FileLock(fd, F_OFD_GETLK, F_WRLCK, TokenByte(token), &fl)) {
+    return Holder::kAlive;
+  }
   return fl.l_type == F_UNLCK ? Holder::kDead : Holder::kAlive;
 }
 
 std::string MapCore::HolderName(uint64_t token) const {
   if (token == kLockOrphaned) return "nobody (a failed repair)";
-  struct flock fl;
-  pid_t pid = 0;
-  if (WellFormedLockWord(token) && token != 0 && token != kLockOrphaned &&
-      FileLock(live_fd_.load(std::memory_order_acquire), F_OFD_GETLK, F_WRLCK, TokenSlot(token),
-               &fl) &&
-      fl.l_type != F_UNLCK) {
-    pid = fl.l_pid;  // -1 for OFD locks on most kernels
-  }
-  return absl::StrCat("holder slot ", TokenSlot(token), " generation ", token & 0xffffffff,
-                      pid > 0 ? absl::StrCat(" (pid ", pid, ")") : "");
+  return absl::StrCat("holder token ", absl::Hex(token));
 }
 
 absl::Status MapCore::LockSegment() const {

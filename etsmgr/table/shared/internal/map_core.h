@@ -151,8 +151,7 @@ class MapCore {
   // --- Shard lock words (layout.h, "Shard locks").
   static bool TryLockWord(uint64_t* word, uint64_t token) {
     uint64_t free = 0;
-    // Acquire-release: the holder's claim (its slot's generation bump) is visible before its
-    // token in a lock word, on every architecture.
+    // Acquire-release, as a mutex's would be.
     return __atomic_compare_exchange_n(word, &free, token, false, __ATOMIC_ACQ_REL,
                                        __ATOMIC_RELAXED);
   }
@@ -301,14 +300,14 @@ class MapCore {
   // Holder identity (Token()): claimed under map_mu_.
   mutable std::atomic<uint64_t> token_{0};
   mutable std::atomic<uint64_t> token_fork_generation_{~uint64_t{0}};
-  mutable std::atomic<int> live_fd_{-1};  // the description holding the slot's file lock
+  mutable std::atomic<int> live_fd_{-1};  // the description holding the token's file lock
   mutable int live_entry_ = -1;           // its entry in the process's fork-handler list
   mutable uint64_t live_generation_ = 0;  // the fork generation it was opened in
   dev_t file_dev_ = 0;                    // the segment file, as Attach found it
   ino_t file_ino_ = 0;
 
  public:
-  // Raised in a forked child (pthread_atfork), whose handles then claim new holder slots.
+  // Raised in a forked child (pthread_atfork), whose handles then draw new holder tokens.
   static std::atomic<uint64_t> fork_generation;
 };
 
