@@ -495,7 +495,7 @@ TEST_F(CrashTest, AHandleWhoseDescriptorsWereReplacedNeverTakesALiveHoldersLock)
     ++replaced;
   }
   close(replacement);
-  EXPECT_EQ(replaced, 2);  // the handle's own and its holder slot's
+  EXPECT_EQ(replaced, 2);  // the handle's own and its holder token's
   absl::Status st = m.Insert(1000, 1);
   EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
   ASSERT_EQ(write(go[1], "g", 1), 1);

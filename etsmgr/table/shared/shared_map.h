@@ -21,7 +21,8 @@
 // version or a file that is not ours (symlink, not regular, another owner, writable by others),
 // InvalidArgument for a bad name or a segment of other key/value types or another kind,
 // NotFound / AlreadyExists from Open's modes, ResourceExhausted when the segment or /dev/shm is
-// full, DeadlineExceeded when a live process holds a lock past options.lock_timeout,
+// full or a process has 4096 handles open (or no holder token can be locked: see layout.h),
+// DeadlineExceeded when a live process holds a lock past options.lock_timeout,
 // OutOfRange on counter overflow, FailedPrecondition on a null handle.
 //
 // ---------------------------------------------------------------------------------------------
@@ -31,7 +32,7 @@
 // is the header: magic, format version, kind, shard count, the key and value types (a hash of
 // the mangled type name with size and alignment, plus the printable name) and sizes, max_bytes,
 // all under a checksum; then the segment lock and allocator state. Then `shards` shard headers
-// (a robust process-shared mutex, a seqlock counter, the *region word*, an intent record).
+// (a lock word, a seqlock counter, the *region word*, an intent record).
 // Then regions: a region is an open-addressing (linear probing) array of 2^k slots
 // [ctrl = key hash | key words | value words] with a small header (its count, tombstones, free
 // list link). A shard's whole state is its region word (offset | log2 capacity) and that region.
@@ -97,10 +98,10 @@
 // owns (a "close every fd" loop, say) is not defended against, except right after fork() before
 // the child uses a handle (the handle then answers FailedPrecondition): a closed holder
 // descriptor makes its live handle look dead to other processes, which take its locks. Segments of
-// format version 1 (robust mutexes) are refused as another format version. Truncating the file
-// under a running process, or writing to it from outside, is not defended against (SIGBUS /
-// garbage). Segments from another ABI or byte order are refused only through their type hashes, not
-// detected as such.
+// format version 1 or 2 (robust mutexes, holder slots) are refused as another format version.
+// Truncating the file under a running process, or writing to it from outside, is not defended
+// against (SIGBUS / garbage). Segments from another ABI or byte order are refused only through
+// their type hashes, not detected as such.
 #ifndef ETSMGR_TABLE_SHARED_SHARED_MAP_H_
 #define ETSMGR_TABLE_SHARED_SHARED_MAP_H_
 

@@ -235,9 +235,9 @@ TEST_P(SharedMapTest, TwoHandlesOneSegment) {
   EXPECT_TRUE(b.Check().ok()) << b.Check();
 }
 
-// Each open handle holds its own random token's file lock, so any number of handles (here more
-// than a page of holder slots would have held) have one segment open, every one of them writing,
-// and a closed one's token goes with it.
+// Each open handle holds its own random token's file lock, so many handles (here more than a page
+// of holder slots would have held; a process may have 4096) have one segment open, every one of
+// them writing.
 TEST(SharedMapHoldersTest, ManyHandlesHoldOneSegmentAtOnce) {
   rlimit files;
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);

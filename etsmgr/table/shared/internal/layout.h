@@ -31,10 +31,11 @@ inline uint64_t LoadRelaxed(const uint64_t* p) { return __atomic_load_n(p, __ATO
 inline void Store(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 inline void StoreRelaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
-// --- Constants of format version 1.
+// --- Constants of the format.
 inline constexpr uint64_t kMagic = 0x3156534752474d45ULL;  // "EMGRGSV1" little-endian
-// 2: a shard's lock is a holder-token word (below), not a robust pthread mutex.
-inline constexpr uint32_t kFormatVersion = 2;
+// 3: a shard's lock is a holder-token word (below), not a robust pthread mutex (version 2, a
+// holder-slot table between the header and the shards, never left this project's history).
+inline constexpr uint32_t kFormatVersion = 3;
 inline constexpr uint64_t kPageBytes = 4096;
 inline constexpr uint64_t kHeaderBytes = kPageBytes;
 inline constexpr uint64_t kShardsOffset = kHeaderBytes;
@@ -177,9 +178,11 @@ static_assert(kMutableOffset + sizeof(MutableHeader) <= kHeaderBytes);
 // the process dies, however it dies. A holder is dead when nobody holds its token's byte: its
 // lock word may then be taken over (compare-and-swap from its token) and the shard repaired, as a
 // robust mutex's EOWNERDEAD did. Two live handles never share a token (the second's file lock
-// fails and it draws again); a dead holder's byte drawn again by a new handle (one chance in 2^40
-// per draw) would only make a waiter time out. File locks are the kernel's and cross PID
-// namespaces; no pid is compared.
+// fails and it draws again), and a handle never takes a token still in a lock word (a dead
+// holder's, which would then look alive). File locks are the kernel's and cross PID namespaces;
+// no pid is compared. Another program's lock on the whole file (l_len = 0, from a backup tool,
+// say) covers every token's byte: opens then fail (ResourceExhausted) and dead holders look alive
+// while it lasts.
 inline constexpr uint64_t kTokenTag = uint64_t{1} << 40;  // every token: tag | 40 bits
 inline constexpr uint64_t kTokenBits = kTokenTag - 1;
 inline constexpr uint64_t kHolderLockBase = uint64_t{1} << 62;  // file offsets, far past the data

@@ -239,9 +239,9 @@ absl::Status MapCore::RepairHeld(size_t s) const {
 std::atomic<uint64_t> MapCore::fork_generation{0};
 
 namespace {
-// The descriptions holding this process's holder-slot file locks, so that a forked child drops
-// its copies at once (a copy would keep a dead parent's slot looking alive). Entries hold fd + 1;
-// 0 is free.
+// The descriptions holding this process's holder-token file locks, so that a forked child drops
+// its copies at once (a copy would keep a dead parent's token looking alive). Entries hold
+// fd + 1; 0 is free. At most kMaxLiveFds handles per process (ResourceExhausted past them).
 // A description is opened and listed, or unlisted and closed, under claim_mu, which fork holds
 // (the prepare handler takes it): no child inherits a holder description its handler does not
 // know of.
@@ -276,13 +276,16 @@ int AddLiveFd(int fd) {
   return -1;
 }
 
-// 64 random bits (getrandom; a clock-seeded generator if it fails).
+// 64 random bits: getrandom, or (where it fails: seccomp, an old kernel) a generator whose every
+// draw is mixed with this process's pid and the clock (a forked child inherits its state, and
+// siblings must not draw the same sequence).
 uint64_t RandomWord() {
   uint64_t v = 0;
-  if (getrandom(&v, sizeof(v), 0) == static_cast<ssize_t>(sizeof(v))) return v;
-  static thread_local std::mt19937_64 fallback(static_cast<uint64_t>(MonotonicNowNs()) ^
-                                               (static_cast<uint64_t>(getpid()) << 32));
-  return fallback();
+  if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == static_cast<ssize_t>(sizeof(v))) return v;
+  static thread_local std::mt19937_64 fallback(static_cast<uint64_t>(MonotonicNowNs()));
+  const uint64_t mix = (static_cast<uint64_t>(getpid()) << 40) ^
+                       static_cast<uint64_t>(MonotonicNowNs()) * 0x9e3779b97f4a7c15ULL;
+  return fallback() ^ mix ^ (mix >> 29);
 }
 
 bool FileLock(int fd, int cmd, short type, uint64_t offset, struct flock* fl) {
@@ -343,6 +346,12 @@ absl::StatusOr<uint64_t> MapCore::ClaimToken() const {
       live_fds[entry].store(0);
       return ErrnoToStatus(error, absl::StrCat("shared map \"", name_, "\": lock a holder token"));
     }
+    // A dead holder's token still in a lock word: drawing it again would make that holder look
+    // alive (this handle), and its shard would never be repaired. Draw again.
+    if (InSomeLockWord(token)) {
+      (void)FileLock(fd.get(), F_OFD_SETLK, F_UNLCK, TokenByte(token), &fl);
+      continue;
+    }
     live_fd_.store(fd.release(), std::memory_order_release);
     live_entry_ = entry;
     live_generation_ = generation;
@@ -351,8 +360,17 @@ absl::StatusOr<uint64_t> MapCore::ClaimToken() const {
     return token;
   }
   live_fds[entry].store(0);
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "shared map \"", name_, "\": 64 random holder tokens in a row were taken (by live handles)"));
+  return absl::ResourceExhaustedError(
+      absl::StrCat("shared map \"", name_,
+                   "\": 64 random holder tokens in a row were taken (by live handles, or by a "
+                   "lock another program holds on the whole file)"));
+}
+
+bool MapCore::InSomeLockWord(uint64_t token) const {
+  for (size_t s = 0; s < shard_count_; ++s) {
+    if (Load(&Shard(s)->lock) == token) return true;
+  }
+  return false;
 }
 
 void MapCore::ReleaseToken() {
@@ -1128,7 +1146,7 @@ absl::StatusOr<bool> CreateSegment(int dirfd, const std::string& name,
   m->file_size = file_size;
   m->alloc_end = data_offset;
   m->init_pending = options.create_uninitialised ? kInitPendingMark : 0;
-  // Shard lock words and the holder table start at zero (free; no holder yet).
+  // Shard lock words start at zero (free).
   munmap(mem, data_offset);
   if (linkat(dirfd, temp.c_str(), dirfd, name.c_str(), 0) != 0) {
     const int error = errno;

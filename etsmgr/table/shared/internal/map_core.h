@@ -173,6 +173,7 @@ class MapCore {
   enum class Holder { kAlive, kDead, kCorrupt };
   Holder HolderState(uint64_t token) const;
   std::string HolderName(uint64_t token) const;
+  bool InSomeLockWord(uint64_t token) const;
   struct LoggedWrite {
     uint64_t* word;
     uint64_t value;
@@ -297,7 +298,7 @@ class MapCore {
   uint64_t max_bytes_ = 0;
   absl::Duration lock_timeout_;
   LayoutDesc layout_{};
-  // Holder identity (Token()): claimed under map_mu_.
+  // Holder identity (Token()): drawn under the process's claim mutex (map_core.cc).
   mutable std::atomic<uint64_t> token_{0};
   mutable std::atomic<uint64_t> token_fork_generation_{~uint64_t{0}};
   mutable std::atomic<int> live_fd_{-1};  // the description holding the token's file lock
