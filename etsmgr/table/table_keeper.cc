@@ -201,6 +201,13 @@ absl::Status TableKeeper::HandOver(const AnyTable& table, const Pid& to) {
     return absl::FailedPreconditionError(
         absl::StrCat("hand over ", core.ToString(), ": it is owned by ", core.owner_.ToString()));
   }
+  // An exiting owner's table goes to its live heir first (ETS's rule, as OnOwnerExit applies it):
+  // not to whoever asks while the exit runs.
+  if (!core.kept_ && core.heir_.valid() && core.heir_ != core.owner_ && !Exiting(core.heir_)) {
+    return absl::FailedPreconditionError(absl::StrCat("hand over ", core.ToString(),
+                                                      ": its owner is exiting and its heir ",
+                                                      core.heir_.ToString(), " inherits it"));
+  }
   if (!to.valid()) {
     return absl::InvalidArgumentError(
         absl::StrCat("hand over ", core.ToString(), ": the receiver is the null pid"));

@@ -3,6 +3,7 @@
 #include "etsmgr/table/table_keeper.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <future>
 #include <memory>
@@ -277,6 +278,45 @@ TEST(TableKeeperTest, KeepingClearsTheHeirAndAnHeirSetLaterInheritsFirst) {
   EXPECT_EQ(owned.table.Owner().value(), heir.owner);
   EXPECT_FALSE(keeper->Holds(owned.table));
   Send(heir.owner, StopOwner{});
+}
+
+// ETS gives a dying owner's table to its heir. A hand-over asked for while the owner is exiting
+// (its exit hooks still running) used to take the table first; it is refused, and the heir
+// inherits.
+TEST(TableKeeperTest, AHandOverDuringTheOwnersExitLeavesTheTableToItsLiveHeir) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  auto keeper = std::make_shared<TableKeeper>();
+  OwnedTable heir = SpawnOwner(*node, {}, 0);
+  OwnedTable other = SpawnOwner(*node, {}, 0);
+  OwnedTable owned = SpawnOwner(*node, {}, 1);
+  ASSERT_TRUE(keeper->Keep(owned.table, nullptr).ok());
+  Kill(*node, owned.owner);  // parked
+  std::promise<void> in_hook;
+  std::promise<void> go_on;
+  std::shared_future<void> go = go_on.get_future().share();
+  AnyTable table = owned.table;
+  Pid exiting = node->Spawn([&, table, go](Process& self) -> Task<void> {
+                      EXPECT_TRUE(keeper->HandOver(table, self.self()).ok());
+                      EXPECT_TRUE(owned.table.SetHeir(heir.owner).ok());
+                      // An exit hook that holds the exit until the test has asked.
+                      process_internal::ProcessAccess::AddExitHook(
+                          self.self(),
+                          [&, go](const Pid&, const ExitReason&) {
+                            in_hook.set_value();
+                            go.wait();
+                          },
+                          nullptr);
+                      co_return;
+                    })
+                    .value();
+  ASSERT_EQ(in_hook.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  absl::Status taken = keeper->HandOver(table, other.owner);
+  go_on.set_value();
+  AwaitDeath(*node, exiting);
+  EXPECT_EQ(taken.code(), absl::StatusCode::kFailedPrecondition) << taken;
+  EXPECT_EQ(owned.table.Owner().value(), heir.owner);
+  Send(heir.owner, StopOwner{});
+  Send(other.owner, StopOwner{});
 }
 
 TEST(TableKeeperTest, OneKeeperPerTableAndTagsAreTheirOwn) {
