@@ -16,13 +16,7 @@ using process_internal::ProcessControl;
 TableKeeper::~TableKeeper() {
   // Parked tables hold themselves (parked_self_): let them go, one at a time, outside mu_ (a
   // table's last reference may run its destructor).
-  while (true) {
-    std::shared_ptr<TableCore> core;
-    {
-      ExclusiveLock lock(mu_);
-      if (parked_head_ == nullptr) return;
-      core = UnlinkParked(parked_head_);
-    }
+  while (PopParked() != nullptr) {
   }
 }
 
@@ -84,6 +78,11 @@ std::shared_ptr<TableCore> TableKeeper::UnlinkParked(TableCore* table) noexcept 
   return std::move(table->parked_self_);
 }
 
+std::shared_ptr<TableCore> TableKeeper::PopParked() noexcept {
+  ExclusiveLock lock(mu_);
+  return parked_head_ == nullptr ? nullptr : UnlinkParked(parked_head_);
+}
+
 absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
   ProcessControl* me = CurrentProcess();
   if (me == nullptr) {
@@ -101,12 +100,8 @@ absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
   // tables parked when this began.
   size_t adopted = 0;
   for (; waiting > 0; --waiting) {
-    std::shared_ptr<TableCore> core;
-    {
-      ExclusiveLock lock(mu_);
-      if (parked_head_ == nullptr) break;
-      core = UnlinkParked(parked_head_);
-    }
+    std::shared_ptr<TableCore> core = PopParked();
+    if (core == nullptr) break;
     ExclusiveLock lock(core->meta_mu_);
     if (core->deleted() || !core->KeptBy(this) || core->owner_.valid()) continue;
     if (!me->AdoptResource(

@@ -114,6 +114,9 @@ class TableKeeper : public std::enable_shared_from_this<TableKeeper> {
   // Takes `table` off the list and yields the reference that kept it (null: not parked).
   std::shared_ptr<TableCore> UnlinkParked(TableCore* table) noexcept
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the newest parked table off the list under mu_ (null: none), for the caller to use or
+  // drop outside it.
+  std::shared_ptr<TableCore> PopParked() noexcept ABSL_LOCKS_EXCLUDED(mu_);
 
   mutable SpinLock mu_;  // Taken inside a table's lock.
   Pid holder_ ABSL_GUARDED_BY(mu_);

@@ -192,8 +192,7 @@ absl::Status MapCore::LockShardSlow(size_t s, const char* what) const {
         continue;
       }
       case Holder::kCorrupt:
-        return CorruptShard(
-            s, absl::StrCat(what, ": its lock word (", absl::Hex(held), ") names no holder"));
+        return LockWordNamesNoHolder(s, held, what);
       case Holder::kAlive:
         break;
     }
@@ -449,6 +448,11 @@ absl::Status MapCore::Corrupt(const std::string& what) const {
 
 absl::Status MapCore::CorruptShard(size_t s, const std::string& what) const {
   return Corrupt(absl::StrCat("shard ", s, ": ", what));
+}
+
+absl::Status MapCore::LockWordNamesNoHolder(size_t s, uint64_t word, const char* what) const {
+  return CorruptShard(s, absl::StrCat(what != nullptr ? what : "", what != nullptr ? ": " : "",
+                                      "its lock word (", absl::Hex(word), ") names no holder"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1331,7 +1335,7 @@ absl::Status MapCore::Attach(int fd, bool created, const LayoutDesc& layout) {
   }
   for (size_t s = 0; s < shard_count_; ++s) {
     if (const uint64_t word = Load(&Shard(s)->lock); !WellFormedLockWord(word)) {
-      return CorruptShard(s, absl::StrCat("its lock word (", absl::Hex(word), ") names no holder"));
+      return LockWordNamesNoHolder(s, word);
     }
   }
   if (absl::StatusOr<uint64_t> token = ClaimToken(); !token.ok()) return token.status();
@@ -1366,8 +1370,7 @@ absl::Status MapCore::Reclaim() {
       case Holder::kAlive:
         continue;
       case Holder::kCorrupt:
-        return CorruptShard(s,
-                            absl::StrCat("its lock word (", absl::Hex(held), ") names no holder"));
+        return LockWordNamesNoHolder(s, held);
       case Holder::kDead: {
         absl::Status st;
         if (!TakeOverDead(s, held, me, &st)) continue;  // another opener took it over

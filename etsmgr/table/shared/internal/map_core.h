@@ -240,6 +240,9 @@ class MapCore {
 
   absl::Status Corrupt(const std::string& what) const;
   absl::Status CorruptShard(size_t s, const std::string& what) const;
+  // DataLoss: shard s's lock word is neither free, orphaned nor a holder token (`what`: the
+  // operation, when one asked).
+  absl::Status LockWordNamesNoHolder(size_t s, uint64_t word, const char* what = nullptr) const;
   template <size_t KW, size_t VW>
   absl::StatusOr<bool> FindLocked(const uint64_t* key, uint64_t* value, const char* what) const;
 
