@@ -509,5 +509,49 @@ TEST_F(CrashTest, AHandleWhoseDescriptorsWereReplacedNeverTakesALiveHoldersLock)
   for (int fd : {ready[0], ready[1], go[0], go[1]}) close(fd);
 }
 
+// A handle's holder-token draw that comes up with a dead holder's token still in a lock word
+// draws again: holding that token itself, the handle would make the dead holder look alive, and
+// the shard would never be repaired (every write of it timed out).
+constexpr uint64_t kDeadHoldersDraw = 0x5eed0042;
+int g_token_draws = 0;
+uint64_t AlwaysTheDeadHoldersToken() { return kDeadHoldersDraw; }
+uint64_t TheDeadHoldersTokenFirst() {
+  return g_token_draws++ == 0 ? kDeadHoldersDraw : kDeadHoldersDraw + 1;
+}
+
+TEST_F(CrashTest, AHandleNeverDrawsADeadHoldersTokenThatIsStillInALockWord) {
+  options_.lock_timeout = absl::Milliseconds(500);
+  {
+    IntMap m = Fresh();
+    for (int64_t k = 1; k <= 100; ++k) ASSERT_TRUE(m.Insert(k, k).ok());
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    shared_internal::g_token_draw_hook.store(&AlwaysTheDeadHoldersToken);
+    absl::StatusOr<IntMap> m = Reopen();
+    if (!m.ok()) _exit(2);
+    g_target = 1;
+    g_seen = 0;
+    g_kind = static_cast<int>(Crash::kSlotOdd);
+    shared_internal::g_crash_hook.store(&KillAtTarget);
+    (void)m->Insert(1000, 555);  // killed holding the shard's lock: its token stays in the word
+    _exit(1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  g_token_draws = 0;
+  shared_internal::g_token_draw_hook.store(&TheDeadHoldersTokenFirst);
+  absl::StatusOr<IntMap> m = Reopen();
+  shared_internal::g_token_draw_hook.store(nullptr);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(g_token_draws, 2);  // the dead holder's token, then another
+  absl::Status st = m->Insert(1000, 1);
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(m->Get(1000).value(), std::optional<int64_t>(1));
+  EXPECT_TRUE(m->Check().ok());
+  EXPECT_EQ(m->Info()->slot_rollbacks, 1u);
+}
+
 }  // namespace
 }  // namespace etsmgr

@@ -6,6 +6,7 @@
 #define ETSMGR_TABLE_SHARED_INTERNAL_CRASH_POINT_H_
 
 #include <atomic>
+#include <cstdint>
 
 namespace etsmgr::shared_internal {
 
@@ -39,6 +40,11 @@ inline void CrashPoint(Crash point) {
     hook(point);
   }
 }
+
+// A test's replacement for the random draw of holder tokens (map_core.cc, ClaimToken): set, it
+// supplies the 64 bits each draw takes, so a test can draw a token it chose (a dead holder's, say).
+using TokenDrawHook = uint64_t (*)();
+inline std::atomic<TokenDrawHook> g_token_draw_hook{nullptr};
 
 }  // namespace etsmgr::shared_internal
 

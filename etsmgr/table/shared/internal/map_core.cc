@@ -279,6 +279,9 @@ int AddLiveFd(int fd) {
 // draw is mixed with this process's pid and the clock (a forked child inherits its state, and
 // siblings must not draw the same sequence).
 uint64_t RandomWord() {
+  if (TokenDrawHook hook = g_token_draw_hook.load(std::memory_order_relaxed)) [[unlikely]] {
+    return hook();
+  }
   uint64_t v = 0;
   if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == static_cast<ssize_t>(sizeof(v))) return v;
   static thread_local std::mt19937_64 fallback(static_cast<uint64_t>(MonotonicNowNs()));
