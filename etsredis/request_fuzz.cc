@@ -64,7 +64,8 @@ void FuzzRequests(const uint8_t* data, size_t size) {
   bool done = false;
   for (size_t at = 0; at < input.size() && !done; at += piece) {
     parser.Feed(input.substr(at, piece));
-    Check(parser.buffered() <= limits.max_buffer + piece, "the buffer outgrew its cap");
+    Check(parser.request_bytes() + parser.buffered() <= limits.max_buffer + piece,
+          "a request's arguments and buffer outgrew their cap");
     while (!done) {
       RequestParser::Result r = parser.Next();
       if (r == RequestParser::Result::kNeedMore) break;

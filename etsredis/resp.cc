@@ -63,6 +63,10 @@ struct ParserCallbacks {
     // (hiredis drops consumed bytes even in the middle of a request: the header may no longer
     // be in its buffer.)
     if (len > p->limits_.max_bulk) return Refuse(task, "Protocol error: invalid bulk length");
+    // The arguments kept count against the request's buffer limit (hiredis drops their bytes
+    // from its buffer as it goes, so buffered() alone would let them pile up).
+    p->request_bytes_ += len + sizeof(std::string);
+    if (p->request_bytes_ > p->limits_.max_buffer) return Refuse(task, p->BufferLimitMessage());
     p->args_.emplace_back(str, len);
     return Token(task);
   }
@@ -71,6 +75,7 @@ struct ParserCallbacks {
     if (task->parent != nullptr) return Refuse(task, "Protocol error: expected '$', got '*'");
     // The header was checked by Next() before hiredis saw it.
     p->args_.clear();
+    p->request_bytes_ = 0;
     p->args_.reserve(std::min<size_t>(static_cast<size_t>(std::max(elements, 0)), 64));
     return Token(task);
   }
@@ -122,6 +127,7 @@ RequestParser::Result RequestParser::Next() {
   if (!error_.empty()) return Result::kError;
   while (true) {
     if (reader_->ridx == -1) {
+      request_bytes_ = 0;
       // Between requests: hiredis holds no part of one. Consumed bytes are dropped here too
       // (empty requests and inline ones advance the position without hiredis), so the buffer
       // holds only what is still to be parsed.
@@ -196,18 +202,32 @@ RequestParser::Result RequestParser::Next() {
     // Incomplete: refuse now what could only end in a limit (a huge bulk's header, or too much
     // buffered), rather than buffering it.
     if (!CheckPendingHeader()) return Result::kError;
-    if (buffered() > limits_.max_buffer) {
-      return Fail(absl::StrCat("Protocol error: request buffer limit of ", limits_.max_buffer,
-                               " bytes exceeded"));
-    }
+    if (request_bytes_ + buffered() > limits_.max_buffer) return Fail(BufferLimitMessage());
     return Result::kNeedMore;
   }
 }
 
+std::string RequestParser::BufferLimitMessage() const {
+  return absl::StrCat("Protocol error: request buffer limit of ", limits_.max_buffer,
+                      " bytes exceeded");
+}
+
 bool RequestParser::CheckPendingHeader() {
-  if (reader_->ridx < 0) return true;
+  if (reader_->ridx < 1) return true;  // (the request's own header was checked by Next())
   const redisReadTask& cur = reader_->rstack[reader_->ridx];
-  if (cur.type != REDIS_REPLY_STRING) return true;
+  if (cur.type < 0) return true;  // its type byte not read yet
+  if (cur.type != REDIS_REPLY_STRING) {
+    // An element that is a line (a status, an error, an integer) or a nested array: refused at
+    // its type byte, as Redis does. Waiting for its line would buffer up to max_buffer bytes and
+    // have hiredis rescan them on every read.
+    const char got = cur.type == REDIS_REPLY_STATUS    ? '+'
+                     : cur.type == REDIS_REPLY_ERROR   ? '-'
+                     : cur.type == REDIS_REPLY_INTEGER ? ':'
+                     : cur.type == REDIS_REPLY_ARRAY   ? '*'
+                                                       : '?';
+    Fail(absl::StrCat("Protocol error: expected '$', got '", std::string(1, got), "'"));
+    return false;
+  }
   // hiredis took the '$' and waits at the length.
   const char* p = reader_->buf + reader_->pos;
   const size_t n = reader_->len - reader_->pos;
@@ -222,6 +242,12 @@ bool RequestParser::CheckPendingHeader() {
       !ParseLength(std::string_view(p, cr - p), &len) ||
       static_cast<uint64_t>(len) > limits_.max_bulk) {
     Fail("Protocol error: invalid bulk length");
+    return false;
+  }
+  // A bulk that cannot fit the request buffer is refused from its header, not after max_buffer
+  // bytes of it arrived.
+  if (request_bytes_ + static_cast<uint64_t>(len) + sizeof(std::string) > limits_.max_buffer) {
+    Fail(BufferLimitMessage());
     return false;
   }
   return true;

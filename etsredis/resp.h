@@ -10,9 +10,12 @@
 //   - more than `max_args` arguments (1M, as Redis): "Protocol error: invalid multibulk length";
 //   - an element that is not a bulk string: "Protocol error: expected '$', got 'X'";
 //   - an inline request longer than `max_inline` (64 KB): "Protocol error: too big inline request";
-//   - more than `max_buffer` bytes buffered for one incomplete request (64 MB by default, lower
-//     than max_bulk on purpose: memory per connection stays bounded): "Protocol error: request
-//     buffer limit of N bytes exceeded".
+//   - more than `max_buffer` bytes held for one incomplete request (64 MB by default, lower
+//     than max_bulk on purpose: memory per connection stays bounded), counting the arguments
+//     already read (each with its string object) and what is buffered, or a bulk whose header
+//     announces more than fits: "Protocol error: request buffer limit of N bytes exceeded".
+//     A single argument can therefore be at most about max_buffer bytes (64 MB), which is what
+//     CONFIG GET proto-max-bulk-len reports.
 // After an error the parser stays failed: reply the error and close the connection, as Redis does.
 // An empty request ("*0\r\n", "*-1\r\n", a blank inline line) is skipped without a reply.
 //
@@ -58,6 +61,9 @@ class RequestParser {
   size_t buffered() const;
   // Bytes the parser holds for input (consumed ones not yet dropped included).
   size_t held() const;
+  // Bytes the arguments already read of the request being read hold (each with its string
+  // object): with buffered(), what counts against max_buffer.
+  size_t request_bytes() const { return request_bytes_; }
 
  private:
   friend struct ParserCallbacks;
@@ -65,10 +71,13 @@ class RequestParser {
   Result NextInline();
   // Checks the header of the element hiredis is waiting for (a bulk length it will wait on).
   bool CheckPendingHeader();
+  std::string BufferLimitMessage() const;
 
   ParserLimits limits_;
   redisReader* reader_ = nullptr;
   std::vector<std::string> args_;
+  // Bytes of the request being read that args_ holds (each argument and its string object).
+  size_t request_bytes_ = 0;
   std::string error_;
   bool empty_request_ = false;
 };

@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <functional>
 #include <mutex>
 #include <span>
@@ -538,7 +539,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(etsmgr::Node& node, Server
   st->config.bind = options.listen.host;
   st->config.max_clients = options.max_clients;
   st->config.timeout_seconds = absl::ToInt64Seconds(options.idle_timeout);
-  st->config.proto_max_bulk_len = options.limits.max_bulk;
+  // The longest argument a request can carry: a bulk must also fit the request buffer.
+  st->config.proto_max_bulk_len = std::min(options.limits.max_bulk, options.limits.max_buffer);
   st->config.max_reply_bytes = options.max_reply_bytes;
   st->config.shards = n;
   st->config.backend = std::string(etsmgr::BackendName(node.runtime().backend()));
