@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -261,6 +262,37 @@ TEST_P(EtsredisTest, LimitsOnBulksAndBuffersKeepMemoryBounded) {
   EXPECT_EQ(RecvLine(fd), "+OK\r\n");
   EXPECT_EQ(RecvLine(fd).substr(0, 24), "-ERR unknown command 'ST");
   EXPECT_EQ(RecvLine(fd), ":1\r\n");
+  ::close(fd);
+}
+
+// The idle timeout bounds a send that makes no progress, not a whole reply (Redis counts every
+// write as interaction): a client that reads a 32 MiB reply steadily, in more time than the
+// timeout in all, gets all of it. (The client paces its reads with sleeps: that is the
+// behaviour under test, not a wait for an event.)
+TEST_P(EtsredisTest, AClientReadingABigReplySteadilyIsNotTimedOut) {
+  ServerOptions options;
+  options.idle_timeout = absl::Milliseconds(300);
+  StartServer(options);
+  int fd = Dial(server_->address());
+  const size_t kValue = size_t{32} << 20;
+  SendText(fd, absl::StrCat("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$", kValue, "\r\n",
+                            std::string(kValue, 'v'), "\r\n"));
+  ASSERT_EQ(RecvLine(fd), "+OK\r\n");
+  SendText(fd, "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+  const size_t want = absl::StrCat("$", kValue, "\r\n").size() + kValue + 2;
+  size_t got = 0;
+  bool closed = false;
+  const auto start = std::chrono::steady_clock::now();
+  while (got < want && !closed) {
+    const size_t piece =
+        RecvUpTo(fd, std::min<size_t>(size_t{1} << 20, want - got), &closed).size();
+    if (piece == 0) break;
+    got += piece;
+    std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  }
+  EXPECT_EQ(got, want);
+  EXPECT_FALSE(closed);
+  EXPECT_GT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(600));
   ::close(fd);
 }
 
