@@ -71,8 +71,11 @@ absl::Status Discard(Node& node, const std::shared_ptr<Instance>& st) {
                                        ") before its tables were discarded; nothing discarded")),
                       "stop", st->inst);
     }
-    // From here a start takes a new instance (FindOrCreateInstance, StartVault).
+    // From here a start takes a new instance (FindOrCreateInstance, StartVault), and a live
+    // client that registers its table there meanwhile takes it from this keeper (Abandon): the
+    // release below then leaves it alone.
     st->discarded.store(true, std::memory_order_release);
+    st->keeper->Abandon();
     entries = st->dir.TakeAll();
   }
   uint64_t discarded = 0;

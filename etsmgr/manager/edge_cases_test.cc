@@ -181,6 +181,51 @@ TEST_F(EdgeCasesTest, ACallOnAnInstanceBeingDiscardedIsRefused) {
   });
 }
 
+// A discard releases its tables one by one after marking the instance; a start meanwhile makes a
+// new instance, where a live client registers its table again (as ManagedTable's reattach does
+// when it sees the old manager go). The old keeper, not reached yet, still kept the table: the
+// registration was refused (table_exists) and the release that followed left the table with no
+// keeper, deleted when its owner exits. The window is made by hand (the mark and the taking of
+// the entries without the releases, which follow the new registration).
+TEST_F(EdgeCasesTest, ATableRegisteredAgainWhileADiscardReleasesItStaysManaged) {
+  InProcess([](Process& self) -> Task<void> {
+    absl::Status started = co_await StartManager(self, "redisc");
+    CO_ASSERT_OK(started, "start redisc");
+    Etsmgr mgr("redisc");
+    absl::StatusOr<ManagedTableRef> made = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    CO_ASSERT_OK(made.status(), "new_table t");
+    IntTable t = IntTable::Attach(made->table).value();
+    CO_ASSERT_OK(t.Insert(1, 100), "insert");
+    absl::Status stopped = co_await StopManager(self, "redisc");
+    CO_ASSERT_OK(stopped, "stop redisc (tables kept)");
+    std::shared_ptr<manager_internal::Instance> old =
+        manager_internal::FindInstance(self.node(), "redisc");
+    CO_ASSERT_TRUE(old != nullptr, "the stopped instance redisc");
+    std::vector<manager_internal::Entry> entries;
+    {
+      ExclusiveLock lock(old->mu);
+      old->discarded.store(true, std::memory_order_release);
+      old->keeper->Abandon();
+      entries = old->dir.TakeAll();
+    }
+    CO_ASSERT_TRUE(entries.size() == 1u, "the discard took t's entry");
+    started = co_await StartManager(self, "redisc");
+    CO_ASSERT_OK(started, "start redisc again");
+    absl::StatusOr<ManagedTableRef> added = co_await mgr.AddTable(self, "t", made->table);
+    CO_ASSERT_OK(added.status(), "add_table t to the new instance during the discard");
+    absl::StatusOr<bool> deleted = old->keeper->Release(entries[0].table);
+    EXPECT_FALSE(deleted.ok() && *deleted) << "the old keeper's release deleted nothing";
+    EXPECT_TRUE(t.alive());
+    std::shared_ptr<manager_internal::Instance> fresh =
+        manager_internal::FindInstance(self.node(), "redisc");
+    CO_ASSERT_TRUE(fresh != nullptr && fresh != old, "a new instance redisc");
+    EXPECT_TRUE(fresh->keeper->TagOf(made->table) != nullptr) << "the new instance keeps t";
+    EXPECT_EQ(t.Get(1).value(), std::optional<int64_t>(100));
+    absl::Status stopped_again = co_await StopManager(self, "redisc");
+    EXPECT_TRUE(stopped_again.ok()) << stopped_again;
+  });
+}
+
 TEST_F(EdgeCasesTest, TheVaultKeepsAnotherInstancesTable) {
   ASSERT_TRUE(StartManager(*node_, "a").ok());
   ASSERT_TRUE(StartManager(*node_, "b").ok());

@@ -115,6 +115,10 @@ absl::StatusOr<size_t> TableKeeper::BecomeHolder() {
   return adopted;
 }
 
+namespace {
+bool Exiting(const Pid& pid) { return pid.valid() && ProcessAccess::Exiting(pid); }
+}  // namespace
+
 absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void> tag) {
   if (!table.valid()) return NullTableHandle("keep");
   std::weak_ptr<TableKeeper> self = weak_from_this();
@@ -125,6 +129,8 @@ absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void
   TableCore& core = *table.core();
   Pid old_heir;  // Released after the lock, with its data.
   std::shared_ptr<const std::any> old_data;
+  std::shared_ptr<const void> old_tag;
+  std::shared_ptr<TableKeeper> other;  // (A keeper's last reference never goes under the lock.)
   ExclusiveLock lock(core.meta_mu_);
   if (core.deleted()) return core.DeletedError("keep");
   if (core.KeptBy(this)) {
@@ -132,9 +138,16 @@ absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void
     return absl::FailedPreconditionError(
         absl::StrCat("keep ", core.ToString(), ": already kept under another tag"));
   }
-  if (!core.keeper_.expired()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("keep ", core.ToString(), ": another keeper keeps it"));
+  if (other = core.keeper_.lock(); other != nullptr) {
+    // An abandoned keeper (a discarded manager instance releasing its tables) gives up a table a
+    // live process owns to the keeper that owner now registers it with: otherwise the
+    // registration failed, and the release that follows left the table with no keeper at all.
+    // One it has (held or parked) stays: it goes with the abandoned keeper's user.
+    if (!other->abandoned() || core.kept_ || !core.owner_.valid() || Exiting(core.owner_)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("keep ", core.ToString(), ": another keeper keeps it"));
+    }
+    old_tag = std::move(core.keeper_tag_);
   }
   core.keeper_ = std::move(self);
   core.keeper_raw_ = this;
@@ -156,10 +169,6 @@ std::shared_ptr<const void> TableKeeper::TagOf(const AnyTable& table) const {
   if (!core.KeptBy(this)) return nullptr;
   return core.keeper_tag_;
 }
-
-namespace {
-bool Exiting(const Pid& pid) { return pid.valid() && ProcessAccess::Exiting(pid); }
-}  // namespace
 
 TableKeeper::Look TableKeeper::LookAt(const AnyTable& table) const {
   Look look;

@@ -64,7 +64,9 @@ class TableKeeper : public std::enable_shared_from_this<TableKeeper> {
   // --- Tables. Each takes the table's lock; none suspends.
   // Starts keeping `table` (idempotent), clearing its heir. `tag` is the caller's, returned by
   // TagOf (the manager keeps the name a table is managed under). NotFound for a deleted table,
-  // FailedPrecondition when another keeper keeps it, or it is already kept with another tag.
+  // FailedPrecondition when another keeper keeps it (unless that keeper is abandoned and a live
+  // process owns the table: then this keeper takes it over), or it is already kept with another
+  // tag.
   absl::Status Keep(const AnyTable& table, std::shared_ptr<const void> tag);
   // The tag `table` is kept with, or null when this keeper does not keep it.
   std::shared_ptr<const void> TagOf(const AnyTable& table) const;
@@ -91,6 +93,12 @@ class TableKeeper : public std::enable_shared_from_this<TableKeeper> {
   // one a process owns stays with it, with no heir. Yields true when it deleted the table.
   // FailedPrecondition when this keeper does not keep it.
   absl::StatusOr<bool> Release(const AnyTable& table);
+  // This keeper's user is letting its tables go (it releases them one by one next, as a discarded
+  // manager instance does): from now on another keeper's Keep may take over a table of it that a
+  // live process owns (that owner is registering it elsewhere; this keeper's Release then answers
+  // FailedPrecondition and deletes nothing). Tables the keeper has stay its own. Irreversible.
+  void Abandon() { abandoned_.store(true, std::memory_order_release); }
+  bool abandoned() const { return abandoned_.load(std::memory_order_acquire); }
 
  protected:
   // The owner `from` of a kept table exited and the keeper took it: `holder` owns it now, or it
@@ -122,6 +130,7 @@ class TableKeeper : public std::enable_shared_from_this<TableKeeper> {
   Pid holder_ ABSL_GUARDED_BY(mu_);
   // holder_'s serial, readable without mu_ (whether a table's owner is the holder).
   std::atomic<uint64_t> holder_serial_{0};
+  std::atomic<bool> abandoned_{false};
   // Tables no process owns, newest first (TableCore::parked_prev_ / parked_next_ / parked_self_).
   TableCore* parked_head_ ABSL_GUARDED_BY(mu_) = nullptr;
   size_t parked_count_ ABSL_GUARDED_BY(mu_) = 0;

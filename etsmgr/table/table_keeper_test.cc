@@ -248,6 +248,33 @@ TEST(TableKeeperTest, ReleaseDeletesWhatTheKeeperHasAndLeavesOwnedTablesToTheirO
   EXPECT_EQ(keeper->lost.load(), 0);  // Released tables are not the keeper's losses.
 }
 
+// An abandoned keeper (its user releases its tables next) gives a table a live process owns to
+// another keeper that process registers it with; one it has (parked, here) stays its own.
+TEST(TableKeeperTest, AnAbandonedKeepersTableOwnedByALiveProcessGoesToTheNextKeeper) {
+  auto node = Node::Create({.schedulers = 2}).value();
+  auto old_keeper = std::make_shared<CountingKeeper>();
+  auto new_keeper = std::make_shared<CountingKeeper>();
+  OwnedTable parked = SpawnOwner(*node, {}, 2);
+  OwnedTable live = SpawnOwner(*node, {}, 2);
+  ASSERT_TRUE(old_keeper->Keep(parked.table, nullptr).ok());
+  ASSERT_TRUE(old_keeper->Keep(live.table, nullptr).ok());
+  Kill(*node, parked.owner);
+  ASSERT_EQ(old_keeper->parked_count(), 1u);
+  // Not abandoned: another keeper is refused.
+  EXPECT_EQ(new_keeper->Keep(live.table, nullptr).code(), absl::StatusCode::kFailedPrecondition);
+  old_keeper->Abandon();
+  EXPECT_TRUE(new_keeper->Keep(live.table, nullptr).ok());
+  EXPECT_EQ(new_keeper->Keep(parked.table, nullptr).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(old_keeper->Release(live.table).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(live.table.alive());
+  EXPECT_EQ(old_keeper->Release(parked.table).value(), true);
+  // Kept by the new keeper: its owner's exit parks it there instead of deleting it.
+  Kill(*node, live.owner);
+  EXPECT_TRUE(live.table.alive());
+  EXPECT_EQ(new_keeper->parked_count(), 1u);
+  EXPECT_EQ(SizeOf(live.table), 2);
+}
+
 TEST(TableKeeperTest, AKeptTableDeletedByItsOwnerIsReportedLost) {
   auto node = Node::Create({.schedulers = 2}).value();
   auto keeper = std::make_shared<CountingKeeper>();
