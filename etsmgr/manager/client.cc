@@ -314,7 +314,12 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
         // A segment made here says "not initialised" from its first byte on, until the client
         // has initialised it (below for a plain NewTable; after its init for ManagedTable::Open):
         // a program killed between the two leaves a segment the next one initialises again.
-        if (shared) options.shared->map.create_uninitialised = true;
+        // One a dead program left uninitialised is emptied before the table is published under
+        // its name (a write through the name in between would be wiped by a later emptying).
+        if (shared) {
+          options.shared->map.create_uninitialised = true;
+          options.shared->empty_if_uninitialised = true;
+        }
         if (!loaded) table = factory.create(std::move(options));
         if (!table.ok()) {
           result = Annotate(table.status(), "new_table", name);
@@ -326,10 +331,12 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
                                 ? absl::OkStatus()
                                 : CheckMade(*table, factory, call.me(), name);
         // A segment a dead program left uninitialised (or deleted) is handed out as created
-        // below: emptied first, before the instance takes it. One that cannot be emptied goes
-        // (its data was never initialised, or was deleted): its claim must not stay with an
-        // unmanaged table.
+        // below: emptied first, before the instance takes it (Table::New did, before publishing
+        // its name; this is for a factory of the caller's that did not pass the option on). One
+        // that cannot be emptied goes (its data was never initialised, or was deleted): its
+        // claim must not stay with an unmanaged table.
         if (made.ok() && !loaded && table->core()->storage_existed() &&
+            !table->core()->storage_emptied_at_open() &&
             !table_internal::ManagerAccess::StorageInitialised(*table->core())) {
           if (absl::Status cleared = table->core()->Clear("new_table"); !cleared.ok()) {
             (void)table->core()->Delete("new_table");

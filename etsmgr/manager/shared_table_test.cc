@@ -586,6 +586,57 @@ TEST_F(SharedManagedTableTest, AddTableOfATableNotYetInitialisedMarksItsSegmentF
   EXPECT_CLAIMED(NewTableHere(), false, 7);
 }
 
+// A segment a dead program left uninitialised is emptied before its table is published under its
+// name: a write through the name (FindTable) once the table is found is never wiped by the
+// emptying. (It was emptied after Table::New had published it: the write, acknowledged, went.)
+// The factory here writes through the name right after the table was made, as another process
+// could in that moment.
+Node* g_write_through_name_node = nullptr;
+absl::StatusOr<AnyTable> CreateThenWriteThroughTheName(TableOptions options) {
+  const std::string name = options.name;
+  absl::StatusOr<AnyTable> made =
+      manager_internal::CreateTable<int64_t, int64_t>(std::move(options));
+  if (!made.ok()) return made;
+  absl::StatusOr<IntTable> found = IntTable::Find(*g_write_through_name_node, name);
+  if (!found.ok() || !found->Insert(kCounter, 42).ok()) {
+    return absl::InternalError("the write through the table's name failed");
+  }
+  return made;
+}
+
+TEST_F(SharedManagedTableTest, AnUninitialisedSegmentIsEmptiedBeforeItsTableCanBeFoundByName) {
+  {
+    SharedMapOptions map = options_.shared->map;
+    map.mode = SharedMapOptions::Mode::kCreate;
+    map.create_uninitialised = true;  // A program that died while filling it.
+    absl::StatusOr<SharedMap<int64_t, int64_t>> left =
+        SharedMap<int64_t, int64_t>::Open(options_.shared->segment, map);
+    ASSERT_TRUE(left.ok()) << left.status();
+    ASSERT_TRUE(left->Insert(kCounter, 99).ok());
+    ASSERT_TRUE(left->Insert(kCounter + 1, 99).ok());
+  }
+  node_ = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  g_write_through_name_node = node_.get();
+  TableOptions options = options_;
+  options.name = "named-counter";
+  options.access = Access::kPublic;
+  Etsmgr mgr(inst_);
+  RunInProcess(*node_, [options, mgr](Process& self) -> Task<void> {
+    manager_internal::TableFactory factory = manager_internal::FactoryFor<int64_t, int64_t>();
+    factory.create = &CreateThenWriteThroughTheName;
+    absl::StatusOr<ManagedTableRef> r = co_await manager_internal::EtsmgrAccess::NewTableErased(
+        mgr, self, "counter", options, std::move(factory), absl::Seconds(10));
+    CO_ASSERT_OK(r.status(), "new_table counter");
+    EXPECT_TRUE(r->created) << "an uninitialised segment is handed out as created";
+    IntTable t = IntTable::Attach(r->table).value();
+    EXPECT_EQ(t.Get(kCounter).value(), std::optional<int64_t>(42))
+        << "the write through the name stays";
+    EXPECT_EQ(t.Get(kCounter + 1).value(), std::nullopt) << "the dead program's half-fill went";
+    EXPECT_EQ(t.Size().value(), 1u);
+  });
+}
+
 // The mark del_table leaves on a table another process keeps goes when that process manages it
 // again (add_table): from then on it is a managed table like any other. Here a discard then
 // leaves it to its owner, whose exit loses it inside the program: the segment stays (what

@@ -475,8 +475,17 @@ absl::StatusOr<std::shared_ptr<table_internal::TypedCore<K, V>>> Table<K, V>::Ne
     if (!map.ok()) {
       return WithMessage(map.status(), absl::StrCat("new table: ", map.status().message()));
     }
+    // Emptied before Establish publishes the table's name (the claim keeps other programs out).
+    const bool emptied =
+        options.shared->empty_if_uninitialised && !map->created() && !map->initialised();
+    if (emptied) {
+      if (absl::Status cleared = map->Clear(); !cleared.ok()) {
+        return WithMessage(cleared, absl::StrCat("new table: emptying segment \"", segment,
+                                                 "\" (never initialised): ", cleared.message()));
+      }
+    }
     return std::shared_ptr<Core>(std::make_shared<table_internal::SharedCore<K, V>>(
-        options, *std::move(map), *std::move(claim)));
+        options, *std::move(map), *std::move(claim), emptied));
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "new table on shared segment \"", options.shared->segment, "\": Table<",

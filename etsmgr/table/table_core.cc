@@ -261,18 +261,9 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableO
   }
   // A dead heir is accepted (as ETS does): it simply never inherits.
   core->directory_ = me->node()->Service<TableDirectoryService>().dir;
-  {
-    TableDirectory& dir = *core->directory_;
-    std::lock_guard<std::mutex> lock(dir.mu);
-    if (!options.name.empty()) {
-      auto [it, inserted] = dir.names.emplace(options.name, core);
-      if (!inserted) {
-        return absl::AlreadyExistsError(absl::StrCat(
-            "new table \"", options.name, "\": the name is taken by ", it->second->ToString()));
-      }
-    }
-    dir.LinkLocked(core.get());
-  }
+  // Owned first, named last: a table found by its name already has its owner (a process that
+  // found it earlier could delete it before it had one, and the creation went on with a
+  // deleted table).
   std::shared_ptr<const std::any> heir_data = ShareHeirData(std::move(options.heir_data));
   {
     ExclusiveLock lock(core->meta_mu_);
@@ -287,7 +278,30 @@ absl::Status TableCore::Establish(const std::shared_ptr<TableCore>& core, TableO
     return absl::FailedPreconditionError(
         absl::StrCat("new table: the calling process ", me->self().ToString(), " is exiting"));
   }
-  return absl::OkStatus();
+  absl::Status named;
+  {
+    TableDirectory& dir = *core->directory_;
+    std::lock_guard<std::mutex> lock(dir.mu);
+    if (!options.name.empty()) {
+      auto [it, inserted] = dir.names.emplace(options.name, core);
+      if (!inserted) {
+        named = absl::AlreadyExistsError(absl::StrCat(
+            "new table \"", options.name, "\": the name is taken by ", it->second->ToString()));
+      }
+    }
+    if (named.ok()) dir.LinkLocked(core.get());
+  }
+  if (!named.ok()) {
+    // Never was: the caller's process gives it up (not deleted: the caller abandons its storage
+    // next, with its shared segment's claim still held).
+    Pid previous;  // Released after the lock.
+    {
+      ExclusiveLock lock(core->meta_mu_);
+      previous = core->ReplaceOwner(Pid());
+    }
+    ProcessAccess::ReleaseResource(me->self(), core.get());
+  }
+  return named;
 }
 
 absl::StatusOr<TableInfo> TableCore::Info() const {

@@ -61,6 +61,11 @@ struct SharedStorage {
   // Sync()), and, when the segment is created, shards and max_bytes; lock_timeout. `mode` is
   // ignored: the segment is opened, or created when there is none.
   SharedMapOptions map;
+  // An existing segment whose initialised mark is false (the program filling it died first, see
+  // SharedMap::initialised) is emptied before the table is published under its name, so nobody
+  // who finds the table by name can write into it and see the write wiped by a later emptying.
+  // The manager sets this: it hands such a segment out as created.
+  bool empty_if_uninitialised = false;
 };
 
 struct TableOptions {
@@ -222,6 +227,9 @@ class TableCore : private process_internal::ExitResource,
   bool storage_is_shared() const { return shared_storage_; }
   // Shared storage: the segment existed before this table was made (a previous program's data).
   virtual bool storage_existed() const { return false; }
+  // Shared storage: the segment existed uninitialised and was emptied when the table was made
+  // (SharedStorage::empty_if_uninitialised), before anyone could find it.
+  virtual bool storage_emptied_at_open() const { return false; }
   // A table whose creation failed after its storage was made: shared storage removes a segment
   // it created (one that existed stays). Heap storage: nothing to do.
   virtual void AbandonNewStorage() {}

@@ -47,12 +47,13 @@ class SharedCore final : public TypedCore<K, V> {
   using Map = SharedMap<K, V>;
   using Action = typename Map::Action;
 
-  SharedCore(const TableOptions& options, Map map, SharedClaim claim)
+  SharedCore(const TableOptions& options, Map map, SharedClaim claim, bool emptied_at_open = false)
       : TypedCore<K, V>(options, typeid(K), typeid(V)),
         map_(std::move(map)),
         claim_(std::move(claim)),
         segment_(options.shared->segment),
-        map_options_(options.shared->map) {}
+        map_options_(options.shared->map),
+        emptied_at_open_(emptied_at_open) {}
 
   std::optional<SharedStorage> shared_storage() const override {
     return SharedStorage{segment_, map_options_};
@@ -68,6 +69,7 @@ class SharedCore final : public TypedCore<K, V> {
   }
 
   bool storage_existed() const override { return !map_.created(); }
+  bool storage_emptied_at_open() const override { return emptied_at_open_; }
   bool storage_initialised() const override { return map_.initialised(); }
   void MarkStorageInitialised(bool done) override {
     if (!this->deleted()) map_.SetInitialised(done);  // (A deleted table's claim is gone.)
@@ -376,6 +378,7 @@ class SharedCore final : public TypedCore<K, V> {
   SharedClaim claim_;  // Released by DropStorage (the deleting thread only).
   const std::string segment_;
   const SharedMapOptions map_options_;
+  const bool emptied_at_open_;
 };
 
 }  // namespace etsmgr::table_internal
