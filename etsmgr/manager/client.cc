@@ -176,6 +176,12 @@ absl::Status Claim(ClientCall& call, const char* op, const std::string& name, En
   Instance& st = call.st();
   st.mu.AssertHeld();
   absl::Status given = st.keeper->HandOver(entry.table, call.me());
+  if (given.code() == absl::StatusCode::kFailedPrecondition) {
+    // Not the caller's to have: its exiting owner's heir inherits it (or another live process
+    // owns it): table_exists, as for any table a live process holds.
+    return Annotate(WithAtom(absl::AlreadyExistsError(given.message()), Atom::kTableExists), op,
+                    name);
+  }
   if (!given.ok()) return Annotate(given, op, name);
   call.SetClient(entry);
   ++st.dir.counters.hand_backs;
