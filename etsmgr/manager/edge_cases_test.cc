@@ -1,9 +1,7 @@
 // The manager's edge cases: impostors and stale processes holding names, discards racing starts,
 // stale messages to the vault, exit signals from live processes, misuse through the public API.
 // Each case once made a table lost, a call spin or hang, or a process crash.
-#include <chrono>
 #include <cstdint>
-#include <future>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -15,7 +13,6 @@
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/manager/manager.h"
-#include "etsmgr/process/internal/process_control.h"
 #include "etsmgr/process/testing/test_util.h"
 #include "gtest/gtest.h"
 #include "testing/status_matchers.h"
@@ -236,36 +233,28 @@ TEST_F(EdgeCasesTest, ATableRegisteredAgainWhileADiscardReleasesItStaysManaged) 
 TEST_F(EdgeCasesTest, ANewTableWhileTheOwnerExitsAndItsHeirInheritsIsTableExists) {
   ASSERT_TRUE(StartManager(*node_, "heirx").ok());
   Pid heir = node_->Spawn([](Process& self) -> Task<void> { co_await self.Receive<Go>(); }).value();
-  std::promise<void> in_hook;
-  std::promise<void> go_on;
-  std::shared_future<void> go = go_on.get_future().share();
+  ExitGate gate;
   Pid client = node_
-                   ->Spawn([&, go, heir](Process& self) -> Task<void> {
+                   ->Spawn([&gate, heir](Process& self) -> Task<void> {
                      absl::StatusOr<ManagedTableRef> r =
                          co_await Etsmgr("heirx").NewTable<int64_t, int64_t>(self, "t");
                      EXPECT_TRUE(r.ok()) << r.status();
                      if (!r.ok()) {
-                       in_hook.set_value();
+                       gate.GiveUp();
                        co_return;
                      }
                      EXPECT_TRUE(r->table.SetHeir(heir).ok());
-                     process_internal::ProcessAccess::AddExitHook(
-                         self.self(),
-                         [&, go](const Pid&, const ExitReason&) {
-                           in_hook.set_value();
-                           go.wait();
-                         },
-                         nullptr);
+                     gate.Install(self.self());
                    })
                    .value();
-  ASSERT_EQ(in_hook.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  ASSERT_TRUE(gate.WaitEntered());
   absl::Status asked;
   RunInProcess(*node_, [&](Process& self) -> Task<void> {
     absl::StatusOr<ManagedTableRef> r =
         co_await Etsmgr("heirx").NewTable<int64_t, int64_t>(self, "t");
     asked = r.status();
   });
-  go_on.set_value();
+  gate.Open();
   AwaitDeath(*node_, client);
   EXPECT_THAT(asked, StatusIs(absl::StatusCode::kAlreadyExists, Atom::kTableExists));
   Send(heir, Go{});

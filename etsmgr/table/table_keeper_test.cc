@@ -318,27 +318,18 @@ TEST(TableKeeperTest, AHandOverDuringTheOwnersExitLeavesTheTableToItsLiveHeir) {
   OwnedTable owned = SpawnOwner(*node, {}, 1);
   ASSERT_TRUE(keeper->Keep(owned.table, nullptr).ok());
   Kill(*node, owned.owner);  // parked
-  std::promise<void> in_hook;
-  std::promise<void> go_on;
-  std::shared_future<void> go = go_on.get_future().share();
+  ExitGate gate;
   AnyTable table = owned.table;
-  Pid exiting = node->Spawn([&, table, go](Process& self) -> Task<void> {
+  Pid exiting = node->Spawn([&, table](Process& self) -> Task<void> {
                       EXPECT_TRUE(keeper->HandOver(table, self.self()).ok());
                       EXPECT_TRUE(owned.table.SetHeir(heir.owner).ok());
-                      // An exit hook that holds the exit until the test has asked.
-                      process_internal::ProcessAccess::AddExitHook(
-                          self.self(),
-                          [&, go](const Pid&, const ExitReason&) {
-                            in_hook.set_value();
-                            go.wait();
-                          },
-                          nullptr);
+                      gate.Install(self.self());  // Holds the exit until the test has asked.
                       co_return;
                     })
                     .value();
-  ASSERT_EQ(in_hook.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  ASSERT_TRUE(gate.WaitEntered());
   absl::Status taken = keeper->HandOver(table, other.owner);
-  go_on.set_value();
+  gate.Open();
   AwaitDeath(*node, exiting);
   EXPECT_EQ(taken.code(), absl::StatusCode::kFailedPrecondition) << taken;
   EXPECT_EQ(owned.table.Owner().value(), heir.owner);

@@ -18,12 +18,14 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <type_traits>
 #include <utility>
 
 #include "absl/time/time.h"
+#include "etsmgr/process/internal/process_control.h"
 #include "etsmgr/process/node.h"
 #include "gtest/gtest.h"
 #include "testing/status_matchers.h"
@@ -110,6 +112,63 @@ void RunInProcess(Node& node, F body, SpawnOptions options = {},
 inline void AwaitDeath(Node& node, const Pid& pid) {
   RunInProcess(node, [pid](Process& self) -> Task<void> { co_await AwaitDown(self, pid); });
 }
+
+// Holds a process's exit in one of its exit hooks until the test opens the gate: the test acts
+// while the process is exiting (its exit procedure begun, its exit hooks not all run).
+//
+//   ExitGate gate;
+//   ... in the process: gate.Install(self.self()); co_return;   (it starts exiting)
+//   ASSERT_TRUE(gate.WaitEntered());  ... act while it exits ...  gate.Open();
+//
+// The hook blocks the scheduler thread it runs on: the node needs another scheduler.
+class ExitGate {
+ public:
+  ExitGate() : state_(std::make_shared<State>()), go_(state_->go.get_future().share()) {}
+  ~ExitGate() { Open(); }
+  ExitGate(const ExitGate&) = delete;
+  ExitGate& operator=(const ExitGate&) = delete;
+
+  // From the process whose exit is to be held.
+  void Install(const Pid& self) {
+    process_internal::ProcessAccess::AddExitHook(
+        self,
+        [state = state_, go = go_](const Pid&, const ExitReason&) {
+          state->Entered();
+          go.wait();
+        },
+        nullptr);
+  }
+  // Whether the process entered its exit hook within `limit`.
+  bool WaitEntered(absl::Duration limit = absl::Seconds(30)) {
+    return state_->entered_future.wait_for(absl::ToChronoSeconds(limit)) ==
+           std::future_status::ready;
+  }
+  // Lets the exit go on (idempotent). Also from a process body that gives up before exiting.
+  void Open() { state_->Open(); }
+  // Marks the gate entered without an exit (a body that failed before Install, so that the test's
+  // WaitEntered does not wait its whole limit).
+  void GiveUp() { state_->Entered(); }
+
+ private:
+  struct State {
+    std::mutex mu;
+    bool entered = false;
+    bool opened = false;
+    std::promise<void> entered_promise;
+    std::shared_future<void> entered_future = entered_promise.get_future().share();
+    std::promise<void> go;
+    void Entered() {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!std::exchange(entered, true)) entered_promise.set_value();
+    }
+    void Open() {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!std::exchange(opened, true)) go.set_value();
+    }
+  };
+  std::shared_ptr<State> state_;
+  std::shared_future<void> go_;
+};
 
 }  // namespace etsmgr
 
