@@ -2,6 +2,7 @@
 // runtime): a table whose program was SIGKILLed comes back to the next program's NewTable with
 // its data (created == false, mapped, not copied); two live programs claiming one table:
 // AlreadyExists; DelTable removes the segment.
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <future>
@@ -24,6 +26,7 @@
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/testing/test_util.h"
+#include "etsmgr/table/shared/internal/layout.h"
 #include "etsmgr/table/shared/shared_map.h"
 #include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
@@ -635,6 +638,49 @@ TEST_F(SharedManagedTableTest, AnUninitialisedSegmentIsEmptiedBeforeItsTableCanB
     EXPECT_EQ(t.Get(kCounter + 1).value(), std::nullopt) << "the dead program's half-fill went";
     EXPECT_EQ(t.Size().value(), 1u);
   });
+}
+
+// A segment left uninitialised that cannot even be emptied (a shard's region word points past the
+// file) is removed with its claim: the new_table that found it fails, the next one starts fresh
+// (it failed the same way for ever when the emptying moved into Table::New without this).
+TEST_F(SharedManagedTableTest,
+       AnUninitialisedSegmentThatCannotBeEmptiedGoesAndTheNextNewTableStartsFresh) {
+  {
+    SharedMapOptions map = options_.shared->map;
+    map.mode = SharedMapOptions::Mode::kCreate;
+    map.create_uninitialised = true;
+    absl::StatusOr<SharedMap<int64_t, int64_t>> left =
+        SharedMap<int64_t, int64_t>::Open(options_.shared->segment, map);
+    ASSERT_TRUE(left.ok()) << left.status();
+    for (int64_t k = 0; k < 100; ++k) ASSERT_TRUE(left->Insert(k, k).ok());
+  }
+  {
+    using shared_internal::ImmutableHeader;
+    using shared_internal::ShardHeader;
+    int fd = open(SegmentPath().c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    ImmutableHeader fixed;
+    ASSERT_EQ(pread(fd, &fixed, sizeof fixed, 0), static_cast<ssize_t>(sizeof fixed));
+    const uint64_t far = (uint64_t{1} << 27) | 20;  // a region far beyond the file
+    const off_t at = static_cast<off_t>(shared_internal::kShardsOffset + fixed.shard_stride +
+                                        offsetof(ShardHeader, region));
+    ASSERT_EQ(pwrite(fd, &far, sizeof far, at), static_cast<ssize_t>(sizeof far));
+    close(fd);
+  }
+  node_ = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  TableOptions options = options_;
+  Etsmgr mgr(inst_);
+  RunInProcess(*node_, [options, mgr](Process& self) -> Task<void> {
+    absl::StatusOr<ManagedTableRef> first =
+        co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+    EXPECT_FALSE(first.ok());
+    EXPECT_NE(first.status().message().find("could not be emptied"), std::string::npos)
+        << first.status();
+  });
+  EXPECT_FALSE(Exists(SegmentPath())) << "the segment that could not be emptied went";
+  EXPECT_FALSE(Exists(ClaimPath()));
+  EXPECT_CLAIMED(NewTableHere(), true, -1);
 }
 
 // The mark del_table leaves on a table another process keeps goes when that process manages it
