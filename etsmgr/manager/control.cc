@@ -78,6 +78,10 @@ absl::Status Discard(Node& node, const std::shared_ptr<Instance>& st) {
     st->keeper->Abandon();
     entries = st->dir.TakeAll();
   }
+  if (manager_internal::DiscardHook hook =
+          manager_internal::g_discard_hook.load(std::memory_order_acquire)) {
+    hook(*st);
+  }
   uint64_t discarded = 0;
   for (const Entry& entry : entries) {
     absl::StatusOr<bool> deleted = st->keeper->Release(entry.table);

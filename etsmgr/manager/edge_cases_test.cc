@@ -1,6 +1,7 @@
 // The manager's edge cases: impostors and stale processes holding names, discards racing starts,
 // stale messages to the vault, exit signals from live processes, misuse through the public API.
 // Each case once made a table lost, a call spin or hang, or a process crash.
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <set>
@@ -230,6 +231,22 @@ TEST_F(EdgeCasesTest, ATableRegisteredAgainWhileADiscardReleasesItStaysManaged) 
 // new_table of the name meanwhile is refused because the heir inherits (ETS's rule), and the
 // answer is table_exists, as for any table a live process holds (it was FailedPrecondition, no
 // atom: a caller deciding by the atom misread it).
+// What the test above makes by hand, a discard does: its keeper is abandoned before the
+// releases begin (else a live client's table registered with a new instance meanwhile is
+// refused, then left unmanaged by the release).
+std::atomic<int> g_abandoned_at_release{-1};
+void RecordAbandoned(manager_internal::Instance& st) {
+  g_abandoned_at_release.store(st.keeper->abandoned() ? 1 : 0);
+}
+
+TEST_F(EdgeCasesTest, ADiscardAbandonsItsKeeperBeforeItReleasesTables) {
+  ASSERT_TRUE(StartManager(*node_, "abandon").ok());
+  manager_internal::g_discard_hook.store(&RecordAbandoned);
+  ASSERT_TRUE(StopManager(*node_, "abandon", {.discard_tables = true}).ok());
+  manager_internal::g_discard_hook.store(nullptr);
+  EXPECT_EQ(g_abandoned_at_release.load(), 1);
+}
+
 TEST_F(EdgeCasesTest, ANewTableWhileTheOwnerExitsAndItsHeirInheritsIsTableExists) {
   ASSERT_TRUE(StartManager(*node_, "heirx").ok());
   Pid heir = node_->Spawn([](Process& self) -> Task<void> { co_await self.Receive<Go>(); }).value();

@@ -100,6 +100,11 @@ std::shared_ptr<Instance> FindOrCreateInstance(Node& node, const std::string& in
 // Removes `instance` from its node (discarded): a later start makes a new one.
 void ForgetInstance(Node& node, const Instance* instance);
 
+// Tests: called by a discard (StopManager with discard_tables) once it has marked the instance
+// and taken its entries, before it releases their tables.
+using DiscardHook = void (*)(Instance& instance);
+inline std::atomic<DiscardHook> g_discard_hook{nullptr};
+
 // Makes the calling process a client of `st` (the process has no table of the instance yet): adds
 // its exit hook, which marks its entries client-less when it exits and unlinks it from the manager,
 // all under st.mu. Keyed by the instance's unique id (an address could be reused by a later
