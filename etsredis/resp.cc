@@ -94,8 +94,16 @@ redisReplyObjectFunctions kFunctions = {
     &ParserCallbacks::CreateNil, &ParserCallbacks::FreeObject};
 }  // namespace
 
+size_t RequestParser::LargestArgument(const ParserLimits& limits) {
+  const size_t buffer = std::min(limits.max_buffer, ParserLimits::kMaxBuffer);
+  const size_t others = 1024 + 2 * sizeof(std::string);  // a command and a key, held already
+  const size_t room =
+      buffer > others + sizeof(std::string) ? buffer - others - sizeof(std::string) : 0;
+  return std::min(limits.max_bulk, room);
+}
+
 RequestParser::RequestParser(ParserLimits limits) : limits_(limits) {
-  limits_.max_buffer = std::min<size_t>(limits_.max_buffer, size_t{1} << 30);
+  limits_.max_buffer = std::min(limits_.max_buffer, ParserLimits::kMaxBuffer);
   reader_ = redisReaderCreateWithFunctions(&kFunctions);
   if (reader_ != nullptr) reader_->privdata = this;
 }

@@ -14,8 +14,9 @@
 //     than max_bulk on purpose: memory per connection stays bounded), counting the arguments
 //     already read (each with its string object) and what is buffered, or a bulk whose header
 //     announces more than fits: "Protocol error: request buffer limit of N bytes exceeded".
-//     A single argument can therefore be at most about max_buffer bytes (64 MB), which is what
-//     CONFIG GET proto-max-bulk-len reports.
+//     A single argument can therefore be at most about max_buffer bytes (64 MB; LargestArgument,
+//     which CONFIG GET proto-max-bulk-len reports), and a request of n arguments holds their
+//     bytes plus about 32 bytes each (1M arguments of 32 bytes: 64 MB).
 // After an error the parser stays failed: reply the error and close the connection, as Redis does.
 // An empty request ("*0\r\n", "*-1\r\n", a blank inline line) is skipped without a reply.
 //
@@ -36,6 +37,7 @@ namespace etsredis {
 struct ParserLimits {
   size_t max_bulk = size_t{512} << 20;
   size_t max_buffer = size_t{64} << 20;  // At most 1 GiB (hiredis's buffer offsets are ints).
+  static constexpr size_t kMaxBuffer = size_t{1} << 30;
   size_t max_inline = size_t{64} << 10;
   size_t max_args = size_t{1} << 20;
 };
@@ -64,6 +66,9 @@ class RequestParser {
   // Bytes the arguments already read of the request being read hold (each with its string
   // object): with buffered(), what counts against max_buffer.
   size_t request_bytes() const { return request_bytes_; }
+  // The longest argument a request can carry under `limits` when its other arguments take at most
+  // 1 KiB (a command and a key): what CONFIG GET proto-max-bulk-len reports.
+  static size_t LargestArgument(const ParserLimits& limits);
 
  private:
   friend struct ParserCallbacks;

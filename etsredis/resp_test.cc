@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace etsredis {
@@ -166,6 +167,25 @@ TEST(RequestParserTest, TheArgumentsReadSoFarCountAgainstTheRequestBuffer) {
   std::string many;
   for (int i = 0; i < 100; ++i) many += "*1\r\n" + bulk;
   EXPECT_EQ(ParseAll(many, 333, limits).size(), 100u);
+}
+
+// CONFIG GET proto-max-bulk-len's figure is a promise: a SET of a value that long is read.
+TEST(RequestParserTest, TheLargestArgumentReportedFitsAnActualRequest) {
+  ParserLimits limits;
+  limits.max_buffer = 64 << 10;
+  const size_t largest = RequestParser::LargestArgument(limits);
+  EXPECT_GT(largest, (60u << 10));
+  const std::string key(1000, 'k');
+  const std::string request = absl::StrCat("*3\r\n$3\r\nSET\r\n$", key.size(), "\r\n", key, "\r\n$",
+                                           largest, "\r\n", std::string(largest, 'v'), "\r\n");
+  std::vector<Args> got = ParseAll(request, 4096, limits);
+  ASSERT_EQ(got.size(), 1u) << got[0][0];
+  EXPECT_EQ(got[0][2].size(), largest);
+  limits.max_bulk = 100;
+  EXPECT_EQ(RequestParser::LargestArgument(limits), 100u);
+  limits.max_bulk = size_t{4} << 30;
+  limits.max_buffer = size_t{8} << 30;  // clamped as the parser clamps it
+  EXPECT_LT(RequestParser::LargestArgument(limits), ParserLimits::kMaxBuffer);
 }
 
 // An element that is a line (status, error, integer) or a nested array is refused at its type

@@ -551,7 +551,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(etsmgr::Node& node, Server
   st->config.max_clients = options.max_clients;
   st->config.timeout_seconds = absl::ToInt64Seconds(options.idle_timeout);
   // The longest argument a request can carry: a bulk must also fit the request buffer.
-  st->config.proto_max_bulk_len = std::min(options.limits.max_bulk, options.limits.max_buffer);
+  st->config.proto_max_bulk_len = RequestParser::LargestArgument(options.limits);
   st->config.max_reply_bytes = options.max_reply_bytes;
   st->config.shards = n;
   st->config.backend = std::string(etsmgr::BackendName(node.runtime().backend()));
