@@ -177,8 +177,14 @@ absl::Status Claim(ClientCall& call, const char* op, const std::string& name, En
   st.mu.AssertHeld();
   absl::Status given = st.keeper->HandOver(entry.table, call.me());
   if (given.code() == absl::StatusCode::kFailedPrecondition) {
-    // Not the caller's to have: its exiting owner's heir inherits it (or another live process
-    // owns it): table_exists, as for any table a live process holds.
+    // Not the caller's to have now: its exiting owner's heir inherits it (or another live process
+    // owns it). The heir itself asks again (Unavailable: the table is on its way to it); anyone
+    // else is told table_exists, as for any table a live process holds.
+    if (entry.table.core()->heir() == call.me()) {
+      return Annotate(absl::UnavailableError(absl::StrCat(
+                          given.message(), "; it is on its way to the caller: ask again")),
+                      op, name);
+    }
     return Annotate(WithAtom(absl::AlreadyExistsError(given.message()), Atom::kTableExists), op,
                     name);
   }

@@ -320,13 +320,15 @@ TEST(TableKeeperTest, AHandOverDuringTheOwnersExitLeavesTheTableToItsLiveHeir) {
   Kill(*node, owned.owner);  // parked
   ExitGate gate;
   AnyTable table = owned.table;
-  Pid exiting = node->Spawn([&, table](Process& self) -> Task<void> {
-                      EXPECT_TRUE(keeper->HandOver(table, self.self()).ok());
-                      EXPECT_TRUE(owned.table.SetHeir(heir.owner).ok());
-                      gate.Install(self.self());  // Holds the exit until the test has asked.
-                      co_return;
-                    })
-                    .value();
+  Pid heir_pid = heir.owner;
+  Pid exiting =
+      node->Spawn([keeper, table, heir_pid, gate = gate.handle()](Process& self) -> Task<void> {
+            EXPECT_TRUE(keeper->HandOver(table, self.self()).ok());
+            EXPECT_TRUE(table.SetHeir(heir_pid).ok());
+            gate.Install(self.self());  // Holds the exit until the test has asked.
+            co_return;
+          })
+          .value();
   ASSERT_TRUE(gate.WaitEntered());
   absl::Status taken = keeper->HandOver(table, other.owner);
   gate.Open();

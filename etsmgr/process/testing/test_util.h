@@ -117,37 +117,50 @@ inline void AwaitDeath(Node& node, const Pid& pid) {
 // while the process is exiting (its exit procedure begun, its exit hooks not all run).
 //
 //   ExitGate gate;
-//   ... in the process: gate.Install(self.self()); co_return;   (it starts exiting)
+//   ... in the process (capturing gate.handle() by value): handle.Install(self.self()); co_return;
 //   ASSERT_TRUE(gate.WaitEntered());  ... act while it exits ...  gate.Open();
 //
-// The hook blocks the scheduler thread it runs on: the node needs another scheduler.
+// The hook blocks the scheduler thread it runs on: the node needs another scheduler. The gate
+// opens when it is destroyed (a test that failed half-way lets the exit go on); a process holds
+// only a handle, never the gate, so nothing it does outlives the gate's frame.
 class ExitGate {
+  struct State;
+
  public:
-  ExitGate() : state_(std::make_shared<State>()), go_(state_->go.get_future().share()) {}
+  class Handle {
+   public:
+    // From the process whose exit is to be held.
+    void Install(const Pid& self) const {
+      process_internal::ProcessAccess::AddExitHook(
+          self,
+          [state = state_](const Pid&, const ExitReason&) {
+            state->Entered();
+            state->go_future.wait();
+          },
+          nullptr);
+    }
+    // The process gives up before exiting (a failed step): WaitEntered returns at once.
+    void GiveUp() const { state_->Entered(); }
+
+   private:
+    friend class ExitGate;
+    explicit Handle(std::shared_ptr<State> state) : state_(std::move(state)) {}
+    std::shared_ptr<State> state_;
+  };
+
+  ExitGate() : state_(std::make_shared<State>()) {}
   ~ExitGate() { Open(); }
   ExitGate(const ExitGate&) = delete;
   ExitGate& operator=(const ExitGate&) = delete;
 
-  // From the process whose exit is to be held.
-  void Install(const Pid& self) {
-    process_internal::ProcessAccess::AddExitHook(
-        self,
-        [state = state_, go = go_](const Pid&, const ExitReason&) {
-          state->Entered();
-          go.wait();
-        },
-        nullptr);
-  }
-  // Whether the process entered its exit hook within `limit`.
-  bool WaitEntered(absl::Duration limit = absl::Seconds(30)) {
+  Handle handle() const { return Handle(state_); }
+  // Whether the process entered its exit hook (or gave up) within `limit`.
+  bool WaitEntered(absl::Duration limit = absl::Seconds(30)) const {
     return state_->entered_future.wait_for(absl::ToChronoSeconds(limit)) ==
            std::future_status::ready;
   }
-  // Lets the exit go on (idempotent). Also from a process body that gives up before exiting.
+  // Lets the exit go on (idempotent).
   void Open() { state_->Open(); }
-  // Marks the gate entered without an exit (a body that failed before Install, so that the test's
-  // WaitEntered does not wait its whole limit).
-  void GiveUp() { state_->Entered(); }
 
  private:
   struct State {
@@ -157,6 +170,7 @@ class ExitGate {
     std::promise<void> entered_promise;
     std::shared_future<void> entered_future = entered_promise.get_future().share();
     std::promise<void> go;
+    std::shared_future<void> go_future = go.get_future().share();
     void Entered() {
       std::lock_guard<std::mutex> lock(mu);
       if (!std::exchange(entered, true)) entered_promise.set_value();
@@ -167,7 +181,6 @@ class ExitGate {
     }
   };
   std::shared_ptr<State> state_;
-  std::shared_future<void> go_;
 };
 
 }  // namespace etsmgr
