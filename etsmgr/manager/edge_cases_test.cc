@@ -239,35 +239,42 @@ TEST_F(EdgeCasesTest, ANewTableWhileTheOwnerExitsAndItsHeirInheritsIsTableExists
   ASSERT_TRUE(StartManager(*node_, "heirx").ok());
   auto heir_asked = std::make_shared<std::promise<absl::Status>>();
   Pid heir = node_
-                 ->Spawn([heir_asked](Process& self) -> Task<void> {
-                   co_await self.Receive<AskForT>();
-                   absl::StatusOr<ManagedTableRef> r =
-                       co_await Etsmgr("heirx").NewTable<int64_t, int64_t>(self, "t");
-                   heir_asked->set_value(r.status());
-                   co_await self.Receive<Go>();
-                 })
+                 ->Spawn(
+                     [heir_asked](Process& self) -> Task<void> {
+                       co_await self.Receive<AskForT>();
+                       absl::StatusOr<ManagedTableRef> r =
+                           co_await Etsmgr("heirx").NewTable<int64_t, int64_t>(self, "t");
+                       heir_asked->set_value(r.status());
+                       co_await self.Receive<Go>();
+                     },
+                     {.scheduler = 1, .pin = true})
                  .value();
   ExitGate gate;
   Pid client = node_
-                   ->Spawn([gate = gate.handle(), heir](Process& self) -> Task<void> {
-                     absl::StatusOr<ManagedTableRef> r =
-                         co_await Etsmgr("heirx").NewTable<int64_t, int64_t>(self, "t");
-                     EXPECT_TRUE(r.ok()) << r.status();
-                     if (!r.ok()) {
-                       gate.GiveUp();
-                       co_return;
-                     }
-                     EXPECT_TRUE(r->table.SetHeir(heir).ok());
-                     gate.Install(self.self());
-                   })
+                   ->Spawn(
+                       [gate = gate.handle(), heir](Process& self) -> Task<void> {
+                         absl::StatusOr<ManagedTableRef> r =
+                             co_await Etsmgr("heirx").NewTable<int64_t, int64_t>(self, "t");
+                         EXPECT_TRUE(r.ok()) << r.status();
+                         if (!r.ok()) {
+                           gate.GiveUp();
+                           co_return;
+                         }
+                         EXPECT_TRUE(r->table.SetHeir(heir).ok());
+                         gate.Install(self.self());
+                       },
+                       {.scheduler = 0, .pin = true})
                    .value();
   ASSERT_TRUE(gate.WaitEntered());
+  // The client's exit blocks scheduler 0: everything else runs pinned to scheduler 1.
   absl::Status asked;
-  RunInProcess(*node_, [&](Process& self) -> Task<void> {
-    absl::StatusOr<ManagedTableRef> r =
-        co_await Etsmgr("heirx").NewTable<int64_t, int64_t>(self, "t");
-    asked = r.status();
-  });
+  RunInProcess(*node_,
+               [&](Process& self) -> Task<void> {
+                 absl::StatusOr<ManagedTableRef> r =
+                     co_await Etsmgr("heirx").NewTable<int64_t, int64_t>(self, "t");
+                 asked = r.status();
+               },
+               {.scheduler = 1, .pin = true});
   Send(heir, AskForT{});
   std::future<absl::Status> heir_answer = heir_asked->get_future();
   ASSERT_EQ(heir_answer.wait_for(std::chrono::seconds(30)), std::future_status::ready);
@@ -286,12 +293,22 @@ TEST_F(EdgeCasesTest, TheVaultKeepsAnotherInstancesTable) {
     absl::StatusOr<ManagedTableRef> r = co_await Etsmgr("b").NewTable<int64_t, int64_t>(self, "t");
     CO_ASSERT_OK(r, "new_table(t) of instance b");
     Pid vault_a = self.node().Whereis(Etsmgr("a").vault_name());
+    Pid vault_b = self.node().Whereis(Etsmgr("b").vault_name());
     EXPECT_TRUE(r->table.GiveAway(vault_a).ok());
-    // The vault has read the transfer once a message sent after it is answered.
-    while (GetProcessInfo(vault_a)->mailbox_length > 0) co_await self.Sleep(absl::Microseconds(50));
-    co_await self.Sleep(absl::Milliseconds(1));
-    absl::StatusOr<ManagerInfo> b = co_await Etsmgr("b").Info(self);
+    // Vault a passes it on to the vault of the instance that keeps it (held by vault a, instance
+    // b answered table_exists for it until vault a exited).
+    const absl::Time deadline = Deadline(absl::Seconds(10));
+    while (r->table.Owner().value_or(Pid()) != vault_b && absl::Now() < deadline) {
+      co_await self.Sleep(absl::Microseconds(50));
+    }
+    EXPECT_EQ(r->table.Owner().value_or(Pid()), vault_b) << "passed on to instance b's vault";
     EXPECT_TRUE(r->table.alive()) << "the vault of instance a did not delete b's table";
+    absl::StatusOr<ManagedTableRef> again =
+        co_await Etsmgr("b").NewTable<int64_t, int64_t>(self, "t");
+    CO_ASSERT_OK(again, "new_table(t) of instance b gets it back");
+    EXPECT_FALSE(again->created);
+    EXPECT_EQ(again->table, r->table);
+    absl::StatusOr<ManagerInfo> b = co_await Etsmgr("b").Info(self);
     CO_ASSERT_OK(b, "info of instance b");
     EXPECT_EQ(b->counters.tables_lost, 0u) << "instance b lost no table";
   });

@@ -224,6 +224,13 @@ bool TableCore::has_keeper() const {
   return !keeper_.expired();
 }
 
+Pid TableCore::keeper_holder() const {
+  std::shared_ptr<TableKeeper> keeper;  // (A keeper's last reference never goes under the lock.)
+  ExclusiveLock lock(meta_mu_);
+  keeper = keeper_.lock();
+  return keeper != nullptr ? keeper->holder() : Pid();
+}
+
 Pid TableCore::owner() const {
   ExclusiveLock lock(meta_mu_);
   return owner_;

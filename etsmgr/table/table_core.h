@@ -266,8 +266,9 @@ class TableCore : private process_internal::ExitResource,
   absl::Status DeletedError(const char* what) const;
 
   absl::StatusOr<TableInfo> Info() const;
-  Pid owner() const;        // Null once deleted, and while parked by its keeper.
-  bool has_keeper() const;  // A TableKeeper keeps it (see table_keeper.h).
+  Pid owner() const;          // Null once deleted, and while parked by its keeper.
+  bool has_keeper() const;    // A TableKeeper keeps it (see table_keeper.h).
+  Pid keeper_holder() const;  // That keeper's holder (null: no keeper, or none yet).
   // The heir if one is set, else the holder of the table's keeper (see TableKeeper), else null.
   Pid heir() const;
   absl::Status GiveAway(const Pid& to, std::any data);

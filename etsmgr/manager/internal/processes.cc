@@ -96,6 +96,19 @@ Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, ui
         Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st->inst,
              t->table.ToString(), t->from.ToString());
         t->table.Delete().IgnoreError();
+      } else if (owner.ok() && *owner == self.self() && st->keeper->TagOf(t->table) == nullptr) {
+        // Kept by another instance (given to this vault by hand, or this vault named as its
+        // heir): passed on to that instance's vault, where its instance can hand it back (held
+        // here, its instance answered table_exists until this vault exited). A dead holder:
+        // held here, and it goes to its keeper when this vault exits.
+        Pid holder = t->table.core()->keeper_holder();
+        if (holder.valid() && holder != self.self()) {
+          absl::Status passed = t->table.GiveAway(holder);
+          Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is another instance's: %s", st->inst,
+               t->table.ToString(), t->from.ToString(),
+               passed.ok() ? absl::StrCat("passed on to its vault ", holder.ToString())
+                           : absl::StrCat("held (", passed.message(), ")"));
+        }
       }
     } else {
       Logf(LogLevel::kWarning, "etsmgr %s vault: unexpected %s message ignored", st->inst,

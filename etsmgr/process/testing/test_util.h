@@ -120,9 +120,11 @@ inline void AwaitDeath(Node& node, const Pid& pid) {
 //   ... in the process (capturing gate.handle() by value): handle.Install(self.self()); co_return;
 //   ASSERT_TRUE(gate.WaitEntered());  ... act while it exits ...  gate.Open();
 //
-// The hook blocks the scheduler thread it runs on: the node needs another scheduler. The gate
-// opens when it is destroyed (a test that failed half-way lets the exit go on); a process holds
-// only a handle, never the gate, so nothing it does outlives the gate's frame.
+// The hook blocks the scheduler thread it runs on: the node needs another scheduler, and the
+// held process and whatever the test runs meanwhile should be pinned to different schedulers
+// (SpawnOptions::scheduler and pin; a process queued on the blocked one waits for the gate). The
+// gate opens when it is destroyed (a test that failed half-way lets the exit go on); a process
+// holds only a handle, never the gate, so nothing it does outlives the gate's frame.
 class ExitGate {
   struct State;
 
