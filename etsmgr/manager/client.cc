@@ -20,6 +20,7 @@
 #include "etsmgr/base/status_macros.h"
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/manager.h"
+#include "etsmgr/process/internal/process_control.h"
 #include "etsmgr/table/internal/manager_access.h"
 
 namespace etsmgr {
@@ -68,6 +69,19 @@ void BindShared(Instance& st, const std::string& name, const SharedStorage& stor
 void MarkFilled(TableCore& table) {
   table_internal::ManagerAccess::MarkInitialised(table);
   table_internal::ManagerAccess::SetStorageInitialised(table, true);
+}
+
+// The calls run in the calling process: `self` must be it (another process's Process& would make
+// the table's owner and the registered client two different processes, and suspend a process
+// that is not running). InvalidArgument otherwise, and outside any process.
+absl::Status CheckCaller(const Process& self, const char* op, const std::string& name) {
+  const process_internal::ProcessControl* running = process_internal::CurrentProcess();
+  if (running != nullptr && running->self() == self.self()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(Describe(op, name), ": called with the Process of ", self.self().ToString(),
+                   running != nullptr ? absl::StrCat(" from process ", running->self().ToString())
+                                      : std::string(" from outside any process"),
+                   " (pass the calling process's own Process&)"));
 }
 
 absl::Status NestedCall(const char* op, const std::string& name) {
@@ -265,6 +279,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
     co_return absl::InvalidArgumentError(
         absl::StrCat(Describe("new_table", name), ": the table factory has no create function"));
   }
+  if (absl::Status caller = CheckCaller(self, "new_table", name); !caller.ok()) co_return caller;
   if (t_in_call) co_return NestedCall("new_table", name);
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("new_table", name), nullptr, inst_);
@@ -429,6 +444,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
   if (!table.valid()) {
     co_return absl::InvalidArgumentError(Describe("add_table", name) + ": null table handle");
   }
+  if (absl::Status caller = CheckCaller(self, "add_table", name); !caller.ok()) co_return caller;
   if (t_in_call) co_return NestedCall("add_table", name);
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("add_table", name), nullptr, inst_);
@@ -499,6 +515,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
 
 Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Duration) const {
   if (name.empty()) co_return absl::InvalidArgumentError("del_table: empty table name");
+  if (absl::Status caller = CheckCaller(self, "del_table", name); !caller.ok()) co_return caller;
   if (t_in_call) co_return NestedCall("del_table", name);
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("del_table", name), nullptr, inst_);
@@ -552,6 +569,7 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
 }
 
 Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) const {
+  if (absl::Status caller = CheckCaller(self, "info", ""); !caller.ok()) co_return caller;
   if (t_in_call) co_return NestedCall("info", "");
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning("info", nullptr, inst_);

@@ -373,6 +373,36 @@ TEST_F(EdgeCasesTest, AnExitSignalFromALiveClientIsNotItsDeath) {
 
 // Misuse is a status: a keeper not owned by a shared_ptr; a factory that returns no table, a
 // foreign table or other types; a table call from inside a factory.
+// A call given another process's Process& (a captured reference, say) is refused: it would make
+// the table's owner (the running process) and the registered client two processes, and suspend
+// a process that is not running.
+TEST_F(EdgeCasesTest, ACallWithAnotherProcesssProcessIsInvalidArgument) {
+  ASSERT_TRUE(StartManager(*node_, "wrong").ok());
+  auto other_self = std::make_shared<std::promise<Process*>>();
+  Pid other = node_
+                  ->Spawn([other_self](Process& self) -> Task<void> {
+                    other_self->set_value(&self);
+                    co_await self.Receive<Go>();
+                  })
+                  .value();
+  Process* theirs = other_self->get_future().get();
+  InProcess([theirs](Process& self) -> Task<void> {
+    Etsmgr mgr("wrong");
+    absl::StatusOr<ManagedTableRef> made = co_await mgr.NewTable<int64_t, int64_t>(*theirs, "t");
+    EXPECT_THAT(made.status(), StatusIs(absl::StatusCode::kInvalidArgument));
+    IntTable mine = IntTable::New().value();
+    EXPECT_THAT(co_await mgr.AddTable(*theirs, "t", mine.any()),
+                StatusIs(absl::StatusCode::kInvalidArgument));
+    EXPECT_THAT(co_await mgr.DelTable(*theirs, "t"), StatusIs(absl::StatusCode::kInvalidArgument));
+    EXPECT_THAT((co_await mgr.Info(*theirs)).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument));
+    absl::StatusOr<ManagedTableRef> right = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    EXPECT_TRUE(right.ok()) << right.status();
+  });
+  Send(other, Go{});
+  ASSERT_TRUE(StopManager(*node_, "wrong").ok());
+}
+
 TEST_F(EdgeCasesTest, MisuseIsAStatusNotACrash) {
   ASSERT_TRUE(StartManager(*node_, "m").ok());
   InProcess([](Process& self) -> Task<void> {
