@@ -480,16 +480,20 @@ absl::StatusOr<std::shared_ptr<table_internal::TypedCore<K, V>>> Table<K, V>::Ne
         options.shared->empty_if_uninitialised && !map->created() && !map->initialised();
     if (emptied) {
       if (absl::Status cleared = map->Clear(); !cleared.ok()) {
-        // Its data was never initialised: one that cannot be emptied (a damaged lock word, a
-        // shard that cannot be repaired) goes, with its claim, so that the next new table of the
-        // name starts a fresh segment instead of failing the same way for ever.
-        (void)SharedMap<K, V>::Remove(segment, map_options);
-        claim->Remove();
-        return WithMessage(cleared,
-                           absl::StrCat("new table: segment \"", segment,
-                                        "\" was never initialised and could not be emptied (it is "
-                                        "removed; ask again for a new one): ",
-                                        cleared.message()));
+        // Its data was never initialised: one that is damaged (DataLoss: a region or a lock
+        // word that cannot be repaired) goes, with its claim, so that the next new table of the
+        // name starts a fresh segment instead of failing the same way for ever. Any other
+        // failure (a lock held by a live user past lock_timeout) leaves it for the next try.
+        const bool damaged = cleared.code() == absl::StatusCode::kDataLoss;
+        if (damaged) {
+          (void)SharedMap<K, V>::Remove(segment, map_options);
+          claim->Remove();
+        }
+        return WithMessage(
+            cleared, absl::StrCat("new table: segment \"", segment,
+                                  "\" was never initialised and could not be emptied",
+                                  damaged ? " (it is removed; ask again for a new one)" : "", ": ",
+                                  cleared.message()));
       }
     }
     return std::shared_ptr<Core>(std::make_shared<table_internal::SharedCore<K, V>>(
