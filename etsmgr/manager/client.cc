@@ -71,31 +71,34 @@ void MarkFilled(TableCore& table) {
   table_internal::ManagerAccess::SetStorageInitialised(table, true);
 }
 
-// The calls run in the calling process: `self` must be it (another process's Process& would make
-// the table's owner and the registered client two different processes, and suspend a process
-// that is not running). InvalidArgument otherwise, and outside any process.
-absl::Status CheckCaller(const Process& self, const char* op, const std::string& name) {
-  const process_internal::ProcessControl* running = process_internal::CurrentProcess();
-  if (running != nullptr && running->self() == self.self()) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(Describe(op, name), ": called with the Process of ", self.self().ToString(),
-                   running != nullptr ? absl::StrCat(" from process ", running->self().ToString())
-                                      : std::string(" from outside any process"),
-                   " (pass the calling process's own Process&)"));
-}
-
-absl::Status NestedCall(const char* op, const std::string& name) {
-  return absl::FailedPreconditionError(
-      absl::StrCat(Describe(op, name),
-                   ": called from inside another table call (a table factory must not "
-                   "call the manager)"));
-}
-
 // One table call by the calling process, under the instance's lock: the manager must be running,
 // and the caller is linked to it before it becomes a client. What must happen after the lock
 // (deleting or releasing a table, logging) is collected in `after`.
 // Set while this thread runs a table call (under the instance's lock, which is not recursive).
 thread_local bool t_in_call = false;
+
+// Whether `self` may make a table call now. The calls run in the calling process: `self` must be
+// it (another process's Process& would make the table's owner and the registered client two
+// different processes, and suspend a process that is not running): InvalidArgument otherwise,
+// and outside any process. And not from inside another table call (a table factory's):
+// FailedPrecondition.
+absl::Status CheckCall(const Process& self, const char* op, const std::string& name) {
+  const process_internal::ProcessControl* running = process_internal::CurrentProcess();
+  if (running == nullptr || running->self() != self.self()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Describe(op, name), ": called with the Process of ", self.self().ToString(),
+                     running != nullptr ? absl::StrCat(" from process ", running->self().ToString())
+                                        : std::string(" from outside any process"),
+                     " (pass the calling process's own Process&)"));
+  }
+  if (t_in_call) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(Describe(op, name),
+                     ": called from inside another table call (a table factory must not "
+                     "call the manager)"));
+  }
+  return absl::OkStatus();
+}
 
 class ClientCall {
  public:
@@ -279,8 +282,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
     co_return absl::InvalidArgumentError(
         absl::StrCat(Describe("new_table", name), ": the table factory has no create function"));
   }
-  if (absl::Status caller = CheckCaller(self, "new_table", name); !caller.ok()) co_return caller;
-  if (t_in_call) co_return NestedCall("new_table", name);
+  if (absl::Status allowed = CheckCall(self, "new_table", name); !allowed.ok()) co_return allowed;
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("new_table", name), nullptr, inst_);
   absl::StatusOr<ManagedTableRef> result;
@@ -444,8 +446,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
   if (!table.valid()) {
     co_return absl::InvalidArgumentError(Describe("add_table", name) + ": null table handle");
   }
-  if (absl::Status caller = CheckCaller(self, "add_table", name); !caller.ok()) co_return caller;
-  if (t_in_call) co_return NestedCall("add_table", name);
+  if (absl::Status allowed = CheckCall(self, "add_table", name); !allowed.ok()) co_return allowed;
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("add_table", name), nullptr, inst_);
   absl::StatusOr<ManagedTableRef> result;
@@ -515,8 +516,7 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
 
 Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Duration) const {
   if (name.empty()) co_return absl::InvalidArgumentError("del_table: empty table name");
-  if (absl::Status caller = CheckCaller(self, "del_table", name); !caller.ok()) co_return caller;
-  if (t_in_call) co_return NestedCall("del_table", name);
+  if (absl::Status allowed = CheckCall(self, "del_table", name); !allowed.ok()) co_return allowed;
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("del_table", name), nullptr, inst_);
   AnyTable shared;       // A table with shared storage, deleted after the instance's lock.
@@ -569,8 +569,7 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
 }
 
 Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) const {
-  if (absl::Status caller = CheckCaller(self, "info", ""); !caller.ok()) co_return caller;
-  if (t_in_call) co_return NestedCall("info", "");
+  if (absl::Status allowed = CheckCall(self, "info", ""); !allowed.ok()) co_return allowed;
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning("info", nullptr, inst_);
   ManagerInfo info;
