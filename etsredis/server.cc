@@ -378,20 +378,8 @@ Task<void> ConnectionBody(Process& self, int fd, std::shared_ptr<ServerState> st
   std::vector<char> buffer(kReadSize);
   std::string out;
   auto flush = [&]() -> Task<absl::Status> {
-    // The idle timeout bounds each send (a send returns as soon as the socket took some bytes),
-    // not the whole reply: as in Redis, where every write counts as interaction, a client that
-    // reads a big reply steadily is never cut off half-way, one that stopped reading is.
-    absl::Status sent;
-    for (std::string_view rest(out); !rest.empty();) {
-      absl::StatusOr<size_t> n = co_await etsmgr::Send(
-          self, fd, rest,
-          idle > absl::ZeroDuration() ? etsmgr::Deadline(idle) : absl::InfiniteFuture());
-      if (!n.ok() || *n == 0) {
-        sent = n.ok() ? absl::InternalError("send: the socket took no bytes") : n.status();
-        break;
-      }
-      rest.remove_prefix(*n);
-    }
+    // The idle timeout bounds each send, not the whole reply (SendAllProgressing).
+    absl::Status sent = co_await etsmgr::SendAllProgressing(self, fd, out, idle);
     out.clear();
     if (out.capacity() > (size_t{1} << 20)) out.shrink_to_fit();
     co_return sent;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 
@@ -119,8 +120,16 @@ Task<absl::Status> Close(Process& self, int fd) {
 }
 
 Task<absl::Status> SendAll(Process& self, int fd, std::string_view data, absl::Time deadline) {
+  return SendAllProgressing(self, fd, data, absl::InfiniteDuration(), deadline);
+}
+
+Task<absl::Status> SendAllProgressing(Process& self, int fd, std::string_view data,
+                                      absl::Duration idle, absl::Time deadline) {
   while (!data.empty()) {
-    ETSMGR_CO_ASSIGN_OR_RETURN(size_t n, co_await RunIo(self, SendSpec(fd, data), deadline));
+    const absl::Time until = idle > absl::ZeroDuration() && idle != absl::InfiniteDuration()
+                                 ? std::min(deadline, Deadline(idle))
+                                 : deadline;
+    ETSMGR_CO_ASSIGN_OR_RETURN(size_t n, co_await RunIo(self, SendSpec(fd, data), until));
     if (n == 0) co_return absl::InternalError("send: the socket took no bytes");
     data.remove_prefix(n);
   }

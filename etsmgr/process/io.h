@@ -81,6 +81,12 @@ Task<absl::Status> Close(Process& self, int fd);
 // Sends all of `data`; the deadline covers the whole.
 Task<absl::Status> SendAll(Process& self, int fd, std::string_view data,
                            absl::Time deadline = absl::InfiniteFuture());
+// Like SendAll, and each send (one system call's worth) also gives up after `idle` without taking
+// a byte (zero or infinite: no such limit): a peer that reads steadily gets all of a big `data`,
+// one that stopped reading is given up on (a server's idle timeout, as Redis counts every write).
+Task<absl::Status> SendAllProgressing(Process& self, int fd, std::string_view data,
+                                      absl::Duration idle,
+                                      absl::Time deadline = absl::InfiniteFuture());
 // Like SendAll with the pieces gathered (sendmsg) instead of copied together by the caller.
 Task<absl::Status> SendAllV(Process& self, int fd, std::vector<std::string_view> pieces,
                             absl::Time deadline = absl::InfiniteFuture());
