@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -194,6 +195,27 @@ IoSpec SendSpec(int fd, std::string_view data) {
   return spec;
 }
 
+IoSpec TrySendSpec(int fd, std::string_view data) {
+  IoSpec spec = SendSpec(fd, data);
+  spec.nowait = true;
+  return spec;
+}
+
+IoSpec PollSpec(int fd, short events) {
+  IoSpec spec = MakeSpec(IoKind::kPoll, fd);
+  spec.events = events;
+  constexpr short kWaitable = POLLIN | POLLOUT | POLLPRI | POLLRDHUP;
+  if (spec.error.ok() && (events & kWaitable) == 0) {
+    spec.error = absl::InvalidArgumentError(
+        absl::StrCat("poll: events ", events,
+                     " name nothing to wait for (POLLIN, POLLOUT, POLLPRI, POLLRDHUP)"));
+  } else if (spec.error.ok() && (events & ~(kWaitable | POLLERR | POLLHUP)) != 0) {
+    spec.error = absl::InvalidArgumentError(absl::StrCat(
+        "poll: events ", events, " include bits other than POLLIN, POLLOUT, POLLPRI, POLLRDHUP"));
+  }
+  return spec;
+}
+
 IoSpec RecvVSpec(int fd, std::vector<std::span<char>> into) {
   IoSpec spec = MakeSpec(IoKind::kRecvMsg, fd);
   CheckPieces(spec, into.size());
@@ -247,9 +269,13 @@ FdGuard::~FdGuard() {
 
 void Fill(const IoSpec& spec, IoOp* op) {
   op->offset = spec.offset;
+  op->nowait = spec.nowait;
   switch (spec.kind) {
     case IoKind::kAccept:
     case IoKind::kClose:
+      return;
+    case IoKind::kPoll:
+      op->poll_events = spec.events;
       return;
     case IoKind::kConnect:
       op->addr = spec.address.storage;
@@ -314,6 +340,7 @@ absl::StatusOr<size_t> Finish(const IoSpec& spec, const IoOp* op, bool timed_out
       return absl::CancelledError(absl::StrCat(
           name, ": cancelled (its descriptor was closed, or the runtime is stopping)"));
     }
+    if (error == EAGAIN && spec.nowait) return 0;  // No room now.
     return ErrnoToStatus(error, name);
   }
   auto n = static_cast<size_t>(op->result);

@@ -31,6 +31,8 @@
 //   written at submission on epoll (the kernel has no readiness for them).
 //   Close() cancels operations in flight on the descriptor on this scheduler first (io_uring
 //   would otherwise keep a receive on a closed socket waiting).
+// - Poll waits for readiness (either direction at once: a server that keeps reading requests
+//   while its client is slow to take the replies); TrySend takes what fits and never waits.
 // - Speed: on io_uring a socket receive or send first tries the non-blocking system call and
 //   goes to the ring only when it would block (an epoll loop pays the same one call).
 // - Must be awaited on a scheduler thread of a non-deterministic runtime: otherwise the result is
@@ -45,6 +47,7 @@
 #ifndef ETSMGR_EXECUTOR_IO_H_
 #define ETSMGR_EXECUTOR_IO_H_
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <coroutine>
@@ -103,6 +106,8 @@ struct IoSpec {
   std::vector<std::span<char>> intos;   // recvmsg, readv
   std::vector<std::string_view> froms;  // sendmsg, writev
   SocketAddress address;                // connect
+  int16_t events = 0;                   // poll
+  bool nowait = false;                  // send: never wait (TrySendSpec)
   absl::Status error;                   // A bad argument: the operation does not start.
 };
 
@@ -189,6 +194,11 @@ IoSpec AcceptSpec(int listen_fd);
 IoSpec ConnectSpec(int fd, const SocketAddress& address);
 IoSpec RecvSpec(int fd, std::span<char> into);
 IoSpec SendSpec(int fd, std::string_view data);
+// A send that takes what the socket has room for now and never waits: 0 bytes when it has none.
+IoSpec TrySendSpec(int fd, std::string_view data);
+// Waits until `fd` is ready for one of `events` (POLLIN, POLLOUT, POLLPRI, POLLRDHUP): the result
+// is the ready events as poll(2) reports them (POLLERR and POLLHUP always count).
+IoSpec PollSpec(int fd, short events);
 IoSpec RecvVSpec(int fd, std::vector<std::span<char>> into);
 IoSpec SendVSpec(int fd, std::vector<std::string_view> pieces);
 IoSpec ReadSpec(int fd, std::span<char> into, int64_t offset);
@@ -214,6 +224,15 @@ inline IoAwaiter Recv(int fd, std::span<char> into, absl::Time deadline = absl::
 }
 inline IoAwaiter Send(int fd, std::string_view data, absl::Time deadline = absl::InfiniteFuture()) {
   return {SendSpec(fd, data), deadline};
+}
+// -> absl::StatusOr<size_t>: the bytes the socket took, 0 when it had no room; never waits.
+inline IoAwaiter TrySend(int fd, std::string_view data) {
+  return {TrySendSpec(fd, data), absl::InfiniteFuture()};
+}
+// -> absl::StatusOr<int>: the ready events (see PollSpec).
+inline IoResultAwaiter<absl::StatusOr<int>> Poll(int fd, short events,
+                                                 absl::Time deadline = absl::InfiniteFuture()) {
+  return {PollSpec(fd, events), deadline};
 }
 inline IoAwaiter RecvV(int fd, std::vector<std::span<char>> into,
                        absl::Time deadline = absl::InfiniteFuture()) {

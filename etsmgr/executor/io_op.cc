@@ -28,6 +28,8 @@ const char* IoKindName(IoKind kind) {
       return "writev";
     case IoKind::kClose:
       return "close";
+    case IoKind::kPoll:
+      return "poll";
   }
   return "io";
 }

@@ -51,6 +51,7 @@ enum class IoKind : uint8_t {
   kReadV,
   kWriteV,
   kClose,
+  kPoll,  // Readiness (poll(2)): the result is the ready events.
 };
 // "accept", "recv", "sendmsg", ...: the operation's name in error messages.
 const char* IoKindName(IoKind kind);
@@ -81,8 +82,11 @@ class IoOp {
   std::unique_ptr<char[]> buffer;
   size_t length = 0;
   std::vector<iovec> iov;
-  msghdr msg{};         // recvmsg / sendmsg: points at `iov`.
-  int64_t offset = -1;  // Reads and writes of files: the offset (-1: the file position).
+  msghdr msg{};             // recvmsg / sendmsg: points at `iov`.
+  int64_t offset = -1;      // Reads and writes of files: the offset (-1: the file position).
+  int16_t poll_events = 0;  // kPoll: the events waited for (POLLIN, POLLOUT, ...).
+  // A socket send that never waits: where it would, its result is -EAGAIN at once.
+  bool nowait = false;
   // connect: the address to connect to; accept: the peer's.
   sockaddr_storage addr{};
   socklen_t addrlen = 0;

@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -252,6 +253,94 @@ TEST_P(IoTest, CloseCancelsAReceiveInFlight) {
     EXPECT_TRUE(co_await done.Wait(Deadline(absl::Seconds(30))));
     EXPECT_EQ(result.code(), absl::StatusCode::kCancelled) << result;
     ::close(pair->client);
+  }());
+}
+
+// TrySend takes what fits and never waits; Poll waits in the kernel for either direction and
+// reports which is ready (a server keeps reading requests while its client is slow to read).
+TEST_P(IoTest, PollWaitsForEitherDirectionAndTrySendNeverWaits) {
+  auto rt = MakeRuntime();
+  rt->BlockOn([]() -> Task<void> {
+    absl::StatusOr<Pair> pair = co_await Connected();
+    EXPECT_TRUE(pair.ok()) << pair.status();
+    if (!pair.ok()) co_return;
+    // Nobody reads the server's side: the client's sends fill both buffers, then take nothing.
+    const std::string chunk(64 << 10, 'x');
+    size_t sent = 0;
+    bool full = false;
+    for (int i = 0; i < 100'000 && !full; ++i) {
+      absl::StatusOr<size_t> n = co_await TrySend(pair->client, chunk);
+      EXPECT_TRUE(n.ok()) << n.status();
+      if (!n.ok()) co_return;
+      full = *n == 0;
+      sent += *n;
+    }
+    EXPECT_TRUE(full) << "the socket never filled after " << sent << " bytes";
+    absl::StatusOr<int> no_room =
+        co_await Poll(pair->client, POLLOUT, Deadline(absl::Milliseconds(20)));
+    EXPECT_EQ(no_room.status().code(), absl::StatusCode::kDeadlineExceeded) << no_room.status();
+    EXPECT_EQ(no_room.status().message(), "poll: deadline exceeded");
+
+    // A wait for room or input, in the kernel; input comes first.
+    WaitSlot started;
+    WaitSlot done;
+    absl::StatusOr<int> ready = 0;
+    Scheduler::Current()->Spawn(
+        [](int fd, absl::StatusOr<int>* ready, WaitSlot* started, WaitSlot* done) -> Task<void> {
+          started->Notify();  // The waiter resumes after this task suspends (one thread).
+          *ready = co_await Poll(fd, POLLIN | POLLOUT, Deadline(absl::Seconds(30)));
+          done->Notify();
+        }(pair->client, &ready, &started, &done));
+    EXPECT_TRUE(co_await started.Wait(Deadline(absl::Seconds(30))));
+    EXPECT_TRUE((co_await SendAll(pair->server, "reply")).ok());
+    EXPECT_TRUE(co_await done.Wait(Deadline(absl::Seconds(30))));
+    EXPECT_TRUE(ready.ok()) << ready.status();
+    EXPECT_EQ(ready.value_or(0) & (POLLIN | POLLOUT), POLLIN);
+
+    // A wait for room alone, in the kernel: the server's reading makes it.
+    WaitSlot started2;
+    WaitSlot done2;
+    absl::StatusOr<int> room = 0;
+    Scheduler::Current()->Spawn(
+        [](int fd, absl::StatusOr<int>* ready, WaitSlot* started, WaitSlot* done) -> Task<void> {
+          started->Notify();
+          *ready = co_await Poll(fd, POLLOUT, Deadline(absl::Seconds(30)));
+          done->Notify();
+        }(pair->client, &room, &started2, &done2));
+    EXPECT_TRUE(co_await started2.Wait(Deadline(absl::Seconds(30))));
+    std::vector<char> buf(1 << 20);
+    for (size_t got = 0; got < sent;) {
+      absl::StatusOr<size_t> n = co_await Recv(pair->server, buf, Deadline(absl::Seconds(30)));
+      EXPECT_TRUE(n.ok() && *n > 0) << n.status();
+      if (!n.ok() || *n == 0) break;
+      got += *n;
+    }
+    EXPECT_TRUE(co_await done2.Wait(Deadline(absl::Seconds(30))));
+    EXPECT_TRUE(room.ok()) << room.status();
+    EXPECT_NE(room.value_or(0) & POLLOUT, 0);
+    absl::StatusOr<size_t> takes = co_await TrySend(pair->client, chunk);
+    EXPECT_GT(takes.value_or(0), 0u) << takes.status();
+
+    // A peer gone: the wait ends with the hang-up or error the kernel reports.
+    ::close(pair->server);
+    absl::StatusOr<int> gone = co_await Poll(pair->client, POLLIN, Deadline(absl::Seconds(30)));
+    EXPECT_TRUE(gone.ok()) << gone.status();
+    EXPECT_NE(gone.value_or(0) & (POLLIN | POLLHUP | POLLERR), 0);
+    ::close(pair->client);
+  }());
+}
+
+TEST_P(IoTest, PollRefusesEventsThatNameNothingToWaitFor) {
+  auto rt = MakeRuntime();
+  rt->BlockOn([]() -> Task<void> {
+    absl::StatusOr<int> none = co_await Poll(0, 0);
+    EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(none.status().message().find("nothing to wait for"), std::string::npos)
+        << none.status();
+    absl::StatusOr<int> odd = co_await Poll(0, POLLIN | 0x4000);
+    EXPECT_EQ(odd.status().code(), absl::StatusCode::kInvalidArgument) << odd.status();
+    absl::StatusOr<int> bad_fd = co_await Poll(-1, POLLIN);
+    EXPECT_EQ(bad_fd.status().code(), absl::StatusCode::kInvalidArgument) << bad_fd.status();
   }());
 }
 

@@ -119,6 +119,11 @@ Task<absl::Status> Close(Process& self, int fd) {
   co_return r.status();
 }
 
+Task<absl::StatusOr<short>> Poll(Process& self, int fd, short events, absl::Time deadline) {
+  ETSMGR_CO_ASSIGN_OR_RETURN(size_t ready, co_await RunIo(self, PollSpec(fd, events), deadline));
+  co_return static_cast<short>(ready);
+}
+
 Task<absl::Status> SendAll(Process& self, int fd, std::string_view data, absl::Time deadline) {
   return SendAllProgressing(self, fd, data, absl::InfiniteDuration(), deadline);
 }

@@ -57,6 +57,15 @@ inline Task<absl::StatusOr<size_t>> Send(Process& self, int fd, std::string_view
                                          absl::Time deadline = absl::InfiniteFuture()) {
   return RunIo(self, SendSpec(fd, data), deadline);
 }
+// The bytes the socket takes now, 0 when it has no room; never waits (see TrySendSpec).
+inline Task<absl::StatusOr<size_t>> TrySend(Process& self, int fd, std::string_view data) {
+  return RunIo(self, TrySendSpec(fd, data));
+}
+// Waits until `fd` is ready for one of `events` (POLLIN, POLLOUT, ...): the ready events, as
+// poll(2) reports them (POLLERR, POLLHUP included). Say, a server that must keep reading requests
+// while a client is slow to take its replies waits for POLLIN | POLLOUT.
+Task<absl::StatusOr<short>> Poll(Process& self, int fd, short events,
+                                 absl::Time deadline = absl::InfiniteFuture());
 inline Task<absl::StatusOr<size_t>> RecvV(Process& self, int fd, std::vector<std::span<char>> into,
                                           absl::Time deadline = absl::InfiniteFuture()) {
   return RunIo(self, RecvVSpec(fd, std::move(into)), deadline);

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -209,6 +210,13 @@ class UringPoller final : public IoPoller {
     // operations in the same direction on one socket at once have no defined order on either
     // backend.)
     if (TryAtOnce(op)) return true;
+    if (op->nowait) {
+      // It would wait: a send that must not says so at once.
+      op->result = -EAGAIN;
+      op->done = true;
+      op->MarkCompleted();
+      return true;
+    }
     Track(op);
     if (!pending_.empty() || !Prepare(op)) pending_.push_back(op);
     return false;
@@ -218,11 +226,20 @@ class UringPoller final : public IoPoller {
     ssize_t rc;
     char* buffer = op->buffer.get();
     switch (op->kind) {
+      case IoKind::kPoll: {
+        pollfd p{op->fd, op->poll_events, 0};
+        rc = ::poll(&p, 1, 0);
+        if (rc == 0) return false;  // Not ready: the ring waits.
+        if (rc > 0) rc = static_cast<uint16_t>(p.revents);
+        break;
+      }
       case IoKind::kRecv:
         rc = ::recv(op->fd, buffer, op->length, MSG_DONTWAIT);
         break;
       case IoKind::kSend:
-        rc = ::send(op->fd, buffer, op->length, MSG_DONTWAIT | MSG_NOSIGNAL);
+        do {
+          rc = ::send(op->fd, buffer, op->length, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (rc < 0 && errno == EINTR && op->nowait);  // A send that must not wait retries.
         break;
       case IoKind::kRecvMsg:
         rc = ::recvmsg(op->fd, &op->msg, MSG_DONTWAIT);
@@ -359,6 +376,9 @@ class UringPoller final : public IoPoller {
         break;
       case IoKind::kClose:
         io_uring_prep_close(sqe, op->fd);
+        break;
+      case IoKind::kPoll:
+        io_uring_prep_poll_add(sqe, op->fd, static_cast<uint16_t>(op->poll_events));
         break;
     }
     io_uring_sqe_set_data(sqe, op);
@@ -501,6 +521,10 @@ class EpollPoller final : public IoPoller {
     }
     int32_t result;
     Interest interest = Attempt(op, &result);
+    if (interest != Interest::kNone && op->nowait) {
+      interest = Interest::kNone;  // It would wait: a send that must not says so at once.
+      result = -EAGAIN;
+    }
     if (interest == Interest::kNone) {
       op->result = result;
       op->done = true;
@@ -511,8 +535,11 @@ class EpollPoller final : public IoPoller {
     Waiters& w = fds_[op->fd];
     // With no operation waiting, the descriptor may have been closed since it was armed (the
     // kernel then dropped its registration) and its number reused: arm it afresh.
-    if (w.readers == nullptr && w.writers == nullptr) w.armed = 0;
-    Append(interest == Interest::kRead ? w.readers : w.writers, op);
+    if (w.idle()) w.armed = 0;
+    Append(interest == Interest::kRead    ? w.readers
+           : interest == Interest::kWrite ? w.writers
+                                          : w.pollers,
+           op);
     Arm(op->fd, w);
     return false;
   }
@@ -521,7 +548,8 @@ class EpollPoller final : public IoPoller {
     if (op->done) return;
     auto it = fds_.find(op->fd);
     if (it == fds_.end()) return;
-    if (Remove(it->second.readers, op) || Remove(it->second.writers, op)) {
+    if (Remove(it->second.readers, op) || Remove(it->second.writers, op) ||
+        Remove(it->second.pollers, op)) {
       Defer(op, -ECANCELED);
     }
   }
@@ -529,7 +557,7 @@ class EpollPoller final : public IoPoller {
   void CancelFd(int fd) override {
     auto it = fds_.find(fd);
     if (it == fds_.end()) return;
-    for (IoOp* op : {it->second.readers, it->second.writers}) {
+    for (IoOp* op : {it->second.readers, it->second.writers, it->second.pollers}) {
       while (op != nullptr) {
         IoOp* next = op->next_waiting;
         op->next_waiting = nullptr;
@@ -551,10 +579,13 @@ class EpollPoller final : public IoPoller {
   bool HasCompletions() const override { return HasDeferred(); }
 
  private:
-  enum class Interest { kNone, kRead, kWrite };
+  // kPoll: a readiness wait (its own events, either direction).
+  enum class Interest { kNone, kRead, kWrite, kPoll };
   struct Waiters {
     IoOp* readers = nullptr;  // FIFO through next_waiting.
     IoOp* writers = nullptr;
+    IoOp* pollers = nullptr;  // Readiness waits: each completes on its own events.
+    bool idle() const { return readers == nullptr && writers == nullptr && pollers == nullptr; }
     uint32_t armed = 0;  // The events of the one-shot registration now armed (0: none).
   };
 
@@ -602,6 +633,13 @@ class EpollPoller final : public IoPoller {
     const auto iovcnt = static_cast<int>(op->iov.size());
     do {
       switch (op->kind) {
+        case IoKind::kPoll: {
+          pollfd p{fd, op->poll_events, 0};
+          rc = ::poll(&p, 1, 0);
+          if (rc == 0) return Interest::kPoll;
+          if (rc > 0) rc = static_cast<uint16_t>(p.revents);
+          break;
+        }
         case IoKind::kAccept:
           MakeNonBlocking(fd);
           op->addrlen = sizeof op->addr;
@@ -682,6 +720,11 @@ class EpollPoller final : public IoPoller {
     uint32_t events = 0;
     if (w.readers != nullptr) events |= EPOLLIN | EPOLLRDHUP;
     if (w.writers != nullptr) events |= EPOLLOUT;
+    for (IoOp* op = w.pollers; op != nullptr; op = op->next_waiting) {
+      if ((op->poll_events & (POLLIN | POLLPRI | POLLRDHUP)) != 0) events |= EPOLLIN | EPOLLRDHUP;
+      if ((op->poll_events & POLLPRI) != 0) events |= EPOLLPRI;
+      if ((op->poll_events & POLLOUT) != 0) events |= EPOLLOUT;
+    }
     if (events == 0 || events == w.armed) return;
     epoll_event ev{};
     ev.events = events | EPOLLONESHOT;
@@ -693,7 +736,7 @@ class EpollPoller final : public IoPoller {
       return;
     }
     int error = errno;
-    for (IoOp** head : {&w.readers, &w.writers}) {
+    for (IoOp** head : {&w.readers, &w.writers, &w.pollers}) {
       while (IoOp* op = *head) {
         *head = op->next_waiting;
         op->next_waiting = nullptr;
@@ -722,7 +765,8 @@ class EpollPoller final : public IoPoller {
       bool broken = (ev & (EPOLLERR | EPOLLHUP)) != 0;
       if (broken || (ev & (EPOLLIN | EPOLLRDHUP)) != 0) RunReady(w.readers, &finished);
       if (broken || (ev & EPOLLOUT) != 0) RunReady(w.writers, &finished);
-      if (w.readers == nullptr && w.writers == nullptr) continue;  // Stays registered, disarmed.
+      RunPollers(w.pollers, &finished);
+      if (w.idle()) continue;  // Stays registered, disarmed.
       Arm(fd, w);
     }
     for (auto& [op, result] : finished) Complete(op, result);
@@ -740,6 +784,21 @@ class EpollPoller final : public IoPoller {
         break;
       }
       head = op->next_waiting;
+      op->next_waiting = nullptr;
+      finished->emplace_back(op, result);
+    }
+  }
+
+  // Completes every readiness wait whose events are there now; the others keep waiting.
+  static void RunPollers(IoOp*& head, std::vector<std::pair<IoOp*, int32_t>>* finished) {
+    for (IoOp** link = &head; IoOp* op = *link;) {
+      int32_t result = -ECANCELED;
+      if (op->outcome.load(std::memory_order_acquire) != IoOp::kAbandoned &&
+          Attempt(op, &result) != Interest::kNone) {
+        link = &op->next_waiting;
+        continue;
+      }
+      *link = op->next_waiting;
       op->next_waiting = nullptr;
       finished->emplace_back(op, result);
     }
