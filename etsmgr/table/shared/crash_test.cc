@@ -414,6 +414,50 @@ TEST_F(CrashTest, AKilledHolderWhoseForkedChildLivesOnIsRepaired) {
   EXPECT_TRUE(m->Check().ok());
 }
 
+// A writer that grew the segment past what another handle has mapped, killed while its allocator
+// transaction (the free of its old region, out there) was logged: the other handle's repair maps
+// the rest of the segment before it checks the log's offsets. Before, it judged them against its
+// own older mapping, refused the log as corrupt and left the segment lock unrecoverable: every
+// later resize, repair and open failed, the acknowledged data with them.
+TEST_F(CrashTest, ARepairMapsWhatAnotherWriterGrewBeforeItUndoesItsLog) {
+  options_.lock_timeout = absl::Seconds(2);
+  IntMap m = Fresh();
+  ASSERT_TRUE(m.Insert(0, 0).ok());
+  const uint64_t mapped_before = m.Info()->file_bytes;
+  constexpr int64_t kGrown = 200'000;
+  pid_t pid = fork();
+  if (pid == 0) {
+    absl::StatusOr<IntMap> c = Reopen();
+    if (!c.ok()) _exit(2);
+    for (int64_t k = 1; k <= kGrown; ++k) {
+      if (!c->Insert(k, k).ok()) _exit(3);
+    }
+    g_target = 1;
+    g_seen = 0;
+    g_kind = static_cast<int>(Crash::kFreeLogged);
+    shared_internal::g_crash_hook.store(&KillAtTarget);
+    for (int64_t k = kGrown + 1; k <= 8 * kGrown; ++k) {
+      if (!c->Insert(k, k).ok()) _exit(4);
+    }
+    _exit(1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  // The case under test: the freed region lies past what this handle mapped at its open.
+  ASSERT_GT(m.Info()->file_bytes, 2 * mapped_before);
+  absl::Status checked = m.Check();
+  EXPECT_TRUE(checked.ok()) << checked;
+  EXPECT_EQ(m.Info()->log_rollbacks, 1u);
+  for (int64_t k = 0; k <= kGrown; ++k) {
+    ASSERT_EQ(m.Get(k).value(), std::optional<int64_t>(k)) << k;
+  }
+  ASSERT_TRUE(m.Insert(-1, -1).ok());
+  absl::StatusOr<IntMap> again = Reopen();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->Check().ok());
+}
+
 // A child forked while a shard's lock is held (here by a `decide` that forks) leaves the lock and
 // the write to its parent: the child neither writes (FailedPrecondition) nor releases the lock
 // on its way out.

@@ -470,6 +470,9 @@ absl::Status MapCore::RepairSegment() const {
   if (state != kLogActive) return Corrupt(absl::StrCat("the segment log's state is ", state));
   const uint64_t count = Load(&log.count);
   if (count > kLogEntries) return Corrupt(absl::StrCat("the segment log has ", count, " entries"));
+  // The logged writes may lie past what this handle has mapped (another process grew the segment
+  // before it was killed): judge and undo them against the whole segment, mapped first.
+  if (!EnsureMapped(Load(&m->file_size))) return Corrupt("cannot map the whole segment to repair");
   const uint64_t limit = mapped_.load(std::memory_order_acquire);
   for (uint64_t i = count; i-- > 0;) {
     const uint64_t offset = Load(&log.offset[i]);
