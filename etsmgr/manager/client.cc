@@ -282,6 +282,15 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
     co_return absl::InvalidArgumentError(
         absl::StrCat(Describe("new_table", name), ": the table factory has no create function"));
   }
+  if (factory.load != nullptr && options.shared.has_value()) {
+    // A loaded table lives on the heap: the segment's data (newer than any file after a crash)
+    // would be passed over, and writes made after the load lost at the next kill of the program.
+    co_return absl::InvalidArgumentError(
+        absl::StrCat(Describe("new_table", name),
+                     ": a table from a file (NewTableFromFile) cannot have shared "
+                     "storage (options.shared); a shared table outlives the "
+                     "program in its segment: create it with NewTable"));
+  }
   if (absl::Status allowed = CheckCall(self, "new_table", name); !allowed.ok()) co_return allowed;
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("new_table", name), nullptr, inst_);

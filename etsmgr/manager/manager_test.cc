@@ -2,6 +2,8 @@
 // and error cases, and the instance, info and wait_for_manager contracts.
 #include "etsmgr/manager/manager.h"
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
@@ -193,6 +195,20 @@ TEST_F(ManagerTest, NewTableFromFileLoadsOnFirstCreationOnly) {
         co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "kind", good, ordered);
     EXPECT_EQ(kind.status().code(), absl::StatusCode::kInvalidArgument)
         << "a file of another table type: " << kind.status();
+    // Shared storage with a file, there or not: refused before any segment is made (a loaded
+    // table lives on the heap; it silently passed over the segment and lost writes at a kill).
+    for (const std::string& file : {good, TempPath("no_such_file.tab")}) {
+      TableOptions in_segment;
+      in_segment.shared = SharedStorage();
+      in_segment.shared->segment = absl::StrCat("etsmgr-from-file-refused-", ::getpid());
+      absl::StatusOr<ManagedTableRef> shared =
+          co_await mgr.NewTableFromFile<int64_t, int64_t>(self, "shared", file, in_segment);
+      EXPECT_EQ(shared.status().code(), absl::StatusCode::kInvalidArgument) << shared.status();
+      EXPECT_NE(shared.status().message().find("options.shared"), std::string::npos)
+          << shared.status();
+      EXPECT_NE(::access(absl::StrCat("/dev/shm/", in_segment.shared->segment).c_str(), F_OK), 0)
+          << "a segment was made";
+    }
     // A missing directory is not a first start: NotFound, no table.
     absl::StatusOr<ManagedTableRef> no_dir = co_await mgr.NewTableFromFile<int64_t, int64_t>(
         self, "no_dir", TempPath("no/such/dir/t.tab"));
