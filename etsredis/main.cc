@@ -41,6 +41,8 @@ constexpr char kUsage[] =
     "  --proto-max-bulk-len=N    largest bulk string in a request, bytes (536870912)\n"
     "  --max-request-buffer=N    bytes buffered for one incomplete request (67108864)\n"
     "  --max-reply-bytes=N       largest reply one request may build (537919488)\n"
+    "  --max-pending-replies=N   replies held for a client that has not read them before its\n"
+    "                            requests stop being read (268435456)\n"
     "  --spin-us=N               how long an idle scheduler spins before it sleeps (50)\n"
     "  --kill-shard-every=MS     crash injection: kill a random shard every MS milliseconds\n"
     "                            (0: never); the count is logged at the stop\n"
@@ -118,6 +120,11 @@ int main(int argc, char** argv) {
     } else if (Flag(arg, "max-reply-bytes", &v)) {
       if (!absl::SimpleAtoi(v, &n) || n < 1024) return Fail("--max-reply-bytes: bytes, not " + v);
       options.max_reply_bytes = n;
+    } else if (Flag(arg, "max-pending-replies", &v)) {
+      if (!absl::SimpleAtoi(v, &n) || n < 1024) {
+        return Fail("--max-pending-replies: bytes (at least 1024), not " + v);
+      }
+      options.max_pending_reply_bytes = n;
     } else if (Flag(arg, "spin-us", &v)) {
       if (!absl::SimpleAtoi(v, &n) || n > 1'000'000)
         return Fail("--spin-us: 0 to 1000000, not " + v);

@@ -1,5 +1,6 @@
 #include "etsredis/server.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -375,59 +376,116 @@ Task<void> ConnectionBody(Process& self, int fd, std::shared_ptr<ServerState> st
     return st->listener_stats == nullptr ? 0 : st->listener_stats->rejected.load();
   };
   const absl::Duration idle = st->options.idle_timeout;
-  std::vector<char> buffer(kReadSize);
-  std::string out;
-  auto flush = [&]() -> Task<absl::Status> {
-    // The idle timeout bounds each send, not the whole reply (SendAllProgressing).
-    absl::Status sent = co_await etsmgr::SendAllProgressing(self, fd, out, idle);
-    out.clear();
-    if (out.capacity() > (size_t{1} << 20)) out.shrink_to_fit();
-    co_return sent;
+  const size_t limit = st->options.max_pending_reply_bytes;
+  auto idle_deadline = [idle] {
+    return idle > absl::ZeroDuration() ? etsmgr::Deadline(idle) : absl::InfiniteFuture();
   };
-  while (true) {
-    absl::StatusOr<size_t> got = co_await etsmgr::Recv(
-        self, fd, std::span<char>(buffer),
-        idle > absl::ZeroDuration() ? etsmgr::Deadline(idle) : absl::InfiniteFuture());
+  std::vector<char> buffer(kReadSize);
+  // Replies not yet taken by the socket: out[sent..]. The connection keeps reading requests while
+  // they wait (a client may write a whole pipeline before it reads a reply, as Redis allows),
+  // until `limit` bytes wait: then TCP pushes back until the client reads.
+  std::string out;
+  size_t sent = 0;
+  auto pending = [&] { return out.size() - sent; };
+  bool input_open = true;  // The client has not ended its side.
+  bool close = false;      // A protocol error or QUIT: no more requests run.
+  bool held_back = false;  // The parser holds requests not run yet (replies waiting to go).
+  size_t dropped = 0;      // Input read and dropped after `close`.
+  // Runs the requests the parser holds; stops to send every kFlushAt bytes of replies, and at the
+  // limit.
+  auto execute = [&] {
+    held_back = false;
+    const size_t before = pending();
+    while (!close) {
+      if (pending() - before >= kFlushAt || pending() >= limit) {
+        held_back = true;
+        return;
+      }
+      RequestParser::Result r = parser.Next();
+      if (r == RequestParser::Result::kNeedMore) return;
+      if (r == RequestParser::Result::kError) {
+        AppendError(out, absl::StrCat("ERR ", parser.error()));
+        Logf(LogLevel::kInfo, "etsredis: client %d: %s: closed", context.client_id, parser.error());
+        close = true;
+        return;
+      }
+      close = Execute(parser.args(), context, out) == AfterCommand::kClose;
+    }
+  };
+  // Takes what a receive brought: requests, or (closing) input to drop. False: stop.
+  auto take = [&](const absl::StatusOr<size_t>& got) {
     if (!got.ok()) {
       if (got.status().code() == absl::StatusCode::kDeadlineExceeded) {
         Logf(LogLevel::kDebug, "etsredis: client %d idle for %s: closed", context.client_id,
              absl::FormatDuration(idle));
       }
-      co_return;
+      return false;
     }
-    if (*got == 0) co_return;  // The client closed.
-    parser.Feed(std::string_view(buffer.data(), *got));
-    bool close = false;
-    while (!close) {
-      RequestParser::Result r = parser.Next();
-      if (r == RequestParser::Result::kNeedMore) break;
-      if (r == RequestParser::Result::kError) {
-        AppendError(out, absl::StrCat("ERR ", parser.error()));
-        Logf(LogLevel::kInfo, "etsredis: client %d: %s: closed", context.client_id, parser.error());
-        close = true;
-        break;
-      }
-      close = Execute(parser.args(), context, out) == AfterCommand::kClose;
-      if (out.size() >= kFlushAt) {
-        if (!(co_await flush()).ok()) co_return;
-      }
+    if (*got == 0) {
+      input_open = false;  // What waits is still sent: a client may end its side, then read.
+      return true;
     }
-    if (!out.empty() && !(co_await flush()).ok()) co_return;
     if (close) {
-      // A lingering close: our side ends with a FIN after the last reply, then what the client
-      // still sends is read and dropped (for a while, up to a cap) before the descriptor closes.
-      // Closing with unread input would send a reset, which can make the client's kernel drop
-      // the error reply it has not read yet.
-      ::shutdown(fd, SHUT_WR);
-      const absl::Time until = etsmgr::Deadline(kLingerTime);
-      for (size_t dropped = 0; dropped < kLingerBytes;) {
-        absl::StatusOr<size_t> more =
-            co_await etsmgr::Recv(self, fd, std::span<char>(buffer), until);
-        if (!more.ok() || *more == 0) break;
-        dropped += *more;
+      dropped += *got;
+      return dropped <= kLingerBytes;
+    }
+    parser.Feed(std::string_view(buffer.data(), *got));
+    execute();
+    return true;
+  };
+  while (true) {
+    if (pending() > 0) {
+      absl::StatusOr<size_t> n =
+          co_await etsmgr::TrySend(self, fd, std::string_view(out).substr(sent));
+      if (!n.ok()) co_return;
+      sent += *n;
+      if (sent == out.size()) {
+        out.clear();
+        sent = 0;
+        if (out.capacity() > (size_t{1} << 20)) out.shrink_to_fit();
+      } else if (sent >= (size_t{1} << 20) && sent >= out.size() / 2) {
+        out.erase(0, sent);
+        sent = 0;
       }
+    }
+    if (held_back && pending() < limit) {
+      execute();
+      continue;
+    }
+    if (pending() == 0) {
+      if (close) break;
+      if (!input_open) co_return;  // Everything asked for was answered.
+      // Nothing waits to go: wait for requests (one receive, the usual case).
+      if (!take(co_await etsmgr::Recv(self, fd, std::span<char>(buffer), idle_deadline()))) {
+        co_return;
+      }
+      continue;
+    }
+    // Replies wait and the socket is full: wait for room, and for more requests (or the input
+    // of a closing client, dropped) while under the limit.
+    short want = POLLOUT;
+    if (input_open && !held_back && (close || pending() < limit)) want |= POLLIN;
+    absl::StatusOr<short> ready = co_await etsmgr::Poll(self, fd, want, idle_deadline());
+    if (!ready.ok()) {
+      (void)take(ready.status());
       co_return;
     }
+    if ((want & POLLIN) != 0 && (*ready & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      if (!take(co_await etsmgr::Recv(self, fd, std::span<char>(buffer), idle_deadline()))) {
+        co_return;
+      }
+    }
+  }
+  // A lingering close: our side ends with a FIN after the last reply, then what the client still
+  // sends is read and dropped (for a while, up to a cap) before the descriptor closes. Closing
+  // with unread input would send a reset, which can make the client's kernel drop the error reply
+  // it has not read yet.
+  ::shutdown(fd, SHUT_WR);
+  const absl::Time until = etsmgr::Deadline(kLingerTime);
+  while (input_open && dropped < kLingerBytes) {
+    absl::StatusOr<size_t> more = co_await etsmgr::Recv(self, fd, std::span<char>(buffer), until);
+    if (!more.ok() || *more == 0) break;
+    dropped += *more;
   }
 }
 
@@ -532,6 +590,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(etsmgr::Node& node, Server
     return absl::InvalidArgumentError(
         "etsredis: request limits too small (max_bulk > 0, max_buffer >= 1024, max_inline >= 16, "
         "max_args > 0)");
+  }
+  if (options.max_pending_reply_bytes < 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "etsredis: max_pending_reply_bytes ", options.max_pending_reply_bytes, " (at least 1024)"));
   }
   if (absl::Status same = CheckShardCount(node, options, n); !same.ok()) return same;
   auto st = std::make_shared<ServerState>(options, n);

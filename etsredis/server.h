@@ -30,8 +30,10 @@
 // `timeout 0`); request limits in ParserLimits (a protocol error is replied, then the
 // connection closed, as Redis does: with a FIN after the reply, the client's further input read
 // and dropped for up to 2 s, so the close never resets a client that has not read its error).
-// Replies are sent once a read's requests are done (or every 64 KB): a client that does not read
-// its replies stops being read (TCP pushes back), so a connection's memory stays bounded.
+// Replies are sent as the socket takes them, and requests keep being read and run while replies
+// wait (a client may write its whole pipeline before it reads a reply, as Redis allows), until
+// `max_pending_reply_bytes` wait: then the client stops being read until it reads (TCP pushes
+// back), so a connection's memory stays bounded (that limit, plus one reply).
 #ifndef ETSREDIS_SERVER_H_
 #define ETSREDIS_SERVER_H_
 
@@ -58,6 +60,10 @@ struct ServerOptions {
   absl::Duration idle_timeout = absl::ZeroDuration();
   ParserLimits limits;
   uint64_t max_reply_bytes = (uint64_t{512} << 20) + (uint64_t{1} << 20);  // See commands.h.
+  // Replies a connection holds for a client that has not read them before it stops reading the
+  // client's requests (TCP then pushes back on the client). Below it, requests keep being read
+  // and run while replies wait: a client may write a whole pipeline before it reads.
+  uint64_t max_pending_reply_bytes = uint64_t{256} << 20;
   absl::Duration start_timeout = absl::Seconds(10);  // For every shard to have its table.
   // Non-empty: the shared mode. Each shard's table keeps its data in the shared-memory segment
   // /dev/shm/<shared>-<i>-of-<shards> (TableOptions::shared), so the keyspace survives a kill -9

@@ -296,6 +296,77 @@ TEST_P(EtsredisTest, AClientReadingABigReplySteadilyIsNotTimedOut) {
   ::close(fd);
 }
 
+// Sends until all of `text` went or a send fails (say, SO_SNDTIMEO passes): the bytes sent.
+size_t SendUntilStuck(int fd, std::string_view text) {
+  size_t sent = 0;
+  while (sent < text.size()) {
+    ssize_t n = ::send(fd, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  return sent;
+}
+
+// A pipeline of `count` ECHOs of a 1000-byte payload, and the replies it must get.
+std::pair<std::string, std::string> EchoPipeline(int count) {
+  const std::string payload(1000, 'p');
+  const std::string one = absl::StrCat("*2\r\n$4\r\nECHO\r\n$1000\r\n", payload, "\r\n");
+  const std::string reply = absl::StrCat("$1000\r\n", payload, "\r\n");
+  std::string requests;
+  std::string replies;
+  requests.reserve(one.size() * count);
+  replies.reserve(reply.size() * count);
+  for (int i = 0; i < count; ++i) {
+    requests += one;
+    replies += reply;
+  }
+  return {requests, replies};
+}
+
+// A client may write its whole pipeline before it reads a reply (redis-py's and Jedis's
+// pipelines do; Redis keeps reading while the replies wait): 40 MB each way, far more than the
+// sockets' buffers hold in either direction. The server stopped reading while a send of its
+// replies waited: both sides then waited for ever.
+TEST_P(EtsredisTest, AClientThatWritesItsWholePipelineBeforeReadingGetsEveryReply) {
+  StartServer();
+  int fd = Dial(server_->address());
+  timeval tv{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  auto [requests, replies] = EchoPipeline(40'000);
+  ASSERT_EQ(SendUntilStuck(fd, requests), requests.size())
+      << "the server stopped reading while its replies waited";
+  const std::string got = RecvUpTo(fd, replies.size());
+  EXPECT_EQ(got.size(), replies.size());
+  EXPECT_TRUE(got == replies) << "the replies differ from the pipeline's, or came out of order";
+  ::close(fd);
+}
+
+// Past max_pending_reply_bytes of replies waiting, the client's requests stop being read (its
+// writes then stop), and start again as it reads: every reply comes, in order.
+TEST_P(EtsredisTest, PastThePendingReplyLimitTheClientIsPushedBackAndThenServedInOrder) {
+  ServerOptions options;
+  options.max_pending_reply_bytes = 64 << 10;
+  StartServer(options);
+  int fd = Dial(server_->address());
+  timeval tv{1, 0};  // How long a write that takes nothing counts as pushed back.
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  auto [requests, replies] = EchoPipeline(50'000);
+  const size_t first = SendUntilStuck(fd, requests);
+  EXPECT_LT(first, requests.size()) << "the server read 50 MB of requests without a reply read";
+  std::thread rest([fd, first, &requests] {
+    timeval forever{30, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &forever, sizeof forever);
+    EXPECT_EQ(first + SendUntilStuck(fd, std::string_view(requests).substr(first)),
+              requests.size());
+  });
+  const std::string got = RecvUpTo(fd, replies.size());
+  rest.join();
+  EXPECT_EQ(got.size(), replies.size());
+  EXPECT_TRUE(got == replies) << "the replies differ from the pipeline's, or came out of order";
+  ::close(fd);
+}
+
 TEST_P(EtsredisTest, TooManyClientsAreRefusedAndIdleOnesClosed) {
   ServerOptions options;
   options.max_clients = 2;
@@ -563,6 +634,7 @@ TEST_P(EtsredisTest, BadOptionsAreInvalidArgument) {
            [](ServerOptions& o) { o.max_clients = 0; },
            [](ServerOptions& o) { o.idle_timeout = absl::Seconds(-1); },
            [](ServerOptions& o) { o.limits.max_buffer = 10; },
+           [](ServerOptions& o) { o.max_pending_reply_bytes = 100; },
        }) {
     ServerOptions o;
     change(o);
