@@ -566,11 +566,18 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
   // A shared table's object is removed too: its segment would otherwise outlive the program
   // with nobody to claim it (one the instance held went with the release above).
   if (shared.valid() && !shared.core()->deleted()) {
-    absl::Status deleted = shared.core()->Delete("del_table");
+    if (manager_internal::DelTableHook hook =
+            manager_internal::g_del_table_hook.load(std::memory_order_acquire)) {
+      hook(name);
+    }
+    // Unless its owner registered it anew since the release (add_table on this instance or
+    // another): deleting that would lose a table whose add_table was answered OK.
+    absl::Status deleted =
+        table_internal::ManagerAccess::DeleteUnlessKeptAgain(*shared.core(), "del_table");
     if (!deleted.ok()) {
       Logf(LogLevel::kNotice,
-           "etsmgr %s: del_table \"%s\": its owner keeps the shared table until it exits (%s)",
-           inst_, name, deleted.ToString());
+           "etsmgr %s: del_table \"%s\": the shared table stays with its owner (%s)", inst_, name,
+           deleted.ToString());
     }
   }
   if (Scheduler::Current()->Charge()) co_await self.Yield();

@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/error_atom.h"
+#include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/manager/manager.h"
 #include "etsmgr/process/testing/test_util.h"
@@ -543,6 +544,82 @@ TEST_F(SharedManagedTableTest, ADelTableOfATableAnotherProcessOwnsRemovesItsSegm
   EXPECT_FALSE(Exists(SegmentPath())) << "the segment goes with the table";
   EXPECT_FALSE(Exists(ClaimPath()));
   EXPECT_CLAIMED(NewTableHere(), true, -1);  // A fresh, empty table.
+}
+
+// del_table of a shared table another process owns releases it, then deletes it after the
+// instance's lock. If the owner registers it anew in between (its add_table answered OK), the
+// table is managed again and stays: del_table deleted it (segment and all) under its new keeper.
+std::function<void()>* g_between_release_and_delete = nullptr;
+TEST_F(SharedManagedTableTest, ATableRegisteredAgainBeforeDelTableDeletesItStays) {
+  struct Take {
+    AnyTable table;
+  };
+  struct Never {};
+  node_ = Node::Create({.schedulers = 2}).value();
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  TableOptions options = options_;
+  options.access = Access::kPublic;  // del_table's caller may delete it (not only its owner).
+  Etsmgr mgr(inst_);
+  auto added = std::make_shared<std::promise<absl::Status>>();
+  std::future<absl::Status> added_result = added->get_future();
+  SpawnOptions on_one;
+  on_one.scheduler = 1;
+  on_one.pin = true;
+  Pid owner = node_
+                  ->Spawn(
+                      [mgr, added](Process& self) -> Task<void> {
+                        Take take = co_await self.Receive<Take>();
+                        absl::StatusOr<ManagedTableRef> r =
+                            co_await mgr.AddTable(self, "counter", take.table);
+                        added->set_value(r.status());
+                        co_await self.Receive<Never>();
+                      },
+                      on_one)
+                  .value();
+  AnyTable table;
+  // In del_table, between the release and the delete (on scheduler 0, blocked meanwhile): the
+  // owner, on scheduler 1, registers the table again.
+  std::function<void()> between = [&] {
+    Send(owner, Take{table});
+    EXPECT_EQ(added_result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  };
+  g_between_release_and_delete = &between;
+  manager_internal::g_del_table_hook.store(
+      +[](const std::string&) { (*g_between_release_and_delete)(); });
+  SpawnOptions on_zero;
+  on_zero.scheduler = 0;
+  on_zero.pin = true;
+  RunInProcess(
+      *node_,
+      [options, mgr, owner, &table](Process& self) -> Task<void> {
+        absl::StatusOr<ManagedTableRef> r =
+            co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+        CO_ASSERT_OK(r, "new_table(counter)");
+        table = r->table;
+        CO_ASSERT_OK(IntTable::Attach(table)->Insert(kCounter, 5), "insert");
+        CO_ASSERT_OK(table.GiveAway(owner), "give it to another process");
+        absl::Status del = co_await mgr.DelTable(self, "counter");
+        EXPECT_TRUE(del.ok()) << "del_table(counter): " << del;
+      },
+      on_zero);
+  manager_internal::g_del_table_hook.store(nullptr);
+  ASSERT_EQ(added_result.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  absl::Status add = added_result.get();
+  EXPECT_TRUE(add.ok()) << "the owner's add_table: " << add;
+  EXPECT_TRUE(table.alive()) << "a table whose add_table was answered OK was deleted";
+  EXPECT_TRUE(Exists(SegmentPath()));
+  RunInProcess(*node_, [mgr](Process& self) -> Task<void> {
+    absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+    CO_ASSERT_OK(info, "info");
+    EXPECT_EQ(info->counters.tables_lost, 0u);
+    EXPECT_EQ(info->tables.size(), 1u) << "the table is managed again";
+    if (info->tables.size() == 1) {
+      EXPECT_EQ(info->tables[0].name, "counter");
+    }
+  });
+  EXPECT_EQ(IntTable::Attach(table)->Get(kCounter).value(), std::optional<int64_t>(5));
+  Send(owner, Never{});
+  AwaitDeath(*node_, owner);
 }
 
 // del_table of a shared table another process owns leaves it to that process (it goes, with its

@@ -429,7 +429,18 @@ absl::Status TableCore::Delete(const char* what) {
   return absl::OkStatus();
 }
 
-void TableCore::DeleteNow() {
+absl::Status TableCore::DeleteUnlessKeptAgain(const char* what) {
+  absl::Status allowed = Check(Op::kWrite, what);
+  if (!allowed.ok()) return allowed;
+  if (deleted()) return DeletedError(what);
+  if (!DeleteNow(/*unless_kept=*/true)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " on ", ToString(), ": managed again (registered anew), not deleted"));
+  }
+  return absl::OkStatus();
+}
+
+bool TableCore::DeleteNow(bool unless_kept) {
   Pid owner;
   Pid heir;  // Released after the lock, with the heir data and the keeper's tag.
   std::shared_ptr<const std::any> heir_data;
@@ -437,7 +448,8 @@ void TableCore::DeleteNow() {
   std::shared_ptr<TableKeeper> keeper;  // Told after the lock: a kept table was lost.
   {
     ExclusiveLock lock(meta_mu_);
-    if (deleted_.exchange(true, std::memory_order_acq_rel)) return;  // Someone else did.
+    if (unless_kept && has_keeper_) return false;
+    if (deleted_.exchange(true, std::memory_order_acq_rel)) return false;  // Someone else did.
     owner = ReplaceOwner(Pid());
     heir = std::move(heir_);
     heir_data = std::move(heir_data_);
@@ -470,6 +482,7 @@ void TableCore::DeleteNow() {
       LogHookThrew("the keeper's OnLost");
     }
   }
+  return true;
 }
 
 void TableCore::LogHookThrew(const char* what) const noexcept {

@@ -356,7 +356,10 @@ class TableCore : private process_internal::ExitResource,
   bool KeptBy(const TableKeeper* keeper) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(meta_mu_) {
     return keeper != nullptr && keeper_raw_ == keeper && !keeper_.expired();
   }
-  void DeleteNow();
+  // Deletes the table unless someone did already; `unless_kept`: nor while a keeper has it.
+  // False: not deleted here.
+  bool DeleteNow(bool unless_kept = false);
+  absl::Status DeleteUnlessKeptAgain(const char* what);
 
   // Read by every operation (type, access, owner serial, deleted, storage) and by info() over
   // many tables (owner, heir, storage): together, right after the 64 bytes of the base classes,

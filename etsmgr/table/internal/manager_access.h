@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstddef>
 
+#include "absl/status/status.h"
 #include "etsmgr/process/pid.h"
 #include "etsmgr/table/table_core.h"
 
@@ -31,6 +32,12 @@ class ManagerAccess {
   // then goes with it instead of staying for a restarted program (del_table of a table another
   // process owns).
   static void MarkDiscarded(TableCore& t) { t.discarded_.store(true, std::memory_order_release); }
+  // del_table's deletion after it released the table: as Delete (the caller must be allowed to
+  // write it), unless a keeper has the table again (its owner registered it anew meanwhile):
+  // FailedPrecondition then, and the table stays.
+  static absl::Status DeleteUnlessKeptAgain(TableCore& t, const char* what) {
+    return t.DeleteUnlessKeptAgain(what);
+  }
 };
 
 }  // namespace etsmgr::table_internal
