@@ -50,9 +50,10 @@
 //   `options.type`: the error, naming the file, and no table -- move the file aside to start
 //   empty; nothing is overwritten. The table takes `options`' name, access and write
 //   concurrency, the file's objects. `options.shared` is refused (InvalidArgument): a loaded
-//   table lives on the heap, and a shared table keeps its data in its segment across crashes. A table the instance holds is handed back as by NewTable
-//   (the file is not read). The load runs in the caller under the directory's lock: other
-//   calls on the instance wait for it (its cost: bench/results/design-measurements.md).
+//   table lives on the heap, and a shared table keeps its data in its segment across crashes. A
+//   table the instance holds is handed back as by NewTable (the file is not read). The load runs in
+//   the caller under the directory's lock: other calls on the instance wait for it (its cost:
+//   bench/results/design-measurements.md).
 // - AddTable(name, table): manage a table the caller owns, or re-register after a manager
 //   restart (idempotent); the same checks; PermissionDenied (not_owner) when the caller does not
 //   own the table; AlreadyExists when the table is managed under another name. Registration and

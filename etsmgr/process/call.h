@@ -48,6 +48,11 @@ template <typename Reply, typename Request>
 Task<absl::StatusOr<Reply>> Call(Process& self, Pid server, Request request,
                                  absl::Duration timeout = kDefaultCallTimeout) {
   if (!server.valid()) co_return absl::UnavailableError("call: no server (null pid)");
+  if (server == self.self()) {
+    // No reply could ever come (OTP exits with calling_self).
+    co_return absl::InvalidArgumentError(
+        absl::StrCat("call to ", server.ToString(), ": a process calling itself"));
+  }
   const uint64_t ref = self.Monitor(server);
   Send(server, CallRequest<Request>{self.self(), ref, std::move(request)});
   std::optional<Message> m = co_await self.ReceiveIfFor(

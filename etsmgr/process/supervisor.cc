@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/error_atom.h"
+#include "etsmgr/base/exception_text.h"
 #include "etsmgr/base/log.h"
 #include "etsmgr/base/status_macros.h"
 
@@ -121,7 +122,19 @@ class Supervisor {
  private:
   Task<absl::Status> StartOne(Child& c) {
     if (IsWorker(c)) co_return StartWorker(c);
-    co_return Started(c, co_await c.spec.start(self_));
+    if (!c.spec.start) {
+      co_return absl::InvalidArgumentError(
+          absl::StrCat("child \"", c.spec.id, "\": no start function"));
+    }
+    // A start that throws fails like one that returns an error (OTP catches it too): the
+    // exception must not end the supervisor and its children with it.
+    absl::StatusOr<Pid> pid;
+    try {
+      pid = co_await c.spec.start(self_);
+    } catch (...) {
+      pid = absl::InternalError(absl::StrCat("its start threw: ", CurrentExceptionText()));
+    }
+    co_return Started(c, std::move(pid));
   }
 
   // A child whose start is WorkerChild's (not replaced since): spawn_link'ed directly.

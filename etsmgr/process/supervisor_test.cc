@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -455,6 +456,55 @@ TEST_F(SupervisorTest, ChildFailingToStartIsReported) {
   ASSERT_TRUE(a->valid());
   AwaitDeath(*node_, *a);
   EXPECT_TRUE(log_->Joined() == "start:a stop:a" || log_->Joined() == "start:a") << log_->Joined();
+}
+
+// A child spec with no start function, or whose start throws, fails to start (an error to the
+// caller); the supervisor and its other children live on. Before, the exception ended the
+// supervisor (and took its children down): any process could stop etsmgr_sup with a
+// StartChild of an empty spec.
+TEST_F(SupervisorTest, AStartThatIsMissingOrThrowsFailsWithoutEndingTheSupervisor) {
+  Pid sup = StartSupervisor(*node_, {}, {Logged(log_, "a")}).value();
+  InProcess([sup](Process& self) -> Task<void> {
+    ChildSpec empty;
+    empty.id = "empty";
+    absl::StatusOr<Pid> none = co_await StartChild(self, sup, empty);
+    EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument) << none.status();
+    EXPECT_NE(none.status().message().find("no start function"), std::string::npos)
+        << none.status();
+    ChildSpec throws;
+    throws.id = "throws";
+    throws.start = [](Process&) -> Task<absl::StatusOr<Pid>> {
+      throw std::runtime_error("no config file");
+      co_return absl::InternalError("unreached");
+    };
+    absl::StatusOr<Pid> threw = co_await StartChild(self, sup, throws);
+    EXPECT_FALSE(threw.ok());
+    EXPECT_NE(threw.status().message().find("its start threw: no config file"), std::string::npos)
+        << threw.status();
+    ChildSpec throws_at_once;  // Throws before it makes a task.
+    throws_at_once.id = "throws_at_once";
+    throws_at_once.start = [](Process&) -> Task<absl::StatusOr<Pid>> {
+      throw std::runtime_error("at once");
+    };
+    absl::StatusOr<Pid> at_once = co_await StartChild(self, sup, throws_at_once);
+    EXPECT_FALSE(at_once.ok()) << "a start that threw at once";
+    absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, sup);
+    CO_ASSERT_OK(which, "which_children: the supervisor is alive");
+    EXPECT_EQ(which->size(), 1u) << "only a, alive";
+    if (which->size() == 1) {
+      EXPECT_TRUE(which->front().pid.valid());
+    }
+  });
+}
+
+// A process that calls itself gets InvalidArgument at once (OTP: calling_self); it waited for
+// ever (StopSupervisor's timeout is infinite by default).
+TEST_F(SupervisorTest, AProcessCallingItselfIsRefused) {
+  InProcess([](Process& self) -> Task<void> {
+    absl::Status stop = co_await StopSupervisor(self, self.self());
+    EXPECT_EQ(stop.code(), absl::StatusCode::kInvalidArgument) << stop;
+    EXPECT_NE(stop.message().find("calling itself"), std::string::npos) << stop;
+  });
 }
 
 }  // namespace
