@@ -48,6 +48,14 @@ struct SupInitDone {
 struct Child {
   ChildSpec spec;
   Pid pid;
+  // A restart of its group failed: a TryAgainRestart for it is in the supervisor's mailbox.
+  bool restarting = false;
+};
+
+// The supervisor's message to itself after a failed restart (OTP's try_again_restart): the next
+// attempt comes after what its mailbox already holds (a stop, its parent's exit).
+struct TryAgainRestart {
+  std::string id;
 };
 
 // WorkerChild's start function. The supervisor recognises it (std::function::target) and
@@ -93,15 +101,20 @@ class Supervisor {
         bool retry = false;
         std::optional<bool> restarted = HandleChildExitNow(index, sig->reason, &retry);
         if (retry) {
-          restarted = co_await RestartGroupUntilDone(index, /*failed_once=*/true);
+          TryAgainLater(index);
+          restarted = true;
         } else if (!restarted.has_value()) {
           restarted = co_await HandleChildExit(index, sig->reason);
         }
-        if (!*restarted) {
-          Logf(LogLevel::kError, "supervisor %s: reached max restart intensity (%d in %s)",
-               self_.self().ToString(), flags_.intensity, absl::FormatDuration(flags_.period));
-          co_await StopAll();
-          co_return ExitReason::Shutdown();
+        if (!*restarted) co_return co_await GiveUp();
+      } else if (const TryAgainRestart* again = m.As<TryAgainRestart>()) {
+        Child* c = Find(again->id);
+        if (c == nullptr || !c->restarting) continue;  // Terminated, deleted or restarted since.
+        // Others run first: a child that keeps failing at once must not hold the scheduler (the
+        // process whose exit the next attempt waits for may need it).
+        co_await self_.Sleep(absl::ZeroDuration());
+        if (!co_await RestartGroupOnce(static_cast<size_t>(c - children_.data()))) {
+          co_return co_await GiveUp();
         }
       } else if (CallRequest<SupRequest>* req = m.As<CallRequest<SupRequest>>()) {
         if (req->request.kind == SupRequest::Kind::kStop) {
@@ -262,34 +275,42 @@ class Supervisor {
   // Applies the strategy after child `index` exited; false: intensity exceeded.
   Task<bool> HandleChildExit(size_t index, ExitReason reason) {
     if (!NoteChildExit(index, reason)) co_return true;
-    co_return co_await RestartGroupUntilDone(index, /*failed_once=*/false);
+    co_return co_await RestartGroupOnce(index);
   }
 
-  // Restarts child `index`'s group until a start works or the intensity is exceeded. Between a
-  // failed attempt and the next the supervisor yields (as OTP retries through its own mailbox):
-  // a child that keeps failing at once must not keep the scheduler from running anything else,
-  // such as the process whose exit the next attempt is waiting for.
-  Task<bool> RestartGroupUntilDone(size_t index, bool failed_once) {
+  // One attempt at restarting child `index`'s group; false: the intensity is exceeded. A start
+  // that fails is tried again through the mailbox (TryAgainLater), as OTP does: a stop request or
+  // the parent's exit that arrived meanwhile is handled first, so a child that fails slowly
+  // (never reaching the intensity) cannot make the supervisor deaf for ever.
+  Task<bool> RestartGroupOnce(size_t index) {
     auto [first, last] = RestartGroup(index);
-    while (true) {
-      if (failed_once) co_await self_.Sleep(absl::ZeroDuration());
-      failed_once = true;
-      if (!AddRestart()) co_return false;
-      // Stop the others of the group in reverse start order, then start the group in order.
-      // (The child that exited has no pid left: no coroutine to stop it.)
-      for (size_t j = last; j-- > first;) {
-        if (children_[j].pid.valid()) co_await StopOne(children_[j]);
-      }
-      bool ok = true;
-      for (size_t j = first; j < last && ok; ++j) {
-        absl::Status s = co_await StartOne(children_[j]);
-        if (!s.ok()) {
-          Logf(LogLevel::kError, "%s", s.message());
-          ok = false;
-        }
-      }
-      if (ok) co_return true;
+    children_[index].restarting = false;
+    if (!AddRestart()) co_return false;
+    // Stop the others of the group in reverse start order, then start the group in order.
+    // (The child that exited has no pid left: no coroutine to stop it.)
+    for (size_t j = last; j-- > first;) {
+      if (children_[j].pid.valid()) co_await StopOne(children_[j]);
     }
+    for (size_t j = first; j < last; ++j) {
+      absl::Status s = co_await StartOne(children_[j]);
+      if (!s.ok()) {
+        Logf(LogLevel::kError, "%s", s.message());
+        TryAgainLater(index);
+        break;
+      }
+    }
+    co_return true;
+  }
+  void TryAgainLater(size_t index) {
+    children_[index].restarting = true;
+    Send(self_.self(), TryAgainRestart{children_[index].spec.id});
+  }
+  // The restart intensity was exceeded: every child stops, and so does the supervisor.
+  Task<ExitReason> GiveUp() {
+    Logf(LogLevel::kError, "supervisor %s: reached max restart intensity (%d in %s)",
+         self_.self().ToString(), flags_.intensity, absl::FormatDuration(flags_.period));
+    co_await StopAll();
+    co_return ExitReason::Shutdown();
   }
 
   Child* Find(const std::string& id) {
@@ -331,6 +352,7 @@ class Supervisor {
           break;
         }
         co_await StopOne(*c);
+        c->restarting = false;  // Terminated: no restart is pending any more.
         if (c->spec.restart == RestartType::kTemporary) {
           children_.erase(children_.begin() + (c - children_.data()));
         }
@@ -357,6 +379,7 @@ class Supervisor {
           reply.status = absl::FailedPreconditionError(absl::StrCat(
               "restart_child(\"", req.id, "\"): child is running as ", c->pid.ToString()));
         } else {
+          c->restarting = false;
           reply.status = co_await StartOne(*c);
           reply.pid = c->pid;
         }

@@ -1,6 +1,7 @@
 // Supervisor conformance, in the spirit of OTP's supervisor_SUITE.
 #include "etsmgr/process/supervisor.h"
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -495,6 +496,44 @@ TEST_F(SupervisorTest, AStartThatIsMissingOrThrowsFailsWithoutEndingTheSuperviso
       EXPECT_TRUE(which->front().pid.valid());
     }
   });
+}
+
+// A child whose restarts keep failing slowly (never reaching the intensity) is retried through
+// the supervisor's mailbox, as OTP does: a stop request is handled between two attempts. Before,
+// the supervisor retried in a loop that never read its mailbox: StopSupervisor (and the parent's
+// exit) waited for ever.
+TEST_F(SupervisorTest, AStopIsHandledBetweenFailingRestartAttempts) {
+  struct Never {};
+  struct Retrying {};
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto tester = std::make_shared<Pid>();  // Set before the first restart (no race: see below).
+  ChildSpec flaky;
+  flaky.id = "flaky";
+  flaky.start = [calls, tester](Process& sup) -> Task<absl::StatusOr<Pid>> {
+    const int call = ++*calls;
+    if (call == 1) {
+      co_return sup.SpawnLink([](Process& p) -> Task<void> { co_await p.Receive<Never>(); });
+    }
+    if (call == 3) Send(*tester, Retrying{});  // The first retry after a failed restart.
+    co_await sup.Sleep(absl::Milliseconds(100));
+    co_return absl::UnavailableError("the database is not up yet");
+  };
+  // 20 restarts in 1 s: attempts of 100 ms each never exceed it (they went on for ever).
+  SupervisorFlags flags{
+      .strategy = RestartStrategy::kOneForOne, .intensity = 20, .period = absl::Seconds(1)};
+  Pid sup = StartSupervisor(*node_, flags, {flaky}).value();
+  InProcess([sup, tester](Process& self) -> Task<void> {
+    *tester = self.self();  // Read by the supervisor only after the kill below.
+    absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, sup);
+    CO_ASSERT_OK(which, "which_children");
+    CO_ASSERT_TRUE(which->size() == 1 && which->front().pid.valid(), "flaky runs");
+    SendExit(which->front().pid, ExitReason::Kill());
+    std::optional<Retrying> retrying = co_await self.ReceiveFor<Retrying>(absl::Seconds(10));
+    CO_ASSERT_TRUE(retrying.has_value(), "the failed restart was tried again");
+    absl::Status stopped = co_await StopSupervisor(self, sup, absl::Seconds(10));
+    EXPECT_TRUE(stopped.ok()) << "stop while a restart keeps failing: " << stopped;
+  });
+  AwaitDeath(*node_, sup);
 }
 
 // A process that calls itself gets InvalidArgument at once (OTP: calling_self); it waited for
