@@ -662,6 +662,11 @@ Task<absl::StatusOr<ManagerInfo>> Etsmgr::Info(Process& self, absl::Duration) co
 }
 
 Task<absl::StatusOr<Pid>> Etsmgr::WaitForManager(Process& self, absl::Time deadline) const {
+  // It suspends the process: only the running process's own, and never inside a table call (a
+  // factory holding the instance's lock would wait for a manager that waits for that lock).
+  if (absl::Status allowed = CheckCall(self, "wait_for_manager", ""); !allowed.ok()) {
+    co_return allowed;
+  }
   while (true) {
     std::optional<Pid> pid = co_await self.WaitForRegistered(server_name(), deadline);
     if (!pid) {

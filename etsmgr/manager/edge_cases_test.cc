@@ -396,6 +396,12 @@ TEST_F(EdgeCasesTest, ACallWithAnotherProcesssProcessIsInvalidArgument) {
     EXPECT_THAT(co_await mgr.DelTable(*theirs, "t"), StatusIs(absl::StatusCode::kInvalidArgument));
     EXPECT_THAT((co_await mgr.Info(*theirs)).status(),
                 StatusIs(absl::StatusCode::kInvalidArgument));
+    // It would suspend the other process waiting for a manager (WaitForManager, and
+    // ManagedTable::Open through it).
+    Etsmgr not_started("not-started");
+    EXPECT_THAT(
+        (co_await not_started.WaitForManager(*theirs, Deadline(absl::Milliseconds(300)))).status(),
+        StatusIs(absl::StatusCode::kInvalidArgument));
     absl::StatusOr<ManagedTableRef> right = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
     EXPECT_TRUE(right.ok()) << right.status();
   });
