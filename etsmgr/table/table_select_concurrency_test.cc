@@ -183,21 +183,33 @@ TEST_P(SelectUnderWritersTest, NextAfterTheCurrentKeyIsDeleted) {
   }
   ASSERT_EQ(back.size(), static_cast<size_t>(kStable - (kStable + 2) / 3));
   ASSERT_TRUE(std::is_sorted(back.rbegin(), back.rend()));
-  // Concurrently: a thread erases odd keys while the walk goes on.
-  for (int64_t k = 0; k < kStable; ++k) ASSERT_TRUE(t_.Insert(k, k).ok());
-  std::thread eraser([&] {
-    for (int64_t k = 1; k < kStable; k += 2) ASSERT_TRUE(t_.Erase(k).ok());
-  });
-  std::vector<int64_t> walk;
-  for (std::optional<int64_t> k = t_.First().value(); k; k = t_.Next(*k).value()) {
-    walk.push_back(*k);
+  // Concurrently: a thread erases odd keys while the walk goes on. Rounds repeat (up to 50) until
+  // one overlapped: the walk saw some odd keys and missed others (a walk wholly before or after
+  // the erasing proves nothing).
+  bool overlapped = false;
+  for (int round = 0; round < 50 && !overlapped; ++round) {
+    for (int64_t k = 0; k < kStable; ++k) ASSERT_TRUE(t_.Insert(k, k).ok());
+    std::atomic<bool> walking{false};
+    std::thread eraser([&] {
+      while (!walking.load()) std::this_thread::yield();  // The walk has its first key.
+      for (int64_t k = 1; k < kStable; k += 2) ASSERT_TRUE(t_.Erase(k).ok());
+    });
+    std::vector<int64_t> walk;
+    for (std::optional<int64_t> k = t_.First().value(); k; k = t_.Next(*k).value()) {
+      walk.push_back(*k);
+      walking.store(true);
+    }
+    walking.store(true);
+    eraser.join();
+    ASSERT_TRUE(std::is_sorted(walk.begin(), walk.end()));
+    ASSERT_EQ(std::adjacent_find(walk.begin(), walk.end()), walk.end());
+    for (int64_t k = 0; k < kStable; k += 2) {
+      ASSERT_TRUE(std::binary_search(walk.begin(), walk.end(), k)) << k;
+    }
+    const auto odd = std::count_if(walk.begin(), walk.end(), [](int64_t k) { return k % 2 == 1; });
+    overlapped = odd > 0 && odd < kStable / 2;
   }
-  eraser.join();
-  ASSERT_TRUE(std::is_sorted(walk.begin(), walk.end()));
-  ASSERT_EQ(std::adjacent_find(walk.begin(), walk.end()), walk.end());
-  for (int64_t k = 0; k < kStable; k += 2) {
-    ASSERT_TRUE(std::binary_search(walk.begin(), walk.end(), k)) << k;
-  }
+  EXPECT_TRUE(overlapped) << "no walk ran while the keys were erased: the test proves nothing";
 }
 
 // SelectReplace and Update against each other: no update is lost (each is atomic per object).
@@ -205,28 +217,39 @@ TEST_P(SelectUnderWritersTest, ReplaceAndUpdateLoseNothing) {
   if (GetParam() == TableType::kBag || GetParam() == TableType::kDuplicateBag) {
     GTEST_SKIP() << "Update needs a set or ordered_set";
   }
-  constexpr int kUpdates = 20000;
+  // The updaters run until the passes are done (counted), so every pass has them beside it; a
+  // pass during which no update landed is not counted as overlapped, and one must be.
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> updates{0};
   std::vector<std::thread> updaters;
   for (int u = 0; u < 2; ++u) {
     updaters.emplace_back([&, u] {
-      for (int i = 0; i < kUpdates; ++i) {
+      for (int i = 0; !stop.load(std::memory_order_relaxed); ++i) {
         ASSERT_TRUE(t_.Update((i * 31 + u) % kStable, [](int64_t& v) { v += 1; }).value());
+        updates.fetch_add(1);
       }
     });
   }
+  while (updates.load() == 0) std::this_thread::yield();
   int64_t replaced = 0;
-  for (int round = 0; round < 20; ++round) {
+  int overlapped = 0;
+  constexpr int kPasses = 20;
+  for (int round = 0; round < kPasses; ++round) {
+    const int64_t before = updates.load();
     replaced += static_cast<int64_t>(
         t_.SelectReplace([](const int64_t&, const int64_t& v) -> std::optional<int64_t> {
             return v + 1;
           }).value());
+    if (updates.load() > before) ++overlapped;
   }
+  stop = true;
   for (auto& u : updaters) u.join();
   int64_t sum = 0;
   ASSERT_TRUE(t_.ForEach([&](const int64_t&, const int64_t& v) { sum += v; }).ok());
   const int64_t base = kStable * (kStable - 1) / 2;
-  EXPECT_EQ(replaced, 20 * kStable);
-  EXPECT_EQ(sum, base + 2 * kUpdates + replaced);
+  EXPECT_EQ(replaced, kPasses * kStable);
+  EXPECT_EQ(sum, base + updates.load() + replaced);
+  EXPECT_GT(overlapped, 0) << "no pass ran while updates landed: the test proves nothing";
 }
 
 // SelectDelete against inserts: every inserted object is either deleted (counted) or still there.
