@@ -91,6 +91,8 @@
 #ifndef ETSMGR_TABLE_TABLE_H_
 #define ETSMGR_TABLE_TABLE_H_
 
+#include <array>
+#include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -99,6 +101,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <typeindex>
 #include <utility>
@@ -128,6 +131,60 @@ class Table;
 
 namespace table_internal {
 struct TableAccess;  // Table files (table_file.h) reach the storage through it.
+
+// Keys with no order: a floating-point NaN, alone or inside a pair, tuple or array. A table
+// refuses them (InvalidArgument): no key compares with a NaN, so an ordered_set holding one
+// breaks its tree's order, and a lookup of one would answer with another key's value.
+template <typename T>
+struct MayHoldNaN : std::is_floating_point<T> {};
+template <typename A, typename B>
+struct MayHoldNaN<std::pair<A, B>>
+    : std::bool_constant<MayHoldNaN<A>::value || MayHoldNaN<B>::value> {};
+template <typename... T>
+struct MayHoldNaN<std::tuple<T...>> : std::bool_constant<(MayHoldNaN<T>::value || ...)> {};
+template <typename T, size_t N>
+struct MayHoldNaN<std::array<T, N>> : MayHoldNaN<T> {};
+template <typename T>
+bool HoldsNaN(const T& v);
+template <typename A, typename B>
+bool HoldsNaN(const std::pair<A, B>& p);
+template <typename... T>
+bool HoldsNaN(const std::tuple<T...>& t);
+template <typename T, size_t N>
+bool HoldsNaN(const std::array<T, N>& a);
+template <typename T>
+bool HoldsNaN(const T& v) {
+  if constexpr (std::is_floating_point_v<T>) {
+    return std::isnan(v);
+  } else {
+    return false;
+  }
+}
+template <typename A, typename B>
+bool HoldsNaN(const std::pair<A, B>& p) {
+  return HoldsNaN(p.first) || HoldsNaN(p.second);
+}
+template <typename... T>
+bool HoldsNaN(const std::tuple<T...>& t) {
+  return std::apply([](const auto&... x) { return (HoldsNaN(x) || ...); }, t);
+}
+template <typename T, size_t N>
+bool HoldsNaN(const std::array<T, N>& a) {
+  for (const T& x : a) {
+    if (HoldsNaN(x)) return true;
+  }
+  return false;
+}
+// Whether `key` is one a table refuses (no code at all for key types without floating point).
+template <typename K>
+bool UnorderedKey(const K& key) {
+  if constexpr (MayHoldNaN<K>::value) {
+    return HoldsNaN(key);
+  } else {
+    return false;
+  }
+}
+absl::Status UnorderedKeyError(const char* what);
 }  // namespace table_internal
 
 // Where a chunked select stopped (ETS's continuation): give it back to Table::Select for the next
@@ -374,6 +431,22 @@ class Table {
     if (core_ == nullptr) return NullTableHandle(what);
     return core_->Check(op, what);
   }
+  // Check, and InvalidArgument for a key with no order (table_internal::UnorderedKey).
+  absl::Status Check(TableCore::Op op, const char* what, const K& key) const {
+    if (absl::Status st = Check(op, what); !st.ok()) return st;
+    if (table_internal::UnorderedKey(key)) return table_internal::UnorderedKeyError(what);
+    return absl::OkStatus();
+  }
+  absl::Status CheckEntries(TableCore::Op op, const char* what,
+                            const std::vector<Entry>& entries) const {
+    if (absl::Status st = Check(op, what); !st.ok()) return st;
+    if constexpr (table_internal::MayHoldNaN<K>::value) {
+      for (const Entry& e : entries) {
+        if (table_internal::HoldsNaN(e.first)) return table_internal::UnorderedKeyError(what);
+      }
+    }
+    return absl::OkStatus();
+  }
   absl::StatusOr<Chunk> StartSelect(Pred pred, size_t limit, table_internal::Direction direction,
                                     bool ordered, KeyRange<K> range, const char* what) const;
   absl::Status Fill(Continuation& c, std::vector<Entry>* out, const char* what) const;
@@ -533,6 +606,7 @@ absl::StatusOr<Table<K, V>> Table<K, V>::Find(Node& node, std::string_view name)
 
 template <TableKey K, typename V>
 absl::Status Table<K, V>::Insert(K key, V value) {
+  if (table_internal::UnorderedKey(key)) return Check(TableCore::Op::kWrite, "insert", key);
   if (core_ != nullptr && core_->Allowed(TableCore::Op::kWrite)) [[likely]] {
     if (SetCore* set = AsSet()) return set->Insert(std::move(key), std::move(value));
     return core_->Insert(std::move(key), std::move(value));
@@ -542,7 +616,9 @@ absl::Status Table<K, V>::Insert(K key, V value) {
 
 template <TableKey K, typename V>
 absl::Status Table<K, V>::Insert(std::vector<Entry> entries) {
-  if (absl::Status st = Check(TableCore::Op::kWrite, "insert"); !st.ok()) return st;
+  if (absl::Status st = CheckEntries(TableCore::Op::kWrite, "insert", entries); !st.ok()) {
+    return st;
+  }
   return core_->InsertMany(std::move(entries));
 }
 
@@ -555,31 +631,34 @@ absl::StatusOr<bool> Table<K, V>::InsertNew(K key, V value) {
 
 template <TableKey K, typename V>
 absl::StatusOr<bool> Table<K, V>::InsertNew(std::vector<Entry> entries) {
-  if (absl::Status st = Check(TableCore::Op::kWrite, "insert_new"); !st.ok()) return st;
+  if (absl::Status st = CheckEntries(TableCore::Op::kWrite, "insert_new", entries); !st.ok()) {
+    return st;
+  }
   return core_->InsertNew(std::move(entries));
 }
 
 template <TableKey K, typename V>
 absl::StatusOr<size_t> Table<K, V>::Erase(const K& key) {
-  if (absl::Status st = Check(TableCore::Op::kWrite, "erase"); !st.ok()) return st;
+  if (absl::Status st = Check(TableCore::Op::kWrite, "erase", key); !st.ok()) return st;
   return core_->Erase(key);
 }
 
 template <TableKey K, typename V>
 absl::StatusOr<size_t> Table<K, V>::EraseObject(const K& key, const V& value) {
-  if (absl::Status st = Check(TableCore::Op::kWrite, "erase_object"); !st.ok()) return st;
+  if (absl::Status st = Check(TableCore::Op::kWrite, "erase_object", key); !st.ok()) return st;
   return core_->EraseObject(key, value);
 }
 
 template <TableKey K, typename V>
 absl::StatusOr<std::vector<V>> Table<K, V>::Take(const K& key) {
-  if (absl::Status st = Check(TableCore::Op::kWrite, "take"); !st.ok()) return st;
+  if (absl::Status st = Check(TableCore::Op::kWrite, "take", key); !st.ok()) return st;
   return core_->Take(key);
 }
 
 template <TableKey K, typename V>
 __attribute__((always_inline)) inline absl::StatusOr<V> Table<K, V>::UpdateCounter(
     const K& key, V incr, const CounterOptions<V>& options) requires std::integral<V> {
+  if (table_internal::UnorderedKey(key)) return Check(TableCore::Op::kWrite, "update_counter", key);
   V result;
   if (core_ != nullptr && core_->Allowed(TableCore::Op::kWrite) && !options.threshold) [[likely]] {
     if (TryUpdateCounterFast(key, incr, &result)) [[likely]]
@@ -623,13 +702,14 @@ absl::Status Table<K, V>::Delete() {
 
 template <TableKey K, typename V>
 absl::StatusOr<std::vector<V>> Table<K, V>::Lookup(const K& key) const {
-  if (absl::Status st = Check(TableCore::Op::kRead, "lookup"); !st.ok()) return st;
+  if (absl::Status st = Check(TableCore::Op::kRead, "lookup", key); !st.ok()) return st;
   return core_->Lookup(key);
 }
 
 template <TableKey K, typename V>
 __attribute__((always_inline)) inline absl::StatusOr<std::optional<V>> Table<K, V>::Get(
     const K& key) const {
+  if (table_internal::UnorderedKey(key)) return Check(TableCore::Op::kRead, "lookup", key);
   std::optional<V> out;
   if (core_ != nullptr && core_->Allowed(TableCore::Op::kRead)) [[likely]] {
     if (TryGetFast(key, &out)) [[likely]]
@@ -649,7 +729,7 @@ absl::StatusOr<std::optional<V>> Table<K, V>::GetCall(const K& key) const {
 
 template <TableKey K, typename V>
 absl::StatusOr<bool> Table<K, V>::Member(const K& key) const {
-  if (absl::Status st = Check(TableCore::Op::kRead, "member"); !st.ok()) return st;
+  if (absl::Status st = Check(TableCore::Op::kRead, "member", key); !st.ok()) return st;
   return core_->Member(key);
 }
 
@@ -733,7 +813,7 @@ requires std::invocable<F&, const K&, const V&> &&
 template <TableKey K, typename V>
 template <typename F>
 requires std::invocable<F&, V&> absl::StatusOr<bool> Table<K, V>::Update(const K& key, F&& fn) {
-  if (absl::Status st = Check(TableCore::Op::kWrite, "update"); !st.ok()) return st;
+  if (absl::Status st = Check(TableCore::Op::kWrite, "update", key); !st.ok()) return st;
   auto call = [&fn](V& v) { fn(v); };
   return core_->Update(key, absl::FunctionRef<void(V&)>(call), nullptr);
 }
@@ -742,7 +822,7 @@ template <TableKey K, typename V>
 template <typename F>
 requires std::invocable<F&, V&> absl::StatusOr<bool> Table<K, V>::Update(const K& key, F&& fn,
                                                                          V default_value) {
-  if (absl::Status st = Check(TableCore::Op::kWrite, "update"); !st.ok()) return st;
+  if (absl::Status st = Check(TableCore::Op::kWrite, "update", key); !st.ok()) return st;
   auto call = [&fn](V& v) { fn(v); };
   return core_->Update(key, absl::FunctionRef<void(V&)>(call), &default_value);
 }
@@ -752,7 +832,7 @@ template <typename F>
 requires std::invocable<F&, const V&>
 auto Table<K, V>::LookupElement(const K& key, F&& project) const
     -> absl::StatusOr<std::vector<std::invoke_result_t<F&, const V&>>> {
-  if (absl::Status st = Check(TableCore::Op::kRead, "lookup_element"); !st.ok()) return st;
+  if (absl::Status st = Check(TableCore::Op::kRead, "lookup_element", key); !st.ok()) return st;
   std::vector<std::invoke_result_t<F&, const V&>> out;
   auto call = [&](const V& v) { out.push_back(project(v)); };
   absl::Status st =
@@ -778,6 +858,11 @@ absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::SelectReverse(Pred pred
 template <TableKey K, typename V>
 absl::StatusOr<typename Table<K, V>::Chunk> Table<K, V>::SelectRange(KeyRange<K> range, Pred pred,
                                                                      size_t limit) const {
+  if ((range.lo && table_internal::UnorderedKey(*range.lo)) ||
+      (range.hi && table_internal::UnorderedKey(*range.hi))) {
+    if (absl::Status st = Check(TableCore::Op::kRead, "select_range"); !st.ok()) return st;
+    return table_internal::UnorderedKeyError("select_range");
+  }
   return StartSelect(std::move(pred), limit, table_internal::Direction::kForward,
                      /*ordered=*/true, std::move(range), "select_range");
 }
@@ -897,13 +982,13 @@ absl::StatusOr<std::optional<K>> Table<K, V>::Last() const {
 
 template <TableKey K, typename V>
 absl::StatusOr<std::optional<K>> Table<K, V>::Next(const K& key) const {
-  if (absl::Status st = Check(TableCore::Op::kRead, "next"); !st.ok()) return st;
+  if (absl::Status st = Check(TableCore::Op::kRead, "next", key); !st.ok()) return st;
   return core_->Next(key, table_internal::Direction::kForward);
 }
 
 template <TableKey K, typename V>
 absl::StatusOr<std::optional<K>> Table<K, V>::Prev(const K& key) const {
-  if (absl::Status st = Check(TableCore::Op::kRead, "prev"); !st.ok()) return st;
+  if (absl::Status st = Check(TableCore::Op::kRead, "prev", key); !st.ok()) return st;
   return core_->Next(key, table_internal::Direction::kBackward);
 }
 

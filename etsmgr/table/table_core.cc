@@ -554,6 +554,13 @@ absl::Status NullTableHandle(const char* what) {
   return absl::FailedPreconditionError(absl::StrCat(what, ": null table handle"));
 }
 
+namespace table_internal {
+absl::Status UnorderedKeyError(const char* what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, ": the key is (or holds) a NaN, which has no order: a table refuses it"));
+}
+}  // namespace table_internal
+
 bool AnyTable::alive() const { return core_ != nullptr && !core_->deleted(); }
 bool AnyTable::lost_with_owner() const { return core_ != nullptr && core_->lost_with_owner(); }
 uint64_t AnyTable::id() const { return core_ != nullptr ? core_->id() : 0; }

@@ -208,6 +208,16 @@ requires TableSerializable<K> && TableSerializable<V> absl::StatusOr<Table<K, V>
   absl::StatusOr<std::vector<std::pair<K, V>>> objects =
       table_file_internal::DecodeFile<K, V>(*bytes, path, &info);
   if (!objects.ok()) return objects.status();
+  if constexpr (table_internal::MayHoldNaN<K>::value) {
+    // SaveTable never writes one (a table refuses them): the file is damaged.
+    for (const auto& object : *objects) {
+      if (table_internal::HoldsNaN(object.first)) {
+        return absl::DataLossError(
+            absl::StrCat("file2tab(\"", path,
+                         "\"): a key is a NaN, which no table holds (the file is damaged)"));
+      }
+    }
+  }
   bytes->clear();
   bytes->shrink_to_fit();
   TableOptions table_options;

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -345,6 +346,28 @@ class DamagedFileTest : public ::testing::Test {
   std::string good_path_;
   std::string good_;
 };
+
+// A file whose key is a NaN (no table holds one: SaveTable never writes it) is damaged.
+TEST_F(DamagedFileTest, ANaNKeyIsDataLoss) {
+  RunInProcess(*node_, [&](Process&) {
+    auto t = Table<double, int64_t>::New().value();
+    ASSERT_TRUE(t.Insert(1.5, 15).ok());
+    ASSERT_TRUE(SaveTable(t, path_).ok());
+  });
+  std::string bytes = Slurp(path_);
+  const double key = 1.5;
+  const size_t at = bytes.rfind(std::string_view(reinterpret_cast<const char*>(&key), sizeof key));
+  ASSERT_NE(at, std::string::npos) << "the key's bytes are not in the file";
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::memcpy(bytes.data() + at, &nan, sizeof nan);
+  table_file_internal::Reseal(&bytes);
+  Spit(path_, bytes);
+  RunInProcess(*node_, [&](Process&) {
+    absl::StatusOr<Table<double, int64_t>> loaded = LoadTable<double, int64_t>(path_);
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss) << loaded.status();
+    EXPECT_NE(loaded.status().message().find("NaN"), std::string::npos) << loaded.status();
+  });
+}
 
 TEST_F(DamagedFileTest, TheGoodFileLoads) {
   Spit(path_, good_);

@@ -1,6 +1,7 @@
 // Every table operation on each of the four table types.
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -326,6 +327,52 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, TableOpsTest,
 struct NoEquality {
   int x;
 };
+
+// A NaN key (alone or inside a pair) has no order: every operation given one answers
+// InvalidArgument and changes nothing. An ordered_set holding one broke its tree's order, and a
+// lookup of NaN answered with another key's value.
+TEST_P(TableOpsTest, NaNKeysAreRefused) {
+  Run([&](Process&) {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    TableOptions options;
+    options.type = GetParam();
+    auto t = Table<double, int64_t>::New(options).value();
+    ASSERT_TRUE(t.Insert(1.5, 15).ok());
+    auto refused = [](const absl::Status& st, const char* what) {
+      EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << what << ": " << st;
+      EXPECT_NE(st.message().find("NaN"), std::string::npos) << what << ": " << st;
+    };
+    refused(t.Insert(nan, 1), "insert");
+    refused(t.Insert({{2.5, 25}, {nan, 1}}), "insert of many");
+    refused(t.InsertNew(nan, 1).status(), "insert_new");
+    refused(t.InsertNew({{2.5, 25}, {nan, 1}}).status(), "insert_new of many");
+    refused(t.Get(nan).status(), "get");
+    refused(t.Lookup(nan).status(), "lookup");
+    refused(t.Member(nan).status(), "member");
+    refused(t.LookupElement(nan, [](const int64_t& v) { return v; }).status(), "lookup_element");
+    refused(t.Erase(nan).status(), "erase");
+    refused(t.EraseObject(nan, 1).status(), "erase_object");
+    refused(t.Take(nan).status(), "take");
+    refused(t.Next(nan).status(), "next");
+    refused(t.Prev(nan).status(), "prev");
+    if (!IsBag(GetParam())) {
+      refused(t.UpdateCounter(nan, 1, {.default_value = 0}).status(), "update_counter");
+      refused(t.Update(
+                   nan, [](int64_t& v) { v = 1; }, 0)
+                  .status(),
+              "update_element");
+    }
+    if (GetParam() == TableType::kOrderedSet) {
+      refused(t.SelectRange(nan, 2.0).status(), "select_range");
+      refused(t.SelectRange(0.0, nan).status(), "select_range");
+    }
+    EXPECT_EQ(t.Size().value(), 1u) << "nothing was written";
+    EXPECT_EQ(t.Get(1.5).value(), std::optional<int64_t>(15));
+    auto pairs = Table<std::pair<double, int>, int64_t>::New(options).value();
+    refused(pairs.Insert({nan, 1}, 1), "insert of a pair holding a NaN");
+    EXPECT_TRUE(pairs.Insert({0.5, 1}, 1).ok());
+  });
+}
 
 TEST(TableCreateTest, ErrorsAreClear) {
   auto node = Node::Create({.schedulers = 1}).value();
