@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -327,6 +328,38 @@ TEST_P(IoTest, PollWaitsForEitherDirectionAndTrySendNeverWaits) {
     EXPECT_TRUE(gone.ok()) << gone.status();
     EXPECT_NE(gone.value_or(0) & (POLLIN | POLLHUP | POLLERR), 0);
     ::close(pair->client);
+  }());
+}
+
+// A wait for a hang-up (POLLRDHUP) with unread data on the socket waits: it does not spin. On
+// epoll it armed EPOLLIN too, which fired again and again (level-triggered) for the unread byte.
+TEST_P(IoTest, PollForAHangUpWithUnreadDataDoesNotSpin) {
+  auto rt = MakeRuntime();
+  rt->BlockOn([]() -> Task<void> {
+    absl::StatusOr<Pair> pair = co_await Connected();
+    EXPECT_TRUE(pair.ok()) << pair.status();
+    if (!pair.ok()) co_return;
+    EXPECT_TRUE((co_await SendAll(pair->client, "x")).ok());
+    // The byte has arrived (a wait for input says so at once) and stays unread.
+    absl::StatusOr<int> in = co_await Poll(pair->server, POLLIN, Deadline(absl::Seconds(30)));
+    EXPECT_NE(in.value_or(0) & POLLIN, 0) << in.status();
+    auto cpu = [] {
+      rusage usage{};
+      ::getrusage(RUSAGE_THREAD, &usage);
+      return absl::DurationFromTimeval(usage.ru_utime) + absl::DurationFromTimeval(usage.ru_stime);
+    };
+    const absl::Duration before = cpu();
+    absl::StatusOr<int> hangup =
+        co_await Poll(pair->server, POLLRDHUP, Deadline(absl::Milliseconds(300)));
+    const absl::Duration used = cpu() - before;
+    EXPECT_EQ(hangup.status().code(), absl::StatusCode::kDeadlineExceeded) << hangup.status();
+    EXPECT_LT(used, absl::Milliseconds(100)) << "the wait spun on the unread byte";
+    // The hang-up itself is seen.
+    ::shutdown(pair->client, SHUT_WR);
+    absl::StatusOr<int> gone = co_await Poll(pair->server, POLLRDHUP, Deadline(absl::Seconds(30)));
+    EXPECT_NE(gone.value_or(0) & POLLRDHUP, 0) << gone.status();
+    ::close(pair->client);
+    ::close(pair->server);
   }());
 }
 

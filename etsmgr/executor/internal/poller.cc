@@ -470,7 +470,7 @@ class EpollPoller final : public IoPoller {
     // Nothing is in the kernel: waiting operations just end, unseen.
     for (IoOp* op = head_; op != nullptr; op = op->next_in_flight) op->Abandon();
     for (auto& [fd, waiters] : fds_) {
-      for (IoOp* op : {waiters.readers, waiters.writers}) {
+      for (IoOp* op : {waiters.readers, waiters.writers, waiters.pollers}) {
         while (op != nullptr) {
           IoOp* next = op->next_waiting;
           op->next_waiting = nullptr;
@@ -720,8 +720,11 @@ class EpollPoller final : public IoPoller {
     uint32_t events = 0;
     if (w.readers != nullptr) events |= EPOLLIN | EPOLLRDHUP;
     if (w.writers != nullptr) events |= EPOLLOUT;
+    // Each readiness wait arms exactly its own events: one armed for more would fire at once
+    // again and again (level-triggered) on, say, unread data while it waits for a hang-up.
     for (IoOp* op = w.pollers; op != nullptr; op = op->next_waiting) {
-      if ((op->poll_events & (POLLIN | POLLPRI | POLLRDHUP)) != 0) events |= EPOLLIN | EPOLLRDHUP;
+      if ((op->poll_events & POLLIN) != 0) events |= EPOLLIN;
+      if ((op->poll_events & POLLRDHUP) != 0) events |= EPOLLRDHUP;
       if ((op->poll_events & POLLPRI) != 0) events |= EPOLLPRI;
       if ((op->poll_events & POLLOUT) != 0) events |= EPOLLOUT;
     }
