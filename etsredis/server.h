@@ -33,7 +33,8 @@
 // Replies are sent as the socket takes them, and requests keep being read and run while replies
 // wait (a client may write its whole pipeline before it reads a reply, as Redis allows), until
 // `max_pending_reply_bytes` wait: then the client stops being read until it reads (TCP pushes
-// back), so a connection's memory stays bounded (that limit, plus one reply).
+// back), so a connection's memory stays bounded: by about four times (limit + one reply) at
+// worst, since the reply buffer keeps what it sent until half of it went and grows by doubling.
 #ifndef ETSREDIS_SERVER_H_
 #define ETSREDIS_SERVER_H_
 

@@ -289,6 +289,10 @@ void Fill(const IoSpec& spec, IoOp* op) {
     case IoKind::kSend:
     case IoKind::kWrite:
       op->length = std::min(spec.from.size(), kMaxIoBytes);
+      if (spec.nowait && spec.kind == IoKind::kSend) {
+        op->send_from = spec.from.data();  // Done within the submission: no copy needed.
+        return;
+      }
       op->buffer = std::make_unique_for_overwrite<char[]>(op->length);
       if (op->length > 0) std::memcpy(op->buffer.get(), spec.from.data(), op->length);
       return;

@@ -87,6 +87,9 @@ class IoOp {
   int16_t poll_events = 0;  // kPoll: the events waited for (POLLIN, POLLOUT, ...).
   // A socket send that never waits: where it would, its result is -EAGAIN at once.
   bool nowait = false;
+  // A nowait send reads the caller's bytes in place (no copy): it ends inside its submission,
+  // while the caller's data is alive. Null for every other operation.
+  const char* send_from = nullptr;
   // connect: the address to connect to; accept: the peer's.
   sockaddr_storage addr{};
   socklen_t addrlen = 0;

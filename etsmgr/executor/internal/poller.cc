@@ -238,7 +238,8 @@ class UringPoller final : public IoPoller {
         break;
       case IoKind::kSend:
         do {
-          rc = ::send(op->fd, buffer, op->length, MSG_DONTWAIT | MSG_NOSIGNAL);
+          rc = ::send(op->fd, op->send_from != nullptr ? op->send_from : buffer, op->length,
+                      MSG_DONTWAIT | MSG_NOSIGNAL);
         } while (rc < 0 && errno == EINTR && op->nowait);  // A send that must not wait retries.
         break;
       case IoKind::kRecvMsg:
@@ -671,7 +672,8 @@ class EpollPoller final : public IoPoller {
           break;
         case IoKind::kSend:
           wait = Interest::kWrite;
-          rc = ::send(fd, buffer, op->length, MSG_DONTWAIT | MSG_NOSIGNAL);
+          rc = ::send(fd, op->send_from != nullptr ? op->send_from : buffer, op->length,
+                      MSG_DONTWAIT | MSG_NOSIGNAL);
           break;
         case IoKind::kRecvMsg:
           rc = ::recvmsg(fd, &op->msg, MSG_DONTWAIT);
