@@ -528,8 +528,9 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
   if (absl::Status allowed = CheckCall(self, "del_table", name); !allowed.ok()) co_return allowed;
   std::shared_ptr<Instance> st = manager_internal::FindInstance(self.node(), inst_);
   if (st == nullptr) co_return NotRunning(Describe("del_table", name), nullptr, inst_);
-  AnyTable shared;       // A table with shared storage, deleted after the instance's lock.
-  absl::Status unknown;  // NotFound for a name the instance does not manage here.
+  AnyTable shared;            // A table with shared storage, deleted after the instance's lock.
+  uint64_t shared_keeps = 0;  // Its keepers so far: one taking it after the release keeps it.
+  absl::Status unknown;       // NotFound for a name the instance does not manage here.
   {
     ClientCall call(self, st);  // The instance's lock, until the end of this scope.
     st->mu.AssertHeld();
@@ -553,6 +554,7 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
       // The record too, under the lock: after it, a new_table or add_table of the name may have
       // recorded its own table.
       (void)st->shared_dir->Unbind(name);
+      shared_keeps = table_internal::ManagerAccess::Keeps(*shared.core());
     }
     if (entry != nullptr) call.Erase(name, /*release=*/true);
   }
@@ -572,8 +574,8 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
     }
     // Unless its owner registered it anew since the release (add_table on this instance or
     // another): deleting that would lose a table whose add_table was answered OK.
-    absl::Status deleted =
-        table_internal::ManagerAccess::DeleteUnlessKeptAgain(*shared.core(), "del_table");
+    absl::Status deleted = table_internal::ManagerAccess::DeleteUnlessKeptAgain(
+        *shared.core(), "del_table", shared_keeps);
     if (!deleted.ok()) {
       Logf(LogLevel::kNotice,
            "etsmgr %s: del_table \"%s\": the shared table stays with its owner (%s)", inst_, name,

@@ -622,6 +622,47 @@ TEST_F(SharedManagedTableTest, ATableRegisteredAgainBeforeDelTableDeletesItStays
   AwaitDeath(*node_, owner);
 }
 
+// The same window, but the table's new registration has already ended when del_table goes on
+// (its instance discarded it, releasing it to its live owner): the table was registered anew
+// since del_table's release, so del_table's late delete leaves it alone. Before, it deleted it
+// unmarked, keeping the segment for a restarted program to bring the deleted data back.
+TEST_F(SharedManagedTableTest, ATableKeptAndReleasedAgainBeforeDelTableDeletesItStays) {
+  struct Never {};
+  node_ = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  TableOptions options = options_;
+  options.access = Access::kPublic;
+  Etsmgr mgr(inst_);
+  Pid owner =
+      node_->Spawn([](Process& self) -> Task<void> { co_await self.Receive<Never>(); }).value();
+  AnyTable table;
+  std::function<void()> between = [&] {
+    // Another keeper (another instance's, say) takes the table and lets it go to its owner.
+    auto keeper = std::make_shared<TableKeeper>();
+    EXPECT_TRUE(keeper->Keep(table, nullptr).ok());
+    absl::StatusOr<bool> released = keeper->Release(table);
+    EXPECT_TRUE(released.ok() && !*released) << "released to its live owner";
+  };
+  g_between_release_and_delete = &between;
+  manager_internal::g_del_table_hook.store(
+      +[](const std::string&) { (*g_between_release_and_delete)(); });
+  RunInProcess(*node_, [options, mgr, owner, &table](Process& self) -> Task<void> {
+    absl::StatusOr<ManagedTableRef> r =
+        co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+    CO_ASSERT_OK(r, "new_table(counter)");
+    table = r->table;
+    CO_ASSERT_OK(IntTable::Attach(table)->Insert(kCounter, 5), "insert");
+    CO_ASSERT_OK(table.GiveAway(owner), "give it to another process");
+    absl::Status del = co_await mgr.DelTable(self, "counter");
+    EXPECT_TRUE(del.ok()) << "del_table(counter): " << del;
+  });
+  manager_internal::g_del_table_hook.store(nullptr);
+  EXPECT_TRUE(table.alive()) << "a table registered anew since the release was deleted";
+  EXPECT_EQ(IntTable::Attach(table)->Get(kCounter).value(), std::optional<int64_t>(5));
+  Send(owner, Never{});
+  AwaitDeath(*node_, owner);
+}
+
 // del_table of a shared table another process owns leaves it to that process (it goes, with its
 // segment, when that process exits). A program killed before then leaves the segment: the next
 // program's new_table hands it out as a new, empty table, not with the deleted table's data.

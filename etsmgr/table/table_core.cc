@@ -429,18 +429,18 @@ absl::Status TableCore::Delete(const char* what) {
   return absl::OkStatus();
 }
 
-absl::Status TableCore::DeleteUnlessKeptAgain(const char* what) {
+absl::Status TableCore::DeleteUnlessKeptAgain(const char* what, uint64_t keeps) {
   absl::Status allowed = Check(Op::kWrite, what);
   if (!allowed.ok()) return allowed;
   if (deleted()) return DeletedError(what);
-  if (!DeleteNow(/*unless_kept=*/true)) {
+  if (!DeleteNow(&keeps)) {
     return absl::FailedPreconditionError(
         absl::StrCat(what, " on ", ToString(), ": managed again (registered anew), not deleted"));
   }
   return absl::OkStatus();
 }
 
-bool TableCore::DeleteNow(bool unless_kept) {
+bool TableCore::DeleteNow(const uint64_t* unless_kept_since) {
   Pid owner;
   Pid heir;  // Released after the lock, with the heir data and the keeper's tag.
   std::shared_ptr<const std::any> heir_data;
@@ -448,7 +448,10 @@ bool TableCore::DeleteNow(bool unless_kept) {
   std::shared_ptr<TableKeeper> keeper;  // Told after the lock: a kept table was lost.
   {
     ExclusiveLock lock(meta_mu_);
-    if (unless_kept && has_keeper_) return false;
+    if (unless_kept_since != nullptr) {
+      if (has_keeper_ || keeps_ != *unless_kept_since) return false;
+      discarded_.store(true, std::memory_order_release);  // On purpose: its segment goes too.
+    }
     if (deleted_.exchange(true, std::memory_order_acq_rel)) return false;  // Someone else did.
     owner = ReplaceOwner(Pid());
     heir = std::move(heir_);

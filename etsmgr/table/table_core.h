@@ -356,10 +356,15 @@ class TableCore : private process_internal::ExitResource,
   bool KeptBy(const TableKeeper* keeper) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(meta_mu_) {
     return keeper != nullptr && keeper_raw_ == keeper && !keeper_.expired();
   }
-  // Deletes the table unless someone did already; `unless_kept`: nor while a keeper has it.
-  // False: not deleted here.
-  bool DeleteNow(bool unless_kept = false);
-  absl::Status DeleteUnlessKeptAgain(const char* what);
+  // Deletes the table unless someone did already; `unless_kept_since` (a keeps_ count): nor if
+  // a keeper took it since (kept now or not), and then deleted on purpose (discarded). False:
+  // not deleted here.
+  bool DeleteNow(const uint64_t* unless_kept_since = nullptr);
+  absl::Status DeleteUnlessKeptAgain(const char* what, uint64_t keeps);
+  uint64_t keeps() const {
+    ExclusiveLock lock(meta_mu_);
+    return keeps_;
+  }
 
   // Read by every operation (type, access, owner serial, deleted, storage) and by info() over
   // many tables (owner, heir, storage): together, right after the 64 bytes of the base classes,
@@ -371,6 +376,7 @@ class TableCore : private process_internal::ExitResource,
   std::atomic<bool> lost_with_owner_{false};
   std::atomic<bool> initialised_{false};
   bool has_keeper_ ABSL_GUARDED_BY(meta_mu_) = false;  // A keeper was set (what Glance reports).
+  uint64_t keeps_ ABSL_GUARDED_BY(meta_mu_) = 0;       // How many times a keeper took it.
   const TableType type_;
   const Access access_;
   const FastPath fast_path_;

@@ -152,6 +152,7 @@ absl::Status TableKeeper::Keep(const AnyTable& table, std::shared_ptr<const void
   core.keeper_ = std::move(self);
   core.keeper_raw_ = this;
   core.has_keeper_ = true;
+  ++core.keeps_;
   core.keeper_tag_ = std::move(tag);
   // Managed again: a table that del_table left to its owner (marked to be deleted on purpose
   // whenever it goes) is a kept table like any other from here.

@@ -33,10 +33,12 @@ class ManagerAccess {
   // process owns).
   static void MarkDiscarded(TableCore& t) { t.discarded_.store(true, std::memory_order_release); }
   // del_table's deletion after it released the table: as Delete (the caller must be allowed to
-  // write it), unless a keeper has the table again (its owner registered it anew meanwhile):
+  // write it), unless a keeper took the table since `keeps` (Keeps() before the release: its
+  // owner registered it anew meanwhile, whether that keeper still has it or not):
   // FailedPrecondition then, and the table stays.
-  static absl::Status DeleteUnlessKeptAgain(TableCore& t, const char* what) {
-    return t.DeleteUnlessKeptAgain(what);
+  static uint64_t Keeps(const TableCore& t) { return t.keeps(); }
+  static absl::Status DeleteUnlessKeptAgain(TableCore& t, const char* what, uint64_t keeps) {
+    return t.DeleteUnlessKeptAgain(what, keeps);
   }
 };
 
