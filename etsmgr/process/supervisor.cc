@@ -284,7 +284,9 @@ class Supervisor {
   // (never reaching the intensity) cannot make the supervisor deaf for ever.
   Task<bool> RestartGroupOnce(size_t index) {
     auto [first, last] = RestartGroup(index);
-    children_[index].restarting = false;
+    // This attempt covers any retry pending in the group (one for an earlier member's exit):
+    // it must not restart the group once more when it comes.
+    for (size_t j = first; j < last; ++j) children_[j].restarting = false;
     if (!AddRestart()) co_return false;
     // Stop the others of the group in reverse start order, then start the group in order.
     // (The child that exited has no pid left: no coroutine to stop it.)
@@ -318,6 +320,13 @@ class Supervisor {
       if (c.spec.id == id) return &c;
     }
     return nullptr;
+  }
+
+  // OTP's {error, restarting}: the supervisor itself is trying again (its group included).
+  absl::Status Restarting(const std::string& what, const std::string& id) const {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, "(\"", id, "\"): supervisor ", self_.self().ToString(),
+                     " is restarting it (a failed restart is tried again)"));
   }
 
   absl::Status NotFound(const std::string& what, const std::string& id) const {
@@ -362,6 +371,8 @@ class Supervisor {
         Child* c = Find(req.id);
         if (c == nullptr) {
           reply.status = NotFound("delete_child", req.id);
+        } else if (c->restarting) {
+          reply.status = Restarting("delete_child", req.id);
         } else if (c->pid.valid()) {
           reply.status = absl::FailedPreconditionError(
               absl::StrCat("delete_child(\"", req.id, "\"): child is running as ",
@@ -375,11 +386,12 @@ class Supervisor {
         Child* c = Find(req.id);
         if (c == nullptr) {
           reply.status = NotFound("restart_child", req.id);
+        } else if (c->restarting) {
+          reply.status = Restarting("restart_child", req.id);
         } else if (c->pid.valid()) {
           reply.status = absl::FailedPreconditionError(absl::StrCat(
               "restart_child(\"", req.id, "\"): child is running as ", c->pid.ToString()));
         } else {
-          c->restarting = false;
           reply.status = co_await StartOne(*c);
           reply.pid = c->pid;
         }

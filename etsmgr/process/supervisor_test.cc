@@ -536,6 +536,99 @@ TEST_F(SupervisorTest, AStopIsHandledBetweenFailingRestartAttempts) {
   AwaitDeath(*node_, sup);
 }
 
+// one_for_all [a, b, c]: b exits; its group's restart kills a and then fails at b, so a retry
+// for b waits in the mailbox behind a's exit. a's exit restarts the whole group (b included):
+// the retry then has nothing left to do. Before, it restarted the healthy group once more,
+// counting a third restart: past this supervisor's intensity of 2, it gave up and stopped all.
+TEST_F(SupervisorTest, ARetryAGroupRestartAlreadyCoveredDoesNothing) {
+  struct Never {};
+  struct Settled {};
+  auto a_pid = std::make_shared<Pid>();
+  auto b_calls = std::make_shared<std::atomic<int>>(0);
+  auto tester = std::make_shared<Pid>();  // Set before b's exit; read by b's later starts.
+  auto worker = [](Process& sup) {
+    return sup.SpawnLink([](Process& p) -> Task<void> { co_await p.Receive<Never>(); });
+  };
+  ChildSpec a{.id = "a"};
+  a.start = [a_pid, worker](Process& sup) -> Task<absl::StatusOr<Pid>> {
+    absl::StatusOr<Pid> pid = worker(sup);
+    if (pid.ok()) *a_pid = *pid;
+    co_return pid;
+  };
+  ChildSpec b{.id = "b"};
+  b.start = [a_pid, b_calls, tester, worker](Process& sup) -> Task<absl::StatusOr<Pid>> {
+    const int call = ++*b_calls;
+    if (call == 2) {  // The group's first restart: a dies, then b fails.
+      SendExit(*a_pid, ExitReason::Kill());
+      co_await AwaitDown(sup, *a_pid);  // a's exit is in the supervisor's mailbox now.
+      co_return absl::UnavailableError("b's database is restarting");
+    }
+    if (call == 3) Send(*tester, Settled{});  // a's group restart.
+    co_return worker(sup);
+  };
+  ChildSpec c{.id = "c"};
+  c.start = [worker](Process& sup) -> Task<absl::StatusOr<Pid>> { co_return worker(sup); };
+  SupervisorFlags flags{
+      .strategy = RestartStrategy::kOneForAll, .intensity = 2, .period = absl::Seconds(60)};
+  Pid sup = StartSupervisor(*node_, flags, {a, b, c}).value();
+  InProcess([sup, b_calls, tester](Process& self) -> Task<void> {
+    *tester = self.self();
+    SendExit(co_await ChildPid(self, sup, "b"), ExitReason::Kill());
+    // b has started three times (init, the failed restart, a's group restart); the pending
+    // retry, if it acts, comes before the next call in the supervisor's mailbox.
+    CO_ASSERT_TRUE((co_await self.ReceiveFor<Settled>(absl::Seconds(10))).has_value(),
+                   "a's group restart");
+    absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, sup);
+    CO_ASSERT_OK(which, "which_children: the supervisor lives");
+    EXPECT_EQ(b_calls->load(), 3);
+    for (const ChildInfo& child : *which) EXPECT_TRUE(child.pid.valid()) << child.id;
+    absl::StatusOr<std::vector<ChildInfo>> again = co_await WhichChildren(self, sup);
+    EXPECT_TRUE(again.ok()) << "the supervisor gave up: " << again.status();
+  });
+}
+
+// A child whose group restart failed is being restarted by its supervisor: restart_child and
+// delete_child of it are refused (OTP's {error, restarting}); they restarted it alone (and the
+// pending retry, then dropped, left the rest of its group down) or deleted it.
+TEST_F(SupervisorTest, RestartOrDeleteOfAChildBeingRestartedIsRefused) {
+  struct Never {};
+  struct Back {};
+  auto fail = std::make_shared<std::atomic<bool>>(false);
+  auto tester = std::make_shared<Pid>();
+  ChildSpec flaky{.id = "flaky"};
+  flaky.start = [fail, tester](Process& sup) -> Task<absl::StatusOr<Pid>> {
+    if (fail->load()) {
+      co_await sup.Sleep(absl::Milliseconds(20));
+      co_return absl::UnavailableError("not yet");
+    }
+    if (tester->valid()) Send(*tester, Back{});
+    co_return sup.SpawnLink([](Process& p) -> Task<void> { co_await p.Receive<Never>(); });
+  };
+  SupervisorFlags flags{
+      .strategy = RestartStrategy::kOneForOne, .intensity = 1000, .period = absl::Seconds(60)};
+  Pid sup = StartSupervisor(*node_, flags, {flaky}).value();
+  InProcess([sup, fail, tester](Process& self) -> Task<void> {
+    *tester = self.self();  // Read by a start only once `fail` is false again (ordered by it).
+    fail->store(true);
+    const Pid child = co_await ChildPid(self, sup, "flaky");
+    SendExit(child, ExitReason::Kill());
+    // Its exit reached the supervisor's mailbox as it died (before this Down reached us): the
+    // calls below come after it, while the failed restart is being tried again.
+    co_await AwaitDown(self, child);
+    absl::StatusOr<Pid> restarted = co_await RestartChild(self, sup, "flaky");
+    EXPECT_EQ(restarted.status().code(), absl::StatusCode::kFailedPrecondition)
+        << restarted.status();
+    EXPECT_NE(restarted.status().message().find("restarting"), std::string::npos)
+        << restarted.status();
+    absl::Status deleted = co_await DeleteChild(self, sup, "flaky");
+    EXPECT_EQ(deleted.code(), absl::StatusCode::kFailedPrecondition) << deleted;
+    fail->store(false);  // The supervisor's own retry brings it back.
+    EXPECT_TRUE((co_await self.ReceiveFor<Back>(absl::Seconds(10))).has_value())
+        << "the supervisor's retry did not restart it";
+    CO_ASSERT_OK(co_await StopSupervisor(self, sup, absl::Seconds(10)), "stop");
+  });
+}
+
 // A process that calls itself gets InvalidArgument at once (OTP: calling_self); it waited for
 // ever (StopSupervisor's timeout is infinite by default).
 TEST_F(SupervisorTest, AProcessCallingItselfIsRefused) {
