@@ -278,10 +278,12 @@ class Supervisor {
     co_return co_await RestartGroupOnce(index);
   }
 
-  // One attempt at restarting child `index`'s group; false: the intensity is exceeded. A start
-  // that fails is tried again through the mailbox (TryAgainLater), as OTP does: a stop request or
-  // the parent's exit that arrived meanwhile is handled first, so a child that fails slowly
-  // (never reaching the intensity) cannot make the supervisor deaf for ever.
+  // One attempt at restarting child `index`'s group; false: the intensity is exceeded. A child
+  // that fails to start is tried again through the mailbox (TryAgainLater), as OTP does: a stop
+  // request or the parent's exit that arrived meanwhile is handled first, so a child that fails
+  // slowly (never reaching the intensity) cannot make the supervisor deaf for ever. The retry is
+  // that child's own (OTP marks the child that failed, not the one that exited): it restarts
+  // that child's group (rest_for_one: from it on).
   Task<bool> RestartGroupOnce(size_t index) {
     auto [first, last] = RestartGroup(index);
     // This attempt covers any retry pending in the group (one for an earlier member's exit):
@@ -293,11 +295,20 @@ class Supervisor {
     for (size_t j = last; j-- > first;) {
       if (children_[j].pid.valid()) co_await StopOne(children_[j]);
     }
+    // Temporary children never restart: stopped with their group, they go (OTP's
+    // terminate_children).
+    for (size_t j = last; j-- > first;) {
+      if (j != index && children_[j].spec.restart == RestartType::kTemporary) {
+        children_.erase(children_.begin() + static_cast<ptrdiff_t>(j));
+        --last;
+        if (j < index) --index;
+      }
+    }
     for (size_t j = first; j < last; ++j) {
       absl::Status s = co_await StartOne(children_[j]);
       if (!s.ok()) {
         Logf(LogLevel::kError, "%s", s.message());
-        TryAgainLater(index);
+        TryAgainLater(j);
         break;
       }
     }

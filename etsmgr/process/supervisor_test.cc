@@ -629,6 +629,78 @@ TEST_F(SupervisorTest, RestartOrDeleteOfAChildBeingRestartedIsRefused) {
   });
 }
 
+// rest_for_one [a, b]: a exits, its restart starts a and fails at b. The retry is b's (OTP marks
+// the child that failed to start): a terminate_child of a in between does not drop it, and b
+// comes back. It was a's: the terminate cleared it, and b, permanent, stayed down for good.
+TEST_F(SupervisorTest, TheRetryBelongsToTheChildThatFailedToStart) {
+  struct Never {};
+  struct Back {};
+  auto fail = std::make_shared<std::atomic<bool>>(false);
+  auto tester = std::make_shared<Pid>();
+  auto worker = [](Process& sup) {
+    return sup.SpawnLink([](Process& p) -> Task<void> { co_await p.Receive<Never>(); });
+  };
+  ChildSpec a{.id = "a"};
+  a.start = [worker](Process& sup) -> Task<absl::StatusOr<Pid>> { co_return worker(sup); };
+  ChildSpec b{.id = "b"};
+  b.start = [fail, tester, worker](Process& sup) -> Task<absl::StatusOr<Pid>> {
+    if (fail->load()) {
+      co_await sup.Sleep(absl::Milliseconds(20));
+      co_return absl::UnavailableError("not yet");
+    }
+    if (tester->valid()) Send(*tester, Back{});
+    co_return worker(sup);
+  };
+  SupervisorFlags flags{
+      .strategy = RestartStrategy::kRestForOne, .intensity = 1000, .period = absl::Seconds(10)};
+  Pid sup = StartSupervisor(*node_, flags, {a, b}).value();
+  InProcess([sup, fail, tester](Process& self) -> Task<void> {
+    *tester = self.self();  // Read by b's start only once `fail` is false again.
+    fail->store(true);
+    const Pid a_pid = co_await ChildPid(self, sup, "a");
+    SendExit(a_pid, ExitReason::Kill());
+    co_await AwaitDown(self, a_pid);  // Its exit is in the supervisor's mailbox before the call.
+    absl::Status terminated = co_await TerminateChild(self, sup, "a");
+    EXPECT_TRUE(terminated.ok()) << terminated;
+    fail->store(false);
+    EXPECT_TRUE((co_await self.ReceiveFor<Back>(absl::Seconds(10))).has_value())
+        << "b was never restarted";
+    CO_ASSERT_OK(co_await StopSupervisor(self, sup, absl::Seconds(10)), "stop");
+  });
+}
+
+// A temporary child is never restarted, also not as part of its group: one_for_all [p, t] with t
+// temporary; p exits, p comes back and t goes (OTP's terminate_children). t was started again.
+TEST_F(SupervisorTest, ATemporaryChildLeavesItsGroupsRestart) {
+  struct Never {};
+  struct Restarted {};
+  auto tester = std::make_shared<Pid>();
+  auto p_calls = std::make_shared<std::atomic<int>>(0);
+  ChildSpec p{.id = "p"};
+  p.start = [tester, p_calls](Process& sup) -> Task<absl::StatusOr<Pid>> {
+    if (++*p_calls == 2) Send(*tester, Restarted{});
+    co_return sup.SpawnLink([](Process& c) -> Task<void> { co_await c.Receive<Never>(); });
+  };
+  ChildSpec t = WorkerChild(
+      "t", [](Process& c) -> Task<void> { co_await c.Receive<Never>(); }, RestartType::kTemporary);
+  SupervisorFlags flags{
+      .strategy = RestartStrategy::kOneForAll, .intensity = 10, .period = absl::Seconds(10)};
+  Pid sup = StartSupervisor(*node_, flags, {p, t}).value();
+  InProcess([sup, tester](Process& self) -> Task<void> {
+    *tester = self.self();  // Read by p's second start, after the kill below.
+    SendExit(co_await ChildPid(self, sup, "p"), ExitReason::Kill());
+    CO_ASSERT_TRUE((co_await self.ReceiveFor<Restarted>(absl::Seconds(10))).has_value(),
+                   "p restarted");
+    absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, sup);
+    CO_ASSERT_OK(which, "which_children");
+    EXPECT_EQ(which->size(), 1u) << "the temporary child stays gone";
+    if (which->size() == 1) {
+      EXPECT_EQ(which->front().id, "p");
+      EXPECT_TRUE(which->front().pid.valid());
+    }
+  });
+}
+
 // A process that calls itself gets InvalidArgument at once (OTP: calling_self); it waited for
 // ever (StopSupervisor's timeout is infinite by default).
 TEST_F(SupervisorTest, AProcessCallingItselfIsRefused) {
