@@ -91,7 +91,6 @@
 #ifndef ETSMGR_TABLE_TABLE_H_
 #define ETSMGR_TABLE_TABLE_H_
 
-#include <array>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
@@ -99,12 +98,14 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <ranges>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <typeindex>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -132,57 +133,69 @@ class Table;
 namespace table_internal {
 struct TableAccess;  // Table files (table_file.h) reach the storage through it.
 
-// Keys with no order: a floating-point NaN, alone or inside a pair, tuple or array. A table
-// refuses them (InvalidArgument): no key compares with a NaN, so an ordered_set holding one
-// breaks its tree's order, and a lookup of one would answer with another key's value.
+// Keys with no order: a floating-point NaN, alone or inside what the key is made of (a pair,
+// tuple, array or other range, optional, variant). A table refuses them (InvalidArgument): no key
+// compares with a NaN, so an ordered_set holding one breaks its tree's order, and a lookup of
+// one would answer with another key's value.
+template <typename T, template <typename...> class Of>
+inline constexpr bool kIsSpecialization = false;
+template <template <typename...> class Of, typename... A>
+inline constexpr bool kIsSpecialization<Of<A...>, Of> = true;
+// Whether a T may hold a NaN at all (when not, the check is no code).
 template <typename T>
-struct MayHoldNaN : std::is_floating_point<T> {};
-template <typename A, typename B>
-struct MayHoldNaN<std::pair<A, B>>
-    : std::bool_constant<MayHoldNaN<A>::value || MayHoldNaN<B>::value> {};
-template <typename... T>
-struct MayHoldNaN<std::tuple<T...>> : std::bool_constant<(MayHoldNaN<T>::value || ...)> {};
-template <typename T, size_t N>
-struct MayHoldNaN<std::array<T, N>> : MayHoldNaN<T> {};
-template <typename T>
-bool HoldsNaN(const T& v);
-template <typename A, typename B>
-bool HoldsNaN(const std::pair<A, B>& p);
-template <typename... T>
-bool HoldsNaN(const std::tuple<T...>& t);
-template <typename T, size_t N>
-bool HoldsNaN(const std::array<T, N>& a);
+constexpr bool MayHoldNaN() {
+  if constexpr (std::is_floating_point_v<T>) {
+    return true;
+  } else if constexpr (kIsSpecialization<T, std::pair>) {
+    return MayHoldNaN<typename T::first_type>() || MayHoldNaN<typename T::second_type>();
+  } else if constexpr (kIsSpecialization<T, std::tuple>) {
+    return []<size_t... I>(std::index_sequence<I...>) {
+      return (MayHoldNaN<std::tuple_element_t<I, T>>() || ...);
+    }
+    (std::make_index_sequence<std::tuple_size_v<T>>());
+  } else if constexpr (kIsSpecialization<T, std::optional>) {
+    return MayHoldNaN<typename T::value_type>();
+  } else if constexpr (kIsSpecialization<T, std::variant>) {
+    return []<size_t... I>(std::index_sequence<I...>) {
+      return (MayHoldNaN<std::variant_alternative_t<I, T>>() || ...);
+    }
+    (std::make_index_sequence<std::variant_size_v<T>>());
+  } else if constexpr (std::ranges::range<T>) {
+    // (A range of itself, as std::filesystem::path, holds nothing else.)
+    if constexpr (std::is_same_v<std::remove_cv_t<std::ranges::range_value_t<T>>, T>) {
+      return false;
+    } else {
+      return MayHoldNaN<std::ranges::range_value_t<T>>();
+    }
+  } else {
+    return false;
+  }
+}
 template <typename T>
 bool HoldsNaN(const T& v) {
-  if constexpr (std::is_floating_point_v<T>) {
+  if constexpr (!MayHoldNaN<T>()) {
+    return false;
+  } else if constexpr (std::is_floating_point_v<T>) {
     return std::isnan(v);
-  } else {
+  } else if constexpr (kIsSpecialization<T, std::pair>) {
+    return HoldsNaN(v.first) || HoldsNaN(v.second);
+  } else if constexpr (kIsSpecialization<T, std::tuple>) {
+    return std::apply([](const auto&... x) { return (HoldsNaN(x) || ...); }, v);
+  } else if constexpr (kIsSpecialization<T, std::optional>) {
+    return v.has_value() && HoldsNaN(*v);
+  } else if constexpr (kIsSpecialization<T, std::variant>) {
+    return !v.valueless_by_exception() && std::visit([](const auto& x) { return HoldsNaN(x); }, v);
+  } else {  // A range.
+    for (const auto& x : v) {
+      if (HoldsNaN(x)) return true;
+    }
     return false;
   }
 }
-template <typename A, typename B>
-bool HoldsNaN(const std::pair<A, B>& p) {
-  return HoldsNaN(p.first) || HoldsNaN(p.second);
-}
-template <typename... T>
-bool HoldsNaN(const std::tuple<T...>& t) {
-  return std::apply([](const auto&... x) { return (HoldsNaN(x) || ...); }, t);
-}
-template <typename T, size_t N>
-bool HoldsNaN(const std::array<T, N>& a) {
-  for (const T& x : a) {
-    if (HoldsNaN(x)) return true;
-  }
-  return false;
-}
-// Whether `key` is one a table refuses (no code at all for key types without floating point).
+// Whether `key` is one a table refuses.
 template <typename K>
 bool UnorderedKey(const K& key) {
-  if constexpr (MayHoldNaN<K>::value) {
-    return HoldsNaN(key);
-  } else {
-    return false;
-  }
+  return HoldsNaN(key);
 }
 absl::Status UnorderedKeyError(const char* what);
 }  // namespace table_internal
@@ -440,7 +453,7 @@ class Table {
   absl::Status CheckEntries(TableCore::Op op, const char* what,
                             const std::vector<Entry>& entries) const {
     if (absl::Status st = Check(op, what); !st.ok()) return st;
-    if constexpr (table_internal::MayHoldNaN<K>::value) {
+    if constexpr (table_internal::MayHoldNaN<K>()) {
       for (const Entry& e : entries) {
         if (table_internal::HoldsNaN(e.first)) return table_internal::UnorderedKeyError(what);
       }

@@ -208,7 +208,7 @@ requires TableSerializable<K> && TableSerializable<V> absl::StatusOr<Table<K, V>
   absl::StatusOr<std::vector<std::pair<K, V>>> objects =
       table_file_internal::DecodeFile<K, V>(*bytes, path, &info);
   if (!objects.ok()) return objects.status();
-  if constexpr (table_internal::MayHoldNaN<K>::value) {
+  if constexpr (table_internal::MayHoldNaN<K>()) {
     // SaveTable never writes one (a table refuses them): the file is damaged.
     for (const auto& object : *objects) {
       if (table_internal::HoldsNaN(object.first)) {

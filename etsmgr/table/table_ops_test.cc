@@ -1,10 +1,14 @@
 // Every table operation on each of the four table types.
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "etsmgr/base/large_block.h"
@@ -371,6 +375,20 @@ TEST_P(TableOpsTest, NaNKeysAreRefused) {
     auto pairs = Table<std::pair<double, int>, int64_t>::New(options).value();
     refused(pairs.Insert({nan, 1}, 1), "insert of a pair holding a NaN");
     EXPECT_TRUE(pairs.Insert({0.5, 1}, 1).ok());
+    // Inside any container a key type may be made of.
+    auto vectors = Table<std::vector<double>, int64_t>::New(options).value();
+    refused(vectors.Insert({1.0, nan}, 1), "insert of a vector holding a NaN");
+    EXPECT_TRUE(vectors.Insert({1.0, 2.0}, 1).ok());
+    auto optionals = Table<std::optional<float>, int64_t>::New(options).value();
+    refused(optionals.Insert(std::numeric_limits<float>::quiet_NaN(), 1), "an optional NaN");
+    EXPECT_TRUE(optionals.Insert(std::nullopt, 1).ok());
+    auto variants = Table<std::variant<int, double>, int64_t>::New(options).value();
+    refused(variants.Insert(nan, 1), "a variant holding a NaN");
+    EXPECT_TRUE(variants.Insert(3, 1).ok());
+    auto tuples = Table<std::tuple<int, std::array<double, 2>>, int64_t>::New(options).value();
+    refused(tuples.Insert({1, {0.0, nan}}, 1), "a tuple holding an array holding a NaN");
+    static_assert(!table_internal::MayHoldNaN<std::string>());
+    static_assert(!table_internal::MayHoldNaN<std::pair<int64_t, std::string>>());
   });
 }
 
