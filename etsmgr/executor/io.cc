@@ -269,7 +269,7 @@ FdGuard::~FdGuard() {
 
 void Fill(const IoSpec& spec, IoOp* op) {
   op->offset = spec.offset;
-  op->nowait = spec.nowait;
+  op->nowait = spec.nowait && spec.kind == IoKind::kSend;  // Only a send may not wait.
   switch (spec.kind) {
     case IoKind::kAccept:
     case IoKind::kClose:
@@ -344,7 +344,7 @@ absl::StatusOr<size_t> Finish(const IoSpec& spec, const IoOp* op, bool timed_out
       return absl::CancelledError(absl::StrCat(
           name, ": cancelled (its descriptor was closed, or the runtime is stopping)"));
     }
-    if (error == EAGAIN && spec.nowait) return 0;  // No room now.
+    if (error == EAGAIN && spec.nowait && spec.kind == IoKind::kSend) return 0;  // No room now.
     return ErrnoToStatus(error, name);
   }
   auto n = static_cast<size_t>(op->result);

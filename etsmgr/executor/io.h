@@ -107,7 +107,7 @@ struct IoSpec {
   std::vector<std::string_view> froms;  // sendmsg, writev
   SocketAddress address;                // connect
   int16_t events = 0;                   // poll
-  bool nowait = false;                  // send: never wait (TrySendSpec)
+  bool nowait = false;                  // send only: never wait (TrySendSpec)
   absl::Status error;                   // A bad argument: the operation does not start.
 };
 

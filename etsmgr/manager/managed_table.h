@@ -137,6 +137,8 @@ class ManagedTable {
   // (during a manager restart Close answers Unavailable and the table stays, managed).
   Task<absl::Status> Close(Process& self, absl::Duration wait = kDefaultCallTimeout) {
     ETSMGR_CO_RETURN_IF_ERROR(co_await mgr_.DelTable(self, name_, wait));
+    // A shared table is already gone (del_table removes its segment with it).
+    if (!table_.alive()) co_return absl::OkStatus();
     co_return table_.Delete();
   }
 

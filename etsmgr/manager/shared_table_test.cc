@@ -546,6 +546,26 @@ TEST_F(SharedManagedTableTest, ADelTableOfATableAnotherProcessOwnsRemovesItsSegm
   EXPECT_CLAIMED(NewTableHere(), true, -1);  // A fresh, empty table.
 }
 
+// Close of a shared ManagedTable answers OK and the segment goes (del_table deletes a shared
+// table with its segment; Close's own delete then answered NotFound for the deleted table).
+TEST_F(SharedManagedTableTest, CloseOfASharedManagedTableIsOk) {
+  node_ = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  TableOptions options = options_;
+  Etsmgr mgr(inst_);
+  RunInProcess(*node_, [options, mgr](Process& self) -> Task<void> {
+    absl::StatusOr<ManagedTable<int64_t, int64_t>> t =
+        co_await ManagedTable<int64_t, int64_t>::Open(
+            self, mgr, "counter", options,
+            [](IntTable& fresh) { return fresh.Insert(kCounter, 1); });
+    CO_ASSERT_OK(t, "open");
+    absl::Status closed = co_await t->Close(self);
+    EXPECT_TRUE(closed.ok()) << closed;
+    EXPECT_FALSE(t->table().alive());
+  });
+  EXPECT_FALSE(Exists(SegmentPath())) << "the segment goes with the table";
+}
+
 // del_table of a shared table another process owns releases it, then deletes it after the
 // instance's lock. If the owner registers it anew in between (its add_table answered OK), the
 // table is managed again and stays: del_table deleted it (segment and all) under its new keeper.
