@@ -186,8 +186,9 @@ class Supervisor {
       }
     }
     if (c.spec.shutdown <= absl::ZeroDuration()) co_await self_.ReceiveIf(is_down);
-    // Its link fired before its monitor: the exit signal is queued by now. It was asked for, so it
-    // must not be seen as a crash later.
+    // Its exit signal was asked for, so it must not be seen as a crash later: dropped if it is
+    // queued by now. (Across threads it may come after the Down; then Loop finds no child with
+    // its pid, the pid having been cleared or replaced, and drops it too.)
     self_.Unlink(pid);
     while (co_await self_.ReceiveIf(
         [&pid](const Envelope& e) {
@@ -599,7 +600,7 @@ Task<absl::Status> StopSupervisor(Process& self, Pid sup, absl::Duration timeout
   absl::StatusOr<SupReply> r =
       co_await Call<SupReply>(self, sup, MakeRequest(SupRequest::Kind::kStop, ""), timeout);
   if (!r.ok()) co_return r.status();
-  co_await AwaitDown(self, sup);  // It replies, then stops its children and exits.
+  co_await AwaitDown(self, sup);  // It stops its children, replies, and exits.
   co_return absl::OkStatus();
 }
 
