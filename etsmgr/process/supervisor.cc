@@ -411,7 +411,7 @@ class Supervisor {
       }
       case SupRequest::Kind::kWhich:
         for (const Child& c : children_) {
-          reply.children.push_back(ChildInfo{c.spec.id, c.pid, c.spec.is_supervisor});
+          reply.children.push_back(ChildInfo{c.spec.id, c.pid, c.spec.is_supervisor, c.restarting});
         }
         break;
       case SupRequest::Kind::kStop:  // Handled by Loop().

@@ -99,6 +99,8 @@ struct ChildInfo {
   std::string id;
   Pid pid;  // Null when not running.
   bool is_supervisor;
+  // Its restart failed and the supervisor is trying again (OTP's `restarting`); pid is null.
+  bool restarting = false;
 };
 struct ChildCounts {
   int specs = 0;

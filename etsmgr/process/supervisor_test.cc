@@ -622,6 +622,11 @@ TEST_F(SupervisorTest, RestartOrDeleteOfAChildBeingRestartedIsRefused) {
         << restarted.status();
     absl::Status deleted = co_await DeleteChild(self, sup, "flaky");
     EXPECT_EQ(deleted.code(), absl::StatusCode::kFailedPrecondition) << deleted;
+    absl::StatusOr<std::vector<ChildInfo>> which = co_await WhichChildren(self, sup);
+    CO_ASSERT_OK(which, "which_children");
+    CO_ASSERT_TRUE(which->size() == 1, "flaky is listed");
+    EXPECT_TRUE(which->front().restarting) << "which_children says it is being restarted";
+    EXPECT_FALSE(which->front().pid.valid());
     fail->store(false);  // The supervisor's own retry brings it back.
     EXPECT_TRUE((co_await self.ReceiveFor<Back>(absl::Seconds(10))).has_value())
         << "the supervisor's retry did not restart it";
