@@ -75,14 +75,18 @@ bool WaitSlot::Awaiter::await_suspend(std::coroutine_handle<> h) noexcept {
   if (scheduler_ == nullptr) {
     // Misuse: nothing could resume us here. Do not suspend; answer as a deadline already past.
     Log(LogLevel::kError, "WaitSlot::Wait awaited off a scheduler thread: not waiting");
-    notified_ = await_ready();
+    notified_ = TakeNotification();
     return false;
   }
   resume_.set_handle(h);
   slot_->waiter_ = this;
   if (deadline_ns_ <= scheduler_->NowNanos()) {
-    // Already expired: only a pending notification can win.
-    notified_ = await_ready();
+    // Already expired: only a pending notification can win. Taken as such: await_ready's answer
+    // is false also when it took one but must yield first, which lost that notification.
+    if (auto hook = executor_internal::g_expired_wait_hook.load(std::memory_order_acquire)) {
+      hook(slot_);
+    }
+    notified_ = TakeNotification();
     return false;
   }
   if (deadline_ns_ != INT64_MAX) ArmOn(scheduler_, deadline_ns_);
@@ -97,6 +101,12 @@ bool WaitSlot::Awaiter::await_suspend(std::coroutine_handle<> h) noexcept {
   DisarmOn(scheduler_);
   notified_ = true;
   return false;
+}
+
+bool WaitSlot::Awaiter::TakeNotification() noexcept {
+  uint32_t expected = kNotified;
+  return slot_->state_.compare_exchange_strong(expected, kEmpty, std::memory_order_acq_rel,
+                                               std::memory_order_acquire);
 }
 
 bool WaitSlot::Awaiter::await_resume() noexcept {

@@ -73,6 +73,8 @@ class WaitSlot {
    private:
     friend class WaitSlot;
     void Fire() noexcept override;
+    // Takes a pending notification (no suspension, no yield): whether there was one.
+    bool TakeNotification() noexcept;
 
     WaitSlot* slot_;
     int64_t deadline_ns_;
@@ -87,6 +89,13 @@ class WaitSlot {
   std::atomic<uint32_t> state_{kEmpty};
   Awaiter* waiter_ = nullptr;  // Published by the kEmpty -> kWaiting release.
 };
+
+namespace executor_internal {
+// Tests: called by a Wait whose deadline has passed, before it takes a pending notification (a
+// Notify from another thread can land there).
+using ExpiredWaitHook = void (*)(WaitSlot* slot);
+inline std::atomic<ExpiredWaitHook> g_expired_wait_hook{nullptr};
+}  // namespace executor_internal
 
 }  // namespace etsmgr
 

@@ -63,6 +63,23 @@ Task<void> SignalWhenWaiting(WaitSlot* slot, std::atomic<bool>* waiting, bool* r
   *result = co_await slot->Wait();
 }
 
+// A notification that lands after an expired wait's first look (another thread's Notify) is
+// taken by the wait, also when its time slice is used up. It was consumed and reported as a
+// deadline passed (await_ready's "must yield first" answer read as "none"): lost.
+TEST_P(WaitSlotTest, ANotifyLandingInAnExpiredWaitIsNotLost) {
+  RuntimeOptions options;
+  options.backend = backend();
+  options.schedulers = 1;
+  options.slice_reductions = 1;  // Every charge uses the slice up.
+  std::unique_ptr<Runtime> rt = Runtime::Create(options).value();
+  executor_internal::g_expired_wait_hook.store(+[](WaitSlot* slot) { slot->Notify(); });
+  WaitSlot slot;
+  const bool woke = rt->BlockOn(WaitOnce(&slot, -absl::Seconds(1)));
+  executor_internal::g_expired_wait_hook.store(nullptr);
+  EXPECT_TRUE(woke) << "the notification was taken but reported as a deadline passed";
+  EXPECT_FALSE(slot.notified()) << "taken once";
+}
+
 TEST_P(WaitSlotTest, NotifyFromPlainThreadWakesWaiter) {
   WaitSlot slot;
   std::atomic<bool> waiting{false};
