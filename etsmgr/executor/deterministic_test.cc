@@ -41,6 +41,38 @@ std::vector<std::string> TraceFor(uint64_t seed) {
   return trace;
 }
 
+// An infinite sleep never wakes, also when nothing else is left to run (virtual time jumped to
+// it and fired it); and an infinite slice does not overflow virtual time (UBSan in the asan
+// config).
+TEST(DeterministicTest, InfiniteWaitsNeverComeDueAndHugeSlicesDoNotOverflow) {
+  RuntimeOptions options;
+  options.deterministic = true;
+  options.slice = absl::InfiniteDuration();
+  options.slice_reductions = 1;
+  std::unique_ptr<Runtime> rt = Runtime::Create(options).value();
+  bool woke = false;
+  int hours = 0;
+  ASSERT_TRUE(rt->Spawn([](bool* woke) -> Task<void> {
+                  co_await Sleep(absl::InfiniteDuration());
+                  *woke = true;
+                }(&woke))
+                  .ok());
+  ASSERT_TRUE(rt->Spawn([](int* hours) -> Task<void> {
+                  for (int i = 0; i < 3; ++i) {
+                    co_await Sleep(absl::Hours(1));
+                    ++*hours;
+                  }
+                }(&hours))
+                  .ok());
+  ASSERT_TRUE(rt->Spawn([]() -> Task<void> {
+                  for (int i = 0; i < 10; ++i) co_await Yield();  // Slices used up.
+                }())
+                  .ok());
+  rt->RunUntilIdle();
+  EXPECT_EQ(hours, 3);
+  EXPECT_FALSE(woke) << "an infinite sleep woke";
+}
+
 TEST(DeterministicTest, SameSeedReplaysExactly) {
   for (uint64_t seed = 0; seed < 20; ++seed) {
     EXPECT_EQ(TraceFor(seed), TraceFor(seed)) << "seed " << seed;

@@ -286,7 +286,11 @@ bool Scheduler::RunStep() {
       // each other busy (deterministic: it depends on charges only).
       slice_expired_ = false;
       if (deterministic_) {
-        virtual_now_ns_ += virtual_slice_ns_;
+        // Saturating, below INT64_MAX (an infinite wait's deadline): a huge slice must not
+        // overflow virtual time, nor make "never" come due.
+        virtual_now_ns_ = virtual_slice_ns_ >= INT64_MAX - 1 - virtual_now_ns_
+                              ? INT64_MAX - 1
+                              : virtual_now_ns_ + virtual_slice_ns_;
         FireExpiredTimers(virtual_now_ns_);
       }
     }
@@ -294,6 +298,7 @@ bool Scheduler::RunStep() {
   }
   executor_internal::TimerNode* top = timers_.top();
   if (top == nullptr) return false;
+  if (top->deadline_ns() == INT64_MAX) return false;  // An infinite wait never comes due.
   if (deterministic_) {
     virtual_now_ns_ = std::max(virtual_now_ns_, top->deadline_ns());
   } else if (top->deadline_ns() > NowNanos()) {
@@ -319,7 +324,8 @@ bool Scheduler::SpinForWork() {
   // With I/O in flight, epoll learns of completions only in epoll_wait: park at once.
   bool io = poller_->in_flight() > 0;
   if (io && backend_ == Backend::kEpoll) return false;
-  int64_t deadline = executor_internal::MonotonicNanos() + spin_ns_;
+  const int64_t start = executor_internal::MonotonicNanos();
+  int64_t deadline = spin_ns_ > INT64_MAX - start ? INT64_MAX : start + spin_ns_;
   if (executor_internal::TimerNode* top = timers_.top())
     deadline = std::min(deadline, top->deadline_ns());
   for (unsigned i = 0;; ++i) {
