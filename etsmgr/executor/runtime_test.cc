@@ -1,7 +1,11 @@
 #include "etsmgr/executor/runtime.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -84,6 +88,50 @@ TEST_P(RuntimeTest, BadArgumentsAreErrors) {
 Task<std::thread::id> ThreadOf() {
   co_await Yield();
   co_return std::this_thread::get_id();
+}
+
+// Work that cannot move (started tasks) keeps one scheduler busy while the other is idle: the
+// idle one asks for work less and less often, and the busy one stops waking it after a donation
+// found nothing. It was woken at once every time (a spin and an ask, close to a whole core).
+TEST_P(RuntimeTest, AnIdleSchedulerDoesNotSpinBesideWorkThatCannotMove) {
+  auto rt = Make(2);
+  constexpr int kTasks = 4;
+  constexpr int kYields = 1'500'000;
+  std::atomic<int> left{kTasks};
+  std::atomic<int64_t> busy_start_ns{0};
+  std::promise<int64_t> busy_end_ns;
+  std::future<int64_t> busy_end = busy_end_ns.get_future();
+  auto thread_cpu_ns = [] {
+    timespec ts;
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+  };
+  auto process_cpu_ns = [] {
+    timespec ts;
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+  };
+  const int64_t process_start = process_cpu_ns();
+  for (int i = 0; i < kTasks; ++i) {
+    ASSERT_TRUE(rt->Spawn(
+                      [](std::atomic<int>* left, std::atomic<int64_t>* start,
+                         std::promise<int64_t>* end, auto cpu) -> Task<void> {
+                        int64_t zero = 0;
+                        start->compare_exchange_strong(zero, cpu());
+                        for (int y = 0; y < kYields; ++y) co_await Yield();
+                        if (left->fetch_sub(1) == 1) end->set_value(cpu());
+                      }(&left, &busy_start_ns, &busy_end_ns, thread_cpu_ns),
+                      0)
+                    .ok());
+  }
+  ASSERT_EQ(busy_end.wait_for(std::chrono::seconds(120)), std::future_status::ready);
+  const int64_t busy = busy_end.get() - busy_start_ns.load();
+  const int64_t all = process_cpu_ns() - process_start;
+  const int64_t idle = all - busy;  // The other scheduler (and this thread, which waited).
+  EXPECT_LT(idle, busy / 4 + 20'000'000)
+      << "the idle scheduler used " << idle / 1'000'000 << " ms of CPU beside " << busy / 1'000'000
+      << " ms of busy work";
+  EXPECT_EQ(rt->scheduler(1).stolen(), 0u) << "started tasks moved";
 }
 
 TEST_P(RuntimeTest, SpawnOnChosenScheduler) {

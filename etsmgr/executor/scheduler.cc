@@ -32,6 +32,12 @@ constexpr size_t kPollInterval = 64;
 // An idle scheduler that asked a busy sibling for work parks at most this long before asking
 // again (the sibling answers at its next poll; none may have been movable then).
 constexpr int64_t kStealRetryNanos = 500'000;
+// A thief whose asks keep bringing nothing (the busy sibling's work cannot move: pinned, waiting
+// on I/O or a timer, or a started task) asks less and less often, up to this; and a sibling that
+// had nothing it could give does not wake the idle ones for as long: asking was all they did,
+// each wake-up a spin, close to a whole core of waste.
+constexpr int64_t kMaxStealRetryNanos = 4'000'000;
+constexpr int64_t kNoNudgeAfterEmptyDonationNanos = 1'000'000;
 
 // The frame of a spawned task: owns the Task, is a Runnable (its first resumption) and a Root.
 class SpawnedRoot {
@@ -372,8 +378,11 @@ size_t Scheduler::Poll() {
       }
     }
     PublishLoad();
-    // Work waits here while a sibling sleeps: wake it to come and ask for some.
-    if (queued_.load(std::memory_order_relaxed) >= 2) {
+    // Work waits here while a sibling sleeps: wake it to come and ask for some (not again soon
+    // after a donation found nothing that could move).
+    if (queued_.load(std::memory_order_relaxed) >= 2 &&
+        (no_nudge_until_ns_ == 0 || executor_internal::MonotonicNanos() >= no_nudge_until_ns_)) {
+      no_nudge_until_ns_ = 0;
       for (Scheduler* s : siblings_) {
         if (s->parked() && !s->nudged_.exchange(true, std::memory_order_acq_rel)) {
           s->poller_->Wake();
@@ -436,6 +445,9 @@ void Scheduler::DonateTo(Scheduler* thief) {
     }
   }
   while (Runnable* r = kept.PopFront()) ready_.PushBack(r);
+  if (given == 0) {
+    no_nudge_until_ns_ = executor_internal::MonotonicNanos() + kNoNudgeAfterEmptyDonationNanos;
+  }
   if (given > 0) {
     donated_.fetch_add(given, std::memory_order_relaxed);
     thief->stolen_.fetch_add(given, std::memory_order_relaxed);
@@ -455,14 +467,18 @@ void Scheduler::Run() {
     }
     since_poll = 0;
     size_t got = Poll();
-    if (got > 0 || HasLocalWork()) continue;
+    if (got > 0 || HasLocalWork()) {
+      steal_retry_ns_ = kStealRetryNanos;
+      continue;
+    }
     if (SpinForWork()) continue;
     // Idle past the spin. A busy sibling is asked for work (only now: a scheduler between two
     // quick messages does not read its siblings' state); while one is busy, this scheduler parks
     // only briefly and asks again (the donation wakes it sooner). With every sibling idle it
     // parks until woken.
     bool asked = !siblings_.empty() && AskForWork();
-    Park(asked ? kStealRetryNanos : -1);
+    Park(asked ? steal_retry_ns_ : -1);
+    if (asked) steal_retry_ns_ = std::min(2 * steal_retry_ns_, kMaxStealRetryNanos);
   }
   stop_.store(false, std::memory_order_relaxed);  // Run() may be called again.
 }

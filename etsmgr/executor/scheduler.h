@@ -284,6 +284,9 @@ class Scheduler {
   const Backend backend_;
   const bool deterministic_;
   const bool shuffle_;
+  // Work stealing backoff (this scheduler's thread only; see scheduler.cc).
+  int64_t steal_retry_ns_ = 500'000;
+  int64_t no_nudge_until_ns_ = 0;
   const int64_t spin_ns_;
   std::unique_ptr<executor_internal::Poller> poller_;
   std::atomic<int>* running_threads_ = nullptr;
