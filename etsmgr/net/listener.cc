@@ -57,14 +57,31 @@ Pid ConnectionsSupervisor(Shared& shared) {
 
 Task<void> Acceptor(Process& self, std::shared_ptr<Shared> shared) {
   const int listen_fd = shared->socket->fd;
+  int failures = 0;  // Accept failures in a row.
   while (true) {
     absl::StatusOr<int> fd = co_await Accept(self, listen_fd);
     if (!fd.ok()) {
-      // EMFILE and friends: the backlog waits; try again shortly rather than spin.
-      Logf(LogLevel::kWarning, "listener: %s", fd.status().ToString().c_str());
-      co_await self.Sleep(absl::Milliseconds(10));
+      const absl::StatusCode code = fd.status().code();
+      if (code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kCancelled) {
+        // The listening socket itself is unusable (EBADF, EINVAL: closed or shut down behind
+        // the listener's back): crash, so that supervision sees it, rather than retry for ever.
+        Logf(LogLevel::kError, "listener: the listening socket failed: %s",
+             fd.status().ToString().c_str());
+        co_await self.Exit(ExitReason::Custom(std::string(fd.status().message())));
+      }
+      if (++failures == 1 || failures % 1000 == 0) {
+        Logf(LogLevel::kWarning, "listener: %s (%d in a row)", fd.status().ToString().c_str(),
+             failures);
+      }
+      // Out of descriptors or memory (EMFILE and friends): the backlog waits; try again shortly
+      // rather than spin. A failure of one connection (ECONNABORTED, EPROTO, ...) goes straight
+      // on to the next, a few times in a row.
+      if (code == absl::StatusCode::kResourceExhausted || failures > 3) {
+        co_await self.Sleep(absl::Milliseconds(10));
+      }
       continue;
     }
+    failures = 0;
     shared->stats->accepted.fetch_add(1, std::memory_order_relaxed);
     if (shared->stats->live.load(std::memory_order_relaxed) >= shared->options.max_connections) {
       shared->stats->rejected.fetch_add(1, std::memory_order_relaxed);

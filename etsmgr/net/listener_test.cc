@@ -187,6 +187,26 @@ TEST_P(ListenerTest, ACrashedAcceptorIsRestartedOnTheSameSocket) {
   EXPECT_TRUE(Live(0));
 }
 
+// The listening socket shut down behind the listener's back (accept fails with EINVAL for good):
+// the acceptor crashes and supervision gives up, instead of the acceptor retrying (and logging)
+// every 10 ms for ever.
+TEST_P(ListenerTest, ABrokenListeningSocketCrashesToSupervision) {
+  Pid sup = Start({});
+  int listening = -1;
+  for (int fd = 0; fd < 4096 && listening < 0; ++fd) {
+    int accepting = 0;
+    socklen_t len = sizeof accepting;
+    absl::StatusOr<SocketAddress> local = LocalAddress(fd);
+    if (local.ok() && local->port() == address_.port() &&
+        ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) == 0 && accepting) {
+      listening = fd;
+    }
+  }
+  ASSERT_GE(listening, 0) << "the listening socket was not found";
+  ASSERT_EQ(::shutdown(listening, SHUT_RDWR), 0) << strerror(errno);
+  AwaitDeath(*node_, sup);  // Within RunInProcess's limit: the restarts exceed the intensity.
+}
+
 TEST_P(ListenerTest, BeyondTheCapANewConnectionIsRefused) {
   ListenerOptions options;
   options.max_connections = 2;
