@@ -34,15 +34,19 @@ using ::etsmgr::test_sockets::Dial;
 
 using etsmgr::BackendTest;
 
-void SendText(int fd, const std::string& text) {
+// Sends until all of `text` went or a send fails (say, SO_SNDTIMEO passes): the bytes sent.
+size_t SendUntilStuck(int fd, std::string_view text) {
   size_t sent = 0;
   while (sent < text.size()) {
     ssize_t n = ::send(fd, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
+    if (n <= 0) break;
     sent += static_cast<size_t>(n);
   }
+  return sent;
 }
+
+void SendText(int fd, const std::string& text) { (void)SendUntilStuck(fd, text); }
 
 // Reads until `want` bytes came, the peer closed (sets *closed) or the 30 s timeout.
 std::string RecvUpTo(int fd, size_t want, bool* closed = nullptr) {
@@ -294,18 +298,6 @@ TEST_P(EtsredisTest, AClientReadingABigReplySteadilyIsNotTimedOut) {
   EXPECT_FALSE(closed);
   EXPECT_GT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(600));
   ::close(fd);
-}
-
-// Sends until all of `text` went or a send fails (say, SO_SNDTIMEO passes): the bytes sent.
-size_t SendUntilStuck(int fd, std::string_view text) {
-  size_t sent = 0;
-  while (sent < text.size()) {
-    ssize_t n = ::send(fd, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    sent += static_cast<size_t>(n);
-  }
-  return sent;
 }
 
 // A pipeline of `count` ECHOs of a 1000-byte payload, and the replies it must get.

@@ -570,6 +570,31 @@ TEST_F(SharedManagedTableTest, CloseOfASharedManagedTableIsOk) {
 // instance's lock. If the owner registers it anew in between (its add_table answered OK), the
 // table is managed again and stays: del_table deleted it (segment and all) under its new keeper.
 std::function<void()>* g_between_release_and_delete = nullptr;
+// In a process of `node` (spawned with `spawn`): new_table "counter" of `inst` with `options`,
+// kCounter = 5 in it, the table given to `owner`, then del_table of it, with `between` run inside
+// del_table after its release and before its delete. *table: the table.
+void DelTableOfAGivenAwayTable(Node& node, const std::string& inst, const TableOptions& options,
+                               const Pid& owner, AnyTable* table, std::function<void()> between,
+                               SpawnOptions spawn = {}) {
+  g_between_release_and_delete = &between;
+  manager_internal::g_del_table_hook.store(
+      +[](const std::string&) { (*g_between_release_and_delete)(); });
+  Etsmgr mgr(inst);
+  RunInProcess(
+      node,
+      [options, mgr, owner, table](Process& self) -> Task<void> {
+        absl::StatusOr<ManagedTableRef> r =
+            co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+        CO_ASSERT_OK(r, "new_table(counter)");
+        *table = r->table;
+        CO_ASSERT_OK(IntTable::Attach(*table)->Insert(kCounter, 5), "insert");
+        CO_ASSERT_OK(table->GiveAway(owner), "give it to another process");
+        absl::Status del = co_await mgr.DelTable(self, "counter");
+        EXPECT_TRUE(del.ok()) << "del_table(counter): " << del;
+      },
+      spawn);
+  manager_internal::g_del_table_hook.store(nullptr);
+}
 TEST_F(SharedManagedTableTest, ATableRegisteredAgainBeforeDelTableDeletesItStays) {
   struct Take {
     AnyTable table;
@@ -603,26 +628,10 @@ TEST_F(SharedManagedTableTest, ATableRegisteredAgainBeforeDelTableDeletesItStays
     Send(owner, Take{table});
     EXPECT_EQ(added_result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   };
-  g_between_release_and_delete = &between;
-  manager_internal::g_del_table_hook.store(
-      +[](const std::string&) { (*g_between_release_and_delete)(); });
   SpawnOptions on_zero;
   on_zero.scheduler = 0;
   on_zero.pin = true;
-  RunInProcess(
-      *node_,
-      [options, mgr, owner, &table](Process& self) -> Task<void> {
-        absl::StatusOr<ManagedTableRef> r =
-            co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
-        CO_ASSERT_OK(r, "new_table(counter)");
-        table = r->table;
-        CO_ASSERT_OK(IntTable::Attach(table)->Insert(kCounter, 5), "insert");
-        CO_ASSERT_OK(table.GiveAway(owner), "give it to another process");
-        absl::Status del = co_await mgr.DelTable(self, "counter");
-        EXPECT_TRUE(del.ok()) << "del_table(counter): " << del;
-      },
-      on_zero);
-  manager_internal::g_del_table_hook.store(nullptr);
+  DelTableOfAGivenAwayTable(*node_, inst_, options, owner, &table, between, on_zero);
   ASSERT_EQ(added_result.wait_for(std::chrono::seconds(0)), std::future_status::ready);
   absl::Status add = added_result.get();
   EXPECT_TRUE(add.ok()) << "the owner's add_table: " << add;
@@ -652,7 +661,6 @@ TEST_F(SharedManagedTableTest, ATableKeptAndReleasedAgainBeforeDelTableDeletesIt
   ASSERT_TRUE(StartManager(*node_, inst_).ok());
   TableOptions options = options_;
   options.access = Access::kPublic;
-  Etsmgr mgr(inst_);
   Pid owner =
       node_->Spawn([](Process& self) -> Task<void> { co_await self.Receive<Never>(); }).value();
   AnyTable table;
@@ -663,20 +671,7 @@ TEST_F(SharedManagedTableTest, ATableKeptAndReleasedAgainBeforeDelTableDeletesIt
     absl::StatusOr<bool> released = keeper->Release(table);
     EXPECT_TRUE(released.ok() && !*released) << "released to its live owner";
   };
-  g_between_release_and_delete = &between;
-  manager_internal::g_del_table_hook.store(
-      +[](const std::string&) { (*g_between_release_and_delete)(); });
-  RunInProcess(*node_, [options, mgr, owner, &table](Process& self) -> Task<void> {
-    absl::StatusOr<ManagedTableRef> r =
-        co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
-    CO_ASSERT_OK(r, "new_table(counter)");
-    table = r->table;
-    CO_ASSERT_OK(IntTable::Attach(table)->Insert(kCounter, 5), "insert");
-    CO_ASSERT_OK(table.GiveAway(owner), "give it to another process");
-    absl::Status del = co_await mgr.DelTable(self, "counter");
-    EXPECT_TRUE(del.ok()) << "del_table(counter): " << del;
-  });
-  manager_internal::g_del_table_hook.store(nullptr);
+  DelTableOfAGivenAwayTable(*node_, inst_, options, owner, &table, between);
   EXPECT_TRUE(table.alive()) << "a table registered anew since the release was deleted";
   EXPECT_EQ(IntTable::Attach(table)->Get(kCounter).value(), std::optional<int64_t>(5));
   Send(owner, Never{});

@@ -587,23 +587,30 @@ TEST_F(SupervisorTest, ARetryAGroupRestartAlreadyCoveredDoesNothing) {
   });
 }
 
-// A child whose group restart failed is being restarted by its supervisor: restart_child and
-// delete_child of it are refused (OTP's {error, restarting}); they restarted it alone (and the
-// pending retry, then dropped, left the rest of its group down) or deleted it.
-TEST_F(SupervisorTest, RestartOrDeleteOfAChildBeingRestartedIsRefused) {
-  struct Never {};
-  struct Back {};
-  auto fail = std::make_shared<std::atomic<bool>>(false);
-  auto tester = std::make_shared<Pid>();
-  ChildSpec flaky{.id = "flaky"};
-  flaky.start = [fail, tester](Process& sup) -> Task<absl::StatusOr<Pid>> {
+// A child whose start fails (after 20 ms, in its supervisor) while *fail is set; a start that
+// works sends FlakyBack to *tester once that is set.
+struct FlakyBack {};
+ChildSpec FlakyChild(std::string id, std::shared_ptr<std::atomic<bool>> fail,
+                     std::shared_ptr<Pid> tester) {
+  ChildSpec spec{.id = std::move(id)};
+  spec.start = [fail, tester](Process& sup) -> Task<absl::StatusOr<Pid>> {
     if (fail->load()) {
       co_await sup.Sleep(absl::Milliseconds(20));
       co_return absl::UnavailableError("not yet");
     }
-    if (tester->valid()) Send(*tester, Back{});
-    co_return sup.SpawnLink([](Process& p) -> Task<void> { co_await p.Receive<Never>(); });
+    if (tester->valid()) Send(*tester, FlakyBack{});
+    co_return sup.SpawnLink([](Process& p) -> Task<void> { co_await p.Receive<Stop>(); });
   };
+  return spec;
+}
+
+// A child whose group restart failed is being restarted by its supervisor: restart_child and
+// delete_child of it are refused (OTP's {error, restarting}); they restarted it alone (and the
+// pending retry, then dropped, left the rest of its group down) or deleted it.
+TEST_F(SupervisorTest, RestartOrDeleteOfAChildBeingRestartedIsRefused) {
+  auto fail = std::make_shared<std::atomic<bool>>(false);
+  auto tester = std::make_shared<Pid>();
+  ChildSpec flaky = FlakyChild("flaky", fail, tester);
   SupervisorFlags flags{
       .strategy = RestartStrategy::kOneForOne, .intensity = 1000, .period = absl::Seconds(60)};
   Pid sup = StartSupervisor(*node_, flags, {flaky}).value();
@@ -628,7 +635,7 @@ TEST_F(SupervisorTest, RestartOrDeleteOfAChildBeingRestartedIsRefused) {
     EXPECT_TRUE(which->front().restarting) << "which_children says it is being restarted";
     EXPECT_FALSE(which->front().pid.valid());
     fail->store(false);  // The supervisor's own retry brings it back.
-    EXPECT_TRUE((co_await self.ReceiveFor<Back>(absl::Seconds(10))).has_value())
+    EXPECT_TRUE((co_await self.ReceiveFor<FlakyBack>(absl::Seconds(10))).has_value())
         << "the supervisor's retry did not restart it";
     CO_ASSERT_OK(co_await StopSupervisor(self, sup, absl::Seconds(10)), "stop");
   });
@@ -638,24 +645,13 @@ TEST_F(SupervisorTest, RestartOrDeleteOfAChildBeingRestartedIsRefused) {
 // the child that failed to start): a terminate_child of a in between does not drop it, and b
 // comes back. It was a's: the terminate cleared it, and b, permanent, stayed down for good.
 TEST_F(SupervisorTest, TheRetryBelongsToTheChildThatFailedToStart) {
-  struct Never {};
-  struct Back {};
   auto fail = std::make_shared<std::atomic<bool>>(false);
   auto tester = std::make_shared<Pid>();
-  auto worker = [](Process& sup) {
-    return sup.SpawnLink([](Process& p) -> Task<void> { co_await p.Receive<Never>(); });
-  };
-  ChildSpec a{.id = "a"};
-  a.start = [worker](Process& sup) -> Task<absl::StatusOr<Pid>> { co_return worker(sup); };
-  ChildSpec b{.id = "b"};
-  b.start = [fail, tester, worker](Process& sup) -> Task<absl::StatusOr<Pid>> {
-    if (fail->load()) {
-      co_await sup.Sleep(absl::Milliseconds(20));
-      co_return absl::UnavailableError("not yet");
-    }
-    if (tester->valid()) Send(*tester, Back{});
-    co_return worker(sup);
-  };
+  // a's start never fails and tells nobody (its own flag and tester stay unset); b's fails
+  // while `fail` is set, and b's coming back is what the test waits for.
+  ChildSpec a =
+      FlakyChild("a", std::make_shared<std::atomic<bool>>(false), std::make_shared<Pid>());
+  ChildSpec b = FlakyChild("b", fail, tester);
   SupervisorFlags flags{
       .strategy = RestartStrategy::kRestForOne, .intensity = 1000, .period = absl::Seconds(10)};
   Pid sup = StartSupervisor(*node_, flags, {a, b}).value();
@@ -668,7 +664,7 @@ TEST_F(SupervisorTest, TheRetryBelongsToTheChildThatFailedToStart) {
     absl::Status terminated = co_await TerminateChild(self, sup, "a");
     EXPECT_TRUE(terminated.ok()) << terminated;
     fail->store(false);
-    EXPECT_TRUE((co_await self.ReceiveFor<Back>(absl::Seconds(10))).has_value())
+    EXPECT_TRUE((co_await self.ReceiveFor<FlakyBack>(absl::Seconds(10))).has_value())
         << "b was never restarted";
     CO_ASSERT_OK(co_await StopSupervisor(self, sup, absl::Seconds(10)), "stop");
   });
