@@ -133,7 +133,7 @@ TEST_F(SharedTableTest, TheInlinedPathsAnswerAsTheCallsDo) {
     ASSERT_TRUE(t.Insert(1, 0).ok());
 
     // A writer of another program killed while it holds the key's shard lock (after its store):
-    // the next update repairs the shard (the robust lock's EOWNERDEAD) and counts on from there.
+    // the next update takes the dead holder's lock word over, repairs the shard and counts on.
     pid_t child = fork();
     if (child == 0) {
       SharedMapOptions options = storage_.map;

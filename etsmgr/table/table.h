@@ -82,10 +82,10 @@
 //     may leave part of it); a multi-object InsertNew is InvalidArgument.
 //   - Reads and select predicates run on copies; Update, SelectReplace and SelectDelete change
 //     each key in one atomic read-modify-write; First/Next and chunked selects walk a snapshot.
-//   - One live program holds a segment (a flock on <dir>/.<segment>.owner, released by the kernel
-//     when the program dies): another's NewShared is AlreadyExists, as is a second table on the
-//     same segment in one program. Within the program, owner, heir, give_away and access work
-//     as for any table.
+//   - One live program holds a segment (an OFD lock on <dir>/.<segment>.owner, released by the
+//     kernel when the program dies): another's NewShared is AlreadyExists, as is a second table
+//     on the same segment in one program. Within the program, owner, heir, give_away and access
+//     work as for any table.
 //   - Delete (and the manager's DelTable or discard) removes the segment. A table lost with its
 //     owner, and a program's exit or crash, only unmap it: the segment stays for the next program.
 #ifndef ETSMGR_TABLE_TABLE_H_

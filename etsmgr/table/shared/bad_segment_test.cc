@@ -3,7 +3,10 @@
 // regression companion of the fuzzer, fuzz_open.cc) and replays the fuzzer's saved findings.
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstddef>
@@ -358,6 +361,67 @@ TEST_F(BadSegmentTest, RandomCorruptionsGiveTypedErrors) {
     }
   }
   EXPECT_GT(typed, 50);
+}
+
+// Fills the file system holding `path` (a file of 64 KiB writes until one fails).
+bool FillUp(const std::string& path) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  std::vector<char> chunk(64 << 10, 'x');
+  while (write(fd, chunk.data(), chunk.size()) > 0) {
+  }
+  const bool full = errno == ENOSPC;
+  close(fd);
+  return full;
+}
+
+// A full file system: the open that would make the segment and the write that would grow it are
+// ResourceExhausted, never a SIGBUS on a page of a sparse file (a failed posix_fallocate used to
+// fall back to ftruncate, whatever its error). In a child with its own mount namespace, over a
+// 4 MiB tmpfs mounted on the test's directory.
+TEST_F(BadSegmentTest, AFullFileSystemIsResourceExhaustedNotSigbus) {
+  enum Exit {
+    kOk = 0,
+    kNoNamespace = 77,
+    kCreateNotExhausted = 10,
+    kFillFailed,
+    kNoOpen,
+    kGrowNotExhausted,
+    kLost
+  };
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        mount("etsmgr-test", dir_.c_str(), "tmpfs", 0, "size=4m,mode=0700") != 0) {
+      _exit(kNoNamespace);
+    }
+    const std::string filler = Path("filler");
+    if (!FillUp(filler)) _exit(kFillFailed);
+    absl::StatusOr<IntMap> none = IntMap::Open("m", options_);
+    if (none.ok() || none.status().code() != absl::StatusCode::kResourceExhausted) {
+      _exit(kCreateNotExhausted);
+    }
+    unlink(filler.c_str());
+    absl::StatusOr<IntMap> m = IntMap::Open("m", options_);
+    if (!m.ok()) _exit(kNoOpen);
+    if (!FillUp(filler)) _exit(kFillFailed);
+    int64_t k = 0;
+    absl::Status st;
+    for (; k < 10'000'000 && st.ok(); ++k) st = m->Insert(k, k);
+    if (st.code() != absl::StatusCode::kResourceExhausted) _exit(kGrowNotExhausted);
+    for (int64_t i = 0; i + 1 < k; ++i) {
+      if (m->Get(i).value_or(std::nullopt) != std::optional<int64_t>(i)) _exit(kLost);
+    }
+    _exit(m->Check().ok() ? kOk : kLost);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kNoNamespace) {
+    GTEST_SKIP() << "no mount namespace for a small tmpfs here (needs CAP_SYS_ADMIN)";
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), kOk);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 // The parent is single-threaded (gtest's main thread, no runtime) and forks each writer.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -228,6 +230,58 @@ TEST_F(CrashTest, HalfWrittenValuesAreRolledBack) {
         << "torn: " << v.w[0] << " " << v.w[1] << " " << v.w[2] << " " << v.w[3];
     EXPECT_EQ(v.w[0], 3);  // killed before the write returned: rolled back
     EXPECT_EQ(m.Info()->slot_rollbacks, 1u);
+  }
+  (void)WideMap::Remove(name, options_);
+}
+
+// What a reader saw after a writer was killed stays: a killed write is either shown by no reader
+// and then rolled back, or shown and kept (never seen by a reader through the still-open handle
+// and then undone by the repair a later locker makes). Swept over every crash point of a replace,
+// an insert and an erase of a multi-word value.
+TEST_F(CrashTest, AWriteAReaderSawIsNeverRolledBack) {
+  using WideMap = SharedMap<int64_t, Wide>;
+  const std::string name = absl::StrCat(name_, "-seen");
+  struct Op {
+    const char* what;
+    int64_t key;
+    std::function<bool(WideMap&)> run;
+  };
+  const std::vector<Op> ops = {
+      {"replace", 3,
+       [](WideMap& m) {
+         return m.Insert(3, Wide{{-1, -1, -1, -1}}).ok();
+       }},
+      {"insert", 20,
+       [](WideMap& m) {
+         return m.Insert(20, Wide{{-2, -2, -2, -2}}).ok();
+       }},
+      {"erase", 5, [](WideMap& m) { return m.Erase(5).ok(); }},
+  };
+  for (const Op& op : ops) {
+    int points = 0;
+    for (int n = 1;; ++n) {
+      (void)WideMap::Remove(name, options_);
+      WideMap reader = WideMap::Open(name, options_).value();
+      for (int64_t k = 0; k < 10; ++k) ASSERT_TRUE(reader.Insert(k, Wide{{k, k, k, k}}).ok());
+      const bool killed = RunChildKilledAt(n, -1, [&] {
+        absl::StatusOr<WideMap> m = WideMap::Open(name, options_);
+        return m.ok() && op.run(*m);
+      });
+      if (!killed) break;
+      ++points;
+      ++kills_;
+      // The reader's handle was open throughout: no re-open repairs anything before it looks.
+      absl::StatusOr<std::optional<Wide>> seen = reader.Get(op.key);
+      ASSERT_TRUE(seen.ok()) << seen.status();
+      ASSERT_TRUE(reader.Check().ok()) << reader.Check();
+      absl::StatusOr<std::optional<Wide>> later = reader.Get(op.key);
+      ASSERT_TRUE(later.ok()) << later.status();
+      ASSERT_EQ(seen->has_value(), later->has_value()) << op.what << ", crash point " << n;
+      if (seen->has_value()) {
+        EXPECT_EQ((*seen)->w[0], (*later)->w[0]) << op.what << ", crash point " << n;
+      }
+    }
+    EXPECT_GE(points, 4) << op.what;
   }
   (void)WideMap::Remove(name, options_);
 }
@@ -531,9 +585,16 @@ TEST_F(CrashTest, AHandleWhoseDescriptorsWereReplacedNeverTakesALiveHoldersLock)
   int replacement = open(other.c_str(), O_RDWR | O_CREAT, 0600);
   ASSERT_GE(replacement, 0);
   int replaced = 0;
+  struct stat segment;
+  ASSERT_EQ(stat(path.c_str(), &segment), 0);
   for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    std::error_code error;
-    if (std::filesystem::read_symlink(entry.path(), error) != path) continue;
+    // By identity, not by the link's text: a segment made as a nameless file (O_TMPFILE) keeps
+    // that name in its descriptors' links after it was linked in place.
+    struct stat st;
+    if (stat(entry.path().c_str(), &st) != 0 || st.st_dev != segment.st_dev ||
+        st.st_ino != segment.st_ino) {
+      continue;
+    }
     const int fd = std::stoi(entry.path().filename().string());
     ASSERT_EQ(dup2(replacement, fd), fd);
     ++replaced;
@@ -595,6 +656,89 @@ TEST_F(CrashTest, AHandleNeverDrawsADeadHoldersTokenThatIsStillInALockWord) {
   EXPECT_EQ(m->Get(1000).value(), std::optional<int64_t>(1));
   EXPECT_TRUE(m->Check().ok());
   EXPECT_EQ(m->Info()->slot_rollbacks, 1u);
+}
+
+// Stops the calling child at its first crash point of `kind` (SIGSTOP): the parent looks at the
+// segment mid-operation, then kills it.
+void StopAtFirst(Crash point) {
+  if (static_cast<int>(point) == g_kind && ++g_seen == 1) raise(SIGSTOP);
+}
+
+// A file-backed segment saved while a writer held the segment lock (a backup copied mid-write,
+// or a file written back before a reboot) names a holder that exists nowhere once the writer is
+// gone: opening the copy takes the lock over and rolls its log back, as for a killed holder.
+// (The segment lock was a robust pthread mutex, which names its holder by thread id: in the copy
+// it stayed locked for ever, so every repair and resize timed out; two programs in different PID
+// namespaces, both thread 1, made it report the other's hold as its own.)
+TEST_F(CrashTest, ACopyOfASegmentSavedUnderItsSegmentLockOpensAndRepairs) {
+  SharedMapOptions on_disk = options_;
+  on_disk.directory = ::testing::TempDir();
+  on_disk.lock_timeout = absl::Seconds(2);
+  const std::string copy = absl::StrCat(name_, "-copy");
+  (void)IntMap::Remove(name_, on_disk);
+  (void)IntMap::Remove(copy, on_disk);
+  {
+    IntMap m = IntMap::Open(name_, on_disk).value();
+    InsertKeys(m, 0, 30);
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    absl::StatusOr<IntMap> m = IntMap::Open(name_, on_disk);
+    if (!m.ok()) _exit(2);
+    g_seen = 0;
+    g_kind = static_cast<int>(Crash::kAllocLogged);
+    shared_internal::g_crash_hook.store(&StopAtFirst);
+    for (int64_t k = 30; k < 100'000; ++k) {
+      if (!m->Insert(k, k).ok()) _exit(3);
+    }
+    _exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, WUNTRACED), pid);
+  ASSERT_TRUE(WIFSTOPPED(status)) << status;
+  std::error_code error;
+  const std::filesystem::path dir(on_disk.directory);
+  std::filesystem::copy_file(dir / name_, dir / copy, error);
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  ASSERT_FALSE(error) << error.message();
+  std::filesystem::permissions(
+      dir / copy, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  {
+    absl::StatusOr<IntMap> m = IntMap::Open(copy, on_disk);
+    ASSERT_TRUE(m.ok()) << m.status();
+    absl::Status checked = m->Check();
+    ASSERT_TRUE(checked.ok()) << checked;
+    EXPECT_EQ(m->Info()->log_rollbacks, 1u);
+    for (int64_t k = 0; k < 30; ++k) {
+      ASSERT_EQ(m->Get(k).value(), std::optional<int64_t>(k * 10)) << k;
+    }
+    // The allocator works again: enough new keys to grow every shard.
+    for (int64_t k = 100'000; k < 103'000; ++k) ASSERT_TRUE(m->Insert(k, k).ok()) << k;
+    EXPECT_TRUE(m->Check().ok());
+  }
+  (void)IntMap::Remove(name_, on_disk);
+  (void)IntMap::Remove(copy, on_disk);
+}
+
+// A program killed while it made a new segment (the file filled in, not yet given its name)
+// leaves no file behind, and the next open makes the segment afresh.
+TEST_F(CrashTest, ACreatorKilledBeforeNamingTheSegmentLeavesNoFile) {
+  (void)IntMap::Remove(name_, options_);
+  const std::filesystem::path dir = IntMap::Open(name_, options_).value().Info()->path;
+  const std::filesystem::path shm = dir.parent_path();
+  ASSERT_TRUE(IntMap::Remove(name_, options_).ok());
+  ASSERT_TRUE(
+      RunChildKilledAt(1, static_cast<int>(Crash::kSegmentMade), [&] { return Reopen().ok(); }));
+  ++kills_;
+  for (const auto& entry : std::filesystem::directory_iterator(shm)) {
+    EXPECT_EQ(entry.path().filename().string().find(name_), std::string::npos)
+        << "left behind: " << entry.path();
+  }
+  absl::StatusOr<IntMap> m = Reopen();
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE(m->created());
+  ASSERT_TRUE(m->Insert(1, 1).ok());
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 #include "etsmgr/table/shared/shared_claim.h"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -70,6 +69,19 @@ void SharedClaim::Remove() {
 }
 
 namespace {
+// The claim is an open-file-description lock on the lock file's first byte: the kernel drops it
+// when the last descriptor of the description closes (the program dies, however it dies). A probe
+// asks with F_OFD_GETLK, which takes nothing: a probe never makes a claim fail (a probe that took
+// the lock for a moment, as flock() must, made a concurrent Acquire answer AlreadyExists).
+bool ClaimLock(int fd, int cmd, short type, struct flock* fl) {
+  *fl = {};
+  fl->l_type = type;
+  fl->l_whence = SEEK_SET;
+  fl->l_start = 0;
+  fl->l_len = 1;
+  return fcntl(fd, cmd, fl) == 0;
+}
+
 std::string LockPath(std::string_view name, const SharedMapOptions& options) {
   const std::string dir = options.directory.empty() ? std::string("/dev/shm") : options.directory;
   return absl::StrCat(dir, "/.", std::string(name), ".owner");
@@ -95,13 +107,14 @@ absl::StatusOr<bool> SharedClaim::HeldByAnyone(std::string_view name,
     if (errno == ENOENT) return false;
     return ErrnoToStatus(errno, absl::StrCat("shared table \"", std::string(name), "\": ", path));
   }
-  const bool free = flock(fd, LOCK_EX | LOCK_NB) == 0;
+  struct flock fl;
+  const bool asked = ClaimLock(fd, F_OFD_GETLK, F_WRLCK, &fl);
   const int error = errno;
-  close(fd);  // Releases the probe's lock, if it got it.
-  if (!free && error != EWOULDBLOCK) {
+  close(fd);
+  if (!asked) {
     return ErrnoToStatus(error, absl::StrCat("shared table \"", std::string(name), "\": ", path));
   }
-  return !free;
+  return fl.l_type != F_UNLCK;
 }
 
 absl::StatusOr<SharedClaim> SharedClaim::Acquire(std::string_view name_view,
@@ -129,9 +142,10 @@ absl::StatusOr<SharedClaim> SharedClaim::Acquire(std::string_view name_view,
       return absl::FailedPreconditionError(absl::StrCat(
           what, ": not a regular file of this user with mode 0600 (refusing to use it)"));
     }
-    if (flock(claim.fd_, LOCK_EX | LOCK_NB) != 0) {
+    struct flock fl;
+    if (!ClaimLock(claim.fd_, F_OFD_SETLK, F_WRLCK, &fl)) {
       const int error = errno;
-      if (error != EWOULDBLOCK) return ErrnoToStatus(error, what);
+      if (error != EAGAIN && error != EACCES) return ErrnoToStatus(error, what);
       char buf[32] = {};
       const ssize_t n = pread(claim.fd_, buf, sizeof(buf) - 1, 0);
       const long holder = n > 0 ? std::strtol(buf, nullptr, 10) : 0;

@@ -1,5 +1,6 @@
 // SharedClaim: which live program holds a shared table. A program claims a segment name by taking
-// an exclusive flock(2) on a lock file beside the segment (<directory>/.<name>.owner, mode 0600);
+// an exclusive open-file-description lock (fcntl F_OFD_SETLK) on the first byte of a lock file
+// beside the segment (<directory>/.<name>.owner, mode 0600);
 // the kernel releases the lock when the program dies however it dies (SIGKILL, segfault, OOM
 // killer), so a claim can never outlive its program and needs no pid check.
 //
@@ -9,7 +10,7 @@
 //   claim->Release();  // or let it go out of scope; Remove() also unlinks the lock file
 //
 // One claim per name per program: a second Acquire in the same program answers AlreadyExists too
-// (flock locks belong to the open file, and each Acquire opens its own). The pid written into the
+// (OFD locks belong to the open file, and each Acquire opens its own). The pid written into the
 // lock file is only for messages; liveness is the lock alone, and "this program" in a refusal is
 // known from the program's own set of held claims, not from the pid (which another pid namespace
 // may repeat). A fork() child shares its parent's
@@ -50,8 +51,8 @@ class SharedClaim {
   static absl::Status RemoveFile(std::string_view name, const SharedMapOptions& options);
 
   // Whether a live program (this one included) holds `name` now, without creating anything:
-  // false when there is no lock file. The probe holds a free lock for a moment, so an Acquire
-  // racing it may answer AlreadyExists.
+  // false when there is no lock file. The probe asks (F_OFD_GETLK) and takes nothing, so an
+  // Acquire racing it is not disturbed.
   static absl::StatusOr<bool> HeldByAnyone(std::string_view name, const SharedMapOptions& options);
 
   bool held() const { return fd_ >= 0; }

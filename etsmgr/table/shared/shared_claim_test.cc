@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/table/shared/test_names.h"
@@ -150,6 +151,33 @@ TEST_F(SharedClaimTest, BadNamesAndPlantedFilesAreRefused) {
   ASSERT_EQ(chmod(Path().c_str(), 0644), 0);
   absl::StatusOr<SharedClaim> wide = SharedClaim::Acquire(name_, options_);
   EXPECT_EQ(wide.status().code(), absl::StatusCode::kFailedPrecondition) << wide.status();
+}
+
+// A probe (HeldByAnyone, what the manager's info() asks of every shared table) never makes a
+// concurrent claim fail: it used to take the lock for a moment (flock), and an Acquire landing
+// then answered AlreadyExists though no program held the name.
+TEST_F(SharedClaimTest, AProbeNeverMakesAClaimFail) {
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> probes{0};
+  std::thread prober([&] {
+    while (!done.load()) {
+      absl::StatusOr<bool> held = SharedClaim::HeldByAnyone(name_, options_);
+      EXPECT_TRUE(held.ok()) << held.status();
+      probes.fetch_add(1);
+    }
+  });
+  int refused = 0;
+  int overlapped = 0;  // claims during which the prober probed at least once
+  for (int i = 0; i < 20000 && overlapped < 2000; ++i) {
+    const uint64_t before = probes.load();
+    absl::StatusOr<SharedClaim> claim = SharedClaim::Acquire(name_, options_);
+    if (!claim.ok()) ++refused;
+    if (probes.load() != before) ++overlapped;
+  }
+  done.store(true);
+  prober.join();
+  EXPECT_EQ(refused, 0) << "claims refused while nobody held the name";
+  EXPECT_GT(overlapped, 0) << "the probes never ran during a claim: the race was not exercised";
 }
 
 }  // namespace

@@ -46,24 +46,27 @@
 // its data), which the kernel releases when the process dies, however it dies; a waiter judges
 // the holder dead when that byte is unlocked, takes the lock word over and repairs the shard
 // (layout.h, "Shard locks"). A forked child drops its copies of its parent's token locks
-// (pthread_atfork) and draws its own.
+// (pthread_atfork) and draws its own. The segment lock (allocator, file growth) is a word of the
+// same kind: no lock in the segment names a thread, so programs in different PID namespaces share
+// a segment, and a file saved while a lock was held (a copy, a reboot) opens and is repaired.
 //
 // Crash consistency. Writers lock the shard. A write changes one slot and
 // the region's two counters: it first saves the slot's old image and the old counters in the
 // shard's intent record and publishes the record with one release store of its state; then
-// marks the seqlock odd, writes the slot, marks it even, and clears the intent. If the writer is
-// killed at any instruction, its token's file lock goes with it; the next locker (a writer, a
-// reader that met an odd sequence too often, or any Open, which looks at every shard's lock) sees
-// a dead holder, takes the lock over and rolls the slot back from the image if the intent is set:
-// the operation is then not done; if the intent was already cleared it is done. Writes return only
-// after clearing the intent, so every returned write stays. A resize builds a new region privately,
-// publishes it with one 8-byte store of the region word, and frees the old one; its intent names
-// both, so a repair frees whichever is not the shard's region word (a kill leaves the old array
-// valid until the publishing store). Allocator changes (free lists, the bump pointer, a region's
-// owner) run under the segment lock as transactions with an undo log of (offset, old word) pairs,
-// so a killed allocation or free is undone before any shard's intent is read. Clear() locks every
-// shard, marks each odd, and commits with one store of a clear epoch; a kill after that store is
-// finished by the repair of each shard still locked (roll forward), before it no shard changed.
+// marks the seqlock odd, writes the slot, clears the intent (the commit), and marks it even. If the
+// writer is killed at any instruction, its token's file lock goes with it; the next locker (a
+// writer, a reader that met an odd sequence too often, or any Open, which looks at every shard's
+// lock) sees a dead holder, takes the lock over and rolls the slot back from the image if the
+// intent is set: the operation is then not done; if the intent was already cleared it is done (and
+// no reader saw the new slot before the commit: the sequence was odd until after it). Writes return
+// only after clearing the intent, so every returned write stays. A resize builds a new region
+// privately, publishes it with one 8-byte store of the region word, and frees the old one; its
+// intent names both, so a repair frees whichever is not the shard's region word (a kill leaves the
+// old array valid until the publishing store). Allocator changes (free lists, the bump pointer, a
+// region's owner) run under the segment lock as transactions with an undo log of (offset, old word)
+// pairs, so a killed allocation or free is undone before any shard's intent is read. Clear() locks
+// every shard, marks each odd, and commits with one store of a clear epoch; a kill after that store
+// is finished by the repair of each shard still locked (roll forward), before it no shard changed.
 // Stores are release stores and loads acquire loads (plain moves on x86-64), so the compiler keeps
 // program order and every process sees a dead writer's stores in order.
 //
@@ -98,7 +101,7 @@
 // owns (a "close every fd" loop, say) is not defended against, except right after fork() before
 // the child uses a handle (the handle then answers FailedPrecondition): a closed holder
 // descriptor makes its live handle look dead to other processes, which take its locks. Segments of
-// format version 1 or 2 (robust mutexes, holder slots) are refused as another format version.
+// format version 1 to 3 (robust mutexes, holder slots) are refused as another format version.
 // Truncating the file under a running process, or writing to it from outside, is not defended
 // against (SIGBUS / garbage). Segments from another ABI or byte order are refused only through
 // their type hashes, not detected as such.

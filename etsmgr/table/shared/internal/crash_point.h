@@ -15,7 +15,7 @@ enum class Crash : int {
   kSlotOdd,          // seqlock odd, slot untouched
   kSlotHalf,         // half of a multi-word value written (torn without the rollback)
   kSlotWritten,      // slot and counts written, seqlock still odd
-  kSlotEven,         // seqlock even, intent not cleared
+  kSlotCommitted,    // intent cleared (the write is done), seqlock still odd
   kResizeIntent,     // resize intent written, nothing allocated
   kAllocLogged,      // segment log written, allocator untouched
   kAllocApplied,     // allocator changed, log still active
@@ -30,6 +30,7 @@ enum class Crash : int {
   kRepairStarted,    // repair: begun, nothing restored
   kRepairRestored,   // repair: slot restored, intent not cleared
   kGrowTruncated,    // the file was extended, file_size not raised
+  kSegmentMade,      // a new segment's file made and filled in, not yet given its name
 };
 
 using CrashHook = void (*)(Crash point);

@@ -1,7 +1,7 @@
 // The bytes of a shared-map segment (internal): header, shard headers, regions, slots; the
 // atomic word access every process uses on them; the stable key hash.
 //
-// Every field is a 64-bit word (or a pthread_mutex_t) at a fixed offset, read and written with
+// Every field is a 64-bit word at a fixed offset, read and written with
 // __atomic builtins: other processes read the words concurrently (seqlock readers) or after the
 // writer was killed (repair), so program order of the stores is what makes the structure
 // crash-consistent, and the compiler must not reorder or tear them. Release stores and acquire
@@ -16,8 +16,6 @@
 //                       2^log2cap slots of slot_words words: [ctrl][key words][value words].
 #ifndef ETSMGR_TABLE_SHARED_INTERNAL_LAYOUT_H_
 #define ETSMGR_TABLE_SHARED_INTERNAL_LAYOUT_H_
-
-#include <pthread.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -35,7 +33,10 @@ inline void StoreRelaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATO
 inline constexpr uint64_t kMagic = 0x3156534752474d45ULL;  // "EMGRGSV1" little-endian
 // 3: a shard's lock is a holder-token word (below), not a robust pthread mutex (version 2, a
 // holder-slot table between the header and the shards, never left this project's history).
-inline constexpr uint32_t kFormatVersion = 3;
+// 4: the segment lock is a holder-token word too (a robust mutex names its holder by thread id:
+// two programs in different PID namespaces could both be thread 1, and a mutex saved locked in a
+// file names a thread that no longer exists after a reboot, so it never came free).
+inline constexpr uint32_t kFormatVersion = 4;
 inline constexpr uint64_t kPageBytes = 4096;
 inline constexpr uint64_t kHeaderBytes = kPageBytes;
 inline constexpr uint64_t kShardsOffset = kHeaderBytes;
@@ -145,10 +146,11 @@ struct SegmentLog {
 };
 
 struct alignas(64) MutableHeader {
-  pthread_mutex_t lock;  // the segment lock: allocator, file growth, the log
-  uint64_t file_size;    // bytes every process may map (the file is at least this long)
-  uint64_t alloc_end;    // regions end here
-  uint64_t clear_epoch;  // Clear() commits by raising it (see ShardHeader::cleared_epoch)
+  uint64_t lock;  // the segment lock (allocator, file growth, the log): as a shard's lock word
+  uint64_t lock_spare[4];  // (format 3's robust mutex took 40 bytes: the offsets below stay)
+  uint64_t file_size;      // bytes every process may map (the file is at least this long)
+  uint64_t alloc_end;      // regions end here
+  uint64_t clear_epoch;    // Clear() commits by raising it (see ShardHeader::cleared_epoch)
   alignas(64) uint64_t free_head[kFreeLists];  // per log2 capacity: first free region, 0 = none
   alignas(64) SegmentLog log;
   // Counters (atomic adds; statistics only, never used for decisions).
@@ -170,19 +172,19 @@ inline constexpr uint64_t kMutableOffset = 1024;
 static_assert(sizeof(ImmutableHeader) <= kMutableOffset);
 static_assert(kMutableOffset + sizeof(MutableHeader) <= kHeaderBytes);
 
-// --- Shard locks. A shard's lock word holds its holder's token, taken with one compare-and-swap
-// and released with one store (a robust pthread mutex cost a writer half its speed: its robust
-// list bookkeeping and locked unlock serialise with the slot's cache miss). Each open handle (a
-// MapCore) draws a random token and takes an open-file-description lock (F_OFD_SETLK) on the
-// token's byte of the segment file, kHolderLockBase + its low 40 bits; the kernel releases it when
-// the process dies, however it dies. A holder is dead when nobody holds its token's byte: its
-// lock word may then be taken over (compare-and-swap from its token) and the shard repaired, as a
-// robust mutex's EOWNERDEAD did. Two live handles never share a token (the second's file lock
-// fails and it draws again), and a handle never takes a token still in a lock word (a dead
-// holder's, which would then look alive). File locks are the kernel's and cross PID namespaces;
-// no pid is compared. Another program's lock on the whole file (l_len = 0, from a backup tool,
-// say) covers every token's byte: opens then fail (ResourceExhausted) and dead holders look alive
-// while it lasts.
+// --- Shard locks (and the segment lock, the same kind of word). A shard's lock word holds its
+// holder's token, taken with one compare-and-swap and released with one store (a robust pthread
+// mutex cost a writer half its speed: its robust list bookkeeping and locked unlock serialise with
+// the slot's cache miss). Each open handle (a MapCore) draws a random token and takes an
+// open-file-description lock (F_OFD_SETLK) on the token's byte of the segment file, kHolderLockBase
+// + its low 40 bits; the kernel releases it when the process dies, however it dies. A holder is
+// dead when nobody holds its token's byte: its lock word may then be taken over (compare-and-swap
+// from its token) and the shard repaired, as a robust mutex's EOWNERDEAD did. Two live handles
+// never share a token (the second's file lock fails and it draws again), and a handle never takes a
+// token still in a lock word (a dead holder's, which would then look alive). File locks are the
+// kernel's and cross PID namespaces; no pid is compared. Another program's lock on the whole file
+// (l_len = 0, from a backup tool, say) covers every token's byte: opens then fail
+// (ResourceExhausted) and dead holders look alive while it lasts.
 inline constexpr uint64_t kTokenTag = uint64_t{1} << 40;  // every token: tag | 40 bits
 inline constexpr uint64_t kTokenBits = kTokenTag - 1;
 inline constexpr uint64_t kHolderLockBase = uint64_t{1} << 62;  // file offsets, far past the data

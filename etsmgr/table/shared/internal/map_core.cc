@@ -2,6 +2,7 @@
 
 #include <cxxabi.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -15,16 +16,12 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "etsmgr/base/errno_status.h"
-#include "etsmgr/base/sanitizers.h"
-
-#if ETSMGR_TSAN
-#include <sanitizer/tsan_interface.h>
-#endif
 
 namespace etsmgr::shared_internal {
 namespace {
@@ -46,6 +43,14 @@ class Fd {
   }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& other) noexcept : fd_(other.release()) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      if (fd_ >= 0) close(fd_);
+      fd_ = other.release();
+    }
+    return *this;
+  }
   int get() const { return fd_; }
   int release() {
     int fd = fd_;
@@ -83,38 +88,29 @@ std::string StoredName(const char (&name)[kTypeNameBytes]) {
 
 uint32_t WordsOf(uint32_t bytes) { return (bytes + 7) / 8; }
 
-void InitRobustMutex(pthread_mutex_t* m) {
-  pthread_mutexattr_t attr;
-  pthread_mutexattr_init(&attr);
-  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
-  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-  pthread_mutex_init(m, &attr);
-  pthread_mutexattr_destroy(&attr);
-}
-
-// glibc's kind word of a robust, process-shared, error-checking mutex: an open compares every
-// lock in the segment with it, so a corrupted lock (a priority-inheritance kind, say) is refused
-// before any pthread call sees it.
-int ExpectedMutexKind() {
-  static const int kind = [] {
-    pthread_mutex_t m;
-    InitRobustMutex(&m);
-    int k = m.__data.__kind;
-    pthread_mutex_destroy(&m);
-    return k;
-  }();
-  return kind;
-}
-
-timespec DeadlineAfter(absl::Duration d) {
-  timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  return absl::ToTimespec(absl::TimeFromTimespec(now) + d);
-}
-
 uint64_t ImmutableChecksum(const ImmutableHeader& h) {
   return HashBytes(&h, offsetof(ImmutableHeader, checksum));
+}
+
+// Sizes a new file (or the growth of one): allocated now, so that a full /dev/shm is an error
+// here, never a SIGBUS when a page of a sparse file is first touched. Only a file system that
+// cannot allocate ahead (EOPNOTSUPP, EINVAL) gets a plain ftruncate.
+absl::Status AllocateFile(int fd, uint64_t from, uint64_t to, const std::string& name,
+                          const std::string& path) {
+  int rc;
+  do {  // tmpfs answers EINTR when a signal is pending
+    rc = posix_fallocate(fd, static_cast<off_t>(from), static_cast<off_t>(to - from));
+  } while (rc == EINTR);
+  if (rc == EOPNOTSUPP || rc == EINVAL) rc = ftruncate(fd, static_cast<off_t>(to)) == 0 ? 0 : errno;
+  if (rc == ENOSPC || rc == EDQUOT || rc == EFBIG) {
+    return absl::ResourceExhaustedError(absl::StrCat("shared map \"", name, "\": no space for ",
+                                                     path, " to hold ", to,
+                                                     " bytes: ", std::strerror(rc)));
+  }
+  if (rc != 0) {
+    return ErrnoToStatus(rc, absl::StrCat("shared map \"", name, "\": size ", path, " to ", to));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -126,7 +122,7 @@ class MapCore::SegmentLock {
  public:
   explicit SegmentLock(const MapCore* core) : core_(core), status_(core->LockSegment()) {}
   ~SegmentLock() {
-    if (status_.ok()) pthread_mutex_unlock(&core_->Mut()->lock);
+    if (status_.ok()) UnlockWord(&core_->Mut()->lock);
   }
   SegmentLock(const SegmentLock&) = delete;
   SegmentLock& operator=(const SegmentLock&) = delete;
@@ -138,34 +134,27 @@ class MapCore::SegmentLock {
   absl::Status status_;
 };
 
-// pthread_mutex_timedlock, telling ThreadSanitizer about a lock taken over from a dead owner:
-// its interceptor records only a 0 result (trylock's and lock's also record EOWNERDEAD), so the
-// repairing thread's unlock was reported as "unlock of an unlocked mutex" (two writer processes,
-// one killed holding a lock the other waited for).
-namespace {
-int TimedLock(pthread_mutex_t* m, const timespec* deadline) {
-  const int rc = pthread_mutex_timedlock(m, deadline);
-#if ETSMGR_TSAN
-  if (rc == EOWNERDEAD) {  // A successful try-lock, annotated after the fact.
-    __tsan_mutex_pre_lock(m, __tsan_mutex_try_lock);
-    __tsan_mutex_post_lock(m, __tsan_mutex_try_lock, 0);
-  }
-#endif
-  return rc;
+std::string MapCore::LockName(size_t s) const {
+  return s == kSegment ? std::string("the segment lock") : absl::StrCat("shard ", s);
 }
-}  // namespace
 
-// Waits for shard s's lock: spins, then yields, then sleeps (up to 1 ms at a time), judging the
-// holder's liveness now and then. A dead holder's lock is taken over and the shard repaired (as a
-// robust mutex's EOWNERDEAD); a live one past lock_timeout is DeadlineExceeded.
-absl::Status MapCore::LockShardSlow(size_t s, const char* what) const {
+bool MapCore::Unfinished(size_t s) const {
+  return s == kSegment ? Load(&Mut()->log.state) != kLogIdle
+                       : LoadRelaxed(&Shard(s)->intent_state) != kIntentIdle;
+}
+
+// Waits for lock word s (a shard's or the segment's): spins, then yields, then sleeps (up to 1 ms
+// at a time), judging the holder's liveness now and then. A dead holder's lock is taken over and
+// what it guards repaired (as a robust mutex's EOWNERDEAD); a live one past lock_timeout is
+// DeadlineExceeded.
+absl::Status MapCore::LockSlow(size_t s, const char* what) const {
   uint64_t me = Token();
   if (me == 0) {
     absl::StatusOr<uint64_t> claimed = ClaimToken();
     if (!claimed.ok()) return claimed.status();
     me = *claimed;
   }
-  ShardHeader* sh = Shard(s);
+  uint64_t* const lock = LockWord(s);
   constexpr int kSpins = 64;
   constexpr int kYields = 64;
   const int64_t now = MonotonicNowNs();
@@ -176,9 +165,9 @@ absl::Status MapCore::LockShardSlow(size_t s, const char* what) const {
   int64_t sleep_ns = 2'000;
   uint64_t held = 0;
   for (int round = 0;; round = std::min(round + 1, kSpins + kYields)) {
-    held = Load(&sh->lock);
+    held = Load(lock);
     if (held == 0) {
-      if (TryLockWord(&sh->lock, me)) break;
+      if (TryLockWord(lock, me)) break;
       continue;
     }
     if (round < kSpins) {
@@ -198,9 +187,9 @@ absl::Status MapCore::LockShardSlow(size_t s, const char* what) const {
     }
     if (MonotonicNowNs() > deadline) {
       return absl::DeadlineExceededError(
-          absl::StrCat("shared map \"", name_, "\": ", what, ": shard ", s, " stayed locked for ",
-                       absl::FormatDuration(lock_timeout_), " by ", HolderName(held),
-                       " (alive: a dead holder would have been repaired)"));
+          absl::StrCat("shared map \"", name_, "\": ", what, ": ", LockName(s),
+                       " stayed locked for ", absl::FormatDuration(lock_timeout_), " by ",
+                       HolderName(held), " (alive: a dead holder would have been repaired)"));
     }
     if (round < kSpins + kYields) {
       sched_yield();
@@ -210,26 +199,26 @@ absl::Status MapCore::LockShardSlow(size_t s, const char* what) const {
       sleep_ns = std::min<int64_t>(sleep_ns * 2, 1'000'000);
     }
   }
-  // Ours, normally: finish what a live writer left half-done (its segment lock timed out).
-  if (LoadRelaxed(&sh->intent_state) != kIntentIdle) return RepairHeld(s);
+  // Ours, normally: finish what a live writer left half-done (a shard's writer whose segment
+  // lock timed out; a repair of the segment that failed and let go).
+  if (Unfinished(s)) return RepairHeld(s);
   return absl::OkStatus();
 }
 
 bool MapCore::TakeOverDead(size_t s, uint64_t word, uint64_t me, absl::Status* status) const {
-  ShardHeader* sh = Shard(s);
-  if (!__atomic_compare_exchange_n(&sh->lock, &word, me, false, __ATOMIC_ACQUIRE,
-                                   __ATOMIC_RELAXED)) {
+  uint64_t* const lock = LockWord(s);
+  if (!__atomic_compare_exchange_n(lock, &word, me, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
     return false;
   }
-  *status = RepairShard(s);
+  *status = Repair(s);
   // Unrepaired: the next locker takes it over and tries again (repairs are idempotent).
-  if (!status->ok()) Store(&sh->lock, kLockOrphaned);
+  if (!status->ok()) Store(lock, kLockOrphaned);
   return true;
 }
 
 absl::Status MapCore::RepairHeld(size_t s) const {
-  absl::Status st = RepairShard(s);
-  if (!st.ok()) UnlockWord(&Shard(s)->lock);
+  absl::Status st = Repair(s);
+  if (!st.ok()) UnlockWord(LockWord(s));
   return st;
 }
 
@@ -369,6 +358,7 @@ absl::StatusOr<uint64_t> MapCore::ClaimToken() const {
 }
 
 bool MapCore::InSomeLockWord(uint64_t token) const {
+  if (Load(&Mut()->lock) == token) return true;
   for (size_t s = 0; s < shard_count_; ++s) {
     if (Load(&Shard(s)->lock) == token) return true;
   }
@@ -409,40 +399,13 @@ std::string MapCore::HolderName(uint64_t token) const {
 }
 
 absl::Status MapCore::LockSegment() const {
-  pthread_mutex_t* m = &Mut()->lock;
-  int rc = pthread_mutex_trylock(m);
-  if (rc == EBUSY) {
-    timespec deadline = DeadlineAfter(lock_timeout_);
-    rc = TimedLock(m, &deadline);
+  const uint64_t me = Token();
+  if (me == 0 || !TryLockWord(&Mut()->lock, me)) [[unlikely]] {
+    return LockSlow(kSegment, "lock the segment");
   }
-  return AfterSegmentLock(rc);
-}
-
-absl::Status MapCore::AfterSegmentLock(int rc) const {
-  pthread_mutex_t* m = &Mut()->lock;
-  switch (rc) {
-    case 0:
-      return absl::OkStatus();
-    case EOWNERDEAD: {
-      absl::Status st = RepairSegment();
-      if (st.ok()) {
-        pthread_mutex_consistent(m);
-        return absl::OkStatus();
-      }
-      pthread_mutex_unlock(m);
-      return st;
-    }
-    case ENOTRECOVERABLE:
-      return Corrupt("the segment lock is unrecoverable (an earlier repair failed)");
-    case ETIMEDOUT:
-      return absl::DeadlineExceededError(absl::StrCat(
-          "shared map \"", name_, "\": the segment lock stayed locked for ",
-          absl::FormatDuration(lock_timeout_), " by thread ", Mut()->lock.__data.__owner));
-    case EDEADLK:
-      return Corrupt("the segment lock names this thread as its holder");
-    default:
-      return ErrnoToStatus(rc, absl::StrCat("shared map \"", name_, "\": lock the segment"));
-  }
+  if (Unfinished(kSegment)) [[unlikely]]
+    return RepairHeld(kSegment);
+  return absl::OkStatus();
 }
 
 absl::Status MapCore::Corrupt(const std::string& what) const {
@@ -454,13 +417,16 @@ absl::Status MapCore::CorruptShard(size_t s, const std::string& what) const {
 }
 
 absl::Status MapCore::LockWordNamesNoHolder(size_t s, uint64_t word, const char* what) const {
-  return CorruptShard(s, absl::StrCat(what != nullptr ? what : "", what != nullptr ? ": " : "",
-                                      "its lock word (", absl::Hex(word), ") names no holder"));
+  const std::string problem = absl::StrCat(what != nullptr ? what : "", what != nullptr ? ": " : "",
+                                           "its lock word (", absl::Hex(word), ") names no holder");
+  return s == kSegment ? Corrupt(absl::StrCat("the segment lock: ", problem))
+                       : CorruptShard(s, problem);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Repair. Each runs with the lock it repairs held (acquired as EOWNERDEAD) and is idempotent: a
-// repairer killed half-way leaves the lock owner-dead again, and the next one starts over.
+// Repair. Each runs with the lock it repairs held (taken over from a dead holder, or found with an
+// unfinished change) and is idempotent: a repairer killed half-way leaves its own token in the
+// lock word, dead in turn, and the next locker starts over.
 
 absl::Status MapCore::RepairSegment() const {
   MutableHeader* m = Mut();
@@ -611,16 +577,7 @@ absl::Status MapCore::GrowFile(uint64_t end) const {
   struct stat st;
   if (fstat(fd_, &st) != 0) return ErrnoToStatus(errno, "shared map: fstat");
   if (static_cast<uint64_t>(st.st_size) < target) {
-    // Allocate now (tmpfs and disks): a full /dev/shm is an error here, not a SIGBUS later.
-    int rc = posix_fallocate(fd_, static_cast<off_t>(size), static_cast<off_t>(target - size));
-    if (rc == EOPNOTSUPP || rc == EINVAL) {
-      rc = ftruncate(fd_, static_cast<off_t>(target)) == 0 ? 0 : errno;
-    }
-    if (rc == ENOSPC) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "shared map \"", name_, "\": no space to grow ", path_, " to ", target, " bytes"));
-    }
-    if (rc != 0) return ErrnoToStatus(rc, absl::StrCat("shared map \"", name_, "\": grow"));
+    if (absl::Status st = AllocateFile(fd_, size, target, name_, path_); !st.ok()) return st;
   }
   CrashPoint(Crash::kGrowTruncated);
   Store(&m->file_size, target);
@@ -1078,35 +1035,80 @@ absl::Status MapCore::Remove(std::string_view name, const SharedMapOptions& opti
 
 namespace {
 
-// Creates a complete segment under a hidden temporary name and links it in place: another
-// process sees no segment or a whole one, never a half-written header. False (and no error)
-// when the name was taken meanwhile.
-absl::StatusOr<bool> CreateSegment(int dirfd, const std::string& name,
-                                   const SharedMapOptions& options, const LayoutDesc& layout) {
-  // The temporary name must not repeat another program's, nor one a killed creator left behind:
-  // a pid alone repeats (a restarted program in a container often has the same pid, and programs
-  // in other pid namespaces share /dev/shm), so the name carries 64 random bits too, and a name
-  // taken after all is skipped.
-  static const uint64_t token = [] {
-    std::random_device rd;
-    return (uint64_t{rd()} << 32) ^ rd();
-  }();
-  static std::atomic<uint64_t> counter{0};
-  std::string temp;
-  int raw = -1;
-  for (int attempt = 0; raw < 0; ++attempt) {
-    temp = absl::StrCat(".", name, ".", getpid(), "-", absl::Hex(token, absl::kZeroPad16), "-",
-                        counter.fetch_add(1, std::memory_order_relaxed), ".tmp");
-    raw = openat(dirfd, temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (raw < 0 && (errno != EEXIST || attempt >= 100)) {
-      return ErrnoToStatus(errno, absl::StrCat("shared map \"", name, "\": create ", temp));
+// A new, nameless file in the directory for a segment being made (O_TMPFILE: a creator killed
+// before linking it leaves nothing behind), and how to give it `name` (linkat through
+// /proc/self/fd). Where the file system or the kernel has no O_TMPFILE, or /proc is not mounted,
+// the file is made under a hidden temporary name instead; a creator killed then leaves that file.
+class NewSegmentFile {
+ public:
+  static absl::StatusOr<NewSegmentFile> Make(int dirfd, const std::string& name) {
+    NewSegmentFile f(dirfd);
+    const int fd = openat(dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0 && access("/proc/self/fd", X_OK) == 0) {
+      f.fd_ = Fd(fd);
+      return f;
+    }
+    if (fd >= 0) close(fd);
+    // The temporary name must not repeat another program's, nor one a killed creator left
+    // behind: a pid alone repeats (a restarted program in a container often has the same pid,
+    // and programs in other pid namespaces share /dev/shm), so the name carries 64 random bits
+    // too, and a name taken after all is skipped.
+    static const uint64_t token = [] {
+      std::random_device rd;
+      return (uint64_t{rd()} << 32) ^ rd();
+    }();
+    static std::atomic<uint64_t> counter{0};
+    for (int attempt = 0;; ++attempt) {
+      f.temp_ = absl::StrCat(".", name, ".", getpid(), "-", absl::Hex(token, absl::kZeroPad16), "-",
+                             counter.fetch_add(1, std::memory_order_relaxed), ".tmp");
+      const int raw =
+          openat(dirfd, f.temp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      if (raw >= 0) {
+        f.fd_ = Fd(raw);
+        return f;
+      }
+      if (errno != EEXIST || attempt >= 100) {
+        const int error = errno;
+        const std::string temp = std::exchange(f.temp_, std::string());  // not ours to unlink
+        return ErrnoToStatus(error, absl::StrCat("shared map \"", name, "\": create ", temp));
+      }
     }
   }
-  Fd fd(raw);
-  auto fail = [&](absl::Status st) {
-    unlinkat(dirfd, temp.c_str(), 0);
-    return st;
-  };
+  NewSegmentFile(NewSegmentFile&& other) noexcept
+      : dirfd_(other.dirfd_),
+        temp_(std::exchange(other.temp_, std::string())),
+        fd_(std::move(other.fd_)) {}
+  NewSegmentFile& operator=(NewSegmentFile&&) = delete;
+  ~NewSegmentFile() {
+    if (!temp_.empty()) unlinkat(dirfd_, temp_.c_str(), 0);
+  }
+  int fd() const { return fd_.get(); }
+  // Links the file as `name`: true; false when the name exists (another creator's).
+  absl::StatusOr<bool> Link(const std::string& name) {
+    const int rc = temp_.empty()
+                       ? linkat(AT_FDCWD, absl::StrCat("/proc/self/fd/", fd_.get()).c_str(), dirfd_,
+                                name.c_str(), AT_SYMLINK_FOLLOW)
+                       : linkat(dirfd_, temp_.c_str(), dirfd_, name.c_str(), 0);
+    if (rc == 0) return true;
+    if (errno == EEXIST) return false;
+    return ErrnoToStatus(errno, absl::StrCat("shared map \"", name, "\": link"));
+  }
+  int release() { return fd_.release(); }
+
+ private:
+  explicit NewSegmentFile(int dirfd) : dirfd_(dirfd) {}
+  int dirfd_;
+  std::string temp_;  // empty: an O_TMPFILE file
+  Fd fd_;
+};
+
+// Makes a complete segment in a file with no name and links it in place: another process sees no
+// segment or a whole one, never a half-written header. The descriptor of the segment it linked,
+// or -1 (and no error) when the name was taken meanwhile.
+absl::StatusOr<int> CreateSegment(int dirfd, const std::string& name,
+                                  const SharedMapOptions& options, const LayoutDesc& layout) {
+  absl::StatusOr<NewSegmentFile> file = NewSegmentFile::Make(dirfd, name);
+  if (!file.ok()) return file.status();
   const uint32_t key_words = WordsOf(layout.key.size);
   const uint32_t value_words = WordsOf(layout.value.size);
   const uint32_t slot_words = 1 + key_words + value_words;
@@ -1114,19 +1116,15 @@ absl::StatusOr<bool> CreateSegment(int dirfd, const std::string& name,
   const uint64_t data_offset = RoundUp(kShardsOffset + options.shards * stride, 64);
   const uint64_t file_size = RoundUp(data_offset, kGrowQuantum);
   if (file_size > options.max_bytes) {
-    return fail(absl::InvalidArgumentError(
-        absl::StrCat("shared map \"", name, "\": max_bytes ", options.max_bytes, " is below the ",
-                     file_size, " bytes its shard headers need")));
+    return absl::InvalidArgumentError(absl::StrCat("shared map \"", name, "\": max_bytes ",
+                                                   options.max_bytes, " is below the ", file_size,
+                                                   " bytes its shard headers need"));
   }
-  if (int rc = posix_fallocate(fd.get(), 0, static_cast<off_t>(file_size)); rc != 0) {
-    if (ftruncate(fd.get(), static_cast<off_t>(file_size)) != 0) {
-      return fail(ErrnoToStatus(rc, absl::StrCat("shared map \"", name, "\": size")));
-    }
-  }
-  void* mem = mmap(nullptr, data_offset, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  if (mem == MAP_FAILED) {
-    return fail(ErrnoToStatus(errno, absl::StrCat("shared map \"", name, "\": map")));
-  }
+  if (absl::Status st = AllocateFile(file->fd(), 0, file_size, name, "the new segment"); !st.ok())
+    return st;
+  void* mem = mmap(nullptr, data_offset, PROT_READ | PROT_WRITE, MAP_SHARED, file->fd(), 0);
+  if (mem == MAP_FAILED)
+    return ErrnoToStatus(errno, absl::StrCat("shared map \"", name, "\": map"));
   char* base = static_cast<char*>(mem);
   auto* h = reinterpret_cast<ImmutableHeader*>(base);
   std::memset(h, 0, sizeof(*h));
@@ -1152,20 +1150,15 @@ absl::StatusOr<bool> CreateSegment(int dirfd, const std::string& name,
   h->created_unix_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
   h->checksum = ImmutableChecksum(*h);
   auto* m = reinterpret_cast<MutableHeader*>(base + kMutableOffset);
-  InitRobustMutex(&m->lock);
+  // The segment's and the shards' lock words start at zero (free).
   m->file_size = file_size;
   m->alloc_end = data_offset;
   m->init_pending = options.create_uninitialised ? kInitPendingMark : 0;
-  // Shard lock words start at zero (free).
   munmap(mem, data_offset);
-  if (linkat(dirfd, temp.c_str(), dirfd, name.c_str(), 0) != 0) {
-    const int error = errno;
-    unlinkat(dirfd, temp.c_str(), 0);
-    if (error == EEXIST) return false;
-    return ErrnoToStatus(error, absl::StrCat("shared map \"", name, "\": link"));
-  }
-  unlinkat(dirfd, temp.c_str(), 0);
-  return true;
+  CrashPoint(Crash::kSegmentMade);
+  absl::StatusOr<bool> linked = file->Link(name);
+  if (!linked.ok()) return linked.status();
+  return *linked ? file->release() : -1;
 }
 
 }  // namespace
@@ -1189,11 +1182,11 @@ absl::StatusOr<std::shared_ptr<MapCore>> MapCore::Open(std::string_view name_vie
     int fd = openat(dirfd.get(), name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (fd >= 0) {
       Fd owned(fd);
-      if (options.mode == SharedMapOptions::Mode::kCreate && !core->created_) {
+      if (options.mode == SharedMapOptions::Mode::kCreate) {
         return absl::AlreadyExistsError(
             absl::StrCat("shared map \"", name, "\": ", core->path_, " exists"));
       }
-      if (absl::Status st = core->Attach(owned.release(), core->created_, layout); !st.ok()) {
+      if (absl::Status st = core->Attach(owned.release(), /*created=*/false, layout); !st.ok()) {
         return st;
       }
       return core;
@@ -1214,10 +1207,15 @@ absl::StatusOr<std::shared_ptr<MapCore>> MapCore::Open(std::string_view name_vie
       return absl::NotFoundError(
           absl::StrCat("shared map \"", name, "\": no segment ", core->path_));
     }
-    absl::StatusOr<bool> made = CreateSegment(dirfd.get(), name, options, layout);
+    absl::StatusOr<int> made = CreateSegment(dirfd.get(), name, options, layout);
     if (!made.ok()) return made.status();
-    core->created_ = *made;
-    if (!*made && options.mode == SharedMapOptions::Mode::kCreate) {
+    if (*made >= 0) {
+      // The file this call made, attached through its own descriptor (not re-opened by name,
+      // which another program may have removed and made again meanwhile).
+      if (absl::Status st = core->Attach(*made, /*created=*/true, layout); !st.ok()) return st;
+      return core;
+    }
+    if (options.mode == SharedMapOptions::Mode::kCreate) {
       return absl::AlreadyExistsError(
           absl::StrCat("shared map \"", name, "\": ", core->path_, " exists"));
     }
@@ -1336,8 +1334,8 @@ absl::Status MapCore::Attach(int fd, bool created, const LayoutDesc& layout) {
   }
   mapped_.store(m.file_size, std::memory_order_release);
 
-  if (Mut()->lock.__data.__kind != ExpectedMutexKind()) {
-    return Corrupt("the segment lock is not a robust mutex");
+  if (const uint64_t word = Load(&Mut()->lock); !WellFormedLockWord(word)) {
+    return LockWordNamesNoHolder(kSegment, word);
   }
   for (size_t s = 0; s < shard_count_; ++s) {
     if (const uint64_t word = Load(&Shard(s)->lock); !WellFormedLockWord(word)) {
@@ -1354,22 +1352,17 @@ absl::Status MapCore::Attach(int fd, bool created, const LayoutDesc& layout) {
 // is taken over and repaired, as is a free shard with an unfinished change). This is where the
 // space a killed resize held returns to the free lists.
 absl::Status MapCore::Reclaim() {
-  {
-    pthread_mutex_t* m = &Mut()->lock;
-    const int rc = pthread_mutex_trylock(m);
-    if (rc != EBUSY) {
-      if (absl::Status st = AfterSegmentLock(rc); !st.ok()) return st;
-      pthread_mutex_unlock(m);
-    }
-  }
   const uint64_t me = token_.load(std::memory_order_relaxed);
-  for (size_t s = 0; s < shard_count_; ++s) {
-    ShardHeader* sh = Shard(s);
-    const uint64_t held = Load(&sh->lock);
+  // The segment first (a shard's repair takes the segment lock).
+  std::vector<size_t> words = {kSegment};
+  for (size_t s = 0; s < shard_count_; ++s) words.push_back(s);
+  for (size_t s : words) {
+    uint64_t* const lock = LockWord(s);
+    const uint64_t held = Load(lock);
     if (held == 0) {
-      if (LoadRelaxed(&sh->intent_state) == kIntentIdle || !TryLockWord(&sh->lock, me)) continue;
+      if (!Unfinished(s) || !TryLockWord(lock, me)) continue;
       if (absl::Status st = RepairHeld(s); !st.ok()) return st;
-      UnlockWord(&sh->lock);
+      UnlockWord(lock);
       continue;
     }
     switch (HolderState(held)) {
@@ -1381,7 +1374,7 @@ absl::Status MapCore::Reclaim() {
         absl::Status st;
         if (!TakeOverDead(s, held, me, &st)) continue;  // another opener took it over
         if (!st.ok()) return st;
-        UnlockWord(&sh->lock);
+        UnlockWord(lock);
         continue;
       }
     }

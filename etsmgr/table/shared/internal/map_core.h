@@ -5,7 +5,6 @@
 #ifndef ETSMGR_TABLE_SHARED_INTERNAL_MAP_CORE_H_
 #define ETSMGR_TABLE_SHARED_INTERNAL_MAP_CORE_H_
 
-#include <pthread.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -119,7 +118,7 @@ class MapCore {
       ShardHeader* sh = core->Shard(s);
       const uint64_t me = core->Token();
       if (me == 0 || !TryLockWord(&sh->lock, me)) [[unlikely]] {
-        status_ = core->LockShardSlow(s, what);
+        status_ = core->LockSlow(s, what);
       } else if (LoadRelaxed(&sh->intent_state) != kIntentIdle) [[unlikely]] {
         // A live writer's operation failed half-way (its segment lock timed out): finish it.
         status_ = core->RepairHeld(s);
@@ -219,13 +218,21 @@ class MapCore {
   bool MapFile(uint64_t from, uint64_t to) const;
   void PrefaultRegion(const RegionView& r) const;
 
-  absl::Status LockShardSlow(size_t s, const char* what) const;
-  // The lock word `word` of shard s was held by a dead holder: take it over (false when another
-  // locker did first) and repair the shard; a failed repair leaves the word orphaned.
+  // Lock words: shard s's, or the segment's (s == kSegment). Both are taken the same way and a
+  // dead holder's is taken over and what it guards repaired (the shard, or the segment log).
+  static constexpr size_t kSegment = ~size_t{0};
+  uint64_t* LockWord(size_t s) const { return s == kSegment ? &Mut()->lock : &Shard(s)->lock; }
+  std::string LockName(size_t s) const;
+  // An unfinished change is recorded under lock word s (a shard's intent, the segment's log).
+  bool Unfinished(size_t s) const;
+  absl::Status Repair(size_t s) const { return s == kSegment ? RepairSegment() : RepairShard(s); }
+  absl::Status LockSlow(size_t s, const char* what) const;
+  // Lock word s held `word`, a dead holder: take it over (false when another locker did first)
+  // and repair; a failed repair leaves the word orphaned.
   bool TakeOverDead(size_t s, uint64_t word, uint64_t me, absl::Status* status) const;
-  absl::Status RepairHeld(size_t s) const;  // repairs a shard locked normally; unlocks on error
+  absl::Status RepairHeld(size_t s) const;  // repairs under lock word s taken normally; unlocks
+                                            // on error
   absl::Status LockSegment() const;
-  absl::Status AfterSegmentLock(int rc) const;
   absl::Status RepairShard(size_t s) const;
   absl::Status RepairSegment() const;
   absl::Status FinishResizeLocked(size_t s) const;  // caller holds the shard and segment locks
@@ -240,8 +247,8 @@ class MapCore {
 
   absl::Status Corrupt(const std::string& what) const;
   absl::Status CorruptShard(size_t s, const std::string& what) const;
-  // DataLoss: shard s's lock word is neither free, orphaned nor a holder token (`what`: the
-  // operation, when one asked).
+  // DataLoss: lock word s is neither free, orphaned nor a holder token (`what`: the operation,
+  // when one asked).
   absl::Status LockWordNamesNoHolder(size_t s, uint64_t word, const char* what = nullptr) const;
   template <size_t KW, size_t VW>
   absl::StatusOr<bool> FindLocked(const uint64_t* key, uint64_t* value, const char* what) const;
@@ -273,11 +280,14 @@ class MapCore {
     Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
     CrashPoint(Crash::kSlotOdd);
   }
+  // The commit (the intent cleared) comes while the sequence is still odd: no reader sees the new
+  // slot before it can no longer be rolled back. A kill between the two leaves an idle intent and
+  // an odd sequence, which the repair rolls forward (makes even).
   static void EndSlotOp(ShardHeader* sh) {
     CrashPoint(Crash::kSlotWritten);
-    Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
-    CrashPoint(Crash::kSlotEven);
     Store(&sh->intent_state, kIntentIdle);
+    CrashPoint(Crash::kSlotCommitted);
+    Store(&sh->seq, LoadRelaxed(&sh->seq) + 1);
   }
 
   static constexpr int kReadTries = 128;
@@ -443,8 +453,8 @@ absl::Status MapCore::Mutate(const uint64_t* key, const char* what, Decide&& dec
   const uint64_t ctrl = CtrlOf(HashWordsFixed<KW>(key));
   const size_t s = ShardOf(ctrl);
   ShardHeader* sh = Shard(s);
-  // Start the slot's cache (and TLB) miss before the lock: a robust lock and unlock then overlap
-  // the miss instead of adding to it. A hint only: the region may change.
+  // Start the slot's cache (and TLB) miss before the lock: the lock and unlock then overlap the
+  // miss instead of adding to it. A hint only: the region may change.
   if (const uint64_t hint = Load(&sh->region); hint != 0) [[likely]] {
     RegionView h;
     if (View(hint, &h)) [[likely]] {
