@@ -96,7 +96,10 @@ absl::StatusOr<Scheduler*> Runtime::PickScheduler(int index) {
 absl::Status Runtime::Spawn(Task<void> task, int index) {
   absl::StatusOr<Scheduler*> s = PickScheduler(index);
   if (!s.ok()) return s.status();
-  (*s)->Spawn(std::move(task), /*movable=*/index < 0);
+  if (auto hook = executor_internal::g_before_root_hook.load(std::memory_order_acquire)) hook();
+  if (!(*s)->Spawn(std::move(task), /*movable=*/index < 0)) {
+    return absl::FailedPreconditionError("runtime is shut down");
+  }
   return absl::OkStatus();
 }
 

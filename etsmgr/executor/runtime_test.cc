@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/random/random.h"
@@ -277,6 +278,38 @@ TEST_P(RuntimeTest, BlockOnThrowsWhenShutdownDestroysItsTask) {
   });
   EXPECT_THROW(rt->BlockOn(NeverFinishes(&slot), 0), RuntimeShutDown);
   stopper.join();
+}
+
+// A BlockOn (any Spawn) racing a Shutdown on another thread, landing after the check that the
+// runtime runs and before its task became a root: the task was added to a scheduler whose roots
+// had been destroyed, never ran nor was destroyed, and BlockOn waited for ever. It throws now.
+Runtime* g_shut_down_in_hook = nullptr;
+void ShutDownOnce() {
+  if (Runtime* rt = std::exchange(g_shut_down_in_hook, nullptr)) rt->Shutdown();
+}
+
+TEST_P(RuntimeTest, ABlockOnRacingShutdownThrowsInsteadOfWaitingForEver) {
+  auto rt = Make();
+  g_shut_down_in_hook = rt.get();
+  executor_internal::g_before_root_hook.store(&ShutDownOnce);
+  std::promise<bool> threw;
+  std::future<bool> answer = threw.get_future();
+  std::thread caller([&] {
+    try {
+      rt->BlockOn(AddAfterYield(1, 2), 0);
+      threw.set_value(false);
+    } catch (const RuntimeShutDown&) {
+      threw.set_value(true);
+    }
+  });
+  const bool answered = answer.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  executor_internal::g_before_root_hook.store(nullptr);
+  if (!answered) {
+    caller.detach();  // Stuck for ever: the failure below ends the test.
+    FAIL() << "BlockOn raced with Shutdown and never returned";
+  }
+  caller.join();
+  EXPECT_TRUE(answer.get()) << "BlockOn after a shutdown throws RuntimeShutDown";
 }
 
 TEST_P(RuntimeTest, IdleRuntimeParksEveryScheduler) {

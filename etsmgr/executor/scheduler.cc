@@ -73,7 +73,8 @@ class SpawnedRoot {
     bool MigrateTo(Scheduler* to) noexcept override {
       if (started_ || !movable_) return false;
       owner_->RemoveRoot(this);
-      to->AddRoot(this);
+      // Stealing runs on scheduler threads, all joined before any DestroyRoots: never refused.
+      (void)to->AddRoot(this);
       owner_ = to;
       to->Post(this);
       return true;
@@ -145,12 +146,17 @@ void Scheduler::Post(Runnable* r) {
   if (parked_.load(std::memory_order_seq_cst) && parked_.exchange(false)) poller_->Wake();
 }
 
-void Scheduler::Spawn(Task<void> task, bool movable) {
+bool Scheduler::Spawn(Task<void> task, bool movable) {
   SpawnedRoot root = RunSpawned(std::move(task));
   root.handle.promise().owner_ = this;
   root.handle.promise().movable_ = movable;
-  AddRoot(&root.handle.promise());
+  if (!AddRoot(&root.handle.promise())) {
+    CurrentScope scope(this);  // As DestroyRoots destroys roots.
+    root.handle.promise().DestroyAtShutdown();
+    return false;
+  }
   Post(&root.handle.promise());
+  return true;
 }
 
 void Scheduler::Stop() {
@@ -158,13 +164,15 @@ void Scheduler::Stop() {
   poller_->Wake();
 }
 
-void Scheduler::AddRoot(Root* root) {
+bool Scheduler::AddRoot(Root* root) {
   ExclusiveLock lock(roots_mutex_);
+  if (roots_closed_) return false;
   root->prev_ = nullptr;
   root->next_ = roots_;
   if (roots_ != nullptr) roots_->prev_ = root;
   roots_ = root;
   live_roots_.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 void Scheduler::RemoveRoot(Root* root) {
@@ -498,6 +506,10 @@ void Scheduler::BeginShutdown() {
 
 void Scheduler::DestroyRoots() {
   CurrentScope scope(this);
+  {
+    ExclusiveLock lock(roots_mutex_);
+    roots_closed_ = true;
+  }
   while (true) {
     Root* root;
     {

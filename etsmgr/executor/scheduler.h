@@ -50,6 +50,10 @@ namespace etsmgr {
 
 namespace executor_internal {
 class Poller;
+// Tests: called by Runtime::Spawn (and so BlockOn) between its check that the runtime runs and
+// the task becoming a root (a Shutdown on another thread can land there).
+using SpawnHook = void (*)();
+inline std::atomic<SpawnHook> g_before_root_hook{nullptr};
 }  // namespace executor_internal
 class Scheduler;
 
@@ -120,7 +124,8 @@ class Scheduler {
   // is logged at error level.
   // `movable`: an idle sibling may take it before it starts (work stealing); a task spawned on a
   // given scheduler stays there.
-  void Spawn(Task<void> task, bool movable = false);
+  // False (the task destroyed unstarted) once the scheduler's roots were destroyed at shutdown.
+  bool Spawn(Task<void> task, bool movable = false);
 
   // Any thread: makes Run() return after the current runnable.
   void Stop();
@@ -197,8 +202,10 @@ class Scheduler {
 
   // Driving thread only. (Timers arm themselves: executor_internal::TimerNode::ArmOn.)
   size_t pending_timers() const { return timers_.size(); }
-  // Any thread (a root may finish on another scheduler than the one that owns it).
-  void AddRoot(Root* root);
+  // Any thread (a root may finish on another scheduler than the one that owns it). False once
+  // DestroyRoots began (shutdown): the root is not added, and the caller destroys it (a root
+  // added then would never run nor be destroyed: a BlockOn on it waited for ever).
+  [[nodiscard]] bool AddRoot(Root* root);
   void RemoveRoot(Root* root);
   size_t live_roots() const { return live_roots_.load(std::memory_order_relaxed); }
 
@@ -279,6 +286,7 @@ class Scheduler {
   std::atomic<uint64_t> stolen_{0};
   Mutex roots_mutex_;
   Root* roots_ ABSL_GUARDED_BY(roots_mutex_) = nullptr;
+  bool roots_closed_ ABSL_GUARDED_BY(roots_mutex_) = false;  // DestroyRoots began.
 
   // --- Immutable after construction.
   const Backend backend_;

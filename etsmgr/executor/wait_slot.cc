@@ -45,6 +45,10 @@ bool WaitSlot::TryCancelWait() noexcept {
 }
 
 WaitSlot::Awaiter::~Awaiter() {
+  // A frame destroyed while it waits (a root destroyed at shutdown, while what would notify it
+  // lives on: a process whose exit notifies it as it is destroyed after it, say): the slot must
+  // not keep pointing at this awaiter, or that Notify() writes into the freed frame.
+  if (waiting_) slot_->TryCancelWait();
   if (armed()) DisarmOn(scheduler_);
 }
 
@@ -93,6 +97,7 @@ bool WaitSlot::Awaiter::await_suspend(std::coroutine_handle<> h) noexcept {
   uint32_t expected = kEmpty;
   if (slot_->state_.compare_exchange_strong(expected, kWaiting, std::memory_order_acq_rel,
                                             std::memory_order_acquire)) {
+    waiting_ = true;
     return true;  // Suspended; Notify() or Fire() resumes us.
   }
   // A notification arrived between await_ready and here.
@@ -110,6 +115,7 @@ bool WaitSlot::Awaiter::TakeNotification() noexcept {
 }
 
 bool WaitSlot::Awaiter::await_resume() noexcept {
+  waiting_ = false;
   if (armed()) DisarmOn(scheduler_);
   return notified_;
 }

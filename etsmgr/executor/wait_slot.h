@@ -19,7 +19,9 @@
 //
 // Cancellation: a frame suspended in Wait() may be destroyed only after TryCancelWait() returned
 // true on the waiter's scheduler thread (the slot is then no longer waited on, and no Notify can
-// reach the frame); if it returns false a resumption is already queued and will run.
+// reach the frame); if it returns false a resumption is already queued and will run. A frame
+// destroyed while it waits (at shutdown) cancels the wait itself, so that a later Notify() finds
+// no waiter; a Notify() running at that moment on another thread is not defended against.
 //
 // Threading: Notify() from any thread; Wait() and TryCancelWait() on the waiter's scheduler.
 // Awaited off any scheduler thread (a misuse: nothing could resume the waiter), Wait() does not
@@ -81,7 +83,8 @@ class WaitSlot {
     Scheduler* scheduler_ = nullptr;
     ResumeRunnable resume_;
     bool notified_ = true;
-    bool yield_ = false;  // Notified, but yielding first: the time slice was used up.
+    bool yield_ = false;    // Notified, but yielding first: the time slice was used up.
+    bool waiting_ = false;  // Suspended in the slot (until resumed).
   };
 
  private:

@@ -1,5 +1,6 @@
 // The OTP exit-signal clause table: reason x trapping x linked, one case per row.
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 
@@ -202,6 +203,36 @@ TEST_P(DirectExitTest, Clause) {
 
 INSTANTIATE_TEST_SUITE_P(AllClauses, DirectExitTest,
                          ::testing::Combine(::testing::Range(0, 4), ::testing::Bool()));
+
+struct Crash {};
+
+// An exit signal the process took in before its body returned (here the flush of a Demonitor,
+// after an executor-level wait at which no signal acts) is its exit reason, as in Erlang, where
+// the signal would have ended it: a crash along a link goes on to the process's own watchers.
+// It was reported as a normal end, and the crash stopped there.
+TEST(ExitSemanticsTest, ASignalTakenInBeforeTheBodyReturnsIsTheExitReason) {
+  RuntimeOptions options;
+  options.deterministic = true;
+  options.seed = 11;
+  auto node = Node::Create(options).value();
+  RunInProcess(*node, [](Process& self) -> Task<void> {
+    const Pid watcher = self.self();  // alive throughout: its monitor is flushed below
+    Pid middle = self.Spawn([watcher](Process& p) -> Task<void> {
+                       Pid crasher = p.SpawnLink([](Process& q) -> Task<void> {
+                                        co_await q.Receive<Crash>();
+                                        throw std::runtime_error("boom");
+                                      }).value();
+                       const uint64_t ref = p.Monitor(watcher);
+                       Send(crasher, Crash{});
+                       co_await Sleep(absl::Milliseconds(5));  // virtual: the crasher runs first
+                       p.Demonitor(ref, /*flush=*/true);       // takes the link's signal in
+                     })
+                     .value();
+    ExitReason why = co_await AwaitDown(self, middle);
+    EXPECT_FALSE(why.is_normal()) << why.ToString();
+    EXPECT_NE(why.ToString().find("boom"), std::string::npos) << why.ToString();
+  });
+}
 
 }  // namespace
 }  // namespace etsmgr

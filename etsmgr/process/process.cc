@@ -137,9 +137,13 @@ void ProcessControl::CloseMailbox() {
   mailbox_size_.store(0, std::memory_order_relaxed);
 }
 
-void ProcessControl::Launch() {
-  scheduler()->AddRoot(this);
+bool ProcessControl::Launch() {
+  if (!scheduler()->AddRoot(this)) {  // The runtime shut down meanwhile: it never runs.
+    DestroyAtShutdown();
+    return false;
+  }
   scheduler()->Post(this);
+  return true;
 }
 
 bool ProcessControl::MigrateTo(Scheduler* to) noexcept {
@@ -147,7 +151,8 @@ bool ProcessControl::MigrateTo(Scheduler* to) noexcept {
   if (pinned_ || armed() || io_waits_ > 0) return false;
   Scheduler* from = scheduler();
   from->RemoveRoot(this);
-  to->AddRoot(this);
+  // Stealing runs on scheduler threads, all joined before any DestroyRoots: never refused.
+  (void)to->AddRoot(this);
   scheduler_.store(to, std::memory_order_release);
   to->Post(this);
   return true;
@@ -381,12 +386,19 @@ void ProcessControl::Run() noexcept {
     return;
   }
   std::unique_ptr<Envelope> match;
-  for (Envelope* e = mailbox_head_; e != nullptr; e = e->next_) {
-    if (waiting_->matcher.Matches(*e)) {
-      UnlinkFromMailbox(e);
-      match.reset(e);
-      break;
+  try {
+    for (Envelope* e = mailbox_head_; e != nullptr; e = e->next_) {
+      if (waiting_->matcher.Matches(*e)) {
+        UnlinkFromMailbox(e);
+        match.reset(e);
+        break;
+      }
     }
+  } catch (...) {
+    // A receive predicate threw: the process dies of it, as when the same predicate throws in
+    // the body (a message already there when it began to wait), never the whole program.
+    Terminate(ExitReason::Exception(CurrentExceptionText()));
+    return;
   }
   if (match || timed_out_) {
     DisarmOn(scheduler());
@@ -422,8 +434,12 @@ void ProcessControl::SetBodyException(std::string what) {
 void ProcessControl::BodyFinished() {
   status_.store(Status::kExiting, std::memory_order_release);
   std::exchange(frame_, nullptr).destroy();
-  // An exit signal that arrived while the body was finishing does not change its reason.
-  ExitReason reason = body_exception_ ? std::move(*body_exception_) : ExitReason::Normal();
+  // An exit signal the process took in before its body returned (a flush of its mailbox, a
+  // call's clean-up: no suspension point acted on it) is its reason, as in Erlang, where the
+  // signal would have ended it; one still in flight does not change the reason.
+  ExitReason reason = pending_exit_     ? ExitReason(*pending_exit_)
+                      : body_exception_ ? std::move(*body_exception_)
+                                        : ExitReason::Normal();
   body_exception_.reset();
   ExitProcedure(std::move(reason));
 }
@@ -665,6 +681,12 @@ bool ProcessControl::Link(const Pid& other, bool signal_if_dead) {
   Links& mine = extras().links;
   if (std::find(mine.begin(), mine.end(), other) == mine.end()) mine.push_back(other);
   return true;
+}
+
+bool ProcessControl::LinkedTo(const Pid& other) const {
+  ExclusiveLock lock(mu_);
+  return extras_ &&
+         std::find(extras_->links.begin(), extras_->links.end(), other) != extras_->links.end();
 }
 
 void ProcessControl::Unlink(const Pid& other) {

@@ -156,6 +156,8 @@ class Process {
   // Links to `other` if it is alive (true); false, with no signal, if it has exited.
   bool TryLink(const Pid& other) { return control_->Link(other, /*signal_if_dead=*/false); }
   void Unlink(const Pid& other) { control_->Unlink(other); }
+  // Whether this process is linked to `other` now.
+  bool LinkedTo(const Pid& other) const { return control_->LinkedTo(other); }
   uint64_t Monitor(const Pid& target) { return control_->Monitor(target); }
   void Demonitor(uint64_t ref, bool flush = false) { control_->Demonitor(ref, flush); }
   bool trap_exit() const { return control_->trap_exit(); }

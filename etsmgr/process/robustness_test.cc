@@ -2,7 +2,10 @@
 // exit hooks, process_info from other threads, supervisors that fail instead of hanging, checked
 // flags, a supervisor killed while it stops a child, Node::Run, and the clock deadlines use.
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -148,6 +151,59 @@ TEST(RobustnessTest, BlockingFormsRefuseSchedulerThreadsAndDriveDeterministicRun
   auto det = Deterministic(7);
   absl::StatusOr<Pid> sup = StartSupervisor(*det, {}, {});
   EXPECT_TRUE(sup.ok()) << sup.status();
+}
+
+// A Node destroyed while a Node::Run is still waiting for its process (here the deterministic
+// runtime had nothing left to run: Run answered Internal and left its waiting root behind). The
+// waiting root is destroyed before the process, whose end then notifies the wait: that Notify
+// wrote into the destroyed root's frame (ASan: heap-use-after-free in WaitSlot::Notify).
+TEST(RobustnessTest, ANodeDestroyedWhileARunWaitsForItsProcess) {
+  auto det = Deterministic(3);
+  absl::Status st = det->Run([](Process& self) -> Task<absl::Status> {
+    co_await self.Receive<Go>();  // never sent
+    co_return absl::OkStatus();
+  });
+  EXPECT_EQ(st.code(), absl::StatusCode::kInternal) << st;
+  det.reset();
+  // Threaded: a thread blocked in Run while the node shuts down.
+  auto node = Node::Create({.schedulers = 1}).value();
+  std::promise<void> running;
+  std::future<void> started = running.get_future();
+  absl::Status threaded;
+  std::thread waiter([&] {
+    threaded = node->Run([&running](Process& self) -> Task<absl::Status> {
+      running.set_value();
+      co_await self.Receive<Go>();
+      co_return absl::OkStatus();
+    });
+  });
+  ASSERT_EQ(started.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  node->Shutdown();
+  waiter.join();
+  EXPECT_FALSE(threaded.ok());
+  node.reset();
+}
+
+struct Unwelcome {};
+
+// A receive predicate that throws on a message that arrives while its process waits kills that
+// process with the exception as its reason (as when the message was already there), not the
+// whole program (it threw out of the scheduler's noexcept resumption: std::terminate).
+TEST(RobustnessTest, AReceivePredicateThatThrowsKillsOnlyItsProcess) {
+  auto det = Deterministic(5);
+  RunInProcess(*det, [](Process& self) -> Task<void> {
+    Pid picky = self.Spawn([](Process& p) -> Task<void> {
+                      co_await p.ReceiveIf([](const Envelope& e) -> bool {
+                        if (e.Is<Unwelcome>()) throw std::runtime_error("picky predicate");
+                        return false;
+                      });
+                    })
+                    .value();
+    co_await Sleep(absl::Milliseconds(1));  // virtual time: `picky` waits by then
+    Send(picky, Unwelcome{});
+    ExitReason why = co_await AwaitDown(self, picky);
+    EXPECT_NE(why.ToString().find("picky predicate"), std::string::npos) << why.ToString();
+  });
 }
 
 TEST(RobustnessTest, SupervisorFlagsAreChecked) {

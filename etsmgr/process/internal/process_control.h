@@ -163,7 +163,8 @@ class ProcessControl final : public PidTarget,
   // --- Start, in two steps: Bind() gives the block its own Pid (links can then be made before
   // the body runs), Launch() makes it a scheduler root and posts its first run.
   void Bind(Pid self) { self_ = std::move(self); }
-  void Launch();
+  // False when the runtime shut down meanwhile (the block is then dead, its body never run).
+  bool Launch();
 
   // --- Owner thread, from the Process API.
   Process& context();
@@ -189,6 +190,7 @@ class ProcessControl final : public PidTarget,
   // `signal_if_dead`, delivers an exit signal noproc to this process.
   bool Link(const Pid& other, bool signal_if_dead);
   void Unlink(const Pid& other);
+  bool LinkedTo(const Pid& other) const;
   uint64_t Monitor(const Pid& target);  // Down noproc at once if the target is dead.
   void Demonitor(uint64_t ref, bool flush);
 
