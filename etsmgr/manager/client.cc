@@ -128,11 +128,13 @@ class ClientCall {
       return NotRunning(Describe(op, name), st_.get(), st_->inst);
     }
     if (!st_->dir.HasClient(me_)) {
-      // Linked first, so a failed link (the manager just died) leaves nothing to undo.
+      // Linked first, so a failed link (the manager just died) leaves nothing to undo. A link
+      // the caller had made itself is its own: never undone by a call that fails.
+      const bool was_linked = self_.LinkedTo(st_->manager);
       if (!self_.TryLink(st_->manager)) {
         return NotRunning(Describe(op, name), st_.get(), st_->inst);
       }
-      linked_now_ = true;
+      linked_now_ = !was_linked;
     }
     return absl::OkStatus();
   }

@@ -314,6 +314,108 @@ TEST_F(EdgeCasesTest, TheVaultKeepsAnotherInstancesTable) {
   });
 }
 
+// The same while instance b is down (stopped; the same holds while its vault restarts or after
+// its restart intensity ran out): vault a parks b's table for b's next vault instead of holding
+// it, so b's restarted instance hands it back. (Held by vault a, b answered table_exists for it
+// for as long as vault a lived.)
+TEST_F(EdgeCasesTest, AnotherInstancesTableWaitsForItsInstanceToComeBack) {
+  ASSERT_TRUE(StartManager(*node_, "a").ok());
+  ASSERT_TRUE(StartManager(*node_, "b").ok());
+  InProcess([](Process& self) -> Task<void> {
+    absl::StatusOr<ManagedTableRef> r = co_await Etsmgr("b").NewTable<int64_t, int64_t>(self, "t");
+    CO_ASSERT_OK(r, "new_table(t) of instance b");
+    CO_ASSERT_TRUE(IntTable::Attach(r->table)->Insert(1, 100).ok(), "insert into t");
+    absl::Status stopped = co_await StopManager(self, "b");
+    CO_ASSERT_OK(stopped, "stop b");
+    Pid vault_a = self.node().Whereis(Etsmgr("a").vault_name());
+    CO_ASSERT_TRUE(r->table.GiveAway(vault_a).ok(), "give t to vault a");
+    // Vault a takes it in, then lets b's keeper have it: parked, owned by nobody.
+    const absl::Time deadline = Deadline(absl::Seconds(10));
+    while (r->table.Owner().value_or(Pid()) != Pid() && absl::Now() < deadline) {
+      co_await self.Sleep(absl::Microseconds(50));
+    }
+    EXPECT_EQ(r->table.Owner().value_or(vault_a), Pid()) << "parked for instance b's next vault";
+    absl::Status started = co_await StartManager(self, "b");
+    CO_ASSERT_OK(started, "start b again");
+    absl::StatusOr<ManagedTableRef> again =
+        co_await Etsmgr("b").NewTable<int64_t, int64_t>(self, "t");
+    CO_ASSERT_OK(again, "new_table(t) of the restarted instance b gets it back");
+    EXPECT_FALSE(again->created);
+    EXPECT_EQ(again->table, r->table);
+    EXPECT_EQ(IntTable::Attach(again->table)->Get(1).value_or(std::nullopt),
+              std::optional<int64_t>(100));
+    absl::StatusOr<ManagerInfo> b = co_await Etsmgr("b").Info(self);
+    CO_ASSERT_OK(b, "info of instance b");
+    EXPECT_EQ(b->counters.tables_lost, 0u) << "instance b lost no table";
+  });
+}
+
+// A call that fails leaves alone a link the caller had made to the manager itself: it undid
+// "the link this call made", which was the caller's own, and the caller no longer heard of the
+// manager's exit.
+TEST_F(EdgeCasesTest, AFailedCallKeepsTheCallersOwnLinkToTheManager) {
+  ASSERT_TRUE(StartManager(*node_, "own").ok());
+  InProcess([](Process& self) -> Task<void> {
+    Etsmgr mgr("own");
+    // Another process makes "t" and keeps it while the test asks for it.
+    CO_ASSERT_TRUE(self.node().Register("own-test", self.self()).ok(), "register");
+    Pid holder = self.Spawn([](Process& p) -> Task<void> {
+                       absl::StatusOr<ManagedTableRef> r =
+                           co_await Etsmgr("own").NewTable<int64_t, int64_t>(p, "t");
+                       EXPECT_TRUE(r.ok()) << r.status();
+                       Send(p.node().Whereis("own-test"), Go{});
+                       co_await p.Receive<Go>();
+                     })
+                     .value();
+    co_await self.Receive<Go>();
+    Pid manager = self.node().Whereis(mgr.server_name());
+    CO_ASSERT_TRUE(manager.valid(), "the manager runs");
+    self.Link(manager);
+    absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists) << r.status();
+    EXPECT_TRUE(self.LinkedTo(manager)) << "the caller's own link to the manager was undone";
+    Send(holder, Go{});
+  });
+}
+
+struct VaultWaits {
+  Pid vault;
+};
+struct VaultGo {};
+Task<void> HoldTheVault(Process& vault) {
+  Send(vault.node().Whereis("vault-test"), VaultWaits{vault.self()});
+  co_await vault.Receive<VaultGo>();
+}
+
+// A table given to a restarted vault before that vault became the holder (it is registered and
+// alive from its spawn): held by it from then on, so new_table hands it back. It was owned by
+// the vault but not "held" (that was judged against the dead vault), and every new_table got
+// table_exists until the vault exited.
+TEST_F(EdgeCasesTest, ATableReachingARestartedVaultBeforeItHoldsIsHeld) {
+  ASSERT_TRUE(StartManager(*node_, "hv").ok());
+  InProcess([](Process& self) -> Task<void> {
+    Etsmgr mgr("hv");
+    CO_ASSERT_TRUE(self.node().Register("vault-test", self.self()).ok(), "register");
+    absl::StatusOr<ManagedTableRef> r = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    CO_ASSERT_OK(r, "new_table(t)");
+    manager_internal::g_vault_start_hook.store(&HoldTheVault);
+    SendExit(self.node().Whereis(mgr.vault_name()), ExitReason::Kill());
+    VaultWaits waits = co_await self.Receive<VaultWaits>();
+    manager_internal::g_vault_start_hook.store(nullptr);
+    CO_ASSERT_TRUE(r->table.GiveAway(waits.vault).ok(), "give t to the restarted vault");
+    Send(waits.vault, VaultGo{});
+    absl::StatusOr<ManagedTableRef> again;
+    const absl::Time deadline = Deadline(absl::Seconds(10));
+    do {
+      co_await self.Sleep(absl::Microseconds(100));
+      again = co_await mgr.NewTable<int64_t, int64_t>(self, "t");
+    } while (!again.ok() && absl::Now() < deadline);
+    CO_ASSERT_OK(again, "new_table(t) gets it back from the vault");
+    EXPECT_FALSE(again->created);
+    EXPECT_EQ(again->table, r->table);
+  });
+}
+
 // Close while the manager is restarting answers Unavailable and deletes nothing.
 TEST_F(EdgeCasesTest, CloseDuringARestartDeletesNothing) {
   ASSERT_TRUE(StartManager(*node_, "c").ok());

@@ -359,6 +359,30 @@ absl::Status TableCore::GiveAway(const Pid& to, std::any data) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<Pid> TableCore::ReturnToKeeper() {
+  ProcessControl* me = CurrentProcess();
+  std::shared_ptr<TableKeeper> keeper;  // Released after the lock (never its last reference in it).
+  Pid previous;                         // The caller's reference, released after the lock.
+  ExclusiveLock lock(meta_mu_);
+  if (deleted()) return DeletedError("return to its keeper");
+  if (me == nullptr || me->serial() != owner_serial_.load(std::memory_order_relaxed)) {
+    return NotOwner(me, "return to its keeper", "return it");
+  }
+  keeper = keeper_.lock();
+  if (keeper == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("return ", ToString(), " to its keeper: no keeper keeps it"));
+  }
+  if (keeper->IsHolderSerial(me->serial())) {
+    kept_ = true;  // Reached the holder before it became the holder: held from now on.
+    return owner_;
+  }
+  const Pid holder = keeper->PlaceLocked(this, owner_);
+  previous = ReplaceOwner(holder);
+  kept_ = true;
+  return holder;
+}
+
 absl::Status TableCore::SetHeir(const Pid& heir, std::any data) {
   ProcessControl* me = CurrentProcess();
   // The old heir and data (swapped into `shared`) go after the lock.

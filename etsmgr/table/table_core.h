@@ -272,6 +272,11 @@ class TableCore : private process_internal::ExitResource,
   // The heir if one is set, else the holder of the table's keeper (see TableKeeper), else null.
   Pid heir() const;
   absl::Status GiveAway(const Pid& to, std::any data);
+  // The owner lets the keeper that keeps the table have it (see TableKeeper): held from now on
+  // when the caller is the keeper's holder; otherwise adopted by that holder if it is alive, or
+  // parked for the next one. Yields the holder that has it (null: parked). FailedPrecondition
+  // when the caller is not the owner or no keeper keeps the table; NotFound once deleted.
+  absl::StatusOr<Pid> ReturnToKeeper();
   absl::Status SetHeir(const Pid& heir, std::any data);
   absl::Status Rename(std::string name);
   absl::Status Delete(const char* what = "delete");

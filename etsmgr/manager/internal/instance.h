@@ -107,6 +107,10 @@ inline std::atomic<DiscardHook> g_discard_hook{nullptr};
 // Tests: called by del_table of a shared table after it released the table, before it deletes it.
 using DelTableHook = void (*)(const std::string& name);
 inline std::atomic<DelTableHook> g_del_table_hook{nullptr};
+// Tests: awaited by a vault (registered, alive) before it becomes the holder of its instance's
+// tables.
+using VaultStartHook = Task<void> (*)(Process& vault);
+inline std::atomic<VaultStartHook> g_vault_start_hook{nullptr};
 
 // Makes the calling process a client of `st` (the process has no table of the instance yet): adds
 // its exit hook, which marks its entries client-less when it exits and unlinks it from the manager,

@@ -73,6 +73,7 @@ Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, ui
   if (superseded) {
     co_await self.Exit(ExitReason::Custom("etsmgr: a newer run of the instance started"));
   }
+  if (VaultStartHook hook = g_vault_start_hook.load(std::memory_order_acquire)) co_await hook(self);
   // Only the current run's vault (a later run kills it before it starts its own).
   absl::StatusOr<size_t> adopted = st->keeper->BecomeHolder();
   Send(parent, Ready{ready});
@@ -96,18 +97,21 @@ Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, ui
         Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st->inst,
              t->table.ToString(), t->from.ToString());
         t->table.Delete().IgnoreError();
-      } else if (owner.ok() && *owner == self.self() && st->keeper->TagOf(t->table) == nullptr) {
-        // Kept by another instance (given to this vault by hand, or this vault named as its
-        // heir): passed on to that instance's vault, where its instance can hand it back (held
-        // here, its instance answered table_exists until this vault exited). A dead holder:
-        // held here, and it goes to its keeper when this vault exits.
-        Pid holder = t->table.core()->keeper_holder();
-        if (holder.valid() && holder != self.self()) {
-          absl::Status passed = t->table.GiveAway(holder);
+      } else if (owner.ok() && *owner == self.self()) {
+        // Kept: its keeper has it from now on. This instance's: held here (it may have reached
+        // this vault before the vault became the holder, by hand or as a named heir). Another
+        // instance's (given to this vault by hand, or this vault named as its heir): adopted by
+        // that instance's vault, or parked for its next one when none runs -- never held here,
+        // where its instance could not hand it back (it answered table_exists while this vault
+        // lived).
+        const bool ours = st->keeper->TagOf(t->table) != nullptr;
+        absl::StatusOr<Pid> holder = t->table.core()->ReturnToKeeper();
+        if (!ours) {
           Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is another instance's: %s", st->inst,
                t->table.ToString(), t->from.ToString(),
-               passed.ok() ? absl::StrCat("passed on to its vault ", holder.ToString())
-                           : absl::StrCat("held (", passed.message(), ")"));
+               !holder.ok()      ? absl::StrCat("held (", holder.status().message(), ")")
+               : holder->valid() ? absl::StrCat("passed on to its vault ", holder->ToString())
+                                 : std::string("parked for its next vault"));
         }
       }
     } else {
