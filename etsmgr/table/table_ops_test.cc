@@ -220,6 +220,14 @@ TEST_P(TableOpsTest, UpdateCounter) {
     big.threshold = INT64_MAX;
     big.set_value = 0;
     EXPECT_EQ(t.UpdateCounter(4, 1, big).value(), 0);
+    // A call that fails has no effect: a missing key whose default would overflow is not
+    // inserted (ETS's update_counter/4 raises badarg and changes nothing).
+    const size_t size = t.Size().value();
+    CounterOptions<int64_t> at_max;
+    at_max.default_value = INT64_MAX;
+    EXPECT_EQ(t.UpdateCounter(5, 1, at_max).status().code(), absl::StatusCode::kOutOfRange);
+    EXPECT_FALSE(t.Member(5).value()) << "a failed update_counter inserted its default";
+    EXPECT_EQ(t.Size().value(), size);
   });
 }
 

@@ -1090,10 +1090,15 @@ class MapCore final : public TypedCore<K, V> {
       Shard& s, const K& key, V incr, const CounterOptions<V>& options)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.lock) {
     if (!options.default_value) return MissingKey(key, "update_counter");
+    // Computed on a copy first: a call that fails (the default's increment overflows) inserts
+    // nothing, as ETS's update_counter/4 has no effect when it fails.
+    V counter = *options.default_value;
+    absl::StatusOr<V> result = UpdateCounterSlow(counter, incr, options);
+    if (!result.ok()) return result;
     K copy(key);  // Before the map makes room (see Update).
-    auto it = s.map.try_emplace(std::move(copy), *options.default_value).first;
+    s.map.try_emplace(std::move(copy), counter);
     ++s.objects;
-    return UpdateCounterSlow(it->second, incr, options);
+    return result;
   }
   [[gnu::noinline]] absl::StatusOr<V> UpdateCounterSlow(V& counter, V incr,
                                                         const CounterOptions<V>& options) {
