@@ -144,6 +144,13 @@ void Del(const Args& a, CommandContext& c, std::string& out) {
   int64_t n = 0;
   for (size_t i = 1; i < a.size(); ++i) {
     absl::StatusOr<bool> gone = c.keyspace->Erase(a[i]);
+    if (!gone.ok() && n > 0) {
+      // Not all or nothing (each key is erased on its own): the error says what was done.
+      return AppendFailure(
+          out,
+          absl::Status(gone.status().code(),
+                       absl::StrCat("deleted ", n, " key(s), then: ", gone.status().message())));
+    }
     if (!gone.ok()) return AppendFailure(out, gone.status());
     n += *gone ? 1 : 0;
   }

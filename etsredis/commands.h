@@ -9,7 +9,8 @@
 // Not supported: key expiry (SET's EX/PX/EXAT/PXAT/KEEPTTL are refused with an error rather than
 // ignored), other databases than 0, other data types. MSET sets every key, each atomically, but
 // not all at once: a concurrent reader may see some keys set before the others (Redis's MSET is
-// atomic); likewise MGET reads each key atomically, not all at one moment. A reply larger than
+// atomic); likewise MGET, DEL and EXISTS take each key atomically, not all at one moment, and a
+// DEL that fails part-way says in its error how many keys it had deleted. A reply larger than
 // ServerConfig::max_reply_bytes is refused with an error. An unknown command gets Redis's "ERR
 // unknown command 'x', with args beginning with:".
 #ifndef ETSREDIS_COMMANDS_H_

@@ -1,6 +1,9 @@
 #include "etsredis/commands.h"
 
+#include <functional>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "etsredis/map_keyspace.h"
@@ -28,6 +31,46 @@ class CommandsTest : public ::testing::Test {
   CommandContext context_;
   AfterCommand last_ = AfterCommand::kContinue;
 };
+
+// A keyspace whose Erase of "unreachable" fails (a shard's table that could not be reached).
+class EraseFailsKeyspace final : public Keyspace {
+ public:
+  absl::StatusOr<std::optional<std::string>> Get(const std::string& k) override {
+    return map.Get(k);
+  }
+  absl::Status Set(const std::string& k, std::string v) override {
+    return map.Set(k, std::move(v));
+  }
+  absl::StatusOr<bool> SetNew(const std::string& k, std::string v) override {
+    return map.SetNew(k, std::move(v));
+  }
+  absl::StatusOr<bool> Modify(const std::string& k, const std::function<void(std::string&)>& fn,
+                              std::optional<std::string> if_absent) override {
+    return map.Modify(k, fn, std::move(if_absent));
+  }
+  absl::StatusOr<bool> Erase(const std::string& k) override {
+    if (k == "unreachable") return absl::UnavailableError("shard 3 is restarting");
+    return map.Erase(k);
+  }
+  absl::StatusOr<bool> Exists(const std::string& k) override { return map.Exists(k); }
+  absl::StatusOr<size_t> Size() override { return map.Size(); }
+  absl::Status Clear() override { return map.Clear(); }
+  MapKeyspace map;
+};
+
+// DEL is not all or nothing (each key on its own): one that fails after deleting some keys says
+// so in its error, instead of an error that reads as "nothing happened".
+TEST_F(CommandsTest, ADelThatFailsPartWaySaysWhatItDeleted) {
+  EraseFailsKeyspace keyspace;
+  context_.keyspace = &keyspace;
+  EXPECT_EQ(Run({"MSET", "a", "1", "b", "2"}), "+OK\r\n");
+  EXPECT_EQ(Run({"DEL", "unreachable", "a"}), "-ERR shard 3 is restarting\r\n");
+  EXPECT_EQ(Run({"EXISTS", "a"}), ":1\r\n");
+  EXPECT_EQ(Run({"DEL", "a", "b", "unreachable"}),
+            "-ERR deleted 2 key(s), then: shard 3 is restarting\r\n");
+  EXPECT_EQ(Run({"EXISTS", "a", "b"}), ":0\r\n");
+  context_.keyspace = &keyspace_;
+}
 
 TEST_F(CommandsTest, PingEchoAndCaseInsensitiveNames) {
   EXPECT_EQ(Run({"PING"}), "+PONG\r\n");
