@@ -150,12 +150,11 @@ bool Scheduler::Spawn(Task<void> task, bool movable) {
   SpawnedRoot root = RunSpawned(std::move(task));
   root.handle.promise().owner_ = this;
   root.handle.promise().movable_ = movable;
-  if (!AddRoot(&root.handle.promise())) {
+  if (!AddRootAndPost(&root.handle.promise(), &root.handle.promise())) {
     CurrentScope scope(this);  // As DestroyRoots destroys roots.
     root.handle.promise().DestroyAtShutdown();
     return false;
   }
-  Post(&root.handle.promise());
   return true;
 }
 
@@ -164,7 +163,9 @@ void Scheduler::Stop() {
   poller_->Wake();
 }
 
-bool Scheduler::AddRoot(Root* root) {
+bool Scheduler::AddRoot(Root* root) { return AddRootAndPost(root, nullptr); }
+
+bool Scheduler::AddRootAndPost(Root* root, Runnable* first_run) {
   ExclusiveLock lock(roots_mutex_);
   if (roots_closed_) return false;
   root->prev_ = nullptr;
@@ -172,6 +173,9 @@ bool Scheduler::AddRoot(Root* root) {
   if (roots_ != nullptr) roots_->prev_ = root;
   roots_ = root;
   live_roots_.fetch_add(1, std::memory_order_relaxed);
+  // Under the lock: once DestroyRoots may run, the root is listed and posted (or discarded by a
+  // shutting-down scheduler), and DestroyRoots destroys it after this returns.
+  if (first_run != nullptr) Post(first_run);
   return true;
 }
 

@@ -206,6 +206,9 @@ class Scheduler {
   // DestroyRoots began (shutdown): the root is not added, and the caller destroys it (a root
   // added then would never run nor be destroyed: a BlockOn on it waited for ever).
   [[nodiscard]] bool AddRoot(Root* root);
+  // AddRoot, then Post(first_run) (none when null), with DestroyRoots kept out in between (it
+  // would free the root before the post touched it). False as AddRoot.
+  [[nodiscard]] bool AddRootAndPost(Root* root, Runnable* first_run);
   void RemoveRoot(Root* root);
   size_t live_roots() const { return live_roots_.load(std::memory_order_relaxed); }
 

@@ -27,7 +27,8 @@
 // Awaited off any scheduler thread (a misuse: nothing could resume the waiter), Wait() does not
 // suspend: it yields whether the slot was notified, as with a deadline already past, and logs
 // an error.
-// The slot must outlive every Notify() call (owners keep it in a reference-counted block).
+// The slot must outlive every Notify() call (owners keep it in a reference-counted block), and
+// every frame that waits on it (a frame destroyed while it waits cancels its wait on the slot).
 // Memory ordering: Notify() happens-before the waiter's resumption (acq_rel on the state).
 #ifndef ETSMGR_EXECUTOR_WAIT_SLOT_H_
 #define ETSMGR_EXECUTOR_WAIT_SLOT_H_

@@ -64,7 +64,10 @@ absl::StatusOr<Pid> Node::SpawnImpl(ProcessBody body, SpawnOptions options, cons
   // Link before the child can run; a dead parent makes the child get an exit signal noproc.
   if (link_to != nullptr) control->Link(*link_to, /*signal_if_dead=*/true);
   live_.fetch_add(1, std::memory_order_relaxed);
-  if (!control->Launch()) return absl::FailedPreconditionError("spawn: the runtime shut down");
+  if (!control->Launch()) {
+    if (!options.name.empty()) UnregisterIfOwner(options.name, pid);
+    return absl::FailedPreconditionError("spawn: the runtime shut down");
+  }
   return pid;
 }
 

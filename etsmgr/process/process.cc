@@ -138,11 +138,10 @@ void ProcessControl::CloseMailbox() {
 }
 
 bool ProcessControl::Launch() {
-  if (!scheduler()->AddRoot(this)) {  // The runtime shut down meanwhile: it never runs.
+  if (!scheduler()->AddRootAndPost(this, this)) {  // The runtime shut down: it never runs.
     DestroyAtShutdown();
     return false;
   }
-  scheduler()->Post(this);
   return true;
 }
 
@@ -395,12 +394,12 @@ void ProcessControl::Run() noexcept {
       }
     }
   } catch (...) {
-    // A receive predicate threw: the process dies of it, as when the same predicate throws in
-    // the body (a message already there when it began to wait), never the whole program.
-    Terminate(ExitReason::Exception(CurrentExceptionText()));
-    return;
+    // A receive predicate threw: the exception comes out of the body's co_await, as when the
+    // message was there before the wait began (never out of this noexcept resumption, which
+    // ended the whole program).
+    waiting_->error = std::current_exception();
   }
-  if (match || timed_out_) {
+  if (match || timed_out_ || waiting_->error) {
     DisarmOn(scheduler());
     waiting_->result = std::move(match);
     std::coroutine_handle<> h = std::exchange(waiting_handle_, nullptr);

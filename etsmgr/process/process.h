@@ -225,6 +225,7 @@ class Process::ReceiveAwaiter {
     }
   }
   std::optional<Message> await_resume() {
+    if (wait_.error) std::rethrow_exception(std::exchange(wait_.error, nullptr));
     if (wait_.result == nullptr) return std::nullopt;
     return Message(std::move(wait_.result));
   }

@@ -185,10 +185,12 @@ TEST(RobustnessTest, ANodeDestroyedWhileARunWaitsForItsProcess) {
 }
 
 struct Unwelcome {};
+struct Caught {};
 
-// A receive predicate that throws on a message that arrives while its process waits kills that
-// process with the exception as its reason (as when the message was already there), not the
-// whole program (it threw out of the scheduler's noexcept resumption: std::terminate).
+// A receive predicate that throws on a message that arrives while its process waits throws out of
+// the body's co_await, as when the message was already there: uncaught, the process dies of it;
+// caught, the body goes on. It threw out of the scheduler's noexcept resumption: std::terminate
+// of the whole program.
 TEST(RobustnessTest, AReceivePredicateThatThrowsKillsOnlyItsProcess) {
   auto det = Deterministic(5);
   RunInProcess(*det, [](Process& self) -> Task<void> {
@@ -199,10 +201,25 @@ TEST(RobustnessTest, AReceivePredicateThatThrowsKillsOnlyItsProcess) {
                       });
                     })
                     .value();
-    co_await Sleep(absl::Milliseconds(1));  // virtual time: `picky` waits by then
+    const Pid parent = self.self();
+    Pid catcher = self.Spawn([parent](Process& p) -> Task<void> {
+                        try {
+                          co_await p.ReceiveIf([](const Envelope& e) -> bool {
+                            if (e.Is<Unwelcome>()) throw std::runtime_error("picky predicate");
+                            return false;
+                          });
+                        } catch (const std::runtime_error&) {
+                          Send(parent, Caught{});
+                        }
+                      })
+                      .value();
+    co_await Sleep(absl::Milliseconds(1));  // virtual time: both wait by then
     Send(picky, Unwelcome{});
     ExitReason why = co_await AwaitDown(self, picky);
     EXPECT_NE(why.ToString().find("picky predicate"), std::string::npos) << why.ToString();
+    Send(catcher, Unwelcome{});
+    std::optional<Caught> caught = co_await self.ReceiveFor<Caught>(absl::Seconds(10));
+    EXPECT_TRUE(caught.has_value()) << "the body caught its predicate's exception";
   });
 }
 

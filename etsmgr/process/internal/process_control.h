@@ -25,6 +25,7 @@
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -104,6 +105,7 @@ void NotifyNameRegistered(const Pid& waiter, const std::string& name);
 struct WaitRecord {
   Matcher matcher;
   std::unique_ptr<Envelope> result;
+  std::exception_ptr error;  // The matcher threw while the process waited: rethrown on resume.
 };
 
 // An exit signal in flight (Envelope::Kind::kExitSignal).
