@@ -106,7 +106,13 @@ Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, ui
         // lived).
         const bool ours = st->keeper->TagOf(t->table) != nullptr;
         absl::StatusOr<Pid> holder = t->table.core()->ReturnToKeeper();
-        if (!ours) {
+        if (!holder.ok() && holder.status().code() == absl::StatusCode::kFailedPrecondition &&
+            !t->table.core()->has_keeper() && t->table.Owner().value_or(Pid()) == self.self()) {
+          // Its keeper let it go meanwhile (a del_table): nobody could claim it back.
+          Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is no longer managed; deleted", st->inst,
+               t->table.ToString(), t->from.ToString());
+          t->table.Delete().IgnoreError();
+        } else if (!ours) {
           Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is another instance's: %s", st->inst,
                t->table.ToString(), t->from.ToString(),
                !holder.ok()      ? absl::StrCat("held (", holder.status().message(), ")")
