@@ -21,9 +21,11 @@ namespace {
 // Longest header line worth reading: a sign, 19 digits and "\r".
 constexpr size_t kMaxHeaderLine = 32;
 
-// A non-negative decimal of digits only, within int64 (what a length header may hold).
+// A non-negative decimal of digits only, within int64 (what a length header may hold), with no
+// leading zero (Redis's string2ll refuses "01").
 bool ParseLength(std::string_view digits, int64_t* out) {
   if (digits.empty() || digits.size() > 19) return false;
+  if (digits[0] == '0' && digits.size() > 1) return false;
   int64_t v = 0;
   for (char c : digits) {
     if (c < '0' || c > '9') return false;
@@ -171,6 +173,7 @@ RequestParser::Result RequestParser::Next() {
       int64_t count = 0;
       bool negative = !digits.empty() && digits[0] == '-';
       if (!ParseLength(negative ? digits.substr(1) : digits, &count) ||
+          (negative && count == 0) ||  // "-0", as Redis
           (!negative && static_cast<uint64_t>(count) > limits_.max_args)) {
         return Fail("Protocol error: invalid multibulk length");
       }
