@@ -93,11 +93,7 @@ Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, ui
       // nobody could claim it back: not kept forever -- if it is still ours (the message may be
       // older than a hand-back).
       absl::StatusOr<Pid> owner = t->table.Owner();
-      if (owner.ok() && *owner == self.self() && !t->table.core()->has_keeper()) {
-        Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st->inst,
-             t->table.ToString(), t->from.ToString());
-        t->table.Delete().IgnoreError();
-      } else if (owner.ok() && *owner == self.self()) {
+      if (owner.ok() && *owner == self.self()) {
         // Kept: its keeper has it from now on. This instance's: held here (it may have reached
         // this vault before the vault became the holder, by hand or as a named heir). Another
         // instance's (given to this vault by hand, or this vault named as its heir): adopted by
@@ -108,8 +104,9 @@ Task<void> VaultBody(Process& self, std::shared_ptr<Instance> st, Pid parent, ui
         absl::StatusOr<Pid> holder = t->table.core()->ReturnToKeeper();
         if (!holder.ok() && holder.status().code() == absl::StatusCode::kFailedPrecondition &&
             !t->table.core()->has_keeper() && t->table.Owner().value_or(Pid()) == self.self()) {
-          // Its keeper let it go meanwhile (a del_table): nobody could claim it back.
-          Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is no longer managed; deleted", st->inst,
+          // Not kept (never, or its keeper let it go meanwhile: a del_table): nobody could claim
+          // it back.
+          Logf(LogLevel::kNotice, "etsmgr %s: %s from %s is not managed; deleted", st->inst,
                t->table.ToString(), t->from.ToString());
           t->table.Delete().IgnoreError();
         } else if (!ours) {

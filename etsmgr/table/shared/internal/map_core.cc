@@ -1432,8 +1432,10 @@ absl::Status MapCore::Sync() const {
     return ErrnoToStatus(errno, absl::StrCat("shared map \"", name_, "\": fsync"));
   // And the directory: the segment's name (linked when it was made) survives a power loss too.
   const std::string dir = path_.substr(0, path_.rfind('/'));
-  Fd dirfd(open(dir.empty() ? "/" : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dirfd.get() < 0 || fsync(dirfd.get()) != 0) {
+  absl::StatusOr<int> dirfd = OpenDirectory(dir);
+  if (!dirfd.ok()) return dirfd.status();
+  Fd owned(*dirfd);
+  if (fsync(owned.get()) != 0) {
     return ErrnoToStatus(errno, absl::StrCat("shared map \"", name_, "\": fsync ", dir));
   }
   return absl::OkStatus();
