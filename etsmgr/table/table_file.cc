@@ -223,9 +223,9 @@ absl::Status ReadAll(int fd, char* out, size_t n, uint64_t offset, const std::st
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> Read(const std::string& path, size_t limit, const char* what,
-                                 uint64_t* file_bytes) {
-  const std::string where = Where(what, path);
+// Opens `path` to read, refusing anything but a regular file; sets `*file_bytes` to its size.
+absl::StatusOr<int> OpenRegular(const std::string& path, const std::string& where,
+                                uint64_t* file_bytes) {
   // Non-blocking for the open alone: opening a FIFO to read would wait for a writer (for ever);
   // anything but a regular file is refused below.
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
@@ -242,39 +242,103 @@ absl::StatusOr<std::string> Read(const std::string& path, size_t limit, const ch
   }
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   *file_bytes = static_cast<uint64_t>(st.st_size);
+  return fd;
+}
+
+// The first `limit` bytes of the open file `fd` whose size is `file_bytes` (fewer if it is
+// shorter now).
+absl::StatusOr<std::string> ReadOpen(int fd, size_t limit, uint64_t file_bytes,
+                                     const std::string& where) {
   std::string out;
   try {
-    out.assign(std::min<uint64_t>(limit, *file_bytes), '\0');
+    out.assign(std::min<uint64_t>(limit, file_bytes), '\0');
   } catch (const std::bad_alloc&) {
-    close(fd);
     return absl::ResourceExhaustedError(
-        absl::StrCat(where, ": no memory for the file's ", *file_bytes, " bytes"));
+        absl::StrCat(where, ": no memory for the file's ", file_bytes, " bytes"));
   }
   size_t got = 0;
   absl::Status read = ReadAll(fd, out.data(), out.size(), 0, where, &got);
-  close(fd);
   if (!read.ok()) return read;
   out.resize(got);
   return out;
 }
 
+absl::StatusOr<std::string> Read(const std::string& path, size_t limit, const char* what,
+                                 uint64_t* file_bytes) {
+  const std::string where = Where(what, path);
+  absl::StatusOr<int> fd = OpenRegular(path, where, file_bytes);
+  if (!fd.ok()) return fd.status();
+  absl::StatusOr<std::string> out = ReadOpen(*fd, limit, *file_bytes, where);
+  close(*fd);
+  return out;
+}
+
+// The CRC-32C of `n` bytes of `fd` from `offset`, read through a small buffer; DataLoss when the
+// file ends sooner.
+absl::StatusOr<uint32_t> StreamCrc(int fd, uint64_t offset, uint64_t n, const std::string& where) {
+  constexpr size_t kChunk = size_t{1} << 20;
+  std::string buffer(static_cast<size_t>(std::min<uint64_t>(n, kChunk)), '\0');
+  uint32_t crc = 0;
+  while (n > 0) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(n, kChunk));
+    size_t got = 0;
+    if (absl::Status st = ReadAll(fd, buffer.data(), want, offset, where, &got); !st.ok()) {
+      return st;
+    }
+    if (got != want)
+      return absl::DataLossError(absl::StrCat(where, ": the file shrank while read"));
+    crc = Crc32c(crc, buffer.data(), got);
+    offset += got;
+    n -= got;
+  }
+  return crc;
+}
+
+uint64_t PhysicalMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return ~uint64_t{0};
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  const std::string where = Where(what, path);
   uint64_t file_bytes = 0;
+  absl::StatusOr<int> opened = OpenRegular(path, where, &file_bytes);
+  if (!opened.ok()) return opened.status();
+  const int fd = *opened;
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
   // The header first: a file that is not a table file, or whose length disagrees with its
   // header (a huge or sparse foreign file), is refused before its bytes are read or allocated.
-  {
-    absl::StatusOr<std::string> prefix =
-        Read(path, kFixedHeader + 3 * size_t{kMaxHeaderString}, what, &file_bytes);
-    if (!prefix.ok()) return prefix.status();
-    TableFileInfo info;
-    absl::StatusOr<size_t> header = ParseHeader(*prefix, file_bytes, what, path, &info);
-    if (!header.ok()) return header.status();
+  absl::StatusOr<std::string> prefix =
+      ReadOpen(fd, kFixedHeader + 3 * size_t{kMaxHeaderString}, file_bytes, where);
+  if (!prefix.ok()) return prefix.status();
+  TableFileInfo info;
+  absl::StatusOr<size_t> header = ParseHeader(*prefix, file_bytes, what, path, &info);
+  if (!header.ok()) return header.status();
+  // A file larger than the machine's memory cannot be loaded: refused before it is read (with
+  // the kernel's overcommit, allocating it would not fail but end in the OOM killer).
+  if (const uint64_t memory = PhysicalMemoryBytes(); file_bytes > memory) {
+    return absl::ResourceExhaustedError(absl::StrCat(where, ": the file's ", file_bytes,
+                                                     " bytes exceed this machine's memory (",
+                                                     memory, " bytes)"));
   }
-  absl::StatusOr<std::string> bytes = Read(path, ~size_t{0}, what, &file_bytes);
+  // The body's checksum is checked through a small buffer before the file's size is allocated:
+  // a damaged (say sparse) file with a valid header costs its reading, never its size in memory.
+  absl::StatusOr<uint32_t> crc = StreamCrc(fd, *header, info.body_bytes, where);
+  if (!crc.ok()) return crc.status();
+  if (*crc != info.body_crc) {
+    return absl::DataLossError(
+        absl::StrCat(where, ": the body's checksum does not match (damaged)"));
+  }
+  absl::StatusOr<std::string> bytes = ReadOpen(fd, ~size_t{0}, file_bytes, where);
   if (bytes.ok() && bytes->size() != file_bytes) {
-    return absl::DataLossError(absl::StrCat(Where(what, path), ": the file shrank while read"));
+    return absl::DataLossError(absl::StrCat(where, ": the file shrank while read"));
   }
   return bytes;
 }

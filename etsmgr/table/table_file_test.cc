@@ -5,6 +5,7 @@
 #include "etsmgr/table/table_file.h"
 
 #include <dirent.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -290,6 +291,62 @@ TEST(TableFileErrorsTest, FifoHugeFileAndMode) {
   });
   ::unlink(fifo.c_str());
   ::unlink(huge.c_str());
+}
+
+// A valid header over a body that is not what it checksums (say a sparse file of zeros) is
+// refused by its checksum before the file's size is allocated; a file larger than the machine's
+// memory is refused before it is read at all (review findings: allocating first ended a damaged
+// file's load in the OOM killer).
+TEST(TableFileErrorsTest, ADamagedBodyIsRefusedBeforeItsSizeIsAllocated) {
+  namespace tf = table_file_internal;
+  auto node = Node::Create({.schedulers = 1}).value();
+  const std::string path = TestDir() + "/sparse_body.tab";
+  RunInProcess(*node, [&](Process&) {
+    IntTable t = IntTable::New().value();
+    ASSERT_TRUE(t.Insert(1, 2).ok());
+    ASSERT_TRUE(SaveTable(t, path).ok());
+    ASSERT_TRUE(t.Delete().ok());
+  });
+  const std::string saved = Slurp(path);
+  TableFileInfo info;
+  const size_t header_bytes = tf::ParseHeader(saved, saved.size(), "test", path, &info).value();
+  // Rewrites the header for a body of `body_bytes` (its checksum kept: the zeros do not match
+  // it) and makes the file that long, sparse.
+  auto make_sparse = [&](uint64_t body_bytes) {
+    info.body_bytes = body_bytes;
+    const std::string header = tf::EncodeHeader(info);
+    ASSERT_EQ(header.size(), header_bytes);
+    {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out << header;
+    }
+    ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(header_bytes + body_bytes)), 0);
+  };
+  constexpr uint64_t kBody = uint64_t{512} << 20;
+  make_sparse(kBody);
+  struct rusage before;
+  ASSERT_EQ(::getrusage(RUSAGE_SELF, &before), 0);
+  RunInProcess(*node, [&](Process&) {
+    absl::StatusOr<IntTable> loaded = LoadInts(path);
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss) << loaded.status();
+    EXPECT_NE(loaded.status().message().find("checksum"), std::string::npos) << loaded.status();
+  });
+  struct rusage after;
+  ASSERT_EQ(::getrusage(RUSAGE_SELF, &after), 0);
+  // ru_maxrss is in KiB: the peak grew by far less than the body's 512 MiB.
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 128 * 1024)
+      << "the damaged body's size was allocated before its checksum was checked";
+
+  const uint64_t memory = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) *
+                          static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  make_sparse(memory);
+  RunInProcess(*node, [&](Process&) {
+    absl::StatusOr<IntTable> loaded = LoadInts(path);
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kResourceExhausted) << loaded.status();
+    EXPECT_NE(loaded.status().message().find("exceed this machine's memory"), std::string::npos)
+        << loaded.status();
+  });
+  ::unlink(path.c_str());
 }
 
 // --- Damaged files: a small valid file, then every way of breaking it.
