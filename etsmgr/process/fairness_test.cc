@@ -7,6 +7,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -302,6 +303,51 @@ TEST_P(FairnessTest, MessagesKeepTheirOrderAcrossMigration) {
   }
   EXPECT_GT(moved, 0) << "no receiver moved while receiving in " << rounds
                       << " rounds: the test proves nothing";
+}
+
+// A receive waiting for one message while unwanted ones keep arriving tests each of them once,
+// not once per wake-up (review finding: every wake-up rescanned the mailbox from its head, so a
+// flood of N unwanted messages cost N^2/2 tests).
+struct Unwanted {
+  int i = 0;
+};
+struct Wanted {};
+
+TEST(SelectiveReceiveTest, AWakeUpTestsOnlyWhatArrivedSinceTheLastLook) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  constexpr int kUnwanted = 200;
+  auto tested = std::make_unique<std::atomic<int>[]>(kUnwanted);
+  std::atomic<int> last_tested{-1};
+  Pid receiver = node->Spawn([&](Process& self) -> Task<void> {
+                       std::optional<Message> m = co_await self.ReceiveIf(
+                           [&](const Envelope& e) {
+                             if (const Unwanted* u = e.As<Unwanted>()) {
+                               tested[u->i].fetch_add(1);
+                               last_tested.store(u->i);
+                               return false;
+                             }
+                             return e.Is<Wanted>();
+                           },
+                           absl::Now() + absl::Seconds(60));
+                       EXPECT_TRUE(m.has_value()) << "the receive timed out";
+                     })
+                     .value();
+  for (int i = 0; i < kUnwanted; ++i) {
+    Send(receiver, Unwanted{i});
+    // Once the receive has tested message i, the next one wakes it again (a deadline, not a
+    // sleep): one wake-up per message.
+    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+         last_tested.load() < i && std::chrono::steady_clock::now() < until;) {
+      std::this_thread::yield();
+    }
+    ASSERT_EQ(last_tested.load(), i) << "the receive never tested message " << i;
+  }
+  Send(receiver, Wanted{});
+  AwaitDeath(*node, receiver);
+  for (int i = 0; i < kUnwanted; ++i) {
+    EXPECT_EQ(tested[i].load(), 1)
+        << "message " << i << " was tested " << tested[i].load() << " times by one receive";
+  }
 }
 
 ETSMGR_INSTANTIATE_ON_ALL_BACKENDS(FairnessTest);

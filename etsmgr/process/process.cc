@@ -295,16 +295,18 @@ void ProcessControl::HandleSignal(ExitSignalEnvelope* signal) {
   }
 }
 
-std::unique_ptr<Envelope> ProcessControl::TakeMatch(const Matcher& matcher) {
+std::unique_ptr<Envelope> ProcessControl::TakeMatch(WaitRecord* wait) {
   TakeIncoming();
   // A signal that just arrived acts before any message is taken (it may have been sent before
   // the message: the process dies at this suspension point, as in Erlang).
   if (pending_exit_) return nullptr;
-  for (Envelope* e = mailbox_head_; e != nullptr; e = e->next_) {
-    if (matcher.Matches(*e)) {
+  for (Envelope* e = wait->scanned != nullptr ? wait->scanned->next_ : mailbox_head_; e != nullptr;
+       e = e->next_) {
+    if (wait->matcher.Matches(*e)) {
       UnlinkFromMailbox(e);
       return std::unique_ptr<Envelope>(e);
     }
+    wait->scanned = e;
   }
   return nullptr;
 }
@@ -386,18 +388,16 @@ void ProcessControl::Run() noexcept {
   }
   std::unique_ptr<Envelope> match;
   try {
-    for (Envelope* e = mailbox_head_; e != nullptr; e = e->next_) {
-      if (waiting_->matcher.Matches(*e)) {
-        UnlinkFromMailbox(e);
-        match.reset(e);
-        break;
-      }
-    }
+    match = TakeMatch(waiting_);
   } catch (...) {
     // A receive predicate threw: the exception comes out of the body's co_await, as when the
     // message was there before the wait began (never out of this noexcept resumption, which
     // ended the whole program).
     waiting_->error = std::current_exception();
+  }
+  if (pending_exit_) {  // A signal came in with the messages TakeMatch took in.
+    Terminate(*pending_exit_);
+    return;
   }
   if (match || timed_out_ || waiting_->error) {
     DisarmOn(scheduler());

@@ -133,7 +133,9 @@ class Process {
   template <typename T>
   TypedReceiveAwaiter<T> ReceiveFor(absl::Duration timeout);  // -> std::optional<T>
   // First message for which `pred` holds (-> std::optional<Message>). The predicate sees each
-  // queued message (Envelope::Is<T>() / As<T>()) on this process's thread.
+  // queued message (Envelope::Is<T>() / As<T>()) on this process's thread, once per receive (as
+  // in Erlang: a message it refused is not offered to it again when the receive wakes up, so a
+  // predicate that depends on changing state sees only messages that arrive after the change).
   class PredicateReceiveAwaiter;
   PredicateReceiveAwaiter ReceiveIf(std::function<bool(const Envelope&)> pred,
                                     absl::Time deadline = absl::InfiniteFuture());
@@ -206,7 +208,7 @@ class Process::ReceiveAwaiter {
 
   bool await_ready() {
     if (control_->exit_pending()) return false;  // Suspend: Run() terminates the process.
-    wait_.result = control_->TakeMatch(wait_.matcher);
+    wait_.result = control_->TakeMatch(&wait_);
     if (wait_.result == nullptr) return false;
     // A message was waiting: no suspension needed, but it costs a reduction of the time slice;
     // past the slice the process yields with the message in hand (fairness).

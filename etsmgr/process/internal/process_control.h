@@ -106,6 +106,12 @@ struct WaitRecord {
   Matcher matcher;
   std::unique_ptr<Envelope> result;
   std::exception_ptr error;  // The matcher threw while the process waited: rethrown on resume.
+  // The last mailbox entry this receive has tested and not taken (null: none yet). A wake-up
+  // tests only what came after it: each message is tested once per receive, as in Erlang, and a
+  // flood of messages the receive does not want costs linear, not quadratic, time. Only the
+  // process itself takes entries out of its mailbox, and only its receive does while it waits,
+  // so the entry stays there.
+  Envelope* scanned = nullptr;
 };
 
 // An exit signal in flight (Envelope::Kind::kExitSignal).
@@ -175,7 +181,8 @@ class ProcessControl final : public PidTarget,
   bool trap_exit() const { return trap_exit_.load(std::memory_order_relaxed); }
   void set_trap_exit(bool on) { trap_exit_.store(on, std::memory_order_relaxed); }
   // Looks for a match in the mailbox (after taking in what arrived); removes and returns it.
-  std::unique_ptr<Envelope> TakeMatch(const Matcher& matcher);
+  // Tests only the entries after `wait->scanned` and records the last one it tested.
+  std::unique_ptr<Envelope> TakeMatch(WaitRecord* wait);
   // True when a signal means this process must stop at its next suspension.
   bool exit_pending() const { return pending_exit_ != nullptr; }
   void RequestSelfExit(ExitReason reason);
