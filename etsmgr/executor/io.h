@@ -26,9 +26,13 @@
 //   awaiting coroutine resumes. A frame destroyed while its operation is in flight (a runtime shut
 //   down, a killed process) cancels the operation; no completion touches the destroyed frame, and
 //   an accepted connection nobody takes is closed.
-// - Descriptors: the epoll backend makes sockets given to Accept/Connect non-blocking; reads and
-//   writes of a blocking pipe or terminal wait for readiness first. Regular files are read and
-//   written at submission on epoll (the kernel has no readiness for them).
+// - Descriptors: the epoll backend makes sockets given to Accept/Connect non-blocking; Read and
+//   Write of a blocking socket never wait in the call (MSG_DONTWAIT); of another blocking
+//   descriptor (a pipe, a FIFO, a terminal) each attempt checks readiness first and a write moves
+//   at most PIPE_BUF bytes (WriteAll loops), so operations of one scheduler never block its
+//   thread. A blocking descriptor that another thread or program also reads or writes can still
+//   block it between the check and the call: give such descriptors O_NONBLOCK. Regular files are
+//   read and written at submission on epoll (the kernel has no readiness for them).
 //   Close() cancels operations in flight on the descriptor on this scheduler first (io_uring
 //   would otherwise keep a receive on a closed socket waiting).
 // - Poll waits for readiness (either direction at once: a server that keeps reading requests

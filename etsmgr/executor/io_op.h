@@ -123,8 +123,11 @@ class IoOp {
   IoOp* next_in_flight = nullptr;
   IoOp* next_waiting = nullptr;  // epoll: the fd's queue of operations waiting for readiness.
   bool connect_started = false;  // epoll: connect(2) returned EINPROGRESS.
-  bool cancel_sent = false;      // io_uring: an ASYNC_CANCEL for it was submitted.
-  bool in_kernel = false;        // io_uring: its SQE was written.
+  // epoll, reads and writes: how the call is made without blocking the scheduler (the poller's
+  // FileIoMode, found at the first attempt; -1: not yet).
+  int8_t file_io_mode = -1;
+  bool cancel_sent = false;  // io_uring: an ASYNC_CANCEL for it was submitted.
+  bool in_kernel = false;    // io_uring: its SQE was written.
   // Scheduler::CancelIo from another thread: posted to the owner once.
   std::atomic<bool> cancel_posted{false};
   class CancelRunnable final : public Runnable {

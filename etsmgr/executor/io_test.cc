@@ -10,10 +10,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "etsmgr/executor/runtime.h"
@@ -163,6 +168,130 @@ TEST_P(IoTest, BlockingPipeDoesNotBlockTheScheduler) {
   EXPECT_TRUE(other_ran.load());
   ::close(fds[0]);
   ::close(fds[1]);
+}
+
+// Unsticks a test whose scheduler thread is stuck in a blocking system call: unless Done() comes
+// first, after `limit` it runs `rescue` (say, writes to the pipe the thread is stuck reading) and
+// records that it had to, so that the hang ends as a failure instead of a test timeout.
+class Watchdog {
+ public:
+  explicit Watchdog(std::function<void()> rescue,
+                    std::chrono::seconds limit = std::chrono::seconds(20))
+      : thread_([this, rescue = std::move(rescue), limit] {
+          std::unique_lock<std::mutex> lock(mu_);
+          if (cv_.wait_for(lock, limit, [this] { return done_; })) return;
+          rescued_ = true;
+          lock.unlock();
+          rescue();
+        }) {}
+  ~Watchdog() { Done(); }
+  void Done() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  bool rescued() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return rescued_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  bool rescued_ = false;
+  std::thread thread_;  // Last: starts once the members above exist.
+};
+
+// Two reads queued on one blocking pipe, then one write: one read takes the bytes, the other
+// waits on (and times out) without blocking the scheduler's thread (review finding: on epoll the
+// second read made the blocking call on the emptied pipe, freezing the scheduler for ever).
+TEST_P(IoTest, TwoReadsOfABlockingPipeAfterOneWriteDoNotBlockTheScheduler) {
+  auto rt = MakeRuntime();
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  Watchdog watchdog([&] { EXPECT_EQ(::write(fds[1], "rescue!!", 8), 8); });
+  std::string got[2];
+  absl::Status status[2];
+  rt->BlockOn([](int rfd, int wfd, std::string* got, absl::Status* status) -> Task<void> {
+    WaitSlot done[2];
+    for (int i = 0; i < 2; ++i) {
+      Scheduler::Current()->Spawn(
+          [](int rfd, std::string* got, absl::Status* status, WaitSlot* done) -> Task<void> {
+            char buf[16];
+            absl::StatusOr<size_t> n = co_await Read(rfd, buf, -1, Deadline(absl::Seconds(1)));
+            if (n.ok()) *got = std::string(buf, *n);
+            *status = n.status();
+            done->Notify();
+          }(rfd, &got[i], &status[i], &done[i]));
+    }
+    // Runs after both reads were submitted (the scheduler runs its tasks in order).
+    Scheduler::Current()->Spawn([](int wfd) -> Task<void> {
+      EXPECT_EQ((co_await Write(wfd, "ping")).value_or(0), 4u);
+    }(wfd));
+    for (WaitSlot& d : done) co_await d.Wait(Deadline(absl::Seconds(60)));
+  }(fds[0], fds[1], got, status));
+  watchdog.Done();
+  EXPECT_FALSE(watchdog.rescued()) << "the scheduler's thread blocked reading the emptied pipe";
+  const int pinged = got[0] == "ping" ? 0 : 1;
+  EXPECT_EQ(got[pinged], "ping") << status[pinged];
+  EXPECT_EQ(status[1 - pinged].code(), absl::StatusCode::kDeadlineExceeded)
+      << status[1 - pinged] << " (read \"" << got[1 - pinged] << "\")";
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+// A write far larger than a pipe holds, with its reader on the same scheduler: the write moves
+// what the pipe takes and waits for room again (review finding: on epoll it made one blocking
+// write(2) of everything, which waited for a reader that could never run).
+TEST_P(IoTest, ABigWriteToABlockingPipeLetsItsReaderRun) {
+  auto rt = MakeRuntime();
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  constexpr size_t kBytes = size_t{1} << 20;
+  // Stuck in write(2): reading it all here lets it return; closing the write end then gives the
+  // reader (which may be stuck too, on the pipe emptied here) its end of file.
+  Watchdog watchdog([&] {
+    char sink[65536];
+    for (pollfd p{fds[0], POLLIN, 0}; ::poll(&p, 1, 2000) == 1;) {
+      if (::read(fds[0], sink, sizeof sink) <= 0) break;
+    }
+    ::close(std::exchange(fds[1], -1));
+  });
+  const std::string data = [] {
+    std::string d(kBytes, '\0');
+    for (size_t i = 0; i < d.size(); ++i) d[i] = static_cast<char>('a' + i % 23);
+    return d;
+  }();
+  std::string received;
+  rt->BlockOn([](int rfd, int wfd, const std::string* data, std::string* received) -> Task<void> {
+    WaitSlot written;
+    Scheduler::Current()->Spawn(
+        [](int wfd, const std::string* data, WaitSlot* written) -> Task<void> {
+          absl::Status st = co_await WriteAll(wfd, *data, -1, Deadline(absl::Seconds(60)));
+          EXPECT_TRUE(st.ok()) << st;
+          written->Notify();
+        }(wfd, data, &written));
+    char buf[65536];
+    while (received->size() < data->size()) {
+      absl::StatusOr<size_t> n = co_await Read(rfd, buf, -1, Deadline(absl::Seconds(30)));
+      if (!n.ok() || *n == 0) {
+        ADD_FAILURE() << "read after " << received->size() << " bytes: " << n.status();
+        break;
+      }
+      received->append(buf, *n);
+    }
+    co_await written.Wait(Deadline(absl::Seconds(60)));
+  }(fds[0], fds[1], &data, &received));
+  watchdog.Done();
+  EXPECT_FALSE(watchdog.rescued()) << "the scheduler's thread blocked in the big write";
+  EXPECT_TRUE(received == data) << "received " << received.size() << " of " << data.size()
+                                << " bytes, or other bytes";
+  ::close(fds[0]);
+  if (fds[1] >= 0) ::close(fds[1]);
 }
 
 TEST_P(IoTest, DeadlinePassesWithNothingToReceive) {

@@ -10,7 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <deque>
 #include <utility>
@@ -614,14 +616,86 @@ class EpollPoller final : public IoPoller {
     int flags = ::fcntl(fd, F_GETFL);
     if (flags >= 0 && (flags & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
   }
-  // A blocking descriptor that is not a regular file (a pipe, a terminal): a read or write on it
-  // waits for readiness first instead of blocking the scheduler.
-  static bool WaitsBeforeFileIo(int fd) {
+  // How a read or write is made without blocking the scheduler's thread.
+  enum FileIoMode : int8_t {
+    // A non-blocking descriptor, a regular file, a directory or a block device: the call as is.
+    kDirect,
+    // A blocking socket: the call as recv/send(msg) with MSG_DONTWAIT, which never waits.
+    kSocketDontWait,
+    // Any other blocking descriptor (a pipe, a FIFO, a terminal): every attempt checks readiness
+    // first (poll with no wait; two operations queued on one pipe must not both read after one
+    // readiness event), and a write moves at most PIPE_BUF bytes, which a pipe reported writable
+    // takes without waiting (a blocking write waits until every byte is in).
+    kPollFirst,
+  };
+  static FileIoMode FileIoModeOf(int fd) {
     int flags = ::fcntl(fd, F_GETFL);
-    if (flags < 0 || (flags & O_NONBLOCK) != 0) return false;
+    if (flags < 0 || (flags & O_NONBLOCK) != 0) return kDirect;
     struct stat st;
-    return ::fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode) &&
-           !S_ISBLK(st.st_mode);
+    if (::fstat(fd, &st) != 0 || S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) ||
+        S_ISBLK(st.st_mode)) {
+      return kDirect;
+    }
+    return S_ISSOCK(st.st_mode) ? kSocketDontWait : kPollFirst;
+  }
+
+  // A read or write of a file descriptor (kRead, kWrite, kReadV, kWriteV): the system call's
+  // result, or -1 with errno EAGAIN when it must wait for readiness.
+  static ssize_t FileIo(IoOp* op, bool writes) {
+    const int fd = op->fd;
+    char* buffer = op->buffer.get();
+    if (op->file_io_mode < 0) op->file_io_mode = FileIoModeOf(fd);
+    size_t length = op->length;
+    std::vector<iovec> capped;
+    const std::vector<iovec>* iov = &op->iov;
+    if (op->file_io_mode == kPollFirst) {
+      pollfd p{fd, static_cast<int16_t>(writes ? POLLOUT : POLLIN), 0};
+      const int ready = ::poll(&p, 1, 0);
+      if (ready < 0) return -1;  // errno set (EINTR: tried again).
+      if (ready == 0) {
+        errno = EAGAIN;
+        return -1;
+      }
+      // Ready, or POLLERR / POLLHUP / POLLNVAL: the call reports what is there, or the error.
+      if (writes) {
+        length = std::min<size_t>(length, PIPE_BUF);
+        if (op->kind == IoKind::kWriteV) {
+          size_t room = PIPE_BUF;
+          for (const iovec& piece : op->iov) {
+            if (room == 0) break;
+            capped.push_back({piece.iov_base, std::min(piece.iov_len, room)});
+            room -= capped.back().iov_len;
+          }
+          iov = &capped;
+        }
+      }
+    }
+    const auto iovcnt = static_cast<int>(iov->size());
+    if (op->file_io_mode == kSocketDontWait && op->offset < 0) {
+      if (op->kind == IoKind::kRead) return ::recv(fd, buffer, length, MSG_DONTWAIT);
+      if (op->kind == IoKind::kWrite) {
+        return ::send(fd, buffer, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+      }
+      msghdr msg{};
+      msg.msg_iov = const_cast<iovec*>(iov->data());
+      msg.msg_iovlen = iov->size();
+      return writes ? ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
+                    : ::recvmsg(fd, &msg, MSG_DONTWAIT);
+    }
+    switch (op->kind) {
+      case IoKind::kRead:
+        return op->offset < 0 ? ::read(fd, buffer, length)
+                              : ::pread(fd, buffer, length, op->offset);
+      case IoKind::kWrite:
+        return op->offset < 0 ? ::write(fd, buffer, length)
+                              : ::pwrite(fd, buffer, length, op->offset);
+      case IoKind::kReadV:
+        return op->offset < 0 ? ::readv(fd, iov->data(), iovcnt)
+                              : ::preadv(fd, iov->data(), iovcnt, op->offset);
+      default:
+        return op->offset < 0 ? ::writev(fd, iov->data(), iovcnt)
+                              : ::pwritev(fd, iov->data(), iovcnt, op->offset);
+    }
   }
 
   // Tries the operation's system call. kNone: done, `*result` holds the result; otherwise it
@@ -631,7 +705,6 @@ class EpollPoller final : public IoPoller {
     Interest wait = Interest::kRead;
     const int fd = op->fd;
     char* buffer = op->buffer.get();
-    const auto iovcnt = static_cast<int>(op->iov.size());
     do {
       switch (op->kind) {
         case IoKind::kPoll: {
@@ -686,25 +759,9 @@ class EpollPoller final : public IoPoller {
         case IoKind::kReadV:
         case IoKind::kWrite:
         case IoKind::kWriteV: {
-          bool writes = op->kind == IoKind::kWrite || op->kind == IoKind::kWriteV;
+          const bool writes = op->kind == IoKind::kWrite || op->kind == IoKind::kWriteV;
           if (writes) wait = Interest::kWrite;
-          if (!op->connect_started && WaitsBeforeFileIo(fd)) {
-            op->connect_started = true;  // Once ready, the call is made.
-            return wait;
-          }
-          if (op->kind == IoKind::kRead) {
-            rc = op->offset < 0 ? ::read(fd, buffer, op->length)
-                                : ::pread(fd, buffer, op->length, op->offset);
-          } else if (op->kind == IoKind::kWrite) {
-            rc = op->offset < 0 ? ::write(fd, buffer, op->length)
-                                : ::pwrite(fd, buffer, op->length, op->offset);
-          } else if (op->kind == IoKind::kReadV) {
-            rc = op->offset < 0 ? ::readv(fd, op->iov.data(), iovcnt)
-                                : ::preadv(fd, op->iov.data(), iovcnt, op->offset);
-          } else {
-            rc = op->offset < 0 ? ::writev(fd, op->iov.data(), iovcnt)
-                                : ::pwritev(fd, op->iov.data(), iovcnt, op->offset);
-          }
+          rc = FileIo(op, writes);
           break;
         }
         case IoKind::kClose:
