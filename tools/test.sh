@@ -7,7 +7,7 @@
 #      `<binary> --smoke` shrinks the workloads, runs each benchmark once and judges no target
 #      (this machine is noisy), but fails on any benchmark's sanity check
 #   4. bazel test //... --config=asan       (ASan and UBSan in one build; the block cache on, its
-#      cached blocks poisoned)
+#      cached blocks poisoned; steps 4-6 build only the tests and what they run)
 #   5. bazel test //... --config=asan with ETSMGR_BLOCK_CACHE=off (tests only, no rebuild: every
 #      block goes through ASan's allocator and quarantine)
 #   6. bazel test //... --config=tsan       (built with clang-14, libstdc++ and -Wthread-safety:
@@ -86,9 +86,11 @@ run_benchmark_smoke() {
 extra=("$@")
 run_tests default
 run_benchmark_smoke
-run_tests asan --config=asan
-run_tests asan-nocache --config=asan --test_env=ETSMGR_BLOCK_CACHE=off
-run_tests tsan --config=tsan
+# The sanitizer configs build only the tests and what they run (--build_tests_only): the
+# benchmark and tool binaries, built and smoke-run above, would cost minutes more of compiling.
+run_tests asan --config=asan --build_tests_only
+run_tests asan-nocache --config=asan --build_tests_only --test_env=ETSMGR_BLOCK_CACHE=off
+run_tests tsan --config=tsan --build_tests_only
 
 echo "== sanitizer self-check"
 log="${logdir}/sanitizers.log"
