@@ -261,8 +261,10 @@ TEST_P(WaitSlotTest, CancelRacesNotifyThenDestroy) {
       EXPECT_FALSE(slot->notified());
     }
   }
-  EXPECT_EQ(cancelled + notified, 200);
   std::printf("cancel won %d, notify won %d\n", cancelled, notified);
+  // Both sides of the race were taken (each usually wins dozens of the 200 rounds).
+  EXPECT_GT(cancelled, 0) << "the cancel never won: its branch was not exercised";
+  EXPECT_GT(notified, 0) << "the notify never won: its branch was not exercised";
 }
 
 ETSMGR_INSTANTIATE_ON_ALL_BACKENDS(WaitSlotTest);

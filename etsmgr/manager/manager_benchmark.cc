@@ -43,11 +43,7 @@ void BM_NewDelDelete(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kCycles);
 }
 // Runs vary by up to 1.6x on a shared VM: judged by the median of 5.
-BENCHMARK(BM_NewDelDelete)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->Repetitions(5)
-    ->ReportAggregatesOnly(true);
+BENCHMARK(BM_NewDelDelete)->Unit(benchmark::kMillisecond)->UseRealTime()->Repetitions(5);
 
 struct Up {
   Pid pid;

@@ -185,13 +185,15 @@ struct Chunks {
 
 Task<void> Worker(Process& self, std::shared_ptr<Chunks> chunks, int rounds) {
   for (int r = 0; r < rounds; ++r) {
-    if (chunks->inside.fetch_add(1) != 0) chunks->overlapped = true;  // One process, not all.
-    chunks->inside.fetch_sub(1);
+    // One Chunks per process: the guard spans the whole chunk of work, so two threads running
+    // this process at once would overlap inside it.
+    if (chunks->inside.fetch_add(1) != 0) chunks->overlapped = true;
     Spin(absl::Microseconds(200));
     {
       std::lock_guard<std::mutex> lock(chunks->mu);
       chunks->seen.insert(Scheduler::Current());
     }
+    chunks->inside.fetch_sub(1);
     co_await self.Yield();
   }
 }

@@ -133,7 +133,7 @@ BENCHMARK(BM_UpdateCounterOneKey)->Threads(1)->Threads(2)->UseRealTime();
 // --- 1M random keys. These are bound by cache and TLB misses, which on a shared VM vary run to
 // run by up to 2x: each is repeated five times and judged by the median.
 
-void Median5(benchmark::internal::Benchmark* b) { b->Repetitions(5)->ReportAggregatesOnly(true); }
+void Median5(benchmark::internal::Benchmark* b) { b->Repetitions(5); }
 
 void BM_SetInsert1M(benchmark::State& state) {
   int64_t failed = 0;

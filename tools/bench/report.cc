@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -42,8 +43,18 @@ using Runs = std::map<std::string, std::map<std::string, std::vector<double>>>;
 // Forwards to the console reporter and keeps every run for the target table, and every error.
 class CapturingReporter final : public benchmark::ConsoleReporter {
  public:
+  // Benchmarks with repetitions must not ask for ReportAggregatesOnly: Google Benchmark would
+  // then pass on only the aggregates, computed over the repetitions that did not fail, and a
+  // sanity check failing in some of them would never be seen. The console shows the aggregates
+  // and any failed repetition; every run is captured.
   void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
+    std::vector<Run> shown;
+    for (const Run& run : runs) {
+      if (run.repetitions <= 1 || run.run_type == Run::RT_Aggregate || run.error_occurred) {
+        shown.push_back(run);
+      }
+    }
+    if (!shown.empty()) ConsoleReporter::ReportRuns(shown);
     for (const Run& run : runs) {
       std::string name = run.run_name.str();
       if (run.error_occurred) {

@@ -369,17 +369,48 @@ TEST_F(CrashTest, LongSequencesKilledAtEachKindOfPoint) {
   EXPECT_GT(killed_runs, 40);
 }
 
+// Repairs the re-opens after the kills made: a kill proves something only when it landed inside
+// a write, which the next open then repairs.
+uint64_t Repairs(const SharedMapInfo& info) {
+  return info.slot_rollbacks + info.resize_rollbacks + info.resize_completions +
+         info.clears_completed + info.log_rollbacks;
+}
+
+// Random kills until at least one landed inside a write: the run of `o`, then (rarely needed: a
+// few in a hundred kills do) runs with further seeds, at most 10. Failures of any run are kept.
+shared_testing::KillRunResult RunKillsUntilOneRepaired(shared_testing::KillRunOptions o) {
+  shared_testing::KillRunResult total = shared_testing::RunKills(o);
+  uint64_t repairs = Repairs(total.info);
+  for (int extra = 0; repairs == 0 && total.ok() && extra < 10; ++extra) {
+    o.seed += 1000;
+    shared_testing::KillRunResult more = shared_testing::RunKills(o);
+    total.kills += more.kills;
+    total.writes_checked += more.writes_checked;
+    total.check_failures += more.check_failures;
+    total.lost_writes += more.lost_writes;
+    total.harness_failures += more.harness_failures;
+    if (total.first_failure.empty()) total.first_failure = more.first_failure;
+    repairs += Repairs(more.info);
+    total.info = more.info;
+  }
+  if (repairs == 0) {
+    ADD_FAILURE() << total.kills
+                  << " kills and none landed inside a write (no repair): the run proves nothing";
+  }
+  return total;
+}
+
 TEST_F(CrashTest, SingleWriterRandomKills) {
   shared_testing::KillRunOptions o;
   o.seed = 16;
   o.kills = KillsFor("SHARED_CRASH_KILLS", 400);
   o.writers = 1;
-  shared_testing::KillRunResult r = shared_testing::RunKills(o);
+  shared_testing::KillRunResult r = RunKillsUntilOneRepaired(o);
   EXPECT_TRUE(r.ok()) << r.first_failure << " (replay: seed " << o.seed << ")";
-  EXPECT_EQ(r.kills, o.kills);
-  EXPECT_GT(r.writes_checked, o.kills);
+  EXPECT_GE(r.kills, o.kills);
+  EXPECT_GT(r.writes_checked, r.kills);
   std::cout << "single writer: " << r.kills << " kills, " << r.writes_checked
-            << " acknowledged writes checked; repairs: slot " << r.info.slot_rollbacks
+            << " acknowledged writes checked; repairs (last run): slot " << r.info.slot_rollbacks
             << ", resize rollback " << r.info.resize_rollbacks << ", resize completion "
             << r.info.resize_completions << ", clear " << r.info.clears_completed << ", log "
             << r.info.log_rollbacks << "\n";
@@ -390,11 +421,12 @@ TEST_F(CrashTest, TwoWritersKilledIndependently) {
   o.seed = 1616;
   o.kills = KillsFor("SHARED_CRASH_KILLS_TWO", 200);
   o.writers = 2;
-  shared_testing::KillRunResult r = shared_testing::RunKills(o);
+  shared_testing::KillRunResult r = RunKillsUntilOneRepaired(o);
   EXPECT_TRUE(r.ok()) << r.first_failure << " (replay: seed " << o.seed << ")";
   EXPECT_GE(r.kills, o.kills);
+  EXPECT_GT(r.writes_checked, r.kills);
   std::cout << "two writers: " << r.kills << " kills, " << r.writes_checked
-            << " acknowledged writes checked; repairs: slot " << r.info.slot_rollbacks
+            << " acknowledged writes checked; repairs (last run): slot " << r.info.slot_rollbacks
             << ", resize rollback " << r.info.resize_rollbacks << ", resize completion "
             << r.info.resize_completions << ", log " << r.info.log_rollbacks << "\n";
 }

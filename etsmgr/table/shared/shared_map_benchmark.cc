@@ -158,7 +158,7 @@ double Median(std::vector<double> v) {
   return v[(v.size() - 1) / 2];
 }
 
-void Median5(benchmark::internal::Benchmark* b) { b->Repetitions(5)->ReportAggregatesOnly(true); }
+void Median5(benchmark::internal::Benchmark* b) { b->Repetitions(5); }
 
 template <typename Body>
 double Rate(int64_t n, Body&& body) {
