@@ -299,10 +299,12 @@ bool Scheduler::RunStep() {
   if (Runnable* r = NextReady()) {
     BeginSlice();
     r->Run();
-    if (slice_expired_) {
+    const bool uncharged_slice = deterministic_ && ++runs_without_time_ >= kRunsPerVirtualSlice;
+    if (slice_expired_ || uncharged_slice) {
       // A slice used up takes its time, virtually: timers come due even while runnables keep
-      // each other busy (deterministic: it depends on charges only).
+      // each other busy (deterministic: it depends on charges and runs only).
       slice_expired_ = false;
+      runs_without_time_ = 0;
       if (deterministic_) {
         // Saturating, below INT64_MAX (an infinite wait's deadline): a huge slice must not
         // overflow virtual time, nor make "never" come due.
@@ -319,6 +321,7 @@ bool Scheduler::RunStep() {
   if (top->deadline_ns() == INT64_MAX) return false;  // An infinite wait never comes due.
   if (deterministic_) {
     virtual_now_ns_ = std::max(virtual_now_ns_, top->deadline_ns());
+    runs_without_time_ = 0;
   } else if (top->deadline_ns() > NowNanos()) {
     return false;
   }

@@ -303,8 +303,14 @@ class Scheduler {
   std::atomic<int>* running_threads_ = nullptr;
   int cpus_ = 1;
   const uint32_t slice_reductions_;
-  const int64_t slice_ns_;            // 0: no time limit (deterministic mode).
-  const int64_t virtual_slice_ns_;    // Deterministic mode: virtual time a used-up slice takes.
+  const int64_t slice_ns_;          // 0: no time limit (deterministic mode).
+  const int64_t virtual_slice_ns_;  // Deterministic mode: virtual time a used-up slice takes.
+  // Deterministic mode: runnables run since virtual time last moved. Runnables that keep each
+  // other ready without charging (a process that yields in a loop: each Yield ends its run, and
+  // a run's charges start from zero) take a slice of virtual time every kRunsPerVirtualSlice
+  // runs, so that timers still come due.
+  static constexpr uint32_t kRunsPerVirtualSlice = 4096;
+  uint32_t runs_without_time_ = 0;
   std::vector<Scheduler*> siblings_;  // Set before Run().
 
   // --- Driving thread only.

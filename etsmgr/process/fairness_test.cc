@@ -174,6 +174,31 @@ TEST(FairnessDeterministicTest, DeterministicRunsReplayExactly) {
   EXPECT_GT(traces.size(), 1u) << "...and the seed decides how";
 }
 
+// A process that yields in a loop never charges its slice (each Yield ends its run), so in
+// deterministic mode virtual time stood still and a sleeper it waited for never woke: a replay
+// spun for ever (review finding). Runs without charges now take virtual time too.
+TEST(FairnessDeterministicTest, AYieldLoopLetsVirtualTimeMove) {
+  RuntimeOptions options;
+  options.deterministic = true;
+  options.seed = 7;
+  auto node = Node::Create(options).value();
+  auto woke = std::make_shared<bool>(false);
+  node->Spawn([woke](Process& self) -> Task<void> {
+        co_await self.Sleep(absl::Milliseconds(1));
+        *woke = true;
+      })
+      .value();
+  absl::StatusOr<int> yields = node->Run<int>(
+      [woke](Process& self) -> Task<int> {
+        int n = 0;
+        for (; !*woke && n < 2'000'000; ++n) co_await self.Yield();
+        co_return n;
+      },
+      {}, absl::Seconds(30));
+  ASSERT_TRUE(yields.ok()) << yields.status();
+  EXPECT_TRUE(*woke) << "the sleeper never woke while a process yielded " << *yields << " times";
+}
+
 // Work stealing: CPU-bound processes all started on scheduler 0 of two end up running on both;
 // pinned ones never move; each process runs on one thread at a time (a guard counts).
 struct Chunks {
