@@ -33,6 +33,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <thread>
@@ -78,12 +79,14 @@ bool Ping(int port) {
   return Run(absl::StrCat("/usr/bin/redis-cli -p ", port, " PING")) == "PONG\n";
 }
 
-pid_t StartServer(const std::vector<std::string>& argv, int port) {
+// Starts the server; its standard error goes to `stderr_path`.
+pid_t StartServer(const std::vector<std::string>& argv, int port, const std::string& stderr_path) {
   pid_t pid = ::fork();
   if (pid == 0) {
     int null = ::open("/dev/null", O_WRONLY);
+    int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     ::dup2(null, 1);
-    ::dup2(null, 2);
+    ::dup2(err >= 0 ? err : null, 2);
     std::vector<char*> args;
     std::vector<std::string> copy = argv;
     for (std::string& a : copy) args.push_back(a.data());
@@ -179,6 +182,7 @@ int main(int argc, char** argv) {
   struct Server {
     std::string name;
     std::vector<std::string> argv;  // "{port}" replaced.
+    bool kills_shards = false;      // --kill-shard-every: the kills are counted and reported.
   };
   std::vector<Server> servers = {
       {"redis-server (no persistence)",
@@ -197,8 +201,10 @@ int main(int argc, char** argv) {
         "--shared=" + shared, "--instance=" + shared}},
       {"etsredis (1 scheduler, epoll, a shard killed every 10 ms)",
        {etsredis, "--port={port}", "--schedulers=1", "--backend=epoll", "--log=warning",
-        "--kill-shard-every=10"}},
+        "--kill-shard-every=10"},
+       true},
   };
+  std::map<int, int64_t> kills;  // pipeline -> shards the crash injection killed in that run
   const std::vector<std::string> tests = {"PING_INLINE", "PING_MBULK", "SET", "GET", "INCR"};
   std::map<std::pair<std::string, int>, Results> all;  // (server, pipeline) -> results
   int failures = 0;
@@ -211,9 +217,26 @@ int main(int argc, char** argv) {
         if (at != std::string::npos) a.replace(at, 6, std::to_string(port));
         argv.push_back(a);
       }
-      pid_t pid = StartServer(argv, port);
+      const std::string stderr_path = absl::StrCat(aof_dir, ".stderr");
+      pid_t pid = StartServer(argv, port, stderr_path);
       Results r = Benchmark(port, requests, pipeline);
       StopServer(pid);
+      if (s.kills_shards) {
+        // The figures claim shards were killed under load: the server says how many.
+        std::ifstream in(stderr_path);
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const std::string marker = "crash injection killed ";
+        const size_t at = text.find(marker);
+        int64_t n = -1;
+        if (at != std::string::npos) n = std::atoll(text.c_str() + at + marker.size());
+        kills[pipeline] = n;
+        if (n < 0 || (!smoke && n == 0)) {
+          std::cerr << s.name << " -P " << pipeline << ": no shard was killed (" << n
+                    << "): the row would not measure what it names\n";
+          ++failures;
+        }
+      }
+      std::filesystem::remove(stderr_path);
       remove_shared();  // (Each run starts empty, as the others do.)
       if (r.size() != tests.size()) {
         std::cerr << s.name << " -P " << pipeline << ": redis-benchmark gave " << r.size() << " of "
@@ -253,6 +276,11 @@ int main(int argc, char** argv) {
       }
     }
   }
+  for (const auto& [pipeline, n] : kills) {
+    std::cout << absl::StrFormat(
+        "\nshards killed during the -P %d run of the crash-injection row: %d", pipeline, n);
+  }
+  std::cout << "\n";
   if (smoke) std::cout << "\n(--smoke: tiny runs, figures not meaningful)\n";
   if (!report_json.empty()) {
     std::ofstream out(report_json);

@@ -58,10 +58,14 @@ run_tests() {
   record "${label}" "${passed}" "${failed}"
   # A passing target may hold cases that skipped themselves (what this machine cannot do): named
   # here, so that a check that never runs is seen.
-  local skipped
-  mapfile -t skipped < <(list_skipped_cases "$(bazel info "$@" bazel-testlogs 2>/dev/null)" "${started}")
+  # (Cached results are not listed: their test.xml is older than this run.)
+  local testlogs skipped=() name
+  testlogs=$(bazel info "$@" "${extra[@]}" bazel-testlogs 2>/dev/null)
+  if [[ -d ${testlogs} ]]; then
+    mapfile -t skipped < <(list_skipped_cases "${testlogs}" "${started}")
+  fi
   if [[ ${#skipped[@]} -gt 0 ]]; then
-    printf 'skipped (%s): %s\n' "${label}" "${skipped[@]}"
+    for name in "${skipped[@]}"; do printf 'skipped (%s): %s\n' "${label}" "${name}"; done
     summary+=("$(printf '%-12s (%d test cases skipped themselves: not applicable to a type, or what this machine cannot do; listed above)' "" "${#skipped[@]}")")
     echo "${summary[-1]}"
   fi

@@ -267,9 +267,17 @@ FdGuard::~FdGuard() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void Fill(const IoSpec& spec, IoOp* op) {
+void Fill(const IoSpec& spec, IoOp* op, const Scheduler& scheduler) {
   op->offset = spec.offset;
   op->nowait = spec.nowait && spec.kind == IoKind::kSend;  // Only a send may not wait.
+  size_t most = kMaxIoBytes;                               // What one operation moves at most.
+  if (scheduler.backend() == Backend::kEpoll &&
+      (spec.kind == IoKind::kRead || spec.kind == IoKind::kWrite || spec.kind == IoKind::kReadV ||
+       spec.kind == IoKind::kWriteV)) {
+    op->file_io_mode = FileIoModeOf(spec.fd);
+    const bool writes = spec.kind == IoKind::kWrite || spec.kind == IoKind::kWriteV;
+    if (writes && op->file_io_mode == kFileIoPollFirst) most = PIPE_BUF;
+  }
   switch (spec.kind) {
     case IoKind::kAccept:
     case IoKind::kClose:
@@ -288,7 +296,7 @@ void Fill(const IoSpec& spec, IoOp* op) {
       return;
     case IoKind::kSend:
     case IoKind::kWrite:
-      op->length = std::min(spec.from.size(), kMaxIoBytes);
+      op->length = std::min(spec.from.size(), most);
       if (spec.nowait && spec.kind == IoKind::kSend) {
         op->send_from = spec.from.data();  // Done within the submission: no copy needed.
         return;
@@ -314,7 +322,7 @@ void Fill(const IoSpec& spec, IoOp* op) {
     case IoKind::kWriteV: {
       size_t total = 0;
       for (auto piece : spec.froms) total += piece.size();
-      total = std::min(total, kMaxIoBytes);
+      total = std::min(total, most);
       op->buffer = std::make_unique_for_overwrite<char[]>(total);
       op->length = total;
       size_t at = 0;
@@ -407,7 +415,7 @@ bool IoAwaiter::await_suspend(std::coroutine_handle<> h) noexcept {
     return false;
   }
   op_ = IoOp::Create(spec_.kind, spec_.fd);
-  io_internal::Fill(spec_, op_);
+  io_internal::Fill(spec_, op_, *scheduler_);
   op_->waker = this;
   if (spec_.kind == IoKind::kClose) scheduler_->CancelIoOnFd(spec_.fd);
   if (scheduler_->SubmitIo(op_)) {

@@ -31,7 +31,9 @@
 //   descriptor (a pipe, a FIFO, a terminal) each attempt checks readiness first and a write moves
 //   at most PIPE_BUF bytes (WriteAll loops), so operations of one scheduler never block its
 //   thread. A blocking descriptor that another thread or program also reads or writes can still
-//   block it between the check and the call: give such descriptors O_NONBLOCK. Regular files are
+//   block it between the check and the call, and a terminal reported writable may have room for
+//   less than PIPE_BUF (its write then waits for the terminal to drain): give such descriptors
+//   O_NONBLOCK. Regular files are
 //   read and written at submission on epoll (the kernel has no readiness for them).
 //   Close() cancels operations in flight on the descriptor on this scheduler first (io_uring
 //   would otherwise keep a receive on a closed socket waiting).
@@ -72,6 +74,8 @@
 #include "etsmgr/executor/task.h"
 
 namespace etsmgr {
+
+class Scheduler;
 
 // The most one operation moves (a larger request is a short read or write).
 inline constexpr size_t kMaxIoBytes = size_t{4} << 20;
@@ -116,8 +120,9 @@ struct IoSpec {
 };
 
 namespace io_internal {
-// Copies what `spec` sends into `op` and sizes its buffers.
-void Fill(const IoSpec& spec, IoOp* op);
+// Copies what `spec` sends into `op` and sizes its buffers, for `scheduler`'s backend (on epoll a
+// write to a blocking pipe or terminal is one PIPE_BUF at most: see FileIoMode).
+void Fill(const IoSpec& spec, IoOp* op, const Scheduler& scheduler);
 // The operation's result: bytes, or the accepted descriptor; copies received data into the
 // spec's spans. `timed_out`: cancelled by its deadline.
 absl::StatusOr<size_t> Finish(const IoSpec& spec, const IoOp* op, bool timed_out);

@@ -1,5 +1,8 @@
 #include "etsmgr/executor/io_op.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include "etsmgr/executor/scheduler.h"
 
 namespace etsmgr {
@@ -32,6 +35,16 @@ const char* IoKindName(IoKind kind) {
       return "poll";
   }
   return "io";
+}
+
+FileIoMode FileIoModeOf(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || (flags & O_NONBLOCK) != 0) return kFileIoDirect;
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode)) {
+    return kFileIoDirect;
+  }
+  return S_ISSOCK(st.st_mode) ? kFileIoSocketDontWait : kFileIoPollFirst;
 }
 
 void IoOp::CancelRunnable::Run() noexcept {

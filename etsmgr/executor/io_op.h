@@ -53,6 +53,22 @@ enum class IoKind : uint8_t {
   kClose,
   kPoll,  // Readiness (poll(2)): the result is the ready events.
 };
+// epoll backend: how a read or write of a descriptor is made without blocking the scheduler's
+// thread.
+enum FileIoMode : int8_t {
+  // A non-blocking descriptor, a regular file, a directory or a block device: the call as is.
+  kFileIoDirect,
+  // A blocking socket: the call as recv/send(msg) with MSG_DONTWAIT, which never waits.
+  kFileIoSocketDontWait,
+  // Any other blocking descriptor (a pipe, a FIFO, a terminal): every attempt checks readiness
+  // first (poll with no wait: two operations queued on one pipe must not both read after one
+  // readiness event), and a write moves at most PIPE_BUF bytes, which a pipe reported writable
+  // takes without waiting (a blocking write waits until every byte is in). The operation's
+  // buffer is sized for that (io_internal::Fill): a big WriteAll copies each byte once.
+  kFileIoPollFirst,
+};
+FileIoMode FileIoModeOf(int fd);
+
 // "accept", "recv", "sendmsg", ...: the operation's name in error messages.
 const char* IoKindName(IoKind kind);
 // Kinds that fill the buffer (their data is copied out after completion).
@@ -123,8 +139,8 @@ class IoOp {
   IoOp* next_in_flight = nullptr;
   IoOp* next_waiting = nullptr;  // epoll: the fd's queue of operations waiting for readiness.
   bool connect_started = false;  // epoll: connect(2) returned EINPROGRESS.
-  // epoll, reads and writes: how the call is made without blocking the scheduler (the poller's
-  // FileIoMode, found at the first attempt; -1: not yet).
+  // epoll, reads and writes: how the call is made without blocking the scheduler (a
+  // FileIoMode; -1: not found yet).
   int8_t file_io_mode = -1;
   bool cancel_sent = false;  // io_uring: an ASYNC_CANCEL for it was submitted.
   bool in_kernel = false;    // io_uring: its SQE was written.

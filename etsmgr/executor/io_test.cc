@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <cstdlib>
 #include <functional>
@@ -292,6 +293,36 @@ TEST_P(IoTest, ABigWriteToABlockingPipeLetsItsReaderRun) {
                                 << " bytes, or other bytes";
   ::close(fds[0]);
   if (fds[1] >= 0) ::close(fds[1]);
+}
+
+// A write operation copies only what one attempt can move: on epoll a write to a blocking pipe
+// moves PIPE_BUF bytes at most (more would block the scheduler's thread), so its operation holds
+// that much and a WriteAll copies each byte once (review finding: each operation copied up to
+// 4 MiB to write 4 KiB of it, quadratic in the size written). On io_uring the kernel's worker
+// takes the whole write.
+TEST_P(IoTest, AWriteToABlockingPipeCopiesOnlyWhatOneAttemptMoves) {
+  auto rt = MakeRuntime();
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const std::string data(size_t{1} << 20, 'x');
+  const bool epoll = rt->scheduler(0).backend() == Backend::kEpoll;
+  for (IoKind kind : {IoKind::kWrite, IoKind::kWriteV}) {
+    IoSpec spec =
+        kind == IoKind::kWrite ? WriteSpec(fds[1], data, -1) : WriteVSpec(fds[1], {data, data}, -1);
+    IoOp* op = IoOp::Create(kind, fds[1]);
+    io_internal::Fill(spec, op, rt->scheduler(0));
+    const size_t whole = kind == IoKind::kWrite ? data.size() : 2 * data.size();
+    EXPECT_EQ(op->length, epoll ? size_t{PIPE_BUF} : whole) << IoKindName(kind);
+    op->Unref();
+  }
+  // A socket's write is not capped (it never blocks: MSG_DONTWAIT).
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  IoOp* op = IoOp::Create(IoKind::kWrite, pair[0]);
+  io_internal::Fill(WriteSpec(pair[0], data, -1), op, rt->scheduler(0));
+  EXPECT_EQ(op->length, data.size());
+  op->Unref();
+  for (int fd : {fds[0], fds[1], pair[0], pair[1]}) ::close(fd);
 }
 
 TEST_P(IoTest, DeadlinePassesWithNothingToReceive) {

@@ -302,15 +302,17 @@ bool Scheduler::RunStep() {
     const bool uncharged_slice = deterministic_ && ++runs_without_time_ >= kRunsPerVirtualSlice;
     if (slice_expired_ || uncharged_slice) {
       // A slice used up takes its time, virtually: timers come due even while runnables keep
-      // each other busy (deterministic: it depends on charges and runs only).
+      // each other busy (deterministic: it depends on charges and runs only). Runs that charged
+      // nothing take a slice of at most 1 ms (a huge slice must not send time to its end).
+      const int64_t step =
+          slice_expired_ ? virtual_slice_ns_ : std::min<int64_t>(virtual_slice_ns_, 1'000'000);
       slice_expired_ = false;
       runs_without_time_ = 0;
       if (deterministic_) {
         // Saturating, below INT64_MAX (an infinite wait's deadline): a huge slice must not
         // overflow virtual time, nor make "never" come due.
-        virtual_now_ns_ = virtual_slice_ns_ >= INT64_MAX - 1 - virtual_now_ns_
-                              ? INT64_MAX - 1
-                              : virtual_now_ns_ + virtual_slice_ns_;
+        virtual_now_ns_ =
+            step >= INT64_MAX - 1 - virtual_now_ns_ ? INT64_MAX - 1 : virtual_now_ns_ + step;
         FireExpiredTimers(virtual_now_ns_);
       }
     }

@@ -2,6 +2,7 @@
 // replays it (the harness pretends a write was lost: --lose_a_write_for_test).
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -53,6 +54,8 @@ SoakRun RunSoak(const std::vector<std::string>& args) {
     run.output.append(buf, static_cast<size_t>(n));
   }
   close(out[0]);
+  // Past the deadline the soak is stopped, so that this wait ends (its status then says killed).
+  if (std::chrono::steady_clock::now() >= deadline) kill(pid, SIGKILL);
   waitpid(pid, &run.status, 0);
   return run;
 }

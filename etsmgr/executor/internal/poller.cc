@@ -616,39 +616,16 @@ class EpollPoller final : public IoPoller {
     int flags = ::fcntl(fd, F_GETFL);
     if (flags >= 0 && (flags & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
   }
-  // How a read or write is made without blocking the scheduler's thread.
-  enum FileIoMode : int8_t {
-    // A non-blocking descriptor, a regular file, a directory or a block device: the call as is.
-    kDirect,
-    // A blocking socket: the call as recv/send(msg) with MSG_DONTWAIT, which never waits.
-    kSocketDontWait,
-    // Any other blocking descriptor (a pipe, a FIFO, a terminal): every attempt checks readiness
-    // first (poll with no wait; two operations queued on one pipe must not both read after one
-    // readiness event), and a write moves at most PIPE_BUF bytes, which a pipe reported writable
-    // takes without waiting (a blocking write waits until every byte is in).
-    kPollFirst,
-  };
-  static FileIoMode FileIoModeOf(int fd) {
-    int flags = ::fcntl(fd, F_GETFL);
-    if (flags < 0 || (flags & O_NONBLOCK) != 0) return kDirect;
-    struct stat st;
-    if (::fstat(fd, &st) != 0 || S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) ||
-        S_ISBLK(st.st_mode)) {
-      return kDirect;
-    }
-    return S_ISSOCK(st.st_mode) ? kSocketDontWait : kPollFirst;
-  }
-
   // A read or write of a file descriptor (kRead, kWrite, kReadV, kWriteV): the system call's
   // result, or -1 with errno EAGAIN when it must wait for readiness.
   static ssize_t FileIo(IoOp* op, bool writes) {
     const int fd = op->fd;
     char* buffer = op->buffer.get();
-    if (op->file_io_mode < 0) op->file_io_mode = FileIoModeOf(fd);
+    if (op->file_io_mode < 0) op->file_io_mode = FileIoModeOf(fd);  // (Fill found it.)
     size_t length = op->length;
     std::vector<iovec> capped;
     const std::vector<iovec>* iov = &op->iov;
-    if (op->file_io_mode == kPollFirst) {
+    if (op->file_io_mode == kFileIoPollFirst) {
       pollfd p{fd, static_cast<int16_t>(writes ? POLLOUT : POLLIN), 0};
       const int ready = ::poll(&p, 1, 0);
       if (ready < 0) return -1;  // errno set (EINTR: tried again).
@@ -671,7 +648,7 @@ class EpollPoller final : public IoPoller {
       }
     }
     const auto iovcnt = static_cast<int>(iov->size());
-    if (op->file_io_mode == kSocketDontWait && op->offset < 0) {
+    if (op->file_io_mode == kFileIoSocketDontWait && op->offset < 0) {
       if (op->kind == IoKind::kRead) return ::recv(fd, buffer, length, MSG_DONTWAIT);
       if (op->kind == IoKind::kWrite) {
         return ::send(fd, buffer, length, MSG_DONTWAIT | MSG_NOSIGNAL);

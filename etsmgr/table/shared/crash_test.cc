@@ -389,7 +389,9 @@ shared_testing::KillRunResult RunKillsUntilOneRepaired(shared_testing::KillRunOp
     total.check_failures += more.check_failures;
     total.lost_writes += more.lost_writes;
     total.harness_failures += more.harness_failures;
-    if (total.first_failure.empty()) total.first_failure = more.first_failure;
+    if (total.first_failure.empty() && !more.first_failure.empty()) {
+      total.first_failure = absl::StrCat(more.first_failure, " (in the run of seed ", o.seed, ")");
+    }
     repairs += Repairs(more.info);
     total.info = more.info;
   }
