@@ -31,8 +31,10 @@ logdir=$(mktemp -d "${TMPDIR:-/tmp}/etsmgr-test.XXXXXX")
 total_passed=0
 total_failed=0
 summary=()
-record() {  # label passed failed
-  summary+=("$(printf '%-12s %d passed, %d failed' "$1:" "$2" "$3")")
+last_record=${SECONDS}
+record() {  # label passed failed; the time since the previous record (the step's) is shown
+  summary+=("$(printf '%-12s %d passed, %d failed (%d s)' "$1:" "$2" "$3" $((SECONDS - last_record)))")
+  last_record=${SECONDS}
   echo "${summary[-1]}"
   total_passed=$((total_passed + $2))
   total_failed=$((total_failed + $3))
