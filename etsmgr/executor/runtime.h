@@ -8,8 +8,8 @@
 // Deterministic mode (`options.deterministic = true`) makes a runtime with one scheduler and no
 // thread: the calling thread drives it (BlockOn runs steps until the task completes), time is
 // virtual (it moves when nothing is ready, by `slice` when a slice is used up, and by `slice`
-// every 4096 runs in a row that used up none, as in a loop of Yield()), and the order among ready
-// coroutines comes from `options.seed`, so a failing seed replays exactly.
+// but at most 1 ms every 4096 runs in a row that used up none, as in a loop of Yield()), and
+// the order among ready coroutines comes from `options.seed`, so a failing seed replays exactly.
 //
 // Threading contract: every method may be called from any thread that is not one of the
 // runtime's scheduler threads, except Spawn/Post, which may also be called from scheduler
