@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <cstdlib>
 #include <deque>
 #include <utility>
@@ -617,13 +616,12 @@ class EpollPoller final : public IoPoller {
     if (flags >= 0 && (flags & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
   }
   // A read or write of a file descriptor (kRead, kWrite, kReadV, kWriteV): the system call's
-  // result, or -1 with errno EAGAIN when it must wait for readiness.
+  // result, or -1 with errno EAGAIN when it must wait for readiness. io_internal::Fill set the
+  // operation's FileIoMode and sized a write to a blocking pipe or terminal to PIPE_BUF at most.
   static ssize_t FileIo(IoOp* op, bool writes) {
     const int fd = op->fd;
     char* buffer = op->buffer.get();
-    if (op->file_io_mode < 0) op->file_io_mode = FileIoModeOf(fd);  // (Fill found it.)
-    size_t length = op->length;
-    std::vector<iovec> capped;
+    const size_t length = op->length;
     const std::vector<iovec>* iov = &op->iov;
     if (op->file_io_mode == kFileIoPollFirst) {
       pollfd p{fd, static_cast<int16_t>(writes ? POLLOUT : POLLIN), 0};
@@ -634,18 +632,6 @@ class EpollPoller final : public IoPoller {
         return -1;
       }
       // Ready, or POLLERR / POLLHUP / POLLNVAL: the call reports what is there, or the error.
-      if (writes) {
-        length = std::min<size_t>(length, PIPE_BUF);
-        if (op->kind == IoKind::kWriteV) {
-          size_t room = PIPE_BUF;
-          for (const iovec& piece : op->iov) {
-            if (room == 0) break;
-            capped.push_back({piece.iov_base, std::min(piece.iov_len, room)});
-            room -= capped.back().iov_len;
-          }
-          iov = &capped;
-        }
-      }
     }
     const auto iovcnt = static_cast<int>(iov->size());
     if (op->file_io_mode == kFileIoSocketDontWait && op->offset < 0) {
