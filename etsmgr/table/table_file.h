@@ -199,14 +199,15 @@ requires TableSerializable<K> && TableSerializable<V> absl::Status SaveTable(
   return file.Commit();
 }
 
+namespace table_file_internal {
+
+// LoadTable, once the file is read and its checksums checked: decodes the objects and makes
+// the table from them.
 template <TableKey K, typename V>
-requires TableSerializable<K> && TableSerializable<V> absl::StatusOr<Table<K, V>> LoadTable(
-    const std::string& path, LoadOptions options) {
-  absl::StatusOr<std::string> bytes = table_file_internal::ReadFile(path, "file2tab");
-  if (!bytes.ok()) return bytes.status();
+requires TableSerializable<K> && TableSerializable<V> absl::StatusOr<Table<K, V>> LoadFromBytes(
+    const std::string& path, std::string bytes, LoadOptions options) {
   TableFileInfo info;
-  absl::StatusOr<std::vector<std::pair<K, V>>> objects =
-      table_file_internal::DecodeFile<K, V>(*bytes, path, &info);
+  absl::StatusOr<std::vector<std::pair<K, V>>> objects = DecodeFile<K, V>(bytes, path, &info);
   if (!objects.ok()) return objects.status();
   if constexpr (table_internal::MayHoldNaN<K>()) {
     // SaveTable never writes one (a table refuses them): the file is damaged.
@@ -218,8 +219,8 @@ requires TableSerializable<K> && TableSerializable<V> absl::StatusOr<Table<K, V>
       }
     }
   }
-  bytes->clear();
-  bytes->shrink_to_fit();
+  bytes.clear();
+  bytes.shrink_to_fit();
   TableOptions table_options;
   table_options.type = info.type;
   table_options.access = options.access.value_or(info.access);
@@ -236,6 +237,23 @@ requires TableSerializable<K> && TableSerializable<V> absl::StatusOr<Table<K, V>
             "file2tab(\"", path, "\"): the header counts ", expected, " objects but only ", added,
             " are distinct (a ", ToString(type), " cannot hold them all: the file is damaged)"));
       });
+}
+
+}  // namespace table_file_internal
+
+template <TableKey K, typename V>
+requires TableSerializable<K> && TableSerializable<V> absl::StatusOr<Table<K, V>> LoadTable(
+    const std::string& path, LoadOptions options) {
+  absl::StatusOr<std::string> bytes = table_file_internal::ReadFile(path, "file2tab");
+  if (!bytes.ok()) return bytes.status();
+  // Decoding allocates each object (a string's bytes, a vector's elements) and the table its
+  // storage: memory running out there is an error of this load, as for the file's bytes.
+  try {
+    return table_file_internal::LoadFromBytes<K, V>(path, std::move(*bytes), std::move(options));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("file2tab(\"", path, "\"): no memory for the file's objects"));
+  }
 }
 
 }  // namespace etsmgr

@@ -18,6 +18,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <new>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -51,6 +52,24 @@ struct TableCodec<Point> {
     out.Put(p.y);
   }
   static bool Decode(TableDecoder& in, Point* p) { return in.Get(&p->x) && in.Get(&p->y); }
+};
+
+// A value whose decoding runs out of memory while g_decode_out_of_memory is set (a decoder that
+// allocates, as std::string's does, meeting a memory limit).
+std::atomic<bool> g_decode_out_of_memory{false};
+struct Hungry {
+  int64_t v = 0;
+  bool operator==(const Hungry&) const = default;
+};
+
+template <>
+struct TableCodec<Hungry> {
+  static std::string Tag() { return "test.Hungry/1"; }
+  static void Encode(const Hungry& h, TableEncoder& out) { out.Put(h.v); }
+  static bool Decode(TableDecoder& in, Hungry* h) {
+    if (g_decode_out_of_memory.load()) throw std::bad_alloc();
+    return in.Get(&h->v);
+  }
 };
 
 namespace {
@@ -296,6 +315,29 @@ TEST(TableFileErrorsTest, FifoHugeFileAndMode) {
 // refused by its checksum before the file's size is allocated; a file larger than the machine's
 // memory is refused before it is read at all (review findings: allocating first ended a damaged
 // file's load in the OOM killer).
+// Memory running out while the objects are decoded (or the table is filled) is an error, as
+// for the file's bytes: ResourceExhausted naming the file, no exception out of LoadTable.
+TEST(TableFileErrorsTest, OutOfMemoryWhileDecodingIsResourceExhausted) {
+  auto node = Node::Create({.schedulers = 1}).value();
+  const std::string path = TestDir() + "/hungry.tab";
+  RunInProcess(*node, [&](Process&) {
+    auto t = Table<int64_t, Hungry>::New().value();
+    ASSERT_TRUE(t.Insert(1, Hungry{2}).ok());
+    ASSERT_TRUE(SaveTable(t, path).ok());
+    ASSERT_TRUE(t.Delete().ok());
+    g_decode_out_of_memory = true;
+    absl::StatusOr<Table<int64_t, Hungry>> loaded = LoadTable<int64_t, Hungry>(path);
+    g_decode_out_of_memory = false;
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kResourceExhausted) << loaded.status();
+    EXPECT_NE(loaded.status().message().find("file2tab(\"" + path + "\")"), std::string::npos)
+        << loaded.status();
+    // And the same file loads once memory is there again.
+    loaded = LoadTable<int64_t, Hungry>(path);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ(loaded->Get(1).value(), Hungry{2});
+  });
+}
+
 TEST(TableFileErrorsTest, ADamagedBodyIsRefusedBeforeItsSizeIsAllocated) {
   namespace tf = table_file_internal;
   auto node = Node::Create({.schedulers = 1}).value();
