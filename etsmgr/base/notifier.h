@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 
 #include "absl/time/clock.h"
@@ -35,14 +36,26 @@ class Notifier {
       const absl::Duration left = deadline - absl::Now();
       if (left <= absl::ZeroDuration()) return false;
       // In steps of at most a second (an infinite deadline would overflow the clock's arithmetic).
-      cv_.wait_for(lock, absl::ToChronoNanoseconds(std::min(left, absl::Seconds(1))));
+      const absl::Duration step = std::min(left, absl::Seconds(1));
+      if (cv_.wait_for(lock, absl::ToChronoNanoseconds(step)) == std::cv_status::timeout &&
+          step == absl::Seconds(1)) {
+        ++full_steps_;
+      }
     }
     return true;
+  }
+  // How many times a waiter slept a whole one-second step without a Notify (under the mutex).
+  // A wake-up lost between a waiter's check and its wait would show here rather than as a hang:
+  // tests whose every change is announced expect none.
+  uint64_t full_steps() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return full_steps_;
   }
 
  private:
   std::mutex mu_;
   std::condition_variable cv_;
+  uint64_t full_steps_ = 0;
 };
 
 }  // namespace etsmgr
