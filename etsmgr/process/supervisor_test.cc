@@ -86,6 +86,18 @@ Task<Pid> ChildPid(Process& self, const Pid& sup, const std::string& id) {
   co_return Pid();
 }
 
+// Waits until child `id`'s pid in which_children is no longer `old` (the supervisor handled its
+// exit: restarted it, or left it undefined, or dropped its spec: Pid()); `old` after 10 s.
+Task<Pid> AwaitChildPidChange(Process& self, const Pid& sup, const std::string& id, Pid old) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    Pid now = co_await ChildPid(self, sup, id);
+    if (now != old) co_return now;
+    co_await self.Sleep(absl::Milliseconds(1));
+  }
+  co_return old;
+}
+
 // Kills child `id` and waits until the supervisor runs a new one.
 Task<Pid> KillAndAwaitRestart(Process& self, const Pid& sup, const std::string& id) {
   Pid old = co_await ChildPid(self, sup, id);
@@ -280,8 +292,9 @@ TEST_F(SupervisorTest, TransientAndTemporaryRules) {
     Send(t, Stop{});
     co_await self.ReceiveIf(
         [ref](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref; });
-    co_await self.Sleep(absl::Milliseconds(20));
-    Pid after_normal = co_await ChildPid(self, sup, "transient");
+    // The supervisor restarts a child in the step that handles its exit: its first answer that
+    // no longer names `t` tells.
+    Pid after_normal = co_await AwaitChildPidChange(self, sup, "transient", t);
     // ...a crash is (restart_child brings it back first).
     absl::StatusOr<Pid> again = co_await RestartChild(self, sup, "transient");
     Pid restarted = co_await KillAndAwaitRestart(self, sup, "transient");
@@ -291,7 +304,7 @@ TEST_F(SupervisorTest, TransientAndTemporaryRules) {
     SendExit(tmp, ExitReason::Kill());
     co_await self.ReceiveIf(
         [ref2](const Envelope& e) { return e.Is<Down>() && e.As<Down>()->ref == ref2; });
-    co_await self.Sleep(absl::Milliseconds(20));
+    co_await AwaitChildPidChange(self, sup, "temporary", tmp);
     absl::StatusOr<ChildCounts> counts = co_await CountChildren(self, sup);
     EXPECT_FALSE(after_normal.valid()) << "a transient child's normal exit: not restarted";
     EXPECT_TRUE(again.ok()) << "restart_child(transient): " << again.status();
