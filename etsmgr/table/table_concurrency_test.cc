@@ -48,9 +48,14 @@ TEST_P(TableConcurrencyTest, CountersFromThreadsAndProcessesAreExact) {
   constexpr int kPerWorker = 20000;
   constexpr int kThreads = 3;
   constexpr int kProcesses = 4;
+  // Every worker starts once all are ready (20,000 updates take a millisecond or so: started one
+  // by one, a thread could be done before the next began).
+  std::atomic<int> ready{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < kThreads; ++i) {
     threads.emplace_back([&] {
+      ready.fetch_add(1);
+      while (ready.load() < kThreads + kProcesses) std::this_thread::yield();
       for (int n = 0; n < kPerWorker; ++n) ASSERT_TRUE(t.UpdateCounter(0, 1).ok());
     });
   }
@@ -58,6 +63,8 @@ TEST_P(TableConcurrencyTest, CountersFromThreadsAndProcessesAreExact) {
   for (int i = 0; i < kProcesses; ++i) {
     procs.emplace_back([&] {
       RunInProcess(*node, [&](Process& self) -> Task<void> {
+        ready.fetch_add(1);
+        while (ready.load() < kThreads + kProcesses) co_await self.Sleep(absl::ZeroDuration());
         for (int n = 0; n < kPerWorker; ++n) {
           EXPECT_TRUE(t.UpdateCounter(0, 1).ok());
           if (n % 1000 == 0) co_await self.Sleep(absl::ZeroDuration());  // Interleave.
