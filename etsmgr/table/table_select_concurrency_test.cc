@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
@@ -253,6 +254,7 @@ TEST_P(SelectUnderWritersTest, ReplaceAndUpdateLoseNothing) {
 }
 
 // SelectDelete against inserts: every inserted object is either deleted (counted) or still there.
+// At least one pass must have run while inserts landed.
 TEST_P(SelectUnderWritersTest, SelectDeleteCountsEveryObjectOnce) {
   ASSERT_TRUE(t_.Clear().ok());
   constexpr int64_t kInserts = 30000;
@@ -270,9 +272,14 @@ TEST_P(SelectUnderWritersTest, SelectDeleteCountsEveryObjectOnce) {
   // A pass over the whole table, then another once the inserter has moved on (its inserts overlap
   // the passes). Passes back to back would make the two threads share a fair lock pass by pass:
   // ~30,000 passes over up to 10,000 keys, minutes under ASan.
+  int overlapped = 0;  // passes during which inserts landed
+  int passes = 0;
   while (!done.load(std::memory_order_acquire)) {
+    const int64_t before = inserted.load(std::memory_order_acquire);
     deleted += t_.SelectDelete(odd_or_late).value();
     const int64_t seen = inserted.load(std::memory_order_acquire);
+    ++passes;
+    if (seen > before) ++overlapped;
     while (!done.load(std::memory_order_acquire) &&
            inserted.load(std::memory_order_acquire) < seen + 200) {
       std::this_thread::yield();
@@ -283,6 +290,8 @@ TEST_P(SelectUnderWritersTest, SelectDeleteCountsEveryObjectOnce) {
   EXPECT_EQ(deleted, static_cast<size_t>(kInserts - 10001));
   EXPECT_EQ(t_.Size().value(), 10001u);
   EXPECT_EQ(t_.SelectCount(odd_or_late).value(), 0u);
+  std::printf("%d of %d passes overlapped inserts\n", overlapped, passes);
+  EXPECT_GT(overlapped, 0) << "no pass ran while inserts landed: the test proves nothing";
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, SelectUnderWritersTest,
