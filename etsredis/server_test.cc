@@ -477,6 +477,7 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
   });
   constexpr int kClients = 3, kKeys = 32, kBatch = 8;
   std::vector<std::map<std::string, int64_t>> acked(kClients);
+  std::atomic<uint64_t> acks{0};  // every client's, to tell which kills writes overlapped
   std::atomic<int> errors{0};
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c) {
@@ -507,6 +508,7 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
           EXPECT_GT(v, last[key]) << key;
           last[key] = v;
           ++acked[c][key];
+          acks.fetch_add(1, std::memory_order_relaxed);
         }
       }
       ::close(fd);
@@ -526,6 +528,7 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
     }
   } join_all{stop, bench, clients};
   int kills = 0, manager_kills = 0;
+  int overlapped = 0;  // kills between which and the victim's successor writes were acknowledged
   const auto start = std::chrono::steady_clock::now();
   const auto end = start + std::chrono::seconds(seconds);
   // The manager once a second from half a second in, within its instance's restart intensity
@@ -546,6 +549,7 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
     ASSERT_TRUE(found.ok() && found->has_value()) << name << ": not registered again";
     etsmgr::Pid victim = **found;
     const uint64_t opens = server_->stats().shard_opens.load();
+    const uint64_t acks_before = acks.load();
     etsmgr::SendExit(victim, etsmgr::ExitReason::Kill());
     (name == manager_name ? manager_kills : kills)++;
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
@@ -566,6 +570,7 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
           [&] { return server_->stats().shard_opens.load() > opens; }, deadline))
           << name;
     }
+    if (acks.load() > acks_before) ++overlapped;
   }
   stop.store(true);
   for (std::thread& t : clients) t.join();
@@ -573,6 +578,12 @@ void ShardCrashesUnderLoad(EtsredisTest& test, ServerOptions options, int second
   EXPECT_EQ(errors.load(), 0);
   EXPECT_GE(kills, 5 * seconds);
   EXPECT_GE(manager_kills, seconds / 2);
+  // The kills met the writes they are about (writes acknowledged while a victim was down or
+  // coming back), most of them.
+  EXPECT_GE(overlapped, (kills + manager_kills) / 2)
+      << overlapped << " of " << kills + manager_kills << " kills overlapped acknowledged writes";
+  std::printf("%d of %d kills overlapped acknowledged writes (%llu acknowledged)\n", overlapped,
+              kills + manager_kills, static_cast<unsigned long long>(acks.load()));
   std::map<std::string, int64_t> total;
   for (const auto& m : acked) {
     for (const auto& [k, n] : m) total[k] += n;
