@@ -23,13 +23,6 @@
 #include "etsmgr/table/shared/test_names.h"
 #include "gtest/gtest.h"
 
-// ThreadSanitizer's deadlock detector follows at most 64 locks held by one thread, and fails its
-// own CHECK past that: the counter's shared table has 64 shards, and emptying a segment a killed
-// program left (new_table) holds every shard's lock and the segment's, 65. Lock order is what
-// that detector checks; the shared map takes its locks in one order (shards by index, then the
-// segment), so this binary does without it under tsan. (Environment TSAN_OPTIONS still apply.)
-extern "C" const char* __tsan_default_options() { return "detect_deadlocks=0"; }
-
 namespace etscounter {
 namespace {
 
