@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -267,7 +268,9 @@ FdGuard::~FdGuard() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void Fill(const IoSpec& spec, IoOp* op, const Scheduler& scheduler) {
+namespace {
+
+void FillOrThrow(const IoSpec& spec, IoOp* op, const Scheduler& scheduler) {
   op->offset = spec.offset;
   op->nowait = spec.nowait && spec.kind == IoKind::kSend;  // Only a send may not wait.
   size_t most = kMaxIoBytes;                               // What one operation moves at most.
@@ -341,6 +344,18 @@ void Fill(const IoSpec& spec, IoOp* op, const Scheduler& scheduler) {
   op->msg.msg_iovlen = op->iov.size();
 }
 
+}  // namespace
+
+absl::Status Fill(const IoSpec& spec, IoOp* op, const Scheduler& scheduler) {
+  try {
+    FillOrThrow(spec, op, scheduler);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(IoKindName(spec.kind), ": no memory for the operation's buffer"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<size_t> Finish(const IoSpec& spec, const IoOp* op, bool timed_out) {
   const char* name = IoKindName(spec.kind);
   if (op->result < 0) {
@@ -372,7 +387,7 @@ absl::StatusOr<size_t> Finish(const IoSpec& spec, const IoOp* op, bool timed_out
 }
 
 void Release(IoOp* op, bool consumed) {
-  if (!consumed) {
+  if (!consumed && op->owner != nullptr) {  // (No owner: never submitted, nothing to cancel.)
     if (op->Abandon()) {
       // Still in flight: it finishes unseen (the poller closes what an accept brings).
       op->owner->CancelIo(op);
@@ -415,7 +430,11 @@ bool IoAwaiter::await_suspend(std::coroutine_handle<> h) noexcept {
     return false;
   }
   op_ = IoOp::Create(spec_.kind, spec_.fd);
-  io_internal::Fill(spec_, op_, *scheduler_);
+  if (absl::Status filled = io_internal::Fill(spec_, op_, *scheduler_); !filled.ok()) {
+    spec_.error = std::move(filled);
+    io_internal::Release(std::exchange(op_, nullptr), /*consumed=*/false);
+    return false;
+  }
   op_->waker = this;
   if (spec_.kind == IoKind::kClose) scheduler_->CancelIoOnFd(spec_.fd);
   if (scheduler_->SubmitIo(op_)) {

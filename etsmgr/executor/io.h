@@ -122,7 +122,8 @@ struct IoSpec {
 namespace io_internal {
 // Copies what `spec` sends into `op` and sizes its buffers, for `scheduler`'s backend (on epoll a
 // write to a blocking pipe or terminal is one PIPE_BUF at most: see FileIoMode).
-void Fill(const IoSpec& spec, IoOp* op, const Scheduler& scheduler);
+// ResourceExhausted when a buffer cannot be allocated (the operation must not be submitted).
+absl::Status Fill(const IoSpec& spec, IoOp* op, const Scheduler& scheduler);
 // The operation's result: bytes, or the accepted descriptor; copies received data into the
 // spec's spans. `timed_out`: cancelled by its deadline.
 absl::StatusOr<size_t> Finish(const IoSpec& spec, const IoOp* op, bool timed_out);

@@ -310,7 +310,7 @@ TEST_P(IoTest, AWriteToABlockingPipeCopiesOnlyWhatOneAttemptMoves) {
     IoSpec spec =
         kind == IoKind::kWrite ? WriteSpec(fds[1], data, -1) : WriteVSpec(fds[1], {data, data}, -1);
     IoOp* op = IoOp::Create(kind, fds[1]);
-    io_internal::Fill(spec, op, rt->scheduler(0));
+    ASSERT_TRUE(io_internal::Fill(spec, op, rt->scheduler(0)).ok());
     const size_t whole = kind == IoKind::kWrite ? data.size() : 2 * data.size();
     EXPECT_EQ(op->length, epoll ? size_t{PIPE_BUF} : whole) << IoKindName(kind);
     op->Unref();
@@ -319,7 +319,7 @@ TEST_P(IoTest, AWriteToABlockingPipeCopiesOnlyWhatOneAttemptMoves) {
   int pair[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
   IoOp* op = IoOp::Create(IoKind::kWrite, pair[0]);
-  io_internal::Fill(WriteSpec(pair[0], data, -1), op, rt->scheduler(0));
+  ASSERT_TRUE(io_internal::Fill(WriteSpec(pair[0], data, -1), op, rt->scheduler(0)).ok());
   EXPECT_EQ(op->length, data.size());
   op->Unref();
   for (int fd : {fds[0], fds[1], pair[0], pair[1]}) ::close(fd);

@@ -70,7 +70,7 @@ Task<absl::StatusOr<size_t>> RunIo(Process& self, IoSpec spec, absl::Time deadli
   ETSMGR_CO_RETURN_IF_ERROR(io_internal::CheckScheduler(scheduler, spec.kind));
   auto* op = new ProcessIoOp(spec.kind, spec.fd, self.self());
   OpGuard guard(op, ProcessAccess::Control(self));
-  io_internal::Fill(spec, op, *scheduler);
+  ETSMGR_CO_RETURN_IF_ERROR(io_internal::Fill(spec, op, *scheduler));
   if (spec.kind == IoKind::kClose) scheduler->CancelIoOnFd(spec.fd);
   if (scheduler->SubmitIo(op)) {
     guard.set_consumed();
