@@ -159,17 +159,26 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   // Descriptors for every client (as Redis does): raise the soft limit to the hard one, and
-  // take fewer clients than asked when even that is short (32 kept for the rest).
+  // take fewer clients than asked when even that is short. Kept for the rest: 32, plus what the
+  // runtime and the shards hold (a scheduler's ring or epoll set, eventfd and timer; a shared
+  // shard's segment, its holder lock and claim). Past the limit, the listener refuses waiting
+  // clients through its spare descriptor rather than leave them in the backlog.
   rlimit files{};
   if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
-    const rlim_t want = static_cast<rlim_t>(options.max_clients) + 32;
+    const rlim_t schedulers = runtime.schedulers > 0
+                                  ? runtime.schedulers
+                                  : std::max(1u, std::thread::hardware_concurrency());
+    const rlim_t shards = options.shards > 0 ? static_cast<rlim_t>(options.shards) : schedulers;
+    const rlim_t reserve = 32 + 4 * schedulers + 4 * shards;
+    const rlim_t want = static_cast<rlim_t>(options.max_clients) + reserve;
     if (files.rlim_cur < want) {
       files.rlim_cur = std::min(want, files.rlim_max);
       setrlimit(RLIMIT_NOFILE, &files);
       getrlimit(RLIMIT_NOFILE, &files);
     }
     if (files.rlim_cur < want) {
-      const int fit = files.rlim_cur > 64 ? static_cast<int>(files.rlim_cur - 32) : 32;
+      const int fit =
+          files.rlim_cur > 2 * reserve ? static_cast<int>(files.rlim_cur - reserve) : 32;
       etsmgr::Logf(etsmgr::LogLevel::kWarning,
                    "etsredis: only %d file descriptors: maxclients lowered from %d to %d",
                    static_cast<int>(files.rlim_cur), options.max_clients, fit);
@@ -243,7 +252,7 @@ int main(int argc, char** argv) {
   }
   absl::Status stopped = (*server)->Stop();
   server->reset();
-  etsmgr::StopManager(**node).IgnoreError();
+  etsmgr::StopManager(**node, options.instance).IgnoreError();
   node->reset();
   return stopped.ok() && !gone ? 0 : 1;
 }

@@ -1,5 +1,8 @@
 #include "etsmgr/net/listener.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <mutex>
@@ -55,11 +58,82 @@ Pid ConnectionsSupervisor(Shared& shared) {
   return shared.connections;
 }
 
+// Refuses the accepted connection `fd`: sends `message` (best effort, without waiting: a full
+// socket buffer just loses it) and closes it. A client that already sent its request still reads
+// the message: Linux hands over received data before the reset that closing with unread input
+// causes.
+void Refuse(int fd, const std::string& message) {
+  if (!message.empty()) {
+    (void)!::send(fd, message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+  ::close(fd);
+}
+
+// A descriptor kept open for the moment the process has none left (EMFILE): closed, it lets the
+// acceptor take one waiting connection and refuse it, so clients in the backlog are told instead
+// of waiting there until some connection ends.
+class SpareDescriptor {
+ public:
+  SpareDescriptor() { Reopen(); }
+  ~SpareDescriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  SpareDescriptor(const SpareDescriptor&) = delete;
+  SpareDescriptor& operator=(const SpareDescriptor&) = delete;
+  // Closes it (false: there was none).
+  bool Free() {
+    if (fd_ < 0) return false;
+    ::close(fd_);
+    fd_ = -1;
+    return true;
+  }
+  void Reopen() {
+    if (fd_ < 0) fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// With the spare descriptor freed: takes one connection waiting on `listen_fd`, if any, and
+// refuses it (-1: none was waiting, or it could not be taken).
+int TakeOneWaiting(int listen_fd) {
+  pollfd p{listen_fd, POLLIN, 0};
+  if (::poll(&p, 1, 0) != 1 || (p.revents & POLLIN) == 0) return -1;
+  // Non-blocking whatever the listening socket's mode (poll said one is there; this is the only
+  // acceptor, but the client may have given up meanwhile).
+  const int flags = ::fcntl(listen_fd, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) ::fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK);
+  const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) ::fcntl(listen_fd, F_SETFL, flags);
+  return fd;
+}
+
 Task<void> Acceptor(Process& self, std::shared_ptr<Shared> shared) {
   const int listen_fd = shared->socket->fd;
   int failures = 0;  // Accept failures in a row.
+  SpareDescriptor spare;
   while (true) {
     absl::StatusOr<int> fd = co_await Accept(self, listen_fd);
+    if (!fd.ok() && fd.status().code() == absl::StatusCode::kResourceExhausted && spare.Free()) {
+      // Out of descriptors: the spare one takes a waiting connection, which is refused.
+      const int waiting = TakeOneWaiting(listen_fd);
+      if (waiting >= 0) {
+        shared->stats->accepted.fetch_add(1, std::memory_order_relaxed);
+        shared->stats->rejected.fetch_add(1, std::memory_order_relaxed);
+        shared->stats->changed.Notify();
+        Refuse(waiting, shared->options.reject_message);
+      }
+      spare.Reopen();
+      if (waiting >= 0) {
+        if (++failures == 1 || failures % 1000 == 0) {
+          Logf(LogLevel::kWarning,
+               "listener: out of descriptors (%s): refusing waiting connections (%d in a row)",
+               fd.status().ToString().c_str(), failures);
+        }
+        continue;
+      }
+    }
     if (!fd.ok()) {
       const absl::StatusCode code = fd.status().code();
       if (code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kCancelled) {
@@ -86,12 +160,7 @@ Task<void> Acceptor(Process& self, std::shared_ptr<Shared> shared) {
     if (shared->stats->live.load(std::memory_order_relaxed) >= shared->options.max_connections) {
       shared->stats->rejected.fetch_add(1, std::memory_order_relaxed);
       shared->stats->changed.Notify();
-      if (!shared->options.reject_message.empty()) {
-        // Best effort, without waiting: a full socket buffer just loses the message.
-        (void)!::send(*fd, shared->options.reject_message.data(),
-                      shared->options.reject_message.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-      }
-      ::close(*fd);
+      Refuse(*fd, shared->options.reject_message);
       continue;
     }
     shared->stats->live.fetch_add(1, std::memory_order_relaxed);

@@ -17,6 +17,9 @@
 //   (whether its body returned, threw or was killed); the body must not close it itself.
 // - Beyond `max_connections` live connections a new one gets `reject_message` (if any) and is
 //   closed at once; the others are not disturbed.
+// - Out of descriptors (EMFILE, ENFILE), the acceptor frees a descriptor it keeps spare, takes one
+//   waiting connection, sends it `reject_message` and closes it, and so on while connections wait:
+//   clients are refused rather than left in the backlog until some connection ends.
 // - Stopping the listener's supervisor stops the acceptor, then every connection (each gets
 //   `connection_shutdown` to finish after its exit signal `shutdown`).
 #ifndef ETSMGR_NET_LISTENER_H_
@@ -50,7 +53,7 @@ struct ListenerOptions {
 struct ListenerStats {
   std::atomic<int> live{0};
   std::atomic<uint64_t> accepted{0};
-  std::atomic<uint64_t> rejected{0};
+  std::atomic<uint64_t> rejected{0};  // Beyond max_connections, or out of descriptors.
   // Notified after each change of `live` and `rejected`: wait for a state with
   //   stats->changed.WaitUntil([&] { return stats->live == 0; }, deadline)
   // (say, connections drained before a shutdown goes on).

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -207,11 +208,16 @@ TEST_P(ListenerTest, ABrokenListeningSocketCrashesToSupervision) {
   AwaitDeath(*node_, sup);  // Within RunInProcess's limit: the restarts exceed the intensity.
 }
 
-TEST_P(ListenerTest, BeyondTheCapANewConnectionIsRefused) {
+// At most `max` connections; the ones beyond are told so.
+ListenerOptions Capped(int max) {
   ListenerOptions options;
-  options.max_connections = 2;
+  options.max_connections = max;
   options.reject_message = "-ERR max number of clients reached\r\n";
-  Start(options);
+  return options;
+}
+
+TEST_P(ListenerTest, BeyondTheCapANewConnectionIsRefused) {
+  Start(Capped(2));
   int a = Dial(address_);
   int b = Dial(address_);
   EXPECT_EQ(Exchange(a, "a"), "a");
@@ -227,6 +233,92 @@ TEST_P(ListenerTest, BeyondTheCapANewConnectionIsRefused) {
   EXPECT_EQ(Exchange(d, "d"), "d");
   ::close(b);
   ::close(d);
+  EXPECT_TRUE(Live(0));
+}
+
+// A client that sent its request right after connecting still reads why it was refused (its
+// unread request makes the close a reset, which Linux delivers after the data sent before it).
+TEST_P(ListenerTest, ARefusedClientThatAlreadySentReadsTheReason) {
+  Start(Capped(1));
+  int a = Dial(address_);
+  EXPECT_EQ(Exchange(a, "a"), "a");
+  for (int i = 0; i < 20; ++i) {
+    int c = Dial(address_);
+    const std::string request = "*1\r\n$4\r\nPING\r\n";
+    ASSERT_EQ(::send(c, request.data(), request.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(request.size()));
+    EXPECT_EQ(RecvSome(c), "-ERR max number of clients reached\r\n") << "client " << i;
+    ::close(c);
+  }
+  EXPECT_EQ(stats_->rejected.load(), 20u);
+  ::close(a);
+  EXPECT_TRUE(Live(0));
+}
+
+// Out of descriptors, clients waiting in the backlog are refused (the acceptor's spare descriptor
+// takes them one by one) instead of waiting there until a connection ends.
+TEST_P(ListenerTest, OutOfDescriptorsWaitingClientsAreRefusedNotLeftWaiting) {
+  ListenerOptions options;
+  options.reject_message = "-ERR out of descriptors\r\n";
+  Start(options);
+  // The clients' sockets first: connecting them needs no descriptor of this process.
+  constexpr int kClients = 12;
+  std::vector<int> clients;
+  for (int i = 0; i < kClients; ++i) {
+    int fd = ::socket(address_.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    clients.push_back(fd);
+  }
+  // Room for 4 more descriptors: the limit is the 4th free descriptor number, plus one.
+  std::vector<bool> used;
+  {
+    DIR* dir = ::opendir("/proc/self/fd");
+    while (dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      const size_t n = std::stoul(e->d_name);
+      if (n >= used.size()) used.resize(n + 1, false);
+      used[n] = true;
+    }
+    ::closedir(dir);  // Its own descriptor, counted as used above, is free again.
+  }
+  rlim_t limit = 0;
+  for (int free = 0; free < 4; ++limit) {
+    if (limit >= used.size() || !used[limit]) ++free;
+  }
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit low = saved;
+  low.rlim_cur = limit;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0) << strerror(errno);
+  int served = 0, refused = 0, waiting = 0;
+  for (int i = 0; i < kClients; ++i) {
+    int rc;
+    do {
+      rc = ::connect(clients[i], reinterpret_cast<const sockaddr*>(&address_.storage),
+                     address_.length);
+    } while (rc < 0 && errno == EINTR);
+    ASSERT_EQ(rc, 0) << strerror(errno);
+    ASSERT_EQ(::send(clients[i], "hi", 2, MSG_NOSIGNAL), 2);
+    char buf[64];
+    ssize_t n;
+    do {
+      n = ::recv(clients[i], buf, sizeof buf, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n == 2 && std::string(buf, 2) == "hi") {
+      ++served;
+    } else if (n >= 0 || errno == ECONNRESET) {
+      ++refused;  // The message, or the end of the stream (a reset loses the message).
+    } else {
+      ++waiting;  // Nothing for 5 s.
+    }
+  }
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  EXPECT_EQ(waiting, 0) << served << " served, " << refused << " refused";
+  EXPECT_GE(refused, 1) << "the limit left room for every client";
+  EXPECT_GE(stats_->rejected.load(), static_cast<uint64_t>(refused));
+  for (int fd : clients) ::close(fd);
   EXPECT_TRUE(Live(0));
 }
 
