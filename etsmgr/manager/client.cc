@@ -50,16 +50,15 @@ std::string Describe(const char* op, const std::string& name) {
 }
 
 // Records a shared table in the instance's directory of shared tables, across programs: a
-// restarted program's manager lists it, and can delete it. A failure is logged; the table is
-// managed all the same (it is reopened by its segment).
-void BindShared(Instance& st, const std::string& name, const SharedStorage& storage,
-                const std::string& key_type, const std::string& value_type)
+// restarted program's manager lists it, and can delete it. A failure is a warning (returned, to be
+// logged after the lock); the table is managed all the same (it is reopened by its segment).
+std::string BindShared(Instance& st, const std::string& name, const SharedStorage& storage,
+                       const std::string& key_type, const std::string& value_type)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
   absl::Status bound = st.shared_dir->Bind(name, storage, key_type, value_type);
-  if (!bound.ok()) {
-    Logf(LogLevel::kWarning, "etsmgr %s: \"%s\": not recorded in %s: %s", st.inst, name,
-         st.shared_dir->segment(), bound.ToString());
-  }
+  if (bound.ok()) return std::string();
+  return absl::StrCat("etsmgr ", st.inst, ": \"", name, "\": not recorded in ",
+                      st.shared_dir->segment(), ": ", bound.ToString());
 }
 
 // add_table: the caller filled the table. Both marks say so: the in-process one (a later new_table
@@ -114,6 +113,14 @@ class ClientCall {
     if (linked_now_ && !registered_ && !st_->dir.HasClient(me_)) self_.Unlink(st_->manager);
     lock_.unlock();
     for (const AnyTable& t : release_) st_->keeper->Release(t).IgnoreError();
+    for (const std::string& line : warnings_) Logf(LogLevel::kWarning, "%s", line);
+  }
+
+  // A warning, logged after the lock (a sink that blocks, say on a full stderr pipe, would stall
+  // every caller and every exiting client of the instance; one that reads the instance's state
+  // would deadlock on the lock). Nothing when `line` is empty.
+  void Warn(std::string line) {
+    if (!line.empty()) warnings_.push_back(std::move(line));
   }
 
   // Unavailable unless the manager runs and the instance is not being discarded. Links the
@@ -188,6 +195,7 @@ class ClientCall {
   bool unlinked_me_ = false;
   bool registered_ = false;  // The caller got its first table of the instance in this call.
   absl::InlinedVector<AnyTable, 1> release_;
+  std::vector<std::string> warnings_;
 };
 
 // Claims a table the instance holds for the caller (hand-back).
@@ -395,8 +403,8 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
         call.Add(name, Entry{*table, Pid(), std::move(managed)});
         ++st->dir.counters.tables_created;
         if (shared) {
-          BindShared(*st, name, *shared, TypeName(*factory.key_type),
-                     TypeName(*factory.value_type));
+          call.Warn(BindShared(*st, name, *shared, TypeName(*factory.key_type),
+                               TypeName(*factory.value_type)));
         }
         if (loaded) {
           // Its data came from the file: initialised already.
@@ -414,10 +422,11 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::NewTableErased(Process& self, std:
             // (or after del_table deleted it while another process still owned it): "created"
             // again, and empty, as a created table is: this client initialises it from nothing,
             // neither over half an initialisation nor over a deleted table's data.
-            Logf(LogLevel::kWarning,
-                 "etsmgr %s: new_table \"%s\": %s was never initialised (or was deleted; its "
-                 "program died first): emptied and handed out as created",
-                 inst_, name, table->core()->storage_description());
+            call.Warn(absl::StrCat(
+                "etsmgr ", inst_, ": new_table \"", name,
+                "\": ", table->core()->storage_description(),
+                " was never initialised (or was deleted; its program died first): emptied and "
+                "handed out as created"));
           }
           result = ManagedTableRef{st->manager, *std::move(table), true};
         }
@@ -512,8 +521,8 @@ Task<absl::StatusOr<ManagedTableRef>> Etsmgr::AddTable(Process& self, std::strin
         MarkFilled(*table.core());
         call.Add(name, Entry{table, Pid(), std::move(managed)});
         if (std::optional<SharedStorage> shared = table.core()->shared_storage()) {
-          BindShared(*st, name, *shared, table.core()->key_type_name(),
-                     table.core()->value_type_name());
+          call.Warn(BindShared(*st, name, *shared, table.core()->key_type_name(),
+                               table.core()->value_type_name()));
         }
         result = ManagedTableRef{st->manager, table, false};
         break;
@@ -555,7 +564,9 @@ Task<absl::Status> Etsmgr::DelTable(Process& self, std::string name, absl::Durat
       table_internal::ManagerAccess::SetStorageInitialised(*shared.core(), false);
       // The record too, under the lock: after it, a new_table or add_table of the name may have
       // recorded its own table.
-      (void)st->shared_dir->Unbind(name);
+      if (std::optional<SharedStorage> storage = shared.core()->shared_storage()) {
+        (void)st->shared_dir->Unbind(name, *storage);  // Unless it names another's table now.
+      }
       shared_keeps = table_internal::ManagerAccess::Keeps(*shared.core());
     }
     if (entry != nullptr) call.Erase(name, /*release=*/true);

@@ -20,9 +20,11 @@
 #include <random>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/error_atom.h"
+#include "etsmgr/base/log.h"
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/manager/manager.h"
@@ -106,6 +108,13 @@ class SharedManagedTableTest : public ::testing::Test {
     (void)SharedMap<int64_t, int64_t>::Remove(options_.shared->segment);
     (void)SharedMap<int64_t, int64_t>::Remove("etsmgr-directory-" + inst_);
     unlink(ClaimPath().c_str());
+  }
+  // The test's segment, made as a program that died while filling it leaves it (not initialised).
+  absl::StatusOr<SharedMap<int64_t, int64_t>> MakeUninitialisedSegment() {
+    SharedMapOptions map = options_.shared->map;
+    map.mode = SharedMapOptions::Mode::kCreate;
+    map.create_uninitialised = true;
+    return SharedMap<int64_t, int64_t>::Open(options_.shared->segment, map);
   }
   std::string SegmentPath() const { return "/dev/shm/" + options_.shared->segment; }
   std::string ClaimPath() const { return "/dev/shm/." + options_.shared->segment + ".owner"; }
@@ -438,6 +447,117 @@ TEST_F(SharedManagedTableTest, NewTableRecordsItAndDelTableForgetsIt) {
   EXPECT_FALSE(Exists(SegmentPath()));
 }
 
+// A record is removed by the del_table of its own table only: another program's (here another
+// node's) del_table of the same name, whose table was recorded before, leaves the record of the
+// table that replaced it (it removed whatever the name's record was: the live table's segment was
+// then missing from Info and could not be deleted by name once its program died).
+TEST_F(SharedManagedTableTest, ADelTableRemovesOnlyTheRecordOfItsOwnTable) {
+  std::unique_ptr<Node> other = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*other, inst_).ok());
+  TableOptions theirs = options_;
+  theirs.shared->segment = shared_testing::UniqueSegmentName("etsmgr-mgr-test-other");
+  Etsmgr mgr(inst_);
+  // The other node's client makes its table, then, told to, deletes it (only its client or
+  // owner may).
+  struct DeleteNow {};
+  std::promise<absl::Status> made, deleted;
+  absl::StatusOr<Pid> theirs_client =
+      other->Spawn([theirs, mgr, &made, &deleted](Process& self) -> Task<void> {
+        made.set_value((co_await mgr.NewTable<int64_t, int64_t>(self, "t", theirs)).status());
+        co_await self.Receive<DeleteNow>();
+        deleted.set_value(co_await mgr.DelTable(self, "t"));
+        co_await self.Receive<DeleteNow>();
+      });
+  ASSERT_TRUE(theirs_client.ok()) << theirs_client.status();
+  ASSERT_TRUE(made.get_future().get().ok());
+  node_ = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  TableOptions ours = options_;
+  RunInProcess(*node_, [ours, mgr](Process& self) -> Task<void> {
+    CO_ASSERT_OK((co_await mgr.NewTable<int64_t, int64_t>(self, "t", ours)).status(),
+                 "this node's new_table");  // The record names this node's segment now.
+  });
+  Send(*theirs_client, DeleteNow{});
+  absl::Status del = deleted.get_future().get();
+  ASSERT_TRUE(del.ok()) << "the other node's del_table: " << del;
+  const std::string segment = options_.shared->segment;
+  RunInProcess(*node_, [mgr, segment](Process& self) -> Task<void> {
+    absl::StatusOr<ManagerInfo> info = co_await mgr.Info(self);
+    CO_ASSERT_OK(info, "info");
+    CO_ASSERT_TRUE(info->shared_tables.size() == 1, "this node's table is still recorded");
+    EXPECT_EQ(info->shared_tables[0].name, "t");
+    EXPECT_EQ(info->shared_tables[0].segment, segment);
+    EXPECT_TRUE(info->shared_tables[0].held);
+  });
+  StopManager(*other, inst_).IgnoreError();
+  other.reset();
+  (void)SharedMap<int64_t, int64_t>::Remove(theirs.shared->segment);
+}
+
+// The warnings of a shared new_table (a segment its program left uninitialised, a table the
+// directory cannot record) are logged after the instance's lock: a sink that blocks (a full
+// stderr pipe) stalled every caller and exiting client of the instance, and one that reads the
+// instance's state deadlocked on it. The sink below cannot take the lock while a line is written
+// under it (one scheduler: no other thread holds it).
+TEST_F(SharedManagedTableTest, ASharedNewTablesWarningsAreLoggedAfterTheInstanceLock) {
+  {
+    absl::StatusOr<SharedMap<int64_t, int64_t>> left = MakeUninitialisedSegment();
+    ASSERT_TRUE(left.ok()) << left.status();
+  }
+  {
+    // The instance's directory of shared tables is damaged: the table cannot be recorded.
+    const std::string directory = "/dev/shm/etsmgr-directory-" + inst_;
+    int fd = open(directory.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0) << directory;
+    const std::string garbage(8192, 'g');
+    ASSERT_EQ(write(fd, garbage.data(), garbage.size()), static_cast<ssize_t>(garbage.size()));
+    close(fd);
+  }
+  node_ = Node::Create({.schedulers = 1}).value();
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  class LockCheckingSink final : public LogSink {
+   public:
+    LockCheckingSink(Node& node, std::string inst) : node_(node), inst_(std::move(inst)) {}
+    void Write(const LogRecord& record) override {
+      std::lock_guard<std::mutex> lock(mu_);
+      lines.emplace_back(record.message);
+      std::shared_ptr<manager_internal::Instance> st = manager_internal::FindInstance(node_, inst_);
+      if (st == nullptr) return;
+      if (!st->mu.try_lock()) {
+        under_lock.emplace_back(record.message);
+        return;
+      }
+      st->mu.unlock();
+    }
+    std::vector<std::string> lines;
+    std::vector<std::string> under_lock;
+
+   private:
+    Node& node_;
+    const std::string inst_;
+    std::mutex mu_;
+  } sink(*node_, inst_);
+  LogSink* previous = SetLogSink(&sink);
+  TableOptions options = options_;
+  Etsmgr mgr(inst_);
+  RunInProcess(*node_, [options, mgr](Process& self) -> Task<void> {
+    absl::StatusOr<ManagedTableRef> r =
+        co_await mgr.NewTable<int64_t, int64_t>(self, "counter", options);
+    CO_ASSERT_OK(r, "new_table(counter)");
+    EXPECT_TRUE(r->created) << "an uninitialised segment is handed out as created";
+  });
+  SetLogSink(previous);
+  bool uninitialised = false, unrecorded = false;
+  for (const std::string& line : sink.lines) {
+    uninitialised |= line.find("was never initialised") != std::string::npos;
+    unrecorded |= line.find("not recorded in") != std::string::npos;
+  }
+  EXPECT_TRUE(uninitialised) << "the uninitialised segment's warning";
+  EXPECT_TRUE(unrecorded) << "the directory's warning";
+  EXPECT_TRUE(sink.under_lock.empty())
+      << sink.under_lock.size() << " line(s) under the lock, first: " << sink.under_lock.front();
+}
+
 // AddTable of a shared table the client made records it in the directory of shared tables, as
 // NewTable does (before, only NewTable did: a program restarted after a crash could not list
 // such a table nor DelTable it by name), and DelTable forgets the record and removes the segment.
@@ -742,11 +862,7 @@ absl::StatusOr<AnyTable> CreateThenWriteThroughTheName(TableOptions options) {
 
 TEST_F(SharedManagedTableTest, AnUninitialisedSegmentIsEmptiedBeforeItsTableCanBeFoundByName) {
   {
-    SharedMapOptions map = options_.shared->map;
-    map.mode = SharedMapOptions::Mode::kCreate;
-    map.create_uninitialised = true;  // A program that died while filling it.
-    absl::StatusOr<SharedMap<int64_t, int64_t>> left =
-        SharedMap<int64_t, int64_t>::Open(options_.shared->segment, map);
+    absl::StatusOr<SharedMap<int64_t, int64_t>> left = MakeUninitialisedSegment();
     ASSERT_TRUE(left.ok()) << left.status();
     ASSERT_TRUE(left->Insert(kCounter, 99).ok());
     ASSERT_TRUE(left->Insert(kCounter + 1, 99).ok());
@@ -779,11 +895,7 @@ TEST_F(SharedManagedTableTest, AnUninitialisedSegmentIsEmptiedBeforeItsTableCanB
 TEST_F(SharedManagedTableTest,
        AnUninitialisedSegmentThatCannotBeEmptiedGoesAndTheNextNewTableStartsFresh) {
   {
-    SharedMapOptions map = options_.shared->map;
-    map.mode = SharedMapOptions::Mode::kCreate;
-    map.create_uninitialised = true;
-    absl::StatusOr<SharedMap<int64_t, int64_t>> left =
-        SharedMap<int64_t, int64_t>::Open(options_.shared->segment, map);
+    absl::StatusOr<SharedMap<int64_t, int64_t>> left = MakeUninitialisedSegment();
     ASSERT_TRUE(left.ok()) << left.status();
     for (int64_t k = 0; k < 100; ++k) ASSERT_TRUE(left->Insert(k, k).ok());
   }

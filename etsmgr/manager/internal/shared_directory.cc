@@ -92,9 +92,14 @@ absl::Status SharedDirectory::Bind(const std::string& name, const SharedStorage&
   return (*map)->Insert(*key, e);
 }
 
-absl::Status SharedDirectory::Unbind(const std::string& name) { return UnbindIf(name, nullptr); }
+absl::Status SharedDirectory::Unbind(const std::string& name, const SharedStorage& storage) {
+  SharedTableRecord only;
+  only.segment = storage.segment;
+  only.directory = storage.map.directory;
+  return UnbindIf(name, only);
+}
 
-absl::Status SharedDirectory::UnbindIf(const std::string& name, const SharedTableRecord* only) {
+absl::Status SharedDirectory::UnbindIf(const std::string& name, const SharedTableRecord& only) {
   absl::StatusOr<Key> key = Key::Make(name);
   if (!key.ok()) return absl::OkStatus();  // Never bound.
   absl::StatusOr<Map*> map = Open(/*create=*/false);
@@ -104,8 +109,8 @@ absl::Status SharedDirectory::UnbindIf(const std::string& name, const SharedTabl
       *key,
       [&](const SharedDirectoryEntry* current, SharedDirectoryEntry*) {
         if (current == nullptr) return SharedMapAction::kKeep;
-        const bool same = only == nullptr || (current->segment.view() == only->segment &&
-                                              current->directory.view() == only->directory);
+        const bool same =
+            current->segment.view() == only.segment && current->directory.view() == only.directory;
         return same ? SharedMapAction::kErase : SharedMapAction::kKeep;
       },
       "unbind");
@@ -156,7 +161,7 @@ absl::Status SharedDirectory::RemoveUnheld(const std::string& name) {
   // The record goes while the claim is held, and only if it still names this segment: once the
   // claim is released, a new_table of the name (in this program or another) may make the segment
   // again and record it, and a record of the name with other storage is someone else's.
-  absl::Status unbound = UnbindIf(name, &**record);
+  absl::Status unbound = UnbindIf(name, **record);
   claim->Remove();
   return unbound;
 }

@@ -51,7 +51,9 @@ class SharedDirectory {
   // a name longer than kMaxSharedTableName bytes.
   absl::Status Bind(const std::string& name, const SharedStorage& storage,
                     const std::string& key_type, const std::string& value_type);
-  absl::Status Unbind(const std::string& name);
+  // Removes the record of `name` while it names `storage`'s segment (another program may have
+  // bound the name to its own table since).
+  absl::Status Unbind(const std::string& name, const SharedStorage& storage);
   // The record of `name`, if any.
   absl::StatusOr<std::optional<SharedTableRecord>> Find(const std::string& name);
   // Every record, with `held` probed (a live program holds the claim).
@@ -63,8 +65,8 @@ class SharedDirectory {
  private:
   // The open directory; null (and OK) when it does not exist and `create` is false.
   absl::StatusOr<Map*> Open(bool create);
-  // Removes the record of `name`; with `only`, only while it still names only's segment.
-  absl::Status UnbindIf(const std::string& name, const SharedTableRecord* only);
+  // Removes the record of `name` while it still names only's segment.
+  absl::Status UnbindIf(const std::string& name, const SharedTableRecord& only);
   static SharedTableRecord ToRecord(const std::string& name, const SharedDirectoryEntry& e);
   static SharedMapOptions MapOptions(const SharedTableRecord& record);
 
