@@ -2,6 +2,7 @@
 #include "etsmgr/process/supervisor.h"
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -22,9 +23,18 @@ struct Stop {};
 struct EventLog {
   std::mutex mu;
   std::vector<std::string> events;
+  std::map<std::string, int> bodies;  // Bodies of each child that began to run.
   void Add(std::string e) {
     std::lock_guard<std::mutex> lock(mu);
     events.push_back(std::move(e));
+  }
+  int Bodies(const std::string& name) {
+    std::lock_guard<std::mutex> lock(mu);
+    return bodies[name];
+  }
+  void BodyBegan(const std::string& name) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++bodies[name];
   }
   std::string Joined() {
     std::lock_guard<std::mutex> lock(mu);
@@ -37,6 +47,9 @@ struct EventLog {
 };
 
 struct Marker {
+  Marker(std::shared_ptr<EventLog> l, std::string n) : log(std::move(l)), name(std::move(n)) {
+    log->BodyBegan(name);
+  }
   std::shared_ptr<EventLog> log;
   std::string name;
   ~Marker() { log->Add("stop:" + name); }
@@ -54,9 +67,17 @@ ChildSpec Logged(std::shared_ptr<EventLog> log, std::string name,
       },
       restart);
   auto spawn = std::move(spec.start);
+  // The start returns once the child's body runs (its Marker is made), as a proc_lib start
+  // waits for its child's init: a child stopped before it ever ran would log no stop.
   spec.start = [log, name, spawn](Process& sup) -> Task<absl::StatusOr<Pid>> {
     log->Add("start:" + name);
-    co_return co_await spawn(sup);
+    const int before = log->Bodies(name);
+    absl::StatusOr<Pid> pid = co_await spawn(sup);
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (pid.ok() && pid->alive() && log->Bodies(name) == before && absl::Now() < deadline) {
+      co_await sup.Sleep(absl::Milliseconds(1));
+    }
+    co_return pid;
   };
   return spec;
 }
