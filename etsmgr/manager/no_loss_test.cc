@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -22,6 +23,7 @@
 #include "etsmgr/manager/internal/instance.h"
 #include "etsmgr/manager/managed_table.h"
 #include "etsmgr/manager/manager.h"
+#include "etsmgr/process/internal/process_control.h"
 #include "etsmgr/process/testing/test_util.h"
 #include "gtest/gtest.h"
 
@@ -246,6 +248,48 @@ TEST(NoLossTest, VaultKilledWhileHoldingTables) {
         co_await ExpectBack(self, "live");
       },
       30);
+}
+
+// An heir that cannot take the table when its owner dies (no memory for its resource list) does
+// not strand it: the table goes to the instance as if it had no heir, and comes back. (The
+// exception left it with its dead owner, on nobody's list: every later new_table of the name was
+// refused while the heir lived.)
+std::atomic<int> g_adopt_faults{0};
+void AdoptRunsOutOfMemoryOnce() {
+  process_internal::g_adopt_resource_fault.store(nullptr);
+  ++g_adopt_faults;
+  throw std::bad_alloc();
+}
+
+TEST(NoLossTest, AnHeirThatCannotAdoptTheTableLeavesItWithTheInstance) {
+  RunEverywhere(
+      [](Process& self) -> Task<void> {
+        absl::StatusOr<Pid> sup = co_await StartEmbedded(self);
+        CO_ASSERT_OK(sup, "start the embedded instance");
+        // An heir with nothing but its mailbox (no resource list yet).
+        Pid heir =
+            self.Spawn([](Process& p) -> Task<void> { co_await p.Receive<Crash>(); }).value();
+        Pid me = self.self();
+        Pid client = self.Spawn([me, heir](Process& p) -> Task<void> {
+                           absl::StatusOr<ManagedTableRef> r =
+                               co_await Etsmgr(kInst).NewTable<int64_t, int64_t>(p, "t");
+                           bool ok = r.ok() && IntTable::Attach(r->table)->Insert(1, 41).ok() &&
+                                     r->table.SetHeir(heir).ok();
+                           Send(me, Ready{ok});
+                           co_await p.Receive<Crash>();
+                         })
+                         .value();
+        Ready ready = co_await self.Receive<Ready>();
+        CO_ASSERT_TRUE(ready.ok, "the client made its table and named the heir");
+        g_adopt_faults = 0;
+        process_internal::g_adopt_resource_fault.store(&AdoptRunsOutOfMemoryOnce);
+        co_await KillAndAwait(self, client);
+        process_internal::g_adopt_resource_fault.store(nullptr);
+        EXPECT_EQ(g_adopt_faults.load(), 1) << "the heir's adoption ran out of memory";
+        co_await ExpectBack(self, "t");
+        SendExit(heir, ExitReason::Kill());
+      },
+      10);
 }
 
 // The manager killed past the instance's restart intensity: its supervisor gives up (tables

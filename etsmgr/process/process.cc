@@ -521,6 +521,10 @@ bool ProcessControl::AdoptResource(const std::shared_ptr<ExitResource>& resource
     if (r->holder_.load(std::memory_order_relaxed) != from) continue;
     mu_.AssertHeld();  // Both locks are held, in an order the analysis cannot follow.
     if (resources_closed_) return false;
+    // What can fail (this process's first resource allocates its list) comes before any change:
+    // a throw leaves the resource where it was.
+    if (AdoptFault fault = g_adopt_resource_fault.load(std::memory_order_acquire)) fault();
+    (void)extras();
     if (from != nullptr) {
       from->mu_.AssertHeld();
       from->UnlinkResource(r);  // The holder's reference moves with it.

@@ -3,6 +3,7 @@
 #include <cxxabi.h>
 
 #include <cstdlib>
+#include <new>
 #include <typeindex>
 #include <unordered_map>
 #include <utility>
@@ -525,12 +526,25 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   Pid previous;                          // The exiting owner's reference, released after the lock.
   std::shared_ptr<const std::any> data;  // The heir's, copied after the lock.
   std::shared_ptr<TableKeeper> keeper;
+  bool heir_failed = false;  // The heir could not take it (no memory): as if it had none.
   {
     ExclusiveLock lock(meta_mu_);
     if (deleted()) return;
     // Handed over (TableKeeper::HandOver) while `owner` was exiting: no longer its table.
     if (owner_serial_.load(std::memory_order_relaxed) != owner.serial()) return;
-    if (heir_.valid() && heir_ != owner && ProcessAccess::AdoptResource(heir_, AsResource())) {
+    bool adopted = false;
+    if (heir_.valid() && heir_ != owner) {
+      try {
+        adopted = ProcessAccess::AdoptResource(heir_, AsResource());
+      } catch (const std::bad_alloc&) {
+        // Nothing changed: the table goes to its keeper, or is deleted, as without an heir (an
+        // exception out of here left it with its dead owner, found by nobody).
+        heir_failed = true;
+        heir_ = Pid();
+        heir_data_.reset();
+      }
+    }
+    if (adopted) {
       heir = heir_;
       data = heir_data_;
       previous = ReplaceOwner(heir);
@@ -541,6 +555,7 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
       kept_ = true;
     }
   }
+  if (heir_failed) LogHookThrew("its heir's adoption (no memory; the heir is dropped)");
   if (heir.valid()) {
     // The user's copy of the data runs here, after the lock (it may take time, or use this
     // table). A copy that throws (the user's type, or no memory) must not stop the exit from

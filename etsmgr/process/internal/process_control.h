@@ -225,6 +225,8 @@ class ProcessControl final : public PidTarget,
   // process has begun exiting, so a resource can never be attached to a process that will not
   // release it. ReleaseResource detaches without calling OnOwnerExit (no-op unless this process
   // holds it).
+  // It may throw (no memory for this process's resource list: std::bad_alloc), and then too
+  // nothing changes.
   bool AdoptResource(const std::shared_ptr<ExitResource>& resource);
   void ReleaseResource(ExitResource* resource);
   size_t resource_count() const;
@@ -373,6 +375,11 @@ class ProcessAccess {
     return pid.control()->HasExitHook(key);
   }
 };
+
+// Tests: run where AdoptResource allocates, before it changes anything; may throw as the
+// allocation would (std::bad_alloc).
+using AdoptFault = void (*)();
+inline std::atomic<AdoptFault> g_adopt_resource_fault{nullptr};
 
 }  // namespace process_internal
 
