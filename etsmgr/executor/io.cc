@@ -348,6 +348,7 @@ void FillOrThrow(const IoSpec& spec, IoOp* op, const Scheduler& scheduler) {
 
 absl::Status Fill(const IoSpec& spec, IoOp* op, const Scheduler& scheduler) {
   try {
+    if (FillFault fault = g_fill_fault.load(std::memory_order_acquire)) fault();
     FillOrThrow(spec, op, scheduler);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(

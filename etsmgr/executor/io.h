@@ -56,6 +56,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -124,6 +125,9 @@ namespace io_internal {
 // write to a blocking pipe or terminal is one PIPE_BUF at most: see FileIoMode).
 // ResourceExhausted when a buffer cannot be allocated (the operation must not be submitted).
 absl::Status Fill(const IoSpec& spec, IoOp* op, const Scheduler& scheduler);
+// Tests: runs where Fill allocates; may throw as an allocation would (std::bad_alloc).
+using FillFault = void (*)();
+inline std::atomic<FillFault> g_fill_fault{nullptr};
 // The operation's result: bytes, or the accepted descriptor; copies received data into the
 // spec's spans. `timed_out`: cancelled by its deadline.
 absl::StatusOr<size_t> Finish(const IoSpec& spec, const IoOp* op, bool timed_out);

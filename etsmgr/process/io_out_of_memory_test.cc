@@ -1,13 +1,12 @@
 // An I/O operation whose buffer cannot be allocated answers ResourceExhausted, from a process
 // (RunIo) and from a plain task (IoAwaiter), on both backends; it used to crash the program (the
 // never-submitted operation was cancelled through its null scheduler) or terminate it (the
-// awaiter's noexcept suspension threw). Memory runs out through this binary's operator new, which
-// fails allocations of 1 MiB and more on a thread that asked for it.
+// awaiter's noexcept suspension threw). Memory runs out through io_internal::g_fill_fault, which
+// throws std::bad_alloc where Fill allocates, on a thread that asked for it. (An operator new
+// that fails did the same, but TSan's runtime defines operator new itself.)
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cstdlib>
-#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -20,31 +19,24 @@
 #include "etsmgr/process/testing/test_util.h"
 #include "gtest/gtest.h"
 
-namespace {
-thread_local bool g_big_allocations_fail = false;
-constexpr std::size_t kBig = std::size_t{1} << 20;
-
-void* Allocate(std::size_t n) {
-  if (g_big_allocations_fail && n >= kBig) throw std::bad_alloc();
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace
-
-void* operator new(std::size_t n) { return Allocate(n); }
-void* operator new[](std::size_t n) { return Allocate(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-
 namespace etsmgr {
 namespace {
 
-// Big allocations fail on this thread while it lives.
+thread_local bool t_out_of_memory = false;
+void FailIfOutOfMemory() {
+  if (t_out_of_memory) throw std::bad_alloc();
+}
+
+// An operation's buffer cannot be allocated on this thread while it lives.
 struct OutOfMemory {
-  OutOfMemory() { g_big_allocations_fail = true; }
-  ~OutOfMemory() { g_big_allocations_fail = false; }
+  OutOfMemory() {
+    io_internal::g_fill_fault.store(&FailIfOutOfMemory);
+    t_out_of_memory = true;
+  }
+  ~OutOfMemory() {
+    t_out_of_memory = false;
+    io_internal::g_fill_fault.store(nullptr);
+  }
 };
 
 class IoOutOfMemoryTest : public BackendTest {
