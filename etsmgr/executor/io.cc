@@ -430,7 +430,13 @@ bool IoAwaiter::await_suspend(std::coroutine_handle<> h) noexcept {
     spec_.error = std::move(ok);
     return false;
   }
-  op_ = IoOp::Create(spec_.kind, spec_.fd);
+  try {
+    op_ = IoOp::Create(spec_.kind, spec_.fd);
+  } catch (const std::bad_alloc&) {
+    spec_.error = absl::ResourceExhaustedError(
+        absl::StrCat(IoKindName(spec_.kind), ": no memory for the operation"));
+    return false;
+  }
   if (absl::Status filled = io_internal::Fill(spec_, op_, *scheduler_); !filled.ok()) {
     spec_.error = std::move(filled);
     io_internal::Release(std::exchange(op_, nullptr), /*consumed=*/false);

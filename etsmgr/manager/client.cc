@@ -113,7 +113,10 @@ class ClientCall {
     if (linked_now_ && !registered_ && !st_->dir.HasClient(me_)) self_.Unlink(st_->manager);
     lock_.unlock();
     for (const AnyTable& t : release_) st_->keeper->Release(t).IgnoreError();
-    for (const std::string& line : warnings_) Logf(LogLevel::kWarning, "%s", line);
+    try {
+      for (const std::string& line : warnings_) Logf(LogLevel::kWarning, "%s", line);
+    } catch (...) {  // No memory for a line, or a sink that throws: the call is done regardless.
+    }
   }
 
   // A warning, logged after the lock (a sink that blocks, say on a full stderr pipe, would stall

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "etsmgr/base/log.h"
 #include "etsmgr/base/mutex.h"
@@ -95,18 +96,20 @@ class SpareDescriptor {
   int fd_ = -1;
 };
 
-// With the spare descriptor freed: takes one connection waiting on `listen_fd`, if any, and
-// refuses it (-1: none was waiting, or it could not be taken).
+// With the spare descriptor freed: takes one connection waiting on `listen_fd`, if any (-1:
+// none was waiting, or it could not be taken). The listening socket is non-blocking (ListenTcp).
 int TakeOneWaiting(int listen_fd) {
   pollfd p{listen_fd, POLLIN, 0};
   if (::poll(&p, 1, 0) != 1 || (p.revents & POLLIN) == 0) return -1;
-  // Non-blocking whatever the listening socket's mode (poll said one is there; this is the only
-  // acceptor, but the client may have given up meanwhile).
-  const int flags = ::fcntl(listen_fd, F_GETFL);
-  if (flags >= 0 && (flags & O_NONBLOCK) == 0) ::fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK);
-  const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-  if (flags >= 0 && (flags & O_NONBLOCK) == 0) ::fcntl(listen_fd, F_SETFL, flags);
-  return fd;
+  return ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+// The process (EMFILE) or the system (ENFILE) is out of descriptors: not memory pressure
+// (ENOMEM, ENOBUFS), which the same status code names and which passes by itself.
+bool OutOfDescriptors(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kResourceExhausted &&
+         (absl::StrContains(status.message(), "(EMFILE)") ||
+          absl::StrContains(status.message(), "(ENFILE)"));
 }
 
 Task<void> Acceptor(Process& self, std::shared_ptr<Shared> shared) {
@@ -114,8 +117,9 @@ Task<void> Acceptor(Process& self, std::shared_ptr<Shared> shared) {
   int failures = 0;  // Accept failures in a row.
   SpareDescriptor spare;
   while (true) {
+    spare.Reopen();  // (Lost when descriptors ran out: taken again as soon as one is free.)
     absl::StatusOr<int> fd = co_await Accept(self, listen_fd);
-    if (!fd.ok() && fd.status().code() == absl::StatusCode::kResourceExhausted && spare.Free()) {
+    if (!fd.ok() && OutOfDescriptors(fd.status()) && spare.Free()) {
       // Out of descriptors: the spare one takes a waiting connection, which is refused.
       const int waiting = TakeOneWaiting(listen_fd);
       if (waiting >= 0) {

@@ -17,9 +17,10 @@
 //   (whether its body returned, threw or was killed); the body must not close it itself.
 // - Beyond `max_connections` live connections a new one gets `reject_message` (if any) and is
 //   closed at once; the others are not disturbed.
-// - Out of descriptors (EMFILE, ENFILE), the acceptor frees a descriptor it keeps spare, takes one
-//   waiting connection, sends it `reject_message` and closes it, and so on while connections wait:
-//   clients are refused rather than left in the backlog until some connection ends.
+// - Out of descriptors (EMFILE, ENFILE; not memory: ENOMEM, ENOBUFS), the acceptor frees a
+//   descriptor it keeps spare, takes one waiting connection, sends it `reject_message` and closes
+//   it, and so on while connections wait: clients are refused rather than left in the backlog
+//   until some connection ends.
 // - Stopping the listener's supervisor stops the acceptor, then every connection (each gets
 //   `connection_shutdown` to finish after its exit signal `shutdown`).
 #ifndef ETSMGR_NET_LISTENER_H_

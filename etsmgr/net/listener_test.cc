@@ -271,7 +271,8 @@ TEST_P(ListenerTest, OutOfDescriptorsWaitingClientsAreRefusedNotLeftWaiting) {
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     clients.push_back(fd);
   }
-  // Room for 4 more descriptors: the limit is the 4th free descriptor number, plus one.
+  // Room for 5 more descriptors: the limit is the 4th free descriptor number, plus one, and the
+  // directory's own descriptor, counted as used below, is free again after.
   std::vector<bool> used;
   {
     DIR* dir = ::opendir("/proc/self/fd");
@@ -281,15 +282,19 @@ TEST_P(ListenerTest, OutOfDescriptorsWaitingClientsAreRefusedNotLeftWaiting) {
       if (n >= used.size()) used.resize(n + 1, false);
       used[n] = true;
     }
-    ::closedir(dir);  // Its own descriptor, counted as used above, is free again.
+    ::closedir(dir);
   }
   rlim_t limit = 0;
   for (int free = 0; free < 4; ++limit) {
     if (limit >= used.size() || !used[limit]) ++free;
   }
-  rlimit saved{};
-  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
-  rlimit low = saved;
+  // The limit is restored however the test ends (the binary's later tests need descriptors).
+  struct RestoreLimit {
+    rlimit saved{};
+    ~RestoreLimit() { ::setrlimit(RLIMIT_NOFILE, &saved); }
+  } restore;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &restore.saved), 0);
+  rlimit low = restore.saved;
   low.rlim_cur = limit;
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0) << strerror(errno);
   int served = 0, refused = 0, waiting = 0;
@@ -314,7 +319,7 @@ TEST_P(ListenerTest, OutOfDescriptorsWaitingClientsAreRefusedNotLeftWaiting) {
       ++waiting;  // Nothing for 5 s.
     }
   }
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &restore.saved), 0);
   EXPECT_EQ(waiting, 0) << served << " served, " << refused << " refused";
   EXPECT_GE(refused, 1) << "the limit left room for every client";
   EXPECT_GE(stats_->rejected.load(), static_cast<uint64_t>(refused));

@@ -527,6 +527,8 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
   std::shared_ptr<const std::any> data;  // The heir's, copied after the lock.
   std::shared_ptr<TableKeeper> keeper;
   bool heir_failed = false;  // The heir could not take it (no memory): as if it had none.
+  Pid dropped_heir;          // Its heir and data then, dropped after the
+  std::shared_ptr<const std::any> dropped_data;  // lock (the data's destructor is the user's).
   {
     ExclusiveLock lock(meta_mu_);
     if (deleted()) return;
@@ -540,8 +542,8 @@ void TableCore::OnOwnerExit(const Pid& owner, const ExitReason& reason) {
         // Nothing changed: the table goes to its keeper, or is deleted, as without an heir (an
         // exception out of here left it with its dead owner, found by nobody).
         heir_failed = true;
-        heir_ = Pid();
-        heir_data_.reset();
+        dropped_heir = std::exchange(heir_, Pid());
+        dropped_data = std::move(heir_data_);
       }
     }
     if (adopted) {

@@ -225,7 +225,7 @@ absl::Status MapCore::RepairHeld(size_t s) const {
 // --- Holder tokens.
 
 std::atomic<uint64_t> MapCore::fork_generation{0};
-std::atomic<uint64_t> MapCore::read_retries{0};
+MapCore::Counter MapCore::read_retries;
 
 namespace {
 // The descriptions holding this process's holder-token file locks, so that a forked child drops

@@ -323,9 +323,14 @@ class MapCore {
  public:
   // Raised in a forked child (pthread_atfork), whose handles then draw new holder tokens.
   static std::atomic<uint64_t> fork_generation;
-  // Lock-free reads of this process that found their shard being written and tried again (a
-  // statistic: a test's evidence that its readers met its writers).
-  static std::atomic<uint64_t> read_retries;
+  // Lock-free reads of this process that read a slot while its shard was being written (the
+  // sequence changed under them: the read is tried again). A statistic, a test's evidence that
+  // its readers met its writers; on a cache line of its own (fork_generation is read by every
+  // write).
+  struct alignas(64) Counter {
+    std::atomic<uint64_t> value{0};
+  };
+  static Counter read_retries;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -337,7 +342,6 @@ MapCore::FastFind MapCore::TryFind(const uint64_t* key, uint64_t* value, int tri
   const uint64_t ctrl = CtrlOf(HashWordsFixed<KW>(key));
   ShardHeader* sh = Shard(ShardOf(ctrl));
   for (int t = 0; t < tries; ++t) {
-    if (t > 0) read_retries.fetch_add(1, std::memory_order_relaxed);
     const uint64_t seq = Load(&sh->seq);
     if (seq & 1) {
       CpuRelax();
@@ -363,6 +367,7 @@ MapCore::FastFind MapCore::TryFind(const uint64_t* key, uint64_t* value, int tri
       }
     }
     if (LoadRelaxed(&sh->seq) == seq) return found ? FastFind::kFound : FastFind::kAbsent;
+    read_retries.value.fetch_add(1, std::memory_order_relaxed);  // It read during a write.
   }
   return FastFind::kSlow;
 }
