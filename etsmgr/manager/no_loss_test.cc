@@ -292,6 +292,27 @@ TEST(NoLossTest, AnHeirThatCannotAdoptTheTableLeavesItWithTheInstance) {
       10);
 }
 
+// The same for the instance's keeper: a client with no heir dies while the vault cannot take its
+// table (no memory for its list): the table is parked, as when the vault is exiting, and comes
+// back (an exception out of PlaceLocked, which is noexcept, ended the program).
+TEST(NoLossTest, AKeeperThatCannotAdoptTheTableParksIt) {
+  RunEverywhere(
+      [](Process& self) -> Task<void> {
+        absl::StatusOr<Pid> sup = co_await StartEmbedded(self);
+        CO_ASSERT_OK(sup, "start the embedded instance");
+        Pid client = SpawnClient(self, "t");
+        Ready ready = co_await self.Receive<Ready>();
+        CO_ASSERT_TRUE(ready.ok, "the client made its table");
+        g_adopt_faults = 0;
+        process_internal::g_adopt_resource_fault.store(&AdoptRunsOutOfMemoryOnce);
+        co_await KillAndAwait(self, client);
+        process_internal::g_adopt_resource_fault.store(nullptr);
+        EXPECT_EQ(g_adopt_faults.load(), 1) << "the vault's adoption ran out of memory";
+        co_await ExpectBack(self, "t");
+      },
+      10);
+}
+
 // The manager killed past the instance's restart intensity: its supervisor gives up (tables
 // parked), the application's supervisor starts it again, and everything is back.
 TEST(NoLossTest, RestartIntensityExhausted) {

@@ -1,6 +1,7 @@
 #include "etsmgr/table/table_keeper.h"
 
 #include <mutex>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -35,10 +36,14 @@ size_t TableKeeper::parked_count() const {
 
 Pid TableKeeper::PlaceLocked(TableCore* table, const Pid& from) noexcept {
   ExclusiveLock lock(mu_);
-  // A holder that is exiting refuses the adoption (AdoptResource): the table is parked instead.
-  if (holder_.valid() && holder_ != from &&
-      ProcessAccess::AdoptResource(holder_, table->AsResource())) {
-    return holder_;
+  // A holder that is exiting refuses the adoption (AdoptResource), and one with no memory for its
+  // list of held tables cannot take it (AdoptResource throws, having changed nothing): the table
+  // is parked instead (the next holder adopts what is parked).
+  if (holder_.valid() && holder_ != from) {
+    try {
+      if (ProcessAccess::AdoptResource(holder_, table->AsResource())) return holder_;
+    } catch (const std::bad_alloc&) {
+    }
   }
   LinkParked(table);
   return Pid();
