@@ -1,6 +1,7 @@
 // Starting, stopping and discarding instances; their state.
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -84,8 +85,16 @@ absl::Status Discard(Node& node, const std::shared_ptr<Instance>& st) {
   }
   uint64_t discarded = 0;
   for (const Entry& entry : entries) {
+    const std::optional<SharedStorage> storage =
+        entry.table.core() != nullptr ? entry.table.core()->shared_storage() : std::nullopt;
     absl::StatusOr<bool> deleted = st->keeper->Release(entry.table);
-    if (deleted.ok() && *deleted) ++discarded;
+    if (!deleted.ok() || !*deleted) continue;
+    ++discarded;
+    // A deleted shared table's segment is gone: its record in the directory of shared tables
+    // goes too (unless it names another program's table by now).
+    if (storage.has_value() && entry.name != nullptr) {
+      (void)st->shared_dir->Unbind(*entry.name, *storage);
+    }
   }
   {
     ExclusiveLock lock(st->mu);

@@ -447,6 +447,17 @@ TEST_F(SharedManagedTableTest, NewTableRecordsItAndDelTableForgetsIt) {
   EXPECT_FALSE(Exists(SegmentPath()));
 }
 
+// A stop that discards the instance's tables deletes the shared ones it holds, and forgets their
+// records (they were listed, with no segment, until a del_table of each name).
+TEST_F(SharedManagedTableTest, ADiscardForgetsTheRecordsOfTheSharedTablesItDeletes) {
+  EXPECT_CLAIMED(NewTableHere(), true, -1);  // The client exits: the instance holds the table.
+  EXPECT_EQ(SharedTablesHere(), "counter:1:1");
+  ASSERT_TRUE(StopManager(*node_, inst_, {.discard_tables = true}).ok());
+  EXPECT_FALSE(Exists(SegmentPath())) << "the discarded table's segment is removed";
+  ASSERT_TRUE(StartManager(*node_, inst_).ok());
+  EXPECT_EQ(SharedTablesHere(), "none");
+}
+
 // A record is removed by the del_table of its own table only: another program's (here another
 // node's) del_table of the same name, whose table was recorded before, leaves the record of the
 // table that replaced it (it removed whatever the name's record was: the live table's segment was
