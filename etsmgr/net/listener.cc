@@ -59,11 +59,14 @@ Pid ConnectionsSupervisor(Shared& shared) {
   return shared.connections;
 }
 
-// Refuses the accepted connection `fd`: sends `message` (best effort, without waiting: a full
-// socket buffer just loses it) and closes it. A client that already sent its request still reads
-// the message: Linux hands over received data before the reset that closing with unread input
-// causes.
-void Refuse(int fd, const std::string& message) {
+// Refuses the accepted connection `fd` (counted in `rejected`): sends the reject message (best
+// effort, without waiting: a full socket buffer just loses it) and closes it. A client that
+// already sent its request still reads the message: Linux hands over received data before the
+// reset that closing with unread input causes.
+void Refuse(Shared& shared, int fd) {
+  shared.stats->rejected.fetch_add(1, std::memory_order_relaxed);
+  shared.stats->changed.Notify();
+  const std::string& message = shared.options.reject_message;
   if (!message.empty()) {
     (void)!::send(fd, message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   }
@@ -124,9 +127,7 @@ Task<void> Acceptor(Process& self, std::shared_ptr<Shared> shared) {
       const int waiting = TakeOneWaiting(listen_fd);
       if (waiting >= 0) {
         shared->stats->accepted.fetch_add(1, std::memory_order_relaxed);
-        shared->stats->rejected.fetch_add(1, std::memory_order_relaxed);
-        shared->stats->changed.Notify();
-        Refuse(waiting, shared->options.reject_message);
+        Refuse(*shared, waiting);
       }
       spare.Reopen();
       if (waiting >= 0) {
@@ -162,9 +163,7 @@ Task<void> Acceptor(Process& self, std::shared_ptr<Shared> shared) {
     failures = 0;
     shared->stats->accepted.fetch_add(1, std::memory_order_relaxed);
     if (shared->stats->live.load(std::memory_order_relaxed) >= shared->options.max_connections) {
-      shared->stats->rejected.fetch_add(1, std::memory_order_relaxed);
-      shared->stats->changed.Notify();
-      Refuse(*fd, shared->options.reject_message);
+      Refuse(*shared, *fd);
       continue;
     }
     shared->stats->live.fetch_add(1, std::memory_order_relaxed);
